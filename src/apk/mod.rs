@@ -1,0 +1,14 @@
+//! The Alpine `.apk` v2 formats: package parsing, `.PKGINFO`, index writing, signing,
+//! versions and names. Pure and synchronous: everything takes `Read` or `&[u8]` and knows
+//! nothing of HTTP, databases or async runtimes.
+
+pub mod builder;
+pub mod index;
+pub mod names;
+pub mod package;
+pub mod pkginfo;
+pub mod sign;
+pub mod version;
+
+mod error;
+pub use error::{ApkError, ApkResult};

@@ -1,0 +1,101 @@
+//! Filesystem blob store: `<root>/sha256/<ab>/<abcdef…>`, written by rename after fsync.
+
+use std::io::SeekFrom;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use super::*;
+
+pub struct FsBlobStore {
+    root: PathBuf,
+}
+
+impl FsBlobStore {
+    pub fn new(root: impl Into<PathBuf>) -> std::io::Result<FsBlobStore> {
+        let root = root.into();
+        std::fs::create_dir_all(root.join("sha256"))?;
+        Ok(FsBlobStore { root })
+    }
+
+    fn path(&self, sha256: &str) -> BlobResult<PathBuf> {
+        if !is_valid_key(sha256) {
+            return Err(BlobError::NotFound(sha256.to_string()));
+        }
+        Ok(self.root.join("sha256").join(&sha256[..2]).join(sha256))
+    }
+}
+
+fn not_found(sha256: &str) -> impl FnOnce(std::io::Error) -> BlobError + '_ {
+    move |e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            BlobError::NotFound(sha256.to_string())
+        } else {
+            BlobError::Io(e)
+        }
+    }
+}
+
+/// Makes a rename or creation in `dir` durable.
+pub(crate) async fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all())
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+#[async_trait]
+impl BlobStore for FsBlobStore {
+    async fn put_file(&self, sha256: &str, path: &Path) -> BlobResult<()> {
+        let target = self.path(sha256)?;
+        let dir = target.parent().expect("blob path has a parent");
+        if tokio::fs::try_exists(&target).await? {
+            return Ok(());
+        }
+        if !tokio::fs::try_exists(dir).await? {
+            tokio::fs::create_dir_all(dir).await?;
+            sync_dir(&self.root.join("sha256")).await?;
+        }
+        tokio::fs::rename(path, &target).await?;
+        sync_dir(dir).await?;
+        Ok(())
+    }
+
+    async fn size(&self, sha256: &str) -> BlobResult<u64> {
+        let path = self.path(sha256)?;
+        let meta = tokio::fs::metadata(&path)
+            .await
+            .map_err(not_found(sha256))?;
+        Ok(meta.len())
+    }
+
+    async fn open_range(&self, sha256: &str, offset: u64, len: u64) -> BlobResult<BlobReader> {
+        let path = self.path(sha256)?;
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(not_found(sha256))?;
+        let size = file.metadata().await?.len();
+        if offset > 0 {
+            file.seek(SeekFrom::Start(offset)).await?;
+        }
+        Ok(BlobReader {
+            size,
+            body: Box::pin(file.take(len)),
+        })
+    }
+
+    async fn delete(&self, sha256: &str) -> BlobResult<()> {
+        let path = self.path(sha256)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn ping(&self) -> BlobResult<()> {
+        tokio::fs::metadata(self.root.join("sha256")).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,231 @@
+//! Configuration: one `Config`, layered defaults < TOML file < environment < CLI flags.
+//!
+//! Environment variables are `ALPINE_REGISTRY__SECTION__KEY` (double underscore between
+//! levels). Unknown keys are an error that names the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::apk::sign::SignatureAlgorithm;
+
+/// Prefix of the environment variables that override the configuration file.
+pub const ENV_PREFIX: &str = "ALPINE_REGISTRY__";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub database: DatabaseConfig,
+    pub limits: LimitsConfig,
+    pub signing: SigningConfig,
+    pub auth: AuthConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address and port to listen on.
+    pub listen: SocketAddr,
+    /// URL under which clients reach the registry (used in responses); derived from
+    /// `listen` when empty.
+    pub public_url: String,
+    /// Seconds a client may take to send the headers and body of one request.
+    pub request_timeout_secs: u64,
+    /// Seconds to let in-flight requests finish after SIGTERM / ctrl-c.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: String::new(),
+            request_timeout_secs: 3600,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Directory holding the database (by default), blobs and temporary uploads.
+    pub data_dir: PathBuf,
+    /// Where package blobs live; `<data_dir>/blobs` when empty.
+    pub blob_dir: Option<PathBuf>,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            data_dir: PathBuf::from("./data"),
+            blob_dir: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://path/to/registry.db`; `<data_dir>/registry.db` when empty.
+    pub url: String,
+    /// Connections in the pool.
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: String::new(),
+            max_connections: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest accepted `.apk` upload, in bytes (413 above it).
+    pub max_upload_bytes: u64,
+    /// Largest decompressed control (and signature) member of a package.
+    pub max_control_bytes: u64,
+    /// Largest `.PKGINFO`.
+    pub max_pkginfo_bytes: u64,
+    /// Largest decompressed data member (guards against gzip bombs).
+    pub max_data_bytes: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_upload_bytes: 1 << 30,
+            max_control_bytes: 16 << 20,
+            max_pkginfo_bytes: 1 << 20,
+            max_data_bytes: 64 << 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SigningConfig {
+    /// Signatures written into every index, in this order: `RSA256`, `RSA`, `RSA512`.
+    pub algorithms: Vec<String>,
+    /// Size of newly generated owner keys.
+    pub key_bits: usize,
+}
+
+impl Default for SigningConfig {
+    fn default() -> Self {
+        SigningConfig {
+            algorithms: vec!["RSA256".into(), "RSA".into()],
+            key_bits: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Whether anonymous clients may read public owners.
+    pub anonymous_read: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            anonymous_read: true,
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if given), then the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                anyhow::bail!("configuration file {} does not exist", file.display());
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        let config: Config = figment
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.signature_algorithms()?;
+        if self.signing.key_bits < 1024 || self.signing.key_bits > 16384 {
+            anyhow::bail!("signing.key_bits must be between 1024 and 16384");
+        }
+        if self.limits.max_upload_bytes == 0 {
+            anyhow::bail!("limits.max_upload_bytes must be positive");
+        }
+        if !self.database.url.is_empty() && !self.database.url.starts_with("sqlite:") {
+            anyhow::bail!("database.url: only sqlite: URLs are supported");
+        }
+        Ok(())
+    }
+
+    pub fn signature_algorithms(&self) -> anyhow::Result<Vec<SignatureAlgorithm>> {
+        if self.signing.algorithms.is_empty() {
+            anyhow::bail!("signing.algorithms must name at least one algorithm");
+        }
+        self.signing
+            .algorithms
+            .iter()
+            .map(|a| {
+                a.parse::<SignatureAlgorithm>()
+                    .map_err(|e| anyhow::anyhow!("signing.algorithms: {e}"))
+            })
+            .collect()
+    }
+
+    pub fn blob_dir(&self) -> PathBuf {
+        self.storage
+            .blob_dir
+            .clone()
+            .unwrap_or_else(|| self.storage.data_dir.join("blobs"))
+    }
+
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.storage.data_dir.join("tmp")
+    }
+
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            format!(
+                "sqlite://{}",
+                self.storage.data_dir.join("registry.db").display()
+            )
+        } else {
+            self.database.url.clone()
+        }
+    }
+
+    pub fn public_url(&self) -> String {
+        if self.server.public_url.is_empty() {
+            format!("http://{}", self.server.listen)
+        } else {
+            self.server.public_url.trim_end_matches('/').to_string()
+        }
+    }
+
+    pub fn apk_limits(&self) -> crate::apk::package::Limits {
+        crate::apk::package::Limits {
+            max_control_bytes: self.limits.max_control_bytes,
+            max_pkginfo_bytes: self.limits.max_pkginfo_bytes,
+            max_data_bytes: self.limits.max_data_bytes,
+        }
+    }
+}

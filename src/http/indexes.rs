@@ -1,0 +1,95 @@
+//! `GET /{owner}/{branch}/{repository}/{arch}/APKINDEX.tar.gz`: the signed index.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+
+use super::conditional::{Entity, Plan};
+use super::FilePath;
+use crate::auth::Identity;
+use crate::error::{AppError, AppResult};
+use crate::names::{Arch, BranchName, OwnerName, RepoName};
+use crate::store::{RepoRef, Role};
+use crate::AppState;
+
+pub async fn get(
+    State(state): State<AppState>,
+    identity: Identity,
+    Path(path): Path<FilePath>,
+    headers: HeaderMap,
+) -> AppResult<Response> {
+    let owner_name = OwnerName::parse(&path.owner)?;
+    let branch = BranchName::parse(&path.branch)?;
+    let repository = RepoName::parse(&path.repository)?;
+    let arch = Arch::parse(&path.arch)?;
+    let owner = super::authorize(&state, &identity, &owner_name, Role::Read).await?;
+    let not_found = || {
+        AppError::NotFound(format!(
+            "no index for {owner_name}/{branch}/{repository}/{arch}"
+        ))
+    };
+    let repo_ref = RepoRef {
+        owner_id: owner.id,
+        branch: branch.to_string(),
+        repository: repository.to_string(),
+    };
+    let repo = state
+        .store
+        .repository(&repo_ref)
+        .await?
+        .ok_or_else(not_found)?;
+    // Never serve an index older than an acknowledged change (e.g. after a crash).
+    if repo.built_gen < repo.wanted_gen {
+        state
+            .indexer
+            .wait_built(&owner, &repo, repo.wanted_gen)
+            .await?;
+    }
+    let index = match state.store.index(repo.id, arch.as_str()).await? {
+        Some(index) => index,
+        None => {
+            if !state
+                .indexer
+                .ensure_arch(&owner, &repo, arch.as_str())
+                .await?
+            {
+                return Err(not_found());
+            }
+            state
+                .store
+                .index(repo.id, arch.as_str())
+                .await?
+                .ok_or_else(not_found)?
+        }
+    };
+    let entity = Entity {
+        etag: format!("\"{}\"", index.sha256),
+        last_modified: index.built_at,
+        size: index.content.len() as u64,
+    };
+    let plan = entity.plan(&headers);
+    let builder = Response::builder()
+        .header(header::ETAG, &entity.etag)
+        .header(header::LAST_MODIFIED, entity.last_modified_http())
+        .header(header::CACHE_CONTROL, cache_control(owner.is_private));
+    let response = match plan {
+        Plan::NotModified => builder.status(StatusCode::NOT_MODIFIED).body(Body::empty()),
+        // Indexes are small; ranges over them are not worth supporting.
+        _ => builder
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "application/gzip")
+            .header(header::CONTENT_LENGTH, index.content.len())
+            .body(Body::from(index.content)),
+    };
+    response.map_err(|e| AppError::Internal(e.into()))
+}
+
+/// Clients and proxies must revalidate, so a publish is visible at once.
+pub fn cache_control(private: bool) -> HeaderValue {
+    if private {
+        HeaderValue::from_static("private, no-cache")
+    } else {
+        HeaderValue::from_static("public, no-cache")
+    }
+}

@@ -1,0 +1,90 @@
+//! The HTTP interface: routes, layers, and one module per resource.
+
+mod auth;
+mod conditional;
+mod health;
+mod indexes;
+mod keys;
+mod packages;
+
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::Identity;
+use crate::error::AppResult;
+use crate::AppState;
+
+pub use auth::authorize;
+
+/// Path parameters of `{arch}/{file}` routes.
+#[derive(Debug, Deserialize)]
+pub struct FilePath {
+    pub owner: String,
+    pub branch: String,
+    pub repository: String,
+    pub arch: String,
+    pub file: String,
+}
+
+/// `{arch}/APKINDEX.tar.gz` and `{arch}/{name}-{version}.apk` share one route shape.
+async fn get_file(
+    state: State<AppState>,
+    identity: Identity,
+    path: Path<FilePath>,
+    headers: HeaderMap,
+) -> AppResult<Response> {
+    if path.file == "APKINDEX.tar.gz" {
+        indexes::get(state, identity, path, headers).await
+    } else {
+        packages::download(state, identity, path, headers).await
+    }
+}
+
+/// The routes of one owner namespace below `base`.
+fn owner_routes(base: &str) -> Router<AppState> {
+    Router::new()
+        .route(&format!("{base}/key"), get(keys::get))
+        .route(&format!("{base}/keys/{{keyname}}"), get(keys::get_named))
+        .route(
+            &format!("{base}/{{branch}}/{{repository}}"),
+            axum::routing::put(packages::upload),
+        )
+        .route(
+            &format!("{base}/{{branch}}/{{repository}}/{{arch}}/{{file}}"),
+            get(get_file).delete(packages::delete),
+        )
+}
+
+pub fn router(state: AppState) -> Router {
+    let timeout = Duration::from_secs(state.config.server.request_timeout_secs);
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .merge(owner_routes("/{owner}"))
+        // Gitea/Forgejo's layout, so their users switch by changing the host name only.
+        .merge(owner_routes("/api/packages/{owner}/alpine"))
+        .layer(DefaultBodyLimit::disable())
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let route = request
+                    .extensions()
+                    .get::<MatchedPath>()
+                    .map(MatchedPath::as_str)
+                    .unwrap_or("unmatched");
+                tracing::info_span!("request", method = %request.method(), route)
+            }),
+        )
+        .with_state(state)
+}

@@ -1,0 +1,216 @@
+//! Index publication: coalesced, race-free rebuilds of each repository's signed
+//! `APKINDEX.tar.gz` files.
+//!
+//! Every mutation bumps the repository's wanted generation in the same transaction as its
+//! row. `wait_built` returns once an index at least that new is published: one builder per
+//! repository runs at a time, renders everything up to the wanted generation it reads from
+//! one snapshot, and all waiters whose generation it covered return together. N
+//! concurrent uploads therefore cost far fewer than N builds.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use sha2::{Digest, Sha256};
+
+use crate::apk::index::{compare_entries, rewrite_arch, sign_index, write_unsigned_index};
+use crate::apk::names::KNOWN_ARCHES;
+use crate::apk::sign::SignatureAlgorithm;
+use crate::keys::Keys;
+use crate::store::{IndexEntry, Owner, RenderedIndex, Repository, Store};
+
+pub struct Indexer {
+    store: Arc<dyn Store>,
+    keys: Arc<Keys>,
+    algorithms: Vec<SignatureAlgorithm>,
+    locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
+    builds: AtomicU64,
+}
+
+impl Indexer {
+    pub fn new(
+        store: Arc<dyn Store>,
+        keys: Arc<Keys>,
+        algorithms: Vec<SignatureAlgorithm>,
+    ) -> Indexer {
+        Indexer {
+            store,
+            keys,
+            algorithms,
+            locks: Mutex::new(HashMap::new()),
+            builds: AtomicU64::new(0),
+        }
+    }
+
+    /// How many index builds this process has run (for tests and metrics).
+    pub fn builds(&self) -> u64 {
+        self.builds.load(Ordering::Relaxed)
+    }
+
+    fn lock_for(&self, repository_id: i64) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .expect("indexer locks poisoned")
+            .entry(repository_id)
+            .or_default()
+            .clone()
+    }
+
+    /// Returns once the repository's published indexes include `generation`.
+    pub async fn wait_built(
+        &self,
+        owner: &Owner,
+        repository: &Repository,
+        generation: i64,
+    ) -> anyhow::Result<()> {
+        self.build(owner, repository, generation, None).await
+    }
+
+    /// Publishes an index for `arch` if the repository can serve one (it has noarch
+    /// packages and `arch` is an Alpine architecture). Returns whether one exists now.
+    pub async fn ensure_arch(
+        &self,
+        owner: &Owner,
+        repository: &Repository,
+        arch: &str,
+    ) -> anyhow::Result<bool> {
+        if !KNOWN_ARCHES.contains(&arch) || !self.store.has_noarch(repository.id).await? {
+            return Ok(false);
+        }
+        self.build(owner, repository, repository.wanted_gen, Some(arch))
+            .await?;
+        Ok(self.store.index(repository.id, arch).await?.is_some())
+    }
+
+    async fn build(
+        &self,
+        owner: &Owner,
+        repository: &Repository,
+        generation: i64,
+        extra_arch: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let lock = self.lock_for(repository.id);
+        let _guard = lock.lock().await;
+        let current = self
+            .store
+            .repository_by_id(repository.id)
+            .await?
+            .context("repository vanished")?;
+        let arch_missing = match extra_arch {
+            Some(arch) => self.store.index(repository.id, arch).await?.is_none(),
+            None => false,
+        };
+        if current.built_gen >= generation && !arch_missing {
+            return Ok(());
+        }
+        let key = self.keys.get_or_create(owner).await?;
+        let snapshot = self.store.index_snapshot(repository.id).await?;
+        let description = format!(
+            "{}/{}/{}",
+            repository.owner_name, repository.branch, repository.name
+        );
+        let algorithms = self.algorithms.clone();
+        let extra = extra_arch.map(str::to_string);
+        let served = snapshot.served_arches.clone();
+        let (rendered, removed) = tokio::task::spawn_blocking(move || {
+            render_all(
+                &description,
+                snapshot.packages,
+                &served,
+                extra.as_deref(),
+                |unsigned| sign_index(unsigned, &key, &algorithms),
+            )
+        })
+        .await
+        .context("index render task")??;
+        self.store
+            .publish_indexes(
+                repository.id,
+                snapshot.generation,
+                rendered,
+                removed,
+                crate::unix_now(),
+            )
+            .await?;
+        self.builds.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            repository = %format!("{}/{}/{}", repository.owner_name, repository.branch, repository.name),
+            generation = snapshot.generation,
+            "published indexes"
+        );
+        Ok(())
+    }
+
+    /// Rebuilds every repository whose built generation lags (after a crash).
+    pub async fn rebuild_stale(&self) -> anyhow::Result<usize> {
+        let stale = self.store.stale_repositories().await?;
+        for repository in &stale {
+            let owner = self
+                .store
+                .owner_by_name(&repository.owner_name)
+                .await?
+                .context("repository without owner")?;
+            self.wait_built(&owner, repository, repository.wanted_gen)
+                .await?;
+        }
+        Ok(stale.len())
+    }
+}
+
+/// Renders the index of every architecture the repository serves: those with concrete
+/// packages, plus, while noarch packages exist, those already served and `extra`.
+/// Returns the rendered indexes and the architectures whose index must go.
+fn render_all(
+    description: &str,
+    mut packages: Vec<IndexEntry>,
+    served: &[String],
+    extra: Option<&str>,
+    sign: impl Fn(&[u8]) -> crate::apk::ApkResult<Vec<u8>>,
+) -> anyhow::Result<(Vec<RenderedIndex>, Vec<String>)> {
+    packages.sort_by(|a, b| {
+        compare_entries(
+            (&a.name, &a.version, &a.checksum),
+            (&b.name, &b.version, &b.checksum),
+        )
+    });
+    let has_noarch = packages.iter().any(|p| p.arch == "noarch");
+    let mut arches: BTreeSet<&str> = packages
+        .iter()
+        .filter(|p| p.arch != "noarch")
+        .map(|p| p.arch.as_str())
+        .collect();
+    if has_noarch {
+        arches.extend(served.iter().map(String::as_str));
+        arches.extend(extra);
+    }
+    let mut rendered = Vec::with_capacity(arches.len());
+    for arch in &arches {
+        let rewritten: Vec<std::borrow::Cow<'_, str>> = packages
+            .iter()
+            .filter(|p| p.arch == *arch || p.arch == "noarch")
+            .map(|p| {
+                if p.arch == "noarch" {
+                    std::borrow::Cow::Owned(rewrite_arch(&p.stanza, arch))
+                } else {
+                    std::borrow::Cow::Borrowed(p.stanza.as_str())
+                }
+            })
+            .collect();
+        let stanzas: Vec<&str> = rewritten.iter().map(|s| s.as_ref()).collect();
+        let unsigned = write_unsigned_index(description, &stanzas);
+        let content = sign(&unsigned)?;
+        let sha256 = hex::encode(Sha256::digest(&content));
+        rendered.push(RenderedIndex {
+            arch: arch.to_string(),
+            content,
+            sha256,
+        });
+    }
+    let removed = served
+        .iter()
+        .filter(|a| !arches.contains(a.as_str()))
+        .cloned()
+        .collect();
+    Ok((rendered, removed))
+}

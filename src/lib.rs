@@ -1,0 +1,159 @@
+//! alpine-registry: a self-hosted registry for Alpine Linux packages.
+//!
+//! `open` builds the application state from a configuration, `router` the HTTP
+//! interface, `serve` runs it until shutdown. The CLI in `cli` drives the same pieces.
+
+pub mod apk;
+pub mod auth;
+pub mod blob;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod indexer;
+pub mod keys;
+pub mod names;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::blob::{BlobStore, FsBlobStore};
+use crate::config::Config;
+use crate::indexer::Indexer;
+use crate::keys::Keys;
+use crate::store::{SqliteStore, Store};
+
+/// Everything a request handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub keys: Arc<Keys>,
+    pub indexer: Arc<Indexer>,
+    /// Uploads hold it shared from blob write to row insert; a delete holds it exclusively
+    /// while deciding whether a blob is still referenced.
+    pub blob_lock: Arc<tokio::sync::RwLock<()>>,
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Opens the database (migrating it) and storage, creating directories as needed.
+pub async fn open(config: Config) -> anyhow::Result<AppState> {
+    let config = Arc::new(config);
+    std::fs::create_dir_all(&config.storage.data_dir).with_context(|| {
+        format!(
+            "creating data directory {}",
+            config.storage.data_dir.display()
+        )
+    })?;
+    std::fs::create_dir_all(config.tmp_dir()).context("creating temporary directory")?;
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::connect(&config.database_url(), config.database.max_connections)
+            .await
+            .context("opening the database")?,
+    );
+    let blobs: Arc<dyn BlobStore> =
+        Arc::new(FsBlobStore::new(config.blob_dir()).context("opening blob storage")?);
+    let keys = Arc::new(Keys::new(store.clone(), config.signing.key_bits));
+    let indexer = Arc::new(Indexer::new(
+        store.clone(),
+        keys.clone(),
+        config.signature_algorithms()?,
+    ));
+    Ok(AppState {
+        config,
+        store,
+        blobs,
+        keys,
+        indexer,
+        blob_lock: Arc::new(tokio::sync::RwLock::new(())),
+    })
+}
+
+/// The application router.
+pub fn build_app(state: AppState) -> Router {
+    http::router(state)
+}
+
+/// Work done when the server starts: temporary files of interrupted uploads are removed,
+/// indexes behind their wanted generation rebuilt, and missing owner keys generated in
+/// the background.
+pub async fn recover(state: &AppState) -> anyhow::Result<()> {
+    let tmp = state.config.tmp_dir();
+    let mut entries = tokio::fs::read_dir(&tmp).await?;
+    while let Some(entry) = entries.next_entry().await? {
+        if entry.file_type().await?.is_file() {
+            tokio::fs::remove_file(entry.path()).await?;
+        }
+    }
+    let rebuilt = state.indexer.rebuild_stale().await?;
+    if rebuilt > 0 {
+        tracing::info!(rebuilt, "rebuilt stale indexes");
+    }
+    Ok(())
+}
+
+/// Serves on `listener` until `shutdown` completes, then lets in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let keys = state.keys.clone();
+    tokio::spawn(async move {
+        if let Err(e) = keys.create_missing().await {
+            tracing::error!(error = %format!("{e:#}"), "generating owner keys");
+        }
+    });
+    let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
+    let app = build_app(state);
+    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stopped_tx.send(());
+    });
+    tokio::select! {
+        result = server => result.context("server error")?,
+        _ = async {
+            let _ = stopped_rx.await;
+            tokio::time::sleep(grace).await;
+        } => tracing::warn!("shutdown grace period over; closing remaining connections"),
+    }
+    Ok(())
+}
+
+/// Resolves on SIGTERM or ctrl-c.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,290 @@
+//! Metadata storage: the `Store` trait and its records. SQL lives only in the backends.
+
+mod sqlite;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique constraint or a domain rule says the row already exists.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A right on an owner, also the scope of a token. Ordered: read < write < admin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Read,
+    Write,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Write => "write",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "read" => Ok(Role::Read),
+            "write" => Ok(Role::Write),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!(
+                "unknown role or scope {other:?}: use read, write or admin"
+            )),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct User {
+    pub id: i64,
+    pub name: String,
+    pub is_admin: bool,
+    pub password_hash: Option<String>,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("is_admin", &self.is_admin)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Owner {
+    pub id: i64,
+    pub name: String,
+    pub is_private: bool,
+    pub is_org: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenRecord {
+    pub id: i64,
+    pub user_id: i64,
+    pub user_name: String,
+    pub prefix: String,
+    pub scope: Role,
+    pub owner_id: Option<i64>,
+    pub owner_name: Option<String>,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub created_at: i64,
+}
+
+pub struct NewToken<'a> {
+    pub user_id: i64,
+    pub token_hash: &'a str,
+    pub prefix: &'a str,
+    pub scope: Role,
+    pub owner_id: Option<i64>,
+    pub expires_at: Option<i64>,
+}
+
+pub struct StoredKey {
+    pub key_name: String,
+    pub private_pem: String,
+    pub public_pem: String,
+}
+
+impl std::fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("key_name", &self.key_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Identifies one repository of an owner.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RepoRef {
+    pub owner_id: i64,
+    pub branch: String,
+    pub repository: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Repository {
+    pub id: i64,
+    pub owner_id: i64,
+    pub owner_name: String,
+    pub branch: String,
+    pub name: String,
+    pub wanted_gen: i64,
+    pub built_gen: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewPackage {
+    pub arch: String,
+    pub name: String,
+    pub version: String,
+    pub filename: String,
+    pub checksum: String,
+    pub sha256: String,
+    pub size: i64,
+    pub stanza: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Package {
+    pub id: i64,
+    pub repository_id: i64,
+    pub arch: String,
+    pub name: String,
+    pub version: String,
+    pub filename: String,
+    pub checksum: String,
+    pub sha256: String,
+    pub size: i64,
+    pub created_at: i64,
+}
+
+/// What an index build renders from: one consistent read of a repository.
+#[derive(Debug, Clone)]
+pub struct IndexSnapshot {
+    pub generation: i64,
+    pub packages: Vec<IndexEntry>,
+    /// Architectures that currently have a served index.
+    pub served_arches: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct IndexEntry {
+    pub arch: String,
+    pub name: String,
+    pub version: String,
+    pub checksum: String,
+    pub stanza: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct RenderedIndex {
+    pub arch: String,
+    pub content: Vec<u8>,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredIndex {
+    pub generation: i64,
+    pub content: bytes::Bytes,
+    pub sha256: String,
+    pub built_at: i64,
+}
+
+/// The metadata store. SQLite today; PostgreSQL joins behind the same trait.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Whether the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+
+    async fn count_users(&self) -> StoreResult<i64>;
+    /// Creates a user together with its personal namespace (an owner of the same name,
+    /// with the user as its admin).
+    async fn create_user(
+        &self,
+        name: &str,
+        password_hash: Option<&str>,
+        is_admin: bool,
+    ) -> StoreResult<User>;
+    async fn user_by_name(&self, name: &str) -> StoreResult<Option<User>>;
+
+    async fn create_owner(&self, name: &str, is_private: bool, is_org: bool) -> StoreResult<Owner>;
+    async fn owner_by_name(&self, name: &str) -> StoreResult<Option<Owner>>;
+    async fn set_member(&self, owner_id: i64, user_id: i64, role: Role) -> StoreResult<()>;
+    async fn member_role(&self, owner_id: i64, user_id: i64) -> StoreResult<Option<Role>>;
+
+    async fn insert_token(&self, token: NewToken<'_>) -> StoreResult<i64>;
+    async fn token_by_hash(&self, token_hash: &str) -> StoreResult<Option<TokenRecord>>;
+    async fn list_tokens(&self, user_id: Option<i64>) -> StoreResult<Vec<TokenRecord>>;
+    /// Returns false when no unrevoked token has that id.
+    async fn revoke_token(&self, id: i64, now: i64) -> StoreResult<bool>;
+
+    async fn signing_key(&self, owner_id: i64) -> StoreResult<Option<StoredKey>>;
+    /// Stores `key` unless the owner already has one; returns the owner's key either way.
+    async fn insert_signing_key(&self, owner_id: i64, key: StoredKey) -> StoreResult<StoredKey>;
+    async fn owners_without_key(&self) -> StoreResult<Vec<Owner>>;
+
+    /// Inserts a package row and bumps the repository's wanted generation in one
+    /// transaction. Conflict when the file, or the same name and version under `noarch`
+    /// versus a concrete architecture, exists. Returns the row and the generation that
+    /// includes it.
+    async fn insert_package(
+        &self,
+        repo: &RepoRef,
+        package: NewPackage,
+    ) -> StoreResult<(Package, i64)>;
+    /// The package served at `{arch}/{filename}`: the row of that architecture, else the
+    /// `noarch` row.
+    async fn find_package(
+        &self,
+        repo: &RepoRef,
+        arch: &str,
+        filename: &str,
+    ) -> StoreResult<Option<Package>>;
+    /// Deletes what `find_package` would return, bumping the wanted generation; returns
+    /// the deleted row and the generation that excludes it.
+    async fn delete_package(
+        &self,
+        repo: &RepoRef,
+        arch: &str,
+        filename: &str,
+    ) -> StoreResult<Option<(Package, i64)>>;
+    /// Whether any package row references the blob.
+    async fn blob_referenced(&self, sha256: &str) -> StoreResult<bool>;
+
+    async fn repository(&self, repo: &RepoRef) -> StoreResult<Option<Repository>>;
+    async fn repository_by_id(&self, id: i64) -> StoreResult<Option<Repository>>;
+    /// Whether the repository holds any noarch package.
+    async fn has_noarch(&self, repository_id: i64) -> StoreResult<bool>;
+    /// Repositories matching the optional filters.
+    async fn list_repositories(
+        &self,
+        owner_id: Option<i64>,
+        branch: Option<&str>,
+        repository: Option<&str>,
+    ) -> StoreResult<Vec<Repository>>;
+    /// Repositories whose built generation lags the wanted one.
+    async fn stale_repositories(&self) -> StoreResult<Vec<Repository>>;
+    /// Bumps the wanted generation (forces a rebuild); returns the new generation.
+    async fn bump_generation(&self, repository_id: i64) -> StoreResult<i64>;
+
+    /// One consistent read of everything an index build needs.
+    async fn index_snapshot(&self, repository_id: i64) -> StoreResult<IndexSnapshot>;
+    /// Publishes the indexes rendered at `generation`: replaces the rows of `indexes`,
+    /// removes those of `removed`, raises built_gen. Rows already at a newer generation
+    /// (written by another builder) are left alone.
+    async fn publish_indexes(
+        &self,
+        repository_id: i64,
+        generation: i64,
+        indexes: Vec<RenderedIndex>,
+        removed: Vec<String>,
+        now: i64,
+    ) -> StoreResult<()>;
+    async fn index(&self, repository_id: i64, arch: &str) -> StoreResult<Option<StoredIndex>>;
+}

@@ -1,0 +1,681 @@
+//! The SQLite backend of `Store`.
+//!
+//! Writers go through a one-connection pool and `BEGIN IMMEDIATE`, so write transactions
+//! queue instead of failing with SQLITE_BUSY; readers use their own pool and see WAL
+//! snapshots. `synchronous = FULL`: a committed row survives a crash or power loss.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, SqlitePool};
+
+use super::*;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+pub struct SqliteStore {
+    reader: SqlitePool,
+    writer: SqlitePool,
+}
+
+fn now_secs() -> i64 {
+    crate::unix_now()
+}
+
+/// Unique violations are conflicts, reported in the caller's words.
+fn conflict_or(err: sqlx::Error, message: impl FnOnce() -> String) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(message()),
+        _ => StoreError::Database(err),
+    }
+}
+
+fn role(row: &SqliteRow, column: &str) -> StoreResult<Role> {
+    let text: String = row.try_get(column)?;
+    Role::from_str(&text).map_err(|e| StoreError::Database(sqlx::Error::Decode(e.into())))
+}
+
+fn user_from(row: &SqliteRow) -> StoreResult<User> {
+    Ok(User {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        is_admin: row.try_get("is_admin")?,
+        password_hash: row.try_get("password_hash")?,
+    })
+}
+
+fn owner_from(row: &SqliteRow) -> StoreResult<Owner> {
+    Ok(Owner {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        is_private: row.try_get("is_private")?,
+        is_org: row.try_get("is_org")?,
+    })
+}
+
+fn token_from(row: &SqliteRow) -> StoreResult<TokenRecord> {
+    Ok(TokenRecord {
+        id: row.try_get("id")?,
+        user_id: row.try_get("user_id")?,
+        user_name: row.try_get("user_name")?,
+        prefix: row.try_get("prefix")?,
+        scope: role(row, "scope")?,
+        owner_id: row.try_get("owner_id")?,
+        owner_name: row.try_get("owner_name")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn package_from(row: &SqliteRow) -> StoreResult<Package> {
+    Ok(Package {
+        id: row.try_get("id")?,
+        repository_id: row.try_get("repository_id")?,
+        arch: row.try_get("arch")?,
+        name: row.try_get("name")?,
+        version: row.try_get("version")?,
+        filename: row.try_get("filename")?,
+        checksum: row.try_get("checksum")?,
+        sha256: row.try_get("sha256")?,
+        size: row.try_get("size")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn repository_from(row: &SqliteRow) -> StoreResult<Repository> {
+    Ok(Repository {
+        id: row.try_get("id")?,
+        owner_id: row.try_get("owner_id")?,
+        owner_name: row.try_get("owner_name")?,
+        branch: row.try_get("branch")?,
+        name: row.try_get("name")?,
+        wanted_gen: row.try_get("wanted_gen")?,
+        built_gen: row.try_get("built_gen")?,
+    })
+}
+
+const TOKEN_SELECT: &str = "SELECT t.id, t.user_id, u.name AS user_name, t.prefix, t.scope, \
+     t.owner_id, o.name AS owner_name, t.expires_at, t.revoked_at, t.created_at \
+     FROM tokens t JOIN users u ON u.id = t.user_id LEFT JOIN owners o ON o.id = t.owner_id";
+
+const REPOSITORY_SELECT: &str = "SELECT r.id, r.owner_id, o.name AS owner_name, r.branch, \
+     r.name, r.wanted_gen, r.built_gen FROM repositories r JOIN owners o ON o.id = r.owner_id";
+
+const PACKAGE_COLUMNS: &str = "p.id, p.repository_id, p.arch, p.name, p.version, p.filename, \
+     p.checksum, p.sha256, p.size, p.created_at";
+
+/// Finds the package served at `{arch}/{filename}`, preferring the exact architecture.
+const PACKAGE_LOOKUP: &str = "FROM packages p JOIN repositories r ON r.id = p.repository_id \
+     WHERE r.owner_id = ? AND r.branch = ? AND r.name = ? AND p.filename = ? \
+     AND p.arch IN (?, 'noarch') ORDER BY p.arch = 'noarch' LIMIT 1";
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` and applies the migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<SqliteStore> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        MIGRATOR.run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(SqliteStore { reader, writer })
+    }
+
+    async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
+    async fn count_users(&self) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.reader)
+            .await?)
+    }
+
+    async fn create_user(
+        &self,
+        name: &str,
+        password_hash: Option<&str>,
+        is_admin: bool,
+    ) -> StoreResult<User> {
+        let now = now_secs();
+        let mut tx = self.begin_write().await?;
+        let user_id: i64 = sqlx::query_scalar(
+            "INSERT INTO users (name, password_hash, is_admin, created_at) VALUES (?, ?, ?, ?) \
+             RETURNING id",
+        )
+        .bind(name)
+        .bind(password_hash)
+        .bind(is_admin)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| conflict_or(e, || format!("user {name:?} already exists")))?;
+        let owner_id: i64 = sqlx::query_scalar(
+            "INSERT INTO owners (name, is_private, is_org, created_at) VALUES (?, 0, 0, ?) \
+             RETURNING id",
+        )
+        .bind(name)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| conflict_or(e, || format!("an owner named {name:?} already exists")))?;
+        sqlx::query("INSERT INTO owner_members (owner_id, user_id, role) VALUES (?, ?, 'admin')")
+            .bind(owner_id)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(User {
+            id: user_id,
+            name: name.to_string(),
+            is_admin,
+            password_hash: password_hash.map(str::to_string),
+        })
+    }
+
+    async fn user_by_name(&self, name: &str) -> StoreResult<Option<User>> {
+        sqlx::query("SELECT id, name, password_hash, is_admin FROM users WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await?
+            .as_ref()
+            .map(user_from)
+            .transpose()
+    }
+
+    async fn create_owner(&self, name: &str, is_private: bool, is_org: bool) -> StoreResult<Owner> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO owners (name, is_private, is_org, created_at) VALUES (?, ?, ?, ?) \
+             RETURNING id",
+        )
+        .bind(name)
+        .bind(is_private)
+        .bind(is_org)
+        .bind(now_secs())
+        .fetch_one(&self.writer)
+        .await
+        .map_err(|e| conflict_or(e, || format!("owner {name:?} already exists")))?;
+        Ok(Owner {
+            id,
+            name: name.to_string(),
+            is_private,
+            is_org,
+        })
+    }
+
+    async fn owner_by_name(&self, name: &str) -> StoreResult<Option<Owner>> {
+        sqlx::query("SELECT id, name, is_private, is_org FROM owners WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await?
+            .as_ref()
+            .map(owner_from)
+            .transpose()
+    }
+
+    async fn set_member(&self, owner_id: i64, user_id: i64, role: Role) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO owner_members (owner_id, user_id, role) VALUES (?, ?, ?) \
+             ON CONFLICT (owner_id, user_id) DO UPDATE SET role = excluded.role",
+        )
+        .bind(owner_id)
+        .bind(user_id)
+        .bind(role.as_str())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn member_role(&self, owner_id: i64, user_id: i64) -> StoreResult<Option<Role>> {
+        sqlx::query("SELECT role FROM owner_members WHERE owner_id = ? AND user_id = ?")
+            .bind(owner_id)
+            .bind(user_id)
+            .fetch_optional(&self.reader)
+            .await?
+            .as_ref()
+            .map(|row| role(row, "role"))
+            .transpose()
+    }
+
+    async fn insert_token(&self, token: NewToken<'_>) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO tokens (user_id, token_hash, prefix, scope, owner_id, expires_at, \
+             created_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(token.user_id)
+        .bind(token.token_hash)
+        .bind(token.prefix)
+        .bind(token.scope.as_str())
+        .bind(token.owner_id)
+        .bind(token.expires_at)
+        .bind(now_secs())
+        .fetch_one(&self.writer)
+        .await
+        .map_err(|e| conflict_or(e, || "token collision, try again".to_string()))?)
+    }
+
+    async fn token_by_hash(&self, token_hash: &str) -> StoreResult<Option<TokenRecord>> {
+        sqlx::query(&format!("{TOKEN_SELECT} WHERE t.token_hash = ?"))
+            .bind(token_hash)
+            .fetch_optional(&self.reader)
+            .await?
+            .as_ref()
+            .map(token_from)
+            .transpose()
+    }
+
+    async fn list_tokens(&self, user_id: Option<i64>) -> StoreResult<Vec<TokenRecord>> {
+        sqlx::query(&format!(
+            "{TOKEN_SELECT} WHERE ?1 IS NULL OR t.user_id = ?1 ORDER BY t.id"
+        ))
+        .bind(user_id)
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(token_from)
+        .collect()
+    }
+
+    async fn revoke_token(&self, id: i64, now: i64) -> StoreResult<bool> {
+        let done =
+            sqlx::query("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+                .bind(now)
+                .bind(id)
+                .execute(&self.writer)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn signing_key(&self, owner_id: i64) -> StoreResult<Option<StoredKey>> {
+        let row = sqlx::query(
+            "SELECT key_name, private_pem, public_pem FROM signing_keys WHERE owner_id = ?",
+        )
+        .bind(owner_id)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(|row| {
+            Ok(StoredKey {
+                key_name: row.try_get("key_name")?,
+                private_pem: row.try_get("private_pem")?,
+                public_pem: row.try_get("public_pem")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn insert_signing_key(&self, owner_id: i64, key: StoredKey) -> StoreResult<StoredKey> {
+        // First writer wins; everyone else adopts its key.
+        sqlx::query(
+            "INSERT INTO signing_keys (owner_id, key_name, private_pem, public_pem, created_at) \
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (owner_id) DO NOTHING",
+        )
+        .bind(owner_id)
+        .bind(&key.key_name)
+        .bind(&key.private_pem)
+        .bind(&key.public_pem)
+        .bind(now_secs())
+        .execute(&self.writer)
+        .await?;
+        let row = sqlx::query(
+            "SELECT key_name, private_pem, public_pem FROM signing_keys WHERE owner_id = ?",
+        )
+        .bind(owner_id)
+        .fetch_one(&self.writer)
+        .await?;
+        Ok(StoredKey {
+            key_name: row.try_get("key_name")?,
+            private_pem: row.try_get("private_pem")?,
+            public_pem: row.try_get("public_pem")?,
+        })
+    }
+
+    async fn owners_without_key(&self) -> StoreResult<Vec<Owner>> {
+        sqlx::query(
+            "SELECT id, name, is_private, is_org FROM owners \
+             WHERE id NOT IN (SELECT owner_id FROM signing_keys) ORDER BY id",
+        )
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(owner_from)
+        .collect()
+    }
+
+    async fn insert_package(
+        &self,
+        repo: &RepoRef,
+        package: NewPackage,
+    ) -> StoreResult<(Package, i64)> {
+        let now = now_secs();
+        let mut tx = self.begin_write().await?;
+        let repository_id: i64 = sqlx::query_scalar(
+            "INSERT INTO repositories (owner_id, branch, name) VALUES (?, ?, ?) \
+             ON CONFLICT (owner_id, branch, name) DO UPDATE SET branch = excluded.branch \
+             RETURNING id",
+        )
+        .bind(repo.owner_id)
+        .bind(&repo.branch)
+        .bind(&repo.repository)
+        .fetch_one(&mut *tx)
+        .await?;
+        // noarch and concrete architectures share one download path, so the same name and
+        // version may exist either as noarch or under concrete architectures, not both.
+        let clash: Option<String> = sqlx::query_scalar(
+            "SELECT arch FROM packages WHERE repository_id = ? AND name = ? AND version = ? \
+             AND ((? = 'noarch') <> (arch = 'noarch')) LIMIT 1",
+        )
+        .bind(repository_id)
+        .bind(&package.name)
+        .bind(&package.version)
+        .bind(&package.arch)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(arch) = clash {
+            return Err(StoreError::Conflict(format!(
+                "{}-{} already exists in this repository as {arch}; a package is either \
+                 noarch or built per architecture, delete the other first",
+                package.name, package.version
+            )));
+        }
+        let row = sqlx::query(&format!(
+            "INSERT INTO packages (repository_id, arch, name, version, filename, checksum, \
+             sha256, size, stanza, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             RETURNING {}",
+            PACKAGE_COLUMNS.replace("p.", "")
+        ))
+        .bind(repository_id)
+        .bind(&package.arch)
+        .bind(&package.name)
+        .bind(&package.version)
+        .bind(&package.filename)
+        .bind(&package.checksum)
+        .bind(&package.sha256)
+        .bind(package.size)
+        .bind(&package.stanza)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| {
+            conflict_or(e, || {
+                format!(
+                    "{}/{} already exists; delete it before uploading it again",
+                    package.arch, package.filename
+                )
+            })
+        })?;
+        let stored = package_from(&row)?;
+        let generation: i64 = sqlx::query_scalar(
+            "UPDATE repositories SET wanted_gen = wanted_gen + 1 WHERE id = ? \
+             RETURNING wanted_gen",
+        )
+        .bind(repository_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((stored, generation))
+    }
+
+    async fn find_package(
+        &self,
+        repo: &RepoRef,
+        arch: &str,
+        filename: &str,
+    ) -> StoreResult<Option<Package>> {
+        sqlx::query(&format!("SELECT {PACKAGE_COLUMNS} {PACKAGE_LOOKUP}"))
+            .bind(repo.owner_id)
+            .bind(&repo.branch)
+            .bind(&repo.repository)
+            .bind(filename)
+            .bind(arch)
+            .fetch_optional(&self.reader)
+            .await?
+            .as_ref()
+            .map(package_from)
+            .transpose()
+    }
+
+    async fn delete_package(
+        &self,
+        repo: &RepoRef,
+        arch: &str,
+        filename: &str,
+    ) -> StoreResult<Option<(Package, i64)>> {
+        let mut tx = self.begin_write().await?;
+        let Some(row) = sqlx::query(&format!("SELECT {PACKAGE_COLUMNS} {PACKAGE_LOOKUP}"))
+            .bind(repo.owner_id)
+            .bind(&repo.branch)
+            .bind(&repo.repository)
+            .bind(filename)
+            .bind(arch)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let package = package_from(&row)?;
+        sqlx::query("DELETE FROM packages WHERE id = ?")
+            .bind(package.id)
+            .execute(&mut *tx)
+            .await?;
+        let generation: i64 = sqlx::query_scalar(
+            "UPDATE repositories SET wanted_gen = wanted_gen + 1 WHERE id = ? \
+             RETURNING wanted_gen",
+        )
+        .bind(package.repository_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some((package, generation)))
+    }
+
+    async fn blob_referenced(&self, sha256: &str) -> StoreResult<bool> {
+        Ok(
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM packages WHERE sha256 = ?)")
+                .bind(sha256)
+                .fetch_one(&self.writer)
+                .await?,
+        )
+    }
+
+    async fn repository(&self, repo: &RepoRef) -> StoreResult<Option<Repository>> {
+        sqlx::query(&format!(
+            "{REPOSITORY_SELECT} WHERE r.owner_id = ? AND r.branch = ? AND r.name = ?"
+        ))
+        .bind(repo.owner_id)
+        .bind(&repo.branch)
+        .bind(&repo.repository)
+        .fetch_optional(&self.reader)
+        .await?
+        .as_ref()
+        .map(repository_from)
+        .transpose()
+    }
+
+    async fn repository_by_id(&self, id: i64) -> StoreResult<Option<Repository>> {
+        // From the writer: the builder must see the generation it is about to compare.
+        sqlx::query(&format!("{REPOSITORY_SELECT} WHERE r.id = ?"))
+            .bind(id)
+            .fetch_optional(&self.writer)
+            .await?
+            .as_ref()
+            .map(repository_from)
+            .transpose()
+    }
+
+    async fn has_noarch(&self, repository_id: i64) -> StoreResult<bool> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM packages WHERE repository_id = ? AND arch = 'noarch')",
+        )
+        .bind(repository_id)
+        .fetch_one(&self.reader)
+        .await?)
+    }
+
+    async fn list_repositories(
+        &self,
+        owner_id: Option<i64>,
+        branch: Option<&str>,
+        repository: Option<&str>,
+    ) -> StoreResult<Vec<Repository>> {
+        sqlx::query(&format!(
+            "{REPOSITORY_SELECT} WHERE (?1 IS NULL OR r.owner_id = ?1) \
+             AND (?2 IS NULL OR r.branch = ?2) AND (?3 IS NULL OR r.name = ?3) ORDER BY r.id"
+        ))
+        .bind(owner_id)
+        .bind(branch)
+        .bind(repository)
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(repository_from)
+        .collect()
+    }
+
+    async fn stale_repositories(&self) -> StoreResult<Vec<Repository>> {
+        sqlx::query(&format!(
+            "{REPOSITORY_SELECT} WHERE r.built_gen < r.wanted_gen ORDER BY r.id"
+        ))
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(repository_from)
+        .collect()
+    }
+
+    async fn bump_generation(&self, repository_id: i64) -> StoreResult<i64> {
+        let generation: Option<i64> = sqlx::query_scalar(
+            "UPDATE repositories SET wanted_gen = wanted_gen + 1 WHERE id = ? \
+             RETURNING wanted_gen",
+        )
+        .bind(repository_id)
+        .fetch_optional(&self.writer)
+        .await?;
+        generation.ok_or_else(|| StoreError::NotFound("no such repository".into()))
+    }
+
+    async fn index_snapshot(&self, repository_id: i64) -> StoreResult<IndexSnapshot> {
+        // One read transaction: the generation and the rows are from the same snapshot.
+        let mut tx = self.reader.begin().await?;
+        let generation: i64 =
+            sqlx::query_scalar("SELECT wanted_gen FROM repositories WHERE id = ?")
+                .bind(repository_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        let packages = sqlx::query(
+            "SELECT arch, name, version, checksum, stanza FROM packages \
+             WHERE repository_id = ?",
+        )
+        .bind(repository_id)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(IndexEntry {
+                arch: row.try_get("arch")?,
+                name: row.try_get("name")?,
+                version: row.try_get("version")?,
+                checksum: row.try_get("checksum")?,
+                stanza: row.try_get("stanza")?,
+            })
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+        let served_arches =
+            sqlx::query_scalar("SELECT arch FROM indexes WHERE repository_id = ? ORDER BY arch")
+                .bind(repository_id)
+                .fetch_all(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(IndexSnapshot {
+            generation,
+            packages,
+            served_arches,
+        })
+    }
+
+    async fn publish_indexes(
+        &self,
+        repository_id: i64,
+        generation: i64,
+        indexes: Vec<RenderedIndex>,
+        removed: Vec<String>,
+        now: i64,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        for index in &indexes {
+            sqlx::query(
+                "INSERT INTO indexes (repository_id, arch, generation, content, sha256, built_at) \
+                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (repository_id, arch) DO UPDATE SET \
+                 generation = excluded.generation, content = excluded.content, \
+                 sha256 = excluded.sha256, built_at = excluded.built_at \
+                 WHERE excluded.generation >= indexes.generation",
+            )
+            .bind(repository_id)
+            .bind(&index.arch)
+            .bind(generation)
+            .bind(&index.content)
+            .bind(&index.sha256)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for arch in &removed {
+            sqlx::query(
+                "DELETE FROM indexes WHERE repository_id = ? AND arch = ? AND generation <= ?",
+            )
+            .bind(repository_id)
+            .bind(arch)
+            .bind(generation)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("UPDATE repositories SET built_gen = MAX(built_gen, ?) WHERE id = ?")
+            .bind(generation)
+            .bind(repository_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn index(&self, repository_id: i64, arch: &str) -> StoreResult<Option<StoredIndex>> {
+        let row = sqlx::query(
+            "SELECT generation, content, sha256, built_at FROM indexes \
+             WHERE repository_id = ? AND arch = ?",
+        )
+        .bind(repository_id)
+        .bind(arch)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(|row| {
+            Ok(StoredIndex {
+                generation: row.try_get("generation")?,
+                content: bytes::Bytes::from(row.try_get::<Vec<u8>, _>("content")?),
+                sha256: row.try_get("sha256")?,
+                built_at: row.try_get("built_at")?,
+            })
+        })
+        .transpose()
+    }
+}

@@ -1,0 +1,204 @@
+//! A registry on 127.0.0.1:0 with its own temporary data directory, plus helpers.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use alpine_registry::apk::builder::PackageBuilder;
+use alpine_registry::apk::sign::{self, SignatureAlgorithm};
+use alpine_registry::config::Config;
+use alpine_registry::store::Role;
+use alpine_registry::AppState;
+
+pub const ADMIN_TOKEN: &str = "apkreg_test-admin-token-0123456789abcdef";
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    pub client: reqwest::Client,
+    pub dir: tempfile::TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub fn test_config(dir: &std::path::Path) -> Config {
+    let mut config = Config::default();
+    config.storage.data_dir = dir.to_path_buf();
+    // Small keys keep the suite fast; the format is the same at 4096 bits.
+    config.signing.key_bits = 1024;
+    config
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = test_config(dir.path());
+        tweak(&mut config);
+        let state = alpine_registry::open(config).await.expect("open registry");
+        alpine_registry::cli::bootstrap(&state, Some(ADMIN_TOKEN.to_string()))
+            .await
+            .expect("bootstrap");
+        alpine_registry::recover(&state).await.expect("recover");
+        // Bound before the server task starts: no sleeps, no races.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(alpine_registry::serve(listener, state.clone(), async {
+            let _ = rx.await;
+        }));
+        TestServer {
+            addr,
+            state,
+            client: reqwest::Client::new(),
+            dir,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    /// PUTs `bytes` into owner/branch/repo with HTTP Basic `user:secret`.
+    pub async fn put(
+        &self,
+        repo_path: &str,
+        bytes: Vec<u8>,
+        auth: Option<(&str, &str)>,
+    ) -> reqwest::Response {
+        let mut request = self.client.put(self.url(repo_path)).body(bytes);
+        if let Some((user, secret)) = auth {
+            request = request.basic_auth(user, Some(secret));
+        }
+        request.send().await.unwrap()
+    }
+
+    pub async fn put_admin(&self, repo_path: &str, bytes: Vec<u8>) -> reqwest::Response {
+        self.put(repo_path, bytes, Some(("admin", ADMIN_TOKEN)))
+            .await
+    }
+
+    pub async fn get(&self, path: &str, auth: Option<(&str, &str)>) -> reqwest::Response {
+        let mut request = self.client.get(self.url(path));
+        if let Some((user, secret)) = auth {
+            request = request.basic_auth(user, Some(secret));
+        }
+        request.send().await.unwrap()
+    }
+
+    pub async fn delete(&self, path: &str, auth: Option<(&str, &str)>) -> reqwest::Response {
+        let mut request = self.client.delete(self.url(path));
+        if let Some((user, secret)) = auth {
+            request = request.basic_auth(user, Some(secret));
+        }
+        request.send().await.unwrap()
+    }
+
+    /// Creates a user (with namespace) and returns a token of `scope` for it.
+    pub async fn user_with_token(
+        &self,
+        name: &str,
+        scope: Role,
+        owner: Option<&str>,
+        expires_at: Option<i64>,
+    ) -> String {
+        if self.state.store.user_by_name(name).await.unwrap().is_none() {
+            alpine_registry::cli::create_user(&self.state, name, None, false, false)
+                .await
+                .unwrap();
+        }
+        alpine_registry::cli::create_token(&self.state, name, scope, owner, expires_at, None)
+            .await
+            .unwrap()
+    }
+
+    /// Fetches the owner's public key and an index, verifies every signature in the
+    /// index with it, and returns the APKINDEX text.
+    pub async fn verified_index(
+        &self,
+        owner: &str,
+        index_path: &str,
+        auth: Option<(&str, &str)>,
+    ) -> String {
+        let key = self.get(&format!("/{owner}/key"), auth).await;
+        assert_eq!(key.status(), 200);
+        let disposition = key.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let key_pem = key.text().await.unwrap();
+        let response = self.get(index_path, auth).await;
+        assert_eq!(response.status(), 200, "GET {index_path}");
+        let bytes = response.bytes().await.unwrap();
+        let (signatures, signed) = sign::split_signed(&bytes).expect("signed index");
+        assert_eq!(signatures.len(), 2, "RSA256 and RSA signatures");
+        for (i, (name, signature)) in signatures.iter().enumerate() {
+            let (alg, prefix) = if i == 0 {
+                (SignatureAlgorithm::Rsa256, ".SIGN.RSA256.")
+            } else {
+                (SignatureAlgorithm::Rsa, ".SIGN.RSA.")
+            };
+            let keyname = name
+                .strip_prefix(prefix)
+                .expect("signature order RSA256, RSA");
+            assert_eq!(disposition, format!("attachment; filename=\"{keyname}\""));
+            sign::verify(&key_pem, alg, signed, signature).expect("signature verifies");
+        }
+        apkindex_text(signed)
+    }
+}
+
+/// The `APKINDEX` entry of an unsigned index (one gzip member of a tar).
+pub fn apkindex_text(unsigned: &[u8]) -> String {
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(unsigned));
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path().unwrap().to_str() == Some("APKINDEX") {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
+            return text;
+        }
+    }
+    panic!("no APKINDEX entry");
+}
+
+/// `P:` names listed in an APKINDEX text.
+pub fn index_names(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("P:"))
+        .map(str::to_string)
+        .collect()
+}
+
+pub fn package(name: &str, version: &str, arch: &str) -> Vec<u8> {
+    PackageBuilder::new(name, version, arch)
+        .file(
+            &format!("usr/share/{name}/README"),
+            format!("{name} {version}\n").as_bytes(),
+        )
+        .build()
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(fixture_path(name)).expect("fixture")
+}
+
+pub fn fixture_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}

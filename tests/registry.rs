@@ -1,0 +1,708 @@
+//! End-to-end tests through real HTTP: publish, index, download, delete, noarch,
+//! conditional requests and the status codes of the interface.
+
+mod common;
+
+use alpine_registry::apk::builder::PackageBuilder;
+use alpine_registry::store::Role;
+use common::*;
+use sha2::{Digest, Sha256};
+
+const REPO: &str = "/admin/v3.21/main";
+const INDEX: &str = "/admin/v3.21/main/x86_64/APKINDEX.tar.gz";
+
+#[tokio::test]
+async fn publish_then_install_path_works() {
+    let server = TestServer::start().await;
+    let bytes = package("hello", "1.0-r0", "x86_64");
+    let response = server.put_admin(REPO, bytes.clone()).await;
+    assert_eq!(response.status(), 201);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["name"], "hello");
+    assert_eq!(body["version"], "1.0-r0");
+    assert_eq!(body["arch"], "x86_64");
+    assert_eq!(body["size"], bytes.len());
+    assert_eq!(body["sha256"], hex::encode(Sha256::digest(&bytes)));
+    assert!(body["checksum"].as_str().unwrap().starts_with("Q1"));
+    assert_eq!(body["path"], "/admin/v3.21/main/x86_64/hello-1.0-r0.apk");
+
+    // Read-your-writes: the index served right after the 201 lists the package.
+    let text = server.verified_index("admin", INDEX, None).await;
+    assert!(text.contains("P:hello\nV:1.0-r0\nA:x86_64\n"), "{text}");
+    assert!(text.contains(&format!("C:{}\n", body["checksum"].as_str().unwrap())));
+    assert!(text.contains(&format!("S:{}\n", bytes.len())));
+
+    let download = server
+        .get("/admin/v3.21/main/x86_64/hello-1.0-r0.apk", None)
+        .await;
+    assert_eq!(download.status(), 200);
+    assert_eq!(
+        download.headers()["etag"],
+        format!("\"{}\"", hex::encode(Sha256::digest(&bytes))).as_str()
+    );
+    assert_eq!(download.bytes().await.unwrap().as_ref(), bytes.as_slice());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn real_abuild_packages_give_the_index_lines_apk_index_writes() {
+    let server = TestServer::start().await;
+    for file in [
+        "gitea-test-1.4.1-r3.apk",
+        "forgejo-noarch-test-1.0.0-r0.apk",
+        "forgejo-noarch-test-openrc-1.0.0-r0.apk",
+    ] {
+        let response = server.put_admin(REPO, fixture(file)).await;
+        assert_eq!(response.status(), 201, "{file}");
+    }
+    let text = server.verified_index("admin", INDEX, None).await;
+    let expected = std::fs::read_to_string(fixture_path("EXPECTED.md")).unwrap();
+    let block = expected
+        .split("```")
+        .nth(1)
+        .expect("code block in EXPECTED.md")
+        .trim_start_matches('\n')
+        .replace("A:noarch", "A:x86_64");
+    assert_eq!(text, block);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn index_has_description_and_is_deterministic() {
+    let server = TestServer::start().await;
+    server
+        .put_admin(REPO, package("b", "1.0-r0", "x86_64"))
+        .await;
+    server
+        .put_admin(REPO, package("a", "2.0-r0", "x86_64"))
+        .await;
+    server
+        .put_admin(REPO, package("a", "10.0-r0", "x86_64"))
+        .await;
+    let text = server.verified_index("admin", INDEX, None).await;
+    // Sorted by name, then by apk version order (2.0 < 10.0).
+    assert_eq!(index_names(&text), ["a", "a", "b"]);
+    let a = text.find("V:2.0-r0").unwrap();
+    let b = text.find("V:10.0-r0").unwrap();
+    assert!(a < b, "versions in apk order");
+    let first = server.get(INDEX, None).await.bytes().await.unwrap();
+    let generation_before = server.state.indexer.builds();
+    // A rebuild from the same rows yields the same bytes.
+    let repo = server
+        .state
+        .store
+        .list_repositories(None, None, None)
+        .await
+        .unwrap()
+        .remove(0);
+    let owner = server
+        .state
+        .store
+        .owner_by_name("admin")
+        .await
+        .unwrap()
+        .unwrap();
+    let generation = server.state.store.bump_generation(repo.id).await.unwrap();
+    server
+        .state
+        .indexer
+        .wait_built(&owner, &repo, generation)
+        .await
+        .unwrap();
+    assert!(server.state.indexer.builds() > generation_before);
+    let second = server.get(INDEX, None).await.bytes().await.unwrap();
+    let (_, unsigned_first) = alpine_registry::apk::sign::split_signed(&first).unwrap();
+    let (_, unsigned_second) = alpine_registry::apk::sign::split_signed(&second).unwrap();
+    assert_eq!(unsigned_first, unsigned_second);
+    // DESCRIPTION names owner/branch/repository.
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(unsigned_first));
+    let mut names = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().to_string();
+        if name == "DESCRIPTION" {
+            let mut d = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut d).unwrap();
+            assert_eq!(d, "admin/v3.21/main");
+        }
+        names.push(name);
+    }
+    assert_eq!(names, ["DESCRIPTION", "APKINDEX"]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn key_endpoints_serve_the_key_named_in_the_index() {
+    let server = TestServer::start().await;
+    server
+        .put_admin(REPO, package("hello", "1.0-r0", "x86_64"))
+        .await;
+    let key = server.get("/admin/key", None).await;
+    assert_eq!(key.status(), 200);
+    assert_eq!(key.headers()["content-type"], "application/x-pem-file");
+    let disposition = key.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let keyname = disposition
+        .strip_prefix("attachment; filename=\"")
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap()
+        .to_string();
+    assert!(
+        keyname.starts_with("admin-") && keyname.ends_with(".rsa.pub"),
+        "{keyname}"
+    );
+    let pem = key.text().await.unwrap();
+    assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"));
+    let named = server.get(&format!("/admin/keys/{keyname}"), None).await;
+    assert_eq!(named.status(), 200);
+    assert_eq!(named.text().await.unwrap(), pem);
+    assert_eq!(
+        server.get("/admin/keys/other.rsa.pub", None).await.status(),
+        404
+    );
+    assert_eq!(server.get("/nobody/key", None).await.status(), 404);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn noarch_packages_appear_in_every_architecture() {
+    let server = TestServer::start().await;
+    assert_eq!(
+        server
+            .put_admin(REPO, package("tool", "1.0-r0", "noarch"))
+            .await
+            .status(),
+        201
+    );
+    for arch in ["x86_64", "aarch64", "riscv64"] {
+        let text = server
+            .verified_index(
+                "admin",
+                &format!("/admin/v3.21/main/{arch}/APKINDEX.tar.gz"),
+                None,
+            )
+            .await;
+        assert!(
+            text.contains(&format!("P:tool\nV:1.0-r0\nA:{arch}\n")),
+            "{text}"
+        );
+        let download = server
+            .get(&format!("/admin/v3.21/main/{arch}/tool-1.0-r0.apk"), None)
+            .await;
+        assert_eq!(
+            download.status(),
+            200,
+            "{arch} falls back to the noarch file"
+        );
+    }
+    // A concrete package joins the noarch one in its architecture only.
+    server
+        .put_admin(REPO, package("bin", "1.0-r0", "x86_64"))
+        .await;
+    let x86 = server.verified_index("admin", INDEX, None).await;
+    assert_eq!(index_names(&x86), ["bin", "tool"]);
+    let arm = server
+        .verified_index("admin", "/admin/v3.21/main/aarch64/APKINDEX.tar.gz", None)
+        .await;
+    assert_eq!(index_names(&arm), ["tool"]);
+    // Unknown architecture names get no index of noarch packages.
+    assert_eq!(
+        server
+            .get("/admin/v3.21/main/vax/APKINDEX.tar.gz", None)
+            .await
+            .status(),
+        404
+    );
+
+    // Same name and version as noarch and concrete: 409 both ways.
+    let clash = server
+        .put_admin(REPO, package("tool", "1.0-r0", "x86_64"))
+        .await;
+    assert_eq!(clash.status(), 409);
+    let clash = server
+        .put_admin(REPO, package("bin", "1.0-r0", "noarch"))
+        .await;
+    assert_eq!(clash.status(), 409);
+
+    // Deleting the noarch package through an architecture path removes it everywhere.
+    let gone = server
+        .delete(
+            "/admin/v3.21/main/aarch64/tool-1.0-r0.apk",
+            Some(("admin", ADMIN_TOKEN)),
+        )
+        .await;
+    assert_eq!(gone.status(), 204);
+    assert_eq!(
+        server
+            .get("/admin/v3.21/main/aarch64/APKINDEX.tar.gz", None)
+            .await
+            .status(),
+        404
+    );
+    let x86 = server.verified_index("admin", INDEX, None).await;
+    assert_eq!(index_names(&x86), ["bin"]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn delete_removes_from_index_before_answering() {
+    let server = TestServer::start().await;
+    let admin = Some(("admin", ADMIN_TOKEN));
+    server
+        .put_admin(REPO, package("one", "1.0-r0", "x86_64"))
+        .await;
+    server
+        .put_admin(REPO, package("two", "1.0-r0", "x86_64"))
+        .await;
+    let response = server
+        .delete("/admin/v3.21/main/x86_64/one-1.0-r0.apk", admin)
+        .await;
+    assert_eq!(response.status(), 204);
+    let text = server.verified_index("admin", INDEX, None).await;
+    assert_eq!(index_names(&text), ["two"]);
+    assert_eq!(
+        server
+            .get("/admin/v3.21/main/x86_64/one-1.0-r0.apk", None)
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(
+        server
+            .delete("/admin/v3.21/main/x86_64/one-1.0-r0.apk", admin)
+            .await
+            .status(),
+        404
+    );
+    // The last package of the architecture goes: the index is gone too.
+    assert_eq!(
+        server
+            .delete("/admin/v3.21/main/x86_64/two-1.0-r0.apk", admin)
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(server.get(INDEX, None).await.status(), 404);
+    // Re-uploading after delete works (the documented way to replace a package).
+    assert_eq!(
+        server
+            .put_admin(REPO, package("one", "1.0-r0", "x86_64"))
+            .await
+            .status(),
+        201
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn duplicate_upload_is_a_conflict() {
+    let server = TestServer::start().await;
+    assert_eq!(
+        server
+            .put_admin(REPO, package("dup", "1.0-r0", "x86_64"))
+            .await
+            .status(),
+        201
+    );
+    let again = server
+        .put_admin(
+            REPO,
+            PackageBuilder::new("dup", "1.0-r0", "x86_64")
+                .file("x", b"other")
+                .build(),
+        )
+        .await;
+    assert_eq!(again.status(), 409);
+    let body: serde_json::Value = again.json().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("delete it"),
+        "{body}"
+    );
+    // Another repository or branch is another namespace.
+    assert_eq!(
+        server
+            .put_admin("/admin/v3.21/community", package("dup", "1.0-r0", "x86_64"))
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(
+        server
+            .put_admin("/admin/edge/main", package("dup", "1.0-r0", "x86_64"))
+            .await
+            .status(),
+        201
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn conditional_and_range_requests() {
+    let server = TestServer::start().await;
+    let bytes = package("hello", "1.0-r0", "x86_64");
+    server.put_admin(REPO, bytes.clone()).await;
+    let index = server.get(INDEX, None).await;
+    let etag = index.headers()["etag"].to_str().unwrap().to_string();
+    let modified = index.headers()["last-modified"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let not_modified = server
+        .client
+        .get(server.url(INDEX))
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_modified.status(), 304);
+    let not_modified = server
+        .client
+        .get(server.url(INDEX))
+        .header("If-Modified-Since", &modified)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_modified.status(), 304);
+    let changed = server
+        .client
+        .get(server.url(INDEX))
+        .header("If-None-Match", "\"old\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 200);
+    let head = server.client.head(server.url(INDEX)).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["etag"].to_str().unwrap(), etag);
+
+    let path = "/admin/v3.21/main/x86_64/hello-1.0-r0.apk";
+    let partial = server
+        .client
+        .get(server.url(path))
+        .header("Range", "bytes=10-19")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(partial.status(), 206);
+    assert_eq!(
+        partial.headers()["content-range"],
+        format!("bytes 10-19/{}", bytes.len()).as_str()
+    );
+    assert_eq!(partial.bytes().await.unwrap().as_ref(), &bytes[10..20]);
+    let unsatisfiable = server
+        .client
+        .get(server.url(path))
+        .header("Range", "bytes=999999-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsatisfiable.status(), 416);
+    let head = server.client.head(server.url(path)).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(
+        head.headers()["content-length"],
+        bytes.len().to_string().as_str()
+    );
+    let etag = head.headers()["etag"].to_str().unwrap().to_string();
+    let cached = server
+        .client
+        .get(server.url(path))
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cached.status(), 304);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_is_400_and_changes_nothing() {
+    let server = TestServer::start().await;
+    let cases: Vec<(&str, &str, Vec<u8>)> = vec![
+        ("not gzip", REPO, b"this is not a package".to_vec()),
+        (
+            "invalid version",
+            REPO,
+            PackageBuilder::new("bad", "1.0-foo", "x86_64").build(),
+        ),
+        (
+            "name with slash",
+            REPO,
+            PackageBuilder::new("bad", "1.0-r0", "x86_64")
+                .without_field("pkgname")
+                .field("pkgname", "a/b")
+                .build(),
+        ),
+        (
+            "missing arch",
+            REPO,
+            PackageBuilder::new("bad", "1.0-r0", "x86_64")
+                .without_field("arch")
+                .build(),
+        ),
+        ("truncated", REPO, {
+            let b = package("cut", "1.0-r0", "x86_64");
+            b[..b.len() / 2].to_vec()
+        }),
+        (
+            "invalid branch",
+            "/admin/v3..21/main",
+            package("ok", "1.0-r0", "x86_64"),
+        ),
+        (
+            "invalid repository",
+            "/admin/v3.21/m%20ain",
+            package("ok", "1.0-r0", "x86_64"),
+        ),
+        ("empty body", REPO, Vec::new()),
+    ];
+    for (what, path, body) in cases {
+        let response = server.put_admin(path, body).await;
+        assert_eq!(response.status(), 400, "{what}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert!(
+            !body["message"].as_str().unwrap().is_empty(),
+            "{what}: {body}"
+        );
+    }
+    assert_eq!(
+        server
+            .get("/admin/v3.21/main/x8%2F6/APKINDEX.tar.gz", None)
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(
+        server
+            .get("/admin/v3.21/main/x86_64/..%2F..%2Fetc.apk", None)
+            .await
+            .status(),
+        400
+    );
+    // Nothing was stored and no temporary file is left.
+    assert!(server
+        .state
+        .store
+        .list_repositories(None, None, None)
+        .await
+        .unwrap()
+        .is_empty());
+    let tmp: Vec<_> = std::fs::read_dir(server.dir.path().join("tmp"))
+        .unwrap()
+        .collect();
+    assert!(tmp.is_empty(), "temporary files left: {tmp:?}");
+    assert_eq!(server.get("/healthz", None).await.status(), 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn apk_v3_package_is_415() {
+    let server = TestServer::start().await;
+    let mut adb = b"ADBd".to_vec();
+    adb.extend_from_slice(&[0u8; 64]);
+    let response = server.put_admin(REPO, adb).await;
+    assert_eq!(response.status(), 415);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(body["message"].as_str().unwrap().contains("v2"), "{body}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_upload_is_413_with_and_without_content_length() {
+    let server = TestServer::start_with(|c| c.limits.max_upload_bytes = 4096).await;
+    let big = PackageBuilder::new("big", "1.0-r0", "x86_64")
+        .file(
+            "blob",
+            &(0..200_000u32)
+                .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+                .collect::<Vec<_>>(),
+        )
+        .build();
+    assert!(big.len() > 4096);
+    let response = server.put_admin(REPO, big.clone()).await;
+    assert_eq!(response.status(), 413);
+    // Chunked: no Content-Length, the limit is enforced while streaming.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        big.chunks(1000).map(|c| Ok(c.to_vec())).collect();
+    let response = server
+        .client
+        .put(server.url(REPO))
+        .basic_auth("admin", Some(ADMIN_TOKEN))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let tmp: Vec<_> = std::fs::read_dir(server.dir.path().join("tmp"))
+        .unwrap()
+        .collect();
+    assert!(tmp.is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_things_are_404() {
+    let server = TestServer::start().await;
+    server
+        .put_admin(REPO, package("hello", "1.0-r0", "x86_64"))
+        .await;
+    for path in [
+        "/nobody/v3.21/main/x86_64/APKINDEX.tar.gz",
+        "/admin/v3.99/main/x86_64/APKINDEX.tar.gz",
+        "/admin/v3.21/other/x86_64/APKINDEX.tar.gz",
+        "/admin/v3.21/main/aarch64/APKINDEX.tar.gz",
+        "/admin/v3.21/main/x86_64/missing-1.0-r0.apk",
+        "/admin/v3.21/main/aarch64/hello-1.0-r0.apk",
+    ] {
+        let response = server.get(path, None).await;
+        assert_eq!(response.status(), 404, "{path}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert!(body["message"].is_string());
+    }
+    let response = server
+        .put_admin("/nobody/v3.21/main", package("x", "1.0-r0", "x86_64"))
+        .await;
+    assert_eq!(response.status(), 404);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn gitea_compatible_routes() {
+    let server = TestServer::start().await;
+    let base = "/api/packages/admin/alpine";
+    let response = server
+        .put_admin(
+            &format!("{base}/v3.21/main"),
+            package("gt", "1.0-r0", "x86_64"),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    let text = server
+        .verified_index(
+            "admin",
+            &format!("{base}/v3.21/main/x86_64/APKINDEX.tar.gz"),
+            None,
+        )
+        .await;
+    assert_eq!(index_names(&text), ["gt"]);
+    assert_eq!(server.get(&format!("{base}/key"), None).await.status(), 200);
+    assert_eq!(
+        server
+            .get(&format!("{base}/v3.21/main/x86_64/gt-1.0-r0.apk"), None)
+            .await
+            .status(),
+        200
+    );
+    // Same data as the native routes.
+    assert_eq!(
+        server
+            .get("/admin/v3.21/main/x86_64/gt-1.0-r0.apk", None)
+            .await
+            .status(),
+        200
+    );
+    let deleted = server
+        .delete(
+            &format!("{base}/v3.21/main/x86_64/gt-1.0-r0.apk"),
+            Some(("admin", ADMIN_TOKEN)),
+        )
+        .await;
+    assert_eq!(deleted.status(), 204);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_uploads_all_land_with_coalesced_builds() {
+    let server = std::sync::Arc::new(TestServer::start().await);
+    let builds_before = server.state.indexer.builds();
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let server = server.clone();
+        tasks.push(tokio::spawn(async move {
+            let response = server
+                .put_admin(REPO, package(&format!("pkg{i:02}"), "1.0-r0", "x86_64"))
+                .await;
+            assert_eq!(response.status(), 201);
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let text = server.verified_index("admin", INDEX, None).await;
+    let names = index_names(&text);
+    assert_eq!(names.len(), 32, "{names:?}");
+    let builds = server.state.indexer.builds() - builds_before;
+    assert!(builds < 32, "{builds} index builds for 32 uploads");
+    eprintln!("32 concurrent uploads caused {builds} index builds");
+    let server = std::sync::Arc::into_inner(server).expect("no other references");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn health_endpoints() {
+    let server = TestServer::start().await;
+    assert_eq!(server.get("/healthz", None).await.status(), 200);
+    let ready = server.get("/readyz", None).await;
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["status"], "ready");
+    std::fs::remove_dir_all(server.dir.path().join("blobs")).unwrap();
+    assert_eq!(server.get("/readyz", None).await.status(), 503);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn upload_by_write_member_of_an_organisation() {
+    let server = TestServer::start().await;
+    let org = server
+        .state
+        .store
+        .create_owner("acme", false, true)
+        .await
+        .unwrap();
+    let token = server.user_with_token("dev", Role::Write, None, None).await;
+    let dev = server
+        .state
+        .store
+        .user_by_name("dev")
+        .await
+        .unwrap()
+        .unwrap();
+    let put = server
+        .put(
+            "/acme/edge/main",
+            package("x", "1.0-r0", "x86_64"),
+            Some(("dev", &token)),
+        )
+        .await;
+    assert_eq!(put.status(), 403, "not a member yet");
+    server
+        .state
+        .store
+        .set_member(org.id, dev.id, Role::Write)
+        .await
+        .unwrap();
+    let put = server
+        .put(
+            "/acme/edge/main",
+            package("x", "1.0-r0", "x86_64"),
+            Some(("dev", &token)),
+        )
+        .await;
+    assert_eq!(put.status(), 201);
+    // Bearer works as well as Basic.
+    let put = server
+        .client
+        .put(server.url("/acme/edge/main"))
+        .bearer_auth(&token)
+        .body(package("y", "1.0-r0", "x86_64"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    server.stop().await;
+}
