@@ -1,0 +1,183 @@
+//! The real binary: administration commands, configuration, first start and shutdown.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_alpine-registry");
+
+fn cli(dir: &std::path::Path) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .arg("--data-dir")
+        .arg(dir)
+        .env("ALPINE_REGISTRY__SIGNING__KEY_BITS", "1024")
+        .env_remove("ALPINE_REGISTRY_BOOTSTRAP_TOKEN");
+    command
+}
+
+fn run_ok(command: &mut Command) -> String {
+    let output = command.output().expect("run binary");
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn default_config_is_printed_and_parses_back() {
+    let text = run_ok(Command::new(BIN).arg("print-default-config"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.toml");
+    std::fs::write(&file, &text).unwrap();
+    let config = alpine_registry::config::Config::load(Some(&file)).unwrap();
+    assert_eq!(config, alpine_registry::config::Config::default());
+}
+
+#[test]
+fn unknown_config_keys_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.toml");
+    std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n").unwrap();
+    let output = cli(dir.path()).arg("--config").arg(&file).arg("migrate").output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("listen_port"), "{stderr}");
+    let output = cli(dir.path()).env("ALPINE_REGISTRY__LIMITS__MAX_UPLOAD_BYTES", "lots").arg("migrate").output().unwrap();
+    assert!(!output.status.success());
+}
+
+#[test]
+fn admin_commands_manage_users_owners_and_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    run_ok(cli(dir.path()).arg("migrate"));
+    let mut child = cli(dir.path())
+        .args(["user", "create", "bob", "--password-stdin"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hunter22\n").unwrap();
+    assert!(child.wait().unwrap().success());
+    run_ok(cli(dir.path()).args(["owner", "create", "acme", "--private", "--org"]));
+    run_ok(cli(dir.path()).args(["owner", "member", "add", "acme", "bob", "--role", "write"]));
+    let token = run_ok(cli(dir.path()).args([
+        "token", "create", "--user", "bob", "--scope", "write", "--owner", "acme", "--expires-in", "90d",
+    ]));
+    let lines: Vec<&str> = token.lines().collect();
+    assert_eq!(lines.len(), 1, "the token alone on stdout: {token:?}");
+    assert!(lines[0].starts_with("apkreg_"));
+    let list = run_ok(cli(dir.path()).args(["token", "list", "--user", "bob"]));
+    assert!(list.contains("bob") && list.contains("acme") && list.contains("active"), "{list}");
+    assert!(!list.contains(lines[0]), "token list never shows secrets");
+    let id = list.lines().nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    run_ok(cli(dir.path()).args(["token", "revoke", &id]));
+    let list = run_ok(cli(dir.path()).args(["token", "list"]));
+    assert!(list.contains("revoked"), "{list}");
+    let again = cli(dir.path()).args(["token", "revoke", &id]).output().unwrap();
+    assert!(!again.status.success());
+    // Duplicates and bad names are refused with a message.
+    let dup = cli(dir.path()).args(["owner", "create", "acme"]).output().unwrap();
+    assert!(!dup.status.success());
+    assert!(String::from_utf8_lossy(&dup.stderr).contains("already exists"));
+    let bad = cli(dir.path()).args(["owner", "create", "api"]).output().unwrap();
+    assert!(!bad.status.success());
+    run_ok(cli(dir.path()).args(["reindex"]));
+    run_ok(cli(dir.path()).args(["reindex", "acme/edge"]));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls until the server answers (bounded), instead of sleeping a fixed time.
+fn wait_ready(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("server did not start");
+}
+
+#[test]
+fn first_start_prints_one_admin_token_and_sigterm_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = cli(dir.path())
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.contains("admin token"), "{first}");
+    let mut token = String::new();
+    stdout.read_line(&mut token).unwrap();
+    let token = token.trim().to_string();
+    assert!(token.starts_with("apkreg_"), "{token}");
+    wait_ready(port);
+    let client = reqwest::blocking::Client::new();
+    let response = client
+        .get(format!("http://127.0.0.1:{port}/readyz"))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let key = client
+        .get(format!("http://127.0.0.1:{port}/admin/key"))
+        .basic_auth("admin", Some(&token))
+        .send()
+        .unwrap();
+    assert_eq!(key.status(), 200);
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    assert!(child.wait().unwrap().success(), "graceful exit on SIGTERM");
+
+    // Second start: the database has users, no new token is printed.
+    let port = free_port();
+    let mut child = cli(dir.path())
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_ready(port);
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(child.wait().unwrap().success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut rest).unwrap();
+    assert!(!rest.contains("apkreg_"), "token printed again: {rest}");
+}
+
+#[test]
+fn bootstrap_token_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let fixed = "apkreg_from-the-environment-0123456789";
+    let mut child = cli(dir.path())
+        .env("ALPINE_REGISTRY_BOOTSTRAP_TOKEN", fixed)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_ready(port);
+    let client = reqwest::blocking::Client::new();
+    let response = client
+        .put(format!("http://127.0.0.1:{port}/admin/v3.21/main"))
+        .basic_auth("admin", Some(fixed))
+        .body(b"not a package".to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 400, "authenticated, then rejected as malformed");
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(child.wait().unwrap().success());
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    assert!(!out.contains(fixed), "a token from the environment is not echoed");
+}
