@@ -1,40 +1,382 @@
 //! APKINDEX: stanza rendering, the `APKINDEX.tar.gz` writer and index signing.
+//!
+//! Stanzas follow apk-tools' `apk_pkg_write_index_entry` line for line: `C P V A S I T U
+//! L` are always written (`T`, `U`, `L` possibly empty), `o m c` only when the field is
+//! present (even if empty), `t k` only when non-zero, `D p i` only when non-empty.
 
 use super::pkginfo::PkgInfo;
 use super::sign::{SignatureAlgorithm, SigningKey};
-use super::ApkResult;
+use super::{version, ApkError, ApkResult};
 use std::cmp::Ordering;
+use std::fmt::Write as _;
+use std::io::Write as _;
 
 /// One stanza exactly as `apk index` writes it, ending with the blank line.
 pub fn render_stanza(info: &PkgInfo, checksum: &str, file_size: u64) -> String {
-    let _ = (info, checksum, file_size);
-    todo!()
+    let mut s = String::with_capacity(512);
+    // Writing into a String cannot fail.
+    let _ = write!(
+        s,
+        "C:{checksum}\nP:{}\nV:{}\nA:{}\nS:{file_size}\nI:{}\nT:{}\nU:{}\nL:{}\n",
+        info.pkgname,
+        info.pkgver,
+        info.arch,
+        info.size,
+        info.pkgdesc.as_deref().unwrap_or(""),
+        info.url.as_deref().unwrap_or(""),
+        info.license.as_deref().unwrap_or(""),
+    );
+    if let Some(origin) = &info.origin {
+        let _ = writeln!(s, "o:{origin}");
+    }
+    if let Some(maintainer) = &info.maintainer {
+        let _ = writeln!(s, "m:{maintainer}");
+    }
+    if let Some(t) = info.builddate.filter(|&t| t != 0) {
+        let _ = writeln!(s, "t:{t}");
+    }
+    if let Some(commit) = &info.commit {
+        let _ = writeln!(s, "c:{commit}");
+    }
+    if let Some(k) = info.provider_priority.filter(|&k| k != 0) {
+        let _ = writeln!(s, "k:{k}");
+    }
+    for (key, deps) in [
+        ('D', &info.depends),
+        ('p', &info.provides),
+        ('i', &info.install_if),
+    ] {
+        if !deps.is_empty() {
+            let _ = writeln!(s, "{key}:{}", deps.join(" "));
+        }
+    }
+    s.push('\n');
+    s
 }
 
-/// The same stanza with its `A:` line replaced (like `apk index --rewrite-arch`).
+/// The same stanza with its `A:` line replaced by `A:<arch>` (like
+/// `apk index --rewrite-arch`).
 pub fn rewrite_arch(stanza: &str, arch: &str) -> String {
-    let _ = (stanza, arch);
-    todo!()
+    let mut out = String::with_capacity(stanza.len() + arch.len());
+    for line in stanza.split_inclusive('\n') {
+        if line.starts_with("A:") {
+            out.push_str("A:");
+            out.push_str(arch);
+            out.push('\n');
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
 }
 
-/// Unsigned, deterministic `APKINDEX.tar.gz`.
+const BLOCK: usize = 512;
+
+/// A ustar header for a regular file: mode 0644, owner root, mtime 0, so that the same
+/// input always gives the same bytes.
+fn file_header(name: &str, size: u64) -> ApkResult<[u8; BLOCK]> {
+    let mut h = tar::Header::new_ustar();
+    let field = &mut h.as_old_mut().name;
+    if name.len() >= field.len() {
+        return Err(ApkError::Signing(format!(
+            "tar entry name {name:?} is longer than 99 bytes"
+        )));
+    }
+    field[..name.len()].copy_from_slice(name.as_bytes());
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_entry_type(tar::EntryType::Regular);
+    // Fixed literals: these cannot exceed their 32-byte fields.
+    let _ = h.set_username("root");
+    let _ = h.set_groupname("root");
+    h.set_cksum();
+    let mut out = [0u8; BLOCK];
+    out.copy_from_slice(h.as_bytes());
+    Ok(out)
+}
+
+/// Appends one regular-file entry (header, data, zero padding to the block size).
+pub(crate) fn push_tar_file(out: &mut Vec<u8>, name: &str, data: &[u8]) -> ApkResult<()> {
+    out.extend_from_slice(&file_header(name, data.len() as u64)?);
+    out.extend_from_slice(data);
+    let pad = (BLOCK - data.len() % BLOCK) % BLOCK;
+    out.resize(out.len() + pad, 0);
+    Ok(())
+}
+
+/// One gzip member with a fixed header (mtime 0, no name), best compression.
+pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::GzBuilder::new()
+        .mtime(0)
+        .operating_system(3)
+        .write(Vec::new(), flate2::Compression::best());
+    // Writing to a Vec cannot fail.
+    let _ = enc.write_all(data);
+    enc.finish().unwrap_or_default()
+}
+
+/// Unsigned `APKINDEX.tar.gz`: one gzip member holding a ustar tar with `DESCRIPTION`
+/// (if `description` is non-empty) and `APKINDEX` (the stanzas concatenated in the given
+/// order), end blocks included. Same input, same bytes.
 pub fn write_unsigned_index(description: &str, stanzas: &[&str]) -> Vec<u8> {
-    let _ = (description, stanzas);
-    todo!()
+    let mut tar = Vec::new();
+    // Entry names are fixed and short, so building the tar cannot fail.
+    if !description.is_empty() {
+        let _ = push_tar_file(&mut tar, "DESCRIPTION", description.as_bytes());
+    }
+    let _ = push_tar_file(&mut tar, "APKINDEX", stanzas.concat().as_bytes());
+    tar.extend_from_slice(&[0u8; 2 * BLOCK]);
+    gzip(&tar)
 }
 
-/// Prepends the signature member to an unsigned index.
+/// Builds a signature member: a gzip member holding a *cut* tar (no end blocks, which
+/// apk would read as the end of the whole stream) of `.SIGN.<ALG>.<keyname>` entries.
+pub(crate) fn signature_member(
+    message: &[u8],
+    key: &SigningKey,
+    algorithms: &[SignatureAlgorithm],
+) -> ApkResult<Vec<u8>> {
+    if algorithms.is_empty() {
+        return Err(ApkError::Signing("no signature algorithm given".into()));
+    }
+    let mut tar = Vec::new();
+    for &alg in algorithms {
+        let signature = key.sign(alg, message)?;
+        let name = format!(".SIGN.{}.{}", alg.as_str(), key.key_name());
+        push_tar_file(&mut tar, &name, &signature)?;
+    }
+    Ok(gzip(&tar))
+}
+
+/// Prepends the signature member to an unsigned index: a separate gzip member whose
+/// entries each sign the exact bytes of `unsigned`.
 pub fn sign_index(
     unsigned: &[u8],
     key: &SigningKey,
     algorithms: &[SignatureAlgorithm],
 ) -> ApkResult<Vec<u8>> {
-    let _ = (unsigned, key, algorithms);
-    todo!()
+    let mut out = signature_member(unsigned, key, algorithms)?;
+    out.extend_from_slice(unsigned);
+    Ok(out)
 }
 
 /// Registry stanza order: name, then version (apk ordering), then checksum.
 pub fn compare_entries(a: (&str, &str, &str), b: (&str, &str, &str)) -> Ordering {
-    let _ = (a, b);
-    todo!()
+    a.0.cmp(b.0)
+        .then_with(|| version::compare(a.1, b.1))
+        .then_with(|| a.2.cmp(b.2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apk::sign::{split_signed, verify};
+    use crate::apk::tarwalk;
+    use std::io::Read;
+
+    fn full_info() -> PkgInfo {
+        PkgInfo {
+            pkgname: "hello".into(),
+            pkgver: "2.12.1-r0".into(),
+            arch: "x86_64".into(),
+            pkgdesc: Some("Hello world".into()),
+            url: Some("https://example.org".into()),
+            license: Some("GPL-3.0-or-later".into()),
+            origin: Some("hello".into()),
+            maintainer: Some("M <m@example.org>".into()),
+            builddate: Some(1700000000),
+            commit: Some("abc123".into()),
+            provider_priority: Some(100),
+            size: 65536,
+            depends: vec!["so:libc.musl-x86_64.so.1".into(), "!old".into()],
+            provides: vec!["cmd:hello=2.12.1-r0".into()],
+            install_if: vec!["a".into(), "b=1".into()],
+            ..PkgInfo::default()
+        }
+    }
+
+    #[test]
+    fn stanza_has_every_line_in_apk_order() {
+        assert_eq!(
+            render_stanza(&full_info(), "Q1abc=", 1234),
+            "C:Q1abc=\nP:hello\nV:2.12.1-r0\nA:x86_64\nS:1234\nI:65536\nT:Hello world\n\
+             U:https://example.org\nL:GPL-3.0-or-later\no:hello\nm:M <m@example.org>\n\
+             t:1700000000\nc:abc123\nk:100\nD:so:libc.musl-x86_64.so.1 !old\n\
+             p:cmd:hello=2.12.1-r0\ni:a b=1\n\n"
+        );
+    }
+
+    #[test]
+    fn stanza_writes_conditional_lines_like_apk() {
+        let info = PkgInfo {
+            pkgname: "m".into(),
+            pkgver: "1-r0".into(),
+            arch: "noarch".into(),
+            builddate: Some(0),
+            provider_priority: Some(0),
+            commit: Some(String::new()),
+            ..PkgInfo::default()
+        };
+        // T, U, L always; o, m absent; t, k zero; c present but empty.
+        assert_eq!(
+            render_stanza(&info, "Q1x", 7),
+            "C:Q1x\nP:m\nV:1-r0\nA:noarch\nS:7\nI:0\nT:\nU:\nL:\nc:\n\n"
+        );
+    }
+
+    #[test]
+    fn rewrite_arch_replaces_only_the_arch_line() {
+        let s = render_stanza(&full_info(), "Q1abc=", 1);
+        let r = rewrite_arch(&s, "aarch64");
+        assert_eq!(r, s.replace("\nA:x86_64\n", "\nA:aarch64\n"));
+    }
+
+    fn gunzip_one(bytes: &[u8]) -> (Vec<u8>, usize) {
+        let mut tap = crate::apk::stream::Tap::new(bytes);
+        let mut out = Vec::new();
+        flate2::bufread::GzDecoder::new(&mut tap)
+            .read_to_end(&mut out)
+            .expect("gzip");
+        (out, tap.consumed as usize)
+    }
+
+    /// (name, typeflag, data) of every entry, and how the tar ended.
+    fn tar_list(tar: &[u8]) -> (Vec<(String, u8, Vec<u8>)>, tarwalk::End) {
+        let mut out = Vec::new();
+        let end = tarwalk::walk(&mut &tar[..], 1 << 20, |e, data| {
+            let mut content = Vec::new();
+            data.read_to_end(&mut content)
+                .map_err(crate::apk::ApkError::Io)?;
+            out.push((e.display_path(), e.typeflag, content));
+            Ok(())
+        })
+        .expect("tar");
+        (out, end)
+    }
+
+    #[test]
+    fn unsigned_index_is_one_gzip_member_with_description_then_apkindex() {
+        let stanzas = ["C:Q1a\nP:a\n\n", "C:Q1b\nP:b\n\n"];
+        let gz = write_unsigned_index("my repo", &stanzas);
+        assert_eq!(
+            gz,
+            write_unsigned_index("my repo", &stanzas),
+            "deterministic"
+        );
+        // Fixed gzip header: deflate, no flags, mtime 0, max compression, Unix.
+        assert_eq!(gz[..10], [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 2, 3]);
+        let (tar, consumed) = gunzip_one(&gz);
+        assert_eq!(consumed, gz.len(), "exactly one gzip member");
+        let (entries, end) = tar_list(&tar);
+        assert_eq!(end, tarwalk::End::ZeroBlock);
+        assert_eq!(
+            entries,
+            [
+                ("DESCRIPTION".to_string(), b'0', b"my repo".to_vec()),
+                ("APKINDEX".to_string(), b'0', stanzas.concat().into_bytes()),
+            ]
+        );
+        // header + 1 data block each, then exactly two zero blocks.
+        assert_eq!(tar.len(), 4 * 512 + 1024);
+        assert!(tar[4 * 512..].iter().all(|&b| b == 0));
+        let header = tar::Header::from_byte_slice(&tar[..512]);
+        assert_eq!(header.mode().ok(), Some(0o644));
+        assert_eq!(header.mtime().ok(), Some(0));
+        assert_eq!(header.uid().ok(), Some(0));
+        assert_eq!(&tar[257..263], b"ustar\0");
+    }
+
+    #[test]
+    fn unsigned_index_without_description_has_only_apkindex() {
+        let gz = write_unsigned_index("", &[]);
+        let (tar, _) = gunzip_one(&gz);
+        let (entries, _) = tar_list(&tar);
+        assert_eq!(entries, [("APKINDEX".to_string(), b'0', Vec::new())]);
+    }
+
+    fn committed_key() -> SigningKey {
+        let pem = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/test-signing-key.pem"
+        ))
+        .expect("fixture present");
+        SigningKey::from_pkcs8_pem("test", &pem).expect("valid key")
+    }
+
+    #[test]
+    fn signed_index_round_trips_for_every_algorithm() {
+        let key = committed_key();
+        let unsigned = write_unsigned_index("d", &["C:Q1a\nP:a\n\n"]);
+        let algs = [
+            SignatureAlgorithm::Rsa,
+            SignatureAlgorithm::Rsa256,
+            SignatureAlgorithm::Rsa512,
+        ];
+        let signed = sign_index(&unsigned, &key, &algs).expect("sign");
+        assert!(signed.ends_with(&unsigned), "index bytes unchanged");
+        let (sigs, rest) = split_signed(&signed).expect("split");
+        assert_eq!(rest, &unsigned[..]);
+        let names: Vec<&str> = sigs.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                ".SIGN.RSA.test-90b210e7.rsa.pub",
+                ".SIGN.RSA256.test-90b210e7.rsa.pub",
+                ".SIGN.RSA512.test-90b210e7.rsa.pub",
+            ]
+        );
+        for ((_, sig), alg) in sigs.iter().zip(algs) {
+            verify(&key.public_key_pem(), alg, rest, sig).expect("verifies");
+        }
+        let mut tampered = unsigned.clone();
+        tampered[20] ^= 1;
+        assert!(verify(&key.public_key_pem(), algs[0], &tampered, &sigs[0].1).is_err());
+    }
+
+    #[test]
+    fn signature_member_is_a_separate_gzip_member_with_a_cut_tar() {
+        let key = committed_key();
+        let unsigned = write_unsigned_index("", &["C:Q1a\nP:a\n\n"]);
+        let signed = sign_index(&unsigned, &key, &[SignatureAlgorithm::Rsa]).expect("sign");
+        let (tar, consumed) = gunzip_one(&signed);
+        assert_eq!(consumed + unsigned.len(), signed.len(), "two gzip members");
+        let (entries, end) = tar_list(&tar);
+        assert_eq!(end, tarwalk::End::Cut, "no end blocks in the signature tar");
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].1, b'0');
+        // A 1024-bit key gives a 128-byte signature: header + one data block, nothing else.
+        assert_eq!(entries[0].2.len(), 128);
+        assert_eq!(tar.len(), 1024);
+    }
+
+    #[test]
+    fn signing_needs_at_least_one_algorithm() {
+        let key = committed_key();
+        assert!(sign_index(b"x", &key, &[]).is_err());
+    }
+
+    #[test]
+    fn entries_sort_by_name_then_apk_version_then_checksum() {
+        let mut v = vec![
+            ("b", "1.0-r0", "Q1a"),
+            ("a", "1.10-r0", "Q1a"),
+            ("a", "1.9-r0", "Q1b"),
+            ("a", "1.9-r0", "Q1a"),
+            ("a", "1.9_rc1-r0", "Q1a"),
+        ];
+        v.sort_by(|x, y| compare_entries(*x, *y));
+        assert_eq!(
+            v,
+            [
+                ("a", "1.9_rc1-r0", "Q1a"),
+                ("a", "1.9-r0", "Q1a"),
+                ("a", "1.9-r0", "Q1b"),
+                ("a", "1.10-r0", "Q1a"),
+                ("b", "1.0-r0", "Q1a"),
+            ]
+        );
+    }
 }

@@ -11,4 +11,6 @@ pub mod sign;
 pub mod version;
 
 mod error;
+mod stream;
+mod tarwalk;
 pub use error::{ApkError, ApkResult};

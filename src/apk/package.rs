@@ -1,8 +1,20 @@
-//! Parsing of a v2 `.apk` package: gzip member boundaries, the control member, the data
-//! member, and the package identity (`C:`).
+//! Parsing of a v2 `.apk` package: gzip member boundaries, the signature, control and
+//! data members, and the package identity (`C:`).
+//!
+//! Every member is inflated to its very end through a reader that hashes exactly the
+//! compressed bytes the decoder consumed, so member boundaries never depend on where a
+//! tar reader happens to stop. Sizes are limited while inflating, with errors, never
+//! truncation.
 
 use super::pkginfo::PkgInfo;
-use super::ApkResult;
+use super::stream::{Limited, Tap};
+use super::tarwalk::{self, Entry};
+use super::{ApkError, ApkResult};
+use base64::Engine as _;
+use sha1::{Digest, Sha1};
+use sha2::Sha256;
+use std::cell::Cell;
+use std::io::{self, Read};
 
 /// Limits applied while parsing an untrusted package.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,14 +41,875 @@ impl Default for Limits {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedPackage {
     pub info: PkgInfo,
+    /// The `C:` identity: `Q1` + base64(SHA-1) of the compressed control member (control
+    /// and data members when `.PKGINFO` has no `datahash`).
     pub checksum: String,
+    /// Size of the whole file in bytes (`S:`).
     pub size: u64,
+    /// Entry names of the signature member (`.SIGN.RSA.<keyname>`...), empty if unsigned.
     pub signature_names: Vec<String>,
+    /// Lowercase hex SHA-256 of the compressed data member.
     pub data_sha256: String,
 }
 
+/// PAX and GNU long-name headers larger than this are refused before being buffered.
+const MAX_TAR_META: u64 = 1 << 20;
+
+/// A regular file read from an in-memory (signature or control) member.
+pub(crate) struct MemberFile {
+    pub name: String,
+    pub data: Vec<u8>,
+}
+
+fn malformed(msg: impl Into<String>) -> ApkError {
+    ApkError::Malformed(msg.into())
+}
+
+/// Turns an I/O error that surfaced through the decoder pipeline into what it really
+/// was: a failing source (`Io`), a limit (`TooLarge`), or bad data (`Malformed`).
+fn classify(
+    err: ApkError,
+    source_failed: bool,
+    exceeded: bool,
+    member: &str,
+    limit_what: &'static str,
+    limit: u64,
+) -> ApkError {
+    let ApkError::Io(e) = err else {
+        return err;
+    };
+    if source_failed {
+        ApkError::Io(e)
+    } else if exceeded {
+        ApkError::TooLarge {
+            what: limit_what,
+            limit,
+        }
+    } else if e.kind() == io::ErrorKind::UnexpectedEof {
+        malformed(format!("{member} is truncated"))
+    } else {
+        malformed(format!("{member} is not valid gzip data ({e})"))
+    }
+}
+
+/// Inflates one whole gzip member into memory, at most `limit` decompressed bytes.
+fn inflate_member<R: Read>(
+    tap: &mut Tap<R>,
+    member: &str,
+    limit_what: &'static str,
+    limit: u64,
+) -> ApkResult<Vec<u8>> {
+    let exceeded = Cell::new(false);
+    let mut out = Vec::new();
+    let result = {
+        let gz = flate2::bufread::GzDecoder::new(&mut *tap);
+        Limited::new(gz, limit, &exceeded).read_to_end(&mut out)
+    };
+    match result {
+        Ok(_) => Ok(out),
+        Err(e) => Err(classify(
+            ApkError::Io(e),
+            tap.source_failed,
+            exceeded.get(),
+            member,
+            limit_what,
+            limit,
+        )),
+    }
+}
+
+/// Every entry of an in-memory tar, with the data of regular files.
+fn tar_entries(bytes: &[u8]) -> ApkResult<Vec<(Entry, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let mut reader = bytes;
+    tarwalk::walk(&mut reader, MAX_TAR_META, |entry, data| {
+        let mut content = Vec::new();
+        if entry.is_regular() {
+            data.read_to_end(&mut content).map_err(ApkError::Io)?;
+        }
+        out.push((
+            Entry {
+                path: entry.path.clone(),
+                typeflag: entry.typeflag,
+                size: entry.size,
+            },
+            content,
+        ));
+        Ok(())
+    })
+    // Reading from memory cannot fail; an `Io` here is a tar running past the end.
+    .map_err(|e| match e {
+        ApkError::Io(_) => malformed("tar archive is truncated"),
+        other => other,
+    })?;
+    Ok(out)
+}
+
+fn kind_name(typeflag: u8) -> &'static str {
+    match typeflag {
+        tarwalk::HARD_LINK => "hard link",
+        tarwalk::SYMLINK => "symbolic link",
+        tarwalk::DIRECTORY => "directory",
+        b'3' | b'4' => "device node",
+        b'6' => "FIFO",
+        _ => "special entry",
+    }
+}
+
+fn is_signature_member(entries: &[(Entry, Vec<u8>)]) -> bool {
+    entries
+        .first()
+        .is_some_and(|(e, _)| e.path.starts_with(b".SIGN."))
+}
+
+/// Checks that every entry is a plain regular file with a name of the given form.
+fn plain_files(
+    entries: Vec<(Entry, Vec<u8>)>,
+    member: &str,
+    name_ok: impl Fn(&str) -> bool,
+    expected: &str,
+) -> ApkResult<Vec<MemberFile>> {
+    entries
+        .into_iter()
+        .map(|(entry, data)| {
+            let shown = entry.display_path();
+            if !entry.is_regular() {
+                return Err(malformed(format!(
+                    "{member} entry {shown:?} is a {}; only regular files are allowed",
+                    kind_name(entry.typeflag)
+                )));
+            }
+            if entry.path.first() == Some(&b'/') {
+                return Err(malformed(format!(
+                    "{member} entry {shown:?} has an absolute path"
+                )));
+            }
+            if entry.path.split(|&b| b == b'/').any(|c| c == b"..") {
+                return Err(malformed(format!(
+                    "{member} entry {shown:?} leaves the package root"
+                )));
+            }
+            let name = String::from_utf8(entry.path)
+                .ok()
+                .filter(|n| !n.contains('/') && !n.contains('\0') && name_ok(n))
+                .ok_or_else(|| malformed(format!("{member} entry {shown:?} is not {expected}")))?;
+            Ok(MemberFile { name, data })
+        })
+        .collect()
+}
+
+fn check_gzip_magic<R: Read>(tap: &mut Tap<R>) -> ApkResult<()> {
+    let head = tap.peek(3).map_err(ApkError::Io)?;
+    if head.starts_with(b"ADB") {
+        return Err(ApkError::UnsupportedV3);
+    }
+    if head.is_empty() {
+        return Err(malformed("the file is empty"));
+    }
+    if !head.starts_with(&[0x1f, 0x8b]) {
+        return Err(malformed(
+            "not an apk v2 package: the file is not gzip-compressed",
+        ));
+    }
+    Ok(())
+}
+
+/// Reads the first gzip member of `data` as a tar of regular files; returns them and
+/// the member's compressed length. Used to split signed indexes.
+pub(crate) fn read_first_member(data: &[u8], limit: u64) -> ApkResult<(Vec<MemberFile>, usize)> {
+    let mut tap = Tap::new(data);
+    check_gzip_magic(&mut tap)?;
+    let bytes = inflate_member(
+        &mut tap,
+        "signature member",
+        "decompressed signature member",
+        limit,
+    )?;
+    let files = plain_files(
+        tar_entries(&bytes)?,
+        "signature member",
+        |_| true,
+        "a file name",
+    )?;
+    let len = usize::try_from(tap.consumed).map_err(|_| malformed("member too large"))?;
+    Ok((files, len))
+}
+
+fn finish_sha1(h: Option<Sha1>) -> String {
+    let digest = h.unwrap_or_default().finalize();
+    format!(
+        "Q1{}",
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    )
+}
+
 /// Parses and checks a whole `.apk` file.
-pub fn parse_package<R: std::io::Read>(reader: R, limits: &Limits) -> ApkResult<ParsedPackage> {
-    let _ = (reader, limits);
-    todo!()
+pub fn parse_package<R: Read>(reader: R, limits: &Limits) -> ApkResult<ParsedPackage> {
+    let mut tap = Tap::new(reader);
+    check_gzip_magic(&mut tap)?;
+
+    tap.sha1 = Some(Sha1::new());
+    let first = inflate_member(
+        &mut tap,
+        "first gzip member (signature or control)",
+        "decompressed control member",
+        limits.max_control_bytes,
+    )?;
+    let first = tar_entries(&first)?;
+    let (signature_names, control) = if is_signature_member(&first) {
+        let sigs = plain_files(
+            first,
+            "signature member",
+            |n| n.starts_with(".SIGN."),
+            "a .SIGN.* signature",
+        )?;
+        // The identity starts with the control member, not the signature.
+        tap.sha1 = Some(Sha1::new());
+        if tap.at_eof().map_err(ApkError::Io)? {
+            return Err(malformed(
+                "the package has a signature but no control member",
+            ));
+        }
+        let control = inflate_member(
+            &mut tap,
+            "control member",
+            "decompressed control member",
+            limits.max_control_bytes,
+        )?;
+        (
+            sigs.into_iter().map(|s| s.name).collect(),
+            tar_entries(&control)?,
+        )
+    } else {
+        (Vec::new(), first)
+    };
+
+    let info = parse_control(control, limits)?;
+    let control_identity = match info.datahash {
+        Some(_) => Some(finish_sha1(tap.sha1.take())),
+        None => None,
+    };
+
+    if tap.at_eof().map_err(ApkError::Io)? {
+        return Err(malformed("the package has no data member"));
+    }
+    tap.sha256 = Some(Sha256::new());
+    read_data_member(&mut tap, limits)?;
+    let data_sha256 = hex::encode(tap.sha256.take().unwrap_or_default().finalize());
+    let checksum = match control_identity {
+        Some(c) => c,
+        // Without a datahash apk's identity covers control and data members.
+        None => finish_sha1(tap.sha1.take()),
+    };
+    if let Some(declared) = &info.datahash {
+        if *declared != data_sha256 {
+            return Err(malformed(format!(
+                "the data member's SHA-256 is {data_sha256} but .PKGINFO declares \
+                 datahash {declared}"
+            )));
+        }
+    }
+    if !tap.at_eof().map_err(ApkError::Io)? {
+        return Err(malformed("unexpected bytes after the data member"));
+    }
+    Ok(ParsedPackage {
+        info,
+        checksum,
+        size: tap.consumed,
+        signature_names,
+        data_sha256,
+    })
+}
+
+fn parse_control(entries: Vec<(Entry, Vec<u8>)>, limits: &Limits) -> ApkResult<PkgInfo> {
+    for (entry, _) in &entries {
+        if entry.path == b".PKGINFO" && entry.size > limits.max_pkginfo_bytes {
+            return Err(ApkError::TooLarge {
+                what: ".PKGINFO",
+                limit: limits.max_pkginfo_bytes,
+            });
+        }
+    }
+    // apk treats the first name without a leading dot as the start of the data files.
+    let files = plain_files(
+        entries,
+        "control member",
+        |n| n.starts_with('.') && n != "." && n != "..",
+        "a control file (.PKGINFO or an install script)",
+    )?;
+    let mut pkginfo = files.iter().filter(|f| f.name == ".PKGINFO");
+    let first = pkginfo
+        .next()
+        .ok_or_else(|| malformed("the control member has no .PKGINFO"))?;
+    if pkginfo.next().is_some() {
+        return Err(malformed("the control member has more than one .PKGINFO"));
+    }
+    PkgInfo::parse(&first.data)
+}
+
+fn read_data_member<R: Read>(tap: &mut Tap<R>, limits: &Limits) -> ApkResult<()> {
+    let exceeded = Cell::new(false);
+    let result = {
+        let gz = flate2::bufread::GzDecoder::new(&mut *tap);
+        let mut data = Limited::new(gz, limits.max_data_bytes, &exceeded);
+        tarwalk::walk(&mut data, MAX_TAR_META, |entry, _| {
+            let p = &entry.path;
+            if p.first() == Some(&b'/')
+                || p.contains(&0)
+                || p.split(|&b| b == b'/').any(|c| c == b"..")
+            {
+                return Err(malformed(format!(
+                    "data member entry {:?} leaves the package root",
+                    entry.display_path()
+                )));
+            }
+            Ok(())
+        })
+        // End blocks, record padding and anything else up to the gzip trailer.
+        .and_then(|_| {
+            io::copy(&mut data, &mut io::sink())
+                .map(|_| ())
+                .map_err(ApkError::Io)
+        })
+    };
+    result.map_err(|e| {
+        classify(
+            e,
+            tap.source_failed,
+            exceeded.get(),
+            "data member",
+            "decompressed data member",
+            limits.max_data_bytes,
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apk::index::{render_stanza, rewrite_arch};
+
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+
+    /// (file, member sizes, signature entry) from EXPECTED.md's table.
+    const REAL_PACKAGES: &[(&str, [u64; 3], &str)] = &[
+        (
+            "forgejo-noarch-test-1.0.0-r0.apk",
+            [635, 491, 382],
+            ".SIGN.RSA.xinayder.rsa.pub",
+        ),
+        (
+            "forgejo-noarch-test-openrc-1.0.0-r0.apk",
+            [636, 515, 418],
+            ".SIGN.RSA.xinayder.rsa.pub",
+        ),
+        (
+            "gitea-test-1.4.1-r3.apk",
+            [650, 429, 274],
+            ".SIGN.RSA.kn4ck3r@gitea-641ae359.rsa.pub",
+        ),
+    ];
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{FIXTURES}/{name}")).expect("fixture present")
+    }
+
+    /// The stanzas of EXPECTED.md's code block, in file-name order.
+    fn expected_stanzas() -> Vec<String> {
+        let md = String::from_utf8(fixture("EXPECTED.md")).expect("utf-8");
+        let block = md
+            .split("```\n")
+            .nth(1)
+            .expect("EXPECTED.md has a code block");
+        block.split_inclusive("\n\n").map(str::to_string).collect()
+    }
+
+    #[test]
+    fn real_packages_give_exactly_the_stanzas_apk_index_writes() {
+        let expected = expected_stanzas();
+        assert_eq!(expected.len(), 3);
+        for ((file, members, sig), want) in REAL_PACKAGES.iter().zip(&expected) {
+            let bytes = fixture(file);
+            let parsed = parse_package(&bytes[..], &Limits::default()).expect(file);
+            assert_eq!(parsed.size, members.iter().sum::<u64>(), "{file}");
+            assert_eq!(parsed.size, bytes.len() as u64, "{file}");
+            assert_eq!(parsed.signature_names, [sig.to_string()], "{file}");
+            let stanza = render_stanza(&parsed.info, &parsed.checksum, parsed.size);
+            assert_eq!(&stanza, want, "{file}");
+        }
+    }
+
+    #[test]
+    fn real_noarch_packages_rewrite_to_the_index_arch() {
+        let expected = expected_stanzas();
+        for ((file, _, _), want) in REAL_PACKAGES.iter().zip(&expected) {
+            let bytes = fixture(file);
+            let parsed = parse_package(&bytes[..], &Limits::default()).expect(file);
+            let stanza = render_stanza(&parsed.info, &parsed.checksum, parsed.size);
+            let rewritten = rewrite_arch(&stanza, "x86_64");
+            assert_eq!(
+                rewritten,
+                want.replace("A:noarch\n", "A:x86_64\n"),
+                "{file}"
+            );
+            assert!(rewritten.contains("\nA:x86_64\n"));
+        }
+    }
+
+    /// Compressed sizes of the gzip members of `data`.
+    fn member_sizes(data: &[u8]) -> Vec<u64> {
+        let mut tap = Tap::new(data);
+        let mut sizes = Vec::new();
+        while !tap.at_eof().expect("memory") {
+            let before = tap.consumed;
+            io::copy(
+                &mut flate2::bufread::GzDecoder::new(&mut tap),
+                &mut io::sink(),
+            )
+            .expect("valid gzip");
+            sizes.push(tap.consumed - before);
+        }
+        sizes
+    }
+
+    #[test]
+    fn real_packages_have_the_member_sizes_apk_sees() {
+        for (file, members, _) in REAL_PACKAGES {
+            assert_eq!(member_sizes(&fixture(file)), members, "{file}");
+        }
+    }
+
+    use crate::apk::builder::{pax_record, push_entry, PackageBuilder};
+    use crate::apk::index::gzip;
+    use crate::apk::sign::{verify, SignatureAlgorithm, SigningKey};
+    use std::sync::OnceLock;
+
+    fn test_key() -> &'static SigningKey {
+        static KEY: OnceLock<SigningKey> = OnceLock::new();
+        KEY.get_or_init(|| {
+            let pem = String::from_utf8(fixture("test-signing-key.pem")).expect("utf-8");
+            SigningKey::from_pkcs8_pem("test", &pem).expect("committed test key loads")
+        })
+    }
+
+    fn parse(bytes: &[u8]) -> ApkResult<ParsedPackage> {
+        parse_package(bytes, &Limits::default())
+    }
+
+    fn malformed_message(r: ApkResult<ParsedPackage>) -> String {
+        match r {
+            Err(ApkError::Malformed(m)) => m,
+            other => panic!("expected Malformed, got {other:?}"),
+        }
+    }
+
+    fn q1(bytes: &[u8]) -> String {
+        finish_sha1(Some(Sha1::new_with_prefix(bytes)))
+    }
+
+    fn sample() -> PackageBuilder {
+        PackageBuilder::new("hello", "2.12.1-r0", "x86_64")
+            .field("depend", "so:libc.musl-x86_64.so.1")
+            .file("usr/bin/hello", b"#!/bin/sh\necho hello\n")
+            .file("usr/share/doc/hello/README", &[b'x'; 3000])
+    }
+
+    /// A package whose control tar is given verbatim (the data member is a valid one).
+    fn with_control_tar(control_tar: &[u8]) -> Vec<u8> {
+        let mut out = gzip(control_tar);
+        out.extend_from_slice(&sample().data_member());
+        out
+    }
+
+    fn minimal_pkginfo() -> Vec<u8> {
+        b"pkgname = a\npkgver = 1.0-r0\narch = x86_64\nsize = 1\n".to_vec()
+    }
+
+    #[test]
+    fn unsigned_builder_package_parses_back_with_control_identity() {
+        let b = sample();
+        let data = b.data_member();
+        let control = b.control_member(&data);
+        let bytes = b.build();
+        let p = parse(&bytes).expect("valid package");
+        assert_eq!(p.info.pkgname, "hello");
+        assert_eq!(p.info.depends, ["so:libc.musl-x86_64.so.1"]);
+        assert_eq!(p.checksum, q1(&control));
+        assert_eq!(p.data_sha256, hex::encode(Sha256::digest(&data)));
+        assert_eq!(p.info.datahash.as_deref(), Some(p.data_sha256.as_str()));
+        assert_eq!(p.size, bytes.len() as u64);
+        assert!(p.signature_names.is_empty());
+    }
+
+    #[test]
+    fn package_without_datahash_has_identity_over_control_and_data() {
+        let b = sample().with_datahash(false);
+        let data = b.data_member();
+        let control = b.control_member(&data);
+        let p = parse(&b.build()).expect("valid package");
+        assert_eq!(p.info.datahash, None);
+        assert_eq!(p.checksum, q1(&[control, data].concat()));
+    }
+
+    #[test]
+    fn signed_builder_package_parses_back_and_its_signature_verifies() {
+        let key = test_key();
+        for datahash in [true, false] {
+            let b = sample().with_datahash(datahash).signed_with(key);
+            let data = b.data_member();
+            let control = b.control_member(&data);
+            let bytes = b.build();
+            let p = parse(&bytes).expect("valid package");
+            let name = format!(".SIGN.RSA256.{}", key.key_name());
+            assert_eq!(p.signature_names, std::slice::from_ref(&name));
+            let identity_over = if datahash {
+                control.clone()
+            } else {
+                [control.clone(), data].concat()
+            };
+            assert_eq!(p.checksum, q1(&identity_over));
+            let (sigs, rest) = crate::apk::sign::split_signed(&bytes).expect("signed");
+            assert_eq!(sigs.len(), 1);
+            assert_eq!(sigs[0].0, name);
+            assert!(rest.starts_with(&control));
+            verify(
+                &key.public_key_pem(),
+                SignatureAlgorithm::Rsa256,
+                &control,
+                &sigs[0].1,
+            )
+            .expect("signature over the control member verifies");
+        }
+    }
+
+    #[test]
+    fn truncated_package_is_rejected_at_every_offset() {
+        let signed = sample().signed_with(test_key()).build();
+        let real = fixture("gitea-test-1.4.1-r3.apk");
+        for bytes in [signed, real] {
+            for cut in 0..bytes.len() {
+                let r = parse(&bytes[..cut]);
+                assert!(
+                    matches!(r, Err(ApkError::Malformed(_))),
+                    "cut at {cut}: {r:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn truncated_at_member_boundaries_names_what_is_missing() {
+        let real = fixture("gitea-test-1.4.1-r3.apk");
+        assert!(malformed_message(parse(&real[..650])).contains("no control member"));
+        assert!(malformed_message(parse(&real[..650 + 429])).contains("no data member"));
+        assert!(malformed_message(parse(&real[..650 + 100])).contains("truncated"));
+        assert!(malformed_message(parse(&real[..real.len() - 4])).contains("truncated"));
+    }
+
+    #[test]
+    fn gzip_bomb_in_control_is_rejected() {
+        let mut tar = Vec::new();
+        push_entry(&mut tar, b".PKGINFO", b'0', 0o644, &minimal_pkginfo());
+        push_entry(&mut tar, b".post-install", b'0', 0o755, &vec![0u8; 4 << 20]);
+        let limits = Limits {
+            max_control_bytes: 1 << 20,
+            ..Limits::default()
+        };
+        let r = parse_package(&with_control_tar(&tar)[..], &limits);
+        assert!(
+            matches!(r, Err(ApkError::TooLarge { what: "decompressed control member", limit }) if limit == 1 << 20),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn gzip_bomb_in_data_is_rejected() {
+        let bytes = sample().file("zeros", &vec![0u8; 2 << 20]).build();
+        let limits = Limits {
+            max_data_bytes: 1 << 20,
+            ..Limits::default()
+        };
+        let r = parse_package(&bytes[..], &limits);
+        assert!(
+            matches!(
+                r,
+                Err(ApkError::TooLarge {
+                    what: "decompressed data member",
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn pkginfo_over_limit_is_rejected() {
+        let big = "x".repeat(8192);
+        let bytes = sample().field("pkgdesc", &big).build();
+        let limits = Limits {
+            max_pkginfo_bytes: 4096,
+            ..Limits::default()
+        };
+        let r = parse_package(&bytes[..], &limits);
+        assert!(
+            matches!(
+                r,
+                Err(ApkError::TooLarge {
+                    what: ".PKGINFO",
+                    limit: 4096
+                })
+            ),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn missing_pkgname_pkgver_or_arch_is_rejected() {
+        for key in ["pkgname", "pkgver", "arch"] {
+            let m = malformed_message(parse(&sample().without_field(key).build()));
+            assert_eq!(m, format!(".PKGINFO has no {key}"));
+        }
+    }
+
+    #[test]
+    fn invalid_version_is_rejected() {
+        let m = malformed_message(parse(&sample().field("pkgver", "1.0-beta").build()));
+        assert!(m.contains("pkgver"), "{m}");
+    }
+
+    #[test]
+    fn name_with_slash_dotdot_or_nul_is_rejected() {
+        for name in ["a/b", "../../etc/cron.d/x", "a..b", "a\0b"] {
+            let m = malformed_message(parse(&sample().field("pkgname", name).build()));
+            assert!(m.contains("pkgname") || m.contains("NUL"), "{m}");
+        }
+    }
+
+    #[test]
+    fn control_tar_with_end_blocks_parses_with_the_right_identity() {
+        let mut tar = Vec::new();
+        push_entry(&mut tar, b".PKGINFO", b'0', 0o644, &minimal_pkginfo());
+        tar.extend_from_slice(&[0u8; 10240 - 512 * 2]);
+        let bytes = with_control_tar(&tar);
+        let p = parse(&bytes).expect("control with end blocks is accepted");
+        let data = sample().data_member();
+        let control_len = bytes.len() - data.len();
+        // No datahash in this .PKGINFO: the identity spans control and data.
+        assert_eq!(p.checksum, q1(&bytes));
+        assert_eq!(
+            member_sizes(&bytes),
+            [control_len as u64, data.len() as u64]
+        );
+    }
+
+    #[test]
+    fn control_symlink_is_rejected() {
+        let mut tar = Vec::new();
+        push_entry(&mut tar, b".PKGINFO", b'0', 0o644, &minimal_pkginfo());
+        push_entry(&mut tar, b".post-install", b'2', 0o777, &[]);
+        let m = malformed_message(parse(&with_control_tar(&tar)));
+        assert!(m.contains("symbolic link"), "{m}");
+    }
+
+    #[test]
+    fn control_symlink_named_pkginfo_is_rejected() {
+        let mut tar = Vec::new();
+        push_entry(&mut tar, b".PKGINFO", b'2', 0o777, &[]);
+        assert!(malformed_message(parse(&with_control_tar(&tar))).contains("symbolic link"));
+    }
+
+    #[test]
+    fn control_hard_link_and_directory_are_rejected() {
+        for (typeflag, word) in [(b'1', "hard link"), (b'5', "directory")] {
+            let mut tar = Vec::new();
+            push_entry(&mut tar, b".PKGINFO", b'0', 0o644, &minimal_pkginfo());
+            push_entry(&mut tar, b".x", typeflag, 0o755, &[]);
+            assert!(malformed_message(parse(&with_control_tar(&tar))).contains(word));
+        }
+    }
+
+    #[test]
+    fn control_absolute_and_dotdot_paths_are_rejected() {
+        for (path, word) in [
+            (&b"/.PKGINFO"[..], "absolute"),
+            (b"../.PKGINFO", "leaves"),
+            (b"x/.PKGINFO", "not a control file"),
+            (b"usr/bin/x", "not a control file"),
+        ] {
+            let mut tar = Vec::new();
+            push_entry(&mut tar, b".PKGINFO", b'0', 0o644, &minimal_pkginfo());
+            push_entry(&mut tar, path, b'0', 0o644, b"x");
+            let m = malformed_message(parse(&with_control_tar(&tar)));
+            assert!(m.contains(word), "{m}");
+        }
+    }
+
+    #[test]
+    fn control_pax_path_cannot_smuggle_a_traversal() {
+        let mut tar = Vec::new();
+        push_entry(&mut tar, b".PKGINFO", b'0', 0o644, &minimal_pkginfo());
+        push_entry(
+            &mut tar,
+            b"PaxHeaders/x",
+            b'x',
+            0o644,
+            &pax_record("path", b"../../x"),
+        );
+        push_entry(&mut tar, b".harmless", b'0', 0o644, b"x");
+        assert!(malformed_message(parse(&with_control_tar(&tar))).contains("leaves"));
+    }
+
+    #[test]
+    fn duplicate_pkginfo_is_rejected() {
+        let mut tar = Vec::new();
+        push_entry(&mut tar, b".PKGINFO", b'0', 0o644, &minimal_pkginfo());
+        push_entry(&mut tar, b".PKGINFO", b'0', 0o644, &minimal_pkginfo());
+        let m = malformed_message(parse(&with_control_tar(&tar)));
+        assert!(m.contains("more than one .PKGINFO"), "{m}");
+    }
+
+    #[test]
+    fn control_without_pkginfo_is_rejected() {
+        let mut tar = Vec::new();
+        push_entry(&mut tar, b".post-install", b'0', 0o755, b"#!/bin/sh\n");
+        assert!(malformed_message(parse(&with_control_tar(&tar))).contains("no .PKGINFO"));
+    }
+
+    #[test]
+    fn datahash_mismatch_is_rejected_naming_both() {
+        let declared = "ab".repeat(32);
+        let b = sample().with_datahash(false).field("datahash", &declared);
+        let actual = hex::encode(Sha256::digest(b.data_member()));
+        let m = malformed_message(parse(&b.build()));
+        assert!(m.contains(&declared) && m.contains(&actual), "{m}");
+    }
+
+    #[test]
+    fn missing_data_member_is_rejected() {
+        let b = sample();
+        let control = b.control_member(&b.data_member());
+        assert!(malformed_message(parse(&control)).contains("no data member"));
+        let signed = sample().signed_with(test_key()).build();
+        let sig_len = member_sizes(&signed)[0] as usize;
+        let without_data = &signed[..sig_len + control.len()];
+        assert!(malformed_message(parse(without_data)).contains("no data member"));
+    }
+
+    #[test]
+    fn trailing_garbage_is_rejected() {
+        let mut bytes = sample().build();
+        bytes.extend_from_slice(b"garbage");
+        assert!(malformed_message(parse(&bytes)).contains("after the data member"));
+    }
+
+    #[test]
+    fn second_data_member_is_rejected() {
+        let mut bytes = sample().build();
+        bytes.extend_from_slice(&gzip(&[0u8; 1024]));
+        assert!(malformed_message(parse(&bytes)).contains("after the data member"));
+    }
+
+    #[test]
+    fn adb_magic_is_unsupported_v3() {
+        for magic in [&b"ADBd\x01\x02\x03"[..], b"ADB.pckg", b"ADBc"] {
+            assert!(matches!(parse(magic), Err(ApkError::UnsupportedV3)));
+        }
+    }
+
+    #[test]
+    fn non_gzip_input_is_rejected() {
+        for bytes in [&b""[..], b"PK\x03\x04", b"\x1f", b"hello world"] {
+            let _ = malformed_message(parse(bytes));
+        }
+    }
+
+    #[test]
+    fn data_entry_escaping_the_root_is_rejected() {
+        for path in ["../etc/passwd", "/etc/passwd", "usr/../../x"] {
+            let m = malformed_message(parse(&sample().file(path, b"x").build()));
+            assert!(m.contains("leaves the package root"), "{m}");
+        }
+    }
+
+    #[test]
+    fn corrupt_bytes_never_panic_and_are_never_io_errors() {
+        let bytes = sample().signed_with(test_key()).build();
+        for i in 0..bytes.len() {
+            for flip in [0x01u8, 0x80, 0xff] {
+                let mut b = bytes.clone();
+                b[i] ^= flip;
+                let r = parse(&b);
+                assert!(!matches!(r, Err(ApkError::Io(_))), "byte {i}: {r:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn corrupt_deflate_data_is_malformed() {
+        let bytes = sample().build();
+        let sizes = member_sizes(&bytes);
+        let mut b = bytes.clone();
+        let middle = sizes[0] as usize + sizes[1] as usize / 2;
+        b[middle] ^= 0xff;
+        let _ = malformed_message(parse(&b));
+    }
+
+    /// A source that fails after `ok` bytes.
+    struct FailingReader<'a> {
+        data: &'a [u8],
+        ok: usize,
+    }
+
+    impl Read for FailingReader<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            if self.ok == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    "source gone",
+                ));
+            }
+            let n = out.len().min(self.ok).min(self.data.len()).min(7);
+            out[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            self.ok -= n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn failing_source_is_an_io_error_not_malformed() {
+        let bytes = sample().signed_with(test_key()).build();
+        for ok in [0, 10, 700, bytes.len() - 10] {
+            let r = parse_package(FailingReader { data: &bytes, ok }, &Limits::default());
+            assert!(matches!(r, Err(ApkError::Io(_))), "{ok}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn one_byte_at_a_time_source_parses_the_same() {
+        let bytes = fixture("forgejo-noarch-test-1.0.0-r0.apk");
+        let slow = FailingReader {
+            data: &bytes,
+            ok: usize::MAX,
+        };
+        let a = parse_package(slow, &Limits::default()).expect("valid");
+        assert_eq!(a, parse(&bytes).expect("valid"));
+    }
+
+    #[test]
+    fn random_mutations_of_a_real_package_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let original = fixture("forgejo-noarch-test-openrc-1.0.0-r0.apk");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x61706b);
+        for _ in 0..3000 {
+            let mut b = original.clone();
+            for _ in 0..rng.gen_range(1..8) {
+                let i = rng.gen_range(0..b.len());
+                b[i] = rng.gen();
+            }
+            let cut = rng.gen_range(b.len() / 2..=b.len());
+            let r = parse(&b[..cut]);
+            assert!(!matches!(r, Err(ApkError::Io(_))), "{r:?}");
+        }
+    }
 }

@@ -1,0 +1,302 @@
+//! A strict streaming tar reader for untrusted archives.
+//!
+//! The `tar` crate is used for header field decoding and PAX record parsing, but the
+//! stream is driven here so that extension headers (PAX `x`/`g`, GNU `L`/`K`) are
+//! size-limited before anything is buffered, entry data is read in bounded chunks, and a
+//! "cut" tar (no end blocks, as apk writes signature and control members) is told apart
+//! from one that ends with zero blocks.
+
+use super::{ApkError, ApkResult};
+use std::io::{self, Read};
+
+pub(crate) const BLOCK: usize = 512;
+
+/// Type flags of the entries a caller may see (extension headers never reach it).
+pub(crate) const REGULAR: u8 = b'0';
+pub(crate) const REGULAR_OLD: u8 = 0;
+pub(crate) const HARD_LINK: u8 = b'1';
+pub(crate) const SYMLINK: u8 = b'2';
+pub(crate) const DIRECTORY: u8 = b'5';
+
+/// One archive member as the caller sees it, with extension headers applied.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub path: Vec<u8>,
+    pub typeflag: u8,
+    pub size: u64,
+}
+
+impl Entry {
+    pub fn is_regular(&self) -> bool {
+        matches!(self.typeflag, REGULAR | REGULAR_OLD | b'7')
+    }
+
+    pub fn display_path(&self) -> String {
+        String::from_utf8_lossy(&self.path).into_owned()
+    }
+}
+
+/// How the archive ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    /// A zero block: the tar has end-of-archive blocks.
+    ZeroBlock,
+    /// The input ended at a header boundary: a cut tar.
+    Cut,
+}
+
+fn malformed(msg: impl Into<String>) -> ApkError {
+    ApkError::Malformed(msg.into())
+}
+
+/// Reads exactly `buf.len()` bytes; `Ok(false)` if the input ended before the first byte.
+fn read_block<R: Read>(r: &mut R, buf: &mut [u8]) -> ApkResult<bool> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) if got == 0 => return Ok(false),
+            Ok(0) => return Err(malformed("tar archive is truncated inside a header")),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ApkError::Io(e)),
+        }
+    }
+    Ok(true)
+}
+
+/// Reads and discards exactly `n` bytes.
+fn skip<R: Read>(r: &mut R, n: u64) -> ApkResult<()> {
+    let copied = io::copy(&mut r.take(n), &mut io::sink()).map_err(ApkError::Io)?;
+    if copied != n {
+        return Err(malformed("tar archive is truncated inside an entry"));
+    }
+    Ok(())
+}
+
+fn padding(size: u64) -> u64 {
+    (BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64
+}
+
+/// Reads an extension header's payload (at most `max_meta` bytes, never more).
+fn read_meta<R: Read>(r: &mut R, size: u64, max_meta: u64) -> ApkResult<Vec<u8>> {
+    if size > max_meta {
+        return Err(ApkError::TooLarge {
+            what: "tar extended header",
+            limit: max_meta,
+        });
+    }
+    let mut buf = Vec::new();
+    r.take(size).read_to_end(&mut buf).map_err(ApkError::Io)?;
+    if buf.len() as u64 != size {
+        return Err(malformed(
+            "tar archive is truncated inside an extended header",
+        ));
+    }
+    skip(r, padding(size))?;
+    Ok(buf)
+}
+
+fn header_checksum_ok(block: &[u8; BLOCK]) -> ApkResult<bool> {
+    let header = tar::Header::from_byte_slice(block);
+    let stored = header
+        .cksum()
+        .map_err(|_| malformed("tar header has an invalid checksum field"))?;
+    let sum: u32 = block
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(b)
+            }
+        })
+        .sum();
+    Ok(sum == stored)
+}
+
+#[derive(Default)]
+struct Pending {
+    path: Option<Vec<u8>>,
+    size: Option<u64>,
+    any: bool,
+}
+
+fn apply_pax(records: &[u8], pending: &mut Pending) -> ApkResult<()> {
+    for record in tar::PaxExtensions::new(records) {
+        let record = record.map_err(|_| malformed("tar PAX header is malformed"))?;
+        match record.key_bytes() {
+            b"path" => pending.path = Some(record.value_bytes().to_vec()),
+            b"size" => {
+                let size = std::str::from_utf8(record.value_bytes())
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .ok_or_else(|| malformed("tar PAX size record is not a number"))?;
+                pending.size = Some(size);
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Walks the archive, calling `visit` with each entry and a reader of exactly its data.
+/// Whatever `visit` leaves unread is skipped. Stops at the first zero block or at the
+/// end of the input; whatever follows a zero block is left to the caller.
+pub(crate) fn walk<R: Read>(
+    r: &mut R,
+    max_meta: u64,
+    mut visit: impl FnMut(&Entry, &mut dyn Read) -> ApkResult<()>,
+) -> ApkResult<End> {
+    let mut pending = Pending::default();
+    let mut block = [0u8; BLOCK];
+    loop {
+        if !read_block(r, &mut block)? {
+            if pending.any {
+                return Err(malformed("tar archive ends after an extended header"));
+            }
+            return Ok(End::Cut);
+        }
+        if block.iter().all(|&b| b == 0) {
+            if pending.any {
+                return Err(malformed("tar archive ends after an extended header"));
+            }
+            return Ok(End::ZeroBlock);
+        }
+        if !header_checksum_ok(&block)? {
+            return Err(malformed("tar header checksum mismatch"));
+        }
+        let header = tar::Header::from_byte_slice(&block);
+        let header_size = header
+            .entry_size()
+            .map_err(|_| malformed("tar header has an invalid size field"))?;
+        let typeflag = block[156];
+        match typeflag {
+            b'x' => {
+                let records = read_meta(r, header_size, max_meta)?;
+                if pending.any {
+                    return Err(malformed(
+                        "tar archive has two extended headers for one entry",
+                    ));
+                }
+                apply_pax(&records, &mut pending)?;
+                pending.any = true;
+            }
+            b'g' => {
+                read_meta(r, header_size, max_meta)?;
+            }
+            b'L' => {
+                let mut name = read_meta(r, header_size, max_meta)?;
+                while name.last() == Some(&0) {
+                    name.pop();
+                }
+                if pending.path.is_none() {
+                    pending.path = Some(name);
+                }
+                pending.any = true;
+            }
+            b'K' => {
+                read_meta(r, header_size, max_meta)?;
+                pending.any = true;
+            }
+            _ => {
+                let pending = std::mem::take(&mut pending);
+                let size = pending.size.unwrap_or(header_size);
+                let path = match pending.path {
+                    Some(p) => p,
+                    None => header.path_bytes().into_owned(),
+                };
+                let entry = Entry {
+                    path,
+                    typeflag,
+                    size,
+                };
+                let mut data = (&mut *r).take(size);
+                visit(&entry, &mut data)?;
+                let rest = data.limit();
+                skip(r, rest)?;
+                skip(r, padding(size))?;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(name: &str, typeflag: u8, size: u64) -> Vec<u8> {
+        let mut h = tar::Header::new_ustar();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::new(typeflag));
+        h.set_cksum();
+        h.as_bytes().to_vec()
+    }
+
+    fn entry(name: &str, typeflag: u8, data: &[u8]) -> Vec<u8> {
+        let mut out = header(name, typeflag, data.len() as u64);
+        out.extend_from_slice(data);
+        out.resize(out.len() + padding(data.len() as u64) as usize, 0);
+        out
+    }
+
+    fn names(archive: &[u8]) -> ApkResult<(Vec<String>, End)> {
+        let mut seen = Vec::new();
+        let end = walk(&mut &archive[..], 1024, |e, _| {
+            seen.push(e.display_path());
+            Ok(())
+        })?;
+        Ok((seen, end))
+    }
+
+    #[test]
+    fn cut_and_terminated_archives_are_told_apart() {
+        let mut a = entry("a", b'0', b"hello");
+        assert_eq!(names(&a).ok(), Some((vec!["a".into()], End::Cut)));
+        a.extend_from_slice(&[0; 1024]);
+        assert_eq!(names(&a).ok(), Some((vec!["a".into()], End::ZeroBlock)));
+    }
+
+    #[test]
+    fn pax_path_overrides_header_name() {
+        let record = b"20 path=long/name.x\n";
+        let mut a = entry("PaxHeaders/x", b'x', record);
+        a.extend(entry("short", b'0', b""));
+        assert_eq!(
+            names(&a).ok().map(|r| r.0),
+            Some(vec!["long/name.x".to_string()])
+        );
+    }
+
+    #[test]
+    fn oversized_extended_header_is_rejected_before_buffering() {
+        let a = header("PaxHeaders/x", b'x', 1 << 40);
+        assert!(matches!(names(&a), Err(ApkError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn truncated_entry_is_rejected() {
+        let a = entry("a", b'0', &[1; 600]);
+        for cut in [1, 511, 512, 513, 1023] {
+            assert!(
+                matches!(names(&a[..cut]), Err(ApkError::Malformed(_))),
+                "{cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_header_checksum_is_rejected() {
+        let mut a = entry("a", b'0', b"x");
+        a[0] = b'b';
+        assert!(matches!(names(&a), Err(ApkError::Malformed(_))));
+    }
+
+    #[test]
+    fn dangling_extended_header_is_rejected() {
+        let a = entry("PaxHeaders/x", b'x', b"20 path=long/name.x\n");
+        assert!(matches!(names(&a), Err(ApkError::Malformed(_))));
+    }
+}
