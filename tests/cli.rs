@@ -40,12 +40,25 @@ fn default_config_is_printed_and_parses_back() {
 fn unknown_config_keys_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("config.toml");
-    std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n").unwrap();
-    let output = cli(dir.path()).arg("--config").arg(&file).arg("migrate").output().unwrap();
+    std::fs::write(
+        &file,
+        "[server]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n",
+    )
+    .unwrap();
+    let output = cli(dir.path())
+        .arg("--config")
+        .arg(&file)
+        .arg("migrate")
+        .output()
+        .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("listen_port"), "{stderr}");
-    let output = cli(dir.path()).env("ALPINE_REGISTRY__LIMITS__MAX_UPLOAD_BYTES", "lots").arg("migrate").output().unwrap();
+    let output = cli(dir.path())
+        .env("ALPINE_REGISTRY__LIMITS__MAX_UPLOAD_BYTES", "lots")
+        .arg("migrate")
+        .output()
+        .unwrap();
     assert!(!output.status.success());
 }
 
@@ -58,37 +71,74 @@ fn admin_commands_manage_users_owners_and_tokens() {
         .stdin(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"hunter22\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hunter22\n")
+        .unwrap();
     assert!(child.wait().unwrap().success());
     run_ok(cli(dir.path()).args(["owner", "create", "acme", "--private", "--org"]));
     run_ok(cli(dir.path()).args(["owner", "member", "add", "acme", "bob", "--role", "write"]));
     let token = run_ok(cli(dir.path()).args([
-        "token", "create", "--user", "bob", "--scope", "write", "--owner", "acme", "--expires-in", "90d",
+        "token",
+        "create",
+        "--user",
+        "bob",
+        "--scope",
+        "write",
+        "--owner",
+        "acme",
+        "--expires-in",
+        "90d",
     ]));
     let lines: Vec<&str> = token.lines().collect();
     assert_eq!(lines.len(), 1, "the token alone on stdout: {token:?}");
     assert!(lines[0].starts_with("apkreg_"));
     let list = run_ok(cli(dir.path()).args(["token", "list", "--user", "bob"]));
-    assert!(list.contains("bob") && list.contains("acme") && list.contains("active"), "{list}");
+    assert!(
+        list.contains("bob") && list.contains("acme") && list.contains("active"),
+        "{list}"
+    );
     assert!(!list.contains(lines[0]), "token list never shows secrets");
-    let id = list.lines().nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    let id = list
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
     run_ok(cli(dir.path()).args(["token", "revoke", &id]));
     let list = run_ok(cli(dir.path()).args(["token", "list"]));
     assert!(list.contains("revoked"), "{list}");
-    let again = cli(dir.path()).args(["token", "revoke", &id]).output().unwrap();
+    let again = cli(dir.path())
+        .args(["token", "revoke", &id])
+        .output()
+        .unwrap();
     assert!(!again.status.success());
     // Duplicates and bad names are refused with a message.
-    let dup = cli(dir.path()).args(["owner", "create", "acme"]).output().unwrap();
+    let dup = cli(dir.path())
+        .args(["owner", "create", "acme"])
+        .output()
+        .unwrap();
     assert!(!dup.status.success());
     assert!(String::from_utf8_lossy(&dup.stderr).contains("already exists"));
-    let bad = cli(dir.path()).args(["owner", "create", "api"]).output().unwrap();
+    let bad = cli(dir.path())
+        .args(["owner", "create", "api"])
+        .output()
+        .unwrap();
     assert!(!bad.status.success());
     run_ok(cli(dir.path()).args(["reindex"]));
     run_ok(cli(dir.path()).args(["reindex", "acme/edge"]));
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Polls until the server answers (bounded), instead of sleeping a fixed time.
@@ -134,7 +184,10 @@ fn first_start_prints_one_admin_token_and_sigterm_stops_cleanly() {
         .send()
         .unwrap();
     assert_eq!(key.status(), 200);
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     assert!(child.wait().unwrap().success(), "graceful exit on SIGTERM");
 
@@ -147,7 +200,10 @@ fn first_start_prints_one_admin_token_and_sigterm_stops_cleanly() {
         .spawn()
         .unwrap();
     wait_ready(port);
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(child.wait().unwrap().success());
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut rest).unwrap();
@@ -174,10 +230,20 @@ fn bootstrap_token_from_the_environment() {
         .body(b"not a package".to_vec())
         .send()
         .unwrap();
-    assert_eq!(response.status(), 400, "authenticated, then rejected as malformed");
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert_eq!(
+        response.status(),
+        400,
+        "authenticated, then rejected as malformed"
+    );
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(child.wait().unwrap().success());
     let mut out = String::new();
     std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
-    assert!(!out.contains(fixed), "a token from the environment is not echoed");
+    assert!(
+        !out.contains(fixed),
+        "a token from the environment is not echoed"
+    );
 }
