@@ -109,6 +109,61 @@ pub fn parse_duration(text: &str) -> anyhow::Result<i64> {
         .ok_or_else(|| anyhow::anyhow!("invalid duration {text:?}"))
 }
 
+/// Slows down repeated authentication failures from one address: after `limit` failures
+/// within `window`, every further attempt from it waits `delay`, doubling per failure up
+/// to 30 s, until the window passes without failures or a success resets it.
+pub struct Throttle {
+    failures:
+        std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (u32, std::time::Instant)>>,
+    limit: u32,
+    window: std::time::Duration,
+    delay: std::time::Duration,
+}
+
+impl Throttle {
+    pub fn new(limit: u32, window: std::time::Duration, delay: std::time::Duration) -> Throttle {
+        Throttle {
+            failures: std::sync::Mutex::new(std::collections::HashMap::new()),
+            limit,
+            window,
+            delay,
+        }
+    }
+
+    /// How long an attempt from `ip` must wait before it is checked.
+    pub fn delay_for(&self, ip: std::net::IpAddr) -> Option<std::time::Duration> {
+        let failures = self.failures.lock().expect("throttle poisoned");
+        let (count, since) = failures.get(&ip)?;
+        if since.elapsed() > self.window || *count < self.limit || self.delay.is_zero() {
+            return None;
+        }
+        let doublings = (*count - self.limit).min(16);
+        Some(
+            self.delay
+                .saturating_mul(1 << doublings)
+                .min(std::time::Duration::from_secs(30)),
+        )
+    }
+
+    pub fn record_failure(&self, ip: std::net::IpAddr) {
+        let mut failures = self.failures.lock().expect("throttle poisoned");
+        if failures.len() > 100_000 {
+            let window = self.window;
+            failures.retain(|_, (_, since)| since.elapsed() <= window);
+        }
+        let entry = failures.entry(ip).or_insert((0, std::time::Instant::now()));
+        if entry.1.elapsed() > self.window {
+            *entry = (0, std::time::Instant::now());
+        }
+        entry.0 = entry.0.saturating_add(1);
+        entry.1 = std::time::Instant::now();
+    }
+
+    pub fn record_success(&self, ip: std::net::IpAddr) {
+        self.failures.lock().expect("throttle poisoned").remove(&ip);
+    }
+}
+
 /// Who is asking: nobody, or a user with the scope of the credential used.
 #[derive(Debug, Clone)]
 pub enum Identity {
@@ -262,6 +317,30 @@ mod tests {
             decide(&Identity::Anonymous, None, &owner(false), Role::Write, true),
             Access::NeedCredentials
         );
+    }
+
+    #[test]
+    fn repeated_failures_are_slowed_down_until_success() {
+        let ip: std::net::IpAddr = [10, 0, 0, 1].into();
+        let t = Throttle::new(
+            3,
+            std::time::Duration::from_secs(60),
+            std::time::Duration::from_millis(100),
+        );
+        for _ in 0..3 {
+            assert_eq!(t.delay_for(ip), None);
+            t.record_failure(ip);
+        }
+        assert_eq!(t.delay_for(ip), Some(std::time::Duration::from_millis(100)));
+        t.record_failure(ip);
+        assert_eq!(t.delay_for(ip), Some(std::time::Duration::from_millis(200)));
+        assert_eq!(
+            t.delay_for([10, 0, 0, 2].into()),
+            None,
+            "other addresses unaffected"
+        );
+        t.record_success(ip);
+        assert_eq!(t.delay_for(ip), None);
     }
 
     #[test]

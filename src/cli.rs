@@ -56,6 +56,14 @@ pub enum Command {
     /// Rebuilds and re-signs the indexes of all repositories, or of one owner, branch or
     /// repository (OWNER[/BRANCH[/REPOSITORY]]).
     Reindex { target: Option<String> },
+    /// Checks package rows against blobs (existence, size, sha256) and every served index
+    /// against a fresh render; one line per problem, non-zero exit when any is found.
+    Fsck {
+        /// Rebuilds differing indexes and removes orphan blobs and temporary files older
+        /// than storage.orphan_grace_secs; never deletes a blob a row references.
+        #[arg(long)]
+        repair: bool,
+    },
     /// Prints the default configuration, every key documented.
     PrintDefaultConfig,
 }
@@ -235,6 +243,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Reindex { target } => reindex(&state, target.as_deref()).await,
+        Command::Fsck { repair } => {
+            let report = crate::fsck::fsck(&state, repair).await?;
+            for problem in &report.problems {
+                println!("{problem}");
+            }
+            for fixed in &report.repaired {
+                println!("repaired: {fixed}");
+            }
+            if report.problems.is_empty() {
+                eprintln!("no problems found");
+                Ok(())
+            } else {
+                bail!("{} problems found", report.problems.len())
+            }
+        }
     }
 }
 

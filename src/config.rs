@@ -58,6 +58,9 @@ pub struct StorageConfig {
     pub data_dir: PathBuf,
     /// Where package blobs live; `<data_dir>/blobs` when empty.
     pub blob_dir: Option<PathBuf>,
+    /// Blobs no package references are removed once they are this old (seconds), so that
+    /// an upload in progress is never harmed.
+    pub orphan_grace_secs: u64,
 }
 
 impl Default for StorageConfig {
@@ -65,6 +68,7 @@ impl Default for StorageConfig {
         StorageConfig {
             data_dir: PathBuf::from("./data"),
             blob_dir: None,
+            orphan_grace_secs: 3600,
         }
     }
 }
@@ -111,13 +115,33 @@ impl Default for LimitsConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SigningConfig {
     /// Signatures written into every index, in this order: `RSA256`, `RSA`, `RSA512`.
     pub algorithms: Vec<String>,
     /// Size of newly generated owner keys.
     pub key_bits: usize,
+    /// Base64 of 32 bytes that encrypt owner private keys in the database; when empty,
+    /// `<data_dir>/master.key` (created with mode 0600) is used.
+    pub master_key: String,
+}
+
+impl std::fmt::Debug for SigningConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningConfig")
+            .field("algorithms", &self.algorithms)
+            .field("key_bits", &self.key_bits)
+            .field(
+                "master_key",
+                &if self.master_key.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .finish()
+    }
 }
 
 impl Default for SigningConfig {
@@ -125,6 +149,7 @@ impl Default for SigningConfig {
         SigningConfig {
             algorithms: vec!["RSA256".into(), "RSA".into()],
             key_bits: 4096,
+            master_key: String::new(),
         }
     }
 }
@@ -134,12 +159,22 @@ impl Default for SigningConfig {
 pub struct AuthConfig {
     /// Whether anonymous clients may read public owners.
     pub anonymous_read: bool,
+    /// Authentication failures from one address, within `failure_window_secs`, before
+    /// further attempts from it are slowed down.
+    pub max_failures: u32,
+    pub failure_window_secs: u64,
+    /// Delay of the first slowed-down attempt; doubles per further failure, up to 30 s.
+    /// 0 disables slowing down.
+    pub failure_delay_ms: u64,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             anonymous_read: true,
+            max_failures: 10,
+            failure_window_secs: 300,
+            failure_delay_ms: 1000,
         }
     }
 }

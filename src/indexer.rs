@@ -104,30 +104,11 @@ impl Indexer {
         if current.built_gen >= generation && !arch_missing {
             return Ok(());
         }
-        let key = self.keys.get_or_create(owner).await?;
-        let snapshot = self.store.index_snapshot(repository.id).await?;
-        let description = format!(
-            "{}/{}/{}",
-            repository.owner_name, repository.branch, repository.name
-        );
-        let algorithms = self.algorithms.clone();
-        let extra = extra_arch.map(str::to_string);
-        let served = snapshot.served_arches.clone();
-        let (rendered, removed) = tokio::task::spawn_blocking(move || {
-            render_all(
-                &description,
-                snapshot.packages,
-                &served,
-                extra.as_deref(),
-                |unsigned| sign_index(unsigned, &key, &algorithms),
-            )
-        })
-        .await
-        .context("index render task")??;
+        let (generation, rendered, removed) = self.render(owner, repository, extra_arch).await?;
         self.store
             .publish_indexes(
                 repository.id,
-                snapshot.generation,
+                generation,
                 rendered,
                 removed,
                 crate::unix_now(),
@@ -136,10 +117,41 @@ impl Indexer {
         self.builds.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
             repository = %format!("{}/{}/{}", repository.owner_name, repository.branch, repository.name),
-            generation = snapshot.generation,
+            generation,
             "published indexes"
         );
         Ok(())
+    }
+
+    /// Renders every index of the repository from one snapshot: the generation it
+    /// covers, the indexes, and the architectures whose index must go.
+    pub async fn render(
+        &self,
+        owner: &Owner,
+        repository: &Repository,
+        extra_arch: Option<&str>,
+    ) -> anyhow::Result<(i64, Vec<RenderedIndex>, Vec<String>)> {
+        let key = self.keys.get_or_create(owner).await?;
+        let snapshot = self.store.index_snapshot(repository.id).await?;
+        let description = format!(
+            "{}/{}/{}",
+            repository.owner_name, repository.branch, repository.name
+        );
+        let algorithms = self.algorithms.clone();
+        let extra = extra_arch.map(str::to_string);
+        let generation = snapshot.generation;
+        let (rendered, removed) = tokio::task::spawn_blocking(move || {
+            render_all(
+                &description,
+                snapshot.packages,
+                &snapshot.served_arches,
+                extra.as_deref(),
+                |unsigned| sign_index(unsigned, &key, &algorithms),
+            )
+        })
+        .await
+        .context("index render task")??;
+        Ok((generation, rendered, removed))
     }
 
     /// Rebuilds every repository whose built generation lags (after a crash).

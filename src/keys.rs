@@ -1,15 +1,124 @@
-//! Owner signing keys: one RSA key per owner, generated once (race-free), cached parsed.
+//! Owner signing keys: one RSA key per owner, generated once (race-free), stored
+//! encrypted with the master key, cached parsed.
 
 use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use anyhow::Context;
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use anyhow::{bail, Context};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use rand::RngCore;
 
 use crate::apk::sign::SigningKey;
 use crate::store::{Owner, Store, StoredKey};
 
+/// Marks a private key encrypted with the master key (AES-256-GCM, owner id as
+/// associated data, so a ciphertext cannot be moved to another owner).
+const SEALED_PREFIX: &str = "aes256gcm:v1:";
+
+/// The key that encrypts owner private keys at rest.
+pub struct MasterKey(Aes256Gcm);
+
+impl MasterKey {
+    /// From `signing.master_key` (base64 of 32 bytes) when set, else from
+    /// `<data_dir>/master.key`, which is created (mode 0600) on first use.
+    pub fn load(configured: &str, data_dir: &Path) -> anyhow::Result<MasterKey> {
+        let bytes = if !configured.is_empty() {
+            BASE64
+                .decode(configured.trim())
+                .context("signing.master_key is not base64")?
+        } else {
+            let path = data_dir.join("master.key");
+            match std::fs::read_to_string(&path) {
+                Ok(text) => BASE64
+                    .decode(text.trim())
+                    .with_context(|| format!("{} is not base64", path.display()))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_key_file(&path)?,
+                Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            }
+        };
+        if bytes.len() != 32 {
+            bail!("the master key must be 32 bytes (base64 of 32 random bytes)");
+        }
+        Ok(MasterKey(
+            Aes256Gcm::new_from_slice(&bytes).context("master key")?,
+        ))
+    }
+
+    fn seal(&self, owner_id: i64, pem: &str) -> anyhow::Result<String> {
+        let mut nonce = [0u8; 12];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let aad = owner_id.to_be_bytes();
+        let sealed = self
+            .0
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: pem.as_bytes(),
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| anyhow::anyhow!("encrypting a private key"))?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        Ok(format!("{SEALED_PREFIX}{}", BASE64.encode(out)))
+    }
+
+    fn open(&self, owner_id: i64, stored: &str) -> anyhow::Result<String> {
+        let Some(body) = stored.strip_prefix(SEALED_PREFIX) else {
+            bail!("stored private key is not encrypted");
+        };
+        let raw = BASE64.decode(body).context("stored private key")?;
+        if raw.len() < 12 {
+            bail!("stored private key is truncated");
+        }
+        let (nonce, sealed) = raw.split_at(12);
+        let aad = owner_id.to_be_bytes();
+        let pem = self
+            .0
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: sealed,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| {
+                anyhow::anyhow!("cannot decrypt a stored private key: wrong master key?")
+            })?;
+        String::from_utf8(pem).context("stored private key")
+    }
+}
+
+/// Creates the key file exclusively, so concurrent first starts agree on one key.
+fn create_key_file(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(mut file) => {
+            file.write_all(BASE64.encode(bytes).as_bytes())?;
+            file.sync_all()?;
+            Ok(bytes.to_vec())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let text = std::fs::read_to_string(path)?;
+            Ok(BASE64.decode(text.trim())?)
+        }
+        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+    }
+}
+
 pub struct Keys {
     store: Arc<dyn Store>,
+    master: MasterKey,
     bits: usize,
     cache: Mutex<HashMap<i64, Arc<SigningKey>>>,
     /// Serialises generation per owner inside this process; the database decides between
@@ -18,9 +127,10 @@ pub struct Keys {
 }
 
 impl Keys {
-    pub fn new(store: Arc<dyn Store>, bits: usize) -> Keys {
+    pub fn new(store: Arc<dyn Store>, master: MasterKey, bits: usize) -> Keys {
         Keys {
             store,
+            master,
             bits,
             cache: Mutex::new(HashMap::new()),
             generating: Mutex::new(HashMap::new()),
@@ -65,15 +175,16 @@ impl Keys {
                         owner.id,
                         StoredKey {
                             key_name: key.key_name().to_string(),
-                            private_pem: key.private_pkcs8_pem(),
+                            private_pem: self.master.seal(owner.id, &key.private_pkcs8_pem())?,
                             public_pem: key.public_key_pem(),
                         },
                     )
                     .await?
             }
         };
+        let pem = self.master.open(owner.id, &stored.private_pem)?;
         let key = Arc::new(
-            SigningKey::from_pkcs8_pem(&owner.name, &stored.private_pem)
+            SigningKey::from_pkcs8_pem(&owner.name, &pem)
                 .context("stored signing key is unreadable")?,
         );
         self.cache
@@ -89,5 +200,37 @@ impl Keys {
             self.get_or_create(&owner).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_keys_open_only_for_their_owner_and_master_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::load("", dir.path()).unwrap();
+        let file = dir.path().join("master.key");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let sealed = master.seal(7, "-----BEGIN PRIVATE KEY-----\nabc").unwrap();
+        assert!(sealed.starts_with(SEALED_PREFIX));
+        assert!(!sealed.contains("BEGIN"));
+        assert_eq!(
+            master.open(7, &sealed).unwrap(),
+            "-----BEGIN PRIVATE KEY-----\nabc"
+        );
+        assert!(master.open(8, &sealed).is_err(), "bound to the owner");
+        // The same file gives the same key; another key cannot open it.
+        let again = MasterKey::load("", dir.path()).unwrap();
+        assert!(again.open(7, &sealed).is_ok());
+        let other = MasterKey::load(&BASE64.encode([9u8; 32]), dir.path()).unwrap();
+        assert!(other.open(7, &sealed).is_err());
+        assert!(MasterKey::load("c2hvcnQ=", dir.path()).is_err());
     }
 }

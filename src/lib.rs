@@ -9,6 +9,7 @@ pub mod blob;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod fsck;
 pub mod http;
 pub mod indexer;
 pub mod keys;
@@ -40,6 +41,7 @@ pub struct AppState {
     /// Uploads hold it shared from blob write to row insert; a delete holds it exclusively
     /// while deciding whether a blob is still referenced.
     pub blob_lock: Arc<tokio::sync::RwLock<()>>,
+    pub throttle: Arc<auth::Throttle>,
 }
 
 /// Seconds since the Unix epoch.
@@ -67,19 +69,25 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
     );
     let blobs: Arc<dyn BlobStore> =
         Arc::new(FsBlobStore::new(config.blob_dir()).context("opening blob storage")?);
-    let keys = Arc::new(Keys::new(store.clone(), config.signing.key_bits));
+    let master = keys::MasterKey::load(&config.signing.master_key, &config.storage.data_dir)?;
+    let keys = Arc::new(Keys::new(store.clone(), master, config.signing.key_bits));
     let indexer = Arc::new(Indexer::new(
         store.clone(),
         keys.clone(),
         config.signature_algorithms()?,
     ));
     Ok(AppState {
-        config,
         store,
         blobs,
         keys,
         indexer,
         blob_lock: Arc::new(tokio::sync::RwLock::new(())),
+        throttle: Arc::new(auth::Throttle::new(
+            config.auth.max_failures,
+            Duration::from_secs(config.auth.failure_window_secs),
+            Duration::from_millis(config.auth.failure_delay_ms),
+        )),
+        config,
     })
 }
 
@@ -89,8 +97,8 @@ pub fn build_app(state: AppState) -> Router {
 }
 
 /// Work done when the server starts: temporary files of interrupted uploads are removed,
-/// indexes behind their wanted generation rebuilt, and missing owner keys generated in
-/// the background.
+/// indexes behind their wanted generation rebuilt, and orphan blobs older than the grace
+/// period collected. Run before the listener accepts anything.
 pub async fn recover(state: &AppState) -> anyhow::Result<()> {
     let tmp = state.config.tmp_dir();
     let mut entries = tokio::fs::read_dir(&tmp).await?;
@@ -103,6 +111,11 @@ pub async fn recover(state: &AppState) -> anyhow::Result<()> {
     if rebuilt > 0 {
         tracing::info!(rebuilt, "rebuilt stale indexes");
     }
+    fsck::collect_orphans(
+        state,
+        Duration::from_secs(state.config.storage.orphan_grace_secs),
+    )
+    .await?;
     Ok(())
 }
 
@@ -118,10 +131,15 @@ pub async fn serve(
             tracing::error!(error = %format!("{e:#}"), "generating owner keys");
         }
     });
+    fsck::spawn_orphan_collector(state.clone());
     let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
     let app = build_app(state);
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
         shutdown.await;
         let _ = stopped_tx.send(());
     });

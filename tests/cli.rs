@@ -247,3 +247,38 @@ fn bootstrap_token_from_the_environment() {
         "a token from the environment is not echoed"
     );
 }
+
+#[test]
+fn fsck_exit_code_tells_whether_problems_were_found() {
+    let dir = tempfile::tempdir().unwrap();
+    run_ok(cli(dir.path()).arg("migrate"));
+    run_ok(cli(dir.path()).arg("fsck"));
+    let orphan = dir.path().join("blobs/sha256/ab");
+    std::fs::create_dir_all(&orphan).unwrap();
+    let path = orphan.join("ab".repeat(32));
+    std::fs::write(&path, b"x").unwrap();
+    let output = cli(dir.path())
+        .env("ALPINE_REGISTRY__STORAGE__ORPHAN_GRACE_SECS", "0")
+        .arg("fsck")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(stdout.lines().count(), 1, "one line per problem: {stdout}");
+    assert!(stdout.contains("referenced by no package"), "{stdout}");
+    let repaired = cli(dir.path())
+        .env("ALPINE_REGISTRY__STORAGE__ORPHAN_GRACE_SECS", "0")
+        .args(["fsck", "--repair"])
+        .output()
+        .unwrap();
+    assert!(
+        !repaired.status.success(),
+        "problems were found, even if repaired"
+    );
+    assert!(!path.exists());
+    run_ok(
+        cli(dir.path())
+            .env("ALPINE_REGISTRY__STORAGE__ORPHAN_GRACE_SECS", "0")
+            .arg("fsck"),
+    );
+}

@@ -51,6 +51,16 @@ impl BlobStore for FsBlobStore {
         let target = self.path(sha256)?;
         let dir = target.parent().expect("blob path has a parent");
         if tokio::fs::try_exists(&target).await? {
+            // Fresh again: orphan collection must not take content that is being reused.
+            let touched = target.clone();
+            tokio::task::spawn_blocking(move || {
+                std::fs::File::options()
+                    .write(true)
+                    .open(&touched)?
+                    .set_modified(std::time::SystemTime::now())
+            })
+            .await
+            .map_err(std::io::Error::other)??;
             return Ok(());
         }
         if !tokio::fs::try_exists(dir).await? {
@@ -92,6 +102,34 @@ impl BlobStore for FsBlobStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    async fn list(&self) -> BlobResult<Vec<BlobInfo>> {
+        let root = self.root.join("sha256");
+        tokio::task::spawn_blocking(move || {
+            let mut blobs = Vec::new();
+            for shard in std::fs::read_dir(&root)? {
+                let shard = shard?;
+                if !shard.file_type()?.is_dir() {
+                    continue;
+                }
+                for entry in std::fs::read_dir(shard.path())? {
+                    let entry = entry?;
+                    let name = entry.file_name().to_string_lossy().to_string();
+                    let meta = entry.metadata()?;
+                    if meta.is_file() && is_valid_key(&name) {
+                        blobs.push(BlobInfo {
+                            sha256: name,
+                            size: meta.len(),
+                            modified: meta.modified()?,
+                        });
+                    }
+                }
+            }
+            Ok(blobs)
+        })
+        .await
+        .map_err(std::io::Error::other)?
     }
 
     async fn ping(&self) -> BlobResult<()> {

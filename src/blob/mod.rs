@@ -24,6 +24,13 @@ pub struct BlobReader {
     pub body: std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>,
 }
 
+#[derive(Debug, Clone)]
+pub struct BlobInfo {
+    pub sha256: String,
+    pub size: u64,
+    pub modified: std::time::SystemTime,
+}
+
 #[async_trait]
 pub trait BlobStore: Send + Sync + 'static {
     /// Moves the finished, fsynced file at `path` into the store under `sha256`. Storing
@@ -34,6 +41,8 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Opens `len` bytes starting at `offset`.
     async fn open_range(&self, sha256: &str, offset: u64, len: u64) -> BlobResult<BlobReader>;
     async fn delete(&self, sha256: &str) -> BlobResult<()>;
+    /// Every stored blob with its size and last write (or re-put) time.
+    async fn list(&self) -> BlobResult<Vec<BlobInfo>>;
     /// Whether the storage is reachable and writable.
     async fn ping(&self) -> BlobResult<()>;
 }

@@ -1,6 +1,8 @@
 //! The `Identity` extractor (HTTP Basic, Bearer) and the owner access check.
 
-use axum::extract::FromRequestParts;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use base64::Engine;
@@ -24,26 +26,45 @@ impl FromRequestParts<AppState> for Identity {
         let Some(value) = parts.headers.get(AUTHORIZATION) else {
             return Ok(Identity::Anonymous);
         };
-        let value = value.to_str().map_err(|_| bad_credentials())?;
-        let (scheme, rest) = value.split_once(' ').ok_or_else(bad_credentials)?;
-        let rest = rest.trim();
-        if scheme.eq_ignore_ascii_case("basic") {
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(rest)
-                .map_err(|_| bad_credentials())?;
-            let decoded = String::from_utf8(decoded).map_err(|_| bad_credentials())?;
-            let (user, secret) = decoded.split_once(':').ok_or_else(bad_credentials)?;
-            if secret.starts_with(TOKEN_PREFIX) {
-                // The token alone identifies its user; the user name is not checked, so
-                // `token:<secret>` works in URLs too.
-                return token_identity(state, secret).await;
-            }
-            password_identity(state, user, secret).await
-        } else if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token") {
-            token_identity(state, rest).await
-        } else {
-            Err(bad_credentials())
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip());
+        if let Some(delay) = ip.and_then(|ip| state.throttle.delay_for(ip)) {
+            tokio::time::sleep(delay).await;
         }
+        let result = identify(value, state).await;
+        if let Some(ip) = ip {
+            match &result {
+                Ok(_) => state.throttle.record_success(ip),
+                Err(AppError::Unauthorized(_)) => state.throttle.record_failure(ip),
+                Err(_) => {}
+            }
+        }
+        result
+    }
+}
+
+async fn identify(value: &axum::http::HeaderValue, state: &AppState) -> AppResult<Identity> {
+    let value = value.to_str().map_err(|_| bad_credentials())?;
+    let (scheme, rest) = value.split_once(' ').ok_or_else(bad_credentials)?;
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .map_err(|_| bad_credentials())?;
+        let decoded = String::from_utf8(decoded).map_err(|_| bad_credentials())?;
+        let (user, secret) = decoded.split_once(':').ok_or_else(bad_credentials)?;
+        if secret.starts_with(TOKEN_PREFIX) {
+            // The token alone identifies its user; the user name is not checked, so
+            // `token:<secret>` works in URLs too.
+            return token_identity(state, secret).await;
+        }
+        password_identity(state, user, secret).await
+    } else if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token") {
+        token_identity(state, rest).await
+    } else {
+        Err(bad_credentials())
     }
 }
 
@@ -55,6 +76,11 @@ async fn token_identity(state: &AppState, secret: &str) -> AppResult<Identity> {
         .await?
         .ok_or_else(bad_credentials)?;
     let now = crate::unix_now();
+    // The lookup is by digest; comparing it again in constant time keeps the decision
+    // itself free of early exits.
+    if !auth::digests_equal(&record.token_hash, &hash) {
+        return Err(bad_credentials());
+    }
     if record.revoked_at.is_some() || record.expires_at.is_some_and(|at| at <= now) {
         return Err(bad_credentials());
     }

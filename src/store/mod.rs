@@ -84,6 +84,9 @@ pub struct Owner {
 #[derive(Debug, Clone, Serialize)]
 pub struct TokenRecord {
     pub id: i64,
+    /// SHA-256 of the secret; the secret itself is never stored.
+    #[serde(skip)]
+    pub token_hash: String,
     pub user_id: i64,
     pub user_name: String,
     pub prefix: String,
@@ -256,6 +259,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<(Package, i64)>>;
     /// Whether any package row references the blob.
     async fn blob_referenced(&self, sha256: &str) -> StoreResult<bool>;
+    /// Every blob digest a package row references.
+    async fn referenced_blobs(&self) -> StoreResult<std::collections::HashSet<String>>;
+    /// The packages of one repository.
+    async fn list_packages(&self, repository_id: i64) -> StoreResult<Vec<Package>>;
 
     async fn repository(&self, repo: &RepoRef) -> StoreResult<Option<Repository>>;
     async fn repository_by_id(&self, id: i64) -> StoreResult<Option<Repository>>;

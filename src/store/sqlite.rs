@@ -60,6 +60,7 @@ fn owner_from(row: &SqliteRow) -> StoreResult<Owner> {
 fn token_from(row: &SqliteRow) -> StoreResult<TokenRecord> {
     Ok(TokenRecord {
         id: row.try_get("id")?,
+        token_hash: row.try_get("token_hash")?,
         user_id: row.try_get("user_id")?,
         user_name: row.try_get("user_name")?,
         prefix: row.try_get("prefix")?,
@@ -99,7 +100,8 @@ fn repository_from(row: &SqliteRow) -> StoreResult<Repository> {
     })
 }
 
-const TOKEN_SELECT: &str = "SELECT t.id, t.user_id, u.name AS user_name, t.prefix, t.scope, \
+const TOKEN_SELECT: &str =
+    "SELECT t.id, t.token_hash, t.user_id, u.name AS user_name, t.prefix, t.scope, \
      t.owner_id, o.name AS owner_name, t.expires_at, t.revoked_at, t.created_at \
      FROM tokens t JOIN users u ON u.id = t.user_id LEFT JOIN owners o ON o.id = t.owner_id";
 
@@ -497,6 +499,27 @@ impl Store for SqliteStore {
                 .fetch_one(&self.writer)
                 .await?,
         )
+    }
+
+    async fn referenced_blobs(&self) -> StoreResult<std::collections::HashSet<String>> {
+        Ok(sqlx::query_scalar("SELECT DISTINCT sha256 FROM packages")
+            .fetch_all(&self.writer)
+            .await?
+            .into_iter()
+            .collect())
+    }
+
+    async fn list_packages(&self, repository_id: i64) -> StoreResult<Vec<Package>> {
+        sqlx::query(&format!(
+            "SELECT {PACKAGE_COLUMNS} FROM packages p WHERE p.repository_id = ? \
+             ORDER BY p.arch, p.filename"
+        ))
+        .bind(repository_id)
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(package_from)
+        .collect()
     }
 
     async fn repository(&self, repo: &RepoRef) -> StoreResult<Option<Repository>> {

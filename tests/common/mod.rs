@@ -26,6 +26,8 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     config.storage.data_dir = dir.to_path_buf();
     // Small keys keep the suite fast; the format is the same at 4096 bits.
     config.signing.key_bits = 1024;
+    // Tests send wrong credentials on purpose; the throttle has its own test.
+    config.auth.failure_delay_ms = 0;
     config
 }
 

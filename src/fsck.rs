@@ -1,0 +1,187 @@
+//! Consistency: orphan collection, and `fsck`, which checks the database against blob
+//! storage and every served index against a fresh render.
+
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+
+use crate::AppState;
+
+/// Removes blobs that no package references and that are older than `grace`. Holds the
+/// blob lock exclusively, so no upload is between storing a blob and recording it.
+pub async fn collect_orphans(state: &AppState, grace: Duration) -> anyhow::Result<Vec<String>> {
+    let _guard = state.blob_lock.write().await;
+    let referenced = state.store.referenced_blobs().await?;
+    let cutoff = SystemTime::now()
+        .checked_sub(grace)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let mut removed = Vec::new();
+    for blob in state.blobs.list().await? {
+        if !referenced.contains(&blob.sha256) && blob.modified < cutoff {
+            state.blobs.delete(&blob.sha256).await?;
+            removed.push(blob.sha256);
+        }
+    }
+    if !removed.is_empty() {
+        tracing::info!(count = removed.len(), "removed orphan blobs");
+    }
+    Ok(removed)
+}
+
+/// Runs `collect_orphans` every `grace` in the background.
+pub fn spawn_orphan_collector(state: AppState) {
+    let grace = Duration::from_secs(state.config.storage.orphan_grace_secs.max(60));
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(grace);
+        interval.tick().await;
+        loop {
+            interval.tick().await;
+            if let Err(e) = collect_orphans(&state, grace).await {
+                tracing::error!(error = %format!("{e:#}"), "orphan collection failed");
+            }
+        }
+    });
+}
+
+/// What `fsck` found; `repaired` lists what `--repair` fixed.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub problems: Vec<String>,
+    pub repaired: Vec<String>,
+}
+
+async fn blob_sha256(state: &AppState, sha256: &str, size: u64) -> anyhow::Result<String> {
+    let mut reader = state.blobs.open_range(sha256, 0, size).await?.body;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = reader.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Checks every package row against its blob (existence, size, sha256), every served
+/// index against a fresh render, and looks for orphan blobs and leftover temporary
+/// files. With `repair`, rebuilds indexes that differ and removes orphans and temporary
+/// files older than the grace period; it never deletes a blob a row references.
+pub async fn fsck(state: &AppState, repair: bool) -> anyhow::Result<Report> {
+    let mut report = Report::default();
+    let grace = Duration::from_secs(state.config.storage.orphan_grace_secs);
+    for repo in state.store.list_repositories(None, None, None).await? {
+        let place = format!("{}/{}/{}", repo.owner_name, repo.branch, repo.name);
+        for package in state.store.list_packages(repo.id).await? {
+            let file = format!("{place}/{}/{}", package.arch, package.filename);
+            match state.blobs.size(&package.sha256).await {
+                Err(crate::blob::BlobError::NotFound(_)) => {
+                    report
+                        .problems
+                        .push(format!("{file}: blob {} is missing", package.sha256));
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+                Ok(size) if size != package.size as u64 => {
+                    report.problems.push(format!(
+                        "{file}: blob is {size} bytes, the row says {}",
+                        package.size
+                    ));
+                    continue;
+                }
+                Ok(size) => {
+                    let actual = blob_sha256(state, &package.sha256, size).await?;
+                    if actual != package.sha256 {
+                        report.problems.push(format!(
+                            "{file}: blob content has sha256 {actual}, expected {}",
+                            package.sha256
+                        ));
+                    }
+                }
+            }
+        }
+
+        let owner = state
+            .store
+            .owner_by_name(&repo.owner_name)
+            .await?
+            .context("repository without owner")?;
+        let mut index_problems = Vec::new();
+        if repo.built_gen < repo.wanted_gen {
+            index_problems.push(format!(
+                "{place}: index generation {} is behind the data ({})",
+                repo.built_gen, repo.wanted_gen
+            ));
+        }
+        let (_, rendered, removed) = state.indexer.render(&owner, &repo, None).await?;
+        for fresh in &rendered {
+            match state.store.index(repo.id, &fresh.arch).await? {
+                None => index_problems.push(format!("{place}/{}: index is missing", fresh.arch)),
+                Some(served) if served.content.as_ref() != fresh.content.as_slice() => {
+                    index_problems.push(format!(
+                        "{place}/{}: served index differs from a fresh render",
+                        fresh.arch
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        for arch in &removed {
+            index_problems.push(format!(
+                "{place}/{arch}: index is served but the architecture has no packages"
+            ));
+        }
+        if repair && !index_problems.is_empty() {
+            let generation = state.store.bump_generation(repo.id).await?;
+            state.indexer.wait_built(&owner, &repo, generation).await?;
+            report.repaired.push(format!("{place}: indexes rebuilt"));
+        }
+        report.problems.extend(index_problems);
+    }
+
+    {
+        let _guard = state.blob_lock.write().await;
+        let referenced = state.store.referenced_blobs().await?;
+        let cutoff = SystemTime::now()
+            .checked_sub(grace)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        for blob in state.blobs.list().await? {
+            // Younger unreferenced blobs may belong to uploads in progress.
+            if referenced.contains(&blob.sha256) || blob.modified >= cutoff {
+                continue;
+            }
+            report.problems.push(format!(
+                "blob {} ({} bytes) is referenced by no package",
+                blob.sha256, blob.size
+            ));
+            if repair {
+                state.blobs.delete(&blob.sha256).await?;
+                report
+                    .repaired
+                    .push(format!("blob {} removed", blob.sha256));
+            }
+        }
+    }
+
+    let mut entries = tokio::fs::read_dir(state.config.tmp_dir()).await?;
+    while let Some(entry) = entries.next_entry().await? {
+        let meta = entry.metadata().await?;
+        if !meta.is_file() || meta.modified()? >= SystemTime::now() - grace {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().to_string();
+        report
+            .problems
+            .push(format!("temporary file {name} is left over"));
+        if repair {
+            tokio::fs::remove_file(entry.path()).await?;
+            report
+                .repaired
+                .push(format!("temporary file {name} removed"));
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,215 @@
+//! Startup recovery and `fsck`: what they find and what `--repair` fixes.
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use alpine_registry::store::RenderedIndex;
+use common::*;
+
+const REPO: &str = "/admin/v1/main";
+
+fn blob_path(server: &TestServer, sha256: &str) -> std::path::PathBuf {
+    server
+        .dir
+        .path()
+        .join("blobs/sha256")
+        .join(&sha256[..2])
+        .join(sha256)
+}
+
+fn age(path: &std::path::Path, by: Duration) {
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(SystemTime::now() - by).unwrap();
+}
+
+async fn upload(server: &TestServer, name: &str) -> String {
+    let response = server
+        .put_admin(REPO, package(name, "1.0-r0", "x86_64"))
+        .await;
+    assert_eq!(response.status(), 201);
+    let body: serde_json::Value = response.json().await.unwrap();
+    body["sha256"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn fsck_finds_each_kind_of_damage_and_repair_fixes_what_it_can() {
+    let server = TestServer::start().await;
+    let a = upload(&server, "a").await;
+    let b = upload(&server, "b").await;
+    upload(&server, "c").await;
+    let report = alpine_registry::fsck::fsck(&server.state, false)
+        .await
+        .unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+
+    // Damage: a missing blob, a corrupted blob, a tampered index, an old orphan, an old
+    // temporary file, and a fresh orphan (an upload in progress, must be left alone).
+    std::fs::remove_file(blob_path(&server, &a)).unwrap();
+    let b_path = blob_path(&server, &b);
+    let mut bytes = std::fs::read(&b_path).unwrap();
+    bytes[40] ^= 0xff;
+    std::fs::write(&b_path, &bytes).unwrap();
+    let repo = server
+        .state
+        .store
+        .list_repositories(None, None, None)
+        .await
+        .unwrap()
+        .remove(0);
+    server
+        .state
+        .store
+        .publish_indexes(
+            repo.id,
+            repo.built_gen,
+            vec![RenderedIndex {
+                arch: "x86_64".into(),
+                content: b"junk".to_vec(),
+                sha256: "0".repeat(64),
+            }],
+            vec![],
+            alpine_registry::unix_now(),
+        )
+        .await
+        .unwrap();
+    let orphan = "f".repeat(64);
+    let orphan_path = blob_path(&server, &orphan);
+    std::fs::create_dir_all(orphan_path.parent().unwrap()).unwrap();
+    std::fs::write(&orphan_path, b"orphan").unwrap();
+    age(&orphan_path, Duration::from_secs(7200));
+    let fresh = "e".repeat(64);
+    std::fs::create_dir_all(blob_path(&server, &fresh).parent().unwrap()).unwrap();
+    std::fs::write(blob_path(&server, &fresh), b"in progress").unwrap();
+    let tmp = server.dir.path().join("tmp/upload-old.apk");
+    std::fs::write(&tmp, b"partial").unwrap();
+    age(&tmp, Duration::from_secs(7200));
+
+    let report = alpine_registry::fsck::fsck(&server.state, false)
+        .await
+        .unwrap();
+    let text = report.problems.join("\n");
+    assert!(text.contains(&format!("blob {a} is missing")), "{text}");
+    assert!(text.contains("blob content has sha256"), "{text}");
+    assert!(
+        text.contains("x86_64: served index differs from a fresh render"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "blob {orphan} (6 bytes) is referenced by no package"
+        )),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&fresh),
+        "fresh orphans are not problems yet: {text}"
+    );
+    assert!(
+        text.contains("temporary file upload-old.apk is left over"),
+        "{text}"
+    );
+    assert_eq!(report.problems.len(), 5, "{text}");
+    assert!(report.repaired.is_empty());
+
+    let report = alpine_registry::fsck::fsck(&server.state, true)
+        .await
+        .unwrap();
+    assert_eq!(report.problems.len(), 5);
+    assert!(!orphan_path.exists());
+    assert!(blob_path(&server, &fresh).exists());
+    assert!(!tmp.exists());
+    assert!(
+        b_path.exists(),
+        "a referenced blob is never deleted, even when damaged"
+    );
+    // Only the blob damage remains; the index is whole again.
+    let report = alpine_registry::fsck::fsck(&server.state, false)
+        .await
+        .unwrap();
+    assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
+    let text = server
+        .verified_index("admin", "/admin/v1/main/x86_64/APKINDEX.tar.gz", None)
+        .await;
+    assert_eq!(index_names(&text), ["a", "b", "c"]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn startup_recovery_rebuilds_lagging_indexes_and_collects_orphans() {
+    let server = TestServer::start_with(|c| c.storage.orphan_grace_secs = 0).await;
+    upload(&server, "a").await;
+    let repo = server
+        .state
+        .store
+        .list_repositories(None, None, None)
+        .await
+        .unwrap()
+        .remove(0);
+    // As if the process died between a row's commit and its index build.
+    let wanted = server.state.store.bump_generation(repo.id).await.unwrap();
+    let orphan = "d".repeat(64);
+    let orphan_path = blob_path(&server, &orphan);
+    std::fs::create_dir_all(orphan_path.parent().unwrap()).unwrap();
+    std::fs::write(&orphan_path, b"orphan").unwrap();
+    age(&orphan_path, Duration::from_secs(10));
+    std::fs::write(server.dir.path().join("tmp/upload-x.apk"), b"partial").unwrap();
+
+    alpine_registry::recover(&server.state).await.unwrap();
+    let repo = server
+        .state
+        .store
+        .repository_by_id(repo.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(repo.built_gen, wanted);
+    assert!(!orphan_path.exists());
+    assert_eq!(
+        std::fs::read_dir(server.dir.path().join("tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+    let text = server
+        .verified_index("admin", "/admin/v1/main/x86_64/APKINDEX.tar.gz", None)
+        .await;
+    assert_eq!(index_names(&text), ["a"]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn deleting_a_package_frees_its_blob_unless_shared() {
+    let server = TestServer::start().await;
+    let bytes = package("shared", "1.0-r0", "x86_64");
+    assert_eq!(server.put_admin(REPO, bytes.clone()).await.status(), 201);
+    assert_eq!(
+        server
+            .put_admin("/admin/v1/other", bytes.clone())
+            .await
+            .status(),
+        201
+    );
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    let admin = Some(("admin", ADMIN_TOKEN));
+    assert_eq!(
+        server
+            .delete("/admin/v1/main/x86_64/shared-1.0-r0.apk", admin)
+            .await
+            .status(),
+        204
+    );
+    assert!(
+        blob_path(&server, &sha).exists(),
+        "still used by admin/v1/other"
+    );
+    assert_eq!(
+        server
+            .delete("/admin/v1/other/x86_64/shared-1.0-r0.apk", admin)
+            .await
+            .status(),
+        204
+    );
+    assert!(!blob_path(&server, &sha).exists());
+    server.stop().await;
+}
