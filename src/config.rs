@@ -38,6 +38,8 @@ pub struct ServerConfig {
     pub request_timeout_secs: u64,
     /// Seconds to let in-flight requests finish after SIGTERM / ctrl-c.
     pub shutdown_grace_secs: u64,
+    /// Seconds a client may take to send a request's headers.
+    pub header_read_timeout_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +49,7 @@ impl Default for ServerConfig {
             public_url: String::new(),
             request_timeout_secs: 3600,
             shutdown_grace_secs: 30,
+            header_read_timeout_secs: 30,
         }
     }
 }

@@ -1,0 +1,122 @@
+//! Connection-level behaviour: slow clients and repeated authentication failures.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[tokio::test]
+async fn clients_too_slow_to_send_headers_are_disconnected() {
+    let server = TestServer::start_with(|c| c.server.header_read_timeout_secs = 1).await;
+    let addr = server.addr;
+    let started = Instant::now();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        // ... and never finish the headers.
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf)
+    })
+    .await
+    .unwrap();
+    let elapsed = started.elapsed();
+    assert!(
+        outcome.is_ok(),
+        "the server closed the connection: {outcome:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "closed after {elapsed:?}"
+    );
+    assert_eq!(server.get("/healthz", None).await.status(), 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn stalled_upload_bodies_time_out_and_leave_nothing() {
+    let server = TestServer::start_with(|c| c.server.request_timeout_secs = 1).await;
+    let body = package("slow", "1.0-r0", "x86_64");
+    let head = body[..100].to_vec();
+    let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(head) }).chain(
+        futures_util::stream::once(async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok(Vec::new())
+        }),
+    );
+    use futures_util::StreamExt;
+    let started = Instant::now();
+    let response = server
+        .client
+        .put(server.url("/admin/v1/main"))
+        .basic_auth("admin", Some(ADMIN_TOKEN))
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await;
+    assert!(started.elapsed() < Duration::from_secs(15));
+    if let Ok(response) = response {
+        assert_eq!(response.status(), 408);
+    }
+    assert_eq!(
+        std::fs::read_dir(server.dir.path().join("tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert!(server
+        .state
+        .store
+        .list_repositories(None, None, None)
+        .await
+        .unwrap()
+        .is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn repeated_authentication_failures_are_slowed_down() {
+    let server = TestServer::start_with(|c| {
+        c.auth.max_failures = 3;
+        c.auth.failure_delay_ms = 400;
+    })
+    .await;
+    let wrong = Some(("admin", "apkreg_wrong-wrong-wrong-wrong-wrong"));
+    for _ in 0..3 {
+        let started = Instant::now();
+        assert_eq!(server.get("/admin/key", wrong).await.status(), 401);
+        assert!(started.elapsed() < Duration::from_millis(400));
+    }
+    let started = Instant::now();
+    assert_eq!(server.get("/admin/key", wrong).await.status(), 401);
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "slowed down"
+    );
+    // Anonymous requests are not slowed down; a success resets the count.
+    let started = Instant::now();
+    assert_eq!(server.get("/healthz", None).await.status(), 200);
+    assert!(started.elapsed() < Duration::from_millis(400));
+    assert_eq!(
+        server
+            .get("/admin/key", Some(("admin", ADMIN_TOKEN)))
+            .await
+            .status(),
+        200
+    );
+    let started = Instant::now();
+    assert_eq!(
+        server
+            .get("/admin/key", Some(("admin", ADMIN_TOKEN)))
+            .await
+            .status(),
+        200
+    );
+    assert!(started.elapsed() < Duration::from_millis(400));
+    server.stop().await;
+}
