@@ -109,12 +109,17 @@ pub fn parse_duration(text: &str) -> anyhow::Result<i64> {
         .ok_or_else(|| anyhow::anyhow!("invalid duration {text:?}"))
 }
 
-/// Slows down repeated authentication failures from one address: after `limit` failures
-/// within `window`, every further attempt from it waits `delay`, doubling per failure up
-/// to 30 s, until the window passes without failures or a success resets it.
+/// Who a throttled attempt is from: the address and the user name tried (empty for
+/// tokens). Keyed by both, so one valid credential cannot clear the count of guesses at
+/// another user's password, and a user behind the same address as an attacker is not
+/// slowed down for the attacker's guesses.
+pub type ThrottleKey = (std::net::IpAddr, String);
+
+/// Slows down repeated authentication failures: after `limit` failures of one key
+/// within `window`, every further attempt with it waits `delay`, doubling per failure up
+/// to 30 s, until the window passes without failures or that key succeeds.
 pub struct Throttle {
-    failures:
-        std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (u32, std::time::Instant)>>,
+    failures: std::sync::Mutex<std::collections::HashMap<ThrottleKey, (u32, std::time::Instant)>>,
     limit: u32,
     window: std::time::Duration,
     delay: std::time::Duration,
@@ -130,10 +135,10 @@ impl Throttle {
         }
     }
 
-    /// How long an attempt from `ip` must wait before it is checked.
-    pub fn delay_for(&self, ip: std::net::IpAddr) -> Option<std::time::Duration> {
+    /// How long an attempt with `key` must wait before it is checked.
+    pub fn delay_for(&self, key: &ThrottleKey) -> Option<std::time::Duration> {
         let failures = self.failures.lock().expect("throttle poisoned");
-        let (count, since) = failures.get(&ip)?;
+        let (count, since) = failures.get(key)?;
         if since.elapsed() > self.window || *count < self.limit || self.delay.is_zero() {
             return None;
         }
@@ -145,13 +150,15 @@ impl Throttle {
         )
     }
 
-    pub fn record_failure(&self, ip: std::net::IpAddr) {
+    pub fn record_failure(&self, key: ThrottleKey) {
         let mut failures = self.failures.lock().expect("throttle poisoned");
         if failures.len() > 100_000 {
             let window = self.window;
             failures.retain(|_, (_, since)| since.elapsed() <= window);
         }
-        let entry = failures.entry(ip).or_insert((0, std::time::Instant::now()));
+        let entry = failures
+            .entry(key)
+            .or_insert((0, std::time::Instant::now()));
         if entry.1.elapsed() > self.window {
             *entry = (0, std::time::Instant::now());
         }
@@ -159,8 +166,8 @@ impl Throttle {
         entry.1 = std::time::Instant::now();
     }
 
-    pub fn record_success(&self, ip: std::net::IpAddr) {
-        self.failures.lock().expect("throttle poisoned").remove(&ip);
+    pub fn record_success(&self, key: &ThrottleKey) {
+        self.failures.lock().expect("throttle poisoned").remove(key);
     }
 }
 
@@ -222,7 +229,10 @@ pub fn decide(
     };
     let token_fits = principal.only_owner.is_none_or(|id| id == owner.id);
     let role = if !token_fits {
-        None
+        // A token limited to another owner carries no role here; but a public owner that
+        // anyone may read anonymously is readable with it too (refusing would only make
+        // the client drop its credentials to get the same answer).
+        (!owner.is_private && anonymous_read).then_some(Role::Read)
     } else if principal.user.is_admin {
         Some(Role::Admin)
     } else if owner.is_private {
@@ -322,25 +332,33 @@ mod tests {
     #[test]
     fn repeated_failures_are_slowed_down_until_success() {
         let ip: std::net::IpAddr = [10, 0, 0, 1].into();
+        let alice = (ip, "alice".to_string());
         let t = Throttle::new(
             3,
             std::time::Duration::from_secs(60),
             std::time::Duration::from_millis(100),
         );
         for _ in 0..3 {
-            assert_eq!(t.delay_for(ip), None);
-            t.record_failure(ip);
+            assert_eq!(t.delay_for(&alice), None);
+            t.record_failure(alice.clone());
         }
-        assert_eq!(t.delay_for(ip), Some(std::time::Duration::from_millis(100)));
-        t.record_failure(ip);
-        assert_eq!(t.delay_for(ip), Some(std::time::Duration::from_millis(200)));
         assert_eq!(
-            t.delay_for([10, 0, 0, 2].into()),
-            None,
-            "other addresses unaffected"
+            t.delay_for(&alice),
+            Some(std::time::Duration::from_millis(100))
         );
-        t.record_success(ip);
-        assert_eq!(t.delay_for(ip), None);
+        t.record_failure(alice.clone());
+        assert_eq!(
+            t.delay_for(&alice),
+            Some(std::time::Duration::from_millis(200))
+        );
+        assert_eq!(t.delay_for(&([10, 0, 0, 2].into(), "alice".into())), None);
+        // Another user's success from the same address does not clear alice's count.
+        let bob = (ip, "bob".to_string());
+        assert_eq!(t.delay_for(&bob), None);
+        t.record_success(&bob);
+        assert!(t.delay_for(&alice).is_some());
+        t.record_success(&alice);
+        assert_eq!(t.delay_for(&alice), None);
     }
 
     #[test]

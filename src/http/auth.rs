@@ -26,18 +26,24 @@ impl FromRequestParts<AppState> for Identity {
         let Some(value) = parts.headers.get(AUTHORIZATION) else {
             return Ok(Identity::Anonymous);
         };
-        let ip = parts
+        let credentials = Credentials::parse(value)?;
+        let key = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|info| info.0.ip());
-        if let Some(delay) = ip.and_then(|ip| state.throttle.delay_for(ip)) {
+            .map(|info| (info.0.ip(), credentials.throttle_name().to_string()));
+        if let Some(delay) = key.as_ref().and_then(|key| state.throttle.delay_for(key)) {
             tokio::time::sleep(delay).await;
         }
-        let result = identify(value, state).await;
-        if let Some(ip) = ip {
+        let result = match credentials {
+            Credentials::Token(secret) => token_identity(state, &secret).await,
+            Credentials::Password { user, password } => {
+                password_identity(state, &user, &password).await
+            }
+        };
+        if let Some(key) = key {
             match &result {
-                Ok(_) => state.throttle.record_success(ip),
-                Err(AppError::Unauthorized(_)) => state.throttle.record_failure(ip),
+                Ok(_) => state.throttle.record_success(&key),
+                Err(AppError::Unauthorized(_)) => state.throttle.record_failure(key),
                 Err(_) => {}
             }
         }
@@ -45,26 +51,46 @@ impl FromRequestParts<AppState> for Identity {
     }
 }
 
-async fn identify(value: &axum::http::HeaderValue, state: &AppState) -> AppResult<Identity> {
-    let value = value.to_str().map_err(|_| bad_credentials())?;
-    let (scheme, rest) = value.split_once(' ').ok_or_else(bad_credentials)?;
-    let rest = rest.trim();
-    if scheme.eq_ignore_ascii_case("basic") {
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(rest)
-            .map_err(|_| bad_credentials())?;
-        let decoded = String::from_utf8(decoded).map_err(|_| bad_credentials())?;
-        let (user, secret) = decoded.split_once(':').ok_or_else(bad_credentials)?;
-        if secret.starts_with(TOKEN_PREFIX) {
-            // The token alone identifies its user; the user name is not checked, so
-            // `token:<secret>` works in URLs too.
-            return token_identity(state, secret).await;
+/// What an `Authorization` header carries.
+enum Credentials {
+    Token(String),
+    Password { user: String, password: String },
+}
+
+impl Credentials {
+    fn parse(value: &axum::http::HeaderValue) -> AppResult<Credentials> {
+        let value = value.to_str().map_err(|_| bad_credentials())?;
+        let (scheme, rest) = value.split_once(' ').ok_or_else(bad_credentials)?;
+        let rest = rest.trim();
+        if scheme.eq_ignore_ascii_case("basic") {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(rest)
+                .map_err(|_| bad_credentials())?;
+            let decoded = String::from_utf8(decoded).map_err(|_| bad_credentials())?;
+            let (user, secret) = decoded.split_once(':').ok_or_else(bad_credentials)?;
+            if secret.starts_with(TOKEN_PREFIX) {
+                // The token alone identifies its user; the user name is not checked, so
+                // `token:<secret>` works in URLs too.
+                return Ok(Credentials::Token(secret.to_string()));
+            }
+            Ok(Credentials::Password {
+                user: user.to_string(),
+                password: secret.to_string(),
+            })
+        } else if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token") {
+            Ok(Credentials::Token(rest.to_string()))
+        } else {
+            Err(bad_credentials())
         }
-        password_identity(state, user, secret).await
-    } else if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token") {
-        token_identity(state, rest).await
-    } else {
-        Err(bad_credentials())
+    }
+
+    /// Failures are counted per address and user name; tokens (which cannot be
+    /// guessed) share one count per address.
+    fn throttle_name(&self) -> &str {
+        match self {
+            Credentials::Token(_) => "",
+            Credentials::Password { user, .. } => user,
+        }
     }
 }
 
@@ -123,11 +149,19 @@ pub async fn authorize(
 ) -> AppResult<Owner> {
     let not_found =
         || AppError::NotFound(format!("owner {owner:?} not found", owner = owner.as_str()));
+    let need_credentials = || {
+        AppError::Unauthorized(format!(
+            "credentials with {} access to {} are required",
+            need.as_str(),
+            owner.as_str()
+        ))
+    };
     let Some(record) = state.store.owner_by_name(owner.as_str()).await? else {
-        if need > Role::Read && matches!(identity, Identity::Anonymous) {
-            return Err(AppError::Unauthorized(
-                "credentials required to publish or delete".into(),
-            ));
+        // To an anonymous caller an unknown owner answers exactly like a private one
+        // (401, same message), so anonymous requests cannot tell which private owners
+        // exist.
+        if matches!(identity, Identity::Anonymous) {
+            return Err(need_credentials());
         }
         return Err(not_found());
     };
@@ -143,11 +177,7 @@ pub async fn authorize(
         state.config.auth.anonymous_read,
     ) {
         Access::Granted => Ok(record),
-        Access::NeedCredentials => Err(AppError::Unauthorized(format!(
-            "credentials with {} access to {} are required",
-            need.as_str(),
-            owner.as_str()
-        ))),
+        Access::NeedCredentials => Err(need_credentials()),
         Access::Denied => Err(AppError::Forbidden(format!(
             "these credentials lack {} access to {}",
             need.as_str(),
