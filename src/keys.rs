@@ -94,25 +94,31 @@ impl MasterKey {
     }
 }
 
-/// Creates the key file exclusively, so concurrent first starts agree on one key.
+/// Creates the key file: complete and durable before it gets its name, so a crash
+/// never leaves an empty key, and the first of concurrent creators wins.
 fn create_key_file(path: &Path) -> anyhow::Result<Vec<u8>> {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
-        Ok(mut file) => {
-            file.write_all(BASE64.encode(bytes).as_bytes())?;
-            file.sync_all()?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    // tempfile creates it with mode 0600.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".master.key.")
+        .tempfile_in(dir)?;
+    tmp.write_all(BASE64.encode(bytes).as_bytes())?;
+    tmp.as_file().sync_all()?;
+    match tmp.persist_noclobber(path) {
+        Ok(_) => {
+            std::fs::File::open(dir)?.sync_all()?;
             Ok(bytes.to_vec())
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
             let text = std::fs::read_to_string(path)?;
             Ok(BASE64.decode(text.trim())?)
         }
-        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+        Err(e) => Err(e.error).with_context(|| format!("creating {}", path.display())),
     }
 }
 
