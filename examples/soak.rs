@@ -6,6 +6,8 @@
 //! ```
 //!
 //! Options: `--minutes N` (10), `--writes-per-sec N` (20), `--reads-per-sec N` (200),
+//! `--live N` (600: once that many packages are live, writers delete as often as they
+//! upload, so the data size stays steady and memory can be compared over time),
 //! `--bin PATH` (target/release/alpine-registry). Exits non-zero on any error or lost
 //! write. Only talks to 127.0.0.1.
 
@@ -24,6 +26,7 @@ const REPOS: &[&str] = &["admin/v1/main", "admin/v1/community", "admin/edge/main
 
 struct Args {
     minutes: f64,
+    live: usize,
     writes: f64,
     reads: f64,
     bin: String,
@@ -32,6 +35,7 @@ struct Args {
 fn args() -> Args {
     let mut args = Args {
         minutes: 10.0,
+        live: 600,
         writes: 20.0,
         reads: 200.0,
         bin: "target/release/alpine-registry".into(),
@@ -41,6 +45,7 @@ fn args() -> Args {
         let value = pair.get(1).cloned().unwrap_or_default();
         match pair[0].as_str() {
             "--minutes" => args.minutes = value.parse().expect("--minutes N"),
+            "--live" => args.live = value.parse().expect("--live N"),
             "--writes-per-sec" => args.writes = value.parse().expect("--writes-per-sec N"),
             "--reads-per-sec" => args.reads = value.parse().expect("--reads-per-sec N"),
             "--bin" => args.bin = value,
@@ -128,6 +133,7 @@ async fn main() {
             counts.clone(),
         );
         let period = Duration::from_secs_f64(writers as f64 / args.writes);
+        let target = args.live;
         tasks.push(tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(w);
             let mut interval = tokio::time::interval(period);
@@ -136,7 +142,8 @@ async fn main() {
                 interval.tick().await;
                 n += 1;
                 let repo = REPOS[rng.gen_range(0..REPOS.len())];
-                let delete = rng.gen_bool(0.3);
+                let live = ledger.lock().unwrap().live.len();
+                let delete = rng.gen_bool(if live >= target { 0.5 } else { 0.1 });
                 if delete {
                     let victim = {
                         let l = ledger.lock().unwrap();
