@@ -2,9 +2,9 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_alpine-registry");
+mod common;
+use common::{free_port, wait_listening, BIN};
 
 fn cli(dir: &std::path::Path) -> Command {
     let mut command = Command::new(BIN);
@@ -133,26 +133,6 @@ fn admin_commands_manage_users_owners_and_tokens() {
     run_ok(cli(dir.path()).args(["reindex", "acme/edge"]));
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Polls until the server answers (bounded), instead of sleeping a fixed time.
-fn wait_ready(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("server did not start");
-}
-
 #[test]
 fn first_start_prints_one_admin_token_and_sigterm_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
@@ -171,7 +151,7 @@ fn first_start_prints_one_admin_token_and_sigterm_stops_cleanly() {
     stdout.read_line(&mut token).unwrap();
     let token = token.trim().to_string();
     assert!(token.starts_with("apkreg_"), "{token}");
-    wait_ready(port);
+    wait_listening(port);
     let client = reqwest::blocking::Client::new();
     let response = client
         .get(format!("http://127.0.0.1:{port}/readyz"))
@@ -199,7 +179,7 @@ fn first_start_prints_one_admin_token_and_sigterm_stops_cleanly() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_ready(port);
+    wait_listening(port);
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -222,7 +202,7 @@ fn bootstrap_token_from_the_environment() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_ready(port);
+    wait_listening(port);
     let client = reqwest::blocking::Client::new();
     let response = client
         .put(format!("http://127.0.0.1:{port}/admin/v3.21/main"))

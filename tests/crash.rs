@@ -22,6 +22,7 @@
 //! check that this test notices).
 
 mod common;
+use common::{free_port, BIN};
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Seek, SeekFrom};
@@ -38,7 +39,6 @@ use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
 
-const BIN: &str = env!("CARGO_BIN_EXE_alpine-registry");
 const TOKEN: &str = "apkreg_crash-consistency-token-0123456789";
 const OWNER: &str = "admin";
 const REPOS: &[(&str, &str)] = &[("v1", "main"), ("v1", "community"), ("edge", "main")];
@@ -139,14 +139,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The last `max` bytes of a log file, for failure messages.

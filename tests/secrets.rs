@@ -4,6 +4,7 @@
 //! the master key, owner private keys.
 
 mod common;
+use common::{free_port, BIN};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -12,8 +13,6 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::package;
-
-const BIN: &str = env!("CARGO_BIN_EXE_alpine-registry");
 
 const BOOTSTRAP_TOKEN: &str = "apkreg_bootstrap-Zq8vN3xK7pL2mW9rT4yB6cD1";
 const PASSWORD: &str = "Alice-Pass-Tr0ub4dor-and-3";
@@ -75,14 +74,6 @@ fn admin(data_dir: &Path, args: &[&str], input: Option<&str>) -> Output {
         out.stderr
     );
     out
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A running `serve` whose stdout and stderr go to files.

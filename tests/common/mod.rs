@@ -10,6 +10,31 @@ use alpine_registry::config::Config;
 use alpine_registry::store::Role;
 use alpine_registry::AppState;
 
+/// The real server binary, for tests that run it as a child process.
+pub const BIN: &str = env!("CARGO_BIN_EXE_alpine-registry");
+
+/// A port that was free a moment ago, for `serve --listen`.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls until something accepts connections on `port` (bounded), instead of sleeping a
+/// fixed time.
+pub fn wait_listening(port: u16) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("server did not start listening on port {port}");
+}
+
 pub const ADMIN_TOKEN: &str = "apkreg_test-admin-token-0123456789abcdef";
 
 pub struct TestServer {
