@@ -122,7 +122,7 @@ fn inflate_member<R: Read>(
 fn tar_entries(bytes: &[u8]) -> ApkResult<Vec<(Entry, Vec<u8>)>> {
     let mut out = Vec::new();
     let mut reader = bytes;
-    tarwalk::walk(&mut reader, MAX_TAR_META, |entry, data| {
+    let end = tarwalk::walk(&mut reader, MAX_TAR_META, |entry, data| {
         let mut content = Vec::new();
         if entry.is_regular() {
             data.read_to_end(&mut content).map_err(ApkError::Io)?;
@@ -142,6 +142,10 @@ fn tar_entries(bytes: &[u8]) -> ApkResult<Vec<(Entry, Vec<u8>)>> {
         ApkError::Io(_) => malformed("tar archive is truncated"),
         other => other,
     })?;
+    if end == tarwalk::End::ZeroBlock {
+        // End blocks and record padding are fine; a hidden entry behind them is not.
+        tarwalk::expect_only_zeros(&mut reader)?;
+    }
     Ok(out)
 }
 
@@ -365,12 +369,9 @@ fn read_data_member<R: Read>(tap: &mut Tap<R>, limits: &Limits) -> ApkResult<()>
             }
             Ok(())
         })
-        // End blocks, record padding and anything else up to the gzip trailer.
-        .and_then(|_| {
-            io::copy(&mut data, &mut io::sink())
-                .map(|_| ())
-                .map_err(ApkError::Io)
-        })
+        // End blocks and record padding up to the gzip trailer: zeros only, or apk
+        // would read on into entries that were never checked.
+        .and_then(|_| tarwalk::expect_only_zeros(&mut data))
     };
     result.map_err(|e| {
         classify(
@@ -829,6 +830,108 @@ mod tests {
             let m = malformed_message(parse(&sample().file(path, b"x").build()));
             assert!(m.contains("leaves the package root"), "{m}");
         }
+    }
+
+    /// A package with a verbatim data tar (the `.PKGINFO` has no datahash).
+    fn with_data_tar(data_tar: &[u8]) -> Vec<u8> {
+        let mut control = Vec::new();
+        push_entry(&mut control, b".PKGINFO", b'0', 0o644, &minimal_pkginfo());
+        let mut out = gzip(&control);
+        out.extend_from_slice(&gzip(data_tar));
+        out
+    }
+
+    /// A tar entry whose header is changed by `edit` (checksum recomputed).
+    fn edited_entry(name: &[u8], data: &[u8], edit: impl FnOnce(&mut [u8; 512])) -> Vec<u8> {
+        let mut out = Vec::new();
+        push_entry(&mut out, name, b'0', 0o644, data);
+        let mut h = tar::Header::new_old();
+        h.as_mut_bytes().copy_from_slice(&out[..512]);
+        edit(h.as_mut_bytes());
+        h.set_cksum();
+        out[..512].copy_from_slice(h.as_bytes());
+        out
+    }
+
+    #[test]
+    fn data_entry_hidden_behind_a_pax_size_record_is_rejected() {
+        let mut hidden = Vec::new();
+        push_entry(
+            &mut hidden,
+            b"../../etc/cron.d/evil",
+            b'0',
+            0o644,
+            b"* * * * * root x\n",
+        );
+        let mut tar = Vec::new();
+        let size = hidden.len().to_string();
+        push_entry(
+            &mut tar,
+            b"PaxHeaders/x",
+            b'x',
+            0o644,
+            &pax_record("size", size.as_bytes()),
+        );
+        push_entry(&mut tar, b"harmless", b'0', 0o644, b"");
+        tar.extend_from_slice(&hidden);
+        tar.extend_from_slice(&[0u8; 1024]);
+        let m = malformed_message(parse(&with_data_tar(&tar)));
+        assert!(m.contains("PAX size"), "{m}");
+    }
+
+    #[test]
+    fn traversal_hidden_in_a_gnu_header_prefix_is_rejected() {
+        let mut tar = edited_entry(b"evil", b"x", |h| {
+            h[257..265].copy_from_slice(b"ustar  \0");
+            h[345..354].copy_from_slice(b"../../etc");
+        });
+        tar.extend_from_slice(&[0u8; 1024]);
+        let m = malformed_message(parse(&with_data_tar(&tar)));
+        assert!(
+            m.contains("leaves the package root") && m.contains("../../etc/evil"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn data_entry_hidden_after_a_zero_block_is_rejected() {
+        let mut tar = Vec::new();
+        push_entry(&mut tar, b"usr/", b'5', 0o755, b"");
+        tar.extend_from_slice(&[0u8; 512]);
+        push_entry(&mut tar, b"../../etc/cron.d/evil", b'0', 0o644, b"x");
+        tar.extend_from_slice(&[0u8; 1024]);
+        let m = malformed_message(parse(&with_data_tar(&tar)));
+        assert!(m.contains("after its end-of-archive block"), "{m}");
+    }
+
+    #[test]
+    fn install_script_hidden_after_a_zero_block_is_rejected() {
+        let mut tar = Vec::new();
+        push_entry(&mut tar, b".PKGINFO", b'0', 0o644, &minimal_pkginfo());
+        tar.extend_from_slice(&[0u8; 512]);
+        push_entry(
+            &mut tar,
+            b".post-install",
+            b'0',
+            0o755,
+            b"#!/bin/sh\nrm -rf /\n",
+        );
+        let m = malformed_message(parse(&with_control_tar(&tar)));
+        assert!(m.contains("after its end-of-archive block"), "{m}");
+    }
+
+    #[test]
+    fn entry_with_an_empty_name_is_rejected() {
+        // apk reads this header as an end block and the entry's data as more headers.
+        let mut hidden = Vec::new();
+        push_entry(&mut hidden, b"../../etc/evil", b'0', 0o644, b"x");
+        let mut tar = edited_entry(b"x", &hidden, |h| {
+            h[0] = 0;
+            h[345..348].copy_from_slice(b"usr");
+        });
+        tar.extend_from_slice(&[0u8; 1024]);
+        let m = malformed_message(parse(&with_data_tar(&tar)));
+        assert!(m.contains("empty name"), "{m}");
     }
 
     #[test]

@@ -189,9 +189,10 @@ fn normalize_dependency(token: &str) -> Option<String> {
                 m if m == LESS | GREATER => "><",
                 _ => return None,
             };
-            // `><` pins a package checksum rather than a version.
+            // `><` pins a package checksum rather than a version. Whitespace in it would
+            // split the token in the index's space-separated `D:` line.
             let ver_ok = if op == "><" {
-                !ver.is_empty()
+                !ver.is_empty() && !ver.chars().any(|c| c.is_whitespace() || c.is_control())
             } else {
                 version::is_valid(ver)
             };
@@ -370,6 +371,20 @@ mod tests {
                 message(with(&format!("depend = {dep}\n"))).contains("depend"),
                 "{dep}"
             );
+        }
+    }
+
+    #[test]
+    fn tab_in_checksum_dependency_is_rejected() {
+        // Found by fuzzing: the tab survived into the index's `D:` line.
+        for dep in ["g><\turlc=", "g><Q1\tabc=", "g><Q1abc=\t"] {
+            assert!(
+                message(with(&format!("depend = {dep}\n"))).contains("depend"),
+                "{dep:?}"
+            );
+        }
+        for field in ["provides", "install_if", "replaces"] {
+            assert!(message(with(&format!("{field} = a><Q1\tx\n"))).contains(field));
         }
     }
 

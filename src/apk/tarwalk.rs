@@ -5,6 +5,13 @@
 //! size-limited before anything is buffered, entry data is read in bounded chunks, and a
 //! "cut" tar (no end blocks, as apk writes signature and control members) is told apart
 //! from one that ends with zero blocks.
+//!
+//! Whatever is checked here must be what apk-tools will read, or an entry could be
+//! smuggled past the checks. So entry names and sizes are taken the way apk's tar reader
+//! takes them (the ustar prefix whenever it is set, the header's size field, never a PAX
+//! `size`), and anything apk would read differently is refused: a PAX `size` that
+//! disagrees with the header, a header with an empty name (apk takes it for an end block
+//! and reads on), and anything but zeros after the first end block.
 
 use super::{ApkError, ApkResult};
 use std::io::{self, Read};
@@ -117,16 +124,60 @@ fn header_checksum_ok(block: &[u8; BLOCK]) -> ApkResult<bool> {
 
 #[derive(Default)]
 struct Pending {
-    path: Option<Vec<u8>>,
+    /// PAX `path`: wins over every other name, as in apk.
+    pax_path: Option<Vec<u8>>,
+    /// GNU `L` long name: used unless the header's ustar prefix is set, as in apk.
+    long_name: Option<Vec<u8>>,
     size: Option<u64>,
     any: bool,
+}
+
+/// The bytes of a NUL-terminated header field.
+fn field(block: &[u8; BLOCK], at: std::ops::Range<usize>) -> &[u8] {
+    let f = &block[at];
+    &f[..f.iter().position(|&b| b == 0).unwrap_or(f.len())]
+}
+
+/// The ustar prefix field (bytes 345..500). apk joins it to the name whenever its first
+/// byte is set, whatever the header's magic says (a GNU header keeps times there).
+fn prefix(block: &[u8; BLOCK]) -> &[u8] {
+    field(block, 345..500)
+}
+
+/// The entry name as apk reads it, without extension headers: `prefix/name` when the
+/// prefix is set, else the name field.
+fn header_path(block: &[u8; BLOCK]) -> Vec<u8> {
+    let name = field(block, 0..100);
+    match prefix(block) {
+        [] => name.to_vec(),
+        prefix => [prefix, b"/", name].concat(),
+    }
+}
+
+/// Reads `r` to its end, refusing anything but zero bytes: after an end-of-archive block
+/// apk reads on, so anything there would be entries the checks never saw.
+pub(crate) fn expect_only_zeros<R: Read>(r: &mut R) -> ApkResult<()> {
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(ApkError::Io(e)),
+        };
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Err(malformed(
+                "tar archive has data after its end-of-archive block",
+            ));
+        }
+    }
 }
 
 fn apply_pax(records: &[u8], pending: &mut Pending) -> ApkResult<()> {
     for record in tar::PaxExtensions::new(records) {
         let record = record.map_err(|_| malformed("tar PAX header is malformed"))?;
         match record.key_bytes() {
-            b"path" => pending.path = Some(record.value_bytes().to_vec()),
+            b"path" => pending.pax_path = Some(record.value_bytes().to_vec()),
             b"size" => {
                 let size = std::str::from_utf8(record.value_bytes())
                     .ok()
@@ -163,6 +214,11 @@ pub(crate) fn walk<R: Read>(
             }
             return Ok(End::ZeroBlock);
         }
+        if block[0] == 0 {
+            return Err(malformed(
+                "tar header has an empty name (apk reads it as the end of the archive)",
+            ));
+        }
         if !header_checksum_ok(&block)? {
             return Err(malformed("tar header checksum mismatch"));
         }
@@ -190,9 +246,7 @@ pub(crate) fn walk<R: Read>(
                 while name.last() == Some(&0) {
                     name.pop();
                 }
-                if pending.path.is_none() {
-                    pending.path = Some(name);
-                }
+                pending.long_name = Some(name);
                 pending.any = true;
             }
             b'K' => {
@@ -201,10 +255,18 @@ pub(crate) fn walk<R: Read>(
             }
             _ => {
                 let pending = std::mem::take(&mut pending);
-                let size = pending.size.unwrap_or(header_size);
-                let path = match pending.path {
-                    Some(p) => p,
-                    None => header.path_bytes().into_owned(),
+                // apk skips by the header's size field and never reads a PAX `size`: a
+                // different one would make the two readers see different entries.
+                if pending.size.is_some_and(|size| size != header_size) {
+                    return Err(malformed(
+                        "tar PAX size record disagrees with the header's size field",
+                    ));
+                }
+                let size = header_size;
+                let path = match (pending.pax_path, pending.long_name) {
+                    (Some(path), _) => path,
+                    (None, Some(long)) if prefix(&block).is_empty() => long,
+                    _ => header_path(&block),
                 };
                 let entry = Entry {
                     path,
@@ -292,6 +354,105 @@ mod tests {
         let mut a = entry("a", b'0', b"x");
         a[0] = b'b';
         assert!(matches!(names(&a), Err(ApkError::Malformed(_))));
+    }
+
+    /// `entry` with its header changed by `edit` (checksum recomputed).
+    fn edited(
+        name: &str,
+        typeflag: u8,
+        data: &[u8],
+        edit: impl FnOnce(&mut [u8; BLOCK]),
+    ) -> Vec<u8> {
+        let mut out = entry(name, typeflag, data);
+        let mut h = tar::Header::new_old();
+        h.as_mut_bytes().copy_from_slice(&out[..BLOCK]);
+        edit(h.as_mut_bytes());
+        h.set_cksum();
+        out[..BLOCK].copy_from_slice(h.as_bytes());
+        out
+    }
+
+    #[test]
+    fn pax_size_disagreeing_with_the_header_is_rejected() {
+        // apk skips by the header's size (0 here) and would read the hidden header as an
+        // entry; a reader honouring the PAX size would skip it as data.
+        let hidden = entry("../../etc/evil", b'0', b"x");
+        let mut a = entry(
+            "PaxHeaders/x",
+            b'x',
+            &pax_record_bytes("size", hidden.len()),
+        );
+        a.extend(header("harmless", b'0', 0));
+        a.extend(&hidden);
+        let err = names(&a).expect_err("desynchronising PAX size");
+        assert!(
+            matches!(&err, ApkError::Malformed(m) if m.contains("PAX size")),
+            "{err:?}"
+        );
+        // A PAX size equal to the header's is harmless.
+        let mut a = entry("PaxHeaders/x", b'x', &pax_record_bytes("size", 5));
+        a.extend(entry("ok", b'0', b"hello"));
+        assert_eq!(names(&a).ok().map(|r| r.0), Some(vec!["ok".to_string()]));
+    }
+
+    fn pax_record_bytes(key: &str, value: usize) -> Vec<u8> {
+        crate::apk::builder::pax_record(key, value.to_string().as_bytes())
+    }
+
+    #[test]
+    fn prefix_of_a_gnu_header_is_joined_like_apk_does() {
+        // The tar crate ignores bytes 345.. of a GNU header; apk joins them as a prefix.
+        let a = edited("passwd", b'0', b"x", |h| {
+            h[257..265].copy_from_slice(b"ustar  \0");
+            h[345..354].copy_from_slice(b"../../etc");
+        });
+        assert_eq!(
+            names(&a).ok().map(|r| r.0),
+            Some(vec!["../../etc/passwd".to_string()])
+        );
+    }
+
+    #[test]
+    fn long_name_yields_to_a_ustar_prefix_like_apk_does() {
+        let mut a = entry("././@LongLink", b'L', b"usr/share/harmless\0");
+        a.extend(edited("passwd", b'0', b"x", |h| {
+            h[345..348].copy_from_slice(b"etc")
+        }));
+        assert_eq!(
+            names(&a).ok().map(|r| r.0),
+            Some(vec!["etc/passwd".to_string()])
+        );
+        let mut a = entry("././@LongLink", b'L', b"usr/share/long\0");
+        a.extend(entry("short", b'0', b"x"));
+        assert_eq!(
+            names(&a).ok().map(|r| r.0),
+            Some(vec!["usr/share/long".to_string()])
+        );
+    }
+
+    #[test]
+    fn header_with_an_empty_name_is_rejected() {
+        // apk takes any block whose name starts with NUL for an end block and reads on.
+        let a = edited("x", b'0', b"data", |h| {
+            h[0] = 0;
+            h[345..348].copy_from_slice(b"usr");
+        });
+        let err = names(&a).expect_err("empty name");
+        assert!(
+            matches!(&err, ApkError::Malformed(m) if m.contains("empty name")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn only_zeros_may_follow_an_end_block() {
+        assert!(expect_only_zeros(&mut &[0u8; 9000][..]).is_ok());
+        let mut rest = vec![0u8; 9000];
+        rest[8999] = 1;
+        assert!(matches!(
+            expect_only_zeros(&mut &rest[..]),
+            Err(ApkError::Malformed(_))
+        ));
     }
 
     #[test]
