@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alpine_registry::apk::builder::PackageBuilder;
+use rand::SeedableRng;
 
 const TOKEN: &str = "apkreg_bench-token-0123456789abcdefgh";
 const REPO: &str = "admin/v3.21/main";
@@ -213,9 +214,8 @@ async fn main() {
     let (rps, _) = throughput(&client, &small_url, 8, 5).await;
     println!("GET small package (~1 KiB), 8 clients: {rps:.0} requests/s");
     // A package with incompressible content is what large downloads look like.
-    let payload: Vec<u8> = (0..(32u32 << 20))
-        .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8)
-        .collect();
+    let mut payload = vec![0u8; 32 << 20];
+    rand::RngCore::fill_bytes(&mut rand::rngs::StdRng::seed_from_u64(7), &mut payload);
     let large = PackageBuilder::new("large", "1.0-r0", "x86_64")
         .file("usr/share/large/data", &payload)
         .build();

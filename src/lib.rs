@@ -162,6 +162,11 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
+        // Streamed bodies go out in several writes; without this, Nagle's algorithm and
+        // the client's delayed ACK stall each response by tens of milliseconds.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY");
+        }
         let app = app.clone();
         let service = tower::service_fn(
             move |mut request: axum::extract::Request<hyper::body::Incoming>| {

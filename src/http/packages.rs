@@ -190,6 +190,10 @@ pub async fn upload(
     ))
 }
 
+/// Read size for downloads: large enough that file reads (each a trip to the blocking
+/// pool) do not dominate.
+const DOWNLOAD_CHUNK: usize = 256 * 1024;
+
 struct FileRef {
     owner: OwnerName,
     repo: RepoRef,
@@ -279,9 +283,9 @@ pub async fn download(
         );
     }
     builder
-        .body(Body::from_stream(tokio_util::io::ReaderStream::new(
-            blob.body,
-        )))
+        .body(Body::from_stream(
+            tokio_util::io::ReaderStream::with_capacity(blob.body, DOWNLOAD_CHUNK),
+        ))
         .map_err(|e| AppError::Internal(e.into()))
 }
 
