@@ -83,25 +83,25 @@ async fn stalled_upload_bodies_time_out_and_leave_nothing() {
 async fn repeated_authentication_failures_are_slowed_down() {
     let server = TestServer::start_with(|c| {
         c.auth.max_failures = 3;
-        c.auth.failure_delay_ms = 400;
+        c.auth.failure_delay_ms = 1500;
     })
     .await;
     let wrong = Some(("admin", "apkreg_wrong-wrong-wrong-wrong-wrong"));
     for _ in 0..3 {
         let started = Instant::now();
         assert_eq!(server.get("/admin/key", wrong).await.status(), 401);
-        assert!(started.elapsed() < Duration::from_millis(400));
+        assert!(started.elapsed() < Duration::from_millis(1000));
     }
     let started = Instant::now();
     assert_eq!(server.get("/admin/key", wrong).await.status(), 401);
     assert!(
-        started.elapsed() >= Duration::from_millis(400),
+        started.elapsed() >= Duration::from_millis(1500),
         "slowed down"
     );
     // Anonymous requests are not slowed down; a success resets the count.
     let started = Instant::now();
     assert_eq!(server.get("/healthz", None).await.status(), 200);
-    assert!(started.elapsed() < Duration::from_millis(400));
+    assert!(started.elapsed() < Duration::from_millis(1000));
     assert_eq!(
         server
             .get("/admin/key", Some(("admin", ADMIN_TOKEN)))
@@ -117,6 +117,6 @@ async fn repeated_authentication_failures_are_slowed_down() {
             .status(),
         200
     );
-    assert!(started.elapsed() < Duration::from_millis(400));
+    assert!(started.elapsed() < Duration::from_millis(1000));
     server.stop().await;
 }
