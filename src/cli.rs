@@ -301,14 +301,7 @@ pub async fn create_token(
         .await?
         .with_context(|| format!("no user named {user:?}"))?;
     let owner_id = match owner {
-        Some(name) => Some(
-            state
-                .store
-                .owner_by_name(name)
-                .await?
-                .with_context(|| format!("no owner named {name:?}"))?
-                .id,
-        ),
+        Some(name) => Some(owner_id(state, name).await?),
         None => None,
     };
     let token = match secret {
@@ -327,6 +320,15 @@ pub async fn create_token(
         })
         .await?;
     Ok(token.secret)
+}
+
+async fn owner_id(state: &AppState, name: &str) -> anyhow::Result<i64> {
+    Ok(state
+        .store
+        .owner_by_name(name)
+        .await?
+        .with_context(|| format!("no owner named {name:?}"))?
+        .id)
 }
 
 async fn list_tokens(state: &AppState, user: Option<&str>) -> anyhow::Result<()> {
@@ -384,14 +386,7 @@ async fn reindex(state: &AppState, target: Option<&str>) -> anyhow::Result<()> {
         bail!("reindex takes OWNER[/BRANCH[/REPOSITORY]]");
     }
     let owner_id = match &owner {
-        Some(name) => Some(
-            state
-                .store
-                .owner_by_name(name.as_str())
-                .await?
-                .with_context(|| format!("no owner named {name}"))?
-                .id,
-        ),
+        Some(name) => Some(owner_id(state, name.as_str()).await?),
         None => None,
     };
     let repositories = state

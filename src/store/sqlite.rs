@@ -48,6 +48,14 @@ fn user_from(row: &SqliteRow) -> StoreResult<User> {
     })
 }
 
+fn key_from(row: &SqliteRow) -> StoreResult<StoredKey> {
+    Ok(StoredKey {
+        key_name: row.try_get("key_name")?,
+        private_pem: row.try_get("private_pem")?,
+        public_pem: row.try_get("public_pem")?,
+    })
+}
+
 fn owner_from(row: &SqliteRow) -> StoreResult<Owner> {
     Ok(Owner {
         id: row.try_get("id")?,
@@ -99,6 +107,9 @@ fn repository_from(row: &SqliteRow) -> StoreResult<Repository> {
         built_gen: row.try_get("built_gen")?,
     })
 }
+
+const KEY_SELECT: &str =
+    "SELECT key_name, private_pem, public_pem FROM signing_keys WHERE owner_id = ?";
 
 const TOKEN_SELECT: &str =
     "SELECT t.id, t.token_hash, t.user_id, u.name AS user_name, t.prefix, t.scope, \
@@ -311,20 +322,13 @@ impl Store for SqliteStore {
     }
 
     async fn signing_key(&self, owner_id: i64) -> StoreResult<Option<StoredKey>> {
-        let row = sqlx::query(
-            "SELECT key_name, private_pem, public_pem FROM signing_keys WHERE owner_id = ?",
-        )
-        .bind(owner_id)
-        .fetch_optional(&self.reader)
-        .await?;
-        row.map(|row| {
-            Ok(StoredKey {
-                key_name: row.try_get("key_name")?,
-                private_pem: row.try_get("private_pem")?,
-                public_pem: row.try_get("public_pem")?,
-            })
-        })
-        .transpose()
+        sqlx::query(KEY_SELECT)
+            .bind(owner_id)
+            .fetch_optional(&self.reader)
+            .await?
+            .as_ref()
+            .map(key_from)
+            .transpose()
     }
 
     async fn insert_signing_key(&self, owner_id: i64, key: StoredKey) -> StoreResult<StoredKey> {
@@ -340,17 +344,12 @@ impl Store for SqliteStore {
         .bind(now_secs())
         .execute(&self.writer)
         .await?;
-        let row = sqlx::query(
-            "SELECT key_name, private_pem, public_pem FROM signing_keys WHERE owner_id = ?",
+        key_from(
+            &sqlx::query(KEY_SELECT)
+                .bind(owner_id)
+                .fetch_one(&self.writer)
+                .await?,
         )
-        .bind(owner_id)
-        .fetch_one(&self.writer)
-        .await?;
-        Ok(StoredKey {
-            key_name: row.try_get("key_name")?,
-            private_pem: row.try_get("private_pem")?,
-            public_pem: row.try_get("public_pem")?,
-        })
     }
 
     async fn owners_without_key(&self) -> StoreResult<Vec<Owner>> {
