@@ -35,6 +35,17 @@ fn report(what: &str, mut samples: Vec<Duration>) {
     );
 }
 
+/// PUTs one package into the benchmark repository as admin.
+async fn publish(client: &reqwest::Client, base: &str, bytes: Vec<u8>) -> reqwest::Response {
+    client
+        .put(format!("{base}/{REPO}"))
+        .basic_auth("admin", Some(TOKEN))
+        .body(bytes)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Runs `clients` concurrent loops of GET `url` for `secs`; returns requests/s and MB/s.
 async fn throughput(client: &reqwest::Client, url: &str, clients: usize, secs: u64) -> (f64, f64) {
     let end = Instant::now() + Duration::from_secs(secs);
@@ -126,13 +137,7 @@ async fn main() {
                     .field("depend", "musl")
                     .file("usr/share/fill/README", format!("package {i}\n").as_bytes())
                     .build();
-                let r = client
-                    .put(format!("{base}/{REPO}"))
-                    .basic_auth("admin", Some(TOKEN))
-                    .body(bytes)
-                    .send()
-                    .await
-                    .unwrap();
+                let r = publish(&client, &base, bytes).await;
                 assert_eq!(r.status(), 201);
             }
         }));
@@ -167,13 +172,7 @@ async fn main() {
             .file("usr/share/timed/README", b"timed\n")
             .build();
         let t = Instant::now();
-        let r = client
-            .put(format!("{base}/{REPO}"))
-            .basic_auth("admin", Some(TOKEN))
-            .body(bytes)
-            .send()
-            .await
-            .unwrap();
+        let r = publish(&client, &base, bytes).await;
         put_times.push(t.elapsed());
         assert_eq!(r.status(), 201);
     }
@@ -202,13 +201,7 @@ async fn main() {
     let big = PackageBuilder::new("big", "1.0-r0", "x86_64")
         .file("usr/share/big/data", &vec![0x5au8; 8 << 20])
         .build();
-    let r = client
-        .put(format!("{base}/{REPO}"))
-        .basic_auth("admin", Some(TOKEN))
-        .body(big)
-        .send()
-        .await
-        .unwrap();
+    let r = publish(&client, &base, big).await;
     assert_eq!(r.status(), 201);
     let small_url = format!("{base}/{REPO}/x86_64/fill-000001-1.0-r0.apk");
     let (rps, _) = throughput(&client, &small_url, 8, 5).await;
@@ -220,13 +213,7 @@ async fn main() {
         .file("usr/share/large/data", &payload)
         .build();
     let size = large.len();
-    let r = client
-        .put(format!("{base}/{REPO}"))
-        .basic_auth("admin", Some(TOKEN))
-        .body(large)
-        .send()
-        .await
-        .unwrap();
+    let r = publish(&client, &base, large).await;
     assert_eq!(r.status(), 201);
     let (rps, mbps) = throughput(
         &client,
