@@ -133,16 +133,28 @@ fn admin_commands_manage_users_owners_and_tokens() {
     run_ok(cli(dir.path()).args(["reindex", "acme/edge"]));
 }
 
-#[test]
-fn first_start_prints_one_admin_token_and_sigterm_stops_cleanly() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut child = cli(dir.path())
+/// Starts `serve` on `port` with stdout captured.
+fn serve(mut command: Command, port: u16) -> std::process::Child {
+    command
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+fn sigterm(child: &std::process::Child) -> std::process::ExitStatus {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+}
+
+#[test]
+fn first_start_prints_one_admin_token_and_sigterm_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = serve(cli(dir.path()), port);
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut first = String::new();
     stdout.read_line(&mut first).unwrap();
@@ -164,26 +176,15 @@ fn first_start_prints_one_admin_token_and_sigterm_stops_cleanly() {
         .send()
         .unwrap();
     assert_eq!(key.status(), 200);
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    let status = sigterm(&child);
     assert!(status.success());
     assert!(child.wait().unwrap().success(), "graceful exit on SIGTERM");
 
     // Second start: the database has users, no new token is printed.
     let port = free_port();
-    let mut child = cli(dir.path())
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = serve(cli(dir.path()), port);
     wait_listening(port);
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    sigterm(&child);
     assert!(child.wait().unwrap().success());
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut rest).unwrap();
@@ -195,13 +196,9 @@ fn bootstrap_token_from_the_environment() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let fixed = "apkreg_from-the-environment-0123456789";
-    let mut child = cli(dir.path())
-        .env("ALPINE_REGISTRY_BOOTSTRAP_TOKEN", fixed)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut command = cli(dir.path());
+    command.env("ALPINE_REGISTRY_BOOTSTRAP_TOKEN", fixed);
+    let mut child = serve(command, port);
     wait_listening(port);
     let client = reqwest::blocking::Client::new();
     let response = client
@@ -215,10 +212,7 @@ fn bootstrap_token_from_the_environment() {
         400,
         "authenticated, then rejected as malformed"
     );
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    sigterm(&child);
     assert!(child.wait().unwrap().success());
     let mut out = String::new();
     std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
