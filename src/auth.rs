@@ -1,12 +1,14 @@
 //! Credentials: API tokens, passwords, and who may do what on an owner.
 
-use argon2::password_hash::{
-    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
-};
+use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, SaltString};
 use argon2::Argon2;
 use base64::Engine;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
 use crate::store::{Owner, Role, TokenRecord, User};
@@ -76,13 +78,32 @@ pub fn dummy_password_hash() -> &'static str {
 
 /// Constant-time by construction (argon2 compares digests in constant time).
 pub fn verify_password(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash)
-        .map(|parsed| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok()
-        })
-        .unwrap_or(false)
+    verify_password_in(password, hash, &mut Vec::new())
+}
+
+/// Verifies with `memory` as argon2's working memory (grown to what the hash's
+/// parameters need), so that a caller can reuse one buffer instead of allocating ~19 MiB
+/// per check, which the allocator tends to keep per thread afterwards.
+fn verify_password_in(password: &str, hash: &str, memory: &mut Vec<argon2::Block>) -> bool {
+    let mut check = || -> Option<bool> {
+        let parsed = PasswordHash::new(hash).ok()?;
+        let algorithm = argon2::Algorithm::try_from(parsed.algorithm).ok()?;
+        let version = match parsed.version {
+            Some(v) => argon2::Version::try_from(v).ok()?,
+            None => argon2::Version::default(),
+        };
+        let params = argon2::Params::try_from(&parsed).ok()?;
+        let expected = parsed.hash?;
+        let mut salt = [0u8; 64];
+        let salt = parsed.salt?.decode_b64(&mut salt).ok()?;
+        memory.resize(params.block_count(), argon2::Block::default());
+        let mut out = vec![0u8; expected.len()];
+        Argon2::new(algorithm, version, params)
+            .hash_password_into_with_memory(password.as_bytes(), salt, &mut out, &mut memory[..])
+            .ok()?;
+        Some(out.ct_eq(expected.as_bytes()).into())
+    };
+    check().unwrap_or(false)
 }
 
 /// Parses `90d`, `12h`, `30m`, `3600s` or `3600` (seconds) into seconds.
@@ -109,65 +130,283 @@ pub fn parse_duration(text: &str) -> anyhow::Result<i64> {
         .ok_or_else(|| anyhow::anyhow!("invalid duration {text:?}"))
 }
 
-/// Who a throttled attempt is from: the address and the user name tried (empty for
-/// tokens). Keyed by both, so one valid credential cannot clear the count of guesses at
-/// another user's password, and a user behind the same address as an attacker is not
-/// slowed down for the attacker's guesses.
-pub type ThrottleKey = (std::net::IpAddr, String);
+/// Entries the failure throttle keeps at most; past this the least recently seen are
+/// evicted, so no stream of fresh names or addresses can grow it further.
+pub const THROTTLE_CAPACITY: usize = 100_000;
 
-/// Slows down repeated authentication failures: after `limit` failures of one key
-/// within `window`, every further attempt with it waits `delay`, doubling per failure up
-/// to 30 s, until the window passes without failures or that key succeeds.
+/// Longest delay the throttle asks a client to wait.
+const MAX_DELAY: Duration = Duration::from_secs(30);
+
+/// A fixed-size, salted digest of who an attempt is from, so that an entry costs the same
+/// whatever the client sent and its contents are of no use to anyone reading memory.
+type ThrottleKey = [u8; 16];
+
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    last: Instant,
+}
+
+/// Counts authentication attempts and refuses them for a while after repeated failures.
+///
+/// Two counts are kept: per address and user name (so one user's typos do not slow down
+/// another user behind the same address, and a valid credential cannot clear the count
+/// of guesses at another user's password), and per address whatever the name (so fresh
+/// names do not pass). IPv6 addresses count by their /64 prefix, which one client usually
+/// holds whole. An attempt is counted when it starts, before any password is hashed, so
+/// concurrent attempts see each other; a success takes its own count back.
+///
+/// After `limit` failures of one name from one address (or `address_limit` from one
+/// address), further attempts are refused for `delay`, doubling per further failure up to
+/// 30 s, measured from the last failure; a window of `window` without failures forgets
+/// them. Entries are pruned on a timer (`prune`) and capped at [`THROTTLE_CAPACITY`].
 pub struct Throttle {
-    failures: std::sync::Mutex<std::collections::HashMap<ThrottleKey, (u32, std::time::Instant)>>,
+    entries: Mutex<HashMap<ThrottleKey, Failures>>,
+    salt: [u8; 16],
     limit: u32,
-    window: std::time::Duration,
-    delay: std::time::Duration,
+    address_limit: u32,
+    window: Duration,
+    delay: Duration,
+    capacity: usize,
+}
+
+/// An attempt admitted by [`Throttle::begin`]; report its outcome with
+/// [`Throttle::succeeded`] (a failure needs no report: it was counted up front).
+#[derive(Debug)]
+pub struct Attempt {
+    user: ThrottleKey,
+    address: ThrottleKey,
 }
 
 impl Throttle {
-    pub fn new(limit: u32, window: std::time::Duration, delay: std::time::Duration) -> Throttle {
+    pub fn new(limit: u32, address_limit: u32, window: Duration, delay: Duration) -> Throttle {
+        Self::with_capacity(limit, address_limit, window, delay, THROTTLE_CAPACITY)
+    }
+
+    fn with_capacity(
+        limit: u32,
+        address_limit: u32,
+        window: Duration,
+        delay: Duration,
+        capacity: usize,
+    ) -> Throttle {
+        let mut salt = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut salt);
         Throttle {
-            failures: std::sync::Mutex::new(std::collections::HashMap::new()),
+            entries: Mutex::new(HashMap::new()),
+            salt,
             limit,
+            address_limit,
             window,
             delay,
+            capacity: capacity.max(2),
         }
     }
 
-    /// How long an attempt with `key` must wait before it is checked.
-    pub fn delay_for(&self, key: &ThrottleKey) -> Option<std::time::Duration> {
-        let failures = self.failures.lock().expect("throttle poisoned");
-        let (count, since) = failures.get(key)?;
-        if since.elapsed() > self.window || *count < self.limit || self.delay.is_zero() {
+    fn key(&self, address: &[u8], name: Option<&str>) -> ThrottleKey {
+        let mut hasher = Sha256::new();
+        hasher.update(self.salt);
+        hasher.update([address.len() as u8]);
+        hasher.update(address);
+        match name {
+            Some(name) => {
+                hasher.update([1]);
+                hasher.update(name.as_bytes());
+            }
+            None => hasher.update([0]),
+        }
+        let digest = hasher.finalize();
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&digest[..16]);
+        key
+    }
+
+    fn keys(&self, ip: IpAddr, name: &str) -> Attempt {
+        let address: Vec<u8> = match ip.to_canonical() {
+            IpAddr::V4(v4) => v4.octets().to_vec(),
+            IpAddr::V6(v6) => v6.octets()[..8].to_vec(),
+        };
+        Attempt {
+            user: self.key(&address, Some(name)),
+            address: self.key(&address, None),
+        }
+    }
+
+    /// How long an entry with these failures is still refused, if at all.
+    fn wait(&self, failures: &Failures, limit: u32, now: Instant) -> Option<Duration> {
+        let since = now.saturating_duration_since(failures.last);
+        if self.delay.is_zero() || failures.count < limit || since > self.window {
             return None;
         }
-        let doublings = (*count - self.limit).min(16);
-        Some(
-            self.delay
-                .saturating_mul(1 << doublings)
-                .min(std::time::Duration::from_secs(30)),
-        )
+        let doublings = (failures.count - limit).min(16);
+        let delay = self.delay.saturating_mul(1 << doublings).min(MAX_DELAY);
+        delay.checked_sub(since).filter(|d| !d.is_zero())
     }
 
-    pub fn record_failure(&self, key: ThrottleKey) {
-        let mut failures = self.failures.lock().expect("throttle poisoned");
-        if failures.len() > 100_000 {
+    /// Admits an attempt by `name` (empty for tokens) from `ip` and counts it, or says
+    /// how long the client must wait first.
+    pub fn begin(&self, ip: IpAddr, name: &str) -> Result<Attempt, Duration> {
+        let attempt = self.keys(ip, name);
+        let now = Instant::now();
+        let mut entries = self.entries.lock().expect("throttle poisoned");
+        let refused = [
+            (attempt.user, self.limit),
+            (attempt.address, self.address_limit),
+        ]
+        .iter()
+        .filter_map(|(key, limit)| self.wait(entries.get(key)?, *limit, now))
+        .max();
+        if let Some(wait) = refused {
+            return Err(wait);
+        }
+        for key in [attempt.user, attempt.address] {
+            if !entries.contains_key(&key) && entries.len() >= self.capacity {
+                self.make_room(&mut entries, now);
+            }
             let window = self.window;
-            failures.retain(|_, (_, since)| since.elapsed() <= window);
+            let failures = entries.entry(key).or_insert(Failures {
+                count: 0,
+                last: now,
+            });
+            if now.saturating_duration_since(failures.last) > window {
+                failures.count = 0;
+            }
+            failures.count = failures.count.saturating_add(1);
+            failures.last = now;
         }
-        let entry = failures
-            .entry(key)
-            .or_insert((0, std::time::Instant::now()));
-        if entry.1.elapsed() > self.window {
-            *entry = (0, std::time::Instant::now());
-        }
-        entry.0 = entry.0.saturating_add(1);
-        entry.1 = std::time::Instant::now();
+        Ok(attempt)
     }
 
-    pub fn record_success(&self, key: &ThrottleKey) {
-        self.failures.lock().expect("throttle poisoned").remove(key);
+    /// The attempt succeeded: the user's count is cleared and the address's count no
+    /// longer includes it.
+    pub fn succeeded(&self, attempt: Attempt) {
+        self.take_back(attempt, true);
+    }
+
+    /// The attempt was not decided (a server fault): it does not count.
+    pub fn undecided(&self, attempt: Attempt) {
+        self.take_back(attempt, false);
+    }
+
+    fn take_back(&self, attempt: Attempt, clear_user: bool) {
+        let mut entries = self.entries.lock().expect("throttle poisoned");
+        if clear_user {
+            entries.remove(&attempt.user);
+        }
+        for key in [attempt.user, attempt.address] {
+            if let Some(failures) = entries.get_mut(&key) {
+                failures.count = failures.count.saturating_sub(1);
+                if failures.count == 0 {
+                    entries.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Evicts expired entries, or failing that the least recently seen one.
+    fn make_room(&self, entries: &mut HashMap<ThrottleKey, Failures>, now: Instant) {
+        let window = self.window;
+        entries.retain(|_, f| now.saturating_duration_since(f.last) <= window);
+        if entries.len() >= self.capacity {
+            if let Some(oldest) = entries.iter().min_by_key(|(_, f)| f.last).map(|(k, _)| *k) {
+                entries.remove(&oldest);
+            }
+        }
+    }
+
+    /// Forgets entries whose window has passed; run on a timer.
+    pub fn prune(&self) {
+        let now = Instant::now();
+        let window = self.window;
+        self.entries
+            .lock()
+            .expect("throttle poisoned")
+            .retain(|_, f| now.saturating_duration_since(f.last) <= window);
+    }
+
+    /// Entries currently kept.
+    pub fn len(&self) -> usize {
+        self.entries.lock().expect("throttle poisoned").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How often `prune` should run.
+    pub fn prune_interval(&self) -> Duration {
+        self.window
+            .clamp(Duration::from_secs(1), Duration::from_secs(60))
+    }
+}
+
+/// Why a password check was not run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Busy;
+
+/// Bounds password verification, the one thing an anonymous client can make expensive:
+/// each argon2 verification takes about 19 MiB and tens of milliseconds of a core. At most
+/// `permits` run at once (on the blocking pool, whose other threads stay free for file
+/// I/O); a few more wait briefly for a turn; the rest are refused at once.
+pub struct PasswordChecks {
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+    waiting: std::sync::atomic::AtomicUsize,
+    max_waiting: usize,
+    max_wait: Duration,
+    /// Working memory of finished checks, reused by the next: at most one per permit.
+    memory: std::sync::Arc<Mutex<Vec<Vec<argon2::Block>>>>,
+}
+
+impl PasswordChecks {
+    /// `permits` = 0 means one per available core.
+    pub fn new(permits: usize) -> PasswordChecks {
+        let permits = if permits == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            permits
+        };
+        PasswordChecks {
+            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(permits)),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+            max_waiting: permits * 4,
+            max_wait: Duration::from_secs(5),
+            memory: Default::default(),
+        }
+    }
+
+    /// Verifies `password` against `hash`, or answers `Busy` when too many checks are
+    /// running and waiting.
+    pub async fn verify(&self, password: String, hash: String) -> Result<bool, Busy> {
+        use std::sync::atomic::Ordering;
+        // The permit moves into the blocking task: a client that hangs up mid-check does
+        // not free its place while the hash still runs.
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_waiting {
+                    self.waiting.fetch_sub(1, Ordering::SeqCst);
+                    return Err(Busy);
+                }
+                let acquired =
+                    tokio::time::timeout(self.max_wait, self.permits.clone().acquire_owned()).await;
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+                match acquired {
+                    Ok(Ok(permit)) => permit,
+                    _ => return Err(Busy),
+                }
+            }
+        };
+        let memory = self.memory.clone();
+        let verified = tokio::task::spawn_blocking(move || {
+            let mut blocks = memory.lock().expect("poisoned").pop().unwrap_or_default();
+            let ok = verify_password_in(&password, &hash, &mut blocks);
+            memory.lock().expect("poisoned").push(blocks);
+            drop(permit);
+            ok
+        })
+        .await;
+        // A panicked verification is a failed one.
+        Ok(verified.unwrap_or(false))
     }
 }
 
@@ -329,36 +568,148 @@ mod tests {
         );
     }
 
+    fn throttle(limit: u32, address_limit: u32) -> Throttle {
+        Throttle::new(
+            limit,
+            address_limit,
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+        )
+    }
+
     #[test]
-    fn repeated_failures_are_slowed_down_until_success() {
-        let ip: std::net::IpAddr = [10, 0, 0, 1].into();
-        let alice = (ip, "alice".to_string());
-        let t = Throttle::new(
-            3,
-            std::time::Duration::from_secs(60),
-            std::time::Duration::from_millis(100),
-        );
+    fn repeated_failures_are_refused_until_success() {
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        let t = throttle(3, 100);
         for _ in 0..3 {
-            assert_eq!(t.delay_for(&alice), None);
-            t.record_failure(alice.clone());
+            t.begin(ip, "alice").expect("admitted");
         }
-        assert_eq!(
-            t.delay_for(&alice),
-            Some(std::time::Duration::from_millis(100))
+        let wait = t.begin(ip, "alice").expect_err("refused");
+        assert!(wait > Duration::from_millis(50) && wait <= Duration::from_millis(100));
+        // Another address and another user are not affected.
+        t.begin([10, 0, 0, 2].into(), "alice")
+            .expect("other address");
+        let bob = t.begin(ip, "bob").expect("other user");
+        // Bob's success does not clear alice's count.
+        t.succeeded(bob);
+        assert!(t.begin(ip, "alice").is_err());
+    }
+
+    #[test]
+    fn delay_doubles_per_failure_after_the_limit() {
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        let t = Throttle::new(1, 100, Duration::from_secs(60), Duration::from_millis(1));
+        t.begin(ip, "alice").unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        t.begin(ip, "alice").unwrap();
+        let wait = t.begin(ip, "alice").expect_err("refused");
+        assert!(wait > Duration::from_millis(1) && wait <= Duration::from_millis(2));
+    }
+
+    #[test]
+    fn success_clears_the_users_count() {
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        let t = throttle(3, 100);
+        for _ in 0..2 {
+            t.begin(ip, "alice").unwrap();
+        }
+        let ok = t.begin(ip, "alice").unwrap();
+        t.succeeded(ok);
+        for _ in 0..3 {
+            t.begin(ip, "alice").expect("count was cleared");
+        }
+    }
+
+    #[test]
+    fn fresh_user_names_from_one_address_are_refused_past_the_address_limit() {
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        let t = throttle(3, 20);
+        for i in 0..20 {
+            t.begin(ip, &format!("nouser{i}"))
+                .expect("under the address limit");
+        }
+        assert!(t.begin(ip, "nouser20").is_err());
+        assert!(t.begin([10, 0, 0, 2].into(), "nouser20").is_ok());
+    }
+
+    #[test]
+    fn concurrent_attempts_are_counted_before_they_finish() {
+        // Nothing is reported back between these: they are all still in flight.
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        let t = throttle(5, 100);
+        let admitted = (0..50).filter(|_| t.begin(ip, "alice").is_ok()).count();
+        assert_eq!(admitted, 5);
+    }
+
+    #[test]
+    fn ipv6_clients_count_by_their_64_prefix() {
+        let t = throttle(2, 100);
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2::ffff".parse().unwrap();
+        t.begin(a, "alice").unwrap();
+        t.begin(b, "alice").unwrap();
+        assert!(t.begin(a, "alice").is_err());
+        assert!(t.begin("2001:db8:1:3::1".parse().unwrap(), "alice").is_ok());
+    }
+
+    #[test]
+    fn throttle_entries_are_fixed_size_and_capped() {
+        let t = Throttle::with_capacity(
+            10,
+            1_000_000,
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            1000,
         );
-        t.record_failure(alice.clone());
-        assert_eq!(
-            t.delay_for(&alice),
-            Some(std::time::Duration::from_millis(200))
+        let long_name = "x".repeat(200_000);
+        for i in 0..5000u32 {
+            let ip: IpAddr = [10, (i >> 16) as u8, (i >> 8) as u8, i as u8].into();
+            t.begin(ip, &format!("{long_name}{i}")).unwrap();
+        }
+        assert!(t.len() <= 1000, "{} entries", t.len());
+    }
+
+    #[test]
+    fn expired_entries_are_pruned() {
+        let t = Throttle::new(3, 100, Duration::from_millis(1), Duration::from_millis(100));
+        t.begin([10, 0, 0, 1].into(), "alice").unwrap();
+        assert_eq!(t.len(), 2);
+        std::thread::sleep(Duration::from_millis(5));
+        t.prune();
+        assert!(t.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn password_checks_beyond_the_cap_are_refused() {
+        let checks = std::sync::Arc::new(PasswordChecks::new(1));
+        let hash = dummy_password_hash().to_string();
+        let tasks: Vec<_> = (0..40)
+            .map(|_| {
+                let checks = checks.clone();
+                let hash = hash.clone();
+                tokio::spawn(async move { checks.verify("wrong".into(), hash).await })
+            })
+            .collect();
+        let mut busy = 0;
+        let mut checked = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(ok) => {
+                    assert!(!ok);
+                    checked += 1;
+                }
+                Err(Busy) => busy += 1,
+            }
+        }
+        assert!(busy > 0, "some checks must be refused");
+        assert!(checked >= 1, "some checks must run");
+        assert!(
+            checks
+                .verify("not a password".into(), hash)
+                .await
+                .expect("free again"),
+            "the right password verifies"
         );
-        assert_eq!(t.delay_for(&([10, 0, 0, 2].into(), "alice".into())), None);
-        // Another user's success from the same address does not clear alice's count.
-        let bob = (ip, "bob".to_string());
-        assert_eq!(t.delay_for(&bob), None);
-        t.record_success(&bob);
-        assert!(t.delay_for(&alice).is_some());
-        t.record_success(&alice);
-        assert_eq!(t.delay_for(&alice), None);
     }
 
     #[test]

@@ -105,6 +105,9 @@ pub struct LimitsConfig {
     pub max_pkginfo_bytes: u64,
     /// Largest decompressed data member (guards against gzip bombs).
     pub max_data_bytes: u64,
+    /// Uploads received and checked at once; one more is answered 503 with
+    /// `Retry-After`.
+    pub max_concurrent_uploads: usize,
 }
 
 impl Default for LimitsConfig {
@@ -114,6 +117,7 @@ impl Default for LimitsConfig {
             max_control_bytes: 16 << 20,
             max_pkginfo_bytes: 1 << 20,
             max_data_bytes: 64 << 30,
+            max_concurrent_uploads: 64,
         }
     }
 }
@@ -169,6 +173,12 @@ pub struct AuthConfig {
     /// Delay of the first slowed-down attempt; doubles per further failure, up to 30 s.
     /// 0 disables slowing down.
     pub failure_delay_ms: u64,
+    /// Authentication failures from one address, whatever the user name, before it is
+    /// slowed down like a single user name.
+    pub max_failures_per_address: u32,
+    /// Password verifications (argon2, about 19 MiB each) running at once; 0 means one
+    /// per core. A few more wait briefly; the rest get 503 with `Retry-After`.
+    pub max_concurrent_password_checks: usize,
 }
 
 impl Default for AuthConfig {
@@ -178,6 +188,8 @@ impl Default for AuthConfig {
             max_failures: 10,
             failure_window_secs: 300,
             failure_delay_ms: 1000,
+            max_failures_per_address: 100,
+            max_concurrent_password_checks: 0,
         }
     }
 }
@@ -208,6 +220,9 @@ impl Config {
         }
         if self.limits.max_upload_bytes == 0 {
             anyhow::bail!("limits.max_upload_bytes must be positive");
+        }
+        if self.limits.max_concurrent_uploads == 0 {
+            anyhow::bail!("limits.max_concurrent_uploads must be positive");
         }
         if !self.database.url.is_empty() && !self.database.url.starts_with("sqlite:") {
             anyhow::bail!("database.url: only sqlite: URLs are supported");

@@ -29,6 +29,12 @@ pub enum AppError {
     RangeNotSatisfiable(u64),
     #[error("{0}")]
     Unavailable(String),
+    /// One client asks too often; it may retry after `retry_after` seconds.
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after: u64 },
+    /// The server has no capacity for this now; retry after `retry_after` seconds.
+    #[error("{message}")]
+    Overloaded { message: String, retry_after: u64 },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -47,6 +53,8 @@ impl AppError {
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -108,6 +116,12 @@ impl IntoResponse for AppError {
                 if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
                     response.headers_mut().insert(header::CONTENT_RANGE, value);
                 }
+            }
+            AppError::TooManyRequests { retry_after, .. }
+            | AppError::Overloaded { retry_after, .. } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
             }
             _ => {}
         }

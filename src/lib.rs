@@ -42,6 +42,12 @@ pub struct AppState {
     /// while deciding whether a blob is still referenced.
     pub blob_lock: Arc<tokio::sync::RwLock<()>>,
     pub throttle: Arc<auth::Throttle>,
+    pub password_checks: Arc<auth::PasswordChecks>,
+    /// Uploads being received, parsed and validated (`limits.max_concurrent_uploads`);
+    /// one more is refused with 503.
+    pub uploads: Arc<tokio::sync::Semaphore>,
+    /// Package parses running at once: one per core, as parsing is CPU-bound.
+    pub parses: Arc<tokio::sync::Semaphore>,
 }
 
 /// Seconds since the Unix epoch.
@@ -84,8 +90,18 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
         blob_lock: Arc::new(tokio::sync::RwLock::new(())),
         throttle: Arc::new(auth::Throttle::new(
             config.auth.max_failures,
+            config.auth.max_failures_per_address,
             Duration::from_secs(config.auth.failure_window_secs),
             Duration::from_millis(config.auth.failure_delay_ms),
+        )),
+        password_checks: Arc::new(auth::PasswordChecks::new(
+            config.auth.max_concurrent_password_checks,
+        )),
+        uploads: Arc::new(tokio::sync::Semaphore::new(
+            config.limits.max_concurrent_uploads,
+        )),
+        parses: Arc::new(tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, |n| n.get()),
         )),
         config,
     })
@@ -138,6 +154,7 @@ pub async fn serve(
         }
     });
     fsck::spawn_orphan_collector(state.clone());
+    spawn_throttle_pruner(state.throttle.clone());
     let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
@@ -194,6 +211,25 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// Forgets expired authentication failures on a timer, so the throttle's memory follows
+/// recent attempts only.
+fn spawn_throttle_pruner(throttle: Arc<auth::Throttle>) {
+    let weak = Arc::downgrade(&throttle);
+    let period = throttle.prune_interval();
+    drop(throttle);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match weak.upgrade() {
+                Some(throttle) => throttle.prune(),
+                None => break,
+            }
+        }
+    });
 }
 
 /// Resolves on SIGTERM or ctrl-c.

@@ -80,43 +80,44 @@ async fn stalled_upload_bodies_time_out_and_leave_nothing() {
 }
 
 #[tokio::test]
-async fn repeated_authentication_failures_are_slowed_down() {
+async fn repeated_authentication_failures_are_refused_for_a_while() {
     let server = TestServer::start_with(|c| {
         c.auth.max_failures = 3;
         c.auth.failure_delay_ms = 1500;
     })
     .await;
     let wrong = Some(("admin", "apkreg_wrong-wrong-wrong-wrong-wrong"));
+    let right = Some(("admin", ADMIN_TOKEN));
     for _ in 0..3 {
-        let started = Instant::now();
         assert_eq!(server.get("/admin/key", wrong).await.status(), 401);
-        assert!(started.elapsed() < Duration::from_millis(1000));
     }
+    // Refused at once, without checking, with the time to wait.
     let started = Instant::now();
-    assert_eq!(server.get("/admin/key", wrong).await.status(), 401);
-    assert!(
-        started.elapsed() >= Duration::from_millis(1500),
-        "slowed down"
-    );
-    // Anonymous requests are not slowed down; a success resets the count.
-    let started = Instant::now();
+    let refused = server.get("/admin/key", wrong).await;
+    assert_eq!(refused.status(), 429);
+    assert!(started.elapsed() < Duration::from_millis(1000));
+    assert_eq!(refused.headers()["retry-after"], "2");
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert!(body["message"].as_str().unwrap().contains("retry in 2 s"));
+    // Tokens share one count per address: the right one waits too.
+    assert_eq!(server.get("/admin/key", right).await.status(), 429);
+    // Anonymous requests are not affected.
     assert_eq!(server.get("/healthz", None).await.status(), 200);
-    assert!(started.elapsed() < Duration::from_millis(1000));
-    assert_eq!(
-        server
-            .get("/admin/key", Some(("admin", ADMIN_TOKEN)))
-            .await
-            .status(),
-        200
-    );
-    let started = Instant::now();
-    assert_eq!(
-        server
-            .get("/admin/key", Some(("admin", ADMIN_TOKEN)))
-            .await
-            .status(),
-        200
-    );
-    assert!(started.elapsed() < Duration::from_millis(1000));
+    assert_eq!(server.get("/admin/key", None).await.status(), 200);
+    // Once the delay has passed, a success resets the count.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = server.get("/admin/key", right).await.status();
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 429);
+        assert!(Instant::now() < deadline, "still refused after the delay");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(started.elapsed() >= Duration::from_millis(1400));
+    for _ in 0..3 {
+        assert_eq!(server.get("/admin/key", wrong).await.status(), 401);
+    }
     server.stop().await;
 }

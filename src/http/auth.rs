@@ -26,28 +26,48 @@ impl FromRequestParts<AppState> for Identity {
         let Some(value) = parts.headers.get(AUTHORIZATION) else {
             return Ok(Identity::Anonymous);
         };
+        // Malformed credentials and impossible user names are refused before anything
+        // is looked up, hashed or remembered.
         let credentials = Credentials::parse(value)?;
-        let key = parts
+        let address = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|info| (info.0.ip(), credentials.throttle_name().to_string()));
-        if let Some(delay) = key.as_ref().and_then(|key| state.throttle.delay_for(key)) {
-            tokio::time::sleep(delay).await;
-        }
+            .map(|info| info.0.ip());
+        let attempt = match address {
+            Some(ip) => Some(
+                state
+                    .throttle
+                    .begin(ip, credentials.throttle_name())
+                    .map_err(too_many_failures)?,
+            ),
+            None => None,
+        };
         let result = match credentials {
             Credentials::Token(secret) => token_identity(state, &secret).await,
             Credentials::Password { user, password } => {
-                password_identity(state, &user, &password).await
+                password_identity(state, &user, password).await
             }
         };
-        if let Some(key) = key {
+        if let Some(attempt) = attempt {
             match &result {
-                Ok(_) => state.throttle.record_success(&key),
-                Err(AppError::Unauthorized(_)) => state.throttle.record_failure(key),
-                Err(_) => {}
+                Ok(_) => state.throttle.succeeded(attempt),
+                // A failure was counted when the attempt began.
+                Err(AppError::Unauthorized(_)) => {}
+                Err(_) => state.throttle.undecided(attempt),
             }
         }
         result
+    }
+}
+
+fn too_many_failures(wait: std::time::Duration) -> AppError {
+    let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    AppError::TooManyRequests {
+        message: format!(
+            "too many failed authentication attempts from this address: retry in \
+             {retry_after} s with the right credentials"
+        ),
+        retry_after,
     }
 }
 
@@ -72,6 +92,11 @@ impl Credentials {
                 // The token alone identifies its user; the user name is not checked, so
                 // `token:<secret>` works in URLs too.
                 return Ok(Credentials::Token(secret.to_string()));
+            }
+            // A name no user can have (user names are owner names: at most 64
+            // characters) is refused at once: no throttle entry, no hashing.
+            if OwnerName::parse(user).is_err() {
+                return Err(bad_credentials());
             }
             Ok(Credentials::Password {
                 user: user.to_string(),
@@ -118,16 +143,22 @@ async fn token_identity(state: &AppState, secret: &str) -> AppResult<Identity> {
     Ok(Identity::User(Principal::from_token(user, &record)))
 }
 
-async fn password_identity(state: &AppState, name: &str, password: &str) -> AppResult<Identity> {
+async fn password_identity(state: &AppState, name: &str, password: String) -> AppResult<Identity> {
     let user: Option<User> = state.store.user_by_name(name).await?;
     let hash = user
         .as_ref()
         .and_then(|u| u.password_hash.clone())
         .unwrap_or_else(|| auth::dummy_password_hash().to_string());
-    let password = password.to_string();
-    let ok = tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash))
+    let ok = state
+        .password_checks
+        .verify(password, hash)
         .await
-        .map_err(|e| AppError::Internal(e.into()))?;
+        .map_err(|auth::Busy| AppError::Overloaded {
+            message: "too many password checks in progress: retry shortly, or use a token \
+                      (tokens are not slowed down by this)"
+                .into(),
+            retry_after: 1,
+        })?;
     match user {
         Some(user) if ok && user.password_hash.is_some() => Ok(Identity::User(Principal {
             user,

@@ -119,15 +119,40 @@ pub async fn upload(
         return Err(too_large(limit));
     }
 
+    // Receiving and checking an upload costs a temporary file, buffers and a parse: the
+    // number of uploads at that stage is capped, and the parses in them run at most one
+    // per core. The slot is released before the publish, whose waits are cheap and
+    // coalesce best when many run together.
+    let upload_slot =
+        state
+            .uploads
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| AppError::Overloaded {
+                message: format!(
+                    "too many uploads in progress (limits.max_concurrent_uploads = {}): retry \
+                 shortly",
+                    state.config.limits.max_concurrent_uploads
+                ),
+                retry_after: 1,
+            })?;
     let received = receive(&state, body).await?;
     let limits = state.config.apk_limits();
     let file_path = received.file.to_path_buf();
+    let parse_slot = state
+        .parses
+        .clone()
+        .acquire_owned()
+        .await
+        .context("parse slots closed")?;
     let parsed = tokio::task::spawn_blocking(move || {
+        let _parse_slot = parse_slot;
         let file = std::fs::File::open(&file_path).context("opening upload")?;
         Ok::<_, AppError>(parse_package(std::io::BufReader::new(file), &limits)?)
     })
     .await
     .context("package parser task")??;
+    drop(upload_slot);
     let info = &parsed.info;
     let filename = format!("{}-{}.apk", info.pkgname, info.pkgver);
     let repo_ref = RepoRef {

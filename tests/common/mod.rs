@@ -1,6 +1,8 @@
 //! A registry on 127.0.0.1:0 with its own temporary data directory, plus helpers.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 

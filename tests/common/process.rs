@@ -1,0 +1,91 @@
+//! The real server binary as a child process: started on a free port with its own data
+//! directory and environment, its log kept in a file, its memory read from /proc.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use super::{free_port, wait_listening, BIN};
+
+pub struct ChildServer {
+    pub child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub log: PathBuf,
+}
+
+impl ChildServer {
+    /// Starts `serve` with the bootstrap token `token`, 1024-bit keys (the format is the
+    /// same at 4096) and `env` on top, and waits until it accepts connections.
+    pub fn start(token: &str, env: &[(&str, &str)]) -> ChildServer {
+        Self::start_with(Command::new(BIN), token, env)
+    }
+
+    /// Like `start`, with `command` (e.g. a `prlimit` wrapper whose last argument is the
+    /// binary) in place of the bare binary.
+    pub fn start_with(mut command: Command, token: &str, env: &[(&str, &str)]) -> ChildServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let log = dir.path().join("server.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        command
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env("ALPINE_REGISTRY_BOOTSTRAP_TOKEN", token)
+            .env("ALPINE_REGISTRY__SIGNING__KEY_BITS", "1024")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log_file);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command.spawn().expect("spawn server");
+        wait_listening(port);
+        ChildServer {
+            child,
+            port,
+            dir,
+            log,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// A value in kB from /proc/<pid>/status (`VmHWM`, `VmRSS`), in bytes.
+    pub fn status_bytes(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("server process status");
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .unwrap_or_else(|| panic!("{field} in /proc/<pid>/status"));
+        let kib: u64 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .expect("value in kB");
+        kib * 1024
+    }
+
+    /// Peak resident set size so far.
+    pub fn peak_rss(&self) -> u64 {
+        self.status_bytes("VmHWM:")
+    }
+
+    pub fn rss(&self) -> u64 {
+        self.status_bytes("VmRSS:")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
