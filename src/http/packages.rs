@@ -170,6 +170,8 @@ pub async fn upload(
         size: received.size as i64,
         stanza: render_stanza(info, &parsed.checksum, received.size),
     };
+    // Nothing of the parse is needed past this point; waiting publishes hold only the row.
+    drop(parsed);
 
     // Blob first, then the row: a row never points at a missing blob. The read guard
     // keeps a concurrent delete from collecting the blob before the row exists.
