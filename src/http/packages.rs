@@ -3,7 +3,7 @@
 use anyhow::Context;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use axum::Json;
 use futures_util::StreamExt;
@@ -242,6 +242,7 @@ pub async fn download(
     State(state): State<AppState>,
     identity: Identity,
     Path(path): Path<FilePath>,
+    method: Method,
     headers: HeaderMap,
 ) -> AppResult<Response> {
     let (owner, r) = resolve(&state, &identity, &path, Role::Read).await?;
@@ -260,7 +261,7 @@ pub async fn download(
         .header(header::LAST_MODIFIED, entity.last_modified_http())
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::CACHE_CONTROL, cache_control(owner.is_private));
-    let (status, start, len) = match entity.plan(&headers) {
+    let (status, start, len) = match entity.plan(&method, &headers) {
         Plan::NotModified => {
             return builder
                 .status(StatusCode::NOT_MODIFIED)
