@@ -15,7 +15,11 @@ const MAX_RANGES: usize = 16;
 pub struct Entity {
     /// Quoted strong entity tag.
     pub etag: String,
+    /// Unix seconds.
     pub last_modified: i64,
+    /// The newest Last-Modified of an earlier representation at the same URL when it is
+    /// not before `last_modified`: a date up to it may belong to an older copy.
+    pub earlier_modified: Option<i64>,
     pub size: u64,
 }
 
@@ -39,9 +43,13 @@ impl Entity {
             .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == self.etag)
     }
 
-    /// Whether a copy dated `since` (Unix seconds) is the current representation.
+    /// Whether a copy dated `since` (Unix seconds) must be the current representation.
+    /// Dates have one-second resolution: when an earlier representation had a date up to
+    /// `earlier_modified`, a copy carrying such a date may be that one, so only a later
+    /// date proves the copy current (RFC 9110 8.8.2.2: a date is a strong validator only if
+    /// the representation did not change twice within its second).
     fn unchanged_since(&self, since: i64) -> bool {
-        since >= self.last_modified
+        since >= self.last_modified && self.earlier_modified.is_none_or(|earlier| since > earlier)
     }
 
     /// `If-Range` compares strongly (RFC 9110 13.1.5): an entity tag must be ours and not
@@ -50,7 +58,8 @@ impl Entity {
         if validator.starts_with('"') || validator.starts_with("W/") {
             return validator == self.etag;
         }
-        http_date(validator).is_some_and(|date| date == self.last_modified)
+        http_date(validator)
+            .is_some_and(|date| date == self.last_modified && self.unchanged_since(date))
     }
 
     /// Decides the response to a GET or HEAD with these request headers.
@@ -208,6 +217,7 @@ mod tests {
         Entity {
             etag: "\"abc\"".into(),
             last_modified: 1_700_000_000,
+            earlier_modified: None,
             size: 100,
         }
     }
@@ -422,5 +432,60 @@ mod tests {
             ]),
             Plan::Partial { start: 0, len: 2 }
         );
+    }
+
+    /// Replaced within its second: the previous representation has the same date.
+    fn replaced_within_its_second() -> Entity {
+        Entity {
+            earlier_modified: Some(1_700_000_000),
+            ..entity()
+        }
+    }
+
+    #[test]
+    fn date_of_a_representation_replaced_within_its_second_is_not_trusted() {
+        let e = replaced_within_its_second();
+        let plan = |pairs: &[(header::HeaderName, &str)]| e.plan(&Method::GET, &headers(pairs));
+        let lm = e.last_modified_http();
+        assert_eq!(plan(&[(header::IF_MODIFIED_SINCE, &lm)]), Plan::Full);
+        assert_eq!(
+            plan(&[(header::IF_MODIFIED_SINCE, &date(1_700_000_001))]),
+            Plan::NotModified,
+            "a later date cannot belong to the older copy"
+        );
+        assert_eq!(
+            plan(&[
+                (header::IF_NONE_MATCH, "\"abc\""),
+                (header::IF_MODIFIED_SINCE, &lm)
+            ]),
+            Plan::NotModified,
+            "the entity tag stays exact"
+        );
+        assert_eq!(
+            plan(&[(header::RANGE, "bytes=0-1"), (header::IF_RANGE, &lm)]),
+            Plan::Full
+        );
+        assert_eq!(
+            plan(&[(header::RANGE, "bytes=0-1"), (header::IF_RANGE, "\"abc\"")]),
+            Plan::Partial { start: 0, len: 2 }
+        );
+    }
+
+    #[test]
+    fn date_stays_ambiguous_after_a_clock_step_back() {
+        // The earlier representation was dated later than this one.
+        let e = Entity {
+            earlier_modified: Some(1_700_000_005),
+            ..entity()
+        };
+        let plan = |since: u64| {
+            e.plan(
+                &Method::GET,
+                &headers(&[(header::IF_MODIFIED_SINCE, &date(since))]),
+            )
+        };
+        assert_eq!(plan(1_700_000_000), Plan::Full);
+        assert_eq!(plan(1_700_000_005), Plan::Full);
+        assert_eq!(plan(1_700_000_006), Plan::NotModified);
     }
 }

@@ -67,6 +67,7 @@ pub async fn get(
     let entity = Entity {
         etag: format!("\"{}\"", index.sha256),
         last_modified: index.built_at,
+        earlier_modified: index.earlier_modified_at,
         size: index.content.len() as u64,
     };
     let plan = entity.plan(&method, &headers);

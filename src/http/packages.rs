@@ -254,6 +254,7 @@ pub async fn download(
     let entity = Entity {
         etag: format!("\"{}\"", package.sha256),
         last_modified: package.created_at,
+        earlier_modified: package.earlier_modified_at,
         size: package.size as u64,
     };
     let builder = Response::builder()
