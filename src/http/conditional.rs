@@ -1,15 +1,25 @@
-//! Conditional and range requests: ETag / Last-Modified validation and single byte
-//! ranges, shared by index and package downloads.
+//! Conditional and range requests (RFC 9110 sections 13 and 14), shared by index and
+//! package downloads: given the validators of what is served and the request's method and
+//! headers, which answer to send.
 
+use std::cmp::Ordering;
 use std::time::{Duration, UNIX_EPOCH};
 
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderName, Method};
+
+/// Elements of a `Range` header examined at most; a longer header is ignored, which RFC
+/// 9110 14.2 allows for headers that look like a broken client or a denial of service.
+const MAX_RANGES: usize = 16;
 
 /// What is being served, as far as validators go.
 pub struct Entity {
     /// Quoted strong entity tag.
     pub etag: String,
+    /// Unix seconds.
     pub last_modified: i64,
+    /// The newest Last-Modified of an earlier representation at the same URL when it is
+    /// not before `last_modified`: a date up to it may belong to an older copy.
+    pub earlier_modified: Option<i64>,
     pub size: u64,
 }
 
@@ -33,58 +43,169 @@ impl Entity {
             .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == self.etag)
     }
 
-    fn modified_since(&self, since: &str) -> bool {
-        match httpdate::parse_http_date(since) {
-            Ok(since) => {
-                let secs = u64::try_from(self.last_modified).unwrap_or(0);
-                UNIX_EPOCH + Duration::from_secs(secs) > since
-            }
-            Err(_) => true,
+    /// Whether a copy dated `since` (Unix seconds) must be the current representation.
+    /// Dates have one-second resolution: when an earlier representation had a date up to
+    /// `earlier_modified`, a copy carrying such a date may be that one, so only a later
+    /// date proves the copy current (RFC 9110 8.8.2.2: a date is a strong validator only if
+    /// the representation did not change twice within its second).
+    fn unchanged_since(&self, since: i64) -> bool {
+        since >= self.last_modified && self.earlier_modified.is_none_or(|earlier| since > earlier)
+    }
+
+    /// `If-Range` compares strongly (RFC 9110 13.1.5): an entity tag must be ours and not
+    /// weak, a date must be exactly our Last-Modified.
+    fn if_range_matches(&self, validator: &str) -> bool {
+        if validator.starts_with('"') || validator.starts_with("W/") {
+            return validator == self.etag;
         }
+        http_date(validator)
+            .is_some_and(|date| date == self.last_modified && self.unchanged_since(date))
     }
 
     /// Decides the response to a GET or HEAD with these request headers.
-    pub fn plan(&self, headers: &HeaderMap) -> Plan {
-        let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
-        if let Some(list) = text(header::IF_NONE_MATCH) {
-            if self.etag_matches(list) {
+    pub fn plan(&self, method: &Method, headers: &HeaderMap) -> Plan {
+        // RFC 9110 13.2.2: If-None-Match, when present, decides alone; If-Modified-Since
+        // only counts without it.
+        let mut tags = headers.get_all(header::IF_NONE_MATCH).iter().peekable();
+        if tags.peek().is_some() {
+            if tags.any(|list| list.to_str().is_ok_and(|list| self.etag_matches(list))) {
                 return Plan::NotModified;
             }
-        } else if let Some(since) = text(header::IF_MODIFIED_SINCE) {
-            if !self.modified_since(since) {
+        } else if let Some(since) = single(headers, header::IF_MODIFIED_SINCE).and_then(http_date) {
+            if self.unchanged_since(since) {
                 return Plan::NotModified;
             }
         }
-        let Some(range) = text(header::RANGE) else {
+        // GET is the only method with range semantics (RFC 9110 14.2).
+        if method != Method::GET {
             return Plan::Full;
-        };
-        if let Some(if_range) = text(header::IF_RANGE) {
-            let fresh = if if_range.starts_with('"') || if_range.starts_with("W/") {
-                if_range == self.etag
-            } else {
-                !self.modified_since(if_range)
-            };
-            if !fresh {
-                return Plan::Full;
-            }
         }
-        // A syntactically invalid Range is ignored (RFC 9110 14.2); several ranges are
-        // answered with the whole entity, which the RFC allows.
-        let Ok(parsed) = http_range_header::parse_range_header(range) else {
+        let Some(range) = single(headers, header::RANGE) else {
             return Plan::Full;
         };
-        match parsed.validate(self.size) {
-            Ok(ranges) if ranges.len() == 1 => {
-                let (start, end) = (*ranges[0].start(), *ranges[0].end());
-                Plan::Partial {
-                    start,
-                    len: end - start + 1,
-                }
-            }
-            Ok(_) => Plan::Full,
-            Err(_) => Plan::Unsatisfiable,
+        if headers.contains_key(header::IF_RANGE)
+            && !single(headers, header::IF_RANGE).is_some_and(|v| self.if_range_matches(v))
+        {
+            return Plan::Full;
+        }
+        // An invalid Range is ignored (RFC 9110 14.2). Of several ranges only the first
+        // satisfiable one is sent, as a single part: no multipart/byteranges.
+        let Some(ranges) = parse_ranges(range) else {
+            return Plan::Full;
+        };
+        match ranges.iter().find_map(|r| r.within(self.size)) {
+            Some((start, len)) => Plan::Partial { start, len },
+            None => Plan::Unsatisfiable,
         }
     }
+}
+
+/// The value of a header sent exactly once; `None` when absent, repeated or not text.
+fn single(headers: &HeaderMap, name: HeaderName) -> Option<&str> {
+    let mut values = headers.get_all(name).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    value.to_str().ok()
+}
+
+/// An HTTP-date as Unix seconds; `None` when invalid (the header is then ignored).
+fn http_date(text: &str) -> Option<i64> {
+    let time = httpdate::parse_http_date(text).ok()?;
+    i64::try_from(time.duration_since(UNIX_EPOCH).ok()?.as_secs()).ok()
+}
+
+/// One `bytes` range-spec (RFC 9110 14.1.2). Positions larger than u64 saturate: they
+/// are well-formed and simply beyond any file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ByteRange {
+    /// `first-last` or `first-`.
+    From { first: u64, last: Option<u64> },
+    /// `-length`: the final `length` bytes.
+    Suffix(u64),
+}
+
+impl ByteRange {
+    /// Start and length of the satisfiable part in an entity of `size` bytes: a last
+    /// position past the end, or a suffix longer than the entity, is clipped to it.
+    fn within(self, size: u64) -> Option<(u64, u64)> {
+        match self {
+            ByteRange::From { first, last } => {
+                if first >= size {
+                    return None;
+                }
+                let last = last.map_or(size - 1, |last| last.min(size - 1));
+                Some((first, last - first + 1))
+            }
+            ByteRange::Suffix(length) => {
+                let len = length.min(size);
+                (len > 0).then_some((size - len, len))
+            }
+        }
+    }
+}
+
+/// Parses a `Range` value. `None` when it must be ignored: another unit, invalid syntax
+/// (including a last position before the first), no range at all, or more than
+/// `MAX_RANGES` elements.
+fn parse_ranges(value: &str) -> Option<Vec<ByteRange>> {
+    let (unit, set) = value.split_once('=')?;
+    if !unit.eq_ignore_ascii_case("bytes") {
+        return None;
+    }
+    let mut ranges = Vec::new();
+    for (i, element) in set.split(',').enumerate() {
+        if i == MAX_RANGES {
+            return None;
+        }
+        let element = element.trim_matches([' ', '\t']);
+        // Lists may hold empty elements (RFC 9110 5.6.1).
+        if !element.is_empty() {
+            ranges.push(parse_range(element)?);
+        }
+    }
+    (!ranges.is_empty()).then_some(ranges)
+}
+
+fn parse_range(spec: &str) -> Option<ByteRange> {
+    let (first, last) = spec.split_once('-')?;
+    if first.is_empty() {
+        return Some(ByteRange::Suffix(position(last)?));
+    }
+    let first_pos = position(first)?;
+    if last.is_empty() {
+        return Some(ByteRange::From {
+            first: first_pos,
+            last: None,
+        });
+    }
+    let last_pos = position(last)?;
+    // Compared as written, so two saturated positions still compare exactly.
+    if compare_decimal(last, first) == Ordering::Less {
+        return None;
+    }
+    Some(ByteRange::From {
+        first: first_pos,
+        last: Some(last_pos),
+    })
+}
+
+/// `1*DIGIT` as a number, saturating at `u64::MAX`.
+fn position(digits: &str) -> Option<u64> {
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(digits.bytes().fold(0u64, |n, digit| {
+        n.saturating_mul(10).saturating_add(u64::from(digit - b'0'))
+    }))
+}
+
+/// Orders two strings of decimal digits by value, whatever their length.
+fn compare_decimal(a: &str, b: &str) -> Ordering {
+    let a = a.trim_start_matches('0');
+    let b = b.trim_start_matches('0');
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
 #[cfg(test)]
@@ -96,6 +217,7 @@ mod tests {
         Entity {
             etag: "\"abc\"".into(),
             last_modified: 1_700_000_000,
+            earlier_modified: None,
             size: 100,
         }
     }
@@ -103,62 +225,267 @@ mod tests {
     fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.insert(k.clone(), HeaderValue::from_str(v).unwrap());
+            h.append(k.clone(), HeaderValue::from_str(v).unwrap());
         }
         h
     }
 
+    fn get(pairs: &[(header::HeaderName, &str)]) -> Plan {
+        entity().plan(&Method::GET, &headers(pairs))
+    }
+
+    fn range(spec: &str) -> Plan {
+        get(&[(header::RANGE, spec)])
+    }
+
+    fn date(secs: u64) -> String {
+        httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs))
+    }
+
     #[test]
     fn etag_and_date_validators() {
-        let e = entity();
         assert_eq!(
-            e.plan(&headers(&[(header::IF_NONE_MATCH, "\"abc\"")])),
+            get(&[(header::IF_NONE_MATCH, "\"abc\"")]),
             Plan::NotModified
         );
         assert_eq!(
-            e.plan(&headers(&[(header::IF_NONE_MATCH, "\"x\", W/\"abc\"")])),
+            get(&[(header::IF_NONE_MATCH, "\"x\", W/\"abc\"")]),
             Plan::NotModified
         );
         assert_eq!(
-            e.plan(&headers(&[(header::IF_NONE_MATCH, "\"x\"")])),
+            get(&[
+                (header::IF_NONE_MATCH, "\"x\""),
+                (header::IF_NONE_MATCH, "\"abc\"")
+            ]),
+            Plan::NotModified,
+            "every If-None-Match line counts"
+        );
+        assert_eq!(get(&[(header::IF_NONE_MATCH, "\"x\"")]), Plan::Full);
+        let lm = entity().last_modified_http();
+        assert_eq!(get(&[(header::IF_MODIFIED_SINCE, &lm)]), Plan::NotModified);
+        assert_eq!(
+            get(&[(header::IF_MODIFIED_SINCE, "Mon, 01 Jan 2001 00:00:00 GMT")]),
             Plan::Full
         );
-        let lm = e.last_modified_http();
         assert_eq!(
-            e.plan(&headers(&[(header::IF_MODIFIED_SINCE, &lm)])),
-            Plan::NotModified
+            get(&[(header::IF_MODIFIED_SINCE, "yesterday")]),
+            Plan::Full,
+            "an invalid date is ignored"
+        );
+    }
+
+    #[test]
+    fn if_none_match_takes_precedence_over_if_modified_since() {
+        let lm = entity().last_modified_http();
+        assert_eq!(
+            get(&[
+                (header::IF_NONE_MATCH, "\"x\""),
+                (header::IF_MODIFIED_SINCE, &lm)
+            ]),
+            Plan::Full
         );
         assert_eq!(
-            e.plan(&headers(&[(
-                header::IF_MODIFIED_SINCE,
-                "Mon, 01 Jan 2001 00:00:00 GMT"
-            )])),
-            Plan::Full
+            get(&[
+                (header::IF_NONE_MATCH, "\"abc\""),
+                (header::IF_MODIFIED_SINCE, "Mon, 01 Jan 2001 00:00:00 GMT")
+            ]),
+            Plan::NotModified
         );
     }
 
     #[test]
     fn ranges() {
-        let e = entity();
+        assert_eq!(range("bytes=10-19"), Plan::Partial { start: 10, len: 10 });
+        assert_eq!(range("Bytes=10-"), Plan::Partial { start: 10, len: 90 });
+        assert_eq!(range("bytes=-10"), Plan::Partial { start: 90, len: 10 });
+        assert_eq!(range("bytes=99-"), Plan::Partial { start: 99, len: 1 });
+        assert_eq!(range("bytes=200-"), Plan::Unsatisfiable);
+        assert_eq!(range("bytes=100-"), Plan::Unsatisfiable);
+        assert_eq!(range("pages=1"), Plan::Full);
         assert_eq!(
-            e.plan(&headers(&[(header::RANGE, "bytes=10-19")])),
-            Plan::Partial { start: 10, len: 10 }
-        );
-        assert_eq!(
-            e.plan(&headers(&[(header::RANGE, "bytes=-10")])),
-            Plan::Partial { start: 90, len: 10 }
-        );
-        assert_eq!(
-            e.plan(&headers(&[(header::RANGE, "bytes=200-")])),
-            Plan::Unsatisfiable
-        );
-        assert_eq!(e.plan(&headers(&[(header::RANGE, "pages=1")])), Plan::Full);
-        assert_eq!(
-            e.plan(&headers(&[
-                (header::RANGE, "bytes=0-1"),
-                (header::IF_RANGE, "\"old\"")
-            ])),
+            get(&[(header::RANGE, "bytes=0-1"), (header::IF_RANGE, "\"old\"")]),
             Plan::Full
         );
+        assert_eq!(
+            get(&[
+                (header::RANGE, "bytes=0-1"),
+                (header::IF_RANGE, "W/\"abc\"")
+            ]),
+            Plan::Full,
+            "If-Range compares strongly"
+        );
+        assert_eq!(
+            get(&[(header::RANGE, "bytes=0-1"), (header::IF_RANGE, "\"abc\"")]),
+            Plan::Partial { start: 0, len: 2 }
+        );
+    }
+
+    #[test]
+    fn suffix_longer_than_the_entity_selects_all_of_it() {
+        assert_eq!(range("bytes=-99999"), Plan::Partial { start: 0, len: 100 });
+        assert_eq!(
+            range("bytes=-99999999999999999999999"),
+            Plan::Partial { start: 0, len: 100 }
+        );
+    }
+
+    #[test]
+    fn last_before_first_makes_the_header_invalid_and_ignored() {
+        assert_eq!(range("bytes=5-3"), Plan::Full);
+        assert_eq!(range("bytes=0-1,5-3"), Plan::Full);
+        assert_eq!(
+            range("bytes=99999999999999999999999-99999999999999999999998"),
+            Plan::Full
+        );
+    }
+
+    #[test]
+    fn malformed_range_headers_are_ignored() {
+        for spec in [
+            "bytes=",
+            "bytes=,",
+            "bytes=-",
+            "bytes=a-b",
+            "bytes=1-2-3",
+            "bytes=+1-2",
+            "bytes = 0-1",
+            "bytes=0 -1",
+            "bytes=0-1;2-3",
+            "bytes",
+        ] {
+            assert_eq!(range(spec), Plan::Full, "{spec}");
+        }
+        assert_eq!(
+            get(&[(header::RANGE, "bytes=0-1"), (header::RANGE, "bytes=2-3")]),
+            Plan::Full,
+            "two Range lines"
+        );
+    }
+
+    #[test]
+    fn several_ranges_are_served_by_the_first_satisfiable_one() {
+        assert_eq!(range("bytes=0-1,0-1"), Plan::Partial { start: 0, len: 2 });
+        assert_eq!(range("bytes=200-, 4-7"), Plan::Partial { start: 4, len: 4 });
+        assert_eq!(range("bytes=, ,4-7,"), Plan::Partial { start: 4, len: 4 });
+        assert_eq!(range("bytes=200-,-0"), Plan::Unsatisfiable);
+    }
+
+    #[test]
+    fn last_position_beyond_u64_is_clipped() {
+        assert_eq!(
+            range("bytes=0-99999999999999999999999"),
+            Plan::Partial { start: 0, len: 100 }
+        );
+        assert_eq!(range("bytes=0-00099"), Plan::Partial { start: 0, len: 100 });
+    }
+
+    #[test]
+    fn first_position_beyond_u64_or_zero_suffix_is_unsatisfiable() {
+        assert_eq!(range("bytes=99999999999999999999999-"), Plan::Unsatisfiable);
+        assert_eq!(range("bytes=-0"), Plan::Unsatisfiable);
+    }
+
+    #[test]
+    fn nothing_of_an_empty_entity_is_satisfiable() {
+        let empty = Entity {
+            size: 0,
+            ..entity()
+        };
+        for spec in ["bytes=0-", "bytes=-1", "bytes=0-0"] {
+            assert_eq!(
+                empty.plan(&Method::GET, &headers(&[(header::RANGE, spec)])),
+                Plan::Unsatisfiable,
+                "{spec}"
+            );
+        }
+    }
+
+    #[test]
+    fn too_many_ranges_are_ignored() {
+        let many = |n| format!("bytes={}", vec!["0-1"; n].join(","));
+        assert_eq!(range(&many(MAX_RANGES)), Plan::Partial { start: 0, len: 2 });
+        assert_eq!(range(&many(MAX_RANGES + 1)), Plan::Full);
+        assert_eq!(range(&many(300)), Plan::Full);
+    }
+
+    #[test]
+    fn head_ignores_range() {
+        assert_eq!(
+            entity().plan(&Method::HEAD, &headers(&[(header::RANGE, "bytes=0-1")])),
+            Plan::Full
+        );
+    }
+
+    #[test]
+    fn if_range_date_must_equal_last_modified() {
+        assert_eq!(
+            get(&[
+                (header::RANGE, "bytes=0-1"),
+                (header::IF_RANGE, &date(1_700_000_001))
+            ]),
+            Plan::Full
+        );
+        assert_eq!(
+            get(&[
+                (header::RANGE, "bytes=0-1"),
+                (header::IF_RANGE, &date(1_700_000_000))
+            ]),
+            Plan::Partial { start: 0, len: 2 }
+        );
+    }
+
+    /// Replaced within its second: the previous representation has the same date.
+    fn replaced_within_its_second() -> Entity {
+        Entity {
+            earlier_modified: Some(1_700_000_000),
+            ..entity()
+        }
+    }
+
+    #[test]
+    fn date_of_a_representation_replaced_within_its_second_is_not_trusted() {
+        let e = replaced_within_its_second();
+        let plan = |pairs: &[(header::HeaderName, &str)]| e.plan(&Method::GET, &headers(pairs));
+        let lm = e.last_modified_http();
+        assert_eq!(plan(&[(header::IF_MODIFIED_SINCE, &lm)]), Plan::Full);
+        assert_eq!(
+            plan(&[(header::IF_MODIFIED_SINCE, &date(1_700_000_001))]),
+            Plan::NotModified,
+            "a later date cannot belong to the older copy"
+        );
+        assert_eq!(
+            plan(&[
+                (header::IF_NONE_MATCH, "\"abc\""),
+                (header::IF_MODIFIED_SINCE, &lm)
+            ]),
+            Plan::NotModified,
+            "the entity tag stays exact"
+        );
+        assert_eq!(
+            plan(&[(header::RANGE, "bytes=0-1"), (header::IF_RANGE, &lm)]),
+            Plan::Full
+        );
+        assert_eq!(
+            plan(&[(header::RANGE, "bytes=0-1"), (header::IF_RANGE, "\"abc\"")]),
+            Plan::Partial { start: 0, len: 2 }
+        );
+    }
+
+    #[test]
+    fn date_stays_ambiguous_after_a_clock_step_back() {
+        // The earlier representation was dated later than this one.
+        let e = Entity {
+            earlier_modified: Some(1_700_000_005),
+            ..entity()
+        };
+        let plan = |since: u64| {
+            e.plan(
+                &Method::GET,
+                &headers(&[(header::IF_MODIFIED_SINCE, &date(since))]),
+            )
+        };
+        assert_eq!(plan(1_700_000_000), Plan::Full);
+        assert_eq!(plan(1_700_000_005), Plan::Full);
+        assert_eq!(plan(1_700_000_006), Plan::NotModified);
     }
 }

@@ -2,7 +2,7 @@
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 
 use super::conditional::{Entity, Plan};
@@ -17,6 +17,7 @@ pub async fn get(
     State(state): State<AppState>,
     identity: Identity,
     Path(path): Path<FilePath>,
+    method: Method,
     headers: HeaderMap,
 ) -> AppResult<Response> {
     let owner_name = OwnerName::parse(&path.owner)?;
@@ -66,9 +67,10 @@ pub async fn get(
     let entity = Entity {
         etag: format!("\"{}\"", index.sha256),
         last_modified: index.built_at,
+        earlier_modified: index.earlier_modified_at,
         size: index.content.len() as u64,
     };
-    let plan = entity.plan(&headers);
+    let plan = entity.plan(&method, &headers);
     let builder = Response::builder()
         .header(header::ETAG, &entity.etag)
         .header(header::LAST_MODIFIED, entity.last_modified_http())

@@ -10,7 +10,7 @@ mod packages;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
@@ -39,12 +39,13 @@ async fn get_file(
     state: State<AppState>,
     identity: Identity,
     path: Path<FilePath>,
+    method: Method,
     headers: HeaderMap,
 ) -> AppResult<Response> {
     if path.file == "APKINDEX.tar.gz" {
-        indexes::get(state, identity, path, headers).await
+        indexes::get(state, identity, path, method, headers).await
     } else {
-        packages::download(state, identity, path, headers).await
+        packages::download(state, identity, path, method, headers).await
     }
 }
 

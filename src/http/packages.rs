@@ -3,7 +3,7 @@
 use anyhow::Context;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use axum::Json;
 use futures_util::StreamExt;
@@ -269,6 +269,7 @@ pub async fn download(
     State(state): State<AppState>,
     identity: Identity,
     Path(path): Path<FilePath>,
+    method: Method,
     headers: HeaderMap,
 ) -> AppResult<Response> {
     let (owner, r) = resolve(&state, &identity, &path, Role::Read).await?;
@@ -280,6 +281,7 @@ pub async fn download(
     let entity = Entity {
         etag: format!("\"{}\"", package.sha256),
         last_modified: package.created_at,
+        earlier_modified: package.earlier_modified_at,
         size: package.size as u64,
     };
     let builder = Response::builder()
@@ -287,7 +289,7 @@ pub async fn download(
         .header(header::LAST_MODIFIED, entity.last_modified_http())
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::CACHE_CONTROL, cache_control(owner.is_private));
-    let (status, start, len) = match entity.plan(&headers) {
+    let (status, start, len) = match entity.plan(&method, &headers) {
         Plan::NotModified => {
             return builder
                 .status(StatusCode::NOT_MODIFIED)

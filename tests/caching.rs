@@ -1,0 +1,449 @@
+//! HTTP caching through real HTTP: `If-Modified-Since` never confirms a copy that may be
+//! older than the current representation (Last-Modified has one-second resolution), the
+//! precedence of `If-None-Match`, and byte ranges as RFC 9110 defines them.
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use alpine_registry::apk::builder::PackageBuilder;
+use common::*;
+
+const REPO: &str = "/admin/v3.21/main";
+const INDEX: &str = "/admin/v3.21/main/x86_64/APKINDEX.tar.gz";
+const ADMIN: Option<(&str, &str)> = Some(("admin", ADMIN_TOKEN));
+/// How often a test tries to make two changes land in one second before giving up.
+const SAME_SECOND_ATTEMPTS: usize = 20;
+
+/// What a test looks at in an answer.
+struct Answer {
+    status: u16,
+    etag: Option<String>,
+    last_modified: Option<String>,
+    content_range: Option<String>,
+    content_length: Option<String>,
+    body: Vec<u8>,
+}
+
+async fn request(
+    server: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let mut request = server.client.request(method, server.url(path));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    Answer {
+        status: response.status().as_u16(),
+        etag: header("etag"),
+        last_modified: header("last-modified"),
+        content_range: header("content-range"),
+        content_length: header("content-length"),
+        body: response.bytes().await.unwrap().to_vec(),
+    }
+}
+
+async fn get(server: &TestServer, path: &str, headers: &[(&str, &str)]) -> Answer {
+    request(server, reqwest::Method::GET, path, headers).await
+}
+
+fn unix_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Polls the clock until a new second starts, so that what follows has most of a second
+/// to land in it (the server runs in this process, on the same clock).
+async fn start_of_next_second() {
+    let now = unix_secs();
+    while unix_secs() == now {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Uploads and answers the download path.
+async fn publish(server: &TestServer, bytes: Vec<u8>) -> String {
+    let response = server.put_admin(REPO, bytes).await;
+    assert_eq!(response.status(), 201);
+    let body: serde_json::Value = response.json().await.unwrap();
+    body["path"].as_str().unwrap().to_string()
+}
+
+/// The same name and version as `package`, with other bytes.
+fn other_bytes(name: &str, version: &str, marker: usize) -> Vec<u8> {
+    PackageBuilder::new(name, version, "x86_64")
+        .file(
+            &format!("usr/share/{name}/README"),
+            format!("{name} {version} rebuilt {marker}\n").as_bytes(),
+        )
+        .build()
+}
+
+#[tokio::test]
+async fn index_replaced_within_its_last_modified_second_is_sent_in_full() {
+    let server = TestServer::start().await;
+    for attempt in 0..SAME_SECOND_ATTEMPTS {
+        start_of_next_second().await;
+        publish(&server, package(&format!("a{attempt}"), "1.0-r0", "x86_64")).await;
+        let first = get(&server, INDEX, &[]).await;
+        publish(&server, package(&format!("b{attempt}"), "1.0-r0", "x86_64")).await;
+        let second = get(&server, INDEX, &[]).await;
+        assert_ne!(first.etag, second.etag, "the index changed");
+        if first.last_modified != second.last_modified {
+            continue;
+        }
+        // What apk, curl -z and wget -N send: the date of their copy, no entity tag.
+        let since = first.last_modified.unwrap();
+        let answer = get(&server, INDEX, &[("If-Modified-Since", &since)]).await;
+        assert_eq!(
+            answer.status, 200,
+            "a copy dated {since} may be the older index"
+        );
+        assert_eq!(answer.etag, second.etag);
+        assert_eq!(answer.body, second.body);
+        // HEAD answers like GET.
+        let head = request(
+            &server,
+            reqwest::Method::HEAD,
+            INDEX,
+            &[("If-Modified-Since", &since)],
+        )
+        .await;
+        assert_eq!(head.status, 200);
+
+        // A change in a later second makes the date exact again.
+        start_of_next_second().await;
+        publish(&server, package(&format!("c{attempt}"), "1.0-r0", "x86_64")).await;
+        let third = get(&server, INDEX, &[]).await;
+        assert_ne!(third.last_modified.as_deref(), Some(since.as_str()));
+        let since = third.last_modified.unwrap();
+        let answer = get(&server, INDEX, &[("If-Modified-Since", &since)]).await;
+        assert_eq!(answer.status, 304);
+        server.stop().await;
+        return;
+    }
+    panic!("no two publishes landed in one second in {SAME_SECOND_ATTEMPTS} attempts");
+}
+
+#[tokio::test]
+async fn index_removed_and_recreated_within_its_second_is_sent_in_full() {
+    let server = TestServer::start().await;
+    for attempt in 0..SAME_SECOND_ATTEMPTS {
+        start_of_next_second().await;
+        let path = publish(&server, package(&format!("a{attempt}"), "1.0-r0", "x86_64")).await;
+        let first = get(&server, INDEX, &[]).await;
+        assert_eq!(server.delete(&path, ADMIN).await.status(), 204);
+        assert_eq!(get(&server, INDEX, &[]).await.status, 404);
+        let path = publish(&server, package(&format!("b{attempt}"), "1.0-r0", "x86_64")).await;
+        let second = get(&server, INDEX, &[]).await;
+        if first.last_modified != second.last_modified {
+            assert_eq!(server.delete(&path, ADMIN).await.status(), 204);
+            continue;
+        }
+        let since = first.last_modified.unwrap();
+        let answer = get(&server, INDEX, &[("If-Modified-Since", &since)]).await;
+        assert_eq!(
+            answer.status, 200,
+            "a copy dated {since} may be the removed index"
+        );
+        assert_eq!(answer.etag, second.etag);
+        server.stop().await;
+        return;
+    }
+    panic!("no remove and publish landed in one second in {SAME_SECOND_ATTEMPTS} attempts");
+}
+
+#[tokio::test]
+async fn package_uploaded_again_with_other_bytes_within_its_second_is_sent_in_full() {
+    let server = TestServer::start().await;
+    for attempt in 0..SAME_SECOND_ATTEMPTS {
+        start_of_next_second().await;
+        let name = format!("p{attempt}");
+        let old_bytes = package(&name, "1.0-r0", "x86_64");
+        let new_bytes = other_bytes(&name, "1.0-r0", attempt);
+        assert_ne!(old_bytes, new_bytes);
+        let path = publish(&server, old_bytes).await;
+        let old = get(&server, &path, &[]).await;
+        assert_eq!(server.delete(&path, ADMIN).await.status(), 204);
+        assert_eq!(publish(&server, new_bytes.clone()).await, path);
+        let new = get(&server, &path, &[]).await;
+        assert_ne!(old.etag, new.etag);
+        if old.last_modified != new.last_modified {
+            continue;
+        }
+        let since = new.last_modified.clone().unwrap();
+        let answer = get(&server, &path, &[("If-Modified-Since", &since)]).await;
+        assert_eq!(
+            answer.status, 200,
+            "a copy dated {since} may be the old bytes"
+        );
+        assert_eq!(answer.etag, new.etag);
+        assert_eq!(answer.body, new_bytes);
+        // Resuming a download by date would splice old and new bytes: send it whole.
+        let resumed = get(
+            &server,
+            &path,
+            &[("If-Range", &since), ("Range", "bytes=10-")],
+        )
+        .await;
+        assert_eq!(resumed.status, 200);
+        assert_eq!(resumed.content_range, None);
+        assert_eq!(resumed.body, new_bytes);
+        // The entity tag is exact, so it still validates.
+        let etag = new.etag.unwrap();
+        let resumed = get(
+            &server,
+            &path,
+            &[("If-Range", &etag), ("Range", "bytes=10-")],
+        )
+        .await;
+        assert_eq!(resumed.status, 206);
+        assert_eq!(resumed.body, &new_bytes[10..]);
+        assert_eq!(
+            get(&server, &path, &[("If-None-Match", &etag)])
+                .await
+                .status,
+            304
+        );
+        server.stop().await;
+        return;
+    }
+    panic!("no delete and upload landed in one second in {SAME_SECOND_ATTEMPTS} attempts");
+}
+
+#[tokio::test]
+async fn if_modified_since_equal_to_last_modified_is_not_modified_when_nothing_older_shared_the_second(
+) {
+    let server = TestServer::start().await;
+    start_of_next_second().await;
+    let path = publish(&server, package("hello", "1.0-r0", "x86_64")).await;
+    for target in [INDEX, path.as_str()] {
+        let fresh = get(&server, target, &[]).await;
+        let since = fresh.last_modified.unwrap();
+        let answer = get(&server, target, &[("If-Modified-Since", &since)]).await;
+        assert_eq!(answer.status, 304, "{target}");
+        assert_eq!(answer.etag, fresh.etag, "{target}");
+        assert!(answer.body.is_empty());
+        let older = get(
+            &server,
+            target,
+            &[("If-Modified-Since", "Mon, 01 Jan 2001 00:00:00 GMT")],
+        )
+        .await;
+        assert_eq!(older.status, 200, "{target}");
+    }
+    // A date If-Range matches the exact Last-Modified of an unambiguous package.
+    let since = get(&server, &path, &[]).await.last_modified.unwrap();
+    let resumed = get(
+        &server,
+        &path,
+        &[("If-Range", &since), ("Range", "bytes=10-19")],
+    )
+    .await;
+    assert_eq!(resumed.status, 206);
+
+    // An index replaced in a later second is as cacheable as the first one.
+    start_of_next_second().await;
+    publish(&server, package("other", "1.0-r0", "x86_64")).await;
+    let since = get(&server, INDEX, &[]).await.last_modified.unwrap();
+    let answer = get(&server, INDEX, &[("If-Modified-Since", &since)]).await;
+    assert_eq!(answer.status, 304);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn rebuilding_an_unchanged_index_keeps_its_last_modified() {
+    let server = TestServer::start().await;
+    publish(&server, package("hello", "1.0-r0", "x86_64")).await;
+    let before = get(&server, INDEX, &[]).await;
+    start_of_next_second().await;
+    // What `reindex` and a crash recovery do: render again from the same rows.
+    let store = &server.state.store;
+    let repo = store
+        .list_repositories(None, None, None)
+        .await
+        .unwrap()
+        .remove(0);
+    let owner = store.owner_by_name("admin").await.unwrap().unwrap();
+    let generation = store.bump_generation(repo.id).await.unwrap();
+    server
+        .state
+        .indexer
+        .wait_built(&owner, &repo, generation)
+        .await
+        .unwrap();
+    let after = get(&server, INDEX, &[]).await;
+    assert_eq!(after.etag, before.etag, "same rows, same bytes");
+    assert_eq!(after.last_modified, before.last_modified);
+    let since = before.last_modified.unwrap();
+    let answer = get(&server, INDEX, &[("If-Modified-Since", &since)]).await;
+    assert_eq!(answer.status, 304);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn if_none_match_takes_precedence_over_if_modified_since() {
+    let server = TestServer::start().await;
+    let path = publish(&server, package("hello", "1.0-r0", "x86_64")).await;
+    for target in [INDEX, path.as_str()] {
+        let fresh = get(&server, target, &[]).await;
+        let etag = fresh.etag.unwrap();
+        let since = fresh.last_modified.unwrap();
+        let answer = get(
+            &server,
+            target,
+            &[
+                ("If-None-Match", "\"other\""),
+                ("If-Modified-Since", &since),
+            ],
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{target}: a different entity tag wins");
+        assert_eq!(answer.body, fresh.body);
+        let answer = get(
+            &server,
+            target,
+            &[
+                ("If-None-Match", &etag),
+                ("If-Modified-Since", "Mon, 01 Jan 2001 00:00:00 GMT"),
+            ],
+        )
+        .await;
+        assert_eq!(answer.status, 304, "{target}: a matching entity tag wins");
+    }
+    server.stop().await;
+}
+
+/// A server with one package; answers its path and bytes.
+async fn one_package() -> (TestServer, String, Vec<u8>) {
+    let server = TestServer::start().await;
+    let bytes = package("hello", "1.0-r0", "x86_64");
+    let path = publish(&server, bytes.clone()).await;
+    (server, path, bytes)
+}
+
+fn assert_partial(answer: &Answer, bytes: &[u8], first: usize, last: usize) {
+    assert_eq!(answer.status, 206);
+    assert_eq!(
+        answer.content_range.as_deref(),
+        Some(format!("bytes {first}-{last}/{}", bytes.len()).as_str())
+    );
+    assert_eq!(
+        answer.content_length.as_deref(),
+        Some((last - first + 1).to_string().as_str())
+    );
+    assert_eq!(answer.body, &bytes[first..=last]);
+}
+
+fn assert_full(answer: &Answer, bytes: &[u8]) {
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.content_range, None);
+    assert_eq!(
+        answer.content_length.as_deref(),
+        Some(bytes.len().to_string().as_str())
+    );
+    assert_eq!(answer.body, bytes);
+}
+
+#[tokio::test]
+async fn suffix_range_longer_than_the_file_serves_the_whole_file() {
+    let (server, path, bytes) = one_package().await;
+    let answer = get(&server, &path, &[("Range", "bytes=-99999")]).await;
+    assert_partial(&answer, &bytes, 0, bytes.len() - 1);
+    let answer = get(&server, &path, &[("Range", "bytes=-10")]).await;
+    assert_partial(&answer, &bytes, bytes.len() - 10, bytes.len() - 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn range_with_last_before_first_is_ignored() {
+    let (server, path, bytes) = one_package().await;
+    let answer = get(&server, &path, &[("Range", "bytes=5-3")]).await;
+    assert_full(&answer, &bytes);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn overlapping_ranges_are_served_by_the_first_satisfiable_one() {
+    let (server, path, bytes) = one_package().await;
+    let answer = get(&server, &path, &[("Range", "bytes=0-1,0-1")]).await;
+    assert_partial(&answer, &bytes, 0, 1);
+    let past = format!("bytes={}-,4-7, 0-1", bytes.len());
+    let answer = get(&server, &path, &[("Range", &past)]).await;
+    assert_partial(&answer, &bytes, 4, 7);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn range_end_beyond_any_integer_is_clipped_to_the_file() {
+    let (server, path, bytes) = one_package().await;
+    let answer = get(
+        &server,
+        &path,
+        &[("Range", "bytes=0-99999999999999999999999")],
+    )
+    .await;
+    assert_partial(&answer, &bytes, 0, bytes.len() - 1);
+    let answer = get(&server, &path, &[("Range", "bytes=3-99999")]).await;
+    assert_partial(&answer, &bytes, 3, bytes.len() - 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn range_entirely_past_the_end_is_unsatisfiable() {
+    let (server, path, bytes) = one_package().await;
+    for range in [
+        format!("bytes={}-", bytes.len()),
+        format!("bytes={}-", bytes.len() + 39),
+        "bytes=99999999999999999999999-".to_string(),
+        "bytes=-0".to_string(),
+    ] {
+        let answer = get(&server, &path, &[("Range", &range)]).await;
+        assert_eq!(answer.status, 416, "{range}");
+        assert_eq!(
+            answer.content_range.as_deref(),
+            Some(format!("bytes */{}", bytes.len()).as_str()),
+            "{range}"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn range_header_with_hundreds_of_ranges_is_ignored() {
+    let (server, path, bytes) = one_package().await;
+    let many = format!("bytes={}", vec!["0-1"; 300].join(","));
+    let answer = get(&server, &path, &[("Range", &many)]).await;
+    assert_full(&answer, &bytes);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn head_ignores_range() {
+    let (server, path, bytes) = one_package().await;
+    let answer = request(
+        &server,
+        reqwest::Method::HEAD,
+        &path,
+        &[("Range", "bytes=0-9")],
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.content_range, None);
+    assert_eq!(
+        answer.content_length.as_deref(),
+        Some(bytes.len().to_string().as_str())
+    );
+    server.stop().await;
+}
