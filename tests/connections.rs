@@ -614,7 +614,7 @@ async fn silent_sockets_beyond_the_descriptor_limit_do_not_stop_service() {
     let silent = open_silent(server.addr(), &[attacker(2)], ATTACK_CONNECTIONS).await;
     assert!(
         silent.len() > NOFILE as usize,
-        "only {} attacker connections were made",
+        "only {} attacker connections were made (is this test's own open-file limit low?)",
         silent.len()
     );
     let slowest = probes.await.unwrap();
@@ -642,7 +642,11 @@ async fn running_out_of_descriptors_neither_spins_nor_wedges() {
     ));
     let sources: Vec<Ipv4Addr> = (2..22).map(attacker).collect();
     let silent = open_silent(server.addr(), &sources, ATTACK_CONNECTIONS).await;
-    assert!(silent.len() > NOFILE as usize);
+    assert!(
+        silent.len() > NOFILE as usize,
+        "only {} attacker connections were made (is this test's own open-file limit low?)",
+        silent.len()
+    );
     let slowest = probes.await.unwrap();
     eprintln!("slowest answer on the kept connection: {slowest:?}");
     assert_all_closed(silent, since).await;
