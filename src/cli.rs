@@ -450,8 +450,7 @@ async fn serve(state: AppState) -> anyhow::Result<()> {
         }
     }
     crate::recover(&state).await?;
-    let listener = tokio::net::TcpListener::bind(state.config.server.listen)
-        .await
+    let listener = crate::http::connections::bind(state.config.server.listen)
         .with_context(|| format!("binding {}", state.config.server.listen))?;
     let local = listener.local_addr()?;
     tracing::info!(address = %local, "listening on http://{local}");

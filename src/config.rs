@@ -38,8 +38,14 @@ pub struct ServerConfig {
     pub request_timeout_secs: u64,
     /// Seconds to let in-flight requests finish after SIGTERM / ctrl-c.
     pub shutdown_grace_secs: u64,
-    /// Seconds a client may take to send a request's headers.
+    /// Seconds a client may take to send a request's headers; also how long a connection
+    /// may stay open with no request in flight (from accept, or since its last answer).
     pub header_read_timeout_secs: u64,
+    /// Open connections at most (HTTP/1 and HTTP/2); 0 derives it from the open-file limit
+    /// at start.
+    pub max_connections: u32,
+    /// Open connections per client address at most (IPv6: per /64).
+    pub max_connections_per_ip: u32,
 }
 
 impl Default for ServerConfig {
@@ -50,6 +56,8 @@ impl Default for ServerConfig {
             request_timeout_secs: 3600,
             shutdown_grace_secs: 30,
             header_read_timeout_secs: 30,
+            max_connections: 0,
+            max_connections_per_ip: 64,
         }
     }
 }
@@ -217,6 +225,9 @@ impl Config {
         self.signature_algorithms()?;
         if self.signing.key_bits < 1024 || self.signing.key_bits > 16384 {
             anyhow::bail!("signing.key_bits must be between 1024 and 16384");
+        }
+        if self.server.max_connections_per_ip == 0 {
+            anyhow::bail!("server.max_connections_per_ip must be at least 1");
         }
         if self.limits.max_upload_bytes == 0 {
             anyhow::bail!("limits.max_upload_bytes must be positive");

@@ -136,17 +136,13 @@ pub async fn recover(state: &AppState) -> anyhow::Result<()> {
 }
 
 /// Serves on `listener` until `shutdown` completes, then lets in-flight requests finish
-/// (up to `server.shutdown_grace_secs`). Clients that do not send their request headers
-/// within `server.header_read_timeout_secs` are disconnected.
+/// (up to `server.shutdown_grace_secs`). Connections are capped and idle ones closed: see
+/// `http::connections`.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::service::TowerToHyperService;
-    use tower::ServiceExt;
-
     let keys = state.keys.clone();
     tokio::spawn(async move {
         if let Err(e) = keys.create_missing().await {
@@ -155,62 +151,8 @@ pub async fn serve(
     });
     fsck::spawn_orphan_collector(state.clone());
     spawn_throttle_pruner(state.throttle.clone());
-    let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(
-            state.config.server.header_read_timeout_secs,
-        ));
-    let app = build_app(state);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (stream, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        // Streamed bodies go out in several writes; without this, Nagle's algorithm and
-        // the client's delayed ACK stall each response by tens of milliseconds.
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY");
-        }
-        let app = app.clone();
-        let service = tower::service_fn(
-            move |mut request: axum::extract::Request<hyper::body::Incoming>| {
-                request
-                    .extensions_mut()
-                    .insert(axum::extract::ConnectInfo(remote));
-                app.clone().oneshot(request.map(axum::body::Body::new))
-            },
-        );
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(grace) => {
-            tracing::warn!("shutdown grace period over; closing remaining connections");
-        }
-    }
-    Ok(())
+    let config = state.config.clone();
+    http::connections::serve(listener, build_app(state), &config, shutdown).await
 }
 
 /// Forgets expired authentication failures on a timer, so the throttle's memory follows

@@ -11,7 +11,7 @@ mod common;
 
 use alpine_registry::apk::builder::PackageBuilder;
 use base64::Engine as _;
-use common::{free_port, wait_listening, BIN};
+use common::{free_port, peak_rss, wait_listening, BIN};
 use rand::{RngCore, SeedableRng};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
@@ -133,21 +133,6 @@ impl Drop for Server {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// The `VmHWM` (peak resident set) of a process, in bytes.
-fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .expect("VmHWM in /proc/<pid>/status");
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .expect("VmHWM value in kB");
-    kib * 1024
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 
 mod auth;
 mod conditional;
+pub mod connections;
 mod health;
 mod indexes;
 mod keys;

@@ -231,3 +231,18 @@ pub fn fixture_path(name: &str) -> PathBuf {
         .join("tests/fixtures")
         .join(name)
 }
+
+/// The `VmHWM` (peak resident set) of a process, in bytes.
+pub fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM in /proc/<pid>/status");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM value in kB");
+    kib * 1024
+}

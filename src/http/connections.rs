@@ -1,0 +1,435 @@
+//! Accepting and running connections, HTTP/1 and HTTP/2 with prior knowledge alike.
+//!
+//! What an anonymous client can hold is bounded here: connections are capped in total and
+//! per client address (the newest over a cap is closed at once); a connection with no
+//! request in flight for `server.header_read_timeout_secs` (from accept, or since its last
+//! answer) is closed; HTTP/2 peers get few streams, small header lists and pings they must
+//! answer. Running out of file descriptors does not stop the accept loop: a reserve
+//! descriptor is released to accept and close the newest connection instead. Log lines
+//! about shed connections come at most once per `LOG_INTERVAL`.
+
+mod idle;
+mod limits;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use futures_util::FutureExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+use crate::config::Config;
+use idle::{Activity, Tracked};
+pub use limits::{client_key, open_file_limit, room_for, Caps};
+use limits::{Refusal, Slot, Table};
+
+/// Concurrent streams per HTTP/2 connection. Below the 100 RFC 9113 recommends: each
+/// stream can hold a blob file and a download chunk, so this is how many HTTP/1
+/// connections one HTTP/2 connection may cost at most.
+const MAX_CONCURRENT_STREAMS: u32 = 32;
+/// Largest HTTP/2 header list (decoded). hyper's current default, set here so that an
+/// upgrade cannot raise it; far more than a package client sends.
+const MAX_HEADER_LIST_BYTES: u32 = 16 << 10;
+/// At most one log line per cause in this interval, however many connections are shed.
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// `EMFILE` and `ENFILE`, the same on Linux and the BSDs.
+const EMFILE: i32 = 24;
+const ENFILE: i32 = 23;
+/// Connections the kernel queues for accepting (it caps this at `net.core.somaxconn`).
+const LISTEN_BACKLOG: u32 = 1024;
+/// Pause after an accept error that is neither a vanished client nor a lack of
+/// descriptors (out of memory and the like), so the loop does not spin on it.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+
+/// A listener on `addr` with a backlog of `LISTEN_BACKLOG` rather than the 128 of std and
+/// tokio: in a burst of connections, those past the backlog are only completed when the
+/// client retransmits, a second or more later.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As tokio's own bind: a restarted server can bind at once.
+    #[cfg(not(windows))]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then lets in-flight requests
+/// finish for up to `server.shutdown_grace_secs`.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    config: &Config,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let timeout = Duration::from_secs(config.server.header_read_timeout_secs);
+    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    let open_file_limit = open_file_limit();
+    let caps = Caps::new(config, open_file_limit);
+    let room = room_for(config, open_file_limit);
+    tracing::info!(
+        max_connections = caps.total,
+        max_connections_per_ip = caps.per_address,
+        open_file_limit,
+        "connection limits"
+    );
+    if caps.total > room {
+        tracing::warn!(
+            max_connections = caps.total,
+            open_file_limit,
+            room,
+            "server.max_connections is more than the open-file limit leaves room for; \
+             when descriptors run out, new connections are closed at once"
+        );
+    }
+    let table = Table::new(caps);
+    let builder = http_builder(timeout);
+    let (stop, stopping) = watch::channel(false);
+    let mut acceptor = Acceptor::new(listener);
+    let mut shed = ShedLog::new(caps);
+    // Reports what was counted but not yet logged at the end of a burst.
+    let mut reports = tokio::time::interval(LOG_INTERVAL);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = acceptor.accept() => accepted,
+            _ = reports.tick() => {
+                shed.report_due();
+                acceptor.report_due();
+                continue;
+            }
+            _ = &mut shutdown => break,
+        };
+        match table.admit(remote.ip()) {
+            Ok(slot) => {
+                let connection = Connection {
+                    stream,
+                    remote,
+                    slot,
+                    timeout,
+                    stopping: stopping.clone(),
+                };
+                tokio::spawn(connection.run(&builder, app.clone()));
+            }
+            // Dropping the stream closes it.
+            Err(refusal) => shed.record(refusal, remote.ip()),
+        }
+    }
+    drop(acceptor);
+    let _ = stop.send(true);
+    tokio::select! {
+        _ = table.all_closed() => {}
+        _ = tokio::time::sleep(grace) => {
+            tracing::warn!(
+                open = table.open(),
+                "shutdown grace period over; closing remaining connections"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn http_builder(timeout: Duration) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(MAX_HEADER_LIST_BYTES)
+        // A peer that does not answer a ping within the timeout is gone, even with a
+        // stream open (an HTTP/2 download can wait for window updates forever).
+        .keep_alive_interval(timeout)
+        .keep_alive_timeout(timeout);
+    builder
+}
+
+/// One admitted connection.
+struct Connection {
+    stream: TcpStream,
+    remote: SocketAddr,
+    slot: Slot,
+    timeout: Duration,
+    stopping: watch::Receiver<bool>,
+}
+
+impl Connection {
+    /// The future serving this connection to its end.
+    fn run(
+        self,
+        builder: &auto::Builder<TokioExecutor>,
+        app: Router,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let Connection {
+            stream,
+            remote,
+            slot,
+            timeout,
+            mut stopping,
+        } = self;
+        // Streamed bodies go out in several writes; without this, Nagle's algorithm and
+        // the client's delayed ACK stall each response by tens of milliseconds.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY");
+        }
+        let activity = Activity::new();
+        let service = {
+            let activity = activity.clone();
+            hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+                let in_flight = activity.start();
+                let mut request = request.map(axum::body::Body::new);
+                request.extensions_mut().insert(ConnectInfo(remote));
+                let response = app.clone().oneshot(request);
+                async move {
+                    let response = response.await?;
+                    Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
+                }
+            })
+        };
+        // Without upgrades: nothing here upgrades, and an upgraded connection would leave
+        // these caps and timeouts behind.
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        async move {
+            let _slot = slot;
+            let mut connection = std::pin::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => Some(ended),
+                _ = activity.idle_for(timeout) => None,
+                _ = stopping.wait_for(|stop| *stop) => None,
+            };
+            let ended = match ended {
+                Some(ended) => ended,
+                None => {
+                    connection.as_mut().graceful_shutdown();
+                    // Requests in flight finish; a connection that stays idle anyway (an
+                    // HTTP/2 peer that never acknowledges the GOAWAY, a half-sent HTTP/1
+                    // head) is dropped after another timeout.
+                    tokio::select! {
+                        ended = connection.as_mut() => ended,
+                        _ = activity.idle_for(timeout) => Ok(()),
+                    }
+                }
+            };
+            if let Err(e) = ended {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        }
+    }
+}
+
+/// The listener, and a reserve descriptor to keep accepting when descriptors run out.
+struct Acceptor {
+    listener: TcpListener,
+    reserve: Option<std::fs::File>,
+    failures: Throttle,
+    last_failure: Option<std::io::Error>,
+}
+
+impl Acceptor {
+    fn new(listener: TcpListener) -> Self {
+        Acceptor {
+            listener,
+            reserve: reserve_descriptor(),
+            failures: Throttle::default(),
+            last_failure: None,
+        }
+    }
+
+    /// The next connection. Errors are handled here: a client that went away before it
+    /// was accepted is skipped; without descriptors, the newest pending connection is
+    /// accepted and closed at once.
+    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
+        loop {
+            let e = match self.listener.accept().await {
+                Ok(accepted) => return accepted,
+                Err(e) => e,
+            };
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::Interrupted
+            ) {
+                tracing::debug!(error = %e, "client gone before accept");
+                continue;
+            }
+            let shed = out_of_descriptors(&e) && self.shed_newest();
+            self.last_failure = Some(e);
+            if let Some(failures) = self.failures.record() {
+                self.report(failures);
+            }
+            if !shed {
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+
+    /// Releases the reserve descriptor to accept the pending connection and close it,
+    /// then takes the reserve again. Without this the listener stays readable and fails
+    /// the same way on every try. Returns whether a connection was taken off the queue.
+    fn shed_newest(&mut self) -> bool {
+        let Some(reserve) = self.reserve.take() else {
+            self.reserve = reserve_descriptor();
+            return false;
+        };
+        drop(reserve);
+        // Only what is already queued: never wait here.
+        let shed = matches!(self.listener.accept().now_or_never(), Some(Ok(_)));
+        self.reserve = reserve_descriptor();
+        shed
+    }
+
+    fn report_due(&mut self) {
+        if let Some(failures) = self.failures.due() {
+            self.report(failures);
+        }
+    }
+
+    fn report(&self, failures: u64) {
+        let Some(e) = &self.last_failure else { return };
+        if out_of_descriptors(e) {
+            tracing::warn!(
+                error = %e,
+                failures,
+                "accept failed: out of file descriptors; new connections are closed at once \
+                 until some are free"
+            );
+        } else {
+            tracing::warn!(error = %e, failures, "accept failed");
+        }
+    }
+}
+
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(EMFILE | ENFILE))
+}
+
+fn reserve_descriptor() -> Option<std::fs::File> {
+    if cfg!(unix) {
+        std::fs::File::open("/dev/null").ok()
+    } else {
+        None
+    }
+}
+
+/// Counts events and says when a log line about them is due: the first at once, then at
+/// most one per `LOG_INTERVAL`, each with the count since the line before.
+#[derive(Default)]
+struct Throttle {
+    last: Option<Instant>,
+    count: u64,
+}
+
+impl Throttle {
+    /// Counts one event; the count to log, if a line is due.
+    fn record(&mut self) -> Option<u64> {
+        self.count += 1;
+        self.due()
+    }
+
+    /// The count to log, if there is one and a line is due.
+    fn due(&mut self) -> Option<u64> {
+        if self.count == 0 || self.last.is_some_and(|last| last.elapsed() < LOG_INTERVAL) {
+            return None;
+        }
+        self.last = Some(Instant::now());
+        Some(std::mem::take(&mut self.count))
+    }
+}
+
+/// Log lines about connections closed over a cap.
+struct ShedLog {
+    caps: Caps,
+    total: Throttle,
+    per_address: Throttle,
+    last_client: Option<std::net::IpAddr>,
+}
+
+impl ShedLog {
+    fn new(caps: Caps) -> Self {
+        ShedLog {
+            caps,
+            total: Throttle::default(),
+            per_address: Throttle::default(),
+            last_client: None,
+        }
+    }
+
+    fn record(&mut self, refusal: Refusal, client: std::net::IpAddr) {
+        match refusal {
+            Refusal::Total => {
+                if let Some(shed) = self.total.record() {
+                    self.report(refusal, shed);
+                }
+            }
+            Refusal::PerAddress => {
+                self.last_client = Some(client_key(client));
+                if let Some(shed) = self.per_address.record() {
+                    self.report(refusal, shed);
+                }
+            }
+        }
+    }
+
+    fn report_due(&mut self) {
+        if let Some(shed) = self.total.due() {
+            self.report(Refusal::Total, shed);
+        }
+        if let Some(shed) = self.per_address.due() {
+            self.report(Refusal::PerAddress, shed);
+        }
+    }
+
+    fn report(&self, refusal: Refusal, shed: u64) {
+        match refusal {
+            Refusal::Total => tracing::warn!(
+                shed,
+                max_connections = self.caps.total,
+                "closed new connections over server.max_connections"
+            ),
+            Refusal::PerAddress => tracing::warn!(
+                shed,
+                max_connections_per_ip = self.caps.per_address,
+                last_client = ?self.last_client,
+                "closed new connections over server.max_connections_per_ip"
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_lines_are_throttled_and_count_what_they_summarise() {
+        let mut throttle = Throttle::default();
+        assert_eq!(throttle.due(), None);
+        assert_eq!(throttle.record(), Some(1));
+        for _ in 0..1000 {
+            assert_eq!(throttle.record(), None);
+        }
+        assert_eq!(throttle.due(), None);
+        throttle.last = Some(Instant::now() - LOG_INTERVAL);
+        assert_eq!(throttle.due(), Some(1000));
+        assert_eq!(throttle.due(), None);
+    }
+}

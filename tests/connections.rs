@@ -1,0 +1,661 @@
+//! Connections from hostile or broken clients: silent and idle connections are closed,
+//! connections are capped in total and per client address, running out of file
+//! descriptors neither stops service nor floods the log, and HTTP/2 with prior knowledge
+//! is served under the same limits.
+//!
+//! Loopback only: attackers connect from other addresses of 127.0.0.0/8 so that the
+//! legitimate client on 127.0.0.1 has an address of its own.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::Instant;
+
+use common::*;
+
+/// Connects to `server` from `source` (any address of 127.0.0.0/8).
+async fn connect_from(source: Ipv4Addr, server: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((source, 0)))?;
+    socket.connect(server).await
+}
+
+fn attacker(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 0, n)
+}
+
+/// Whether the server closes `stream` (end of file or reset) within `within`; whatever
+/// it sends before (HTTP/2 frames) is skipped.
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Sends `GET path` over HTTP/1.1 and reads the answer; returns its status.
+async fn http1_get(stream: &mut TcpStream, path: &str) -> std::io::Result<u16> {
+    let eof = || std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: registry\r\n\r\n").as_bytes())
+        .await?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(eof());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let status: u16 = head[9..12].parse().expect("status code");
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map(|v| v.trim().parse().expect("content-length"))
+            .unwrap_or(0);
+        while buf.len() < end + 4 + length {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(eof());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        return Ok(status);
+    }
+}
+
+/// Just enough HTTP/2 to speak to the server byte by byte, so that the tests control
+/// exactly what a client sends and when it stops.
+mod h2 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    pub const DATA: u8 = 0;
+    pub const HEADERS: u8 = 1;
+    pub const SETTINGS: u8 = 4;
+    pub const PING: u8 = 6;
+    pub const END_STREAM: u8 = 1;
+    pub const ACK: u8 = 1;
+    const END_HEADERS: u8 = 4;
+    pub const SETTINGS_MAX_CONCURRENT_STREAMS: u16 = 3;
+    pub const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 4;
+    pub const SETTINGS_MAX_HEADER_LIST_SIZE: u16 = 6;
+
+    pub struct Frame {
+        pub kind: u8,
+        pub flags: u8,
+        pub stream: u32,
+        pub payload: Vec<u8>,
+    }
+
+    pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(9 + payload.len());
+        out.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+        out.push(kind);
+        out.push(flags);
+        out.extend_from_slice(&stream.to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    pub fn settings(values: &[(u16, u32)]) -> Vec<u8> {
+        let mut payload = Vec::new();
+        for (id, value) in values {
+            payload.extend_from_slice(&id.to_be_bytes());
+            payload.extend_from_slice(&value.to_be_bytes());
+        }
+        frame(SETTINGS, 0, 0, &payload)
+    }
+
+    /// A complete `GET path` request on `stream`. HPACK: `:method GET` and `:scheme
+    /// http` from the static table, `:path` and `:authority` as literals with an indexed
+    /// name, never Huffman-coded.
+    pub fn get(stream: u32, path: &str) -> Vec<u8> {
+        let mut block = vec![0x82, 0x86, 0x04, path.len() as u8];
+        block.extend_from_slice(path.as_bytes());
+        block.extend_from_slice(&[0x01, 8]);
+        block.extend_from_slice(b"registry");
+        frame(HEADERS, END_STREAM | END_HEADERS, stream, &block)
+    }
+
+    /// The next frame, or `None` at end of file.
+    pub async fn read(stream: &mut TcpStream) -> std::io::Result<Option<Frame>> {
+        let mut head = [0u8; 9];
+        match stream.read_exact(&mut head).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        stream.read_exact(&mut payload).await?;
+        Ok(Some(Frame {
+            kind: head[3],
+            flags: head[4],
+            stream: u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff,
+            payload,
+        }))
+    }
+
+    /// Sends the preface with `values` and returns the server's SETTINGS.
+    pub async fn handshake(
+        stream: &mut TcpStream,
+        values: &[(u16, u32)],
+    ) -> std::io::Result<Vec<(u16, u32)>> {
+        let mut hello = PREFACE.to_vec();
+        hello.extend(settings(values));
+        stream.write_all(&hello).await?;
+        loop {
+            let Some(frame) = read(stream).await? else {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            };
+            if frame.kind == SETTINGS && frame.flags & ACK == 0 {
+                return Ok(frame
+                    .payload
+                    .chunks_exact(6)
+                    .map(|c| {
+                        (
+                            u16::from_be_bytes([c[0], c[1]]),
+                            u32::from_be_bytes([c[2], c[3], c[4], c[5]]),
+                        )
+                    })
+                    .collect());
+            }
+        }
+    }
+}
+
+const PACKAGE_PATH: &str = "/admin/v3.21/main/x86_64/hello-1.0-r0.apk";
+
+// ---------------------------------------------------------------------------------------
+// In-process: timeouts, caps and HTTP/2, one behaviour per test.
+
+#[tokio::test]
+async fn connections_that_send_nothing_are_closed_after_the_header_timeout() {
+    let server = TestServer::start_with(|c| c.server.header_read_timeout_secs = 1).await;
+    let mut silent = TcpStream::connect(server.addr).await.unwrap();
+    // The first bytes of the HTTP/2 preface, which the server waits on to choose a protocol.
+    let mut half_preface = TcpStream::connect(server.addr).await.unwrap();
+    half_preface.write_all(&h2::PREFACE[..10]).await.unwrap();
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(5)).await,
+        "a connection that sent nothing is still open"
+    );
+    assert!(
+        closed_within(&mut half_preface, Duration::from_secs(5)).await,
+        "a connection that sent half a preface is still open"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn idle_http1_keep_alive_connections_are_closed() {
+    let server = TestServer::start_with(|c| c.server.header_read_timeout_secs = 1).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    assert_eq!(http1_get(&mut stream, "/healthz").await.unwrap(), 200);
+    assert_eq!(http1_get(&mut stream, "/healthz").await.unwrap(), 200);
+    assert!(
+        closed_within(&mut stream, Duration::from_secs(5)).await,
+        "an idle keep-alive connection is still open"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn idle_http2_connections_are_closed() {
+    let server = TestServer::start_with(|c| c.server.header_read_timeout_secs = 1).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    h2::handshake(&mut stream, &[]).await.unwrap();
+    let mut ack = h2::frame(h2::SETTINGS, h2::ACK, 0, &[]);
+    ack.extend(h2::get(1, "/healthz"));
+    stream.write_all(&ack).await.unwrap();
+    let mut status_ok = false;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let closed_at = loop {
+        let frame = tokio::time::timeout_at(deadline, h2::read(&mut stream))
+            .await
+            .expect("connection still open")
+            .unwrap();
+        let Some(frame) = frame else {
+            break Instant::now();
+        };
+        match frame.kind {
+            // `:status 200` is entry 8 of the static table.
+            h2::HEADERS if frame.stream == 1 => status_ok = frame.payload.first() == Some(&0x88),
+            // A live peer: it answers pings.
+            h2::PING if frame.flags & h2::ACK == 0 => stream
+                .write_all(&h2::frame(h2::PING, h2::ACK, 0, &frame.payload))
+                .await
+                .unwrap(),
+            _ => {}
+        }
+    };
+    assert!(status_ok, "GET /healthz over HTTP/2 answered 200");
+    assert!(closed_at < deadline);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn dead_http2_peers_are_dropped_mid_response() {
+    let server = TestServer::start_with(|c| c.server.header_read_timeout_secs = 1).await;
+    let put = server
+        .put_admin("/admin/v3.21/main", package("hello", "1.0-r0", "x86_64"))
+        .await;
+    assert_eq!(put.status(), 201);
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    // A window of 0: the answer's body can never be sent, so a request stays in flight
+    // while this client, from here on, neither reads frames nor answers pings.
+    h2::handshake(&mut stream, &[(h2::SETTINGS_INITIAL_WINDOW_SIZE, 0)])
+        .await
+        .unwrap();
+    let mut request = h2::frame(h2::SETTINGS, h2::ACK, 0, &[]);
+    request.extend(h2::get(1, PACKAGE_PATH));
+    stream.write_all(&request).await.unwrap();
+    let mut got_headers = false;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let frame = tokio::time::timeout_at(deadline, h2::read(&mut stream))
+            .await
+            .expect("a peer that answers no ping is still connected")
+            .unwrap();
+        let Some(frame) = frame else { break };
+        if frame.kind == h2::HEADERS && frame.stream == 1 {
+            assert_eq!(frame.payload.first(), Some(&0x88), "200");
+            got_headers = true;
+        }
+        assert_ne!(frame.kind, h2::DATA, "no body was allowed");
+    }
+    assert!(
+        got_headers,
+        "the request was in flight when the peer was dropped"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn http2_settings_bound_streams_and_header_lists() {
+    let server = TestServer::start().await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let settings = h2::handshake(&mut stream, &[]).await.unwrap();
+    let value = |id| settings.iter().find(|(k, _)| *k == id).map(|(_, v)| *v);
+    let streams = value(h2::SETTINGS_MAX_CONCURRENT_STREAMS).expect("stream limit sent");
+    assert!(
+        streams <= 100,
+        "{streams} concurrent streams per connection"
+    );
+    let headers = value(h2::SETTINGS_MAX_HEADER_LIST_SIZE).expect("header list limit sent");
+    assert!(headers <= 64 << 10, "header lists up to {headers} bytes");
+    drop(stream);
+    server.stop().await;
+}
+
+/// GETs `path` over a fresh HTTP/2 connection with prior knowledge; returns the status,
+/// the version the answer came in, and the body.
+async fn http2_get(addr: SocketAddr, path: &str) -> (u16, hyper::Version, Vec<u8>) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let request = hyper::Request::get(format!("http://{addr}{path}"))
+        .body(String::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let (status, version) = (response.status().as_u16(), response.version());
+    let mut body = response.into_body();
+    let mut bytes = Vec::new();
+    while let Some(frame) =
+        std::future::poll_fn(|cx| hyper::body::Body::poll_frame(std::pin::Pin::new(&mut body), cx))
+            .await
+    {
+        if let Ok(data) = frame.unwrap().into_data() {
+            bytes.extend_from_slice(&data);
+        }
+    }
+    (status, version, bytes)
+}
+
+#[tokio::test]
+async fn http2_prior_knowledge_requests_are_served() {
+    let server = TestServer::start().await;
+    let body = package("hello", "1.0-r0", "x86_64");
+    assert_eq!(
+        server
+            .put_admin("/admin/v3.21/main", body.clone())
+            .await
+            .status(),
+        201
+    );
+    let (status, version, _) = http2_get(server.addr, "/healthz").await;
+    assert_eq!((status, version), (200, hyper::Version::HTTP_2));
+    let (status, version, download) = http2_get(server.addr, PACKAGE_PATH).await;
+    assert_eq!((status, version), (200, hyper::Version::HTTP_2));
+    assert_eq!(download, body);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn connections_over_the_per_address_cap_are_shed_at_once() {
+    let server = TestServer::start_with(|c| c.server.max_connections_per_ip = 3).await;
+    let addr = server.addr;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(connect_from(attacker(2), addr).await.unwrap());
+    }
+    // HTTP/2 connections count the same.
+    let mut http2 = connect_from(attacker(2), addr).await.unwrap();
+    h2::handshake(&mut http2, &[]).await.unwrap();
+    held.push(http2);
+    let mut over = connect_from(attacker(2), addr).await.unwrap();
+    let started = Instant::now();
+    assert!(
+        closed_within(&mut over, Duration::from_secs(2)).await,
+        "a 4th connection from one address is open"
+    );
+    eprintln!("shed after {:?}", started.elapsed());
+    for stream in &mut held {
+        assert!(
+            !closed_within(stream, Duration::from_millis(200)).await,
+            "connections within the cap stay open"
+        );
+    }
+    let mut other = connect_from(attacker(3), addr).await.unwrap();
+    assert_eq!(http1_get(&mut other, "/healthz").await.unwrap(), 200);
+    // A closed connection frees its place.
+    drop(held.remove(0));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut again = connect_from(attacker(2), addr).await.unwrap();
+        if let Ok(Ok(200)) =
+            tokio::time::timeout(Duration::from_secs(1), http1_get(&mut again, "/healthz")).await
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the freed place was not reused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(held);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn connections_over_the_total_cap_are_shed_at_once() {
+    let server = TestServer::start_with(|c| c.server.max_connections = 4).await;
+    let mut held = Vec::new();
+    for n in 2..6 {
+        held.push(connect_from(attacker(n), server.addr).await.unwrap());
+    }
+    let mut over = connect_from(attacker(6), server.addr).await.unwrap();
+    assert!(
+        closed_within(&mut over, Duration::from_secs(2)).await,
+        "a 5th connection is open"
+    );
+    for stream in &mut held {
+        assert!(!closed_within(stream, Duration::from_millis(200)).await);
+    }
+    assert_eq!(http1_get(&mut held[0], "/healthz").await.unwrap(), 200);
+    drop(held);
+    server.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// The real binary under a lowered open-file limit.
+
+const TOKEN: &str = "apkreg_connections-test-token-0123456789";
+/// The server's open-file limit (soft and hard).
+const NOFILE: u32 = 256;
+/// Silent connections the attacker opens: more than the server could hold descriptors for.
+const ATTACK_CONNECTIONS: usize = 600;
+/// `server.header_read_timeout_secs` in these tests.
+const TIMEOUT_SECS: u64 = 3;
+/// Longest acceptable answer while under attack.
+const PROMPT: Duration = Duration::from_secs(2);
+/// Peak resident size of the server through a test (it idles at about 16 MiB).
+const MAX_HWM_BYTES: u64 = 64 << 20;
+/// Log lines about failed accepts over a whole test: rate-limited, not one per connection
+/// or per retry.
+const MAX_ACCEPT_FAILED_LINES: usize = 3;
+
+struct LimitedServer {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for LimitedServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl LimitedServer {
+    /// Runs `serve` with an open-file limit of `NOFILE` and `env` on top of short timeouts,
+    /// then publishes one package.
+    async fn start(env: &[(&str, &str)]) -> LimitedServer {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let log = dir.path().join("server.log");
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", r#"ulimit -n "$0" && exec "$@""#])
+            .arg(NOFILE.to_string())
+            .arg(BIN)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env("ALPINE_REGISTRY_BOOTSTRAP_TOKEN", TOKEN)
+            .env("ALPINE_REGISTRY__SIGNING__KEY_BITS", "1024")
+            .env(
+                "ALPINE_REGISTRY__SERVER__HEADER_READ_TIMEOUT_SECS",
+                TIMEOUT_SECS.to_string(),
+            )
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let server = LimitedServer {
+            child: command.spawn().unwrap(),
+            port,
+            log,
+            _dir: dir,
+        };
+        wait_listening(port);
+        let put = reqwest::Client::new()
+            .put(server.url("/admin/v3.21/main"))
+            .basic_auth("admin", Some(TOKEN))
+            .body(package("hello", "1.0-r0", "x86_64"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), 201);
+        server
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    fn log_lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Checks the log and peak memory, and prints both.
+    fn check_log_and_memory(&self) {
+        let lines = self.log_lines();
+        let accept_failed = lines
+            .iter()
+            .filter(|l| l.contains("accept failed") || l.contains("Too many open files"))
+            .count();
+        let hwm = peak_rss(self.child.id());
+        eprintln!(
+            "server: {} log lines, {accept_failed} about failed accepts; VmHWM {:.1} MiB",
+            lines.len(),
+            hwm as f64 / f64::from(1 << 20)
+        );
+        assert!(
+            accept_failed <= MAX_ACCEPT_FAILED_LINES,
+            "{accept_failed} lines about failed accepts:\n{}",
+            lines.join("\n")
+        );
+        // Start-up says a few lines; shedding hundreds of connections must not add one each.
+        assert!(lines.len() < 40, "the log spins:\n{}", lines.join("\n"));
+        assert!(
+            hwm < MAX_HWM_BYTES,
+            "server peak RSS {hwm} bytes is over {MAX_HWM_BYTES}"
+        );
+    }
+}
+
+/// Opens `count` connections from `sources` in turn, all at once, and sends nothing on
+/// them. Returns those the kernel completed (the server may have closed them already).
+async fn open_silent(server: SocketAddr, sources: &[Ipv4Addr], count: usize) -> Vec<TcpStream> {
+    let attempts = (0..count).map(|i| {
+        let source = sources[i % sources.len()];
+        tokio::time::timeout(Duration::from_secs(3), connect_from(source, server))
+    });
+    futures_util::future::join_all(attempts)
+        .await
+        .into_iter()
+        .filter_map(|r| r.ok()?.ok())
+        .collect()
+}
+
+/// GETs `path` and reads the whole answer within `PROMPT`.
+async fn get_promptly(client: &reqwest::Client, url: &str) -> Duration {
+    let started = Instant::now();
+    let response = tokio::time::timeout(PROMPT, async {
+        let response = client.get(url).send().await?;
+        let status = response.status();
+        response.bytes().await.map(|_| status)
+    })
+    .await;
+    match response {
+        Ok(Ok(status)) => assert_eq!(status, 200, "GET {url}"),
+        Ok(Err(e)) => panic!("GET {url} failed after {:?}: {e}", started.elapsed()),
+        Err(_) => panic!("GET {url} took more than {PROMPT:?}"),
+    }
+    started.elapsed()
+}
+
+/// Reads every attacker connection until the server closes it; all must be closed within
+/// the header timeout plus a margin.
+async fn assert_all_closed(streams: Vec<TcpStream>, since: Instant) {
+    let within = Duration::from_secs(TIMEOUT_SECS + 5);
+    let closed = futures_util::future::join_all(streams.into_iter().map(|mut s| async move {
+        closed_within(&mut s, within.saturating_sub(since.elapsed())).await
+    }))
+    .await;
+    let open = closed.iter().filter(|c| !**c).count();
+    assert_eq!(
+        open, 0,
+        "{open} silent connections still open {within:?} after they were made"
+    );
+}
+
+/// GETs each of `urls` every 100 ms until `until`; returns the slowest answer.
+async fn keep_probing(client: reqwest::Client, urls: Vec<String>, until: Instant) -> Duration {
+    let mut slowest = Duration::ZERO;
+    while Instant::now() < until {
+        for url in &urls {
+            slowest = slowest.max(get_promptly(&client, url).await);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    slowest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_sockets_beyond_the_descriptor_limit_do_not_stop_service() {
+    let server = LimitedServer::start(&[]).await;
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    get_promptly(&fresh, &server.url("/healthz")).await;
+
+    // One attacker address, default caps: more silent connections than the server has
+    // descriptors. Meanwhile fresh connections from another address keep being answered
+    // promptly, for as long as the attacker's connections are held.
+    let since = Instant::now();
+    let probes = tokio::spawn(keep_probing(
+        fresh.clone(),
+        vec![server.url("/healthz"), server.url(PACKAGE_PATH)],
+        since + Duration::from_secs(TIMEOUT_SECS - 1),
+    ));
+    let silent = open_silent(server.addr(), &[attacker(2)], ATTACK_CONNECTIONS).await;
+    assert!(
+        silent.len() > NOFILE as usize,
+        "only {} attacker connections were made (is this test's own open-file limit low?)",
+        silent.len()
+    );
+    let slowest = probes.await.unwrap();
+    eprintln!("slowest answer under attack: {slowest:?}");
+    assert_all_closed(silent, since).await;
+    get_promptly(&fresh, &server.url(PACKAGE_PATH)).await;
+    server.check_log_and_memory();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_descriptors_neither_spins_nor_wedges() {
+    // A cap set above what the descriptor limit allows, and many attacker addresses: the
+    // server does run out of descriptors.
+    let server =
+        LimitedServer::start(&[("ALPINE_REGISTRY__SERVER__MAX_CONNECTIONS", "100000")]).await;
+    let kept = reqwest::Client::new();
+    get_promptly(&kept, &server.url("/healthz")).await;
+
+    // A client connected before keeps being served throughout.
+    let since = Instant::now();
+    let probes = tokio::spawn(keep_probing(
+        kept,
+        vec![server.url("/healthz")],
+        since + Duration::from_secs(TIMEOUT_SECS - 1),
+    ));
+    let sources: Vec<Ipv4Addr> = (2..22).map(attacker).collect();
+    let silent = open_silent(server.addr(), &sources, ATTACK_CONNECTIONS).await;
+    assert!(
+        silent.len() > NOFILE as usize,
+        "only {} attacker connections were made (is this test's own open-file limit low?)",
+        silent.len()
+    );
+    let slowest = probes.await.unwrap();
+    eprintln!("slowest answer on the kept connection: {slowest:?}");
+    assert_all_closed(silent, since).await;
+    // Once the silent connections are gone, new ones are served again.
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    get_promptly(&fresh, &server.url("/healthz")).await;
+    get_promptly(&fresh, &server.url(PACKAGE_PATH)).await;
+    server.check_log_and_memory();
+}
