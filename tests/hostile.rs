@@ -63,6 +63,27 @@ fn tar_entry(out: &mut Vec<u8>, name: &[u8], typeflag: u8, data: &[u8]) {
     out.resize(out.len().next_multiple_of(512), 0);
 }
 
+/// Appends a hard link (`b'1'`) or symbolic link (`b'2'`) header pointing at `target`.
+fn tar_link(out: &mut Vec<u8>, name: &[u8], typeflag: u8, target: &[u8]) {
+    let at = out.len();
+    tar_entry(out, name, typeflag, b"");
+    let mut h = tar::Header::new_old();
+    h.as_mut_bytes().copy_from_slice(&out[at..at + 512]);
+    h.as_mut_bytes()[157..157 + target.len()].copy_from_slice(target);
+    h.set_cksum();
+    out[at..at + 512].copy_from_slice(h.as_bytes());
+}
+
+/// A data tar: `usr/` and `usr/bin/`, what `add` appends, then the end blocks.
+fn data_tree(add: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut tar = Vec::new();
+    tar_entry(&mut tar, b"usr/", b'5', b"");
+    tar_entry(&mut tar, b"usr/bin/", b'5', b"");
+    add(&mut tar);
+    tar.extend_from_slice(&[0u8; 1024]);
+    with_data_tar(&tar)
+}
+
 /// One PAX record `<len> <key>=<value>\n`, `<len>` counting itself.
 fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
     let body = key.len() + value.len() + 3;
@@ -530,6 +551,40 @@ fn upload_cases() -> Vec<Case> {
             }),
         ),
         bad(
+            "PAX linkpath on a regular file (a hard link to apk)",
+            "\"usr/bin/shadow\" is not a link but has a PAX linkpath record",
+            data_tree(|tar| {
+                tar_entry(
+                    tar,
+                    b"PaxHeaders/x",
+                    b'x',
+                    &pax_record("linkpath", b"/etc/shadow"),
+                );
+                tar_entry(tar, b"usr/bin/shadow", b'0', b"");
+            }),
+        ),
+        bad(
+            "GNU long link name, which apk ignores",
+            "\"usr/bin/sh\" follows a GNU long link name",
+            data_tree(|tar| {
+                tar_entry(tar, b"././@LongLink", b'K', b"busybox\0");
+                tar_link(tar, b"usr/bin/sh", b'2', b"/etc/shadow");
+            }),
+        ),
+        bad(
+            "entry type apk skips, carrying its name to the next entry",
+            "tar entry \"x\" has type 'V'",
+            data_tree(|tar| tar_entry(tar, b"x", b'V', b"")),
+        ),
+        bad(
+            "PAX record apk would skip",
+            "tar PAX record is malformed",
+            data_tree(|tar| {
+                tar_entry(tar, b"PaxHeaders/x", b'x', b"+21 path=usr/x/harml\n");
+                tar_entry(tar, b"usr/bin/x", b'0', b"");
+            }),
+        ),
+        bad(
             "duplicate .PKGINFO",
             "more than one .PKGINFO",
             control_plus(b".PKGINFO", b'0', &minimal_pkginfo()),
@@ -787,6 +842,8 @@ async fn control_tar_with_end_blocks_is_accepted_with_the_right_identity() {
     header.set_size(pkginfo.len() as u64);
     header.set_mode(0o644);
     header.set_mtime(0);
+    // `new_ustar` leaves the type NUL, an entry apk skips.
+    header.set_entry_type(tar::EntryType::Regular);
     tar.append_data(&mut header, ".PKGINFO", pkginfo.as_bytes())
         .unwrap();
     let mut tar = tar.into_inner().unwrap();

@@ -132,6 +132,7 @@ fn tar_entries(bytes: &[u8]) -> ApkResult<Vec<(Entry, Vec<u8>)>> {
                 path: entry.path.clone(),
                 typeflag: entry.typeflag,
                 size: entry.size,
+                link: entry.link.clone(),
             },
             content,
         ));
