@@ -551,6 +551,40 @@ fn upload_cases() -> Vec<Case> {
             }),
         ),
         bad(
+            "data entry written through an earlier symlink",
+            "\"usr/lib/cron.d/evil\" lies below the symbolic link \"usr/lib\"",
+            data_tree(|tar| {
+                tar_link(tar, b"usr/lib", b'2', b"/etc");
+                tar_entry(tar, b"usr/lib/cron.d/evil", b'0', b"* * * * * root x\n");
+            }),
+        ),
+        bad(
+            "hard link to a file outside the package",
+            "\"usr/bin/shadow\" is a hard link to \"/etc/shadow\", which is not an earlier",
+            data_tree(|tar| tar_link(tar, b"usr/bin/shadow", b'1', b"/etc/shadow")),
+        ),
+        bad(
+            "hard link to a later file",
+            "\"usr/bin/sh\" is a hard link to \"usr/bin/busybox\", which is not an earlier",
+            data_tree(|tar| {
+                tar_link(tar, b"usr/bin/sh", b'1', b"usr/bin/busybox");
+                tar_entry(tar, b"usr/bin/busybox", b'0', b"x");
+            }),
+        ),
+        bad(
+            "symlink target with a NUL byte",
+            "\"usr/bin/sh\" has a link target with a NUL byte",
+            data_tree(|tar| {
+                tar_entry(
+                    tar,
+                    b"PaxHeaders/sh",
+                    b'x',
+                    &pax_record("linkpath", b"x\0/etc"),
+                );
+                tar_link(tar, b"usr/bin/sh", b'2', b"x");
+            }),
+        ),
+        bad(
             "PAX linkpath on a regular file (a hard link to apk)",
             "\"usr/bin/shadow\" is not a link but has a PAX linkpath record",
             data_tree(|tar| {
@@ -583,6 +617,29 @@ fn upload_cases() -> Vec<Case> {
                 tar_entry(tar, b"PaxHeaders/x", b'x', b"+21 path=usr/x/harml\n");
                 tar_entry(tar, b"usr/bin/x", b'0', b"");
             }),
+        ),
+        bad(
+            "duplicate data entry",
+            "\"usr//bin/hello\" is a duplicate of an earlier entry",
+            data_tree(|tar| {
+                tar_entry(tar, b"usr/bin/hello", b'0', b"good");
+                tar_entry(tar, b"usr//bin/hello", b'0', b"evil");
+            }),
+        ),
+        bad(
+            "install script in the data member",
+            "\".post-install\" has the name of a control file",
+            data_tree(|tar| tar_entry(tar, b".post-install", b'0', b"#!/bin/sh\nrm -rf /\n")),
+        ),
+        bad(
+            ".PKGINFO in the data member",
+            "\".PKGINFO\" has the name of a control file",
+            data_tree(|tar| tar_entry(tar, b".PKGINFO", b'0', &minimal_pkginfo())),
+        ),
+        bad(
+            "signature in the data member",
+            "\".SIGN.RSA.x.rsa.pub\" has the name of a control file",
+            data_tree(|tar| tar_entry(tar, b".SIGN.RSA.x.rsa.pub", b'0', b"sig")),
         ),
         bad(
             "duplicate .PKGINFO",
@@ -821,6 +878,40 @@ async fn hostile_uploads_are_4xx_naming_the_problem_and_leave_nothing_behind() {
             .unwrap()
             .len(),
         1
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn package_with_links_and_directories_is_accepted_and_indexed() {
+    let server = TestServer::start_with(small_limits).await;
+    // Laid out the way abuild does: directories first, files, a hard link to an earlier
+    // file, relative and absolute symbolic links, one with a target over 100 bytes.
+    let long_target = format!("/usr/share/{}/doc", "d".repeat(120));
+    let package = PackageBuilder::new("linked", "1.0-r0", "x86_64")
+        .field("pkgdesc", &"a long description ".repeat(400))
+        .file("usr/bin/busybox", b"#!/bin/sh\n")
+        .hard_link("usr/bin/sh", "usr/bin/busybox")
+        .symlink("usr/bin/ls", "busybox")
+        .file("usr/lib/libx.so.1.2", b"ELF")
+        .symlink("usr/lib/libx.so.1", "libx.so.1.2")
+        .symlink("usr/lib/long", &long_target)
+        .symlink("sbin", "/usr/bin")
+        .signed_with(&test_key())
+        .build();
+    let response = server.put_admin(REPO, package.clone()).await;
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    let body: serde_json::Value = response.json().await.unwrap();
+    let checksum = body["checksum"].as_str().unwrap().to_string();
+    let text = server
+        .verified_index("admin", "/admin/v3.21/main/x86_64/APKINDEX.tar.gz", None)
+        .await;
+    assert!(
+        text.contains(&format!(
+            "C:{checksum}\nP:linked\nV:1.0-r0\nA:x86_64\nS:{}\n",
+            package.len()
+        )),
+        "{text}"
     );
     server.stop().await;
 }

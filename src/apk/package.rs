@@ -6,6 +6,7 @@
 //! tar reader happens to stop. Sizes are limited while inflating, with errors, never
 //! truncation.
 
+use super::datatree::{self, DataTree};
 use super::pkginfo::PkgInfo;
 use super::stream::{Limited, Tap};
 use super::tarwalk::{self, Entry};
@@ -354,25 +355,14 @@ fn parse_control(entries: Vec<(Entry, Vec<u8>)>, limits: &Limits) -> ApkResult<P
 
 fn read_data_member<R: Read>(tap: &mut Tap<R>, limits: &Limits) -> ApkResult<()> {
     let exceeded = Cell::new(false);
+    let mut tree = DataTree::new(datatree::MAX_ENTRIES);
     let result = {
         let gz = flate2::bufread::GzDecoder::new(&mut *tap);
         let mut data = Limited::new(gz, limits.max_data_bytes, &exceeded);
-        tarwalk::walk(&mut data, MAX_TAR_META, |entry, _| {
-            let p = &entry.path;
-            if p.first() == Some(&b'/')
-                || p.contains(&0)
-                || p.split(|&b| b == b'/').any(|c| c == b"..")
-            {
-                return Err(malformed(format!(
-                    "data member entry {:?} leaves the package root",
-                    entry.display_path()
-                )));
-            }
-            Ok(())
-        })
-        // End blocks and record padding up to the gzip trailer: zeros only, or apk
-        // would read on into entries that were never checked.
-        .and_then(|_| tarwalk::expect_only_zeros(&mut data))
+        tarwalk::walk(&mut data, MAX_TAR_META, |entry, _| tree.add(entry))
+            // End blocks and record padding up to the gzip trailer: zeros only, or apk
+            // would read on into entries that were never checked.
+            .and_then(|_| tarwalk::expect_only_zeros(&mut data))
     };
     result.map_err(|e| {
         classify(
@@ -481,7 +471,7 @@ mod tests {
         }
     }
 
-    use crate::apk::builder::{pax_record, push_entry, PackageBuilder};
+    use crate::apk::builder::{pax_record, push_entry, push_link, PackageBuilder};
     use crate::apk::index::gzip;
     use crate::apk::sign::{verify, SignatureAlgorithm, SigningKey};
     use std::sync::OnceLock;
@@ -933,6 +923,263 @@ mod tests {
         tar.extend_from_slice(&[0u8; 1024]);
         let m = malformed_message(parse(&with_data_tar(&tar)));
         assert!(m.contains("empty name"), "{m}");
+    }
+
+    /// `tar` followed by the two end-of-archive blocks.
+    fn ended(mut tar: Vec<u8>) -> Vec<u8> {
+        tar.extend_from_slice(&[0u8; 1024]);
+        tar
+    }
+
+    fn dir(tar: &mut Vec<u8>, name: &str) {
+        push_entry(tar, name.as_bytes(), b'5', 0o755, &[]);
+    }
+
+    fn reg(tar: &mut Vec<u8>, name: &str) {
+        push_entry(tar, name.as_bytes(), b'0', 0o644, b"contents\n");
+    }
+
+    fn pax(tar: &mut Vec<u8>, key: &str, value: &[u8]) {
+        push_entry(tar, b"PaxHeaders/x", b'x', 0o644, &pax_record(key, value));
+    }
+
+    #[test]
+    fn data_entry_through_an_earlier_symlink_is_rejected() {
+        for target in [&b"/etc"[..], b"../../etc", b"lib64", b"."] {
+            let mut tar = Vec::new();
+            dir(&mut tar, "usr/");
+            push_link(&mut tar, b"usr/lib", b'2', target);
+            reg(&mut tar, "usr/lib/cron.d/evil");
+            let m = malformed_message(parse(&with_data_tar(&ended(tar))));
+            assert!(
+                m.contains("\"usr/lib/cron.d/evil\"") && m.contains("symbolic link \"usr/lib\""),
+                "{m}"
+            );
+        }
+    }
+
+    #[test]
+    fn data_entry_through_a_symlink_spelt_differently_is_rejected() {
+        for (link, through) in [
+            ("usr/lib/", "usr/lib/evil"),
+            ("usr/lib", "usr//lib/evil"),
+            ("usr/lib", "usr/./lib/evil"),
+            ("usr/lib", "usr/lib/cron.d/"),
+        ] {
+            let mut tar = Vec::new();
+            dir(&mut tar, "usr/");
+            push_link(&mut tar, link.as_bytes(), b'2', b"/etc");
+            if through.ends_with('/') {
+                dir(&mut tar, through);
+            } else {
+                reg(&mut tar, through);
+            }
+            let m = malformed_message(parse(&with_data_tar(&ended(tar))));
+            assert!(m.contains(&format!("{through:?}")), "{link} {through}: {m}");
+        }
+    }
+
+    #[test]
+    fn hard_link_to_anything_but_an_earlier_regular_file_is_rejected() {
+        for target in [
+            "usr/bin/missing",
+            "usr/bin/later",
+            "usr/bin",
+            "usr/bin/sym",
+            "usr/bin/hard",
+            "/usr/bin/real",
+            "usr/../usr/bin/real",
+            "../real",
+            "",
+        ] {
+            let mut tar = Vec::new();
+            dir(&mut tar, "usr/");
+            dir(&mut tar, "usr/bin/");
+            reg(&mut tar, "usr/bin/real");
+            push_link(&mut tar, b"usr/bin/sym", b'2', b"real");
+            push_link(&mut tar, b"usr/bin/hard", b'1', b"usr/bin/real");
+            push_link(&mut tar, b"usr/bin/link", b'1', target.as_bytes());
+            reg(&mut tar, "usr/bin/later");
+            let m = malformed_message(parse(&with_data_tar(&ended(tar))));
+            assert!(
+                m.contains("\"usr/bin/link\"") && m.contains("hard link"),
+                "{target}: {m}"
+            );
+        }
+    }
+
+    #[test]
+    fn hard_link_target_is_read_from_pax_linkpath_like_apk_does() {
+        // The header names a real file, the PAX record (which apk uses) does not.
+        let mut tar = Vec::new();
+        dir(&mut tar, "usr/");
+        reg(&mut tar, "usr/real");
+        pax(&mut tar, "linkpath", b"usr/missing");
+        push_link(&mut tar, b"usr/link", b'1', b"usr/real");
+        let m = malformed_message(parse(&with_data_tar(&ended(tar))));
+        assert!(
+            m.contains("\"usr/link\"") && m.contains("usr/missing"),
+            "{m}"
+        );
+        // And the other way round: apk links to the PAX target, which exists.
+        let mut tar = Vec::new();
+        dir(&mut tar, "usr/");
+        reg(&mut tar, "usr/real");
+        pax(&mut tar, "linkpath", b"usr/real");
+        push_link(&mut tar, b"usr/link", b'1', b"usr/missing");
+        parse(&with_data_tar(&ended(tar))).expect("PAX linkpath names an earlier file");
+    }
+
+    #[test]
+    fn link_target_with_a_nul_byte_is_rejected() {
+        for typeflag in [b'1', b'2'] {
+            let mut tar = Vec::new();
+            dir(&mut tar, "usr/");
+            reg(&mut tar, "usr/real");
+            pax(&mut tar, "linkpath", b"usr/real\0/../../etc/shadow");
+            push_link(&mut tar, b"usr/link", typeflag, b"usr/real");
+            let m = malformed_message(parse(&with_data_tar(&ended(tar))));
+            assert!(m.contains("\"usr/link\"") && m.contains("NUL"), "{m}");
+        }
+    }
+
+    #[test]
+    fn pax_linkpath_on_a_regular_file_is_rejected() {
+        // apk makes a regular file with a link target a hard link.
+        let mut tar = Vec::new();
+        dir(&mut tar, "usr/");
+        pax(&mut tar, "linkpath", b"/etc/shadow");
+        reg(&mut tar, "usr/shadow");
+        let m = malformed_message(parse(&with_data_tar(&ended(tar))));
+        assert!(
+            m.contains("\"usr/shadow\"") && m.contains("linkpath"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn gnu_long_link_name_is_rejected() {
+        // apk ignores `K` headers and links to the header's (cut) link name instead.
+        let mut tar = Vec::new();
+        dir(&mut tar, "usr/");
+        push_entry(
+            &mut tar,
+            b"././@LongLink",
+            b'K',
+            0o644,
+            b"usr/share/a/very/long/target\0",
+        );
+        push_link(&mut tar, b"usr/link", b'2', b"/etc/shadow");
+        let m = malformed_message(parse(&with_data_tar(&ended(tar))));
+        assert!(m.contains("\"usr/link\"") && m.contains("'K'"), "{m}");
+    }
+
+    #[test]
+    fn duplicate_data_entries_are_rejected() {
+        for (first, second) in [
+            ("usr/bin/x", "usr/bin/x"),
+            ("usr/bin/", "usr/bin"),
+            ("usr/bin/", "usr/bin/"),
+            ("usr/bin/x", "usr//bin/x"),
+            ("usr/bin/x", "usr/./bin/x"),
+            ("usr/bin/x", "./usr/bin/x"),
+            ("usr/bin/x", "usr/bin/x/"),
+        ] {
+            let mut tar = Vec::new();
+            dir(&mut tar, "usr/");
+            if first != "usr/bin/" {
+                dir(&mut tar, "usr/bin/");
+            }
+            for name in [first, second] {
+                if name.starts_with("usr/bin") && name.len() <= "usr/bin/".len() {
+                    dir(&mut tar, name);
+                } else {
+                    reg(&mut tar, name);
+                }
+            }
+            let m = malformed_message(parse(&with_data_tar(&ended(tar))));
+            assert!(
+                m.contains(&format!("{second:?}")) && m.contains("duplicate"),
+                "{first} {second}: {m}"
+            );
+        }
+    }
+
+    #[test]
+    fn control_file_names_at_the_top_of_the_data_member_are_rejected() {
+        for name in [
+            ".PKGINFO",
+            ".pre-install",
+            ".post-install",
+            ".pre-upgrade",
+            ".post-upgrade",
+            ".pre-deinstall",
+            ".post-deinstall",
+            ".trigger",
+            ".INSTALL",
+            ".SIGN.RSA.packager.rsa.pub",
+            ".SIGN.RSA256.x",
+            "./.post-install",
+        ] {
+            let mut tar = Vec::new();
+            dir(&mut tar, "usr/");
+            push_entry(
+                &mut tar,
+                name.as_bytes(),
+                b'0',
+                0o755,
+                b"#!/bin/sh\nrm -rf /\n",
+            );
+            let m = malformed_message(parse(&with_data_tar(&ended(tar))));
+            assert!(
+                m.contains(&format!("{name:?}")) && m.contains("control member"),
+                "{name}: {m}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_dot_names_in_the_data_member_are_accepted() {
+        // abuild puts `.dummy` into the data member of packages without files; apk skips
+        // top-level dot names there. Control file names below the top are plain files.
+        for name in [".dummy", "usr/.PKGINFO", ".post-install.d", ".SIGN"] {
+            let mut tar = Vec::new();
+            dir(&mut tar, "usr/");
+            reg(&mut tar, name);
+            parse(&with_data_tar(&ended(tar))).expect(name);
+        }
+    }
+
+    #[test]
+    fn abuild_like_tree_with_links_and_directories_is_accepted() {
+        let long_target = format!("/usr/share/{}/target", "d".repeat(120));
+        let mut tar = Vec::new();
+        dir(&mut tar, "usr/");
+        dir(&mut tar, "usr/bin/");
+        reg(&mut tar, "usr/bin/busybox");
+        push_link(&mut tar, b"usr/bin/sh", b'1', b"usr/bin/busybox");
+        push_link(&mut tar, b"usr/bin/ls", b'2', b"busybox");
+        dir(&mut tar, "usr/lib/");
+        reg(&mut tar, "usr/lib/libx.so.1.2");
+        push_link(&mut tar, b"usr/lib/libx.so.1", b'2', b"libx.so.1.2");
+        push_link(&mut tar, b"lib", b'2', b"usr/lib");
+        push_link(&mut tar, b"bin", b'2', b"/usr/bin");
+        pax(&mut tar, "linkpath", long_target.as_bytes());
+        push_link(&mut tar, b"usr/lib/long", b'2', b"cut");
+        dir(&mut tar, "usr/share/");
+        reg(&mut tar, ".dummy");
+        parse(&with_data_tar(&ended(tar))).expect("a valid tree");
+    }
+
+    #[test]
+    fn builder_package_with_links_parses() {
+        let bytes = sample()
+            .hard_link("usr/bin/hello-again", "usr/bin/hello")
+            .symlink("usr/bin/hi", "hello")
+            .symlink("usr/lib/long", &format!("/{}", "l".repeat(150)))
+            .signed_with(test_key())
+            .build();
+        parse(&bytes).expect("links the way abuild writes them");
     }
 
     #[test]
