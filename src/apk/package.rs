@@ -3,8 +3,10 @@
 //!
 //! Every member is inflated to its very end through a reader that hashes exactly the
 //! compressed bytes the decoder consumed, so member boundaries never depend on where a
-//! tar reader happens to stop. Sizes are limited while inflating, with errors, never
-//! truncation.
+//! tar reader happens to stop. Each member's tar is read straight from its decoder and
+//! only what the registry needs is kept (`.PKGINFO`, the signature names): install
+//! scripts and data files are read through. Sizes are limited while inflating, with
+//! errors, never truncation.
 
 use super::datatree::{self, DataTree};
 use super::pkginfo::PkgInfo;
@@ -56,7 +58,7 @@ pub struct ParsedPackage {
 /// PAX and GNU long-name headers larger than this are refused before being buffered.
 const MAX_TAR_META: u64 = 1 << 20;
 
-/// A regular file read from an in-memory (signature or control) member.
+/// A regular file read from a signature member.
 pub(crate) struct MemberFile {
     pub name: String,
     pub data: Vec<u8>,
@@ -93,60 +95,45 @@ fn classify(
     }
 }
 
-/// Inflates one whole gzip member into memory, at most `limit` decompressed bytes.
-fn inflate_member<R: Read>(
+/// Reads one whole gzip member as a tar, straight from the decoder, at most `limit`
+/// decompressed bytes. `visit` sees each entry and a reader of exactly its data; what it
+/// leaves unread is read through (and hashed all the same: the hashes are over the
+/// compressed bytes). The tar may be cut or end with zero blocks, but only zeros may
+/// follow those, or apk would read on into entries that were never checked. Either way
+/// the member is read to its trailer.
+fn read_member<R: Read>(
     tap: &mut Tap<R>,
     member: &str,
     limit_what: &'static str,
     limit: u64,
-) -> ApkResult<Vec<u8>> {
+    visit: impl FnMut(&Entry, &mut dyn Read) -> ApkResult<()>,
+) -> ApkResult<()> {
     let exceeded = Cell::new(false);
-    let mut out = Vec::new();
     let result = {
         let gz = flate2::bufread::GzDecoder::new(&mut *tap);
-        Limited::new(gz, limit, &exceeded).read_to_end(&mut out)
+        let mut tar = Limited::new(gz, limit, &exceeded);
+        tarwalk::walk(&mut tar, MAX_TAR_META, visit)
+            .and_then(|_| tarwalk::expect_only_zeros(&mut tar))
     };
-    match result {
-        Ok(_) => Ok(out),
-        Err(e) => Err(classify(
-            ApkError::Io(e),
+    result.map_err(|e| {
+        classify(
+            e,
             tap.source_failed,
             exceeded.get(),
             member,
             limit_what,
             limit,
-        )),
-    }
+        )
+    })
 }
 
-/// Every entry of an in-memory tar, with the data of regular files.
-fn tar_entries(bytes: &[u8]) -> ApkResult<Vec<(Entry, Vec<u8>)>> {
+/// An entry's data, whole. Its size was checked against a limit, or the member's limit
+/// bounds it.
+fn read_entry(entry: &Entry, data: &mut dyn Read) -> ApkResult<Vec<u8>> {
     let mut out = Vec::new();
-    let mut reader = bytes;
-    let end = tarwalk::walk(&mut reader, MAX_TAR_META, |entry, data| {
-        let mut content = Vec::new();
-        if entry.is_regular() {
-            data.read_to_end(&mut content).map_err(ApkError::Io)?;
-        }
-        out.push((
-            Entry {
-                path: entry.path.clone(),
-                typeflag: entry.typeflag,
-                size: entry.size,
-                link: entry.link.clone(),
-            },
-            content,
-        ));
-        Ok(())
-    })
-    // Reading from memory cannot fail; an `Io` here is a tar running past the end.
-    .map_err(|e| match e {
-        ApkError::Io(_) => malformed("tar archive is truncated"),
-        other => other,
-    })?;
-    if end == tarwalk::End::ZeroBlock {
-        // End blocks and record padding are fine; a hidden entry behind them is not.
-        tarwalk::expect_only_zeros(&mut reader)?;
+    data.read_to_end(&mut out).map_err(ApkError::Io)?;
+    if out.len() as u64 != entry.size {
+        return Err(malformed("tar archive is truncated inside an entry"));
     }
     Ok(out)
 }
@@ -162,46 +149,131 @@ fn kind_name(typeflag: u8) -> &'static str {
     }
 }
 
-fn is_signature_member(entries: &[(Entry, Vec<u8>)]) -> bool {
-    entries
-        .first()
-        .is_some_and(|(e, _)| e.path.starts_with(b".SIGN."))
-}
-
-/// Checks that every entry is a plain regular file with a name of the given form.
-fn plain_files(
-    entries: Vec<(Entry, Vec<u8>)>,
+/// Checks that an entry of a signature or control member is a plain regular file at the
+/// top, with a name of the given form; returns the name.
+fn plain_file(
+    entry: &Entry,
     member: &str,
     name_ok: impl Fn(&str) -> bool,
     expected: &str,
-) -> ApkResult<Vec<MemberFile>> {
-    entries
-        .into_iter()
-        .map(|(entry, data)| {
-            let shown = entry.display_path();
-            if !entry.is_regular() {
-                return Err(malformed(format!(
-                    "{member} entry {shown:?} is a {}; only regular files are allowed",
-                    kind_name(entry.typeflag)
-                )));
+) -> ApkResult<String> {
+    let shown = entry.display_path();
+    if !entry.is_regular() {
+        return Err(malformed(format!(
+            "{member} entry {shown:?} is a {}; only regular files are allowed",
+            kind_name(entry.typeflag)
+        )));
+    }
+    if entry.path.first() == Some(&b'/') {
+        return Err(malformed(format!(
+            "{member} entry {shown:?} has an absolute path"
+        )));
+    }
+    if entry.path.split(|&b| b == b'/').any(|c| c == b"..") {
+        return Err(malformed(format!(
+            "{member} entry {shown:?} leaves the package root"
+        )));
+    }
+    std::str::from_utf8(&entry.path)
+        .ok()
+        .filter(|n| !n.contains('/') && !n.contains('\0') && name_ok(n))
+        .map(str::to_string)
+        .ok_or_else(|| malformed(format!("{member} entry {shown:?} is not {expected}")))
+}
+
+/// The two members before the data member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Member {
+    Signature,
+    Control,
+}
+
+impl Member {
+    fn label(self) -> &'static str {
+        match self {
+            Member::Signature => "signature member",
+            Member::Control => "control member",
+        }
+    }
+
+    fn name_ok(self, name: &str) -> bool {
+        match self {
+            Member::Signature => name.starts_with(".SIGN."),
+            // apk treats the first name without a leading dot as the start of the data.
+            Member::Control => name.starts_with('.') && name != "." && name != "..",
+        }
+    }
+
+    fn expected(self) -> &'static str {
+        match self {
+            Member::Signature => "a .SIGN.* signature",
+            Member::Control => "a control file (.PKGINFO or an install script)",
+        }
+    }
+}
+
+/// What the registry keeps of a signature or control member.
+#[derive(Default)]
+struct MemberScan {
+    /// Which member it is: given, or told by its first entry.
+    member: Option<Member>,
+    signature_names: Vec<String>,
+    pkginfo: Option<Vec<u8>>,
+}
+
+/// Reads a signature or control member (which one, `member` says, or else its first
+/// entry), keeping only the signature names and `.PKGINFO`.
+fn read_control_member<R: Read>(
+    tap: &mut Tap<R>,
+    member: Option<Member>,
+    label: &str,
+    limits: &Limits,
+) -> ApkResult<MemberScan> {
+    let mut scan = MemberScan {
+        member,
+        ..MemberScan::default()
+    };
+    read_member(
+        tap,
+        label,
+        "decompressed control member",
+        limits.max_control_bytes,
+        |entry, data| {
+            let member = *scan
+                .member
+                .get_or_insert(if entry.path.starts_with(b".SIGN.") {
+                    Member::Signature
+                } else {
+                    Member::Control
+                });
+            let name = plain_file(
+                entry,
+                member.label(),
+                |n| member.name_ok(n),
+                member.expected(),
+            )?;
+            match member {
+                Member::Signature => scan.signature_names.push(name),
+                Member::Control if name == ".PKGINFO" => {
+                    if scan.pkginfo.is_some() {
+                        return Err(malformed("the control member has more than one .PKGINFO"));
+                    }
+                    if entry.size > limits.max_pkginfo_bytes {
+                        return Err(ApkError::TooLarge {
+                            what: ".PKGINFO",
+                            limit: limits.max_pkginfo_bytes,
+                        });
+                    }
+                    scan.pkginfo = Some(read_entry(entry, data)?);
+                }
+                // Install scripts are read through: apk takes them from this member,
+                // but the registry has no use for them.
+                Member::Control => {}
             }
-            if entry.path.first() == Some(&b'/') {
-                return Err(malformed(format!(
-                    "{member} entry {shown:?} has an absolute path"
-                )));
-            }
-            if entry.path.split(|&b| b == b'/').any(|c| c == b"..") {
-                return Err(malformed(format!(
-                    "{member} entry {shown:?} leaves the package root"
-                )));
-            }
-            let name = String::from_utf8(entry.path)
-                .ok()
-                .filter(|n| !n.contains('/') && !n.contains('\0') && name_ok(n))
-                .ok_or_else(|| malformed(format!("{member} entry {shown:?} is not {expected}")))?;
-            Ok(MemberFile { name, data })
-        })
-        .collect()
+            Ok(())
+        },
+    )?;
+    Ok(scan)
 }
 
 fn check_gzip_magic<R: Read>(tap: &mut Tap<R>) -> ApkResult<()> {
@@ -225,17 +297,20 @@ fn check_gzip_magic<R: Read>(tap: &mut Tap<R>) -> ApkResult<()> {
 pub(crate) fn read_first_member(data: &[u8], limit: u64) -> ApkResult<(Vec<MemberFile>, usize)> {
     let mut tap = Tap::new(data);
     check_gzip_magic(&mut tap)?;
-    let bytes = inflate_member(
+    let mut files = Vec::new();
+    read_member(
         &mut tap,
         "signature member",
         "decompressed signature member",
         limit,
-    )?;
-    let files = plain_files(
-        tar_entries(&bytes)?,
-        "signature member",
-        |_| true,
-        "a file name",
+        |entry, data| {
+            let name = plain_file(entry, "signature member", |_| true, "a file name")?;
+            files.push(MemberFile {
+                name,
+                data: read_entry(entry, data)?,
+            });
+            Ok(())
+        },
     )?;
     let len = usize::try_from(tap.consumed).map_err(|_| malformed("member too large"))?;
     Ok((files, len))
@@ -255,20 +330,13 @@ pub fn parse_package<R: Read>(reader: R, limits: &Limits) -> ApkResult<ParsedPac
     check_gzip_magic(&mut tap)?;
 
     tap.sha1 = Some(Sha1::new());
-    let first = inflate_member(
+    let first = read_control_member(
         &mut tap,
+        None,
         "first gzip member (signature or control)",
-        "decompressed control member",
-        limits.max_control_bytes,
+        limits,
     )?;
-    let first = tar_entries(&first)?;
-    let (signature_names, control) = if is_signature_member(&first) {
-        let sigs = plain_files(
-            first,
-            "signature member",
-            |n| n.starts_with(".SIGN."),
-            "a .SIGN.* signature",
-        )?;
+    let (signature_names, control) = if first.member == Some(Member::Signature) {
         // The identity starts with the control member, not the signature.
         tap.sha1 = Some(Sha1::new());
         if tap.at_eof().map_err(ApkError::Io)? {
@@ -276,21 +344,16 @@ pub fn parse_package<R: Read>(reader: R, limits: &Limits) -> ApkResult<ParsedPac
                 "the package has a signature but no control member",
             ));
         }
-        let control = inflate_member(
-            &mut tap,
-            "control member",
-            "decompressed control member",
-            limits.max_control_bytes,
-        )?;
-        (
-            sigs.into_iter().map(|s| s.name).collect(),
-            tar_entries(&control)?,
-        )
+        let control =
+            read_control_member(&mut tap, Some(Member::Control), "control member", limits)?;
+        (first.signature_names, control)
     } else {
         (Vec::new(), first)
     };
-
-    let info = parse_control(control, limits)?;
+    let pkginfo = control
+        .pkginfo
+        .ok_or_else(|| malformed("the control member has no .PKGINFO"))?;
+    let info = PkgInfo::parse(&pkginfo)?;
     let control_identity = match info.datahash {
         Some(_) => Some(finish_sha1(tap.sha1.take())),
         None => None,
@@ -327,53 +390,15 @@ pub fn parse_package<R: Read>(reader: R, limits: &Limits) -> ApkResult<ParsedPac
     })
 }
 
-fn parse_control(entries: Vec<(Entry, Vec<u8>)>, limits: &Limits) -> ApkResult<PkgInfo> {
-    for (entry, _) in &entries {
-        if entry.path == b".PKGINFO" && entry.size > limits.max_pkginfo_bytes {
-            return Err(ApkError::TooLarge {
-                what: ".PKGINFO",
-                limit: limits.max_pkginfo_bytes,
-            });
-        }
-    }
-    // apk treats the first name without a leading dot as the start of the data files.
-    let files = plain_files(
-        entries,
-        "control member",
-        |n| n.starts_with('.') && n != "." && n != "..",
-        "a control file (.PKGINFO or an install script)",
-    )?;
-    let mut pkginfo = files.iter().filter(|f| f.name == ".PKGINFO");
-    let first = pkginfo
-        .next()
-        .ok_or_else(|| malformed("the control member has no .PKGINFO"))?;
-    if pkginfo.next().is_some() {
-        return Err(malformed("the control member has more than one .PKGINFO"));
-    }
-    PkgInfo::parse(&first.data)
-}
-
 fn read_data_member<R: Read>(tap: &mut Tap<R>, limits: &Limits) -> ApkResult<()> {
-    let exceeded = Cell::new(false);
     let mut tree = DataTree::new(datatree::MAX_ENTRIES);
-    let result = {
-        let gz = flate2::bufread::GzDecoder::new(&mut *tap);
-        let mut data = Limited::new(gz, limits.max_data_bytes, &exceeded);
-        tarwalk::walk(&mut data, MAX_TAR_META, |entry, _| tree.add(entry))
-            // End blocks and record padding up to the gzip trailer: zeros only, or apk
-            // would read on into entries that were never checked.
-            .and_then(|_| tarwalk::expect_only_zeros(&mut data))
-    };
-    result.map_err(|e| {
-        classify(
-            e,
-            tap.source_failed,
-            exceeded.get(),
-            "data member",
-            "decompressed data member",
-            limits.max_data_bytes,
-        )
-    })
+    read_member(
+        tap,
+        "data member",
+        "decompressed data member",
+        limits.max_data_bytes,
+        |entry, _| tree.add(entry),
+    )
 }
 
 #[cfg(test)]
@@ -1169,6 +1194,25 @@ mod tests {
         dir(&mut tar, "usr/share/");
         reg(&mut tar, ".dummy");
         parse(&with_data_tar(&ended(tar))).expect("a valid tree");
+    }
+
+    #[test]
+    fn install_scripts_are_hashed_into_the_identity_but_not_kept() {
+        let mut tar = Vec::new();
+        push_entry(&mut tar, b".PKGINFO", b'0', 0o644, &minimal_pkginfo());
+        push_entry(
+            &mut tar,
+            b".post-install",
+            b'0',
+            0o755,
+            b"#!/bin/sh\necho hi\n",
+        );
+        push_entry(&mut tar, b".trigger", b'0', 0o755, &[b'#'; 5000]);
+        let bytes = with_control_tar(&tar);
+        let p = parse(&bytes).expect("control member with scripts");
+        // No datahash: the identity spans the whole control member and the data.
+        assert_eq!(p.checksum, q1(&bytes));
+        assert_eq!(p.info.pkgname, "a");
     }
 
     #[test]
