@@ -309,6 +309,11 @@ fn upload_cases() -> Vec<Case> {
             ),
         ),
         bad(
+            "index stanza over its limit (a 32 KiB description)",
+            "APKINDEX stanza (config limits.max_stanza_bytes) exceeds the limit of 16384 bytes",
+            sample().field("pkgdesc", &"x".repeat(32 << 10)).build(),
+        ),
+        bad(
             "missing pkgname",
             ".PKGINFO has no pkgname",
             sample().without_field("pkgname").build(),
@@ -812,6 +817,7 @@ fn small_limits(config: &mut alpine_registry::config::Config) {
     config.limits.max_control_bytes = 1 << 20;
     config.limits.max_pkginfo_bytes = 64 << 10;
     config.limits.max_data_bytes = 4 << 20;
+    config.limits.max_stanza_bytes = 16 << 10;
 }
 
 #[tokio::test]

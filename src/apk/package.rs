@@ -1,5 +1,5 @@
 //! Parsing of a v2 `.apk` package: gzip member boundaries, the signature, control and
-//! data members, and the package identity (`C:`).
+//! data members, the package identity (`C:`) and its index stanza.
 //!
 //! Every member is inflated to its very end through a reader that hashes exactly the
 //! compressed bytes the decoder consumed, so member boundaries never depend on where a
@@ -9,6 +9,7 @@
 //! errors, never truncation.
 
 use super::datatree::{self, DataTree};
+use super::index::render_stanza;
 use super::pkginfo::PkgInfo;
 use super::stream::{Limited, Tap};
 use super::tarwalk::{self, Entry};
@@ -28,6 +29,9 @@ pub struct Limits {
     pub max_pkginfo_bytes: u64,
     /// Decompressed size of the data member.
     pub max_data_bytes: u64,
+    /// Size of the package's APKINDEX stanza, which every index of its repository
+    /// carries: real ones are a few KiB.
+    pub max_stanza_bytes: u64,
 }
 
 impl Default for Limits {
@@ -36,6 +40,7 @@ impl Default for Limits {
             max_control_bytes: 16 << 20,
             max_pkginfo_bytes: 1 << 20,
             max_data_bytes: 64 << 30,
+            max_stanza_bytes: 64 << 10,
         }
     }
 }
@@ -53,6 +58,9 @@ pub struct ParsedPackage {
     pub signature_names: Vec<String>,
     /// Lowercase hex SHA-256 of the compressed data member.
     pub data_sha256: String,
+    /// The package's APKINDEX stanza exactly as `apk index` writes it, at most
+    /// `max_stanza_bytes` long.
+    pub stanza: String,
 }
 
 /// PAX and GNU long-name headers larger than this are refused before being buffered.
@@ -381,12 +389,22 @@ pub fn parse_package<R: Read>(reader: R, limits: &Limits) -> ApkResult<ParsedPac
     if !tap.at_eof().map_err(ApkError::Io)? {
         return Err(malformed("unexpected bytes after the data member"));
     }
+    let size = tap.consumed;
+    // Every index of the repository carries this text, and every publish rewrites it.
+    let stanza = render_stanza(&info, &checksum, size);
+    if stanza.len() as u64 > limits.max_stanza_bytes {
+        return Err(ApkError::TooLarge {
+            what: "the package's APKINDEX stanza (config limits.max_stanza_bytes)",
+            limit: limits.max_stanza_bytes,
+        });
+    }
     Ok(ParsedPackage {
         info,
         checksum,
-        size: tap.consumed,
+        size,
         signature_names,
         data_sha256,
+        stanza,
     })
 }
 
@@ -451,8 +469,9 @@ mod tests {
             assert_eq!(parsed.size, members.iter().sum::<u64>(), "{file}");
             assert_eq!(parsed.size, bytes.len() as u64, "{file}");
             assert_eq!(parsed.signature_names, [sig.to_string()], "{file}");
+            assert_eq!(&parsed.stanza, want, "{file}");
             let stanza = render_stanza(&parsed.info, &parsed.checksum, parsed.size);
-            assert_eq!(&stanza, want, "{file}");
+            assert_eq!(stanza, parsed.stanza, "{file}");
         }
     }
 
@@ -462,8 +481,7 @@ mod tests {
         for ((file, _, _), want) in REAL_PACKAGES.iter().zip(&expected) {
             let bytes = fixture(file);
             let parsed = parse_package(&bytes[..], &Limits::default()).expect(file);
-            let stanza = render_stanza(&parsed.info, &parsed.checksum, parsed.size);
-            let rewritten = rewrite_arch(&stanza, "x86_64");
+            let rewritten = rewrite_arch(&parsed.stanza, "x86_64");
             assert_eq!(
                 rewritten,
                 want.replace("A:noarch\n", "A:x86_64\n"),
@@ -1194,6 +1212,34 @@ mod tests {
         dir(&mut tar, "usr/share/");
         reg(&mut tar, ".dummy");
         parse(&with_data_tar(&ended(tar))).expect("a valid tree");
+    }
+
+    #[test]
+    fn stanza_over_limit_is_rejected_naming_the_config_key() {
+        let bytes = sample().field("pkgdesc", &"x".repeat(100 << 10)).build();
+        let r = parse(&bytes);
+        assert!(
+            matches!(&r, Err(ApkError::TooLarge { what, limit: 65536 })
+                if what.contains("limits.max_stanza_bytes")),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn stanza_exactly_at_the_limit_is_accepted() {
+        let bytes = sample().field("pkgdesc", &"x".repeat(5000)).build();
+        let len = parse(&bytes).expect("valid").stanza.len() as u64;
+        let at = |max_stanza_bytes| Limits {
+            max_stanza_bytes,
+            ..Limits::default()
+        };
+        let p = parse_package(&bytes[..], &at(len)).expect("stanza at the limit");
+        assert_eq!(p.stanza.len() as u64, len);
+        let r = parse_package(&bytes[..], &at(len - 1));
+        assert!(
+            matches!(r, Err(ApkError::TooLarge { limit, .. }) if limit == len - 1),
+            "{r:?}"
+        );
     }
 
     #[test]
