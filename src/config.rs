@@ -113,6 +113,9 @@ pub struct LimitsConfig {
     pub max_pkginfo_bytes: u64,
     /// Largest decompressed data member (guards against gzip bombs).
     pub max_data_bytes: u64,
+    /// Largest APKINDEX stanza of one package: every index of its repository carries
+    /// it, so a huge description would slow every later publish.
+    pub max_stanza_bytes: u64,
     /// Uploads received and checked at once; one more is answered 503 with
     /// `Retry-After`.
     pub max_concurrent_uploads: usize,
@@ -125,6 +128,7 @@ impl Default for LimitsConfig {
             max_control_bytes: 16 << 20,
             max_pkginfo_bytes: 1 << 20,
             max_data_bytes: 64 << 30,
+            max_stanza_bytes: 64 << 10,
             max_concurrent_uploads: 64,
         }
     }
@@ -290,6 +294,7 @@ impl Config {
             max_control_bytes: self.limits.max_control_bytes,
             max_pkginfo_bytes: self.limits.max_pkginfo_bytes,
             max_data_bytes: self.limits.max_data_bytes,
+            max_stanza_bytes: self.limits.max_stanza_bytes,
         }
     }
 }

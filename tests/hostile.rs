@@ -63,6 +63,27 @@ fn tar_entry(out: &mut Vec<u8>, name: &[u8], typeflag: u8, data: &[u8]) {
     out.resize(out.len().next_multiple_of(512), 0);
 }
 
+/// Appends a hard link (`b'1'`) or symbolic link (`b'2'`) header pointing at `target`.
+fn tar_link(out: &mut Vec<u8>, name: &[u8], typeflag: u8, target: &[u8]) {
+    let at = out.len();
+    tar_entry(out, name, typeflag, b"");
+    let mut h = tar::Header::new_old();
+    h.as_mut_bytes().copy_from_slice(&out[at..at + 512]);
+    h.as_mut_bytes()[157..157 + target.len()].copy_from_slice(target);
+    h.set_cksum();
+    out[at..at + 512].copy_from_slice(h.as_bytes());
+}
+
+/// A data tar: `usr/` and `usr/bin/`, what `add` appends, then the end blocks.
+fn data_tree(add: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut tar = Vec::new();
+    tar_entry(&mut tar, b"usr/", b'5', b"");
+    tar_entry(&mut tar, b"usr/bin/", b'5', b"");
+    add(&mut tar);
+    tar.extend_from_slice(&[0u8; 1024]);
+    with_data_tar(&tar)
+}
+
 /// One PAX record `<len> <key>=<value>\n`, `<len>` counting itself.
 fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
     let body = key.len() + value.len() + 3;
@@ -286,6 +307,11 @@ fn upload_cases() -> Vec<Case> {
                 .concat()
                 .as_slice(),
             ),
+        ),
+        bad(
+            "index stanza over its limit (a 32 KiB description)",
+            "APKINDEX stanza (config limits.max_stanza_bytes) exceeds the limit of 16384 bytes",
+            sample().field("pkgdesc", &"x".repeat(32 << 10)).build(),
         ),
         bad(
             "missing pkgname",
@@ -530,6 +556,97 @@ fn upload_cases() -> Vec<Case> {
             }),
         ),
         bad(
+            "data entry written through an earlier symlink",
+            "\"usr/lib/cron.d/evil\" lies below the symbolic link \"usr/lib\"",
+            data_tree(|tar| {
+                tar_link(tar, b"usr/lib", b'2', b"/etc");
+                tar_entry(tar, b"usr/lib/cron.d/evil", b'0', b"* * * * * root x\n");
+            }),
+        ),
+        bad(
+            "hard link to a file outside the package",
+            "\"usr/bin/shadow\" is a hard link to \"/etc/shadow\", which is not an earlier",
+            data_tree(|tar| tar_link(tar, b"usr/bin/shadow", b'1', b"/etc/shadow")),
+        ),
+        bad(
+            "hard link to a later file",
+            "\"usr/bin/sh\" is a hard link to \"usr/bin/busybox\", which is not an earlier",
+            data_tree(|tar| {
+                tar_link(tar, b"usr/bin/sh", b'1', b"usr/bin/busybox");
+                tar_entry(tar, b"usr/bin/busybox", b'0', b"x");
+            }),
+        ),
+        bad(
+            "symlink target with a NUL byte",
+            "\"usr/bin/sh\" has a link target with a NUL byte",
+            data_tree(|tar| {
+                tar_entry(
+                    tar,
+                    b"PaxHeaders/sh",
+                    b'x',
+                    &pax_record("linkpath", b"x\0/etc"),
+                );
+                tar_link(tar, b"usr/bin/sh", b'2', b"x");
+            }),
+        ),
+        bad(
+            "PAX linkpath on a regular file (a hard link to apk)",
+            "\"usr/bin/shadow\" is not a link but has a PAX linkpath record",
+            data_tree(|tar| {
+                tar_entry(
+                    tar,
+                    b"PaxHeaders/x",
+                    b'x',
+                    &pax_record("linkpath", b"/etc/shadow"),
+                );
+                tar_entry(tar, b"usr/bin/shadow", b'0', b"");
+            }),
+        ),
+        bad(
+            "GNU long link name, which apk ignores",
+            "\"usr/bin/sh\" follows a GNU long link name",
+            data_tree(|tar| {
+                tar_entry(tar, b"././@LongLink", b'K', b"busybox\0");
+                tar_link(tar, b"usr/bin/sh", b'2', b"/etc/shadow");
+            }),
+        ),
+        bad(
+            "entry type apk skips, carrying its name to the next entry",
+            "tar entry \"x\" has type 'V'",
+            data_tree(|tar| tar_entry(tar, b"x", b'V', b"")),
+        ),
+        bad(
+            "PAX record apk would skip",
+            "tar PAX record is malformed",
+            data_tree(|tar| {
+                tar_entry(tar, b"PaxHeaders/x", b'x', b"+21 path=usr/x/harml\n");
+                tar_entry(tar, b"usr/bin/x", b'0', b"");
+            }),
+        ),
+        bad(
+            "duplicate data entry",
+            "\"usr//bin/hello\" is a duplicate of an earlier entry",
+            data_tree(|tar| {
+                tar_entry(tar, b"usr/bin/hello", b'0', b"good");
+                tar_entry(tar, b"usr//bin/hello", b'0', b"evil");
+            }),
+        ),
+        bad(
+            "install script in the data member",
+            "\".post-install\" has the name of a control file",
+            data_tree(|tar| tar_entry(tar, b".post-install", b'0', b"#!/bin/sh\nrm -rf /\n")),
+        ),
+        bad(
+            ".PKGINFO in the data member",
+            "\".PKGINFO\" has the name of a control file",
+            data_tree(|tar| tar_entry(tar, b".PKGINFO", b'0', &minimal_pkginfo())),
+        ),
+        bad(
+            "signature in the data member",
+            "\".SIGN.RSA.x.rsa.pub\" has the name of a control file",
+            data_tree(|tar| tar_entry(tar, b".SIGN.RSA.x.rsa.pub", b'0', b"sig")),
+        ),
+        bad(
             "duplicate .PKGINFO",
             "more than one .PKGINFO",
             control_plus(b".PKGINFO", b'0', &minimal_pkginfo()),
@@ -700,6 +817,7 @@ fn small_limits(config: &mut alpine_registry::config::Config) {
     config.limits.max_control_bytes = 1 << 20;
     config.limits.max_pkginfo_bytes = 64 << 10;
     config.limits.max_data_bytes = 4 << 20;
+    config.limits.max_stanza_bytes = 16 << 10;
 }
 
 #[tokio::test]
@@ -771,6 +889,40 @@ async fn hostile_uploads_are_4xx_naming_the_problem_and_leave_nothing_behind() {
 }
 
 #[tokio::test]
+async fn package_with_links_and_directories_is_accepted_and_indexed() {
+    let server = TestServer::start_with(small_limits).await;
+    // Laid out the way abuild does: directories first, files, a hard link to an earlier
+    // file, relative and absolute symbolic links, one with a target over 100 bytes.
+    let long_target = format!("/usr/share/{}/doc", "d".repeat(120));
+    let package = PackageBuilder::new("linked", "1.0-r0", "x86_64")
+        .field("pkgdesc", &"a long description ".repeat(400))
+        .file("usr/bin/busybox", b"#!/bin/sh\n")
+        .hard_link("usr/bin/sh", "usr/bin/busybox")
+        .symlink("usr/bin/ls", "busybox")
+        .file("usr/lib/libx.so.1.2", b"ELF")
+        .symlink("usr/lib/libx.so.1", "libx.so.1.2")
+        .symlink("usr/lib/long", &long_target)
+        .symlink("sbin", "/usr/bin")
+        .signed_with(&test_key())
+        .build();
+    let response = server.put_admin(REPO, package.clone()).await;
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    let body: serde_json::Value = response.json().await.unwrap();
+    let checksum = body["checksum"].as_str().unwrap().to_string();
+    let text = server
+        .verified_index("admin", "/admin/v3.21/main/x86_64/APKINDEX.tar.gz", None)
+        .await;
+    assert!(
+        text.contains(&format!(
+            "C:{checksum}\nP:linked\nV:1.0-r0\nA:x86_64\nS:{}\n",
+            package.len()
+        )),
+        "{text}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn control_tar_with_end_blocks_is_accepted_with_the_right_identity() {
     let server = TestServer::start().await;
     let builder = sample();
@@ -787,6 +939,8 @@ async fn control_tar_with_end_blocks_is_accepted_with_the_right_identity() {
     header.set_size(pkginfo.len() as u64);
     header.set_mode(0o644);
     header.set_mtime(0);
+    // `new_ustar` leaves the type NUL, an entry apk skips.
+    header.set_entry_type(tar::EntryType::Regular);
     tar.append_data(&mut header, ".PKGINFO", pkginfo.as_bytes())
         .unwrap();
     let mut tar = tar.into_inner().unwrap();

@@ -18,6 +18,7 @@ const LIMITS: Limits = Limits {
     max_control_bytes: 64 << 10,
     max_pkginfo_bytes: 16 << 10,
     max_data_bytes: 1 << 20,
+    max_stanza_bytes: 4 << 10,
 };
 
 fn check(data: &[u8]) {
@@ -30,6 +31,8 @@ fn check(data: &[u8]) {
                 assert_eq!(declared, &p.data_sha256, "datahash was checked");
             }
             assert!(p.signature_names.iter().all(|n| n.starts_with(".SIGN.")));
+            assert!(p.stanza.len() as u64 <= LIMITS.max_stanza_bytes);
+            assert!(p.stanza.starts_with(&format!("C:{}\n", p.checksum)));
         }
         Err(ApkError::Io(e)) => panic!("reading from memory cannot fail: {e}"),
         Err(ApkError::Signing(e)) => panic!("parsing never signs: {e}"),

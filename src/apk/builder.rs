@@ -10,13 +10,21 @@ use sha2::Sha256;
 
 const BLOCK: usize = 512;
 
+/// One entry of the data member.
+#[derive(Debug, Clone)]
+enum Node {
+    File(Vec<u8>),
+    Symlink(String),
+    HardLink(String),
+}
+
 /// A package under construction.
 #[derive(Debug, Clone)]
 pub struct PackageBuilder {
     name: String,
     version: String,
     fields: Vec<(String, String)>,
-    files: Vec<(String, Vec<u8>)>,
+    files: Vec<(String, Node)>,
     datahash: bool,
     key: Option<SigningKey>,
 }
@@ -40,6 +48,19 @@ pub(crate) fn push_entry(out: &mut Vec<u8>, name: &[u8], typeflag: u8, mode: u32
     out.extend_from_slice(h.as_bytes());
     out.extend_from_slice(data);
     out.resize(out.len() + (BLOCK - data.len() % BLOCK) % BLOCK, 0);
+}
+
+/// Appends a hard link (`b'1'`) or symbolic link (`b'2'`) header whose link name field
+/// holds `target` (cut to its 100 bytes).
+pub(crate) fn push_link(out: &mut Vec<u8>, name: &[u8], typeflag: u8, target: &[u8]) {
+    let at = out.len();
+    push_entry(out, name, typeflag, 0o777, &[]);
+    let mut h = tar::Header::new_old();
+    h.as_mut_bytes().copy_from_slice(&out[at..at + BLOCK]);
+    let n = target.len().min(100);
+    h.as_mut_bytes()[157..157 + n].copy_from_slice(&target[..n]);
+    h.set_cksum();
+    out[at..at + BLOCK].copy_from_slice(h.as_bytes());
 }
 
 /// One PAX record: `<len> <key>=<value>\n`, where `<len>` counts itself.
@@ -110,7 +131,23 @@ impl PackageBuilder {
 
     /// Adds a regular file to the data member (parent directories are added as well).
     pub fn file(mut self, path: &str, contents: &[u8]) -> Self {
-        self.files.push((path.to_string(), contents.to_vec()));
+        self.files
+            .push((path.to_string(), Node::File(contents.to_vec())));
+        self
+    }
+
+    /// Adds a symbolic link to `target` (parent directories are added as well).
+    pub fn symlink(mut self, path: &str, target: &str) -> Self {
+        self.files
+            .push((path.to_string(), Node::Symlink(target.to_string())));
+        self
+    }
+
+    /// Adds a hard link to `target`, a file added before (parent directories are added
+    /// as well).
+    pub fn hard_link(mut self, path: &str, target: &str) -> Self {
+        self.files
+            .push((path.to_string(), Node::HardLink(target.to_string())));
         self
     }
 
@@ -142,7 +179,7 @@ impl PackageBuilder {
     pub fn data_member(&self) -> Vec<u8> {
         let mut tar = Vec::new();
         let mut dirs: Vec<String> = Vec::new();
-        for (path, contents) in &self.files {
+        for (path, node) in &self.files {
             let parts: Vec<&str> = path.split('/').collect();
             for i in 1..parts.len() {
                 let dir = format!("{}/", parts[..i].join("/"));
@@ -151,15 +188,35 @@ impl PackageBuilder {
                     dirs.push(dir);
                 }
             }
-            let mut records = pax_record(
-                "APK-TOOLS.checksum.SHA1",
-                hex::encode(Sha1::digest(contents)).as_bytes(),
-            );
+            // abuild-tar records the SHA-1 of a file's contents, and of a symbolic
+            // link's target.
+            let (checksum, link) = match node {
+                Node::File(contents) => (Some(&contents[..]), None),
+                Node::Symlink(target) => (Some(target.as_bytes()), Some(target)),
+                Node::HardLink(target) => (None, Some(target)),
+            };
+            let mut records = Vec::new();
+            if let Some(data) = checksum {
+                records.extend(pax_record(
+                    "APK-TOOLS.checksum.SHA1",
+                    hex::encode(Sha1::digest(data)).as_bytes(),
+                ));
+            }
             if path.len() > 100 {
                 records.extend(pax_record("path", path.as_bytes()));
             }
-            push_pax(&mut tar, path, &records);
-            push_entry(&mut tar, path.as_bytes(), b'0', 0o644, contents);
+            if let Some(target) = link.filter(|t| t.len() > 100) {
+                records.extend(pax_record("linkpath", target.as_bytes()));
+            }
+            if !records.is_empty() {
+                push_pax(&mut tar, path, &records);
+            }
+            let name = path.as_bytes();
+            match node {
+                Node::File(contents) => push_entry(&mut tar, name, b'0', 0o644, contents),
+                Node::Symlink(target) => push_link(&mut tar, name, b'2', target.as_bytes()),
+                Node::HardLink(target) => push_link(&mut tar, name, b'1', target.as_bytes()),
+            }
         }
         tar.extend_from_slice(&[0u8; 2 * BLOCK]);
         gzip(&tar)

@@ -10,6 +10,7 @@ pub mod pkginfo;
 pub mod sign;
 pub mod version;
 
+mod datatree;
 mod error;
 mod stream;
 mod tarwalk;

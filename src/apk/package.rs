@@ -1,11 +1,15 @@
 //! Parsing of a v2 `.apk` package: gzip member boundaries, the signature, control and
-//! data members, and the package identity (`C:`).
+//! data members, the package identity (`C:`) and its index stanza.
 //!
 //! Every member is inflated to its very end through a reader that hashes exactly the
 //! compressed bytes the decoder consumed, so member boundaries never depend on where a
-//! tar reader happens to stop. Sizes are limited while inflating, with errors, never
-//! truncation.
+//! tar reader happens to stop. Each member's tar is read straight from its decoder and
+//! only what the registry needs is kept (`.PKGINFO`, the signature names): install
+//! scripts and data files are read through. Sizes are limited while inflating, with
+//! errors, never truncation.
 
+use super::datatree::{self, DataTree};
+use super::index::render_stanza;
 use super::pkginfo::PkgInfo;
 use super::stream::{Limited, Tap};
 use super::tarwalk::{self, Entry};
@@ -25,6 +29,9 @@ pub struct Limits {
     pub max_pkginfo_bytes: u64,
     /// Decompressed size of the data member.
     pub max_data_bytes: u64,
+    /// Size of the package's APKINDEX stanza, which every index of its repository
+    /// carries: real ones are a few KiB.
+    pub max_stanza_bytes: u64,
 }
 
 impl Default for Limits {
@@ -33,6 +40,7 @@ impl Default for Limits {
             max_control_bytes: 16 << 20,
             max_pkginfo_bytes: 1 << 20,
             max_data_bytes: 64 << 30,
+            max_stanza_bytes: 64 << 10,
         }
     }
 }
@@ -50,12 +58,15 @@ pub struct ParsedPackage {
     pub signature_names: Vec<String>,
     /// Lowercase hex SHA-256 of the compressed data member.
     pub data_sha256: String,
+    /// The package's APKINDEX stanza exactly as `apk index` writes it, at most
+    /// `max_stanza_bytes` long.
+    pub stanza: String,
 }
 
 /// PAX and GNU long-name headers larger than this are refused before being buffered.
 const MAX_TAR_META: u64 = 1 << 20;
 
-/// A regular file read from an in-memory (signature or control) member.
+/// A regular file read from a signature member.
 pub(crate) struct MemberFile {
     pub name: String,
     pub data: Vec<u8>,
@@ -92,59 +103,45 @@ fn classify(
     }
 }
 
-/// Inflates one whole gzip member into memory, at most `limit` decompressed bytes.
-fn inflate_member<R: Read>(
+/// Reads one whole gzip member as a tar, straight from the decoder, at most `limit`
+/// decompressed bytes. `visit` sees each entry and a reader of exactly its data; what it
+/// leaves unread is read through (and hashed all the same: the hashes are over the
+/// compressed bytes). The tar may be cut or end with zero blocks, but only zeros may
+/// follow those, or apk would read on into entries that were never checked. Either way
+/// the member is read to its trailer.
+fn read_member<R: Read>(
     tap: &mut Tap<R>,
     member: &str,
     limit_what: &'static str,
     limit: u64,
-) -> ApkResult<Vec<u8>> {
+    visit: impl FnMut(&Entry, &mut dyn Read) -> ApkResult<()>,
+) -> ApkResult<()> {
     let exceeded = Cell::new(false);
-    let mut out = Vec::new();
     let result = {
         let gz = flate2::bufread::GzDecoder::new(&mut *tap);
-        Limited::new(gz, limit, &exceeded).read_to_end(&mut out)
+        let mut tar = Limited::new(gz, limit, &exceeded);
+        tarwalk::walk(&mut tar, MAX_TAR_META, visit)
+            .and_then(|_| tarwalk::expect_only_zeros(&mut tar))
     };
-    match result {
-        Ok(_) => Ok(out),
-        Err(e) => Err(classify(
-            ApkError::Io(e),
+    result.map_err(|e| {
+        classify(
+            e,
             tap.source_failed,
             exceeded.get(),
             member,
             limit_what,
             limit,
-        )),
-    }
+        )
+    })
 }
 
-/// Every entry of an in-memory tar, with the data of regular files.
-fn tar_entries(bytes: &[u8]) -> ApkResult<Vec<(Entry, Vec<u8>)>> {
+/// An entry's data, whole. Its size was checked against a limit, or the member's limit
+/// bounds it.
+fn read_entry(entry: &Entry, data: &mut dyn Read) -> ApkResult<Vec<u8>> {
     let mut out = Vec::new();
-    let mut reader = bytes;
-    let end = tarwalk::walk(&mut reader, MAX_TAR_META, |entry, data| {
-        let mut content = Vec::new();
-        if entry.is_regular() {
-            data.read_to_end(&mut content).map_err(ApkError::Io)?;
-        }
-        out.push((
-            Entry {
-                path: entry.path.clone(),
-                typeflag: entry.typeflag,
-                size: entry.size,
-            },
-            content,
-        ));
-        Ok(())
-    })
-    // Reading from memory cannot fail; an `Io` here is a tar running past the end.
-    .map_err(|e| match e {
-        ApkError::Io(_) => malformed("tar archive is truncated"),
-        other => other,
-    })?;
-    if end == tarwalk::End::ZeroBlock {
-        // End blocks and record padding are fine; a hidden entry behind them is not.
-        tarwalk::expect_only_zeros(&mut reader)?;
+    data.read_to_end(&mut out).map_err(ApkError::Io)?;
+    if out.len() as u64 != entry.size {
+        return Err(malformed("tar archive is truncated inside an entry"));
     }
     Ok(out)
 }
@@ -160,46 +157,131 @@ fn kind_name(typeflag: u8) -> &'static str {
     }
 }
 
-fn is_signature_member(entries: &[(Entry, Vec<u8>)]) -> bool {
-    entries
-        .first()
-        .is_some_and(|(e, _)| e.path.starts_with(b".SIGN."))
-}
-
-/// Checks that every entry is a plain regular file with a name of the given form.
-fn plain_files(
-    entries: Vec<(Entry, Vec<u8>)>,
+/// Checks that an entry of a signature or control member is a plain regular file at the
+/// top, with a name of the given form; returns the name.
+fn plain_file(
+    entry: &Entry,
     member: &str,
     name_ok: impl Fn(&str) -> bool,
     expected: &str,
-) -> ApkResult<Vec<MemberFile>> {
-    entries
-        .into_iter()
-        .map(|(entry, data)| {
-            let shown = entry.display_path();
-            if !entry.is_regular() {
-                return Err(malformed(format!(
-                    "{member} entry {shown:?} is a {}; only regular files are allowed",
-                    kind_name(entry.typeflag)
-                )));
+) -> ApkResult<String> {
+    let shown = entry.display_path();
+    if !entry.is_regular() {
+        return Err(malformed(format!(
+            "{member} entry {shown:?} is a {}; only regular files are allowed",
+            kind_name(entry.typeflag)
+        )));
+    }
+    if entry.path.first() == Some(&b'/') {
+        return Err(malformed(format!(
+            "{member} entry {shown:?} has an absolute path"
+        )));
+    }
+    if entry.path.split(|&b| b == b'/').any(|c| c == b"..") {
+        return Err(malformed(format!(
+            "{member} entry {shown:?} leaves the package root"
+        )));
+    }
+    std::str::from_utf8(&entry.path)
+        .ok()
+        .filter(|n| !n.contains('/') && !n.contains('\0') && name_ok(n))
+        .map(str::to_string)
+        .ok_or_else(|| malformed(format!("{member} entry {shown:?} is not {expected}")))
+}
+
+/// The two members before the data member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Member {
+    Signature,
+    Control,
+}
+
+impl Member {
+    fn label(self) -> &'static str {
+        match self {
+            Member::Signature => "signature member",
+            Member::Control => "control member",
+        }
+    }
+
+    fn name_ok(self, name: &str) -> bool {
+        match self {
+            Member::Signature => name.starts_with(".SIGN."),
+            // apk treats the first name without a leading dot as the start of the data.
+            Member::Control => name.starts_with('.') && name != "." && name != "..",
+        }
+    }
+
+    fn expected(self) -> &'static str {
+        match self {
+            Member::Signature => "a .SIGN.* signature",
+            Member::Control => "a control file (.PKGINFO or an install script)",
+        }
+    }
+}
+
+/// What the registry keeps of a signature or control member.
+#[derive(Default)]
+struct MemberScan {
+    /// Which member it is: given, or told by its first entry.
+    member: Option<Member>,
+    signature_names: Vec<String>,
+    pkginfo: Option<Vec<u8>>,
+}
+
+/// Reads a signature or control member (which one, `member` says, or else its first
+/// entry), keeping only the signature names and `.PKGINFO`.
+fn read_control_member<R: Read>(
+    tap: &mut Tap<R>,
+    member: Option<Member>,
+    label: &str,
+    limits: &Limits,
+) -> ApkResult<MemberScan> {
+    let mut scan = MemberScan {
+        member,
+        ..MemberScan::default()
+    };
+    read_member(
+        tap,
+        label,
+        "decompressed control member",
+        limits.max_control_bytes,
+        |entry, data| {
+            let member = *scan
+                .member
+                .get_or_insert(if entry.path.starts_with(b".SIGN.") {
+                    Member::Signature
+                } else {
+                    Member::Control
+                });
+            let name = plain_file(
+                entry,
+                member.label(),
+                |n| member.name_ok(n),
+                member.expected(),
+            )?;
+            match member {
+                Member::Signature => scan.signature_names.push(name),
+                Member::Control if name == ".PKGINFO" => {
+                    if scan.pkginfo.is_some() {
+                        return Err(malformed("the control member has more than one .PKGINFO"));
+                    }
+                    if entry.size > limits.max_pkginfo_bytes {
+                        return Err(ApkError::TooLarge {
+                            what: ".PKGINFO",
+                            limit: limits.max_pkginfo_bytes,
+                        });
+                    }
+                    scan.pkginfo = Some(read_entry(entry, data)?);
+                }
+                // Install scripts are read through: apk takes them from this member,
+                // but the registry has no use for them.
+                Member::Control => {}
             }
-            if entry.path.first() == Some(&b'/') {
-                return Err(malformed(format!(
-                    "{member} entry {shown:?} has an absolute path"
-                )));
-            }
-            if entry.path.split(|&b| b == b'/').any(|c| c == b"..") {
-                return Err(malformed(format!(
-                    "{member} entry {shown:?} leaves the package root"
-                )));
-            }
-            let name = String::from_utf8(entry.path)
-                .ok()
-                .filter(|n| !n.contains('/') && !n.contains('\0') && name_ok(n))
-                .ok_or_else(|| malformed(format!("{member} entry {shown:?} is not {expected}")))?;
-            Ok(MemberFile { name, data })
-        })
-        .collect()
+            Ok(())
+        },
+    )?;
+    Ok(scan)
 }
 
 fn check_gzip_magic<R: Read>(tap: &mut Tap<R>) -> ApkResult<()> {
@@ -223,17 +305,20 @@ fn check_gzip_magic<R: Read>(tap: &mut Tap<R>) -> ApkResult<()> {
 pub(crate) fn read_first_member(data: &[u8], limit: u64) -> ApkResult<(Vec<MemberFile>, usize)> {
     let mut tap = Tap::new(data);
     check_gzip_magic(&mut tap)?;
-    let bytes = inflate_member(
+    let mut files = Vec::new();
+    read_member(
         &mut tap,
         "signature member",
         "decompressed signature member",
         limit,
-    )?;
-    let files = plain_files(
-        tar_entries(&bytes)?,
-        "signature member",
-        |_| true,
-        "a file name",
+        |entry, data| {
+            let name = plain_file(entry, "signature member", |_| true, "a file name")?;
+            files.push(MemberFile {
+                name,
+                data: read_entry(entry, data)?,
+            });
+            Ok(())
+        },
     )?;
     let len = usize::try_from(tap.consumed).map_err(|_| malformed("member too large"))?;
     Ok((files, len))
@@ -253,20 +338,13 @@ pub fn parse_package<R: Read>(reader: R, limits: &Limits) -> ApkResult<ParsedPac
     check_gzip_magic(&mut tap)?;
 
     tap.sha1 = Some(Sha1::new());
-    let first = inflate_member(
+    let first = read_control_member(
         &mut tap,
+        None,
         "first gzip member (signature or control)",
-        "decompressed control member",
-        limits.max_control_bytes,
+        limits,
     )?;
-    let first = tar_entries(&first)?;
-    let (signature_names, control) = if is_signature_member(&first) {
-        let sigs = plain_files(
-            first,
-            "signature member",
-            |n| n.starts_with(".SIGN."),
-            "a .SIGN.* signature",
-        )?;
+    let (signature_names, control) = if first.member == Some(Member::Signature) {
         // The identity starts with the control member, not the signature.
         tap.sha1 = Some(Sha1::new());
         if tap.at_eof().map_err(ApkError::Io)? {
@@ -274,21 +352,16 @@ pub fn parse_package<R: Read>(reader: R, limits: &Limits) -> ApkResult<ParsedPac
                 "the package has a signature but no control member",
             ));
         }
-        let control = inflate_member(
-            &mut tap,
-            "control member",
-            "decompressed control member",
-            limits.max_control_bytes,
-        )?;
-        (
-            sigs.into_iter().map(|s| s.name).collect(),
-            tar_entries(&control)?,
-        )
+        let control =
+            read_control_member(&mut tap, Some(Member::Control), "control member", limits)?;
+        (first.signature_names, control)
     } else {
         (Vec::new(), first)
     };
-
-    let info = parse_control(control, limits)?;
+    let pkginfo = control
+        .pkginfo
+        .ok_or_else(|| malformed("the control member has no .PKGINFO"))?;
+    let info = PkgInfo::parse(&pkginfo)?;
     let control_identity = match info.datahash {
         Some(_) => Some(finish_sha1(tap.sha1.take())),
         None => None,
@@ -316,73 +389,34 @@ pub fn parse_package<R: Read>(reader: R, limits: &Limits) -> ApkResult<ParsedPac
     if !tap.at_eof().map_err(ApkError::Io)? {
         return Err(malformed("unexpected bytes after the data member"));
     }
+    let size = tap.consumed;
+    // Every index of the repository carries this text, and every publish rewrites it.
+    let stanza = render_stanza(&info, &checksum, size);
+    if stanza.len() as u64 > limits.max_stanza_bytes {
+        return Err(ApkError::TooLarge {
+            what: "the package's APKINDEX stanza (config limits.max_stanza_bytes)",
+            limit: limits.max_stanza_bytes,
+        });
+    }
     Ok(ParsedPackage {
         info,
         checksum,
-        size: tap.consumed,
+        size,
         signature_names,
         data_sha256,
+        stanza,
     })
-}
-
-fn parse_control(entries: Vec<(Entry, Vec<u8>)>, limits: &Limits) -> ApkResult<PkgInfo> {
-    for (entry, _) in &entries {
-        if entry.path == b".PKGINFO" && entry.size > limits.max_pkginfo_bytes {
-            return Err(ApkError::TooLarge {
-                what: ".PKGINFO",
-                limit: limits.max_pkginfo_bytes,
-            });
-        }
-    }
-    // apk treats the first name without a leading dot as the start of the data files.
-    let files = plain_files(
-        entries,
-        "control member",
-        |n| n.starts_with('.') && n != "." && n != "..",
-        "a control file (.PKGINFO or an install script)",
-    )?;
-    let mut pkginfo = files.iter().filter(|f| f.name == ".PKGINFO");
-    let first = pkginfo
-        .next()
-        .ok_or_else(|| malformed("the control member has no .PKGINFO"))?;
-    if pkginfo.next().is_some() {
-        return Err(malformed("the control member has more than one .PKGINFO"));
-    }
-    PkgInfo::parse(&first.data)
 }
 
 fn read_data_member<R: Read>(tap: &mut Tap<R>, limits: &Limits) -> ApkResult<()> {
-    let exceeded = Cell::new(false);
-    let result = {
-        let gz = flate2::bufread::GzDecoder::new(&mut *tap);
-        let mut data = Limited::new(gz, limits.max_data_bytes, &exceeded);
-        tarwalk::walk(&mut data, MAX_TAR_META, |entry, _| {
-            let p = &entry.path;
-            if p.first() == Some(&b'/')
-                || p.contains(&0)
-                || p.split(|&b| b == b'/').any(|c| c == b"..")
-            {
-                return Err(malformed(format!(
-                    "data member entry {:?} leaves the package root",
-                    entry.display_path()
-                )));
-            }
-            Ok(())
-        })
-        // End blocks and record padding up to the gzip trailer: zeros only, or apk
-        // would read on into entries that were never checked.
-        .and_then(|_| tarwalk::expect_only_zeros(&mut data))
-    };
-    result.map_err(|e| {
-        classify(
-            e,
-            tap.source_failed,
-            exceeded.get(),
-            "data member",
-            "decompressed data member",
-            limits.max_data_bytes,
-        )
-    })
+    let mut tree = DataTree::new(datatree::MAX_ENTRIES);
+    read_member(
+        tap,
+        "data member",
+        "decompressed data member",
+        limits.max_data_bytes,
+        |entry, _| tree.add(entry),
+    )
 }
 
 #[cfg(test)]
@@ -435,8 +469,9 @@ mod tests {
             assert_eq!(parsed.size, members.iter().sum::<u64>(), "{file}");
             assert_eq!(parsed.size, bytes.len() as u64, "{file}");
             assert_eq!(parsed.signature_names, [sig.to_string()], "{file}");
+            assert_eq!(&parsed.stanza, want, "{file}");
             let stanza = render_stanza(&parsed.info, &parsed.checksum, parsed.size);
-            assert_eq!(&stanza, want, "{file}");
+            assert_eq!(stanza, parsed.stanza, "{file}");
         }
     }
 
@@ -446,8 +481,7 @@ mod tests {
         for ((file, _, _), want) in REAL_PACKAGES.iter().zip(&expected) {
             let bytes = fixture(file);
             let parsed = parse_package(&bytes[..], &Limits::default()).expect(file);
-            let stanza = render_stanza(&parsed.info, &parsed.checksum, parsed.size);
-            let rewritten = rewrite_arch(&stanza, "x86_64");
+            let rewritten = rewrite_arch(&parsed.stanza, "x86_64");
             assert_eq!(
                 rewritten,
                 want.replace("A:noarch\n", "A:x86_64\n"),
@@ -480,7 +514,7 @@ mod tests {
         }
     }
 
-    use crate::apk::builder::{pax_record, push_entry, PackageBuilder};
+    use crate::apk::builder::{pax_record, push_entry, push_link, PackageBuilder};
     use crate::apk::index::gzip;
     use crate::apk::sign::{verify, SignatureAlgorithm, SigningKey};
     use std::sync::OnceLock;
@@ -932,6 +966,310 @@ mod tests {
         tar.extend_from_slice(&[0u8; 1024]);
         let m = malformed_message(parse(&with_data_tar(&tar)));
         assert!(m.contains("empty name"), "{m}");
+    }
+
+    /// `tar` followed by the two end-of-archive blocks.
+    fn ended(mut tar: Vec<u8>) -> Vec<u8> {
+        tar.extend_from_slice(&[0u8; 1024]);
+        tar
+    }
+
+    fn dir(tar: &mut Vec<u8>, name: &str) {
+        push_entry(tar, name.as_bytes(), b'5', 0o755, &[]);
+    }
+
+    fn reg(tar: &mut Vec<u8>, name: &str) {
+        push_entry(tar, name.as_bytes(), b'0', 0o644, b"contents\n");
+    }
+
+    fn pax(tar: &mut Vec<u8>, key: &str, value: &[u8]) {
+        push_entry(tar, b"PaxHeaders/x", b'x', 0o644, &pax_record(key, value));
+    }
+
+    #[test]
+    fn data_entry_through_an_earlier_symlink_is_rejected() {
+        for target in [&b"/etc"[..], b"../../etc", b"lib64", b"."] {
+            let mut tar = Vec::new();
+            dir(&mut tar, "usr/");
+            push_link(&mut tar, b"usr/lib", b'2', target);
+            reg(&mut tar, "usr/lib/cron.d/evil");
+            let m = malformed_message(parse(&with_data_tar(&ended(tar))));
+            assert!(
+                m.contains("\"usr/lib/cron.d/evil\"") && m.contains("symbolic link \"usr/lib\""),
+                "{m}"
+            );
+        }
+    }
+
+    #[test]
+    fn data_entry_through_a_symlink_spelt_differently_is_rejected() {
+        for (link, through) in [
+            ("usr/lib/", "usr/lib/evil"),
+            ("usr/lib", "usr//lib/evil"),
+            ("usr/lib", "usr/./lib/evil"),
+            ("usr/lib", "usr/lib/cron.d/"),
+        ] {
+            let mut tar = Vec::new();
+            dir(&mut tar, "usr/");
+            push_link(&mut tar, link.as_bytes(), b'2', b"/etc");
+            if through.ends_with('/') {
+                dir(&mut tar, through);
+            } else {
+                reg(&mut tar, through);
+            }
+            let m = malformed_message(parse(&with_data_tar(&ended(tar))));
+            assert!(m.contains(&format!("{through:?}")), "{link} {through}: {m}");
+        }
+    }
+
+    #[test]
+    fn hard_link_to_anything_but_an_earlier_regular_file_is_rejected() {
+        for target in [
+            "usr/bin/missing",
+            "usr/bin/later",
+            "usr/bin",
+            "usr/bin/sym",
+            "usr/bin/hard",
+            "/usr/bin/real",
+            "usr/../usr/bin/real",
+            "../real",
+            "",
+        ] {
+            let mut tar = Vec::new();
+            dir(&mut tar, "usr/");
+            dir(&mut tar, "usr/bin/");
+            reg(&mut tar, "usr/bin/real");
+            push_link(&mut tar, b"usr/bin/sym", b'2', b"real");
+            push_link(&mut tar, b"usr/bin/hard", b'1', b"usr/bin/real");
+            push_link(&mut tar, b"usr/bin/link", b'1', target.as_bytes());
+            reg(&mut tar, "usr/bin/later");
+            let m = malformed_message(parse(&with_data_tar(&ended(tar))));
+            assert!(
+                m.contains("\"usr/bin/link\"") && m.contains("hard link"),
+                "{target}: {m}"
+            );
+        }
+    }
+
+    #[test]
+    fn hard_link_target_is_read_from_pax_linkpath_like_apk_does() {
+        // The header names a real file, the PAX record (which apk uses) does not.
+        let mut tar = Vec::new();
+        dir(&mut tar, "usr/");
+        reg(&mut tar, "usr/real");
+        pax(&mut tar, "linkpath", b"usr/missing");
+        push_link(&mut tar, b"usr/link", b'1', b"usr/real");
+        let m = malformed_message(parse(&with_data_tar(&ended(tar))));
+        assert!(
+            m.contains("\"usr/link\"") && m.contains("usr/missing"),
+            "{m}"
+        );
+        // And the other way round: apk links to the PAX target, which exists.
+        let mut tar = Vec::new();
+        dir(&mut tar, "usr/");
+        reg(&mut tar, "usr/real");
+        pax(&mut tar, "linkpath", b"usr/real");
+        push_link(&mut tar, b"usr/link", b'1', b"usr/missing");
+        parse(&with_data_tar(&ended(tar))).expect("PAX linkpath names an earlier file");
+    }
+
+    #[test]
+    fn link_target_with_a_nul_byte_is_rejected() {
+        for typeflag in [b'1', b'2'] {
+            let mut tar = Vec::new();
+            dir(&mut tar, "usr/");
+            reg(&mut tar, "usr/real");
+            pax(&mut tar, "linkpath", b"usr/real\0/../../etc/shadow");
+            push_link(&mut tar, b"usr/link", typeflag, b"usr/real");
+            let m = malformed_message(parse(&with_data_tar(&ended(tar))));
+            assert!(m.contains("\"usr/link\"") && m.contains("NUL"), "{m}");
+        }
+    }
+
+    #[test]
+    fn pax_linkpath_on_a_regular_file_is_rejected() {
+        // apk makes a regular file with a link target a hard link.
+        let mut tar = Vec::new();
+        dir(&mut tar, "usr/");
+        pax(&mut tar, "linkpath", b"/etc/shadow");
+        reg(&mut tar, "usr/shadow");
+        let m = malformed_message(parse(&with_data_tar(&ended(tar))));
+        assert!(
+            m.contains("\"usr/shadow\"") && m.contains("linkpath"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn gnu_long_link_name_is_rejected() {
+        // apk ignores `K` headers and links to the header's (cut) link name instead.
+        let mut tar = Vec::new();
+        dir(&mut tar, "usr/");
+        push_entry(
+            &mut tar,
+            b"././@LongLink",
+            b'K',
+            0o644,
+            b"usr/share/a/very/long/target\0",
+        );
+        push_link(&mut tar, b"usr/link", b'2', b"/etc/shadow");
+        let m = malformed_message(parse(&with_data_tar(&ended(tar))));
+        assert!(m.contains("\"usr/link\"") && m.contains("'K'"), "{m}");
+    }
+
+    #[test]
+    fn duplicate_data_entries_are_rejected() {
+        for (first, second) in [
+            ("usr/bin/x", "usr/bin/x"),
+            ("usr/bin/", "usr/bin"),
+            ("usr/bin/", "usr/bin/"),
+            ("usr/bin/x", "usr//bin/x"),
+            ("usr/bin/x", "usr/./bin/x"),
+            ("usr/bin/x", "./usr/bin/x"),
+            ("usr/bin/x", "usr/bin/x/"),
+        ] {
+            let mut tar = Vec::new();
+            dir(&mut tar, "usr/");
+            if first != "usr/bin/" {
+                dir(&mut tar, "usr/bin/");
+            }
+            for name in [first, second] {
+                if name.starts_with("usr/bin") && name.len() <= "usr/bin/".len() {
+                    dir(&mut tar, name);
+                } else {
+                    reg(&mut tar, name);
+                }
+            }
+            let m = malformed_message(parse(&with_data_tar(&ended(tar))));
+            assert!(
+                m.contains(&format!("{second:?}")) && m.contains("duplicate"),
+                "{first} {second}: {m}"
+            );
+        }
+    }
+
+    #[test]
+    fn control_file_names_at_the_top_of_the_data_member_are_rejected() {
+        for name in [
+            ".PKGINFO",
+            ".pre-install",
+            ".post-install",
+            ".pre-upgrade",
+            ".post-upgrade",
+            ".pre-deinstall",
+            ".post-deinstall",
+            ".trigger",
+            ".INSTALL",
+            ".SIGN.RSA.packager.rsa.pub",
+            ".SIGN.RSA256.x",
+            "./.post-install",
+        ] {
+            let mut tar = Vec::new();
+            dir(&mut tar, "usr/");
+            push_entry(
+                &mut tar,
+                name.as_bytes(),
+                b'0',
+                0o755,
+                b"#!/bin/sh\nrm -rf /\n",
+            );
+            let m = malformed_message(parse(&with_data_tar(&ended(tar))));
+            assert!(
+                m.contains(&format!("{name:?}")) && m.contains("control member"),
+                "{name}: {m}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_dot_names_in_the_data_member_are_accepted() {
+        // abuild puts `.dummy` into the data member of packages without files; apk skips
+        // top-level dot names there. Control file names below the top are plain files.
+        for name in [".dummy", "usr/.PKGINFO", ".post-install.d", ".SIGN"] {
+            let mut tar = Vec::new();
+            dir(&mut tar, "usr/");
+            reg(&mut tar, name);
+            parse(&with_data_tar(&ended(tar))).expect(name);
+        }
+    }
+
+    #[test]
+    fn abuild_like_tree_with_links_and_directories_is_accepted() {
+        let long_target = format!("/usr/share/{}/target", "d".repeat(120));
+        let mut tar = Vec::new();
+        dir(&mut tar, "usr/");
+        dir(&mut tar, "usr/bin/");
+        reg(&mut tar, "usr/bin/busybox");
+        push_link(&mut tar, b"usr/bin/sh", b'1', b"usr/bin/busybox");
+        push_link(&mut tar, b"usr/bin/ls", b'2', b"busybox");
+        dir(&mut tar, "usr/lib/");
+        reg(&mut tar, "usr/lib/libx.so.1.2");
+        push_link(&mut tar, b"usr/lib/libx.so.1", b'2', b"libx.so.1.2");
+        push_link(&mut tar, b"lib", b'2', b"usr/lib");
+        push_link(&mut tar, b"bin", b'2', b"/usr/bin");
+        pax(&mut tar, "linkpath", long_target.as_bytes());
+        push_link(&mut tar, b"usr/lib/long", b'2', b"cut");
+        dir(&mut tar, "usr/share/");
+        reg(&mut tar, ".dummy");
+        parse(&with_data_tar(&ended(tar))).expect("a valid tree");
+    }
+
+    #[test]
+    fn stanza_over_limit_is_rejected_naming_the_config_key() {
+        let bytes = sample().field("pkgdesc", &"x".repeat(100 << 10)).build();
+        let r = parse(&bytes);
+        assert!(
+            matches!(&r, Err(ApkError::TooLarge { what, limit: 65536 })
+                if what.contains("limits.max_stanza_bytes")),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn stanza_exactly_at_the_limit_is_accepted() {
+        let bytes = sample().field("pkgdesc", &"x".repeat(5000)).build();
+        let len = parse(&bytes).expect("valid").stanza.len() as u64;
+        let at = |max_stanza_bytes| Limits {
+            max_stanza_bytes,
+            ..Limits::default()
+        };
+        let p = parse_package(&bytes[..], &at(len)).expect("stanza at the limit");
+        assert_eq!(p.stanza.len() as u64, len);
+        let r = parse_package(&bytes[..], &at(len - 1));
+        assert!(
+            matches!(r, Err(ApkError::TooLarge { limit, .. }) if limit == len - 1),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn install_scripts_are_hashed_into_the_identity_but_not_kept() {
+        let mut tar = Vec::new();
+        push_entry(&mut tar, b".PKGINFO", b'0', 0o644, &minimal_pkginfo());
+        push_entry(
+            &mut tar,
+            b".post-install",
+            b'0',
+            0o755,
+            b"#!/bin/sh\necho hi\n",
+        );
+        push_entry(&mut tar, b".trigger", b'0', 0o755, &[b'#'; 5000]);
+        let bytes = with_control_tar(&tar);
+        let p = parse(&bytes).expect("control member with scripts");
+        // No datahash: the identity spans the whole control member and the data.
+        assert_eq!(p.checksum, q1(&bytes));
+        assert_eq!(p.info.pkgname, "a");
+    }
+
+    #[test]
+    fn builder_package_with_links_parses() {
+        let bytes = sample()
+            .hard_link("usr/bin/hello-again", "usr/bin/hello")
+            .symlink("usr/bin/hi", "hello")
+            .symlink("usr/lib/long", &format!("/{}", "l".repeat(150)))
+            .signed_with(test_key())
+            .build();
+        parse(&bytes).expect("links the way abuild writes them");
     }
 
     #[test]

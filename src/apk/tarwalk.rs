@@ -7,11 +7,16 @@
 //! from one that ends with zero blocks.
 //!
 //! Whatever is checked here must be what apk-tools will read, or an entry could be
-//! smuggled past the checks. So entry names and sizes are taken the way apk's tar reader
-//! takes them (the ustar prefix whenever it is set, the header's size field, never a PAX
-//! `size`), and anything apk would read differently is refused: a PAX `size` that
-//! disagrees with the header, a header with an empty name (apk takes it for an end block
-//! and reads on), and anything but zeros after the first end block.
+//! smuggled past the checks. So entry names, link targets and sizes are taken the way
+//! apk's tar reader takes them (the ustar prefix whenever it is set, the header's size
+//! field, never a PAX `size`; a link target from PAX `linkpath`, else the header's link
+//! name field), and anything apk would read differently is refused: a PAX `size` that
+//! disagrees with the header, a PAX record apk would parse differently or skip, a PAX
+//! `linkpath` on an entry that is not a link (apk makes a regular file with one a hard
+//! link), a GNU `K` long link name (apk ignores it), an entry type apk skips (its name
+//! or pending PAX path would then name apk's next entry), a header with an empty name
+//! (apk takes it for an end block and reads on), and anything but zeros after the first
+//! end block.
 
 use super::{ApkError, ApkResult};
 use std::io::{self, Read};
@@ -20,10 +25,18 @@ pub(crate) const BLOCK: usize = 512;
 
 /// Type flags of the entries a caller may see (extension headers never reach it).
 pub(crate) const REGULAR: u8 = b'0';
-pub(crate) const REGULAR_OLD: u8 = 0;
+pub(crate) const CONTIGUOUS: u8 = b'7';
 pub(crate) const HARD_LINK: u8 = b'1';
 pub(crate) const SYMLINK: u8 = b'2';
 pub(crate) const DIRECTORY: u8 = b'5';
+
+/// apk refuses an archive with an entry name or link target this long or longer
+/// (`PATH_MAX - 10`).
+const APK_NAME_LIMIT: usize = 4096 - 10;
+
+/// The entry types apk-tools reads (`3` `4` `6` are device nodes and FIFOs). It skips
+/// any other type, old-style regular files (type NUL) included.
+const ENTRY_TYPES: &[u8] = b"0123456";
 
 /// One archive member as the caller sees it, with extension headers applied.
 #[derive(Debug)]
@@ -31,11 +44,14 @@ pub(crate) struct Entry {
     pub path: Vec<u8>,
     pub typeflag: u8,
     pub size: u64,
+    /// The target of a hard or symbolic link as apk takes it: the PAX `linkpath` record
+    /// if there is one, else the header's link name field. `None` for other entries.
+    pub link: Option<Vec<u8>>,
 }
 
 impl Entry {
     pub fn is_regular(&self) -> bool {
-        matches!(self.typeflag, REGULAR | REGULAR_OLD | b'7')
+        matches!(self.typeflag, REGULAR | CONTIGUOUS)
     }
 
     pub fn display_path(&self) -> String {
@@ -126,8 +142,12 @@ fn header_checksum_ok(block: &[u8; BLOCK]) -> ApkResult<bool> {
 struct Pending {
     /// PAX `path`: wins over every other name, as in apk.
     pax_path: Option<Vec<u8>>,
+    /// PAX `linkpath`: wins over the header's link name field, as in apk.
+    pax_linkpath: Option<Vec<u8>>,
     /// GNU `L` long name: used unless the header's ustar prefix is set, as in apk.
     long_name: Option<Vec<u8>>,
+    /// A GNU `K` long link name was seen (apk ignores them).
+    long_link: bool,
     size: Option<u64>,
     any: bool,
 }
@@ -173,13 +193,35 @@ pub(crate) fn expect_only_zeros<R: Read>(r: &mut R) -> ApkResult<()> {
     }
 }
 
-fn apply_pax(records: &[u8], pending: &mut Pending) -> ApkResult<()> {
-    for record in tar::PaxExtensions::new(records) {
-        let record = record.map_err(|_| malformed("tar PAX header is malformed"))?;
-        match record.key_bytes() {
-            b"path" => pending.pax_path = Some(record.value_bytes().to_vec()),
+/// Applies PAX records, read the way apk-tools reads them: `<length> <key>=<value>\n`,
+/// the length in decimal digits only and counting the whole record, the key up to the
+/// first `=`. apk stops at the first record it cannot parse and uses the header's fields
+/// instead, so any such record is refused rather than read.
+fn apply_pax(mut records: &[u8], pending: &mut Pending) -> ApkResult<()> {
+    let bad = || malformed("tar PAX record is malformed (apk would read it differently)");
+    while !records.is_empty() {
+        let digits = records.iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits == 0 || records.get(digits) != Some(&b' ') {
+            return Err(bad());
+        }
+        // Digits only; a length beyond the records (however many digits) is refused.
+        let len = std::str::from_utf8(&records[..digits])
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok())
+            .filter(|&len| len <= records.len())
+            .ok_or_else(bad)?;
+        let (record, rest) = records.split_at(len);
+        let body = record
+            .get(digits + 1..)
+            .and_then(|b| b.strip_suffix(b"\n"))
+            .ok_or_else(bad)?;
+        let eq = body.iter().position(|&b| b == b'=').ok_or_else(bad)?;
+        let (key, value) = (&body[..eq], &body[eq + 1..]);
+        match key {
+            b"path" => pending.pax_path = Some(value.to_vec()),
+            b"linkpath" => pending.pax_linkpath = Some(value.to_vec()),
             b"size" => {
-                let size = std::str::from_utf8(record.value_bytes())
+                let size = std::str::from_utf8(value)
                     .ok()
                     .and_then(|s| s.parse::<u64>().ok())
                     .ok_or_else(|| malformed("tar PAX size record is not a number"))?;
@@ -187,8 +229,17 @@ fn apply_pax(records: &[u8], pending: &mut Pending) -> ApkResult<()> {
             }
             _ => {}
         }
+        records = rest;
     }
     Ok(())
+}
+
+/// How a type flag reads in a message.
+fn type_name(typeflag: u8) -> String {
+    match typeflag {
+        0x21..=0x7e => format!("'{}'", char::from(typeflag)),
+        _ => format!("0x{typeflag:02x}"),
+    }
 }
 
 /// Walks the archive, calling `visit` with each entry and a reader of exactly its data.
@@ -251,6 +302,7 @@ pub(crate) fn walk<R: Read>(
             }
             b'K' => {
                 read_meta(r, header_size, max_meta)?;
+                pending.long_link = true;
                 pending.any = true;
             }
             _ => {
@@ -268,10 +320,45 @@ pub(crate) fn walk<R: Read>(
                     (None, Some(long)) if prefix(&block).is_empty() => long,
                     _ => header_path(&block),
                 };
+                let shown = String::from_utf8_lossy(&path);
+                if !ENTRY_TYPES.contains(&typeflag) {
+                    return Err(malformed(format!(
+                        "tar entry {shown:?} has type {}, which apk does not read (it would \
+                         skip the entry and give its name to the next one)",
+                        type_name(typeflag)
+                    )));
+                }
+                if pending.long_link {
+                    return Err(malformed(format!(
+                        "tar entry {shown:?} follows a GNU long link name ('K' header), \
+                         which apk ignores: it would use the header's link name instead"
+                    )));
+                }
+                let link = match (typeflag, pending.pax_linkpath) {
+                    (HARD_LINK | SYMLINK, Some(target)) => Some(target),
+                    (HARD_LINK | SYMLINK, None) => Some(field(&block, 157..257).to_vec()),
+                    (_, None) => None,
+                    (_, Some(_)) => {
+                        return Err(malformed(format!(
+                            "tar entry {shown:?} is not a link but has a PAX linkpath \
+                             record (apk would make it a hard link)"
+                        )));
+                    }
+                };
+                if path.len() >= APK_NAME_LIMIT
+                    || link.as_ref().is_some_and(|l| l.len() >= APK_NAME_LIMIT)
+                {
+                    return Err(malformed(format!(
+                        "tar entry {:?} has a name or link target of {APK_NAME_LIMIT} bytes \
+                         or more, which apk refuses",
+                        String::from_utf8_lossy(&path[..path.len().min(64)])
+                    )));
+                }
                 let entry = Entry {
                     path,
                     typeflag,
                     size,
+                    link,
                 };
                 let mut data = (&mut *r).take(size);
                 visit(&entry, &mut data)?;
@@ -459,5 +546,103 @@ mod tests {
     fn dangling_extended_header_is_rejected() {
         let a = entry("PaxHeaders/x", b'x', b"20 path=long/name.x\n");
         assert!(matches!(names(&a), Err(ApkError::Malformed(_))));
+    }
+
+    #[test]
+    fn pax_record_apk_would_skip_is_rejected() {
+        // apk reads the length with digits only: it stops at "+21" and uses the header's
+        // name, while a lenient parser takes the PAX path.
+        for records in [
+            &b"+21 path=usr/x/harml\n"[..],
+            b" 20 path=usr/x/harm\n",
+            b"20 path=usr/x/harmle",
+            b"19 path=usr/x/harm\n\n",
+            b"12 pathusr/x\n",
+            b"20 path=usr/x/harml\n\0\0\0",
+        ] {
+            let mut a = entry("PaxHeaders/x", b'x', records);
+            a.extend(entry("../../etc/evil", b'0', b"x"));
+            let err = names(&a).expect_err(&String::from_utf8_lossy(records));
+            assert!(
+                matches!(&err, ApkError::Malformed(m) if m.contains("PAX")),
+                "{err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn entry_type_apk_ignores_is_rejected() {
+        // apk skips an entry of a type it does not know, and its prefix (or a pending PAX
+        // path) then names the next entry: the two readers would disagree on names.
+        for typeflag in [b'V', b'S', b'D', 0] {
+            let mut a = edited("x", b'0', b"", |h| {
+                h[156] = typeflag;
+                h[345..360].copy_from_slice(b"usr/lib/cron.d/");
+            });
+            a.extend(entry("harmless", b'0', b"x"));
+            let err = names(&a).expect_err("unknown type");
+            assert!(
+                matches!(&err, ApkError::Malformed(m) if m.contains("type")),
+                "{typeflag}: {err:?}"
+            );
+        }
+    }
+
+    /// (name, link target) of every entry.
+    fn links(archive: &[u8]) -> ApkResult<Vec<(String, Option<String>)>> {
+        let mut seen = Vec::new();
+        walk(&mut &archive[..], 1 << 20, |e, _| {
+            let link = e
+                .link
+                .as_ref()
+                .map(|l| String::from_utf8_lossy(l).into_owned());
+            seen.push((e.display_path(), link));
+            Ok(())
+        })?;
+        Ok(seen)
+    }
+
+    #[test]
+    fn link_target_is_taken_like_apk_takes_it() {
+        let linked = |typeflag, target: &[u8]| {
+            edited("l", typeflag, b"", |h| {
+                h[157..157 + target.len()].copy_from_slice(target)
+            })
+        };
+        let mut a = linked(SYMLINK, b"header/target");
+        a.extend(linked(HARD_LINK, &[b'h'; 100]));
+        // PAX `linkpath` wins over the header's field.
+        a.extend(entry("PaxHeaders/l", b'x', b"23 linkpath=pax/target\n"));
+        a.extend(linked(SYMLINK, b"header/target"));
+        // Other entries have no link target, whatever their header's field holds.
+        a.extend(linked(REGULAR, b"ignored"));
+        let got = links(&a).expect("valid");
+        let want = [
+            Some("header/target".to_string()),
+            Some("h".repeat(100)),
+            Some("pax/target".to_string()),
+            None,
+        ];
+        assert_eq!(got.into_iter().map(|(_, l)| l).collect::<Vec<_>>(), want);
+    }
+
+    #[test]
+    fn name_or_link_target_apk_refuses_as_too_long_is_rejected() {
+        let long = "d/".repeat(APK_NAME_LIMIT / 2);
+        for (key, typeflag) in [("path", REGULAR), ("linkpath", SYMLINK)] {
+            let record = crate::apk::builder::pax_record(key, long.as_bytes());
+            let mut a = entry("PaxHeaders/x", b'x', &record);
+            a.extend(entry("x", typeflag, b""));
+            let err = links(&a).expect_err(key);
+            assert!(
+                matches!(&err, ApkError::Malformed(m) if m.contains("apk refuses")),
+                "{err:?}"
+            );
+        }
+        let fits = "d/".repeat(APK_NAME_LIMIT / 2 - 1);
+        let record = crate::apk::builder::pax_record("path", fits.as_bytes());
+        let mut a = entry("PaxHeaders/x", b'x', &record);
+        a.extend(entry("x", REGULAR, b""));
+        assert_eq!(links(&a).expect("fits").len(), 1);
     }
 }

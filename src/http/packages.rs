@@ -14,7 +14,6 @@ use tokio::io::AsyncWriteExt;
 use super::conditional::{Entity, Plan};
 use super::indexes::cache_control;
 use super::FilePath;
-use crate::apk::index::render_stanza;
 use crate::apk::package::parse_package;
 use crate::auth::Identity;
 use crate::error::{AppError, AppResult};
@@ -168,7 +167,7 @@ pub async fn upload(
         checksum: parsed.checksum.clone(),
         sha256: received.sha256.clone(),
         size: received.size as i64,
-        stanza: render_stanza(info, &parsed.checksum, received.size),
+        stanza: parsed.stanza.clone(),
     };
     // Nothing of the parse is needed past this point; waiting publishes hold only the row.
     drop(parsed);
