@@ -142,53 +142,83 @@ const MAX_DELAY: Duration = Duration::from_secs(30);
 type ThrottleKey = [u8; 16];
 
 #[derive(Debug, Clone, Copy)]
-struct Failures {
-    count: u32,
+struct Entry {
+    failures: u32,
+    /// Password checks from this address admitted and not finished (address keys only).
+    checking: u32,
     last: Instant,
 }
 
-/// Counts authentication attempts and refuses them for a while after repeated failures.
+/// Why an attempt was refused before it was checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Too many recent failures: retry after this long.
+    Failures(Duration),
+    /// As many password checks from this address are under way as it may have at once.
+    Checking,
+}
+
+/// Counts authentication failures and refuses attempts for a while after repeated ones,
+/// and bounds the password checks one address has under way.
 ///
-/// Two counts are kept: per address and user name (so one user's typos do not slow down
+/// Failures are counted per address and user name (so one user's typos do not slow down
 /// another user behind the same address, and a valid credential cannot clear the count
 /// of guesses at another user's password), and per address whatever the name (so fresh
 /// names do not pass). IPv6 addresses count by their /64 prefix, which one client usually
-/// holds whole. An attempt is counted when it starts, before any password is hashed, so
-/// concurrent attempts see each other; a success takes its own count back.
+/// holds whole. After `limit` failures of one name from one address (or `address_limit`
+/// from one address), further attempts are refused for `delay`, doubling per further
+/// failure up to 30 s, measured from the last failure; a window of `window` without
+/// failures forgets them.
 ///
-/// After `limit` failures of one name from one address (or `address_limit` from one
-/// address), further attempts are refused for `delay`, doubling per further failure up to
-/// 30 s, measured from the last failure; a window of `window` without failures forgets
-/// them. Entries are pruned on a timer (`prune`) and capped at [`THROTTLE_CAPACITY`].
+/// Before any password is hashed, the attempt is admitted per address: at most
+/// `checks_per_address` run (or wait for a turn) at once, so concurrent guesses cannot
+/// all start before the first failures are counted, and one address cannot take every
+/// place in the queue of password checks. Entries are pruned on a timer (`prune`) and
+/// capped at [`THROTTLE_CAPACITY`].
 pub struct Throttle {
-    entries: Mutex<HashMap<ThrottleKey, Failures>>,
+    entries: Mutex<HashMap<ThrottleKey, Entry>>,
     salt: [u8; 16],
     limit: u32,
     address_limit: u32,
+    checks_per_address: u32,
     window: Duration,
     delay: Duration,
     capacity: usize,
 }
 
-/// An attempt admitted by [`Throttle::begin`]; report its outcome with
-/// [`Throttle::succeeded`] (a failure needs no report: it was counted up front).
+/// An attempt admitted by [`Throttle::begin`]. Report its outcome with `finish`; dropped
+/// unfinished (the client went away), it is forgotten and gives its place back.
 #[derive(Debug)]
 pub struct Attempt {
+    throttle: std::sync::Arc<Throttle>,
     user: ThrottleKey,
     address: ThrottleKey,
+    password: bool,
+    finished: bool,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Failure,
+    /// Not decided (a server fault, or no place to check it): counts neither way.
+    Undecided,
+}
+
+impl std::fmt::Debug for Throttle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Throttle").finish_non_exhaustive()
+    }
 }
 
 impl Throttle {
-    pub fn new(limit: u32, address_limit: u32, window: Duration, delay: Duration) -> Throttle {
-        Self::with_capacity(limit, address_limit, window, delay, THROTTLE_CAPACITY)
-    }
-
-    fn with_capacity(
+    pub fn new(
         limit: u32,
         address_limit: u32,
+        checks_per_address: u32,
         window: Duration,
         delay: Duration,
-        capacity: usize,
     ) -> Throttle {
         let mut salt = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut salt);
@@ -197,9 +227,10 @@ impl Throttle {
             salt,
             limit,
             address_limit,
+            checks_per_address: checks_per_address.max(1),
             window,
             delay,
-            capacity: capacity.max(2),
+            capacity: THROTTLE_CAPACITY,
         }
     }
 
@@ -221,94 +252,120 @@ impl Throttle {
         key
     }
 
-    fn keys(&self, ip: IpAddr, name: &str) -> Attempt {
-        let address: Vec<u8> = match ip.to_canonical() {
-            IpAddr::V4(v4) => v4.octets().to_vec(),
-            IpAddr::V6(v6) => v6.octets()[..8].to_vec(),
-        };
-        Attempt {
-            user: self.key(&address, Some(name)),
-            address: self.key(&address, None),
-        }
-    }
-
     /// How long an entry with these failures is still refused, if at all.
-    fn wait(&self, failures: &Failures, limit: u32, now: Instant) -> Option<Duration> {
-        let since = now.saturating_duration_since(failures.last);
-        if self.delay.is_zero() || failures.count < limit || since > self.window {
+    fn wait(&self, entry: &Entry, limit: u32, now: Instant) -> Option<Duration> {
+        let since = now.saturating_duration_since(entry.last);
+        if self.delay.is_zero() || entry.failures < limit || since > self.window {
             return None;
         }
-        let doublings = (failures.count - limit).min(16);
+        let doublings = (entry.failures - limit).min(16);
         let delay = self.delay.saturating_mul(1 << doublings).min(MAX_DELAY);
         delay.checked_sub(since).filter(|d| !d.is_zero())
     }
 
-    /// Admits an attempt by `name` (empty for tokens) from `ip` and counts it, or says
-    /// how long the client must wait first.
-    pub fn begin(&self, ip: IpAddr, name: &str) -> Result<Attempt, Duration> {
-        let attempt = self.keys(ip, name);
+    /// Admits an attempt by `name` (empty for tokens) from `ip`, a password attempt
+    /// when `password`, or says why not.
+    pub fn begin(
+        self: &std::sync::Arc<Self>,
+        ip: IpAddr,
+        name: &str,
+        password: bool,
+    ) -> Result<Attempt, Refusal> {
+        let address: Vec<u8> = match ip.to_canonical() {
+            IpAddr::V4(v4) => v4.octets().to_vec(),
+            IpAddr::V6(v6) => v6.octets()[..8].to_vec(),
+        };
+        let user = self.key(&address, Some(name));
+        let address = self.key(&address, None);
         let now = Instant::now();
         let mut entries = self.entries.lock().expect("throttle poisoned");
-        let refused = [
-            (attempt.user, self.limit),
-            (attempt.address, self.address_limit),
-        ]
-        .iter()
-        .filter_map(|(key, limit)| self.wait(entries.get(key)?, *limit, now))
-        .max();
-        if let Some(wait) = refused {
-            return Err(wait);
+        let waits = [(user, self.limit), (address, self.address_limit)];
+        if let Some(wait) = waits
+            .iter()
+            .filter_map(|(key, limit)| self.wait(entries.get(key)?, *limit, now))
+            .max()
+        {
+            return Err(Refusal::Failures(wait));
         }
-        for key in [attempt.user, attempt.address] {
-            if !entries.contains_key(&key) && entries.len() >= self.capacity {
-                self.make_room(&mut entries, now);
+        if password {
+            let checking = entries.get(&address).map_or(0, |e| e.checking);
+            if checking >= self.checks_per_address {
+                return Err(Refusal::Checking);
             }
-            let window = self.window;
-            let failures = entries.entry(key).or_insert(Failures {
-                count: 0,
-                last: now,
-            });
-            if now.saturating_duration_since(failures.last) > window {
-                failures.count = 0;
-            }
-            failures.count = failures.count.saturating_add(1);
-            failures.last = now;
+            self.entry(&mut entries, address, now).checking += 1;
         }
-        Ok(attempt)
+        Ok(Attempt {
+            throttle: self.clone(),
+            user,
+            address,
+            password,
+            finished: false,
+        })
     }
 
-    /// The attempt succeeded: the user's count is cleared and the address's count no
-    /// longer includes it.
-    pub fn succeeded(&self, attempt: Attempt) {
-        self.take_back(attempt, true);
+    /// The entry of `key`, made (with room made for it) if missing.
+    fn entry<'a>(
+        &self,
+        entries: &'a mut HashMap<ThrottleKey, Entry>,
+        key: ThrottleKey,
+        now: Instant,
+    ) -> &'a mut Entry {
+        if !entries.contains_key(&key) && entries.len() >= self.capacity {
+            self.make_room(entries, now);
+        }
+        let window = self.window;
+        let entry = entries.entry(key).or_insert(Entry {
+            failures: 0,
+            checking: 0,
+            last: now,
+        });
+        if now.saturating_duration_since(entry.last) > window {
+            entry.failures = 0;
+        }
+        entry
     }
 
-    /// The attempt was not decided (a server fault): it does not count.
-    pub fn undecided(&self, attempt: Attempt) {
-        self.take_back(attempt, false);
-    }
-
-    fn take_back(&self, attempt: Attempt, clear_user: bool) {
+    fn finish(&self, attempt: &Attempt, outcome: Outcome) {
+        let now = Instant::now();
         let mut entries = self.entries.lock().expect("throttle poisoned");
-        if clear_user {
-            entries.remove(&attempt.user);
+        if attempt.password {
+            if let Some(entry) = entries.get_mut(&attempt.address) {
+                entry.checking = entry.checking.saturating_sub(1);
+            }
         }
-        for key in [attempt.user, attempt.address] {
-            if let Some(failures) = entries.get_mut(&key) {
-                failures.count = failures.count.saturating_sub(1);
-                if failures.count == 0 {
-                    entries.remove(&key);
+        match outcome {
+            Outcome::Success => {
+                entries.remove(&attempt.user);
+            }
+            Outcome::Failure => {
+                for key in [attempt.user, attempt.address] {
+                    let entry = self.entry(&mut entries, key, now);
+                    entry.failures = entry.failures.saturating_add(1);
+                    entry.last = now;
                 }
             }
+            Outcome::Undecided => {}
+        }
+        if entries
+            .get(&attempt.address)
+            .is_some_and(|e| e.failures == 0 && e.checking == 0)
+        {
+            entries.remove(&attempt.address);
         }
     }
 
-    /// Evicts expired entries, or failing that the least recently seen one.
-    fn make_room(&self, entries: &mut HashMap<ThrottleKey, Failures>, now: Instant) {
+    /// Evicts expired entries, or failing that the least recently seen one; entries of
+    /// checks under way stay.
+    fn make_room(&self, entries: &mut HashMap<ThrottleKey, Entry>, now: Instant) {
         let window = self.window;
-        entries.retain(|_, f| now.saturating_duration_since(f.last) <= window);
+        entries.retain(|_, e| e.checking > 0 || now.saturating_duration_since(e.last) <= window);
         if entries.len() >= self.capacity {
-            if let Some(oldest) = entries.iter().min_by_key(|(_, f)| f.last).map(|(k, _)| *k) {
+            if let Some(oldest) = entries
+                .iter()
+                .filter(|(_, e)| e.checking == 0)
+                .min_by_key(|(_, e)| e.last)
+                .map(|(k, _)| *k)
+            {
                 entries.remove(&oldest);
             }
         }
@@ -321,7 +378,7 @@ impl Throttle {
         self.entries
             .lock()
             .expect("throttle poisoned")
-            .retain(|_, f| now.saturating_duration_since(f.last) <= window);
+            .retain(|_, e| e.checking > 0 || now.saturating_duration_since(e.last) <= window);
     }
 
     /// Entries currently kept.
@@ -337,6 +394,21 @@ impl Throttle {
     pub fn prune_interval(&self) -> Duration {
         self.window
             .clamp(Duration::from_secs(1), Duration::from_secs(60))
+    }
+}
+
+impl Attempt {
+    pub fn finish(mut self, outcome: Outcome) {
+        self.finished = true;
+        self.throttle.finish(&self, outcome);
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.throttle.finish(self, Outcome::Undecided);
+        }
     }
 }
 
@@ -360,17 +432,22 @@ pub struct PasswordChecks {
 impl PasswordChecks {
     /// `permits` = 0 means one per available core.
     pub fn new(permits: usize) -> PasswordChecks {
-        let permits = if permits == 0 {
-            std::thread::available_parallelism().map_or(2, |n| n.get())
-        } else {
-            permits
-        };
+        let permits = Self::permits_for(permits);
         PasswordChecks {
             permits: std::sync::Arc::new(tokio::sync::Semaphore::new(permits)),
             waiting: std::sync::atomic::AtomicUsize::new(0),
             max_waiting: permits * 4,
             max_wait: Duration::from_secs(5),
             memory: Default::default(),
+        }
+    }
+
+    /// The number of checks run at once for a configured value (0: one per core).
+    pub fn permits_for(configured: usize) -> usize {
+        if configured == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            configured
         }
     }
 
@@ -568,13 +645,22 @@ mod tests {
         );
     }
 
-    fn throttle(limit: u32, address_limit: u32) -> Throttle {
-        Throttle::new(
+    use std::sync::Arc;
+
+    fn throttle(limit: u32, address_limit: u32) -> Arc<Throttle> {
+        Arc::new(Throttle::new(
             limit,
             address_limit,
+            2,
             Duration::from_secs(60),
             Duration::from_millis(100),
-        )
+        ))
+    }
+
+    fn fail(t: &Arc<Throttle>, ip: IpAddr, name: &str) {
+        t.begin(ip, name, true)
+            .expect("admitted")
+            .finish(Outcome::Failure);
     }
 
     #[test]
@@ -582,27 +668,37 @@ mod tests {
         let ip: IpAddr = [10, 0, 0, 1].into();
         let t = throttle(3, 100);
         for _ in 0..3 {
-            t.begin(ip, "alice").expect("admitted");
+            fail(&t, ip, "alice");
         }
-        let wait = t.begin(ip, "alice").expect_err("refused");
+        let Err(Refusal::Failures(wait)) = t.begin(ip, "alice", true) else {
+            panic!("refused");
+        };
         assert!(wait > Duration::from_millis(50) && wait <= Duration::from_millis(100));
         // Another address and another user are not affected.
-        t.begin([10, 0, 0, 2].into(), "alice")
+        t.begin([10, 0, 0, 2].into(), "alice", true)
             .expect("other address");
-        let bob = t.begin(ip, "bob").expect("other user");
+        let bob = t.begin(ip, "bob", true).expect("other user");
         // Bob's success does not clear alice's count.
-        t.succeeded(bob);
-        assert!(t.begin(ip, "alice").is_err());
+        bob.finish(Outcome::Success);
+        assert!(t.begin(ip, "alice", true).is_err());
     }
 
     #[test]
     fn delay_doubles_per_failure_after_the_limit() {
         let ip: IpAddr = [10, 0, 0, 1].into();
-        let t = Throttle::new(1, 100, Duration::from_secs(60), Duration::from_millis(1));
-        t.begin(ip, "alice").unwrap();
+        let t = Arc::new(Throttle::new(
+            1,
+            100,
+            2,
+            Duration::from_secs(60),
+            Duration::from_millis(1),
+        ));
+        fail(&t, ip, "alice");
         std::thread::sleep(Duration::from_millis(5));
-        t.begin(ip, "alice").unwrap();
-        let wait = t.begin(ip, "alice").expect_err("refused");
+        fail(&t, ip, "alice");
+        let Err(Refusal::Failures(wait)) = t.begin(ip, "alice", true) else {
+            panic!("refused");
+        };
         assert!(wait > Duration::from_millis(1) && wait <= Duration::from_millis(2));
     }
 
@@ -611,13 +707,13 @@ mod tests {
         let ip: IpAddr = [10, 0, 0, 1].into();
         let t = throttle(3, 100);
         for _ in 0..2 {
-            t.begin(ip, "alice").unwrap();
+            fail(&t, ip, "alice");
         }
-        let ok = t.begin(ip, "alice").unwrap();
-        t.succeeded(ok);
+        t.begin(ip, "alice", true).unwrap().finish(Outcome::Success);
         for _ in 0..3 {
-            t.begin(ip, "alice").expect("count was cleared");
+            fail(&t, ip, "alice");
         }
+        assert!(t.begin(ip, "alice", true).is_err());
     }
 
     #[test]
@@ -625,20 +721,42 @@ mod tests {
         let ip: IpAddr = [10, 0, 0, 1].into();
         let t = throttle(3, 20);
         for i in 0..20 {
-            t.begin(ip, &format!("nouser{i}"))
-                .expect("under the address limit");
+            fail(&t, ip, &format!("nouser{i}"));
         }
-        assert!(t.begin(ip, "nouser20").is_err());
-        assert!(t.begin([10, 0, 0, 2].into(), "nouser20").is_ok());
+        assert!(t.begin(ip, "nouser20", true).is_err());
+        assert!(t.begin([10, 0, 0, 2].into(), "nouser20", true).is_ok());
     }
 
     #[test]
-    fn concurrent_attempts_are_counted_before_they_finish() {
-        // Nothing is reported back between these: they are all still in flight.
+    fn concurrent_password_checks_per_address_are_bounded() {
         let ip: IpAddr = [10, 0, 0, 1].into();
         let t = throttle(5, 100);
-        let admitted = (0..50).filter(|_| t.begin(ip, "alice").is_ok()).count();
-        assert_eq!(admitted, 5);
+        let first = t.begin(ip, "alice", true).unwrap();
+        let second = t.begin(ip, "nouser", true).unwrap();
+        assert_eq!(t.begin(ip, "bob", true).unwrap_err(), Refusal::Checking);
+        // Another address has its own places; tokens are cheap and not bounded here.
+        let other = t.begin([10, 0, 0, 2].into(), "alice", true).unwrap();
+        let tokens: Vec<_> = (0..50).map(|_| t.begin(ip, "", false).unwrap()).collect();
+        // A finished check, or one whose client went away, gives its place back.
+        first.finish(Outcome::Failure);
+        let third = t.begin(ip, "bob", true).unwrap();
+        drop(second);
+        let fourth = t.begin(ip, "carol", true).unwrap();
+        drop((third, fourth, other, tokens));
+    }
+
+    #[test]
+    fn concurrent_successes_are_never_refused() {
+        // Many parallel requests with one valid token (a CI job uploading in parallel).
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        let t = throttle(3, 10);
+        let attempts: Vec<_> = (0..100)
+            .map(|_| t.begin(ip, "", false).expect("admitted"))
+            .collect();
+        for attempt in attempts {
+            attempt.finish(Outcome::Success);
+        }
+        assert!(t.is_empty());
     }
 
     #[test]
@@ -646,33 +764,43 @@ mod tests {
         let t = throttle(2, 100);
         let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
         let b: IpAddr = "2001:db8:1:2::ffff".parse().unwrap();
-        t.begin(a, "alice").unwrap();
-        t.begin(b, "alice").unwrap();
-        assert!(t.begin(a, "alice").is_err());
-        assert!(t.begin("2001:db8:1:3::1".parse().unwrap(), "alice").is_ok());
+        fail(&t, a, "alice");
+        fail(&t, b, "alice");
+        assert!(t.begin(a, "alice", true).is_err());
+        assert!(t
+            .begin("2001:db8:1:3::1".parse().unwrap(), "alice", true)
+            .is_ok());
     }
 
     #[test]
     fn throttle_entries_are_fixed_size_and_capped() {
-        let t = Throttle::with_capacity(
+        let mut t = Throttle::new(
             10,
             1_000_000,
+            2,
             Duration::from_secs(60),
             Duration::from_millis(100),
-            1000,
         );
+        t.capacity = 1000;
+        let t = Arc::new(t);
         let long_name = "x".repeat(200_000);
         for i in 0..5000u32 {
             let ip: IpAddr = [10, (i >> 16) as u8, (i >> 8) as u8, i as u8].into();
-            t.begin(ip, &format!("{long_name}{i}")).unwrap();
+            fail(&t, ip, &format!("{long_name}{i}"));
         }
         assert!(t.len() <= 1000, "{} entries", t.len());
     }
 
     #[test]
     fn expired_entries_are_pruned() {
-        let t = Throttle::new(3, 100, Duration::from_millis(1), Duration::from_millis(100));
-        t.begin([10, 0, 0, 1].into(), "alice").unwrap();
+        let t = Arc::new(Throttle::new(
+            3,
+            100,
+            2,
+            Duration::from_millis(1),
+            Duration::from_millis(100),
+        ));
+        fail(&t, [10, 0, 0, 1].into(), "alice");
         assert_eq!(t.len(), 2);
         std::thread::sleep(Duration::from_millis(5));
         t.prune();

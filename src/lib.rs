@@ -91,6 +91,9 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
         throttle: Arc::new(auth::Throttle::new(
             config.auth.max_failures,
             config.auth.max_failures_per_address,
+            auth::PasswordChecks::permits_for(config.auth.max_concurrent_password_checks)
+                .try_into()
+                .unwrap_or(u32::MAX),
             Duration::from_secs(config.auth.failure_window_secs),
             Duration::from_millis(config.auth.failure_delay_ms),
         )),

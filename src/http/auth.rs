@@ -7,7 +7,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use base64::Engine;
 
-use crate::auth::{self, Access, Identity, Principal, TOKEN_PREFIX};
+use crate::auth::{self, Access, Identity, Outcome, Principal, Refusal, TOKEN_PREFIX};
 use crate::error::{AppError, AppResult};
 use crate::names::OwnerName;
 use crate::store::{Owner, Role, User};
@@ -37,8 +37,8 @@ impl FromRequestParts<AppState> for Identity {
             Some(ip) => Some(
                 state
                     .throttle
-                    .begin(ip, credentials.throttle_name())
-                    .map_err(too_many_failures)?,
+                    .begin(ip, credentials.throttle_name(), credentials.is_password())
+                    .map_err(refused)?,
             ),
             None => None,
         };
@@ -49,25 +49,34 @@ impl FromRequestParts<AppState> for Identity {
             }
         };
         if let Some(attempt) = attempt {
-            match &result {
-                Ok(_) => state.throttle.succeeded(attempt),
-                // A failure was counted when the attempt began.
-                Err(AppError::Unauthorized(_)) => {}
-                Err(_) => state.throttle.undecided(attempt),
-            }
+            attempt.finish(match &result {
+                Ok(_) => Outcome::Success,
+                Err(AppError::Unauthorized(_)) => Outcome::Failure,
+                Err(_) => Outcome::Undecided,
+            });
         }
         result
     }
 }
 
-fn too_many_failures(wait: std::time::Duration) -> AppError {
-    let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    AppError::TooManyRequests {
-        message: format!(
-            "too many failed authentication attempts from this address: retry in \
-             {retry_after} s with the right credentials"
-        ),
-        retry_after,
+fn refused(refusal: Refusal) -> AppError {
+    match refusal {
+        Refusal::Failures(wait) => {
+            let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            AppError::TooManyRequests {
+                message: format!(
+                    "too many failed authentication attempts from this address: retry in \
+                     {retry_after} s with the right credentials"
+                ),
+                retry_after,
+            }
+        }
+        Refusal::Checking => AppError::TooManyRequests {
+            message: "too many password checks under way from this address: send fewer \
+                      requests at once, or use a token for parallel requests"
+                .into(),
+            retry_after: 1,
+        },
     }
 }
 
@@ -107,6 +116,10 @@ impl Credentials {
         } else {
             Err(bad_credentials())
         }
+    }
+
+    fn is_password(&self) -> bool {
+        matches!(self, Credentials::Password { .. })
     }
 
     /// Failures are counted per address and user name; tokens (which cannot be

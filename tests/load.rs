@@ -1,0 +1,343 @@
+//! Load tests: what anonymous (or merely authenticated) clients can make the real binary
+//! spend. Each runs the real binary on loopback, attacks it in a
+//! bounded way, and asserts the server's peak resident size and that `/healthz` and an
+//! anonymous package download keep answering promptly meanwhile.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alpine_registry::apk::builder::PackageBuilder;
+use base64::Engine as _;
+use common::process::ChildServer;
+use sha2::{Digest, Sha256};
+
+const TOKEN: &str = "apkreg_load-test-token-0123456789abcdef";
+const MIB: u64 = 1 << 20;
+const PER_IP_CAP: &str = "ALPINE_REGISTRY__SERVER__MAX_CONNECTIONS_PER_IP";
+
+/// Publishes one small package so that there is something to download.
+async fn publish_probe_package(server: &ChildServer) -> (String, usize) {
+    let bytes = PackageBuilder::new("probe", "1.0-r0", "x86_64")
+        .file("usr/share/probe/data", &[7u8; 16 << 10])
+        .build();
+    let response = reqwest::Client::new()
+        .put(server.url("/admin/v3.21/main"))
+        .basic_auth("admin", Some(TOKEN))
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let answer: serde_json::Value = response.json().await.unwrap();
+    (
+        answer["path"].as_str().unwrap().to_string(),
+        answer["size"].as_u64().unwrap() as usize,
+    )
+}
+
+/// Longest answer times of `/healthz` and of a package download, polled on fresh
+/// connections while an attack runs.
+struct Probe {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<(Duration, Duration, usize)>,
+}
+
+impl Probe {
+    fn start(server: &ChildServer, (download, size): &(String, usize)) -> Probe {
+        let size = *size;
+        let stop = Arc::new(AtomicBool::new(false));
+        let health = server.url("/healthz");
+        let download = server.url(download);
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let (mut worst_health, mut worst_download, mut rounds) =
+                (Duration::ZERO, Duration::ZERO, 0);
+            while !flag.load(Ordering::SeqCst) {
+                // A new client each round: a new connection, as a new user would open.
+                let client = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(20))
+                    .build()
+                    .unwrap();
+                let started = Instant::now();
+                let status = client.get(&health).send().await.map(|r| r.status());
+                assert_eq!(status.expect("/healthz answers"), 200);
+                worst_health = worst_health.max(started.elapsed());
+                let started = Instant::now();
+                let response = client.get(&download).send().await.expect("download");
+                assert_eq!(response.status(), 200);
+                assert_eq!(response.bytes().await.unwrap().len(), size);
+                worst_download = worst_download.max(started.elapsed());
+                rounds += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            (worst_health, worst_download, rounds)
+        });
+        Probe { stop, task }
+    }
+
+    async fn finish(self) -> (Duration, Duration) {
+        self.stop.store(true, Ordering::SeqCst);
+        let (health, download, rounds) = self.task.await.expect("probe");
+        assert!(rounds >= 3, "the probe ran only {rounds} rounds");
+        (health, download)
+    }
+}
+
+fn basic(user: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+/// Waves of 300 concurrent anonymous requests with wrong passwords for made-up users,
+/// from 30 loopback addresses, for at least two seconds. Each used to run an argon2
+/// verification (~19 MiB) with no bound: 600 at once drove the server to 11.4 GB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn password_flood_is_bounded_in_memory_and_keeps_the_server_responsive() {
+    // Every request on its own connection: the per-address connection cap (a defence of
+    // its own, tested in tests/connections.rs) is raised so that all of them get through.
+    let server = ChildServer::start(TOKEN, &[(PER_IP_CAP, "1000")]);
+    let download = publish_probe_package(&server).await;
+    let before = server.peak_rss();
+    let probe = Probe::start(&server, &download);
+
+    let attackers: Vec<reqwest::Client> = (10..40u8)
+        .map(|host| {
+            reqwest::Client::builder()
+                .local_address(std::net::IpAddr::from([127, 0, 0, host]))
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let wave = 300;
+    let started = Instant::now();
+    let mut counts = std::collections::BTreeMap::new();
+    let mut sent = 0;
+    for round in 0..10 {
+        if round >= 2 && started.elapsed() > Duration::from_secs(2) {
+            break;
+        }
+        let requests: Vec<_> = (0..wave)
+            .map(|i| {
+                let client = attackers[i % attackers.len()].clone();
+                let url = server.url("/admin/key");
+                let user = format!("nouser{round}x{i}");
+                tokio::spawn(async move {
+                    let response = client
+                        .get(url)
+                        .header("authorization", basic(&user, "wrong"))
+                        .send()
+                        .await
+                        .expect("flood request answered");
+                    let retry_after = response.headers().get("retry-after").cloned();
+                    (response.status().as_u16(), retry_after)
+                })
+            })
+            .collect();
+        for request in requests {
+            let (status, retry_after) = request.await.unwrap();
+            *counts.entry(status).or_insert(0) += 1;
+            assert!(matches!(status, 401 | 429 | 503), "flood answered {status}");
+            if status != 401 {
+                assert!(retry_after.is_some(), "{status} without Retry-After");
+            }
+        }
+        sent += wave;
+    }
+    let flood_time = started.elapsed();
+    let (health, download) = probe.finish().await;
+    let peak = server.peak_rss();
+    eprintln!(
+        "password flood: {sent} requests in {flood_time:.1?}, answers {counts:?}; \
+         worst /healthz {health:.0?}, worst download {download:.0?}; \
+         VmHWM {:.1} MiB (before the flood {:.1} MiB)",
+        peak as f64 / MIB as f64,
+        before as f64 / MIB as f64
+    );
+    assert!(
+        counts.get(&401).copied().unwrap_or(0) < sent,
+        "attempts past the limits must be refused before hashing: {counts:?}"
+    );
+    assert!(peak < 150 * MIB, "peak RSS {} MiB", peak / MIB);
+    assert!(health < Duration::from_secs(1), "/healthz took {health:?}");
+    assert!(
+        download < Duration::from_secs(2),
+        "download took {download:?}"
+    );
+}
+
+/// 1,500 attempts with ~200 KB user names. Each name used to become a throttle key
+/// (and be hashed against): ~300 MB kept, growing linearly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn long_user_names_are_refused_without_growing_memory() {
+    let server = ChildServer::start(TOKEN, &[]);
+    let download = publish_probe_package(&server).await;
+    let probe = Probe::start(&server, &download);
+    let rss_before = server.rss();
+
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let attempts = 1500;
+    let concurrency = 16;
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|w| {
+            let client = client.clone();
+            let url = server.url("/admin/key");
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                for i in (w..attempts).step_by(concurrency) {
+                    let name = format!("{i:06}{}", "n".repeat(200_000));
+                    let response = client
+                        .get(&url)
+                        .header("authorization", basic(&name, "wrong"))
+                        .send()
+                        .await
+                        .expect("answered");
+                    statuses.push(response.status().as_u16());
+                }
+                statuses
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for worker in workers {
+        statuses.extend(worker.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    let (health, download) = probe.finish().await;
+    let rss_after = server.rss();
+    let growth = rss_after.saturating_sub(rss_before);
+    eprintln!(
+        "long user names: {attempts} attempts in {elapsed:.1?}; RSS {:.1} -> {:.1} MiB; \
+         worst /healthz {health:.0?}, worst download {download:.0?}",
+        rss_before as f64 / MIB as f64,
+        rss_after as f64 / MIB as f64
+    );
+    assert_eq!(statuses.len(), attempts);
+    assert!(statuses.iter().all(|&s| s == 401), "every attempt is a 401");
+    assert!(growth < 40 * MIB, "RSS grew by {} MiB", growth / MIB);
+    assert!(health < Duration::from_secs(1), "/healthz took {health:?}");
+    assert!(
+        download < Duration::from_secs(2),
+        "download took {download:?}"
+    );
+}
+
+/// A package of ~17 KB: a ~1 MiB description and a 15 MiB install script, both
+/// compressing to almost nothing.
+fn amplifying_package(i: usize) -> Vec<u8> {
+    use std::io::Write;
+    let builder = PackageBuilder::new(&format!("amp{i}"), "1.0-r0", "x86_64")
+        .without_field("pkgdesc")
+        .field("pkgdesc", &"d".repeat(1_000_000))
+        .file("usr/share/amp/file", b"x");
+    let data = builder.data_member();
+    let pkginfo = format!(
+        "{}datahash = {}\n",
+        builder.pkginfo(),
+        hex::encode(Sha256::digest(&data))
+    );
+    let mut tar = Vec::new();
+    for (name, contents) in [
+        (".PKGINFO", pkginfo.into_bytes()),
+        (".pre-install", vec![b'#'; 15 << 20]),
+    ] {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(name).unwrap();
+        h.set_size(contents.len() as u64);
+        h.set_mode(0o755);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        tar.extend_from_slice(h.as_bytes());
+        tar.extend_from_slice(&contents);
+        tar.resize(tar.len().next_multiple_of(512), 0);
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&tar).unwrap();
+    let mut package = gz.finish().unwrap();
+    package.extend_from_slice(&data);
+    package
+}
+
+/// 99 concurrent uploads of packages that inflate ~1,000 times. They used to be parsed
+/// all at once, each control member held twice: 1.0 GB peak, 0.7 GB kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_amplifying_uploads_are_bounded_in_memory() {
+    let server = ChildServer::start(
+        TOKEN,
+        &[
+            ("ALPINE_REGISTRY__LIMITS__MAX_CONCURRENT_UPLOADS", "16"),
+            (PER_IP_CAP, "1000"),
+        ],
+    );
+    let download = publish_probe_package(&server).await;
+    let probe = Probe::start(&server, &download);
+    let packages: Vec<Vec<u8>> = (0..99).map(amplifying_package).collect();
+    assert!(packages[0].len() < 64 << 10, "{} bytes", packages[0].len());
+
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let uploads: Vec<_> = packages
+        .into_iter()
+        .map(|bytes| {
+            let client = client.clone();
+            let url = server.url("/admin/v3.21/main");
+            tokio::spawn(async move {
+                let response = client
+                    .put(url)
+                    .basic_auth("admin", Some(TOKEN))
+                    .body(bytes)
+                    .send()
+                    .await
+                    .expect("upload answered");
+                let status = response.status().as_u16();
+                let retry_after = response.headers().contains_key("retry-after");
+                (
+                    status,
+                    retry_after,
+                    response.text().await.unwrap_or_default(),
+                )
+            })
+        })
+        .collect();
+    let mut counts = std::collections::BTreeMap::new();
+    for upload in uploads {
+        let (status, retry_after, body) = upload.await.unwrap();
+        *counts.entry(status).or_insert(0) += 1;
+        match status {
+            400 => assert!(body.contains("max_stanza_bytes"), "{body}"),
+            503 => assert!(retry_after, "503 without Retry-After"),
+            other => panic!("upload answered {other}: {body}"),
+        }
+    }
+    let elapsed = started.elapsed();
+    let (health, download) = probe.finish().await;
+    let peak = server.peak_rss();
+    eprintln!(
+        "amplifying uploads: 99 in {elapsed:.1?}, answers {counts:?}; worst /healthz \
+         {health:.0?}, worst download {download:.0?}; VmHWM {:.1} MiB",
+        peak as f64 / MIB as f64
+    );
+    assert!(
+        counts.contains_key(&503),
+        "the upload cap must engage: {counts:?}"
+    );
+    assert!(peak < 150 * MIB, "peak RSS {} MiB", peak / MIB);
+    assert!(health < Duration::from_secs(1), "/healthz took {health:?}");
+    assert!(
+        download < Duration::from_secs(2),
+        "download took {download:?}"
+    );
+}
