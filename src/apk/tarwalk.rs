@@ -321,6 +321,15 @@ pub(crate) fn walk<R: Read>(
                     _ => header_path(&block),
                 };
                 let shown = String::from_utf8_lossy(&path);
+                // apk-tools 2 keeps a header's size in 32 bits: a larger one wraps, and apk
+                // would read entries from inside this one's data that were never checked
+                // here. (Extension headers are bounded far lower by `max_meta`.)
+                if header_size > u64::from(u32::MAX) {
+                    return Err(malformed(format!(
+                        "tar entry {shown:?} is {header_size} bytes; apk-tools 2 reads sizes of \
+                         4 GiB or more wrongly"
+                    )));
+                }
                 if !ENTRY_TYPES.contains(&typeflag) {
                     return Err(malformed(format!(
                         "tar entry {shown:?} has type {}, which apk does not read (it would \
@@ -434,6 +443,26 @@ mod tests {
                 "{cut}"
             );
         }
+    }
+
+    #[test]
+    fn entry_of_4_gib_or_more_is_rejected() {
+        // apk-tools 2 would take this size modulo 2^32 (here: 512 bytes) and read the
+        // entry hidden in its data.
+        let size = (1u64 << 32) + 512;
+        let mut a = header("big", b'0', size);
+        a.extend(entry("../../etc/evil", b'0', b"x"));
+        let message = match names(&a) {
+            Err(ApkError::Malformed(m)) => m,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        assert!(
+            message.contains("\"big\"") && message.contains("4 GiB"),
+            "{message}"
+        );
+        // Just under the limit, the walker only runs out of data.
+        let a = header("big", b'0', u64::from(u32::MAX));
+        assert!(!matches!(names(&a), Err(ApkError::Malformed(m)) if m.contains("4 GiB")));
     }
 
     #[test]
