@@ -39,6 +39,11 @@ const MAX_CONCURRENT_STREAMS: u32 = 32;
 /// Largest HTTP/2 header list (decoded). hyper's current default, set here so that an
 /// upgrade cannot raise it; far more than a package client sends.
 const MAX_HEADER_LIST_BYTES: u32 = 16 << 10;
+/// Largest HTTP/1 read buffer, and so the largest request head (hyper answers 431 past
+/// it). hyper's default is about 400 KiB, which times every allowed connection is a lot
+/// of memory to let anonymous clients fill; 64 KiB is still far more than any package
+/// client sends.
+const MAX_HTTP1_BUFFER_BYTES: usize = 64 << 10;
 /// At most one log line per cause in this interval, however many connections are shed.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// `EMFILE` and `ENFILE`, the same on Linux and the BSDs.
@@ -146,7 +151,8 @@ fn http_builder(timeout: Duration) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(timeout);
+        .header_read_timeout(timeout)
+        .max_buf_size(MAX_HTTP1_BUFFER_BYTES);
     builder
         .http2()
         .timer(TokioTimer::new())
