@@ -234,15 +234,20 @@ pub fn fixture_path(name: &str) -> PathBuf {
 
 /// The `VmHWM` (peak resident set) of a process, in bytes.
 pub fn peak_rss(pid: u32) -> u64 {
+    proc_status_bytes(pid, "VmHWM:")
+}
+
+/// A value given in kB in /proc/<pid>/status (`VmHWM:`, `VmRSS:`), in bytes.
+pub fn proc_status_bytes(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .expect("VmHWM in /proc/<pid>/status");
+        .find(|l| l.starts_with(field))
+        .unwrap_or_else(|| panic!("{field} in /proc/<pid>/status"));
     let kib: u64 = line
         .split_whitespace()
         .nth(1)
         .and_then(|v| v.parse().ok())
-        .expect("VmHWM value in kB");
+        .expect("value in kB");
     kib * 1024
 }

@@ -53,33 +53,13 @@ impl ChildServer {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    /// A value in kB from /proc/<pid>/status (`VmHWM`, `VmRSS`), in bytes.
-    pub fn status_bytes(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("server process status");
-        let line = status
-            .lines()
-            .find(|l| l.starts_with(field))
-            .unwrap_or_else(|| panic!("{field} in /proc/<pid>/status"));
-        let kib: u64 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|v| v.parse().ok())
-            .expect("value in kB");
-        kib * 1024
-    }
-
     /// Peak resident set size so far.
     pub fn peak_rss(&self) -> u64 {
-        self.status_bytes("VmHWM:")
+        super::peak_rss(self.child.id())
     }
 
     pub fn rss(&self) -> u64 {
-        self.status_bytes("VmRSS:")
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        super::proc_status_bytes(self.child.id(), "VmRSS:")
     }
 }
 
