@@ -12,6 +12,7 @@ pub mod version;
 
 mod datatree;
 mod error;
+mod member;
 mod stream;
 mod tarwalk;
 pub use error::{ApkError, ApkResult};

@@ -184,7 +184,7 @@ const MAX_SIGNATURE_MEMBER: u64 = 1 << 20;
 /// the signed remainder (the exact bytes after the signature member).
 #[allow(clippy::type_complexity)]
 pub fn split_signed(data: &[u8]) -> ApkResult<(Vec<(String, Vec<u8>)>, &[u8])> {
-    let (files, member_len) = super::package::read_first_member(data, MAX_SIGNATURE_MEMBER)?;
+    let (files, member_len) = super::member::read_first_member(data, MAX_SIGNATURE_MEMBER)?;
     if files.is_empty() || !files.iter().all(|f| f.name.starts_with(".SIGN.")) {
         return Err(ApkError::Malformed(
             "the first gzip member is not a signature member".into(),
