@@ -111,7 +111,7 @@ impl Indexer {
                 generation,
                 rendered,
                 removed,
-                crate::unix_now(),
+                crate::unix_now_ms(),
             )
             .await?;
         self.builds.fetch_add(1, Ordering::Relaxed);

@@ -50,6 +50,14 @@ pub struct AppState {
     pub parses: Arc<tokio::sync::Semaphore>,
 }
 
+/// Milliseconds since the Unix epoch.
+pub fn unix_now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> i64 {
     SystemTime::now()

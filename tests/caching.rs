@@ -1,6 +1,7 @@
 //! HTTP caching through real HTTP: `If-Modified-Since` never confirms a copy that may be
-//! older than the current representation (Last-Modified has one-second resolution), the
-//! precedence of `If-None-Match`, and byte ranges as RFC 9110 defines them.
+//! older than the current representation (dates have one-second resolution; changes are
+//! known to the millisecond), the precedence of `If-None-Match`, and byte ranges as RFC
+//! 9110 defines them.
 
 mod common;
 
@@ -122,10 +123,10 @@ async fn index_replaced_within_its_last_modified_second_is_sent_in_full() {
         .await;
         assert_eq!(head.status, 200);
 
-        // A change in a later second makes the date exact again.
+        // Once that second has passed, the date sent is exact again.
         start_of_next_second().await;
-        publish(&server, package(&format!("c{attempt}"), "1.0-r0", "x86_64")).await;
         let third = get(&server, INDEX, &[]).await;
+        assert_eq!(third.etag, second.etag);
         assert_ne!(third.last_modified.as_deref(), Some(since.as_str()));
         let since = third.last_modified.unwrap();
         let answer = get(&server, INDEX, &[("If-Modified-Since", &since)]).await;
@@ -222,12 +223,55 @@ async fn package_uploaded_again_with_other_bytes_within_its_second_is_sent_in_fu
     panic!("no delete and upload landed in one second in {SAME_SECOND_ATTEMPTS} attempts");
 }
 
+/// apk's fetcher sends no `Last-Modified` back: its `If-Modified-Since` is the time its
+/// cached copy was written, by the client's clock. A copy fetched early in a second is
+/// older than a change later in that second although its date equals the change's second.
 #[tokio::test]
-async fn if_modified_since_equal_to_last_modified_is_not_modified_when_nothing_older_shared_the_second(
-) {
+async fn copy_fetched_earlier_in_the_second_of_a_change_is_sent_in_full() {
+    let server = TestServer::start().await;
+    publish(&server, package("hello", "1.0-r0", "x86_64")).await;
+    for attempt in 0..SAME_SECOND_ATTEMPTS {
+        start_of_next_second().await;
+        // The client's copy, dated by its own clock when it arrived.
+        let copy = get(&server, INDEX, &[]).await;
+        let fetched = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(unix_secs()));
+        publish(&server, package(&format!("b{attempt}"), "1.0-r0", "x86_64")).await;
+        if httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(unix_secs())) != fetched {
+            continue;
+        }
+        let answer = get(&server, INDEX, &[("If-Modified-Since", &fetched)]).await;
+        assert_eq!(
+            answer.status, 200,
+            "the copy fetched at {fetched} lacks the package published after it"
+        );
+        assert_ne!(answer.etag, copy.etag);
+        // A date after the change's second proves the copy current.
+        start_of_next_second().await;
+        let now = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(unix_secs()));
+        let answer = get(&server, INDEX, &[("If-Modified-Since", &now)]).await;
+        assert_eq!(answer.status, 304);
+        server.stop().await;
+        return;
+    }
+    panic!("no fetch and publish landed in one second in {SAME_SECOND_ATTEMPTS} attempts");
+}
+
+#[tokio::test]
+async fn if_modified_since_equal_to_last_modified_is_not_modified_once_its_second_has_passed() {
     let server = TestServer::start().await;
     start_of_next_second().await;
     let path = publish(&server, package("hello", "1.0-r0", "x86_64")).await;
+    // Within the second of the change, the date sent is that second, which cannot
+    // validate a copy (it may predate the change): the next request is answered in full.
+    for target in [INDEX, path.as_str()] {
+        let early = get(&server, target, &[]).await;
+        let since = early.last_modified.unwrap();
+        if since == httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(unix_secs())) {
+            let answer = get(&server, target, &[("If-Modified-Since", &since)]).await;
+            assert_eq!(answer.status, 200, "{target}");
+        }
+    }
+    start_of_next_second().await;
     for target in [INDEX, path.as_str()] {
         let fresh = get(&server, target, &[]).await;
         let since = fresh.last_modified.unwrap();
@@ -243,7 +287,7 @@ async fn if_modified_since_equal_to_last_modified_is_not_modified_when_nothing_o
         .await;
         assert_eq!(older.status, 200, "{target}");
     }
-    // A date If-Range matches the exact Last-Modified of an unambiguous package.
+    // A date If-Range matches the exact Last-Modified.
     let since = get(&server, &path, &[]).await.last_modified.unwrap();
     let resumed = get(
         &server,
@@ -256,6 +300,7 @@ async fn if_modified_since_equal_to_last_modified_is_not_modified_when_nothing_o
     // An index replaced in a later second is as cacheable as the first one.
     start_of_next_second().await;
     publish(&server, package("other", "1.0-r0", "x86_64")).await;
+    start_of_next_second().await;
     let since = get(&server, INDEX, &[]).await.last_modified.unwrap();
     let answer = get(&server, INDEX, &[("If-Modified-Since", &since)]).await;
     assert_eq!(answer.status, 304);
@@ -266,6 +311,7 @@ async fn if_modified_since_equal_to_last_modified_is_not_modified_when_nothing_o
 async fn rebuilding_an_unchanged_index_keeps_its_last_modified() {
     let server = TestServer::start().await;
     publish(&server, package("hello", "1.0-r0", "x86_64")).await;
+    start_of_next_second().await;
     let before = get(&server, INDEX, &[]).await;
     start_of_next_second().await;
     // What `reindex` and a crash recovery do: render again from the same rows.

@@ -15,11 +15,8 @@ const MAX_RANGES: usize = 16;
 pub struct Entity {
     /// Quoted strong entity tag.
     pub etag: String,
-    /// Unix seconds.
-    pub last_modified: i64,
-    /// The newest Last-Modified of an earlier representation at the same URL when it is
-    /// not before `last_modified`: a date up to it may belong to an older copy.
-    pub earlier_modified: Option<i64>,
+    /// When this representation became current, Unix milliseconds.
+    pub modified_ms: i64,
     pub size: u64,
 }
 
@@ -31,9 +28,30 @@ pub enum Plan {
     Unsatisfiable,
 }
 
+/// The current time, Unix seconds.
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 impl Entity {
+    /// The `Last-Modified` date to send at `now` (Unix seconds).
+    ///
+    /// HTTP dates have whole seconds, and a date validator is only exact if the date is
+    /// not before the change it stands for: this is the change's time rounded *up*, so
+    /// that a copy dated by it is known to be at least as new. RFC 9110 8.8.2.1 forbids a
+    /// date later than the answer's own, so within the second of the change it is that
+    /// second, a date that no later request can validate (a copy sent then may be older
+    /// than a change later in the same second).
+    pub fn last_modified(&self, now: i64) -> i64 {
+        let rounded_up =
+            self.modified_ms.div_euclid(1000) + i64::from(self.modified_ms.rem_euclid(1000) > 0);
+        rounded_up.min(now)
+    }
+
     pub fn last_modified_http(&self) -> String {
-        let secs = u64::try_from(self.last_modified).unwrap_or(0);
+        let secs = u64::try_from(self.last_modified(now_secs())).unwrap_or(0);
         httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs))
     }
 
@@ -43,23 +61,24 @@ impl Entity {
             .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == self.etag)
     }
 
-    /// Whether a copy dated `since` (Unix seconds) must be the current representation.
-    /// Dates have one-second resolution: when an earlier representation had a date up to
-    /// `earlier_modified`, a copy carrying such a date may be that one, so only a later
-    /// date proves the copy current (RFC 9110 8.8.2.2: a date is a strong validator only if
-    /// the representation did not change twice within its second).
+    /// Whether a copy dated `since` (Unix seconds) must be the current representation:
+    /// only if the representation did not change after the start of that second. The
+    /// date may be a `Last-Modified` this server sent (never later than the copy's
+    /// answer) or, as apk's fetcher sends, the client's own time of download; either way
+    /// a copy older than the current representation carries a date before its change.
     fn unchanged_since(&self, since: i64) -> bool {
-        since >= self.last_modified && self.earlier_modified.is_none_or(|earlier| since > earlier)
+        self.modified_ms <= since.saturating_mul(1000)
     }
 
     /// `If-Range` compares strongly (RFC 9110 13.1.5): an entity tag must be ours and not
-    /// weak, a date must be exactly our Last-Modified.
+    /// weak, a date must be exactly the `Last-Modified` a copy of this representation
+    /// carries once its second has passed.
     fn if_range_matches(&self, validator: &str) -> bool {
         if validator.starts_with('"') || validator.starts_with("W/") {
             return validator == self.etag;
         }
         http_date(validator)
-            .is_some_and(|date| date == self.last_modified && self.unchanged_since(date))
+            .is_some_and(|date| date == self.last_modified(i64::MAX) && self.unchanged_since(date))
     }
 
     /// Decides the response to a GET or HEAD with these request headers.
@@ -213,11 +232,11 @@ mod tests {
     use super::*;
     use axum::http::HeaderValue;
 
+    /// Changed at 1_700_000_000.250, long ago.
     fn entity() -> Entity {
         Entity {
             etag: "\"abc\"".into(),
-            last_modified: 1_700_000_000,
-            earlier_modified: None,
+            modified_ms: 1_700_000_000_250,
             size: 100,
         }
     }
@@ -418,74 +437,76 @@ mod tests {
 
     #[test]
     fn if_range_date_must_equal_last_modified() {
+        for other in [1_700_000_000, 1_700_000_002] {
+            assert_eq!(
+                get(&[
+                    (header::RANGE, "bytes=0-1"),
+                    (header::IF_RANGE, &date(other))
+                ]),
+                Plan::Full
+            );
+        }
         assert_eq!(
             get(&[
                 (header::RANGE, "bytes=0-1"),
                 (header::IF_RANGE, &date(1_700_000_001))
             ]),
-            Plan::Full
+            Plan::Partial { start: 0, len: 2 }
+        );
+    }
+
+    #[test]
+    fn last_modified_is_rounded_up_but_never_later_than_now() {
+        let e = entity();
+        assert_eq!(e.last_modified(i64::MAX), 1_700_000_001);
+        assert_eq!(
+            e.last_modified(1_700_000_000),
+            1_700_000_000,
+            "not in the future"
+        );
+        let whole = Entity {
+            modified_ms: 1_700_000_000_000,
+            ..entity()
+        };
+        assert_eq!(whole.last_modified(i64::MAX), 1_700_000_000);
+    }
+
+    #[test]
+    fn a_date_within_the_second_of_the_change_is_not_trusted() {
+        let plan = |since: u64| get(&[(header::IF_MODIFIED_SINCE, &date(since))]);
+        // A copy dated 1_700_000_000 was sent (or, by apk, downloaded) in that second,
+        // possibly before the change at .250: it must be sent again.
+        assert_eq!(plan(1_700_000_000), Plan::Full);
+        assert_eq!(plan(1_699_999_999), Plan::Full);
+        assert_eq!(plan(1_700_000_001), Plan::NotModified);
+        assert_eq!(plan(1_800_000_000), Plan::NotModified);
+        assert_eq!(
+            get(&[
+                (header::IF_NONE_MATCH, "\"abc\""),
+                (header::IF_MODIFIED_SINCE, &date(1_700_000_000))
+            ]),
+            Plan::NotModified,
+            "the entity tag stays exact"
         );
         assert_eq!(
             get(&[
                 (header::RANGE, "bytes=0-1"),
                 (header::IF_RANGE, &date(1_700_000_000))
             ]),
-            Plan::Partial { start: 0, len: 2 }
-        );
-    }
-
-    /// Replaced within its second: the previous representation has the same date.
-    fn replaced_within_its_second() -> Entity {
-        Entity {
-            earlier_modified: Some(1_700_000_000),
-            ..entity()
-        }
-    }
-
-    #[test]
-    fn date_of_a_representation_replaced_within_its_second_is_not_trusted() {
-        let e = replaced_within_its_second();
-        let plan = |pairs: &[(header::HeaderName, &str)]| e.plan(&Method::GET, &headers(pairs));
-        let lm = e.last_modified_http();
-        assert_eq!(plan(&[(header::IF_MODIFIED_SINCE, &lm)]), Plan::Full);
-        assert_eq!(
-            plan(&[(header::IF_MODIFIED_SINCE, &date(1_700_000_001))]),
-            Plan::NotModified,
-            "a later date cannot belong to the older copy"
-        );
-        assert_eq!(
-            plan(&[
-                (header::IF_NONE_MATCH, "\"abc\""),
-                (header::IF_MODIFIED_SINCE, &lm)
-            ]),
-            Plan::NotModified,
-            "the entity tag stays exact"
-        );
-        assert_eq!(
-            plan(&[(header::RANGE, "bytes=0-1"), (header::IF_RANGE, &lm)]),
             Plan::Full
         );
-        assert_eq!(
-            plan(&[(header::RANGE, "bytes=0-1"), (header::IF_RANGE, "\"abc\"")]),
-            Plan::Partial { start: 0, len: 2 }
-        );
     }
 
     #[test]
-    fn date_stays_ambiguous_after_a_clock_step_back() {
-        // The earlier representation was dated later than this one.
+    fn a_change_on_a_whole_second_is_validated_by_that_second() {
         let e = Entity {
-            earlier_modified: Some(1_700_000_005),
+            modified_ms: 1_700_000_000_000,
             ..entity()
         };
-        let plan = |since: u64| {
-            e.plan(
-                &Method::GET,
-                &headers(&[(header::IF_MODIFIED_SINCE, &date(since))]),
-            )
-        };
-        assert_eq!(plan(1_700_000_000), Plan::Full);
-        assert_eq!(plan(1_700_000_005), Plan::Full);
-        assert_eq!(plan(1_700_000_006), Plan::NotModified);
+        let lm = e.last_modified_http();
+        assert_eq!(
+            e.plan(&Method::GET, &headers(&[(header::IF_MODIFIED_SINCE, &lm)])),
+            Plan::NotModified
+        );
     }
 }

@@ -66,8 +66,7 @@ pub async fn get(
     };
     let entity = Entity {
         etag: format!("\"{}\"", index.sha256),
-        last_modified: index.built_at,
-        earlier_modified: index.earlier_modified_at,
+        modified_ms: index.modified_ms,
         size: index.content.len() as u64,
     };
     let plan = entity.plan(&method, &headers);

@@ -279,8 +279,7 @@ pub async fn download(
         .ok_or_else(|| no_such_file(&r))?;
     let entity = Entity {
         etag: format!("\"{}\"", package.sha256),
-        last_modified: package.created_at,
-        earlier_modified: package.earlier_modified_at,
+        modified_ms: package.modified_ms,
         size: package.size as u64,
     };
     let builder = Response::builder()

@@ -163,11 +163,10 @@ pub struct Package {
     pub checksum: String,
     pub sha256: String,
     pub size: i64,
-    /// Last-Modified, Unix seconds.
+    /// Unix seconds.
     pub created_at: i64,
-    /// The newest Last-Modified of an earlier file at the same download path when it is
-    /// not before `created_at` (deleted and uploaded again within a second), else `None`.
-    pub earlier_modified_at: Option<i64>,
+    /// When this file became current at its download path, Unix milliseconds.
+    pub modified_ms: i64,
 }
 
 /// What an index build renders from: one consistent read of a repository.
@@ -200,11 +199,10 @@ pub struct StoredIndex {
     pub generation: i64,
     pub content: bytes::Bytes,
     pub sha256: String,
-    /// Last-Modified, Unix seconds: when these bytes were first published.
+    /// Unix seconds: when these bytes were first published.
     pub built_at: i64,
-    /// The newest Last-Modified of an earlier index of this architecture when it is not
-    /// before `built_at` (replaced within a second), else `None`.
-    pub earlier_modified_at: Option<i64>,
+    /// The same, Unix milliseconds (what `Last-Modified` is derived from).
+    pub modified_ms: i64,
 }
 
 /// The metadata store. SQLite today; PostgreSQL joins behind the same trait.
@@ -243,8 +241,7 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts a package row and bumps the repository's wanted generation in one
     /// transaction. Conflict when the file, or the same name and version under `noarch`
     /// versus a concrete architecture, exists. Returns the row and the generation that
-    /// includes it. A file recently deleted from the same download path sets
-    /// `earlier_modified_at`.
+    /// includes it.
     async fn insert_package(
         &self,
         repo: &RepoRef,
@@ -258,9 +255,8 @@ pub trait Store: Send + Sync + 'static {
         arch: &str,
         filename: &str,
     ) -> StoreResult<Option<Package>>;
-    /// Deletes what `find_package` would return, bumping the wanted generation, and
-    /// remembers its Last-Modified for a while; returns the deleted row and the generation
-    /// that excludes it.
+    /// Deletes what `find_package` would return, bumping the wanted generation; returns
+    /// the deleted row and the generation that excludes it.
     async fn delete_package(
         &self,
         repo: &RepoRef,
@@ -295,15 +291,14 @@ pub trait Store: Send + Sync + 'static {
     /// Publishes the indexes rendered at `generation`: replaces the rows of `indexes`,
     /// removes those of `removed`, raises built_gen. Rows already at a newer generation
     /// (written by another builder) are left alone. An index with the bytes already served
-    /// keeps its `built_at`; a new one is dated `now`, with `earlier_modified_at` set when
-    /// the index it replaces (or a recently removed one) has a Last-Modified not before it.
+    /// keeps its dates; a new one is dated now.
     async fn publish_indexes(
         &self,
         repository_id: i64,
         generation: i64,
         indexes: Vec<RenderedIndex>,
         removed: Vec<String>,
-        now: i64,
+        now_ms: i64,
     ) -> StoreResult<()>;
     async fn index(&self, repository_id: i64, arch: &str) -> StoreResult<Option<StoredIndex>>;
 }

@@ -93,7 +93,7 @@ fn package_from(row: &SqliteRow) -> StoreResult<Package> {
         sha256: row.try_get("sha256")?,
         size: row.try_get("size")?,
         created_at: row.try_get("created_at")?,
-        earlier_modified_at: row.try_get("earlier_modified_at")?,
+        modified_ms: row.try_get("modified_ms")?,
     })
 }
 
@@ -121,80 +121,17 @@ const REPOSITORY_SELECT: &str = "SELECT r.id, r.owner_id, o.name AS owner_name, 
      r.name, r.wanted_gen, r.built_gen FROM repositories r JOIN owners o ON o.id = r.owner_id";
 
 const PACKAGE_COLUMNS: &str = "p.id, p.repository_id, p.arch, p.name, p.version, p.filename, \
-     p.checksum, p.sha256, p.size, p.created_at, p.earlier_modified_at";
+     p.checksum, p.sha256, p.size, p.created_at, \
+     COALESCE(p.modified_ms, p.created_at * 1000 + 999) AS modified_ms";
+
+/// When an index became current; rows from before milliseconds were kept fall back to
+/// the end of their second.
+const INDEX_MODIFIED_MS: &str = "COALESCE(modified_ms, built_at * 1000 + 999) AS modified_ms";
 
 /// Finds the package served at `{arch}/{filename}`, preferring the exact architecture.
 const PACKAGE_LOOKUP: &str = "FROM packages p JOIN repositories r ON r.id = p.repository_id \
      WHERE r.owner_id = ? AND r.branch = ? AND r.name = ? AND p.filename = ? \
      AND p.arch IN (?, 'noarch') ORDER BY p.arch = 'noarch' LIMIT 1";
-
-/// The file name under which a tombstone records a removed index.
-const INDEX_FILENAME: &str = "APKINDEX.tar.gz";
-
-/// Seconds a tombstone is kept past its Last-Modified. Once the clock has passed that
-/// second no new file can share it; the margin covers small steps back of the clock.
-const TOMBSTONE_KEEP_SECS: i64 = 60;
-
-/// What `earlier_modified_at` records for a file dated `modified` when earlier files at
-/// its path were dated up to `earlier`: only a date that a copy of them can share or exceed.
-fn ambiguous(modified: i64, earlier: Option<i64>) -> Option<i64> {
-    earlier.filter(|earlier| *earlier >= modified)
-}
-
-/// The newest Last-Modified a copy of a file, or of one it replaced, can carry.
-fn newest_date(modified: i64, earlier: Option<i64>) -> i64 {
-    earlier.map_or(modified, |earlier| earlier.max(modified))
-}
-
-/// The newest Last-Modified a copy of an earlier file at `{arch}/{filename}` can carry,
-/// from the tombstones: `{arch}/{filename}` also served the noarch file of that name, and a
-/// noarch file is served under every architecture.
-async fn latest_tombstone(
-    conn: &mut sqlx::SqliteConnection,
-    repository_id: i64,
-    arch: &str,
-    filename: &str,
-) -> StoreResult<Option<i64>> {
-    Ok(sqlx::query_scalar(
-        "SELECT MAX(last_modified) FROM tombstones WHERE repository_id = ?1 \
-         AND filename = ?2 AND (?3 = 'noarch' OR arch IN (?3, 'noarch'))",
-    )
-    .bind(repository_id)
-    .bind(filename)
-    .bind(arch)
-    .fetch_one(conn)
-    .await?)
-}
-
-/// Records that a file whose copies carry dates up to `last_modified` went away, and
-/// drops tombstones too old to matter, so the table stays as small as the recent changes.
-async fn bury(
-    conn: &mut sqlx::SqliteConnection,
-    repository_id: i64,
-    arch: &str,
-    filename: &str,
-    last_modified: i64,
-    now: i64,
-) -> StoreResult<()> {
-    let horizon = now - TOMBSTONE_KEEP_SECS;
-    sqlx::query("DELETE FROM tombstones WHERE last_modified < ?")
-        .bind(horizon)
-        .execute(&mut *conn)
-        .await?;
-    if last_modified >= horizon {
-        sqlx::query(
-            "INSERT INTO tombstones (repository_id, arch, filename, last_modified) \
-             VALUES (?, ?, ?, ?)",
-        )
-        .bind(repository_id)
-        .bind(arch)
-        .bind(filename)
-        .bind(last_modified)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
-}
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `url` and applies the migrations.
@@ -438,7 +375,7 @@ impl Store for SqliteStore {
         repo: &RepoRef,
         package: NewPackage,
     ) -> StoreResult<(Package, i64)> {
-        let now = now_secs();
+        let now_ms = crate::unix_now_ms();
         let mut tx = self.begin_write().await?;
         let repository_id: i64 = sqlx::query_scalar(
             "INSERT INTO repositories (owner_id, branch, name) VALUES (?, ?, ?) \
@@ -469,11 +406,9 @@ impl Store for SqliteStore {
                 package.name, package.version
             )));
         }
-        let earlier =
-            latest_tombstone(&mut tx, repository_id, &package.arch, &package.filename).await?;
         let row = sqlx::query(&format!(
             "INSERT INTO packages (repository_id, arch, name, version, filename, checksum, \
-             sha256, size, stanza, created_at, earlier_modified_at) \
+             sha256, size, stanza, created_at, modified_ms) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {}",
             PACKAGE_COLUMNS.replace("p.", "")
         ))
@@ -486,8 +421,8 @@ impl Store for SqliteStore {
         .bind(&package.sha256)
         .bind(package.size)
         .bind(&package.stanza)
-        .bind(now)
-        .bind(ambiguous(now, earlier))
+        .bind(now_ms.div_euclid(1000))
+        .bind(now_ms)
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| {
@@ -552,15 +487,6 @@ impl Store for SqliteStore {
             .bind(package.id)
             .execute(&mut *tx)
             .await?;
-        bury(
-            &mut tx,
-            package.repository_id,
-            &package.arch,
-            &package.filename,
-            newest_date(package.created_at, package.earlier_modified_at),
-            now_secs(),
-        )
-        .await?;
         let generation: i64 = sqlx::query_scalar(
             "UPDATE repositories SET wanted_gen = wanted_gen + 1 WHERE id = ? \
              RETURNING wanted_gen",
@@ -723,45 +649,33 @@ impl Store for SqliteStore {
         generation: i64,
         indexes: Vec<RenderedIndex>,
         removed: Vec<String>,
-        now: i64,
+        now_ms: i64,
     ) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         for index in &indexes {
-            let current = sqlx::query(
-                "SELECT generation, sha256, built_at, earlier_modified_at FROM indexes \
-                 WHERE repository_id = ? AND arch = ?",
-            )
+            let current = sqlx::query(&format!(
+                "SELECT generation, sha256, built_at, {INDEX_MODIFIED_MS} FROM indexes \
+                 WHERE repository_id = ? AND arch = ?"
+            ))
             .bind(repository_id)
             .bind(&index.arch)
             .fetch_optional(&mut *tx)
             .await?;
-            let (built_at, earlier_modified_at) = match current {
+            let (built_at, modified_ms) = match current {
                 Some(row) if row.try_get::<i64, _>("generation")? > generation => continue,
-                // The same bytes are the same representation: its date stays valid.
-                Some(row) if row.try_get::<String, _>("sha256")? == index.sha256 => (
-                    row.try_get("built_at")?,
-                    row.try_get("earlier_modified_at")?,
-                ),
-                current => {
-                    let mut earlier =
-                        latest_tombstone(&mut tx, repository_id, &index.arch, INDEX_FILENAME)
-                            .await?;
-                    if let Some(row) = current {
-                        earlier = earlier.max(Some(newest_date(
-                            row.try_get("built_at")?,
-                            row.try_get("earlier_modified_at")?,
-                        )));
-                    }
-                    (now, ambiguous(now, earlier))
+                // The same bytes are the same representation: its dates stay valid.
+                Some(row) if row.try_get::<String, _>("sha256")? == index.sha256 => {
+                    (row.try_get("built_at")?, row.try_get("modified_ms")?)
                 }
+                _ => (now_ms.div_euclid(1000), now_ms),
             };
             sqlx::query(
                 "INSERT INTO indexes (repository_id, arch, generation, content, sha256, \
-                 built_at, earlier_modified_at) VALUES (?, ?, ?, ?, ?, ?, ?) \
+                 built_at, modified_ms) VALUES (?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (repository_id, arch) DO UPDATE SET \
                  generation = excluded.generation, content = excluded.content, \
                  sha256 = excluded.sha256, built_at = excluded.built_at, \
-                 earlier_modified_at = excluded.earlier_modified_at",
+                 modified_ms = excluded.modified_ms",
             )
             .bind(repository_id)
             .bind(&index.arch)
@@ -769,35 +683,19 @@ impl Store for SqliteStore {
             .bind(&index.content)
             .bind(&index.sha256)
             .bind(built_at)
-            .bind(earlier_modified_at)
+            .bind(modified_ms)
             .execute(&mut *tx)
             .await?;
         }
         for arch in &removed {
-            let gone = sqlx::query(
-                "DELETE FROM indexes WHERE repository_id = ? AND arch = ? AND generation <= ? \
-                 RETURNING built_at, earlier_modified_at",
+            sqlx::query(
+                "DELETE FROM indexes WHERE repository_id = ? AND arch = ? AND generation <= ?",
             )
             .bind(repository_id)
             .bind(arch)
             .bind(generation)
-            .fetch_optional(&mut *tx)
+            .execute(&mut *tx)
             .await?;
-            if let Some(row) = gone {
-                let last_modified = newest_date(
-                    row.try_get("built_at")?,
-                    row.try_get("earlier_modified_at")?,
-                );
-                bury(
-                    &mut tx,
-                    repository_id,
-                    arch,
-                    INDEX_FILENAME,
-                    last_modified,
-                    now,
-                )
-                .await?;
-            }
         }
         sqlx::query("UPDATE repositories SET built_gen = MAX(built_gen, ?) WHERE id = ?")
             .bind(generation)
@@ -809,10 +707,10 @@ impl Store for SqliteStore {
     }
 
     async fn index(&self, repository_id: i64, arch: &str) -> StoreResult<Option<StoredIndex>> {
-        let row = sqlx::query(
-            "SELECT generation, content, sha256, built_at, earlier_modified_at FROM indexes \
-             WHERE repository_id = ? AND arch = ?",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT generation, content, sha256, built_at, {INDEX_MODIFIED_MS} \
+                 FROM indexes WHERE repository_id = ? AND arch = ?"
+        ))
         .bind(repository_id)
         .bind(arch)
         .fetch_optional(&self.reader)
@@ -823,122 +721,9 @@ impl Store for SqliteStore {
                 content: bytes::Bytes::from(row.try_get::<Vec<u8>, _>("content")?),
                 sha256: row.try_get("sha256")?,
                 built_at: row.try_get("built_at")?,
-                earlier_modified_at: row.try_get("earlier_modified_at")?,
+                modified_ms: row.try_get("modified_ms")?,
             })
         })
         .transpose()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn store() -> (tempfile::TempDir, SqliteStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("registry.db").display());
-        let store = SqliteStore::connect(&url, 1).await.unwrap();
-        (dir, store)
-    }
-
-    async fn tombstones(store: &SqliteStore) -> Vec<i64> {
-        sqlx::query_scalar("SELECT last_modified FROM tombstones ORDER BY last_modified")
-            .fetch_all(&store.writer)
-            .await
-            .unwrap()
-    }
-
-    /// A repository (created by its first package); answers its id.
-    async fn repository(store: &SqliteStore) -> i64 {
-        let owner = store.create_owner("acme", false, false).await.unwrap();
-        let repo = RepoRef {
-            owner_id: owner.id,
-            branch: "edge".into(),
-            repository: "main".into(),
-        };
-        let package = NewPackage {
-            arch: "x86_64".into(),
-            name: "a".into(),
-            version: "1.0-r0".into(),
-            filename: "a-1.0-r0.apk".into(),
-            checksum: "Q1".into(),
-            sha256: "0".repeat(64),
-            size: 1,
-            stanza: String::new(),
-        };
-        store
-            .insert_package(&repo, package)
-            .await
-            .unwrap()
-            .0
-            .repository_id
-    }
-
-    #[tokio::test]
-    async fn tombstones_of_a_path_include_what_the_noarch_fallback_served_there() {
-        let (_dir, store) = store().await;
-        let id = repository(&store).await;
-        let now = crate::unix_now();
-        let mut conn = store.writer.acquire().await.unwrap();
-        for (arch, date) in [("noarch", now), ("x86_64", now + 1), ("aarch64", now + 2)] {
-            bury(&mut conn, id, arch, "f-1.0-r0.apk", date, now)
-                .await
-                .unwrap();
-        }
-        drop(conn);
-        let latest = |arch: &'static str| latest_tombstone_of(&store, id, arch);
-        assert_eq!(latest("x86_64").await, Some(now + 1));
-        assert_eq!(
-            latest("riscv64").await,
-            Some(now),
-            "the noarch file was served there"
-        );
-        assert_eq!(
-            latest("noarch").await,
-            Some(now + 2),
-            "noarch is served everywhere"
-        );
-    }
-
-    async fn latest_tombstone_of(store: &SqliteStore, id: i64, arch: &str) -> Option<i64> {
-        let mut conn = store.writer.acquire().await.unwrap();
-        latest_tombstone(&mut conn, id, arch, "f-1.0-r0.apk")
-            .await
-            .unwrap()
-    }
-
-    #[tokio::test]
-    async fn tombstones_are_pruned_once_no_new_file_can_share_their_second() {
-        let (_dir, store) = store().await;
-        let id = repository(&store).await;
-        let mut conn = store.writer.acquire().await.unwrap();
-        let now = 1_700_000_000;
-        for i in 0..1000 {
-            bury(
-                &mut conn,
-                id,
-                "x86_64",
-                &format!("p{i}.apk"),
-                now + i,
-                now + i,
-            )
-            .await
-            .unwrap();
-        }
-        drop(conn);
-        let kept = tombstones(&store).await;
-        assert_eq!(kept.len() as i64, TOMBSTONE_KEEP_SECS + 1);
-        assert_eq!(kept[0], now + 999 - TOMBSTONE_KEEP_SECS);
-
-        // A file dated long ago leaves no tombstone: nothing new can share its second.
-        let mut conn = store.writer.acquire().await.unwrap();
-        bury(&mut conn, id, "x86_64", "old.apk", now, now + 999)
-            .await
-            .unwrap();
-        drop(conn);
-        assert_eq!(
-            tombstones(&store).await.len() as i64,
-            TOMBSTONE_KEEP_SECS + 1
-        );
     }
 }
