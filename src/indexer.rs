@@ -171,8 +171,11 @@ impl Indexer {
 }
 
 /// Renders the index of every architecture the repository serves: those with concrete
-/// packages, plus, while noarch packages exist, those already served and `extra`.
-/// Returns the rendered indexes and the architectures whose index must go.
+/// packages, those already served, and, while noarch packages exist, `extra`. An
+/// architecture once served keeps an index, empty when its last package goes: a 404 would
+/// leave apk with its cached index, offering packages that are gone. Returns the rendered
+/// indexes and the architectures whose index must go (none, until repositories can be
+/// removed).
 fn render_all(
     description: &str,
     mut packages: Vec<IndexEntry>,
@@ -192,8 +195,8 @@ fn render_all(
         .filter(|p| p.arch != "noarch")
         .map(|p| p.arch.as_str())
         .collect();
+    arches.extend(served.iter().map(String::as_str));
     if has_noarch {
-        arches.extend(served.iter().map(String::as_str));
         arches.extend(extra);
     }
     let mut rendered = Vec::with_capacity(arches.len());

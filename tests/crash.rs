@@ -117,6 +117,8 @@ struct Shared {
     next_id: AtomicUsize,
     /// Server answers that are wrong whatever the timing (e.g. 500, 404 for a 201'd file).
     errors: Mutex<Vec<String>>,
+    /// (repository, arch) whose index has been served: it must never become 404 again.
+    served: Mutex<std::collections::HashSet<(usize, &'static str)>>,
 }
 
 impl Shared {
@@ -740,7 +742,7 @@ async fn verify(
         _ => *known_key = Some(pem.clone()),
     }
 
-    // (repository, index arch) -> listed stanzas; absent key = index is 404.
+    // (repository, index arch) -> listed stanzas (possibly none); absent key = 404.
     let mut indexes: HashMap<(usize, &str), Vec<Listed>> = HashMap::new();
     for repo in 0..REPOS.len() {
         for &arch in INDEX_ARCHES {
@@ -748,11 +750,13 @@ async fn verify(
             match fetch_index(&client, &url, &pem, &keyname).await {
                 Ok(Some(listed)) => {
                     stats.indexes += 1;
-                    // An architecture without packages (and no noarch ones) has no index.
-                    if listed.is_empty() {
-                        failures.push(format!("{url}: an empty index is served"));
-                    }
+                    shared.served.lock().unwrap().insert((repo, arch));
                     indexes.insert((repo, arch), listed);
+                }
+                // An architecture once served keeps an index (empty when its packages are
+                // gone), so that apk replaces its cached one.
+                Ok(None) if shared.served.lock().unwrap().contains(&(repo, arch)) => {
+                    failures.push(format!("{url}: served before, now 404"));
                 }
                 Ok(None) => {}
                 Err(e) => failures.push(e),
@@ -920,6 +924,7 @@ async fn sigkill_under_load_loses_nothing_acknowledged() {
         stats: Stats::default(),
         next_id: AtomicUsize::new(0),
         errors: Mutex::new(Vec::new()),
+        served: Mutex::new(Default::default()),
     });
     let mut counts = VerifyCounts::default();
     let mut known_key = None;

@@ -242,9 +242,15 @@ async fn noarch_packages_appear_in_every_architecture() {
         )
         .await;
     assert_eq!(gone.status(), 204);
+    // aarch64 was served (from the noarch package alone): it stays, empty.
+    let aarch64 = server
+        .verified_index("admin", "/admin/v3.21/main/aarch64/APKINDEX.tar.gz", None)
+        .await;
+    assert!(index_names(&aarch64).is_empty(), "{aarch64}");
+    // An architecture never served is still unknown.
     assert_eq!(
         server
-            .get("/admin/v3.21/main/aarch64/APKINDEX.tar.gz", None)
+            .get("/admin/v3.21/main/armv7/APKINDEX.tar.gz", None)
             .await
             .status(),
         404
@@ -284,7 +290,8 @@ async fn delete_removes_from_index_before_answering() {
             .status(),
         404
     );
-    // The last package of the architecture goes: the index is gone too.
+    // The last package of the architecture goes: the index stays, signed and empty, so
+    // that apk replaces its cached copy instead of keeping it.
     assert_eq!(
         server
             .delete("/admin/v3.21/main/x86_64/two-1.0-r0.apk", admin)
@@ -292,7 +299,14 @@ async fn delete_removes_from_index_before_answering() {
             .status(),
         204
     );
-    assert_eq!(server.get(INDEX, None).await.status(), 404);
+    let text = server.verified_index("admin", INDEX, None).await;
+    assert!(index_names(&text).is_empty(), "{text}");
+    let bytes = server.get(INDEX, None).await.bytes().await.unwrap();
+    let (_, unsigned) = alpine_registry::apk::sign::split_signed(&bytes).unwrap();
+    assert_eq!(
+        index_entry(unsigned, "DESCRIPTION").as_deref(),
+        Some("admin/v3.21/main")
+    );
     // Re-uploading after delete works (the documented way to replace a package).
     assert_eq!(
         server

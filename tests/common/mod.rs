@@ -193,16 +193,21 @@ impl TestServer {
 
 /// The `APKINDEX` entry of an unsigned index (one gzip member of a tar).
 pub fn apkindex_text(unsigned: &[u8]) -> String {
+    index_entry(unsigned, "APKINDEX").expect("no APKINDEX entry")
+}
+
+/// An entry of an unsigned index, as text.
+pub fn index_entry(unsigned: &[u8], name: &str) -> Option<String> {
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(unsigned));
     for entry in archive.entries().unwrap() {
         let mut entry = entry.unwrap();
-        if entry.path().unwrap().to_str() == Some("APKINDEX") {
+        if entry.path().unwrap().to_str() == Some(name) {
             let mut text = String::new();
             std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
-            return text;
+            return Some(text);
         }
     }
-    panic!("no APKINDEX entry");
+    None
 }
 
 /// `P:` names listed in an APKINDEX text.
