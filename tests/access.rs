@@ -74,6 +74,24 @@ async fn private_owner_needs_a_members_credentials() {
         let response = server.get(path, None).await;
         assert_eq!(response.status(), 401, "{path}");
     }
+    // A mistyped owner and a private one answer alike, and the message names both causes
+    // (apk shows only "401", so the spelling is the first thing to check).
+    let private: serde_json::Value = server.get(index, None).await.json().await.unwrap();
+    let unknown: serde_json::Value = server
+        .get("/pirv/v1/main/x86_64/APKINDEX.tar.gz", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let message = private["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("unknown or private owner priv: check the spelling"),
+        "{message}"
+    );
+    assert_eq!(
+        unknown["message"].as_str().unwrap(),
+        message.replace("owner priv:", "owner pirv:")
+    );
     // A valid user who is not a member must not learn the owner exists.
     let outsider = server
         .user_with_token("outsider", Role::Admin, None, None)

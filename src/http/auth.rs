@@ -193,12 +193,21 @@ pub async fn authorize(
 ) -> AppResult<Owner> {
     let not_found =
         || AppError::NotFound(format!("owner {owner:?} not found", owner = owner.as_str()));
+    // A mistyped owner reaches apk users as a bare 401, so the message names both causes
+    // (and, to stay the same for both, never says which).
     let need_credentials = || {
-        AppError::Unauthorized(format!(
-            "credentials with {} access to {} are required",
-            need.as_str(),
-            owner.as_str()
-        ))
+        AppError::Unauthorized(match need {
+            Role::Read => format!(
+                "unknown or private owner {}: check the spelling, or send credentials with \
+                 read access",
+                owner.as_str()
+            ),
+            _ => format!(
+                "credentials with {} access to {} are required",
+                need.as_str(),
+                owner.as_str()
+            ),
+        })
     };
     let Some(record) = state.store.owner_by_name(owner.as_str()).await? else {
         // To an anonymous caller an unknown owner answers exactly like a private one
