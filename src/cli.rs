@@ -397,6 +397,9 @@ async fn reindex(state: &AppState, target: Option<&str>) -> anyhow::Result<()> {
             repository.as_ref().map(RepoName::as_str),
         )
         .await?;
+    if let (Some(target), true) = (target.filter(|t| !t.is_empty()), repositories.is_empty()) {
+        bail!("no repository matches {target}: check the owner, branch and repository names");
+    }
     for repo in &repositories {
         let owner = state
             .store
@@ -410,7 +413,15 @@ async fn reindex(state: &AppState, target: Option<&str>) -> anyhow::Result<()> {
             repo.owner_name, repo.branch, repo.name
         );
     }
-    eprintln!("{} repositories reindexed", repositories.len());
+    let count = repositories.len();
+    eprintln!(
+        "{count} {} reindexed",
+        if count == 1 {
+            "repository"
+        } else {
+            "repositories"
+        }
+    );
     Ok(())
 }
 

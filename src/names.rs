@@ -48,7 +48,7 @@ macro_rules! name_type {
                     Err(AppError::BadRequest(format!(
                         concat!("invalid ", $what, " {:?}: {}"),
                         truncate(s),
-                        Self::RULE
+                        Self::rule_for(s)
                     )))
                 }
             }
@@ -104,21 +104,55 @@ name_type!(
 );
 
 impl OwnerName {
-    const RULE: &'static str = "use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit; some names are reserved";
+    const RULE: &'static str =
+        "use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit";
+
+    /// Names the reserved word rather than leaving the user to guess which it is.
+    fn rule_for(s: &str) -> String {
+        let lower = s.to_ascii_lowercase();
+        if RESERVED_OWNERS.contains(&lower.as_str()) {
+            format!(
+                "{lower:?} is reserved for the registry's own paths (reserved: {})",
+                RESERVED_OWNERS.join(", ")
+            )
+        } else {
+            Self::RULE.to_string()
+        }
+    }
 }
 impl BranchName {
     const RULE: &'static str =
         "use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit";
+
+    fn rule_for(s: &str) -> String {
+        if s == "keys" {
+            "\"keys\" is reserved: it would clash with /{owner}/keys/{name}".to_string()
+        } else {
+            Self::RULE.to_string()
+        }
+    }
 }
 impl RepoName {
     const RULE: &'static str =
         "use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit";
+
+    fn rule_for(_: &str) -> String {
+        Self::RULE.to_string()
+    }
 }
 impl Arch {
     const RULE: &'static str = "use an architecture name such as x86_64, aarch64 or noarch";
+
+    fn rule_for(_: &str) -> String {
+        Self::RULE.to_string()
+    }
 }
 impl PackageFile {
     const RULE: &'static str = "expected {name}-{version}.apk";
+
+    fn rule_for(_: &str) -> String {
+        Self::RULE.to_string()
+    }
 }
 
 impl Arch {
@@ -153,5 +187,18 @@ mod tests {
         assert!(PackageFile::parse(".apk").is_err());
         assert!(Arch::parse("x86_64").is_ok());
         assert!(Arch::parse("x86/64").is_err());
+    }
+
+    #[test]
+    fn a_reserved_name_is_named_in_the_refusal() {
+        let message = OwnerName::parse("API").unwrap_err().to_string();
+        assert!(
+            message.contains("\"api\" is reserved") && message.contains("healthz"),
+            "{message}"
+        );
+        let message = OwnerName::parse("a b").unwrap_err().to_string();
+        assert!(!message.contains("reserved"), "{message}");
+        let message = BranchName::parse("keys").unwrap_err().to_string();
+        assert!(message.contains("\"keys\" is reserved"), "{message}");
     }
 }

@@ -130,7 +130,8 @@ fn admin_commands_manage_users_owners_and_tokens() {
         .unwrap();
     assert!(!bad.status.success());
     run_ok(cli(dir.path()).args(["reindex"]));
-    run_ok(cli(dir.path()).args(["reindex", "acme/edge"]));
+    // acme has no repository yet: naming one that does not exist is an error.
+    run_err(cli(dir.path()).args(["reindex", "acme/edge"]));
 }
 
 /// Starts `serve` on `port` with stdout captured.
@@ -255,4 +256,28 @@ fn fsck_exit_code_tells_whether_problems_were_found() {
             .env("ALPINE_REGISTRY__STORAGE__ORPHAN_GRACE_SECS", "0")
             .arg("fsck"),
     );
+}
+
+fn run_err(command: &mut Command) -> String {
+    let output = command.output().expect("run binary");
+    assert!(!output.status.success(), "{command:?} succeeded");
+    String::from_utf8(output.stderr).unwrap()
+}
+
+#[test]
+fn mistakes_in_admin_commands_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    run_ok(cli(dir.path()).arg("migrate"));
+    let message = run_err(cli(dir.path()).args(["owner", "create", "api"]));
+    assert!(message.contains("\"api\" is reserved"), "{message}");
+    run_ok(cli(dir.path()).args(["owner", "create", "acme", "--org"]));
+    // An owner without that branch: an error, not "0 repositories reindexed".
+    let message = run_err(cli(dir.path()).args(["reindex", "acme/v9"]));
+    assert!(
+        message.contains("no repository matches acme/v9"),
+        "{message}"
+    );
+    let output = cli(dir.path()).arg("reindex").output().unwrap();
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("0 repositories reindexed"));
 }
