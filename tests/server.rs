@@ -121,3 +121,71 @@ async fn repeated_authentication_failures_are_refused_for_a_while() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn wrong_urls_get_json_errors_that_say_what_to_do() {
+    let server = TestServer::start().await;
+    let upload_hint = "upload with PUT /{owner}/{branch}/{repository}, the .apk as the body";
+    let bytes = package("hello", "1.0-r0", "x86_64");
+    let cases: &[(reqwest::Method, &str, u16, &str)] = &[
+        // The architecture added to an upload URL.
+        (
+            reqwest::Method::PUT,
+            "/admin/v3.21/main/x86_64",
+            404,
+            upload_hint,
+        ),
+        // `curl -T file URL/` appends the file name.
+        (
+            reqwest::Method::PUT,
+            "/admin/v3.21/main/hello-1.0-r0.apk",
+            404,
+            upload_hint,
+        ),
+        // The download path.
+        (
+            reqwest::Method::PUT,
+            "/admin/v3.21/main/x86_64/hello-1.0-r0.apk",
+            405,
+            upload_hint,
+        ),
+        (reqwest::Method::POST, "/admin/v3.21/main", 405, upload_hint),
+        (
+            reqwest::Method::GET,
+            "/",
+            404,
+            "see the README for every endpoint",
+        ),
+        (
+            reqwest::Method::GET,
+            "/admin/v3.21/main/x86_64/APKINDEX.tar.gz/",
+            404,
+            "remove the trailing slash",
+        ),
+        (
+            reqwest::Method::DELETE,
+            "/admin/v3.21/main",
+            405,
+            "the Allow header",
+        ),
+    ];
+    for (method, path, status, hint) in cases {
+        let response = server
+            .client
+            .request(method.clone(), server.url(path))
+            .basic_auth("admin", Some(ADMIN_TOKEN))
+            .body(bytes.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), *status, "{method} {path}");
+        if *status == 405 {
+            assert!(response.headers().contains_key("allow"), "{method} {path}");
+        }
+        let body: serde_json::Value = response.json().await.expect("a JSON body");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.contains(hint), "{method} {path}: {message}");
+        assert!(body["error"].is_string(), "{method} {path}: {body}");
+    }
+    server.stop().await;
+}

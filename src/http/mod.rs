@@ -11,7 +11,7 @@ mod packages;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
-use axum::http::{HeaderMap, Method};
+use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
@@ -20,7 +20,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::Identity;
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
 use crate::AppState;
 
 pub use auth::authorize;
@@ -65,6 +65,46 @@ fn owner_routes(base: &str) -> Router<AppState> {
         )
 }
 
+/// How to publish, for answers to requests that look like a misdirected upload.
+const UPLOAD_HINT: &str =
+    "upload with PUT /{owner}/{branch}/{repository}, the .apk as the body (curl --upload-file \
+     FILE URL, with no trailing slash: curl appends the file name to a URL ending in /)";
+
+/// What to do instead, for a request that matched no route or not its method.
+fn hint(method: &Method, path: &str) -> String {
+    if *method == Method::PUT || *method == Method::POST {
+        return UPLOAD_HINT.to_string();
+    }
+    if path.len() > 1 && path.ends_with('/') {
+        return "remove the trailing slash".to_string();
+    }
+    "packages and indexes are at /{owner}/{branch}/{repository}/{arch}/{file}, the signing \
+     key at /{owner}/key; see the README for every endpoint"
+        .to_string()
+}
+
+/// Every unmatched path answers in the same JSON shape as every other error.
+async fn no_route(method: Method, uri: Uri) -> AppError {
+    AppError::NotFound(format!(
+        "no endpoint at {method} {}: {}",
+        truncated(uri.path()),
+        hint(&method, uri.path())
+    ))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> AppError {
+    AppError::MethodNotAllowed(format!(
+        "{method} is not allowed on {} (the Allow header lists what is): {}",
+        truncated(uri.path()),
+        hint(&method, uri.path())
+    ))
+}
+
+/// Keeps hostile paths from flooding error messages.
+fn truncated(path: &str) -> String {
+    path.chars().take(200).collect()
+}
+
 pub fn router(state: AppState) -> Router {
     let timeout = Duration::from_secs(state.config.server.request_timeout_secs);
     Router::new()
@@ -73,6 +113,8 @@ pub fn router(state: AppState) -> Router {
         .merge(owner_routes("/{owner}"))
         // Gitea/Forgejo's layout, so their users switch by changing the host name only.
         .merge(owner_routes("/api/packages/{owner}/alpine"))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::disable())
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
