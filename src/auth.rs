@@ -106,16 +106,18 @@ fn verify_password_in(password: &str, hash: &str, memory: &mut Vec<argon2::Block
     check().unwrap_or(false)
 }
 
-/// Parses `90d`, `12h`, `30m`, `3600s` or `3600` (seconds) into seconds.
+/// Parses a duration with its unit, `90d`, `12h`, `30m`, `3600s`, `2w` or `1y`, into
+/// seconds. A bare number is refused rather than taken as seconds: `--expires-in 3`
+/// meaning three seconds surprises everybody.
 pub fn parse_duration(text: &str) -> anyhow::Result<i64> {
     let text = text.trim();
     let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
         Some((i, _)) => text.split_at(i),
-        None => (text, "s"),
+        None => (text, ""),
     };
-    let n: i64 = digits
-        .parse()
-        .map_err(|_| anyhow::anyhow!("invalid duration {text:?}: expected e.g. 90d, 12h, 30m"))?;
+    if text.starts_with('-') {
+        anyhow::bail!("invalid duration {text:?}: it must be positive, e.g. 90d");
+    }
     let factor = match unit {
         "s" => 1,
         "m" => 60,
@@ -123,11 +125,19 @@ pub fn parse_duration(text: &str) -> anyhow::Result<i64> {
         "d" => 86400,
         "w" => 7 * 86400,
         "y" => 365 * 86400,
+        "" => {
+            anyhow::bail!("invalid duration {text:?}: give a unit, s, m, h, d, w or y (e.g. 90d)")
+        }
         _ => anyhow::bail!("invalid duration unit in {text:?}: use s, m, h, d, w or y"),
     };
+    let n: i64 = digits
+        .parse()
+        .map_err(|_| anyhow::anyhow!("invalid duration {text:?}: expected e.g. 90d, 12h, 30m"))?;
+    if n == 0 {
+        anyhow::bail!("invalid duration {text:?}: it must be positive, e.g. 90d");
+    }
     n.checked_mul(factor)
-        .filter(|s| *s > 0)
-        .ok_or_else(|| anyhow::anyhow!("invalid duration {text:?}"))
+        .ok_or_else(|| anyhow::anyhow!("invalid duration {text:?}: too long"))
 }
 
 /// Entries the failure throttle keeps at most; past this the least recently seen are
@@ -843,9 +853,15 @@ mod tests {
     #[test]
     fn durations_parse() {
         assert_eq!(parse_duration("90d").unwrap(), 90 * 86400);
-        assert_eq!(parse_duration("3600").unwrap(), 3600);
+        assert_eq!(parse_duration("3600s").unwrap(), 3600);
+        assert_eq!(parse_duration("2w").unwrap(), 14 * 86400);
+        let message = |text| parse_duration(text).unwrap_err().to_string();
+        assert!(message("3").contains("give a unit"), "{}", message("3"));
+        assert!(message("0d").contains("must be positive"));
+        assert!(message("-5d").contains("must be positive"));
+        assert!(message("5x").contains("use s, m, h, d, w or y"));
         assert!(parse_duration("x").is_err());
-        assert!(parse_duration("0d").is_err());
+        assert!(parse_duration("99999999999999y").is_err());
     }
 
     #[test]

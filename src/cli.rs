@@ -301,7 +301,26 @@ pub async fn create_token(
         .await?
         .with_context(|| format!("no user named {user:?}"))?;
     let owner_id = match owner {
-        Some(name) => Some(owner_id(state, name).await?),
+        Some(name) => {
+            let record = state
+                .store
+                .owner_by_name(name)
+                .await?
+                .with_context(|| format!("no owner named {name:?}"))?;
+            let role = state.store.member_role(record.id, user.id).await?;
+            // A token limited to an owner its user has no role on could do nothing there
+            // (reading a public owner needs no token).
+            if !user.is_admin && role.is_none() && (record.is_private || scope != Role::Read) {
+                bail!(
+                    "{} has no role on {name}: add one first (owner member add {name} {} \
+                     --role {}), or create the token without --owner",
+                    user.name,
+                    user.name,
+                    scope.as_str()
+                );
+            }
+            Some(record.id)
+        }
         None => None,
     };
     let token = match secret {

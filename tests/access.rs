@@ -245,9 +245,15 @@ async fn expired_and_revoked_tokens_are_rejected() {
         )
         .await;
     let path = "/pub/v1/main/x86_64/APKINDEX.tar.gz";
-    assert_eq!(
-        server.get(path, Some(("admin", &expired))).await.status(),
-        401
+    let answer = server.get(path, Some(("admin", &expired))).await;
+    assert_eq!(answer.status(), 401);
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("this token expired on "),
+        "{body}"
     );
     let live = server
         .user_with_token(
@@ -274,7 +280,16 @@ async fn expired_and_revoked_tokens_are_rejected() {
         .revoke_token(id, alpine_registry::unix_now())
         .await
         .unwrap());
-    assert_eq!(server.get(path, Some(("admin", &live))).await.status(), 401);
+    let answer = server.get(path, Some(("admin", &live))).await;
+    assert_eq!(answer.status(), 401);
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("this token was revoked"),
+        "{body}"
+    );
     server.stop().await;
 }
 

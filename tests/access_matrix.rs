@@ -215,13 +215,14 @@ async fn setup(server: &TestServer) -> Fixture {
         assert_eq!(response.status(), 201, "preloading {owner}");
     }
 
-    // `member` is admin of both owners, so only the token scope limits its tokens.
+    // `member` is admin of both owners (and of `other`, so that a token can be limited
+    // to it), so only the token scope limits its tokens.
     let hash = alpine_registry::auth::hash_password(MEMBER_PASSWORD).unwrap();
     alpine_registry::cli::create_user(&server.state, "member", Some(&hash), false, false)
         .await
         .unwrap();
     let member = store.user_by_name("member").await.unwrap().unwrap();
-    for owner in ["pubco", "privco"] {
+    for owner in ["pubco", "privco", "other"] {
         let owner = store.owner_by_name(owner).await.unwrap().unwrap();
         store
             .set_member(owner.id, member.id, Role::Admin)

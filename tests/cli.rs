@@ -277,6 +277,26 @@ fn mistakes_in_admin_commands_are_named() {
         message.contains("no repository matches acme/v9"),
         "{message}"
     );
+    // A token limited to an owner its user has no role on could do nothing.
+    run_ok(cli(dir.path()).args(["user", "create", "bob"]));
+    let message = run_err(cli(dir.path()).args([
+        "token", "create", "--user", "bob", "--scope", "write", "--owner", "acme",
+    ]));
+    assert!(message.contains("bob has no role on acme"), "{message}");
+    // Durations need a unit, and must be positive.
+    for (bad, expected) in [("3", "give a unit"), ("0d", "must be positive")] {
+        let message = run_err(cli(dir.path()).args([
+            "token",
+            "create",
+            "--user",
+            "bob",
+            "--scope",
+            "read",
+            "--expires-in",
+            bad,
+        ]));
+        assert!(message.contains(expected), "{bad}: {message}");
+    }
     let output = cli(dir.path()).arg("reindex").output().unwrap();
     assert!(output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("0 repositories reindexed"));

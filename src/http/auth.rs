@@ -145,8 +145,19 @@ async fn token_identity(state: &AppState, secret: &str) -> AppResult<Identity> {
     if !auth::digests_equal(&record.token_hash, &hash) {
         return Err(bad_credentials());
     }
-    if record.revoked_at.is_some() || record.expires_at.is_some_and(|at| at <= now) {
-        return Err(bad_credentials());
+    // Whoever holds the secret may learn why it no longer works.
+    if record.revoked_at.is_some() {
+        return Err(AppError::Unauthorized(
+            "this token was revoked: create a new one (alpine-registry token create)".into(),
+        ));
+    }
+    if let Some(at) = record.expires_at.filter(|at| *at <= now) {
+        let when = httpdate::fmt_http_date(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(at).unwrap_or(0)),
+        );
+        return Err(AppError::Unauthorized(format!(
+            "this token expired on {when}: create a new one (alpine-registry token create)"
+        )));
     }
     let user = state
         .store
