@@ -152,12 +152,36 @@ pub fn load_config(cli: &Cli) -> anyhow::Result<Config> {
 }
 
 /// Runs one CLI command.
+/// Fails, naming the database and how to point at the right one, when the configured
+/// SQLite database does not exist.
+fn require_existing_database(config: &Config) -> anyhow::Result<()> {
+    let url = config.database_url();
+    let Some(rest) = url.strip_prefix("sqlite:") else {
+        return Ok(());
+    };
+    let path = rest.trim_start_matches("//");
+    let path = path.split('?').next().unwrap_or(path);
+    if path.is_empty() || path == ":memory:" || std::path::Path::new(path).exists() {
+        return Ok(());
+    }
+    bail!(
+        "no registry database at {path}: run this where the registry keeps its data, or point \
+         at it with --data-dir DIR, --config FILE, or ALPINE_REGISTRY__STORAGE__DATA_DIR / \
+         ALPINE_REGISTRY__DATABASE__URL (only `serve` and `migrate` create a database)"
+    )
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::PrintDefaultConfig = cli.command {
         print!("{EXAMPLE_CONFIG}");
         return Ok(());
     }
     let config = load_config(&cli)?;
+    // Only these create a registry; any other command run from the wrong directory
+    // would otherwise act on a new, empty one.
+    if !matches!(cli.command, Command::Serve { .. } | Command::Migrate) {
+        require_existing_database(&config)?;
+    }
     let state = crate::open(config).await?;
     match cli.command {
         Command::PrintDefaultConfig => unreachable!("handled above"),

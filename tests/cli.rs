@@ -301,3 +301,28 @@ fn mistakes_in_admin_commands_are_named() {
     assert!(output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("0 repositories reindexed"));
 }
+
+#[test]
+fn admin_commands_never_create_a_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for args in [
+        &["token", "list"][..],
+        &["user", "create", "bob"],
+        &["owner", "create", "acme"],
+        &["fsck"],
+        &["reindex"],
+    ] {
+        let message = run_err(cli(&data).args(args));
+        let expected = format!(
+            "no registry database at {}",
+            data.join("registry.db").display()
+        );
+        assert!(message.contains(&expected), "{args:?}: {message}");
+        assert!(message.contains("--data-dir"), "{message}");
+        assert!(!data.exists(), "{args:?} created {}", data.display());
+    }
+    // `migrate` creates one; then the same commands work.
+    run_ok(cli(&data).arg("migrate"));
+    run_ok(cli(&data).args(["token", "list"]));
+}
