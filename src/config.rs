@@ -46,6 +46,10 @@ pub struct ServerConfig {
     pub max_connections: u32,
     /// Open connections per client address at most (IPv6: per /64).
     pub max_connections_per_ip: u32,
+    /// Proxies (addresses or CIDR networks) whose `Forwarded` / `X-Forwarded-Proto` /
+    /// `X-Forwarded-Host` headers say how clients reach the registry, when `public_url`
+    /// is empty.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +62,7 @@ impl Default for ServerConfig {
             header_read_timeout_secs: 30,
             max_connections: 0,
             max_connections_per_ip: 64,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -236,6 +241,14 @@ impl Config {
         if self.limits.max_upload_bytes == 0 {
             anyhow::bail!("limits.max_upload_bytes must be positive");
         }
+        for entry in &self.server.trusted_proxies {
+            parse_network(entry).map_err(|_| {
+                anyhow::anyhow!(
+                    "server.trusted_proxies: {entry:?} is neither an address nor a network \
+                     such as 10.0.0.0/8"
+                )
+            })?;
+        }
         if self.limits.max_concurrent_uploads == 0 {
             anyhow::bail!("limits.max_concurrent_uploads must be positive");
         }
@@ -281,12 +294,14 @@ impl Config {
         }
     }
 
-    pub fn public_url(&self) -> String {
-        if self.server.public_url.is_empty() {
-            format!("http://{}", self.server.listen)
-        } else {
-            self.server.public_url.trim_end_matches('/').to_string()
-        }
+    /// `server.trusted_proxies` as networks (an address alone is a network of one);
+    /// entries that do not parse are left out (`validate` refuses them at load).
+    pub fn trusted_proxies(&self) -> Vec<ipnet::IpNet> {
+        self.server
+            .trusted_proxies
+            .iter()
+            .filter_map(|entry| parse_network(entry).ok())
+            .collect()
     }
 
     pub fn apk_limits(&self) -> crate::apk::package::Limits {
@@ -297,4 +312,14 @@ impl Config {
             max_stanza_bytes: self.limits.max_stanza_bytes,
         }
     }
+}
+
+fn parse_network(entry: &str) -> Result<ipnet::IpNet, ipnet::AddrParseError> {
+    let entry = entry.trim();
+    entry.parse::<ipnet::IpNet>().or_else(|e| {
+        entry
+            .parse::<std::net::IpAddr>()
+            .map(ipnet::IpNet::from)
+            .map_err(|_| e)
+    })
 }

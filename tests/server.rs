@@ -189,3 +189,69 @@ async fn wrong_urls_get_json_errors_that_say_what_to_do() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn upload_answers_carry_the_url_the_client_used() {
+    let server = TestServer::start().await;
+    let upload = |host: &'static str, forwarded: Option<&'static str>| {
+        let mut request = server
+            .client
+            .put(server.url("/admin/v3.21/main"))
+            .header("host", host)
+            .basic_auth("admin", Some(ADMIN_TOKEN))
+            .body(package("hello", "1.0-r0", "x86_64"));
+        if let Some(proto) = forwarded {
+            request = request
+                .header("x-forwarded-proto", proto)
+                .header("x-forwarded-host", "apk.example.org");
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 201);
+            response.json::<serde_json::Value>().await.unwrap()["url"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let delete = || async {
+        let gone = server
+            .delete(
+                "/admin/v3.21/main/x86_64/hello-1.0-r0.apk",
+                Some(("admin", ADMIN_TOKEN)),
+            )
+            .await;
+        assert_eq!(gone.status(), 204);
+    };
+    assert_eq!(
+        upload("apk.lan:8080", None).await,
+        "http://apk.lan:8080/admin/v3.21/main/x86_64/hello-1.0-r0.apk"
+    );
+    delete().await;
+    // 127.0.0.1 is not a trusted proxy: its forwarding headers are not believed.
+    assert_eq!(
+        upload("apk.lan:8080", Some("https")).await,
+        "http://apk.lan:8080/admin/v3.21/main/x86_64/hello-1.0-r0.apk"
+    );
+    server.stop().await;
+
+    let server =
+        TestServer::start_with(|c| c.server.trusted_proxies = vec!["127.0.0.0/8".into()]).await;
+    let response = server
+        .client
+        .put(server.url("/admin/v3.21/main"))
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "apk.example.org")
+        .basic_auth("admin", Some(ADMIN_TOKEN))
+        .body(package("hello", "1.0-r0", "x86_64"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(
+        body["url"],
+        "https://apk.example.org/admin/v3.21/main/x86_64/hello-1.0-r0.apk"
+    );
+    server.stop().await;
+}

@@ -6,6 +6,7 @@ pub mod connections;
 mod health;
 mod indexes;
 mod keys;
+pub mod origin;
 mod packages;
 
 use std::time::Duration;

@@ -102,6 +102,8 @@ pub async fn upload(
     State(state): State<AppState>,
     identity: Identity,
     Path(path): Path<RepoPath>,
+    uri: axum::http::Uri,
+    extensions: axum::http::Extensions,
     headers: HeaderMap,
     body: Body,
 ) -> AppResult<(StatusCode, Json<Uploaded>)> {
@@ -210,7 +212,19 @@ pub async fn upload(
             checksum: package.checksum,
             sha256: package.sha256,
             size: package.size,
-            url: format!("{}{path}", state.config.public_url()),
+            url: format!(
+                "{}{path}",
+                super::origin::base_url(
+                    &state.config,
+                    &super::origin::Origin {
+                        headers: &headers,
+                        uri: &uri,
+                        peer: extensions
+                            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                            .map(|info| info.0.ip()),
+                    }
+                )
+            ),
             path,
         }),
     ))
