@@ -185,7 +185,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let state = crate::open(config).await?;
     match cli.command {
         Command::PrintDefaultConfig => unreachable!("handled above"),
-        Command::Serve { .. } => serve(state).await,
+        Command::Serve { .. } => serve(state, cli.config.as_deref()).await,
         Command::Migrate => {
             eprintln!("database is up to date");
             Ok(())
@@ -487,7 +487,20 @@ pub async fn bootstrap(state: &AppState, fixed: Option<String>) -> anyhow::Resul
     Ok(Some(secret))
 }
 
-async fn serve(state: AppState) -> anyhow::Result<()> {
+async fn serve(state: AppState, config_file: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let config = &state.config;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        data_dir = %config.storage.data_dir.display(),
+        database = %without_credentials(&config.database_url()),
+        config_file = %config_file.map_or("none (defaults and environment)".into(), |p| p.display().to_string()),
+        public_url = %if config.server.public_url.is_empty() {
+            "from each request's Host".to_string()
+        } else {
+            config.server.public_url.clone()
+        },
+        "starting alpine-registry"
+    );
     let fixed = std::env::var(BOOTSTRAP_TOKEN_ENV)
         .ok()
         .filter(|t| !t.is_empty());
@@ -509,4 +522,31 @@ async fn serve(state: AppState) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     tracing::info!(address = %local, "listening on http://{local}");
     crate::serve(listener, state, crate::shutdown_signal()).await
+}
+
+/// A database URL fit for the log: any `user:password@` replaced.
+fn without_credentials(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_are_logged_without_credentials() {
+        assert_eq!(
+            without_credentials("postgres://reg:s3cret@db:5432/reg"),
+            "postgres://***@db:5432/reg"
+        );
+        assert_eq!(
+            without_credentials("sqlite://./data/registry.db"),
+            "sqlite://./data/registry.db"
+        );
+    }
 }

@@ -658,7 +658,7 @@ fn first_start_token_is_printed_but_never_logged() {
 
     let (stdout, stderr) = server.stop();
     assert!(
-        stderr.contains("tower_http::trace::on_response"),
+        stderr.contains("tower_http::trace::on_request"),
         "RUST_LOG=trace is honoured"
     );
     assert_eq!(

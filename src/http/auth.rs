@@ -55,11 +55,25 @@ impl FromRequestParts<AppState> for Identity {
                 Err(_) => Outcome::Undecided,
             });
         }
+        match &result {
+            Ok(Identity::User(principal)) => {
+                tracing::Span::current().record(
+                    "user",
+                    tracing::field::display(principal.user.name.as_str()),
+                );
+            }
+            // The reason, never the secret; the request span names the client.
+            Err(AppError::Unauthorized(reason)) => {
+                tracing::warn!(reason = %reason, "authentication failed");
+            }
+            _ => {}
+        }
         result
     }
 }
 
 fn refused(refusal: Refusal) -> AppError {
+    tracing::warn!(?refusal, "authentication attempt refused unchecked");
     match refusal {
         Refusal::Failures(wait) => {
             let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);

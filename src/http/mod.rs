@@ -122,14 +122,42 @@ pub fn router(state: AppState) -> Router {
             timeout,
         ))
         .layer(
-            TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                let route = request
-                    .extensions()
-                    .get::<MatchedPath>()
-                    .map(MatchedPath::as_str)
-                    .unwrap_or("unmatched");
-                tracing::info_span!("request", method = %request.method(), route)
-            }),
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    let route = request
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map(MatchedPath::as_str)
+                        .unwrap_or("unmatched");
+                    let client = request
+                        .extensions()
+                        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                        .map(|info| info.0.ip());
+                    // The path only: a query string is the one place a client could put
+                    // a secret of its own accord.
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        route,
+                        path = %truncated(request.uri().path()),
+                        client = client.map(tracing::field::display),
+                        user = tracing::field::Empty,
+                    )
+                })
+                // One line per answered request, 4xx included, at the default level.
+                .on_response(
+                    |response: &Response, latency: Duration, _span: &tracing::Span| {
+                        use axum::body::HttpBody;
+                        // Known for every answer but a streamed one of unknown length.
+                        let bytes = response.body().size_hint().exact();
+                        tracing::info!(
+                            status = response.status().as_u16(),
+                            ms = latency.as_millis() as u64,
+                            bytes,
+                            "answered"
+                        );
+                    },
+                ),
         )
         .with_state(state)
 }
