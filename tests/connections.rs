@@ -9,14 +9,14 @@
 mod common;
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 
+use common::process::ChildServer;
 use common::*;
 
 /// Connects to `server` from `source` (any address of 127.0.0.0/8).
@@ -435,17 +435,14 @@ const MAX_HWM_BYTES: u64 = 64 << 20;
 /// or per retry.
 const MAX_ACCEPT_FAILED_LINES: usize = 3;
 
-struct LimitedServer {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
+/// The real binary under an open-file limit of `NOFILE`, with one package published.
+struct LimitedServer(ChildServer);
 
-impl Drop for LimitedServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for LimitedServer {
+    type Target = ChildServer;
+
+    fn deref(&self) -> &ChildServer {
+        &self.0
     }
 }
 
@@ -453,34 +450,21 @@ impl LimitedServer {
     /// Runs `serve` with an open-file limit of `NOFILE` and `env` on top of short timeouts,
     /// then publishes one package.
     async fn start(env: &[(&str, &str)]) -> LimitedServer {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let log = dir.path().join("server.log");
         let mut command = Command::new("sh");
         command
             .args(["-c", r#"ulimit -n "$0" && exec "$@""#])
             .arg(NOFILE.to_string())
-            .arg(BIN)
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .env("ALPINE_REGISTRY_BOOTSTRAP_TOKEN", TOKEN)
-            .env("ALPINE_REGISTRY__SIGNING__KEY_BITS", "1024")
-            .env(
+            .arg(BIN);
+        let timeout = TIMEOUT_SECS.to_string();
+        let mut env = env.to_vec();
+        env.insert(
+            0,
+            (
                 "ALPINE_REGISTRY__SERVER__HEADER_READ_TIMEOUT_SECS",
-                TIMEOUT_SECS.to_string(),
-            )
-            .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        let server = LimitedServer {
-            child: command.spawn().unwrap(),
-            port,
-            log,
-            _dir: dir,
-        };
-        wait_listening(port);
+                &timeout,
+            ),
+        );
+        let server = LimitedServer(ChildServer::start_with(command, TOKEN, &env));
         let put = reqwest::Client::new()
             .put(server.url("/admin/v3.21/main"))
             .basic_auth("admin", Some(TOKEN))
@@ -490,10 +474,6 @@ impl LimitedServer {
             .unwrap();
         assert_eq!(put.status(), 201);
         server
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{}", self.port, path)
     }
 
     fn addr(&self) -> SocketAddr {
@@ -518,7 +498,7 @@ impl LimitedServer {
             .iter()
             .filter(|l| l.contains("accept failed") || l.contains("Too many open files"))
             .count();
-        let hwm = peak_rss(self.child.id());
+        let hwm = self.peak_rss();
         eprintln!(
             "server: {} log lines, {accept_failed} about failed accepts; VmHWM {:.1} MiB",
             lines.len(),

@@ -28,13 +28,6 @@ pub enum Plan {
     Unsatisfiable,
 }
 
-/// The current time, Unix seconds.
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 impl Entity {
     /// The `Last-Modified` date to send at `now` (Unix seconds).
     ///
@@ -51,7 +44,7 @@ impl Entity {
     }
 
     pub fn last_modified_http(&self) -> String {
-        let secs = u64::try_from(self.last_modified(now_secs())).unwrap_or(0);
+        let secs = u64::try_from(self.last_modified(crate::unix_now())).unwrap_or(0);
         httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs))
     }
 
