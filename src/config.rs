@@ -24,6 +24,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub signing: SigningConfig,
     pub auth: AuthConfig,
+    pub repositories: RepositoriesConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -208,6 +209,20 @@ impl Default for AuthConfig {
             max_failures_per_address: 100,
             max_concurrent_password_checks: 0,
         }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RepositoriesConfig {
+    /// Whether an upload into a repository that does not exist creates it; when false,
+    /// repositories are created with `alpine-registry repository create` first.
+    pub auto_create: bool,
+}
+
+impl Default for RepositoriesConfig {
+    fn default() -> Self {
+        RepositoriesConfig { auto_create: true }
     }
 }
 

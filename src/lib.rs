@@ -14,6 +14,7 @@ pub mod http;
 pub mod indexer;
 pub mod keys;
 pub mod names;
+pub mod registry;
 pub mod store;
 
 use std::future::Future;

@@ -1,0 +1,1 @@
+//! Users, owners, memberships and tokens.

@@ -1,0 +1,1 @@
+//! Repositories: created explicitly or by the first upload, listed, removed.
