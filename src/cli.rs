@@ -11,11 +11,11 @@ use clap::{Parser, Subcommand};
 use crate::auth;
 use crate::config::Config;
 use crate::names::{BranchName, OwnerName, RepoName};
-use crate::store::{NewToken, Role};
+use crate::registry::accounts::{self, TokenRequest};
+use crate::store::Role;
 use crate::AppState;
 
-/// Environment variable that fixes the first admin token instead of generating one.
-pub const BOOTSTRAP_TOKEN_ENV: &str = "ALPINE_REGISTRY_BOOTSTRAP_TOKEN";
+pub use crate::registry::accounts::BOOTSTRAP_TOKEN_ENV;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -80,6 +80,18 @@ pub enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Lists users: site administrators, password set, active tokens, memberships.
+    List,
+    /// Deletes a user with its tokens and memberships, and its namespace when that holds
+    /// no repositories.
+    Delete { name: String },
+    /// Sets a user's password from the first line of standard input.
+    Password {
+        name: String,
+        /// Removes the password instead: the user then signs in with tokens only.
+        #[arg(long)]
+        remove: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,6 +105,21 @@ pub enum OwnerCommand {
         /// Marks the owner as an organisation.
         #[arg(long)]
         org: bool,
+    },
+    /// Lists owners with their visibility, members, repositories and packages.
+    List,
+    /// Deletes an owner with its signing key, members and owner-limited tokens.
+    Delete {
+        name: String,
+        /// Also deletes the owner's repositories and packages (refused without it).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Makes an owner public (anyone may read) or private (only members may read).
+    Visibility {
+        name: String,
+        #[arg(value_parser = ["public", "private"])]
+        visibility: String,
     },
     /// Manages members of an owner.
     #[command(subcommand)]
@@ -108,6 +135,10 @@ pub enum MemberCommand {
         #[arg(long, value_parser = ["read", "write", "admin"])]
         role: String,
     },
+    /// Lists the members of OWNER and their roles.
+    List { owner: String },
+    /// Takes USER's role on OWNER away.
+    Remove { owner: String, user: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -121,11 +152,14 @@ pub enum TokenCommand {
         /// Limits the token to one owner.
         #[arg(long)]
         owner: Option<String>,
-        /// Expiry, e.g. 90d, 12h, 30m.
+        /// Expiry: a number with a unit, s m h d w or y (90d, 12h, 30m).
         #[arg(long, value_name = "DURATION")]
         expires_in: Option<String>,
+        /// Says what the token is for (shown by token list).
+        #[arg(long)]
+        label: Option<String>,
     },
-    /// Lists tokens (never their secrets).
+    /// Lists tokens (never their secrets): label, creation, last use, expiry, status.
     List {
         #[arg(long)]
         user: Option<String>,
@@ -190,82 +224,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("database is up to date");
             Ok(())
         }
-        Command::User(UserCommand::Create {
-            name,
-            admin,
-            password_stdin,
-        }) => {
-            let password = if password_stdin {
-                let mut text = String::new();
-                std::io::stdin()
-                    .read_to_string(&mut text)
-                    .context("reading password")?;
-                let line = text.lines().next().unwrap_or("").to_string();
-                if line.is_empty() {
-                    bail!("empty password on standard input");
-                }
-                Some(auth::hash_password(&line)?)
-            } else {
-                None
-            };
-            create_user(&state, &name, password.as_deref(), admin, true).await?;
-            eprintln!("created user {name} (namespace {name})");
-            Ok(())
-        }
-        Command::Owner(OwnerCommand::Create { name, private, org }) => {
-            let name = OwnerName::parse(&name)?;
-            let owner = state
-                .store
-                .create_owner(name.as_str(), private, org)
-                .await?;
-            let key = state.keys.get_or_create(&owner).await?;
-            eprintln!("created owner {name} (key {})", key.key_name());
-            Ok(())
-        }
-        Command::Owner(OwnerCommand::Member(MemberCommand::Add { owner, user, role })) => {
-            let owner_record = state
-                .store
-                .owner_by_name(&owner)
-                .await?
-                .with_context(|| format!("no owner named {owner:?}"))?;
-            let user_record = state
-                .store
-                .user_by_name(&user)
-                .await?
-                .with_context(|| format!("no user named {user:?}"))?;
-            let role: Role = role.parse().map_err(anyhow::Error::msg)?;
-            state
-                .store
-                .set_member(owner_record.id, user_record.id, role)
-                .await?;
-            eprintln!("{user} has {} on {owner}", role.as_str());
-            Ok(())
-        }
-        Command::Token(TokenCommand::Create {
-            user,
-            scope,
-            owner,
-            expires_in,
-        }) => {
-            let scope: Role = scope.parse().map_err(anyhow::Error::msg)?;
-            let expires_at = expires_in
-                .as_deref()
-                .map(auth::parse_duration)
-                .transpose()?
-                .map(|secs| crate::unix_now() + secs);
-            let secret =
-                create_token(&state, &user, scope, owner.as_deref(), expires_at, None).await?;
-            println!("{secret}");
-            Ok(())
-        }
-        Command::Token(TokenCommand::List { user }) => list_tokens(&state, user.as_deref()).await,
-        Command::Token(TokenCommand::Revoke { id }) => {
-            if !state.store.revoke_token(id, crate::unix_now()).await? {
-                bail!("no active token with id {id}");
-            }
-            eprintln!("revoked token {id}");
-            Ok(())
-        }
+        Command::User(command) => user_command(&state, command).await,
+        Command::Owner(command) => owner_command(&state, command).await,
+        Command::Token(command) => token_command(&state, command).await,
         Command::Reindex { target } => reindex(&state, target.as_deref()).await,
         Command::Fsck { repair } => {
             let report = crate::fsck::fsck(&state, repair).await?;
@@ -285,139 +246,258 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Creates a user and its namespace. With `generate_key`, the namespace's signing key
-/// is made now; otherwise the server makes it in the background.
-pub async fn create_user(
-    state: &AppState,
-    name: &str,
-    password_hash: Option<&str>,
-    admin: bool,
-    generate_key: bool,
-) -> anyhow::Result<()> {
-    let name = OwnerName::parse(name)?;
-    state
-        .store
-        .create_user(name.as_str(), password_hash, admin)
-        .await?;
-    if generate_key {
-        let owner = state
-            .store
-            .owner_by_name(name.as_str())
-            .await?
-            .context("namespace of new user")?;
-        state.keys.get_or_create(&owner).await?;
+/// Reads the first line of standard input as a password.
+fn password_from_stdin() -> anyhow::Result<String> {
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .context("reading password")?;
+    let line = text.lines().next().unwrap_or("").to_string();
+    if line.is_empty() {
+        bail!("empty password on standard input");
     }
-    Ok(())
+    Ok(line)
 }
 
-/// Creates a token for `user`; `secret` fixes its value (bootstrap), else it is random.
-pub async fn create_token(
-    state: &AppState,
-    user: &str,
-    scope: Role,
-    owner: Option<&str>,
-    expires_at: Option<i64>,
-    secret: Option<String>,
-) -> anyhow::Result<String> {
-    let user = state
-        .store
-        .user_by_name(user)
-        .await?
-        .with_context(|| format!("no user named {user:?}"))?;
-    let owner_id = match owner {
-        Some(name) => {
-            let record = state
-                .store
-                .owner_by_name(name)
-                .await?
-                .with_context(|| format!("no owner named {name:?}"))?;
-            let role = state.store.member_role(record.id, user.id).await?;
-            // A token limited to an owner its user has no role on could do nothing there
-            // (reading a public owner needs no token).
-            if !user.is_admin && role.is_none() && (record.is_private || scope != Role::Read) {
-                bail!(
-                    "{} has no role on {name}: add one first (owner member add {name} {} \
-                     --role {}), or create the token without --owner",
-                    user.name,
-                    user.name,
-                    scope.as_str()
-                );
-            }
-            Some(record.id)
+async fn user_command(state: &AppState, command: UserCommand) -> anyhow::Result<()> {
+    match command {
+        UserCommand::Create {
+            name,
+            admin,
+            password_stdin,
+        } => {
+            let hash = if password_stdin {
+                Some(auth::hash_password(&password_from_stdin()?)?)
+            } else {
+                None
+            };
+            accounts::create_user(state, &name, hash.as_deref(), admin, true).await?;
+            eprintln!("created user {name} (namespace {name})");
         }
-        None => None,
-    };
-    let token = match secret {
-        Some(secret) => auth::token_from_secret(secret),
-        None => auth::generate_token(),
-    };
-    state
-        .store
-        .insert_token(NewToken {
-            user_id: user.id,
-            token_hash: &token.hash,
-            prefix: &token.display_prefix,
-            scope,
-            owner_id,
-            expires_at,
-        })
-        .await?;
-    Ok(token.secret)
-}
-
-async fn owner_id(state: &AppState, name: &str) -> anyhow::Result<i64> {
-    Ok(state
-        .store
-        .owner_by_name(name)
-        .await?
-        .with_context(|| format!("no owner named {name:?}"))?
-        .id)
-}
-
-async fn list_tokens(state: &AppState, user: Option<&str>) -> anyhow::Result<()> {
-    let user_id = match user {
-        Some(name) => Some(
-            state
-                .store
-                .user_by_name(name)
-                .await?
-                .with_context(|| format!("no user named {name:?}"))?
-                .id,
-        ),
-        None => None,
-    };
-    let now = crate::unix_now();
-    println!(
-        "{:<6} {:<16} {:<6} {:<16} {:<16} {:<12} STATUS",
-        "ID", "USER", "SCOPE", "OWNER", "PREFIX", "EXPIRES"
-    );
-    for t in state.store.list_tokens(user_id).await? {
-        let status = if t.revoked_at.is_some() {
-            "revoked"
-        } else if t.expires_at.is_some_and(|at| at <= now) {
-            "expired"
-        } else {
-            "active"
-        };
-        let expires = t
-            .expires_at
-            .map(|at| {
-                httpdate::fmt_http_date(
-                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(at.max(0) as u64),
-                )
-            })
-            .unwrap_or_else(|| "never".into());
-        println!(
-            "{:<6} {:<16} {:<6} {:<16} {:<16} {:<12} {status}",
-            t.id,
-            t.user_name,
-            t.scope.as_str(),
-            t.owner_name.as_deref().unwrap_or("-"),
-            t.prefix,
-            expires
-        );
+        UserCommand::List => {
+            let rows = accounts::list_users(state).await?.into_iter().map(|u| {
+                vec![
+                    u.name,
+                    yes_no(u.is_admin),
+                    yes_no(u.has_password),
+                    u.active_tokens.to_string(),
+                    u.memberships.to_string(),
+                    format_time(Some(u.created_at)),
+                ]
+            });
+            print_table(
+                &["USER", "ADMIN", "PASSWORD", "TOKENS", "OWNERS", "CREATED"],
+                rows,
+            );
+        }
+        UserCommand::Delete { name } => {
+            let deleted = accounts::delete_user(state, &name).await?;
+            if deleted.namespace_deleted {
+                eprintln!("deleted user {name} and its namespace {name}");
+            } else {
+                eprintln!("deleted user {name}");
+            }
+        }
+        UserCommand::Password { name, remove } => {
+            let password = if remove {
+                None
+            } else {
+                Some(password_from_stdin()?)
+            };
+            accounts::set_password(state, &name, password).await?;
+            if remove {
+                eprintln!("removed the password of {name}: it signs in with tokens only");
+            } else {
+                eprintln!("changed the password of {name}");
+            }
+        }
     }
     Ok(())
+}
+
+async fn owner_command(state: &AppState, command: OwnerCommand) -> anyhow::Result<()> {
+    match command {
+        OwnerCommand::Create { name, private, org } => {
+            let (owner, key_name) = accounts::create_owner(state, &name, private, org).await?;
+            eprintln!("created owner {} (key {key_name})", owner.name);
+        }
+        OwnerCommand::List => {
+            let rows = accounts::list_owners(state).await?.into_iter().map(|o| {
+                vec![
+                    o.name,
+                    if o.is_private { "private" } else { "public" }.to_string(),
+                    if o.is_org { "organisation" } else { "user" }.to_string(),
+                    o.members.to_string(),
+                    o.repositories.to_string(),
+                    o.packages.to_string(),
+                    format_time(Some(o.created_at)),
+                ]
+            });
+            print_table(
+                &[
+                    "OWNER",
+                    "VISIBILITY",
+                    "KIND",
+                    "MEMBERS",
+                    "REPOSITORIES",
+                    "PACKAGES",
+                    "CREATED",
+                ],
+                rows,
+            );
+        }
+        OwnerCommand::Delete { name, force } => {
+            let held = accounts::delete_owner(state, &name, force).await?;
+            eprintln!(
+                "deleted owner {name} with its signing key, {} repositories and {} packages \
+                 (their files are removed once older than storage.orphan_grace_secs)",
+                held.repositories, held.packages
+            );
+        }
+        OwnerCommand::Visibility { name, visibility } => {
+            let owner = accounts::set_visibility(state, &name, visibility == "private").await?;
+            eprintln!(
+                "{} is now {}",
+                owner.name,
+                if owner.is_private {
+                    "private: only members read it"
+                } else {
+                    "public: anyone may read it"
+                }
+            );
+        }
+        OwnerCommand::Member(MemberCommand::Add { owner, user, role }) => {
+            let role: Role = role.parse().map_err(anyhow::Error::msg)?;
+            accounts::add_member(state, &owner, &user, role).await?;
+            eprintln!("{user} has {} on {owner}", role.as_str());
+        }
+        OwnerCommand::Member(MemberCommand::List { owner }) => {
+            let rows = accounts::list_members(state, &owner)
+                .await?
+                .into_iter()
+                .map(|m| vec![m.user_name, m.role.as_str().to_string()]);
+            print_table(&["USER", "ROLE"], rows);
+        }
+        OwnerCommand::Member(MemberCommand::Remove { owner, user }) => {
+            accounts::remove_member(state, &owner, &user).await?;
+            eprintln!("{user} no longer has a role on {owner}");
+        }
+    }
+    Ok(())
+}
+
+async fn token_command(state: &AppState, command: TokenCommand) -> anyhow::Result<()> {
+    let now = crate::unix_now();
+    match command {
+        TokenCommand::Create {
+            user,
+            scope,
+            owner,
+            expires_in,
+            label,
+        } => {
+            let scope: Role = scope.parse().map_err(anyhow::Error::msg)?;
+            let expires_at = expires_in
+                .as_deref()
+                .map(auth::parse_duration)
+                .transpose()?
+                .map(|secs| now + secs);
+            let request = TokenRequest {
+                user: &user,
+                scope,
+                owner: owner.as_deref(),
+                expires_at,
+                label: label.as_deref(),
+            };
+            println!("{}", accounts::create_token(state, request, None).await?);
+        }
+        TokenCommand::List { user } => {
+            let rows = accounts::list_tokens(state, user.as_deref())
+                .await?
+                .into_iter()
+                .map(|t| {
+                    let status = if t.revoked_at.is_some() {
+                        "revoked"
+                    } else if t.expires_at.is_some_and(|at| at <= now) {
+                        "expired"
+                    } else {
+                        "active"
+                    };
+                    vec![
+                        t.id.to_string(),
+                        t.user_name,
+                        t.scope.as_str().to_string(),
+                        t.owner_name.unwrap_or_else(|| "-".into()),
+                        t.label.unwrap_or_else(|| "-".into()),
+                        t.prefix,
+                        format_time(Some(t.created_at)),
+                        format_time(t.last_used_at),
+                        t.expires_at
+                            .map_or_else(|| "never".into(), |at| format_time(Some(at))),
+                        status.to_string(),
+                    ]
+                });
+            print_table(
+                &[
+                    "ID",
+                    "USER",
+                    "SCOPE",
+                    "OWNER",
+                    "LABEL",
+                    "PREFIX",
+                    "CREATED",
+                    "LAST USED",
+                    "EXPIRES",
+                    "STATUS",
+                ],
+                rows,
+            );
+        }
+        TokenCommand::Revoke { id } => {
+            accounts::revoke_token(state, id, now).await?;
+            eprintln!("revoked token {id}");
+        }
+    }
+    Ok(())
+}
+
+fn yes_no(value: bool) -> String {
+    if value { "yes" } else { "no" }.to_string()
+}
+
+/// Unix seconds as `2026-12-02 10:46 UTC`; `-` for none.
+fn format_time(secs: Option<i64>) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    secs.and_then(|secs| time::OffsetDateTime::from_unix_timestamp(secs).ok())
+        .and_then(|at| at.format(format).ok())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// Prints a header and rows in columns as wide as their widest cell.
+fn print_table(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) {
+    let rows: Vec<Vec<String>> = rows.into_iter().collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, (cell, width)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(cell);
+                out.push_str(&" ".repeat(width - cell.chars().count() + 2));
+            }
+        }
+        println!("{out}");
+    };
+    line(header.to_vec());
+    for row in &rows {
+        line(row.iter().map(String::as_str).collect());
+    }
 }
 
 async fn reindex(state: &AppState, target: Option<&str>) -> anyhow::Result<()> {
@@ -429,7 +509,7 @@ async fn reindex(state: &AppState, target: Option<&str>) -> anyhow::Result<()> {
         bail!("reindex takes OWNER[/BRANCH[/REPOSITORY]]");
     }
     let owner_id = match &owner {
-        Some(name) => Some(owner_id(state, name.as_str()).await?),
+        Some(name) => Some(accounts::owner(state, name.as_str()).await?.id),
         None => None,
     };
     let repositories = state
@@ -468,25 +548,6 @@ async fn reindex(state: &AppState, target: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// On an empty database: user `admin` (site admin, namespace `admin`) and one admin
-/// token, `fixed` or random. Returns the token when it was created now.
-pub async fn bootstrap(state: &AppState, fixed: Option<String>) -> anyhow::Result<Option<String>> {
-    if state.store.count_users().await? > 0 {
-        return Ok(None);
-    }
-    if let Some(token) = &fixed {
-        if !token.starts_with(auth::TOKEN_PREFIX) || token.len() < auth::TOKEN_PREFIX.len() + 20 {
-            bail!(
-                "{BOOTSTRAP_TOKEN_ENV} must start with {:?} followed by at least 20 characters",
-                auth::TOKEN_PREFIX
-            );
-        }
-    }
-    create_user(state, "admin", None, true, false).await?;
-    let secret = create_token(state, "admin", Role::Admin, None, None, fixed).await?;
-    Ok(Some(secret))
-}
-
 async fn serve(state: AppState, config_file: Option<&std::path::Path>) -> anyhow::Result<()> {
     let config = &state.config;
     tracing::info!(
@@ -505,7 +566,7 @@ async fn serve(state: AppState, config_file: Option<&std::path::Path>) -> anyhow
         .ok()
         .filter(|t| !t.is_empty());
     let from_env = fixed.is_some();
-    if let Some(secret) = bootstrap(&state, fixed).await? {
+    if let Some(secret) = accounts::bootstrap(&state, fixed).await? {
         if from_env {
             eprintln!("created user admin with the token from {BOOTSTRAP_TOKEN_ENV}");
         } else {

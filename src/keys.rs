@@ -153,9 +153,21 @@ impl Keys {
 
     /// The owner's key, generating and storing it first if the owner has none. Generation
     /// of a 4096-bit key takes seconds; it runs on the blocking pool.
+    ///
+    /// A cached key is checked against the database's key name first: an owner deleted
+    /// (by another process) and created again may come back under the same id with a new
+    /// key, and must never be signed for with the old one.
     pub async fn get_or_create(&self, owner: &Owner) -> anyhow::Result<Arc<SigningKey>> {
         if let Some(key) = self.cached(owner.id) {
-            return Ok(key);
+            match self.store.signing_key_name(owner.id).await? {
+                Some(name) if name == key.key_name() => return Ok(key),
+                _ => {
+                    self.cache
+                        .lock()
+                        .expect("key cache poisoned")
+                        .remove(&owner.id);
+                }
+            }
         }
         let lock = self
             .generating

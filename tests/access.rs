@@ -298,9 +298,15 @@ async fn password_login_and_anonymous_read_switch() {
     let server = TestServer::start_with(|c| c.auth.anonymous_read = false).await;
     setup(&server).await;
     let hash = alpine_registry::auth::hash_password("s3cret-pass").unwrap();
-    alpine_registry::cli::create_user(&server.state, "alice", Some(&hash), false, false)
-        .await
-        .unwrap();
+    alpine_registry::registry::accounts::create_user(
+        &server.state,
+        "alice",
+        Some(&hash),
+        false,
+        false,
+    )
+    .await
+    .unwrap();
     let path = "/pub/v1/main/x86_64/APKINDEX.tar.gz";
     assert_eq!(
         server.get(path, None).await.status(),

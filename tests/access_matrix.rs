@@ -218,9 +218,15 @@ async fn setup(server: &TestServer) -> Fixture {
     // `member` is admin of both owners (and of `other`, so that a token can be limited
     // to it), so only the token scope limits its tokens.
     let hash = alpine_registry::auth::hash_password(MEMBER_PASSWORD).unwrap();
-    alpine_registry::cli::create_user(&server.state, "member", Some(&hash), false, false)
-        .await
-        .unwrap();
+    alpine_registry::registry::accounts::create_user(
+        &server.state,
+        "member",
+        Some(&hash),
+        false,
+        false,
+    )
+    .await
+    .unwrap();
     let member = store.user_by_name("member").await.unwrap().unwrap();
     for owner in ["pubco", "privco", "other"] {
         let owner = store.owner_by_name(owner).await.unwrap().unwrap();
@@ -232,9 +238,19 @@ async fn setup(server: &TestServer) -> Fixture {
     let token = |scope: Role, owner: Option<&'static str>, expires_at: Option<i64>| {
         let state = server.state.clone();
         async move {
-            alpine_registry::cli::create_token(&state, "member", scope, owner, expires_at, None)
-                .await
-                .unwrap()
+            alpine_registry::registry::accounts::create_token(
+                &state,
+                alpine_registry::registry::accounts::TokenRequest {
+                    user: "member",
+                    scope,
+                    owner,
+                    expires_at,
+                    label: None,
+                },
+                None,
+            )
+            .await
+            .unwrap()
         }
     };
     let read = token(Role::Read, None, None).await;

@@ -96,6 +96,10 @@ pub struct TokenRecord {
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
     pub created_at: i64,
+    /// Chosen at creation to say what the token is for.
+    pub label: Option<String>,
+    /// Unix seconds of the last authentication with it, to the minute.
+    pub last_used_at: Option<i64>,
 }
 
 pub struct NewToken<'a> {
@@ -105,6 +109,44 @@ pub struct NewToken<'a> {
     pub scope: Role,
     pub owner_id: Option<i64>,
     pub expires_at: Option<i64>,
+    pub label: Option<&'a str>,
+}
+
+/// A user as listed by administrators.
+#[derive(Debug, Clone, Serialize)]
+pub struct UserSummary {
+    pub id: i64,
+    pub name: String,
+    pub is_admin: bool,
+    pub has_password: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Tokens neither revoked nor expired.
+    pub active_tokens: i64,
+    /// Owners the user has a role on.
+    pub memberships: i64,
+}
+
+/// An owner as listed by administrators.
+#[derive(Debug, Clone, Serialize)]
+pub struct OwnerSummary {
+    pub id: i64,
+    pub name: String,
+    pub is_private: bool,
+    pub is_org: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub members: i64,
+    pub repositories: i64,
+    pub packages: i64,
+}
+
+/// A user's role on an owner.
+#[derive(Debug, Clone, Serialize)]
+pub struct Member {
+    pub user_id: i64,
+    pub user_name: String,
+    pub role: Role,
 }
 
 pub struct StoredKey {
@@ -301,4 +343,26 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
     ) -> StoreResult<()>;
     async fn index(&self, repository_id: i64, arch: &str) -> StoreResult<Option<StoredIndex>>;
+
+    /// The owner whose name equals `name` ignoring ASCII case (the exact spelling first).
+    async fn owner_by_name_ignoring_case(&self, name: &str) -> StoreResult<Option<Owner>>;
+    /// The user whose name equals `name` ignoring ASCII case (the exact spelling first).
+    async fn user_by_name_ignoring_case(&self, name: &str) -> StoreResult<Option<User>>;
+    async fn list_users(&self) -> StoreResult<Vec<UserSummary>>;
+    async fn list_owners(&self) -> StoreResult<Vec<OwnerSummary>>;
+    async fn list_members(&self, owner_id: i64) -> StoreResult<Vec<Member>>;
+    /// Whether the user had a role on the owner.
+    async fn remove_member(&self, owner_id: i64, user_id: i64) -> StoreResult<bool>;
+    /// Deletes the user (its tokens and memberships go with it) and, in the same
+    /// transaction, `namespace` with everything in it.
+    async fn delete_user(&self, user_id: i64, namespace: Option<i64>) -> StoreResult<()>;
+    /// Deletes the owner with its key, members, owner-limited tokens, repositories,
+    /// packages and indexes, in one transaction.
+    async fn delete_owner(&self, owner_id: i64) -> StoreResult<()>;
+    async fn set_owner_private(&self, owner_id: i64, is_private: bool) -> StoreResult<()>;
+    async fn set_password(&self, user_id: i64, password_hash: Option<&str>) -> StoreResult<()>;
+    /// Records that the token authenticated at `now`.
+    async fn touch_token(&self, id: i64, now: i64) -> StoreResult<()>;
+    /// The name of the owner's signing key, if it has one (a cheap check of a cached key).
+    async fn signing_key_name(&self, owner_id: i64) -> StoreResult<Option<String>>;
 }

@@ -29,7 +29,11 @@ fn now_secs() -> i64 {
 /// Unique violations are conflicts, reported in the caller's words.
 fn conflict_or(err: sqlx::Error, message: impl FnOnce() -> String) -> StoreError {
     match &err {
-        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(message()),
+        sqlx::Error::Database(db)
+            if db.is_unique_violation() || db.message().contains("regardless of case") =>
+        {
+            StoreError::Conflict(message())
+        }
         _ => StoreError::Database(err),
     }
 }
@@ -78,6 +82,8 @@ fn token_from(row: &SqliteRow) -> StoreResult<TokenRecord> {
         expires_at: row.try_get("expires_at")?,
         revoked_at: row.try_get("revoked_at")?,
         created_at: row.try_get("created_at")?,
+        label: row.try_get("label")?,
+        last_used_at: row.try_get("last_used_at")?,
     })
 }
 
@@ -114,7 +120,8 @@ const KEY_SELECT: &str =
 
 const TOKEN_SELECT: &str =
     "SELECT t.id, t.token_hash, t.user_id, u.name AS user_name, t.prefix, t.scope, \
-     t.owner_id, o.name AS owner_name, t.expires_at, t.revoked_at, t.created_at \
+     t.owner_id, o.name AS owner_name, t.expires_at, t.revoked_at, t.created_at, t.label, \
+     t.last_used_at \
      FROM tokens t JOIN users u ON u.id = t.user_id LEFT JOIN owners o ON o.id = t.owner_id";
 
 const REPOSITORY_SELECT: &str = "SELECT r.id, r.owner_id, o.name AS owner_name, r.branch, \
@@ -281,7 +288,7 @@ impl Store for SqliteStore {
     async fn insert_token(&self, token: NewToken<'_>) -> StoreResult<i64> {
         Ok(sqlx::query_scalar(
             "INSERT INTO tokens (user_id, token_hash, prefix, scope, owner_id, expires_at, \
-             created_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+             created_at, label) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(token.user_id)
         .bind(token.token_hash)
@@ -290,6 +297,7 @@ impl Store for SqliteStore {
         .bind(token.owner_id)
         .bind(token.expires_at)
         .bind(now_secs())
+        .bind(token.label)
         .fetch_one(&self.writer)
         .await
         .map_err(|e| conflict_or(e, || "token collision, try again".to_string()))?)
@@ -725,5 +733,179 @@ impl Store for SqliteStore {
             })
         })
         .transpose()
+    }
+
+    async fn owner_by_name_ignoring_case(&self, name: &str) -> StoreResult<Option<Owner>> {
+        sqlx::query(
+            "SELECT id, name, is_private, is_org FROM owners WHERE name = ?1 COLLATE NOCASE \
+             ORDER BY name = ?1 DESC, id LIMIT 1",
+        )
+        .bind(name)
+        .fetch_optional(&self.reader)
+        .await?
+        .as_ref()
+        .map(owner_from)
+        .transpose()
+    }
+
+    async fn user_by_name_ignoring_case(&self, name: &str) -> StoreResult<Option<User>> {
+        sqlx::query(
+            "SELECT id, name, password_hash, is_admin FROM users WHERE name = ?1 COLLATE NOCASE \
+             ORDER BY name = ?1 DESC, id LIMIT 1",
+        )
+        .bind(name)
+        .fetch_optional(&self.reader)
+        .await?
+        .as_ref()
+        .map(user_from)
+        .transpose()
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<UserSummary>> {
+        let rows = sqlx::query(
+            "SELECT u.id, u.name, u.is_admin, u.password_hash IS NOT NULL AS has_password, \
+             u.created_at, \
+             (SELECT COUNT(*) FROM tokens t WHERE t.user_id = u.id AND t.revoked_at IS NULL \
+              AND (t.expires_at IS NULL OR t.expires_at > ?)) AS active_tokens, \
+             (SELECT COUNT(*) FROM owner_members m WHERE m.user_id = u.id) AS memberships \
+             FROM users u ORDER BY u.name",
+        )
+        .bind(now_secs())
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(UserSummary {
+                    id: row.try_get("id")?,
+                    name: row.try_get("name")?,
+                    is_admin: row.try_get("is_admin")?,
+                    has_password: row.try_get("has_password")?,
+                    created_at: row.try_get("created_at")?,
+                    active_tokens: row.try_get("active_tokens")?,
+                    memberships: row.try_get("memberships")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn list_owners(&self) -> StoreResult<Vec<OwnerSummary>> {
+        let rows = sqlx::query(
+            "SELECT o.id, o.name, o.is_private, o.is_org, o.created_at, \
+             (SELECT COUNT(*) FROM owner_members m WHERE m.owner_id = o.id) AS members, \
+             (SELECT COUNT(*) FROM repositories r WHERE r.owner_id = o.id) AS repositories, \
+             (SELECT COUNT(*) FROM packages p JOIN repositories r ON r.id = p.repository_id \
+              WHERE r.owner_id = o.id) AS packages \
+             FROM owners o ORDER BY o.name",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(OwnerSummary {
+                    id: row.try_get("id")?,
+                    name: row.try_get("name")?,
+                    is_private: row.try_get("is_private")?,
+                    is_org: row.try_get("is_org")?,
+                    created_at: row.try_get("created_at")?,
+                    members: row.try_get("members")?,
+                    repositories: row.try_get("repositories")?,
+                    packages: row.try_get("packages")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn list_members(&self, owner_id: i64) -> StoreResult<Vec<Member>> {
+        let rows = sqlx::query(
+            "SELECT m.user_id, u.name AS user_name, m.role FROM owner_members m \
+             JOIN users u ON u.id = m.user_id WHERE m.owner_id = ? ORDER BY u.name",
+        )
+        .bind(owner_id)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Member {
+                    user_id: row.try_get("user_id")?,
+                    user_name: row.try_get("user_name")?,
+                    role: role(row, "role")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn remove_member(&self, owner_id: i64, user_id: i64) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM owner_members WHERE owner_id = ? AND user_id = ?")
+            .bind(owner_id)
+            .bind(user_id)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_user(&self, user_id: i64, namespace: Option<i64>) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        if let Some(owner_id) = namespace {
+            sqlx::query("DELETE FROM owners WHERE id = ?")
+                .bind(owner_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let done = sqlx::query("DELETE FROM users WHERE id = ?")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::NotFound("the user no longer exists".into()));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_owner(&self, owner_id: i64) -> StoreResult<()> {
+        let done = sqlx::query("DELETE FROM owners WHERE id = ?")
+            .bind(owner_id)
+            .execute(&self.writer)
+            .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::NotFound("the owner no longer exists".into()));
+        }
+        Ok(())
+    }
+
+    async fn set_owner_private(&self, owner_id: i64, is_private: bool) -> StoreResult<()> {
+        sqlx::query("UPDATE owners SET is_private = ? WHERE id = ?")
+            .bind(is_private)
+            .bind(owner_id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_password(&self, user_id: i64, password_hash: Option<&str>) -> StoreResult<()> {
+        sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
+            .bind(password_hash)
+            .bind(user_id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn touch_token(&self, id: i64, now: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE tokens SET last_used_at = ? WHERE id = ?")
+            .bind(now)
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn signing_key_name(&self, owner_id: i64) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT key_name FROM signing_keys WHERE owner_id = ?")
+                .bind(owner_id)
+                .fetch_optional(&self.reader)
+                .await?,
+        )
     }
 }

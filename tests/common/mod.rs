@@ -68,7 +68,7 @@ impl TestServer {
         let mut config = test_config(dir.path());
         tweak(&mut config);
         let state = alpine_registry::open(config).await.expect("open registry");
-        alpine_registry::cli::bootstrap(&state, Some(ADMIN_TOKEN.to_string()))
+        alpine_registry::registry::accounts::bootstrap(&state, Some(ADMIN_TOKEN.to_string()))
             .await
             .expect("bootstrap");
         alpine_registry::recover(&state).await.expect("recover");
@@ -146,13 +146,23 @@ impl TestServer {
         expires_at: Option<i64>,
     ) -> String {
         if self.state.store.user_by_name(name).await.unwrap().is_none() {
-            alpine_registry::cli::create_user(&self.state, name, None, false, false)
+            alpine_registry::registry::accounts::create_user(&self.state, name, None, false, false)
                 .await
                 .unwrap();
         }
-        alpine_registry::cli::create_token(&self.state, name, scope, owner, expires_at, None)
-            .await
-            .unwrap()
+        alpine_registry::registry::accounts::create_token(
+            &self.state,
+            alpine_registry::registry::accounts::TokenRequest {
+                user: name,
+                scope,
+                owner,
+                expires_at,
+                label: None,
+            },
+            None,
+        )
+        .await
+        .unwrap()
     }
 
     /// Fetches the owner's public key and an index, verifies every signature in the
