@@ -139,6 +139,17 @@ fn users_owners_and_members_are_listed_and_changed() {
     let root = row(&users, "root").expect("root listed");
     assert_eq!(&root[1..3], ["yes", "no"], "{users}");
 
+    let output = with_stdin(
+        cli(dir.path()).args(["user", "password", "root"]),
+        "pw-root\n",
+    );
+    assert!(output.status.success());
+    let users = run_ok(cli(dir.path()).args(["user", "list"]));
+    assert_eq!(row(&users, "root").unwrap()[2], "yes", "{users}");
+    run_ok(cli(dir.path()).args(["user", "password", "root", "--remove"]));
+    let users = run_ok(cli(dir.path()).args(["user", "list"]));
+    assert_eq!(row(&users, "root").unwrap()[2], "no", "{users}");
+
     let members = run_ok(cli(dir.path()).args(["owner", "member", "list", "acme"]));
     assert_eq!(
         row(&members, "alice"),
