@@ -213,7 +213,7 @@ fn render_all(
             })
             .collect();
         let stanzas: Vec<&str> = rewritten.iter().map(|s| s.as_ref()).collect();
-        let unsigned = write_unsigned_index(description, &stanzas);
+        let unsigned = write_unsigned_index(description, &stanzas)?;
         let content = sign(&unsigned)?;
         let sha256 = hex::encode(Sha256::digest(&content));
         rendered.push(RenderedIndex {

@@ -193,8 +193,8 @@ impl Keys {
                         owner.id,
                         StoredKey {
                             key_name: key.key_name().to_string(),
-                            private_pem: self.master.seal(owner.id, &key.private_pkcs8_pem())?,
-                            public_pem: key.public_key_pem(),
+                            private_pem: self.master.seal(owner.id, &key.private_pkcs8_pem()?)?,
+                            public_pem: key.public_key_pem()?,
                         },
                     )
                     .await?

@@ -270,7 +270,7 @@ fn stored_secrets(data_dir: &Path, owners: &[&str]) -> Vec<Secret> {
             ));
             let key = state.keys.get_or_create(&owner).await.unwrap();
             assert_eq!(key.key_name(), stored.key_name);
-            let pem = key.private_pkcs8_pem();
+            let pem = key.private_pkcs8_pem().unwrap();
             assert!(pem.contains("PRIVATE KEY"), "{name}");
             assert!(
                 !stored.private_pem.contains(pem.lines().nth(1).unwrap()),

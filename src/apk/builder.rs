@@ -219,7 +219,7 @@ impl PackageBuilder {
             }
         }
         tar.extend_from_slice(&[0u8; 2 * BLOCK]);
-        gzip(&tar)
+        gzip(&tar).expect("compressing into memory")
     }
 
     /// The compressed control member for a given data member.
@@ -234,7 +234,7 @@ impl PackageBuilder {
         push_pax(&mut tar, ".PKGINFO", &pax_record("mtime", b"1700000000"));
         push_entry(&mut tar, b".PKGINFO", b'0', 0o644, pkginfo.as_bytes());
         // A cut tar, as abuild writes it: end blocks here would end apk's tar stream.
-        gzip(&tar)
+        gzip(&tar).expect("compressing into memory")
     }
 
     /// The `.apk` bytes: [signature member] + control member + data member.

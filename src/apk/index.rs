@@ -89,9 +89,8 @@ fn file_header(name: &str, size: u64) -> ApkResult<[u8; BLOCK]> {
     h.set_gid(0);
     h.set_mtime(0);
     h.set_entry_type(tar::EntryType::Regular);
-    // Fixed literals: these cannot exceed their 32-byte fields.
-    let _ = h.set_username("root");
-    let _ = h.set_groupname("root");
+    h.set_username("root").map_err(ApkError::Io)?;
+    h.set_groupname("root").map_err(ApkError::Io)?;
     h.set_cksum();
     let mut out = [0u8; BLOCK];
     out.copy_from_slice(h.as_bytes());
@@ -108,26 +107,24 @@ pub(crate) fn push_tar_file(out: &mut Vec<u8>, name: &str, data: &[u8]) -> ApkRe
 }
 
 /// One gzip member with a fixed header (mtime 0, no name), best compression.
-pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
+pub(crate) fn gzip(data: &[u8]) -> ApkResult<Vec<u8>> {
     let mut enc = flate2::GzBuilder::new()
         .mtime(0)
         .operating_system(3)
         .write(Vec::new(), flate2::Compression::best());
-    // Writing to a Vec cannot fail.
-    let _ = enc.write_all(data);
-    enc.finish().unwrap_or_default()
+    enc.write_all(data).map_err(ApkError::Io)?;
+    enc.finish().map_err(ApkError::Io)
 }
 
 /// Unsigned `APKINDEX.tar.gz`: one gzip member holding a ustar tar with `DESCRIPTION`
 /// (if `description` is non-empty) and `APKINDEX` (the stanzas concatenated in the given
 /// order), end blocks included. Same input, same bytes.
-pub fn write_unsigned_index(description: &str, stanzas: &[&str]) -> Vec<u8> {
+pub fn write_unsigned_index(description: &str, stanzas: &[&str]) -> ApkResult<Vec<u8>> {
     let mut tar = Vec::new();
-    // Entry names are fixed and short, so building the tar cannot fail.
     if !description.is_empty() {
-        let _ = push_tar_file(&mut tar, "DESCRIPTION", description.as_bytes());
+        push_tar_file(&mut tar, "DESCRIPTION", description.as_bytes())?;
     }
-    let _ = push_tar_file(&mut tar, "APKINDEX", stanzas.concat().as_bytes());
+    push_tar_file(&mut tar, "APKINDEX", stanzas.concat().as_bytes())?;
     tar.extend_from_slice(&[0u8; 2 * BLOCK]);
     gzip(&tar)
 }
@@ -148,7 +145,7 @@ pub(crate) fn signature_member(
         let name = format!(".SIGN.{}.{}", alg.as_str(), key.key_name());
         push_tar_file(&mut tar, &name, &signature)?;
     }
-    Ok(gzip(&tar))
+    gzip(&tar)
 }
 
 /// Prepends the signature member to an unsigned index: a separate gzip member whose
@@ -260,10 +257,10 @@ mod tests {
     #[test]
     fn unsigned_index_is_one_gzip_member_with_description_then_apkindex() {
         let stanzas = ["C:Q1a\nP:a\n\n", "C:Q1b\nP:b\n\n"];
-        let gz = write_unsigned_index("my repo", &stanzas);
+        let gz = write_unsigned_index("my repo", &stanzas).unwrap();
         assert_eq!(
             gz,
-            write_unsigned_index("my repo", &stanzas),
+            write_unsigned_index("my repo", &stanzas).unwrap(),
             "deterministic"
         );
         // Fixed gzip header: deflate, no flags, mtime 0, max compression, Unix.
@@ -291,7 +288,7 @@ mod tests {
 
     #[test]
     fn unsigned_index_without_description_has_only_apkindex() {
-        let gz = write_unsigned_index("", &[]);
+        let gz = write_unsigned_index("", &[]).unwrap();
         let (tar, _) = gunzip_one(&gz);
         let (entries, _) = tar_list(&tar);
         assert_eq!(entries, [("APKINDEX".to_string(), b'0', Vec::new())]);
@@ -309,7 +306,7 @@ mod tests {
     #[test]
     fn signed_index_round_trips_for_every_algorithm() {
         let key = committed_key();
-        let unsigned = write_unsigned_index("d", &["C:Q1a\nP:a\n\n"]);
+        let unsigned = write_unsigned_index("d", &["C:Q1a\nP:a\n\n"]).unwrap();
         let algs = [
             SignatureAlgorithm::Rsa,
             SignatureAlgorithm::Rsa256,
@@ -329,17 +326,23 @@ mod tests {
             ]
         );
         for ((_, sig), alg) in sigs.iter().zip(algs) {
-            verify(&key.public_key_pem(), alg, rest, sig).expect("verifies");
+            verify(&key.public_key_pem().unwrap(), alg, rest, sig).expect("verifies");
         }
         let mut tampered = unsigned.clone();
         tampered[20] ^= 1;
-        assert!(verify(&key.public_key_pem(), algs[0], &tampered, &sigs[0].1).is_err());
+        assert!(verify(
+            &key.public_key_pem().unwrap(),
+            algs[0],
+            &tampered,
+            &sigs[0].1
+        )
+        .is_err());
     }
 
     #[test]
     fn signature_member_is_a_separate_gzip_member_with_a_cut_tar() {
         let key = committed_key();
-        let unsigned = write_unsigned_index("", &["C:Q1a\nP:a\n\n"]);
+        let unsigned = write_unsigned_index("", &["C:Q1a\nP:a\n\n"]).unwrap();
         let signed = sign_index(&unsigned, &key, &[SignatureAlgorithm::Rsa]).expect("sign");
         let (tar, consumed) = gunzip_one(&signed);
         assert_eq!(consumed + unsigned.len(), signed.len(), "two gzip members");

@@ -389,7 +389,7 @@ mod tests {
 
     /// A package whose control tar is given verbatim (the data member is a valid one).
     fn with_control_tar(control_tar: &[u8]) -> Vec<u8> {
-        let mut out = gzip(control_tar);
+        let mut out = gzip(control_tar).unwrap();
         out.extend_from_slice(&sample().data_member());
         out
     }
@@ -446,7 +446,7 @@ mod tests {
             assert_eq!(sigs[0].0, name);
             assert!(rest.starts_with(&control));
             verify(
-                &key.public_key_pem(),
+                &key.public_key_pem().unwrap(),
                 SignatureAlgorithm::Rsa256,
                 &control,
                 &sigs[0].1,
@@ -678,7 +678,7 @@ mod tests {
     #[test]
     fn second_data_member_is_rejected() {
         let mut bytes = sample().build();
-        bytes.extend_from_slice(&gzip(&[0u8; 1024]));
+        bytes.extend_from_slice(&gzip(&[0u8; 1024]).unwrap());
         assert!(malformed_message(parse(&bytes)).contains("after the data member"));
     }
 
@@ -708,8 +708,8 @@ mod tests {
     fn with_data_tar(data_tar: &[u8]) -> Vec<u8> {
         let mut control = Vec::new();
         push_entry(&mut control, b".PKGINFO", b'0', 0o644, &minimal_pkginfo());
-        let mut out = gzip(&control);
-        out.extend_from_slice(&gzip(data_tar));
+        let mut out = gzip(&control).unwrap();
+        out.extend_from_slice(&gzip(data_tar).unwrap());
         out
     }
 

@@ -132,21 +132,20 @@ impl SigningKey {
     }
 
     /// The private key as PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`).
-    pub fn private_pkcs8_pem(&self) -> String {
-        match self.key.to_pkcs8_pem(LineEnding::LF) {
-            Ok(pem) => pem.to_string(),
-            // Encoding a valid in-memory key only fails on allocation-level problems.
-            Err(_) => String::new(),
-        }
+    pub fn private_pkcs8_pem(&self) -> ApkResult<String> {
+        self.key
+            .to_pkcs8_pem(LineEnding::LF)
+            .map(|pem| pem.to_string())
+            .map_err(|e| ApkError::Signing(format!("encoding the private key: {e}")))
     }
 
     /// The public key as SPKI PEM (`-----BEGIN PUBLIC KEY-----`), the form apk reads
     /// from `/etc/apk/keys`.
-    pub fn public_key_pem(&self) -> String {
+    pub fn public_key_pem(&self) -> ApkResult<String> {
         self.key
             .to_public_key()
             .to_public_key_pem(LineEnding::LF)
-            .unwrap_or_default()
+            .map_err(|e| ApkError::Signing(format!("encoding the public key: {e}")))
     }
 
     /// The key file name, e.g. `acme-1a2b3c4d.rsa.pub`.
@@ -218,12 +217,13 @@ mod tests {
     #[test]
     fn pem_round_trip_keeps_the_key_name() {
         let key = committed_key();
-        let pem = key.private_pkcs8_pem();
+        let pem = key.private_pkcs8_pem().unwrap();
         assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"));
         let again = SigningKey::from_pkcs8_pem("test", &pem).expect("round trip");
         assert_eq!(again.key_name(), key.key_name());
         assert!(key
             .public_key_pem()
+            .unwrap()
             .starts_with("-----BEGIN PUBLIC KEY-----\n"));
     }
 
@@ -235,7 +235,7 @@ mod tests {
         assert_eq!(key.key_name().len(), "acme-".len() + 8 + ".rsa.pub".len());
         let sig = key.sign(SignatureAlgorithm::Rsa512, b"msg").expect("sign");
         verify(
-            &key.public_key_pem(),
+            &key.public_key_pem().unwrap(),
             SignatureAlgorithm::Rsa512,
             b"msg",
             &sig,
@@ -246,14 +246,14 @@ mod tests {
     #[test]
     fn signature_does_not_verify_for_other_message_algorithm_or_key() {
         let key = committed_key();
-        let pem = key.public_key_pem();
+        let pem = key.public_key_pem().unwrap();
         let sig = key.sign(SignatureAlgorithm::Rsa, b"message").expect("sign");
         verify(&pem, SignatureAlgorithm::Rsa, b"message", &sig).expect("verifies");
         assert!(verify(&pem, SignatureAlgorithm::Rsa, b"messagE", &sig).is_err());
         assert!(verify(&pem, SignatureAlgorithm::Rsa256, b"message", &sig).is_err());
         let other = SigningKey::generate("other", 1024).expect("keygen");
         assert!(verify(
-            &other.public_key_pem(),
+            &other.public_key_pem().unwrap(),
             SignatureAlgorithm::Rsa,
             b"message",
             &sig
@@ -273,7 +273,7 @@ mod tests {
 
     #[test]
     fn hostile_owner_names_are_rejected() {
-        let pem = committed_key().private_pkcs8_pem();
+        let pem = committed_key().private_pkcs8_pem().unwrap();
         for owner in ["", "../x", "a/b", "a b", ".hidden", "a\0b", &"x".repeat(65)] {
             assert!(
                 SigningKey::from_pkcs8_pem(owner, &pem).is_err(),
@@ -298,7 +298,7 @@ mod tests {
 
     #[test]
     fn split_signed_rejects_unsigned_and_garbage() {
-        let unsigned = crate::apk::index::write_unsigned_index("", &["P:x\n\n"]);
+        let unsigned = crate::apk::index::write_unsigned_index("", &["P:x\n\n"]).unwrap();
         assert!(split_signed(&unsigned).is_err());
         assert!(split_signed(b"").is_err());
         assert!(split_signed(b"not gzip").is_err());

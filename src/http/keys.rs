@@ -36,7 +36,7 @@ async fn serve_key(
             ),
             (header::CONTENT_DISPOSITION, disposition),
         ],
-        key.public_key_pem(),
+        key.public_key_pem()?,
     )
         .into_response())
 }
