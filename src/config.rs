@@ -71,9 +71,10 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    /// Directory holding the database (by default), blobs and temporary uploads.
+    /// Directory holding the database and the blobs, unless they are configured elsewhere.
     pub data_dir: PathBuf,
-    /// Where package blobs live; `<data_dir>/blobs` when empty.
+    /// Where package blobs live, and uploads while they are received; `<data_dir>/blobs`
+    /// when empty.
     pub blob_dir: Option<PathBuf>,
     /// Blobs no package references are removed once they are this old (seconds), so that
     /// an upload in progress is never harmed.
@@ -292,10 +293,6 @@ impl Config {
             .blob_dir
             .clone()
             .unwrap_or_else(|| self.storage.data_dir.join("blobs"))
-    }
-
-    pub fn tmp_dir(&self) -> PathBuf {
-        self.storage.data_dir.join("tmp")
     }
 
     pub fn database_url(&self) -> String {

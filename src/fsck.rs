@@ -68,8 +68,9 @@ async fn blob_sha256(state: &AppState, sha256: &str, size: u64) -> anyhow::Resul
 
 /// Checks every package row against its blob (existence, size, sha256), every served
 /// index against a fresh render, and looks for orphan blobs and leftover temporary
-/// files. With `repair`, rebuilds indexes that differ and removes orphans and temporary
-/// files older than the grace period; it never deletes a blob a row references.
+/// files (staged uploads). With `repair`, rebuilds indexes that differ and removes orphans
+/// and temporary files older than the grace period; it never deletes a blob a row
+/// references.
 pub async fn fsck(state: &AppState, repair: bool) -> anyhow::Result<Report> {
     let mut report = Report::default();
     let grace = Duration::from_secs(state.config.storage.orphan_grace_secs);
@@ -166,18 +167,17 @@ pub async fn fsck(state: &AppState, repair: bool) -> anyhow::Result<Report> {
         }
     }
 
-    let mut entries = tokio::fs::read_dir(state.config.tmp_dir()).await?;
-    while let Some(entry) = entries.next_entry().await? {
-        let meta = entry.metadata().await?;
-        if !meta.is_file() || meta.modified()? >= SystemTime::now() - grace {
+    for staged in state.blobs.list_staged().await? {
+        // Younger ones may be uploads in progress.
+        if staged.modified >= SystemTime::now() - grace {
             continue;
         }
-        let name = entry.file_name().to_string_lossy().to_string();
+        let name = staged.name;
         report
             .problems
             .push(format!("temporary file {name} is left over"));
         if repair {
-            tokio::fs::remove_file(entry.path()).await?;
+            state.blobs.remove_staged(&name).await?;
             report
                 .repaired
                 .push(format!("temporary file {name} removed"));

@@ -76,7 +76,6 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
             config.storage.data_dir.display()
         )
     })?;
-    std::fs::create_dir_all(config.tmp_dir()).context("creating temporary directory")?;
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::connect(&config.database_url(), config.database.max_connections)
             .await
@@ -124,17 +123,14 @@ pub fn build_app(state: AppState) -> Router {
     http::router(state)
 }
 
-/// Work done when the server starts: temporary files of interrupted uploads are removed,
+/// Work done when the server starts: staged files of interrupted uploads are removed,
 /// indexes behind their wanted generation rebuilt, and orphan blobs older than the grace
 /// period collected. Run before the listener accepts anything.
 pub async fn recover(state: &AppState) -> anyhow::Result<()> {
-    let tmp = state.config.tmp_dir();
-    let mut entries = tokio::fs::read_dir(&tmp).await?;
-    while let Some(entry) = entries.next_entry().await? {
-        if entry.file_type().await?.is_file() {
-            tokio::fs::remove_file(entry.path()).await?;
-        }
+    for staged in state.blobs.list_staged().await? {
+        state.blobs.remove_staged(&staged.name).await?;
     }
+    remove_legacy_tmp(&state.config.storage.data_dir).await?;
     let rebuilt = state.indexer.rebuild_stale().await?;
     if rebuilt > 0 {
         tracing::info!(rebuilt, "rebuilt stale indexes");
@@ -144,6 +140,26 @@ pub async fn recover(state: &AppState) -> anyhow::Result<()> {
         Duration::from_secs(state.config.storage.orphan_grace_secs),
     )
     .await?;
+    Ok(())
+}
+
+/// Versions that staged uploads in `<data_dir>/tmp` may have left files of interrupted
+/// uploads there: they are removed, then the directory.
+async fn remove_legacy_tmp(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let tmp = data_dir.join("tmp");
+    let mut entries = match tokio::fs::read_dir(&tmp).await {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", tmp.display())),
+    };
+    while let Some(entry) = entries.next_entry().await? {
+        if entry.file_type().await?.is_file() {
+            tokio::fs::remove_file(entry.path()).await?;
+        }
+    }
+    if let Err(e) = tokio::fs::remove_dir(&tmp).await {
+        tracing::warn!(error = %e, dir = %tmp.display(), "could not remove the old upload directory");
+    }
     Ok(())
 }
 

@@ -10,7 +10,7 @@
 //!   nowhere;
 //! - every index verifies against the owner's key (which never changes), lists only
 //!   packages that were uploaded, and every package it lists downloads;
-//! - `<data_dir>/tmp` is empty before any new traffic.
+//! - no staged upload is left in `<data_dir>/blobs/.staging` before any new traffic.
 //!
 //! While the server runs, some acknowledged operations are followed at once by a read of
 //! the index (read-your-writes). Finally SIGTERM under load and SIGTERM when idle must both
@@ -22,7 +22,7 @@
 //! check that this test notices).
 
 mod common;
-use common::{free_port, BIN};
+use common::{free_port, staged_files, BIN};
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Seek, SeekFrom};
@@ -255,10 +255,10 @@ impl Harness {
         );
     }
 
-    fn tmp_leftovers(&self) -> Vec<String> {
-        std::fs::read_dir(self.data.path().join("tmp"))
-            .expect("data_dir/tmp exists")
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+    fn staged_leftovers(&self) -> Vec<String> {
+        staged_files(&self.data.path().join("blobs"))
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
             .collect()
     }
 }
@@ -887,7 +887,7 @@ async fn restart_and_verify(
 ) -> Server {
     let server = harness.start().await;
     // Nothing but /readyz has been asked: leftovers are from before the restart.
-    let leftovers = harness.tmp_leftovers();
+    let leftovers = harness.staged_leftovers();
     if !leftovers.is_empty() {
         harness.fail(&[format!("temporary files survived a restart: {leftovers:?}")]);
     }
@@ -984,7 +984,7 @@ async fn sigkill_under_load_loses_nothing_acknowledged() {
             log_tail(&server.log, 4000)
         )]);
     }
-    let leftovers = harness.tmp_leftovers();
+    let leftovers = harness.staged_leftovers();
     if !leftovers.is_empty() {
         harness.fail(&[format!(
             "temporary files left by a graceful shutdown: {leftovers:?}"

@@ -44,7 +44,7 @@ async fn fsck_finds_each_kind_of_damage_and_repair_fixes_what_it_can() {
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 
     // Damage: a missing blob, a corrupted blob, a tampered index, an old orphan, an old
-    // temporary file, and a fresh orphan (an upload in progress, must be left alone).
+    // staged upload, and a fresh orphan (an upload in progress, must be left alone).
     std::fs::remove_file(blob_path(&server, &a)).unwrap();
     let b_path = blob_path(&server, &b);
     let mut bytes = std::fs::read(&b_path).unwrap();
@@ -81,7 +81,7 @@ async fn fsck_finds_each_kind_of_damage_and_repair_fixes_what_it_can() {
     let fresh = "e".repeat(64);
     std::fs::create_dir_all(blob_path(&server, &fresh).parent().unwrap()).unwrap();
     std::fs::write(blob_path(&server, &fresh), b"in progress").unwrap();
-    let tmp = server.dir.path().join("tmp/upload-old.apk");
+    let tmp = server.dir.path().join("blobs/.staging/upload-old");
     std::fs::write(&tmp, b"partial").unwrap();
     age(&tmp, Duration::from_secs(7200));
 
@@ -106,7 +106,7 @@ async fn fsck_finds_each_kind_of_damage_and_repair_fixes_what_it_can() {
         "fresh orphans are not problems yet: {text}"
     );
     assert!(
-        text.contains("temporary file upload-old.apk is left over"),
+        text.contains("temporary file upload-old is left over"),
         "{text}"
     );
     assert_eq!(report.problems.len(), 5, "{text}");
@@ -153,7 +153,15 @@ async fn startup_recovery_rebuilds_lagging_indexes_and_collects_orphans() {
     std::fs::create_dir_all(orphan_path.parent().unwrap()).unwrap();
     std::fs::write(&orphan_path, b"orphan").unwrap();
     age(&orphan_path, Duration::from_secs(10));
-    std::fs::write(server.dir.path().join("tmp/upload-x.apk"), b"partial").unwrap();
+    std::fs::write(
+        server.dir.path().join("blobs/.staging/upload-x"),
+        b"partial",
+    )
+    .unwrap();
+    // Versions before staging in blob storage received uploads in <data_dir>/tmp.
+    let legacy = server.dir.path().join("tmp");
+    std::fs::create_dir(&legacy).unwrap();
+    std::fs::write(legacy.join("upload-y.apk"), b"partial").unwrap();
 
     alpine_registry::recover(&server.state).await.unwrap();
     let repo = server
@@ -165,12 +173,8 @@ async fn startup_recovery_rebuilds_lagging_indexes_and_collects_orphans() {
         .unwrap();
     assert_eq!(repo.built_gen, wanted);
     assert!(!orphan_path.exists());
-    assert_eq!(
-        std::fs::read_dir(server.dir.path().join("tmp"))
-            .unwrap()
-            .count(),
-        0
-    );
+    assert!(staged_files(&server.dir.path().join("blobs")).is_empty());
+    assert!(!legacy.exists());
     let text = server
         .verified_index("admin", "/admin/v1/main/x86_64/APKINDEX.tar.gz", None)
         .await;

@@ -797,8 +797,8 @@ async fn assert_nothing_stored(server: &TestServer, data_dir: &Path, what: &str)
         .await
         .unwrap();
     assert!(repos.is_empty(), "{what}: repository rows left: {repos:?}");
-    let tmp = files_under(&data_dir.join("tmp"));
-    assert!(tmp.is_empty(), "{what}: temporary files left: {tmp:?}");
+    let staged = staged_files(&data_dir.join("blobs"));
+    assert!(staged.is_empty(), "{what}: staged files left: {staged:?}");
     let blobs = files_under(&data_dir.join("blobs").join("sha256"));
     assert!(blobs.is_empty(), "{what}: blobs left: {blobs:?}");
 }
@@ -971,7 +971,7 @@ async fn control_tar_with_end_blocks_is_accepted_with_the_right_identity() {
 #[tokio::test]
 async fn stalled_upload_times_out_and_leaves_no_temporary_file() {
     let server = TestServer::start_with(|c| c.server.request_timeout_secs = 2).await;
-    let tmp = server.dir.path().join("tmp");
+    let blobs = server.dir.path().join("blobs");
     let start = Instant::now();
     let first: Vec<Result<Vec<u8>, std::io::Error>> = vec![Ok(sample().build()[..100].to_vec())];
     let stalled = futures_util::StreamExt::chain(
@@ -996,10 +996,14 @@ async fn stalled_upload_times_out_and_leaves_no_temporary_file() {
     assert!(elapsed >= Duration::from_millis(1900), "{elapsed:?}");
     // The handler is dropped with the timeout; allow a moment for the drop to finish.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !files_under(&tmp).is_empty() && Instant::now() < deadline {
+    while !staged_files(&blobs).is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(files_under(&tmp).is_empty(), "{:?}", files_under(&tmp));
+    assert!(
+        staged_files(&blobs).is_empty(),
+        "{:?}",
+        staged_files(&blobs)
+    );
     assert_serving(&server, "stalled upload").await;
     assert_eq!(server.put_admin(REPO, sample().build()).await.status(), 201);
     server.stop().await;

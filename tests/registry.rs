@@ -521,10 +521,8 @@ async fn bad_input_is_400_and_changes_nothing() {
         .await
         .unwrap()
         .is_empty());
-    let tmp: Vec<_> = std::fs::read_dir(server.dir.path().join("tmp"))
-        .unwrap()
-        .collect();
-    assert!(tmp.is_empty(), "temporary files left: {tmp:?}");
+    let staged = staged_files(&server.dir.path().join("blobs"));
+    assert!(staged.is_empty(), "staged files left: {staged:?}");
     assert_eq!(server.get("/healthz", None).await.status(), 200);
     server.stop().await;
 }
@@ -569,10 +567,8 @@ async fn oversized_upload_is_413_with_and_without_content_length() {
         .await
         .unwrap();
     assert_eq!(response.status(), 413);
-    let tmp: Vec<_> = std::fs::read_dir(server.dir.path().join("tmp"))
-        .unwrap()
-        .collect();
-    assert!(tmp.is_empty());
+    let staged = staged_files(&server.dir.path().join("blobs"));
+    assert!(staged.is_empty(), "staged files left: {staged:?}");
     server.stop().await;
 }
 

@@ -63,12 +63,7 @@ async fn stalled_upload_bodies_time_out_and_leave_nothing() {
     if let Ok(response) = response {
         assert_eq!(response.status(), 408);
     }
-    assert_eq!(
-        std::fs::read_dir(server.dir.path().join("tmp"))
-            .unwrap()
-            .count(),
-        0
-    );
+    assert!(staged_files(&server.dir.path().join("blobs")).is_empty());
     assert!(server
         .state
         .store

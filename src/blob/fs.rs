@@ -1,4 +1,6 @@
 //! Filesystem blob store: `<root>/sha256/<ab>/<abcdef…>`, written by rename after fsync.
+//! Uploads are staged in `<root>/.staging`, on the blobs' filesystem, so that the rename
+//! never crosses filesystems.
 
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
@@ -8,15 +10,25 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::*;
 
+/// Name of the staging directory under the root; not a shard name, so `list` never
+/// takes a staged file for a blob.
+const STAGING: &str = ".staging";
+
 pub struct FsBlobStore {
     root: PathBuf,
+    staging: PathBuf,
 }
+
+/// The token of a staged upload: the staging directory of the store that made it.
+struct StagedIn(PathBuf);
 
 impl FsBlobStore {
     pub fn new(root: impl Into<PathBuf>) -> std::io::Result<FsBlobStore> {
         let root = root.into();
+        let staging = root.join(STAGING);
         std::fs::create_dir_all(root.join("sha256"))?;
-        Ok(FsBlobStore { root })
+        std::fs::create_dir_all(&staging)?;
+        Ok(FsBlobStore { root, staging })
     }
 
     fn path(&self, sha256: &str) -> BlobResult<PathBuf> {
@@ -47,8 +59,21 @@ pub(crate) async fn sync_dir(dir: &Path) -> std::io::Result<()> {
 
 #[async_trait]
 impl BlobStore for FsBlobStore {
-    async fn put_file(&self, sha256: &str, path: &Path) -> BlobResult<()> {
+    async fn stage(&self) -> BlobResult<Staged> {
+        let dir = self.staging.clone();
+        let file = tokio::task::spawn_blocking(move || {
+            tempfile::Builder::new().prefix("upload-").tempfile_in(dir)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        Ok(Staged::new(file, StagedIn(self.staging.clone())))
+    }
+
+    async fn commit(&self, mut staged: Staged, sha256: &str) -> BlobResult<()> {
         let target = self.path(sha256)?;
+        if staged.token::<StagedIn>().map(|t| &t.0) != Some(&self.staging) {
+            return Err(std::io::Error::other("upload staged by another blob store").into());
+        }
         let dir = target.parent().expect("blob path has a parent");
         if tokio::fs::try_exists(&target).await? {
             // Fresh again: orphan collection must not take content that is being reused.
@@ -63,11 +88,17 @@ impl BlobStore for FsBlobStore {
             .map_err(std::io::Error::other)??;
             return Ok(());
         }
+        staged.sync().await?;
         if !tokio::fs::try_exists(dir).await? {
             tokio::fs::create_dir_all(dir).await?;
             sync_dir(&self.root.join("sha256")).await?;
         }
-        tokio::fs::rename(path, &target).await?;
+        let path = staged.into_path();
+        let renamed = target.clone();
+        tokio::task::spawn_blocking(move || path.persist(renamed))
+            .await
+            .map_err(std::io::Error::other)?
+            .map_err(|e| e.error)?;
         sync_dir(dir).await?;
         Ok(())
     }
@@ -132,8 +163,49 @@ impl BlobStore for FsBlobStore {
         .map_err(std::io::Error::other)?
     }
 
+    async fn list_staged(&self) -> BlobResult<Vec<StagedInfo>> {
+        let dir = self.staging.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut staged = Vec::new();
+            for entry in std::fs::read_dir(&dir)? {
+                let entry = entry?;
+                let meta = match entry.metadata() {
+                    Ok(meta) => meta,
+                    // Committed or dropped since the directory was read.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                if meta.is_file() {
+                    staged.push(StagedInfo {
+                        name: entry.file_name().to_string_lossy().to_string(),
+                        size: meta.len(),
+                        modified: meta.modified()?,
+                    });
+                }
+            }
+            Ok(staged)
+        })
+        .await
+        .map_err(std::io::Error::other)?
+        .map_err(BlobError::from)
+    }
+
+    async fn remove_staged(&self, name: &str) -> BlobResult<()> {
+        let plain =
+            !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0']);
+        if !plain {
+            return Err(BlobError::NotFound(name.to_string()));
+        }
+        match tokio::fs::remove_file(self.staging.join(name)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn ping(&self) -> BlobResult<()> {
         tokio::fs::metadata(self.root.join("sha256")).await?;
+        tokio::fs::metadata(&self.staging).await?;
         Ok(())
     }
 }

@@ -1,8 +1,12 @@
-//! Blob storage: immutable, content-addressed (sha256) package files.
+//! Blob storage: immutable, content-addressed (sha256) package files, and the staging of
+//! uploads on their way in.
 
 mod fs;
 
+use std::any::Any;
 use std::path::Path;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use async_trait::async_trait;
 
@@ -31,18 +35,101 @@ pub struct BlobInfo {
     pub modified: std::time::SystemTime,
 }
 
+/// A staged upload that was neither committed nor dropped: a process died while
+/// receiving it.
+#[derive(Debug, Clone)]
+pub struct StagedInfo {
+    /// What `BlobStore::remove_staged` takes.
+    pub name: String,
+    pub size: u64,
+    /// Its last write.
+    pub modified: std::time::SystemTime,
+}
+
+/// An upload on its way into a store: a local file that the caller writes (through
+/// `AsyncWrite`, hashing the bytes itself), may read back by `path` once flushed, and then
+/// hands to `BlobStore::commit`. Dropped uncommitted, it removes its file.
+///
+/// The token is the issuing store's own: what it needs at commit besides the file.
+pub struct Staged {
+    file: tokio::fs::File,
+    path: tempfile::TempPath,
+    token: Box<dyn Any + Send + Sync>,
+}
+
+impl Staged {
+    /// For stores: wraps a new local file, removed when the handle is dropped.
+    pub fn new(file: tempfile::NamedTempFile, token: impl Any + Send + Sync) -> Staged {
+        let (file, path) = file.into_parts();
+        Staged {
+            file: tokio::fs::File::from_std(file),
+            path,
+            token: Box::new(token),
+        }
+    }
+
+    /// The local file. It holds everything written once `flush` has returned.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// For stores: the token given to `new`, if it has type `T`.
+    pub fn token<T: Any>(&self) -> Option<&T> {
+        self.token.downcast_ref()
+    }
+
+    /// For stores: writes out what is buffered and makes the file's content durable.
+    pub async fn sync(&mut self) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.file.flush().await?;
+        self.file.sync_all().await
+    }
+
+    /// For stores: closes the file and keeps only its path, which still removes the file
+    /// when dropped (`TempPath::persist` or `keep` prevents that).
+    pub fn into_path(self) -> tempfile::TempPath {
+        self.path
+    }
+}
+
+impl tokio::io::AsyncWrite for Staged {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.file).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.file).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.file).poll_shutdown(cx)
+    }
+}
+
 #[async_trait]
 pub trait BlobStore: Send + Sync + 'static {
-    /// Moves the finished, fsynced file at `path` into the store under `sha256`. Storing
-    /// content that is already there is a no-op.
-    async fn put_file(&self, sha256: &str, path: &Path) -> BlobResult<()>;
+    /// Starts an upload: an empty staged file, to be written, then committed or dropped.
+    async fn stage(&self) -> BlobResult<Staged>;
+    /// Stores what `staged` holds under `sha256` (which the caller computed) durably.
+    /// Content that is already stored is kept and its blob counts as written now, so
+    /// orphan collection does not take it while a new row for it is on its way.
+    async fn commit(&self, staged: Staged, sha256: &str) -> BlobResult<()>;
     /// Size of the blob, or NotFound.
     async fn size(&self, sha256: &str) -> BlobResult<u64>;
     /// Opens `len` bytes starting at `offset`.
     async fn open_range(&self, sha256: &str, offset: u64, len: u64) -> BlobResult<BlobReader>;
     async fn delete(&self, sha256: &str) -> BlobResult<()>;
-    /// Every stored blob with its size and last write (or re-put) time.
+    /// Every stored blob with its size and last write (or re-commit) time; never a staged
+    /// upload.
     async fn list(&self) -> BlobResult<Vec<BlobInfo>>;
+    /// Staged uploads that still exist: those in progress and those a dead process left.
+    async fn list_staged(&self) -> BlobResult<Vec<StagedInfo>>;
+    /// Removes a staged upload named by `list_staged`; gone already is fine.
+    async fn remove_staged(&self, name: &str) -> BlobResult<()>;
     /// Whether the storage is reachable and writable.
     async fn ping(&self) -> BlobResult<()>;
 }

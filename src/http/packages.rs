@@ -16,6 +16,7 @@ use super::indexes::cache_control;
 use super::FilePath;
 use crate::apk::package::parse_package;
 use crate::auth::Identity;
+use crate::blob::Staged;
 use crate::error::{AppError, AppResult};
 use crate::names::{Arch, BranchName, OwnerName, PackageFile, RepoName};
 use crate::store::{NewPackage, RepoRef, Role};
@@ -46,10 +47,10 @@ pub struct Uploaded {
     pub url: String,
 }
 
-/// A received body in a temporary file under the data directory; removed when dropped
-/// unless moved into blob storage.
+/// A received body, staged in blob storage; its staged file is removed when dropped
+/// unless committed.
 struct Received {
-    file: tempfile::TempPath,
+    staged: Staged,
     sha256: String,
     size: u64,
 }
@@ -60,16 +61,10 @@ fn too_large(limit: u64) -> AppError {
     ))
 }
 
-/// Streams the body to disk while hashing it, never holding it in memory.
+/// Streams the body into a staged upload while hashing it, never holding it in memory.
 async fn receive(state: &AppState, body: Body) -> AppResult<Received> {
     let limit = state.config.limits.max_upload_bytes;
-    let temp = tempfile::Builder::new()
-        .prefix("upload-")
-        .suffix(".apk")
-        .tempfile_in(state.config.tmp_dir())
-        .context("creating temporary upload file")?;
-    let (std_file, path) = temp.into_parts();
-    let mut file = tokio::fs::File::from_std(std_file);
+    let mut staged = state.blobs.stage().await?;
     let mut hasher = Sha256::new();
     let mut size: u64 = 0;
     let mut stream = body.into_data_stream();
@@ -81,17 +76,17 @@ async fn receive(state: &AppState, body: Body) -> AppResult<Received> {
             return Err(too_large(limit));
         }
         hasher.update(&chunk);
-        file.write_all(&chunk).await.context("writing upload")?;
+        staged.write_all(&chunk).await.context("writing upload")?;
     }
     if size == 0 {
         return Err(AppError::BadRequest(
             "empty body: send the .apk file as the request body (curl --upload-file)".into(),
         ));
     }
-    file.flush().await.context("writing upload")?;
-    file.sync_all().await.context("syncing upload")?;
+    // Read back by the parser through its path.
+    staged.flush().await.context("writing upload")?;
     Ok(Received {
-        file: path,
+        staged,
         sha256: hex::encode(hasher.finalize()),
         size,
     })
@@ -139,7 +134,7 @@ pub async fn upload(
             })?;
     let received = receive(&state, body).await?;
     let limits = state.config.apk_limits();
-    let file_path = received.file.to_path_buf();
+    let file_path = received.staged.path().to_path_buf();
     let parse_slot = state
         .parses
         .clone()
@@ -180,11 +175,10 @@ pub async fn upload(
         let _blob_guard = state.blob_lock.read().await;
         state
             .blobs
-            .put_file(&received.sha256, &received.file)
+            .commit(received.staged, &received.sha256)
             .await?;
         state.store.insert_package(&repo_ref, new_package).await?
     };
-    drop(received);
     let repo = state
         .store
         .repository(&repo_ref)

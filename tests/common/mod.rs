@@ -228,6 +228,15 @@ pub fn index_names(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// Files in the staging directory of the blob store at `blob_dir` (`<data_dir>/blobs` by
+/// default): uploads being received, or left by interrupted ones. The directory must exist.
+pub fn staged_files(blob_dir: &std::path::Path) -> Vec<PathBuf> {
+    std::fs::read_dir(blob_dir.join(".staging"))
+        .expect("the blob store's staging directory exists")
+        .map(|e| e.unwrap().path())
+        .collect()
+}
+
 pub fn package(name: &str, version: &str, arch: &str) -> Vec<u8> {
     PackageBuilder::new(name, version, arch)
         .file(
