@@ -18,7 +18,8 @@ use crate::apk::package::parse_package;
 use crate::auth::Identity;
 use crate::error::{AppError, AppResult};
 use crate::names::{Arch, BranchName, OwnerName, PackageFile, RepoName};
-use crate::store::{NewPackage, RepoRef, Role};
+use crate::registry::repositories::missing_for_upload;
+use crate::store::{NewPackage, RepoRef, Role, StoreError};
 use crate::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -44,6 +45,8 @@ pub struct Uploaded {
     /// Download path, relative to the registry's root.
     pub path: String,
     pub url: String,
+    /// Whether this upload created the repository (`repositories.auto_create`).
+    pub repository_created: bool,
 }
 
 /// A received body in a temporary file under the data directory; removed when dropped
@@ -111,6 +114,16 @@ pub async fn upload(
     let branch = BranchName::parse(&path.branch)?;
     let repository = RepoName::parse(&path.repository)?;
     let owner = super::authorize(&state, &identity, &owner_name, Role::Write).await?;
+    let repo_ref = RepoRef {
+        owner_id: owner.id,
+        branch: branch.to_string(),
+        repository: repository.to_string(),
+    };
+    let auto_create = state.config.repositories.auto_create;
+    // Refused before the body is received; the insert decides again in its transaction.
+    if !auto_create && state.store.repository(&repo_ref).await?.is_none() {
+        return Err(missing_for_upload(&owner_name, &branch, &repository));
+    }
     let limit = state.config.limits.max_upload_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -156,11 +169,6 @@ pub async fn upload(
     drop(upload_slot);
     let info = &parsed.info;
     let filename = format!("{}-{}.apk", info.pkgname, info.pkgver);
-    let repo_ref = RepoRef {
-        owner_id: owner.id,
-        branch: branch.to_string(),
-        repository: repository.to_string(),
-    };
     let new_package = NewPackage {
         arch: info.arch.clone(),
         name: info.pkgname.clone(),
@@ -176,21 +184,34 @@ pub async fn upload(
 
     // Blob first, then the row: a row never points at a missing blob. The read guard
     // keeps a concurrent delete from collecting the blob before the row exists.
-    let (package, generation) = {
+    // Without auto_create, a repository removed since the check above is not created
+    // again: the blob is then left to orphan collection, as after a 409.
+    let inserted = {
         let _blob_guard = state.blob_lock.read().await;
         state
             .blobs
             .put_file(&received.sha256, &received.file)
             .await?;
-        state.store.insert_package(&repo_ref, new_package).await?
+        state
+            .store
+            .insert_package(&repo_ref, new_package, auto_create)
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound(_) => missing_for_upload(&owner_name, &branch, &repository),
+                other => other.into(),
+            })?
     };
     drop(received);
+    let package = inserted.package;
     let repo = state
         .store
         .repository(&repo_ref)
         .await?
         .context("repository vanished after insert")?;
-    state.indexer.wait_built(&owner, &repo, generation).await?;
+    state
+        .indexer
+        .wait_built(&owner, &repo, inserted.generation)
+        .await?;
     tracing::info!(
         owner = %owner_name, branch = %branch, repository = %repository,
         file = %format!("{}/{}", package.arch, package.filename), "package published"
@@ -226,6 +247,7 @@ pub async fn upload(
                 )
             ),
             path,
+            repository_created: inserted.repository_created,
         }),
     ))
 }

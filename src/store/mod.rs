@@ -169,6 +169,16 @@ pub struct Package {
     pub modified_ms: i64,
 }
 
+/// What `insert_package` did.
+#[derive(Debug, Clone)]
+pub struct InsertedPackage {
+    pub package: Package,
+    /// The wanted generation that includes the package.
+    pub generation: i64,
+    /// Whether this insert created the repository.
+    pub repository_created: bool,
+}
+
 /// What an index build renders from: one consistent read of a repository.
 #[derive(Debug, Clone)]
 pub struct IndexSnapshot {
@@ -239,14 +249,16 @@ pub trait Store: Send + Sync + 'static {
     async fn owners_without_key(&self) -> StoreResult<Vec<Owner>>;
 
     /// Inserts a package row and bumps the repository's wanted generation in one
-    /// transaction. Conflict when the file, or the same name and version under `noarch`
-    /// versus a concrete architecture, exists. Returns the row and the generation that
-    /// includes it.
+    /// transaction. A missing repository is created in the same transaction when
+    /// `create_repository` is true, else NotFound (and nothing changes). Conflict when the
+    /// file, or the same name and version under `noarch` versus a concrete architecture,
+    /// exists.
     async fn insert_package(
         &self,
         repo: &RepoRef,
         package: NewPackage,
-    ) -> StoreResult<(Package, i64)>;
+        create_repository: bool,
+    ) -> StoreResult<InsertedPackage>;
     /// The package served at `{arch}/{filename}`: the row of that architecture, else the
     /// `noarch` row.
     async fn find_package(

@@ -26,6 +26,36 @@ fn now_secs() -> i64 {
     crate::unix_now()
 }
 
+async fn repository_id(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    repo: &RepoRef,
+) -> StoreResult<Option<i64>> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM repositories WHERE owner_id = ? AND branch = ? AND name = ?",
+    )
+    .bind(repo.owner_id)
+    .bind(&repo.branch)
+    .bind(&repo.repository)
+    .fetch_optional(&mut **tx)
+    .await?)
+}
+
+/// Inserts a repository row. Conflict when it exists.
+async fn insert_repository(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    repo: &RepoRef,
+) -> StoreResult<i64> {
+    sqlx::query_scalar(
+        "INSERT INTO repositories (owner_id, branch, name) VALUES (?, ?, ?) RETURNING id",
+    )
+    .bind(repo.owner_id)
+    .bind(&repo.branch)
+    .bind(&repo.repository)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(|e| conflict_or(e, || "the repository already exists".to_string()))
+}
+
 /// Unique violations are conflicts, reported in the caller's words.
 fn conflict_or(err: sqlx::Error, message: impl FnOnce() -> String) -> StoreError {
     match &err {
@@ -374,19 +404,18 @@ impl Store for SqliteStore {
         &self,
         repo: &RepoRef,
         package: NewPackage,
-    ) -> StoreResult<(Package, i64)> {
+        create_repository: bool,
+    ) -> StoreResult<InsertedPackage> {
         let now_ms = crate::unix_now_ms();
         let mut tx = self.begin_write().await?;
-        let repository_id: i64 = sqlx::query_scalar(
-            "INSERT INTO repositories (owner_id, branch, name) VALUES (?, ?, ?) \
-             ON CONFLICT (owner_id, branch, name) DO UPDATE SET branch = excluded.branch \
-             RETURNING id",
-        )
-        .bind(repo.owner_id)
-        .bind(&repo.branch)
-        .bind(&repo.repository)
-        .fetch_one(&mut *tx)
-        .await?;
+        // Decided under the write lock, in the transaction of the insert: a repository
+        // removed after any earlier check is missing here, and is only created again when
+        // the caller allows it.
+        let (repository_id, repository_created) = match repository_id(&mut tx, repo).await? {
+            Some(id) => (id, false),
+            None if create_repository => (insert_repository(&mut tx, repo).await?, true),
+            None => return Err(StoreError::NotFound("no such repository".into())),
+        };
         // noarch and concrete architectures share one download path, so the same name and
         // version may exist either as noarch or under concrete architectures, not both.
         let clash: Option<String> = sqlx::query_scalar(
@@ -442,7 +471,11 @@ impl Store for SqliteStore {
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok((stored, generation))
+        Ok(InsertedPackage {
+            package: stored,
+            generation,
+            repository_created,
+        })
     }
 
     async fn find_package(
