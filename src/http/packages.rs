@@ -17,6 +17,7 @@ use super::FilePath;
 use crate::apk::package::parse_package;
 use crate::auth::Identity;
 use crate::error::{AppError, AppResult};
+use crate::indexer::is_removed;
 use crate::names::{Arch, BranchName, OwnerName, PackageFile, RepoName};
 use crate::registry::repositories::missing_for_upload;
 use crate::store::{NewPackage, RepoRef, Role, StoreError};
@@ -203,15 +204,24 @@ pub async fn upload(
     };
     drop(received);
     let package = inserted.package;
+    // By id: a repository removed and created again under the same name is another one.
+    let removed = || {
+        AppError::NotFound(format!(
+            "repository {owner_name}/{branch}/{repository} was removed while {}/{} was being \
+             published: the package is not served",
+            package.arch, package.filename
+        ))
+    };
     let repo = state
         .store
-        .repository(&repo_ref)
+        .repository_by_id(package.repository_id)
         .await?
-        .context("repository vanished after insert")?;
+        .ok_or_else(removed)?;
     state
         .indexer
         .wait_built(&owner, &repo, inserted.generation)
-        .await?;
+        .await
+        .map_err(|e| if is_removed(&e) { removed() } else { e.into() })?;
     tracing::info!(
         owner = %owner_name, branch = %branch, repository = %repository,
         file = %format!("{}/{}", package.arch, package.filename), "package published"
@@ -365,12 +375,13 @@ pub async fn delete(
         .delete_package(&r.repo, r.arch.as_str(), r.file.as_str())
         .await?
         .ok_or_else(|| no_such_file(&r))?;
-    let repo = state
-        .store
-        .repository(&r.repo)
-        .await?
-        .context("repository vanished after delete")?;
-    state.indexer.wait_built(&owner, &repo, generation).await?;
+    // A repository removed meanwhile took the package and its indexes with it.
+    if let Some(repo) = state.store.repository_by_id(package.repository_id).await? {
+        match state.indexer.wait_built(&owner, &repo, generation).await {
+            Err(e) if !is_removed(&e) => return Err(e.into()),
+            _ => {}
+        }
+    }
     {
         let _blob_guard = state.blob_lock.write().await;
         if !state.store.blob_referenced(&package.sha256).await? {

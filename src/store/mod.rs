@@ -179,6 +179,28 @@ pub struct InsertedPackage {
     pub repository_created: bool,
 }
 
+/// One repository as listed for administrators.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepositorySummary {
+    pub owner: String,
+    pub branch: String,
+    pub repository: String,
+    /// Architectures with a served index, plus `noarch` when the repository holds noarch
+    /// packages (listed in the index of every architecture); sorted.
+    pub arches: Vec<String>,
+    pub packages: i64,
+    /// When the newest package was uploaded, Unix milliseconds; None when it has none.
+    pub last_publish_ms: Option<i64>,
+}
+
+/// What `delete_repository` removed with the repository row.
+#[derive(Debug, Clone, Serialize)]
+pub struct RemovedRepository {
+    pub packages: i64,
+    /// Architectures whose index was served until then.
+    pub arches: Vec<String>,
+}
+
 /// What an index build renders from: one consistent read of a repository.
 #[derive(Debug, Clone)]
 pub struct IndexSnapshot {
@@ -298,12 +320,14 @@ pub trait Store: Send + Sync + 'static {
     /// Bumps the wanted generation (forces a rebuild); returns the new generation.
     async fn bump_generation(&self, repository_id: i64) -> StoreResult<i64>;
 
-    /// One consistent read of everything an index build needs.
+    /// One consistent read of everything an index build needs. NotFound when the
+    /// repository does not exist (it was removed).
     async fn index_snapshot(&self, repository_id: i64) -> StoreResult<IndexSnapshot>;
     /// Publishes the indexes rendered at `generation`: replaces the rows of `indexes`,
     /// removes those of `removed`, raises built_gen. Rows already at a newer generation
     /// (written by another builder) are left alone. An index with the bytes already served
-    /// keeps its dates; a new one is dated now.
+    /// keeps its dates; a new one is dated now. NotFound, writing nothing, when the
+    /// repository no longer exists.
     async fn publish_indexes(
         &self,
         repository_id: i64,
@@ -313,4 +337,17 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
     ) -> StoreResult<()>;
     async fn index(&self, repository_id: i64, arch: &str) -> StoreResult<Option<StoredIndex>>;
+
+    /// Creates an empty repository. Conflict when it exists.
+    async fn create_repository(&self, repo: &RepoRef) -> StoreResult<Repository>;
+    /// Every repository, or those of one owner, with what it serves; ordered by owner,
+    /// branch and name.
+    async fn repository_summaries(
+        &self,
+        owner_id: Option<i64>,
+    ) -> StoreResult<Vec<RepositorySummary>>;
+    /// Deletes the repository, its packages and its indexes in one transaction (blobs are
+    /// left to orphan collection). None when it does not exist. Repository ids are never
+    /// reused, so nothing keyed by the old id can reach a later repository.
+    async fn delete_repository(&self, repo: &RepoRef) -> StoreResult<Option<RemovedRepository>>;
 }
