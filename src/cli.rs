@@ -66,6 +66,9 @@ pub enum Command {
     },
     /// Prints the default configuration, every key documented.
     PrintDefaultConfig,
+    /// Creates, lists and removes repositories (OWNER/BRANCH/REPOSITORY).
+    #[command(subcommand)]
+    Repository(RepositoryCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -243,6 +246,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 bail!("{} problems found", report.problems.len())
             }
         }
+        Command::Repository(command) => repository(&state, command).await,
     }
 }
 
@@ -593,6 +597,90 @@ fn without_credentials(url: &str) -> String {
         }
         _ => url.to_string(),
     }
+}
+
+// Repositories: a thin adapter over crate::registry::repositories.
+
+#[derive(Debug, Subcommand)]
+pub enum RepositoryCommand {
+    /// Creates an empty repository OWNER/BRANCH/REPOSITORY of an existing owner (an error
+    /// if it exists). Needed before the first upload when repositories.auto_create is off.
+    Create {
+        #[arg(value_name = "OWNER/BRANCH/REPOSITORY")]
+        repository: String,
+    },
+    /// Lists repositories: architectures served, number of packages, last upload.
+    List {
+        /// Only the repositories of this owner.
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// Removes a repository with all its packages and indexes, in one step; package files
+    /// no other package uses are left to orphan collection.
+    Remove {
+        #[arg(value_name = "OWNER/BRANCH/REPOSITORY")]
+        repository: String,
+    },
+}
+
+fn plural(count: i64, word: &str) -> String {
+    if count == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{count} {word}s")
+    }
+}
+
+async fn repository(state: &AppState, command: RepositoryCommand) -> anyhow::Result<()> {
+    use crate::registry::repositories;
+    match command {
+        RepositoryCommand::Create { repository } => {
+            let (owner, branch, name) = repositories::parse_path(&repository)?;
+            repositories::create(state, &owner, &branch, &name).await?;
+            eprintln!("created repository {owner}/{branch}/{name}");
+        }
+        RepositoryCommand::List { owner } => {
+            let owner = owner.as_deref().map(OwnerName::parse).transpose()?;
+            let rows = repositories::list(state, owner.as_ref())
+                .await?
+                .into_iter()
+                .map(|r| {
+                    vec![
+                        format!("{}/{}/{}", r.owner, r.branch, r.repository),
+                        if r.arches.is_empty() {
+                            "-".to_string()
+                        } else {
+                            r.arches.join(",")
+                        },
+                        r.packages.to_string(),
+                        format_time(r.last_publish_ms.map(|ms| ms.div_euclid(1000))),
+                    ]
+                });
+            print_table(&["REPOSITORY", "ARCHES", "PACKAGES", "LAST PUBLISH"], rows);
+        }
+        RepositoryCommand::Remove { repository } => {
+            let (owner, branch, name) = repositories::parse_path(&repository)?;
+            let removed = repositories::remove(state, &owner, &branch, &name).await?;
+            let indexes = if removed.arches.is_empty() {
+                "no index".to_string()
+            } else {
+                format!("the indexes of {}", removed.arches.join(", "))
+            };
+            eprintln!(
+                "removed repository {owner}/{branch}/{name}: {}, {indexes}",
+                plural(removed.packages, "package")
+            );
+            if removed.packages > 0 {
+                eprintln!(
+                    "package files no other package uses are left to orphan collection: \
+                     the running server deletes them once older than \
+                     storage.orphan_grace_secs ({} s), as does fsck --repair",
+                    state.config.storage.orphan_grace_secs
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

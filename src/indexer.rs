@@ -18,7 +18,35 @@ use crate::apk::index::{compare_entries, rewrite_arch, sign_index, write_unsigne
 use crate::apk::names::KNOWN_ARCHES;
 use crate::apk::sign::SignatureAlgorithm;
 use crate::keys::Keys;
-use crate::store::{IndexEntry, Owner, RenderedIndex, Repository, Store};
+use crate::store::{IndexEntry, Owner, RenderedIndex, Repository, Store, StoreError};
+
+/// The repository was removed before its indexes could be published: nothing was
+/// published for it, and nothing will be (repository ids are never reused).
+#[derive(Debug, thiserror::Error)]
+#[error("repository {0} was removed")]
+pub struct RepositoryRemoved(pub String);
+
+impl RepositoryRemoved {
+    fn of(repository: &Repository) -> RepositoryRemoved {
+        RepositoryRemoved(format!(
+            "{}/{}/{}",
+            repository.owner_name, repository.branch, repository.name
+        ))
+    }
+}
+
+/// Whether `err` says the repository was removed while its indexes were being built.
+pub fn is_removed(err: &anyhow::Error) -> bool {
+    err.is::<RepositoryRemoved>()
+}
+
+/// A store's NotFound on a repository id means the repository was removed.
+fn removed_or(err: StoreError, repository: &Repository) -> anyhow::Error {
+    match err {
+        StoreError::NotFound(_) => RepositoryRemoved::of(repository).into(),
+        other => other.into(),
+    }
+}
 
 pub struct Indexer {
     store: Arc<dyn Store>,
@@ -57,7 +85,8 @@ impl Indexer {
             .clone()
     }
 
-    /// Returns once the repository's published indexes include `generation`.
+    /// Returns once the repository's published indexes include `generation`. Fails with
+    /// `RepositoryRemoved` when the repository no longer exists.
     pub async fn wait_built(
         &self,
         owner: &Owner,
@@ -96,7 +125,7 @@ impl Indexer {
             .store
             .repository_by_id(repository.id)
             .await?
-            .context("repository vanished")?;
+            .ok_or_else(|| RepositoryRemoved::of(repository))?;
         let arch_missing = match extra_arch {
             Some(arch) => self.store.index(repository.id, arch).await?.is_none(),
             None => false,
@@ -113,7 +142,8 @@ impl Indexer {
                 removed,
                 crate::unix_now_ms(),
             )
-            .await?;
+            .await
+            .map_err(|e| removed_or(e, repository))?;
         self.builds.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
             repository = %format!("{}/{}/{}", repository.owner_name, repository.branch, repository.name),
@@ -132,7 +162,11 @@ impl Indexer {
         extra_arch: Option<&str>,
     ) -> anyhow::Result<(i64, Vec<RenderedIndex>, Vec<String>)> {
         let key = self.keys.get_or_create(owner).await?;
-        let snapshot = self.store.index_snapshot(repository.id).await?;
+        let snapshot = self
+            .store
+            .index_snapshot(repository.id)
+            .await
+            .map_err(|e| removed_or(e, repository))?;
         let description = format!(
             "{}/{}/{}",
             repository.owner_name, repository.branch, repository.name
@@ -154,19 +188,25 @@ impl Indexer {
         Ok((generation, rendered, removed))
     }
 
-    /// Rebuilds every repository whose built generation lags (after a crash).
+    /// Rebuilds every repository whose built generation lags (after a crash). One
+    /// removed meanwhile is skipped. Returns how many were rebuilt.
     pub async fn rebuild_stale(&self) -> anyhow::Result<usize> {
         let stale = self.store.stale_repositories().await?;
+        let mut rebuilt = 0;
         for repository in &stale {
-            let owner = self
-                .store
-                .owner_by_name(&repository.owner_name)
-                .await?
-                .context("repository without owner")?;
-            self.wait_built(&owner, repository, repository.wanted_gen)
-                .await?;
+            let Some(owner) = self.store.owner_by_name(&repository.owner_name).await? else {
+                continue;
+            };
+            match self
+                .wait_built(&owner, repository, repository.wanted_gen)
+                .await
+            {
+                Ok(()) => rebuilt += 1,
+                Err(e) if is_removed(&e) => {}
+                Err(e) => return Err(e),
+            }
         }
-        Ok(stale.len())
+        Ok(rebuilt)
     }
 }
 
@@ -174,8 +214,8 @@ impl Indexer {
 /// packages, those already served, and, while noarch packages exist, `extra`. An
 /// architecture once served keeps an index, empty when its last package goes: a 404 would
 /// leave apk with its cached index, offering packages that are gone. Returns the rendered
-/// indexes and the architectures whose index must go (none, until repositories can be
-/// removed).
+/// indexes and the architectures whose index must go (none today: a served architecture
+/// is kept, and removing a repository deletes its indexes with it).
 fn render_all(
     description: &str,
     mut packages: Vec<IndexEntry>,

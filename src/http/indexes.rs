@@ -40,12 +40,21 @@ pub async fn get(
         .repository(&repo_ref)
         .await?
         .ok_or_else(not_found)?;
+    // A repository removed meanwhile has no index.
+    let removed_or = |e: anyhow::Error| {
+        if crate::indexer::is_removed(&e) {
+            not_found()
+        } else {
+            e.into()
+        }
+    };
     // Never serve an index older than an acknowledged change (e.g. after a crash).
     if repo.built_gen < repo.wanted_gen {
         state
             .indexer
             .wait_built(&owner, &repo, repo.wanted_gen)
-            .await?;
+            .await
+            .map_err(removed_or)?;
     }
     let index = match state.store.index(repo.id, arch.as_str()).await? {
         Some(index) => index,
@@ -53,7 +62,8 @@ pub async fn get(
             if !state
                 .indexer
                 .ensure_arch(&owner, &repo, arch.as_str())
-                .await?
+                .await
+                .map_err(removed_or)?
             {
                 return Err(not_found());
             }

@@ -18,8 +18,10 @@ use crate::apk::package::parse_package;
 use crate::auth::Identity;
 use crate::blob::Staged;
 use crate::error::{AppError, AppResult};
+use crate::indexer::is_removed;
 use crate::names::{Arch, BranchName, OwnerName, PackageFile, RepoName};
-use crate::store::{NewPackage, RepoRef, Role};
+use crate::registry::repositories::missing_for_upload;
+use crate::store::{NewPackage, RepoRef, Role, StoreError};
 use crate::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -45,6 +47,8 @@ pub struct Uploaded {
     /// Download path, relative to the registry's root.
     pub path: String,
     pub url: String,
+    /// Whether this upload created the repository (`repositories.auto_create`).
+    pub repository_created: bool,
 }
 
 /// A received body, staged in blob storage; its staged file is removed when dropped
@@ -106,6 +110,16 @@ pub async fn upload(
     let branch = BranchName::parse(&path.branch)?;
     let repository = RepoName::parse(&path.repository)?;
     let owner = super::authorize(&state, &identity, &owner_name, Role::Write).await?;
+    let repo_ref = RepoRef {
+        owner_id: owner.id,
+        branch: branch.to_string(),
+        repository: repository.to_string(),
+    };
+    let auto_create = state.config.repositories.auto_create;
+    // Refused before the body is received; the insert decides again in its transaction.
+    if !auto_create && state.store.repository(&repo_ref).await?.is_none() {
+        return Err(missing_for_upload(&owner_name, &branch, &repository));
+    }
     let limit = state.config.limits.max_upload_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -151,11 +165,6 @@ pub async fn upload(
     drop(upload_slot);
     let info = &parsed.info;
     let filename = format!("{}-{}.apk", info.pkgname, info.pkgver);
-    let repo_ref = RepoRef {
-        owner_id: owner.id,
-        branch: branch.to_string(),
-        repository: repository.to_string(),
-    };
     let new_package = NewPackage {
         arch: info.arch.clone(),
         name: info.pkgname.clone(),
@@ -171,20 +180,43 @@ pub async fn upload(
 
     // Blob first, then the row: a row never points at a missing blob. The read guard
     // keeps a concurrent delete from collecting the blob before the row exists.
-    let (package, generation) = {
+    // Without auto_create, a repository removed since the check above is not created
+    // again: the blob is then left to orphan collection, as after a 409.
+    let inserted = {
         let _blob_guard = state.blob_lock.read().await;
         state
             .blobs
             .commit(received.staged, &received.sha256)
             .await?;
-        state.store.insert_package(&repo_ref, new_package).await?
+        state
+            .store
+            .insert_package(&repo_ref, new_package, auto_create)
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound(_) => missing_for_upload(&owner_name, &branch, &repository),
+                other => other.into(),
+            })?
+    };
+
+    let package = inserted.package;
+    // By id: a repository removed and created again under the same name is another one.
+    let removed = || {
+        AppError::NotFound(format!(
+            "repository {owner_name}/{branch}/{repository} was removed while {}/{} was being \
+             published: the package is not served",
+            package.arch, package.filename
+        ))
     };
     let repo = state
         .store
-        .repository(&repo_ref)
+        .repository_by_id(package.repository_id)
         .await?
-        .context("repository vanished after insert")?;
-    state.indexer.wait_built(&owner, &repo, generation).await?;
+        .ok_or_else(removed)?;
+    state
+        .indexer
+        .wait_built(&owner, &repo, inserted.generation)
+        .await
+        .map_err(|e| if is_removed(&e) { removed() } else { e.into() })?;
     tracing::info!(
         owner = %owner_name, branch = %branch, repository = %repository,
         file = %format!("{}/{}", package.arch, package.filename), "package published"
@@ -220,6 +252,7 @@ pub async fn upload(
                 )
             ),
             path,
+            repository_created: inserted.repository_created,
         }),
     ))
 }
@@ -337,12 +370,13 @@ pub async fn delete(
         .delete_package(&r.repo, r.arch.as_str(), r.file.as_str())
         .await?
         .ok_or_else(|| no_such_file(&r))?;
-    let repo = state
-        .store
-        .repository(&r.repo)
-        .await?
-        .context("repository vanished after delete")?;
-    state.indexer.wait_built(&owner, &repo, generation).await?;
+    // A repository removed meanwhile took the package and its indexes with it.
+    if let Some(repo) = state.store.repository_by_id(package.repository_id).await? {
+        match state.indexer.wait_built(&owner, &repo, generation).await {
+            Err(e) if !is_removed(&e) => return Err(e.into()),
+            _ => {}
+        }
+    }
     {
         let _blob_guard = state.blob_lock.write().await;
         if !state.store.blob_referenced(&package.sha256).await? {

@@ -211,6 +211,38 @@ pub struct Package {
     pub modified_ms: i64,
 }
 
+/// What `insert_package` did.
+#[derive(Debug, Clone)]
+pub struct InsertedPackage {
+    pub package: Package,
+    /// The wanted generation that includes the package.
+    pub generation: i64,
+    /// Whether this insert created the repository.
+    pub repository_created: bool,
+}
+
+/// One repository as listed for administrators.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepositorySummary {
+    pub owner: String,
+    pub branch: String,
+    pub repository: String,
+    /// Architectures with a served index, plus `noarch` when the repository holds noarch
+    /// packages (listed in the index of every architecture); sorted.
+    pub arches: Vec<String>,
+    pub packages: i64,
+    /// When the newest package was uploaded, Unix milliseconds; None when it has none.
+    pub last_publish_ms: Option<i64>,
+}
+
+/// What `delete_repository` removed with the repository row.
+#[derive(Debug, Clone, Serialize)]
+pub struct RemovedRepository {
+    pub packages: i64,
+    /// Architectures whose index was served until then.
+    pub arches: Vec<String>,
+}
+
 /// What an index build renders from: one consistent read of a repository.
 #[derive(Debug, Clone)]
 pub struct IndexSnapshot {
@@ -281,14 +313,16 @@ pub trait Store: Send + Sync + 'static {
     async fn owners_without_key(&self) -> StoreResult<Vec<Owner>>;
 
     /// Inserts a package row and bumps the repository's wanted generation in one
-    /// transaction. Conflict when the file, or the same name and version under `noarch`
-    /// versus a concrete architecture, exists. Returns the row and the generation that
-    /// includes it.
+    /// transaction. A missing repository is created in the same transaction when
+    /// `create_repository` is true, else NotFound (and nothing changes). Conflict when the
+    /// file, or the same name and version under `noarch` versus a concrete architecture,
+    /// exists.
     async fn insert_package(
         &self,
         repo: &RepoRef,
         package: NewPackage,
-    ) -> StoreResult<(Package, i64)>;
+        create_repository: bool,
+    ) -> StoreResult<InsertedPackage>;
     /// The package served at `{arch}/{filename}`: the row of that architecture, else the
     /// `noarch` row.
     async fn find_package(
@@ -328,12 +362,14 @@ pub trait Store: Send + Sync + 'static {
     /// Bumps the wanted generation (forces a rebuild); returns the new generation.
     async fn bump_generation(&self, repository_id: i64) -> StoreResult<i64>;
 
-    /// One consistent read of everything an index build needs.
+    /// One consistent read of everything an index build needs. NotFound when the
+    /// repository does not exist (it was removed).
     async fn index_snapshot(&self, repository_id: i64) -> StoreResult<IndexSnapshot>;
     /// Publishes the indexes rendered at `generation`: replaces the rows of `indexes`,
     /// removes those of `removed`, raises built_gen. Rows already at a newer generation
     /// (written by another builder) are left alone. An index with the bytes already served
-    /// keeps its dates; a new one is dated now.
+    /// keeps its dates; a new one is dated now. NotFound, writing nothing, when the
+    /// repository no longer exists.
     async fn publish_indexes(
         &self,
         repository_id: i64,
@@ -365,4 +401,16 @@ pub trait Store: Send + Sync + 'static {
     async fn touch_token(&self, id: i64, now: i64) -> StoreResult<()>;
     /// The name of the owner's signing key, if it has one (a cheap check of a cached key).
     async fn signing_key_name(&self, owner_id: i64) -> StoreResult<Option<String>>;
+    /// Creates an empty repository. Conflict when it exists.
+    async fn create_repository(&self, repo: &RepoRef) -> StoreResult<Repository>;
+    /// Every repository, or those of one owner, with what it serves; ordered by owner,
+    /// branch and name.
+    async fn repository_summaries(
+        &self,
+        owner_id: Option<i64>,
+    ) -> StoreResult<Vec<RepositorySummary>>;
+    /// Deletes the repository, its packages and its indexes in one transaction (blobs are
+    /// left to orphan collection). None when it does not exist. Repository ids are never
+    /// reused, so nothing keyed by the old id can reach a later repository.
+    async fn delete_repository(&self, repo: &RepoRef) -> StoreResult<Option<RemovedRepository>>;
 }

@@ -26,6 +26,48 @@ fn now_secs() -> i64 {
     crate::unix_now()
 }
 
+fn repository_gone(repository_id: i64) -> StoreError {
+    StoreError::NotFound(format!("repository {repository_id} no longer exists"))
+}
+
+async fn repository_id(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    repo: &RepoRef,
+) -> StoreResult<Option<i64>> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM repositories WHERE owner_id = ? AND branch = ? AND name = ?",
+    )
+    .bind(repo.owner_id)
+    .bind(&repo.branch)
+    .bind(&repo.repository)
+    .fetch_optional(&mut **tx)
+    .await?)
+}
+
+/// Inserts a repository row under an id never used before (migration 0004: SQLite would
+/// otherwise give a removed newest repository's id to the next one). Conflict when it
+/// exists.
+async fn insert_repository(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    repo: &RepoRef,
+) -> StoreResult<i64> {
+    let id: i64 = sqlx::query_scalar("INSERT INTO repository_ids DEFAULT VALUES RETURNING id")
+        .fetch_one(&mut **tx)
+        .await?;
+    sqlx::query("DELETE FROM repository_ids")
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("INSERT INTO repositories (id, owner_id, branch, name) VALUES (?, ?, ?, ?)")
+        .bind(id)
+        .bind(repo.owner_id)
+        .bind(&repo.branch)
+        .bind(&repo.repository)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| conflict_or(e, || "the repository already exists".to_string()))?;
+    Ok(id)
+}
+
 /// Unique violations are conflicts, reported in the caller's words.
 fn conflict_or(err: sqlx::Error, message: impl FnOnce() -> String) -> StoreError {
     match &err {
@@ -382,19 +424,18 @@ impl Store for SqliteStore {
         &self,
         repo: &RepoRef,
         package: NewPackage,
-    ) -> StoreResult<(Package, i64)> {
+        create_repository: bool,
+    ) -> StoreResult<InsertedPackage> {
         let now_ms = crate::unix_now_ms();
         let mut tx = self.begin_write().await?;
-        let repository_id: i64 = sqlx::query_scalar(
-            "INSERT INTO repositories (owner_id, branch, name) VALUES (?, ?, ?) \
-             ON CONFLICT (owner_id, branch, name) DO UPDATE SET branch = excluded.branch \
-             RETURNING id",
-        )
-        .bind(repo.owner_id)
-        .bind(&repo.branch)
-        .bind(&repo.repository)
-        .fetch_one(&mut *tx)
-        .await?;
+        // Decided under the write lock, in the transaction of the insert: a repository
+        // removed after any earlier check is missing here, and is only created again when
+        // the caller allows it.
+        let (repository_id, repository_created) = match repository_id(&mut tx, repo).await? {
+            Some(id) => (id, false),
+            None if create_repository => (insert_repository(&mut tx, repo).await?, true),
+            None => return Err(StoreError::NotFound("no such repository".into())),
+        };
         // noarch and concrete architectures share one download path, so the same name and
         // version may exist either as noarch or under concrete architectures, not both.
         let clash: Option<String> = sqlx::query_scalar(
@@ -450,7 +491,11 @@ impl Store for SqliteStore {
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok((stored, generation))
+        Ok(InsertedPackage {
+            package: stored,
+            generation,
+            repository_created,
+        })
     }
 
     async fn find_package(
@@ -618,8 +663,9 @@ impl Store for SqliteStore {
         let generation: i64 =
             sqlx::query_scalar("SELECT wanted_gen FROM repositories WHERE id = ?")
                 .bind(repository_id)
-                .fetch_one(&mut *tx)
-                .await?;
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| repository_gone(repository_id))?;
         let packages = sqlx::query(
             "SELECT arch, name, version, checksum, stanza FROM packages \
              WHERE repository_id = ?",
@@ -660,6 +706,16 @@ impl Store for SqliteStore {
         now_ms: i64,
     ) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
+        // A build that started before its repository was removed publishes nothing. Ids
+        // are never reused, so a later repository cannot be mistaken for it.
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM repositories WHERE id = ?)")
+                .bind(repository_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        if !exists {
+            return Err(repository_gone(repository_id));
+        }
         for index in &indexes {
             let current = sqlx::query(&format!(
                 "SELECT generation, sha256, built_at, {INDEX_MODIFIED_MS} FROM indexes \
@@ -733,6 +789,94 @@ impl Store for SqliteStore {
             })
         })
         .transpose()
+    }
+
+    async fn create_repository(&self, repo: &RepoRef) -> StoreResult<Repository> {
+        let mut tx = self.begin_write().await?;
+        let id = insert_repository(&mut tx, repo).await?;
+        let row = sqlx::query(&format!("{REPOSITORY_SELECT} WHERE r.id = ?"))
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let created = repository_from(&row)?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    async fn repository_summaries(
+        &self,
+        owner_id: Option<i64>,
+    ) -> StoreResult<Vec<RepositorySummary>> {
+        // One read transaction: counts and architectures from the same snapshot.
+        let mut tx = self.reader.begin().await?;
+        let rows = sqlx::query(
+            "SELECT r.id, o.name AS owner_name, r.branch, r.name, \
+             (SELECT COUNT(*) FROM packages p WHERE p.repository_id = r.id) AS packages, \
+             (SELECT MAX(COALESCE(p.modified_ms, p.created_at * 1000 + 999)) FROM packages p \
+              WHERE p.repository_id = r.id) AS last_publish_ms \
+             FROM repositories r JOIN owners o ON o.id = r.owner_id \
+             WHERE ?1 IS NULL OR r.owner_id = ?1 ORDER BY o.name, r.branch, r.name",
+        )
+        .bind(owner_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        // Served indexes, and noarch for repositories holding noarch packages.
+        let arch_rows = sqlx::query(
+            "SELECT repository_id, arch FROM indexes WHERE repository_id IN \
+             (SELECT id FROM repositories WHERE ?1 IS NULL OR owner_id = ?1) \
+             UNION SELECT DISTINCT repository_id, arch FROM packages WHERE arch = 'noarch' \
+             AND repository_id IN (SELECT id FROM repositories WHERE ?1 IS NULL OR owner_id = ?1)",
+        )
+        .bind(owner_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut arches: std::collections::HashMap<i64, std::collections::BTreeSet<String>> =
+            std::collections::HashMap::new();
+        for row in &arch_rows {
+            arches
+                .entry(row.try_get("repository_id")?)
+                .or_default()
+                .insert(row.try_get("arch")?);
+        }
+        rows.iter()
+            .map(|row| {
+                let id: i64 = row.try_get("id")?;
+                Ok(RepositorySummary {
+                    owner: row.try_get("owner_name")?,
+                    branch: row.try_get("branch")?,
+                    repository: row.try_get("name")?,
+                    arches: arches.remove(&id).unwrap_or_default().into_iter().collect(),
+                    packages: row.try_get("packages")?,
+                    last_publish_ms: row.try_get("last_publish_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_repository(&self, repo: &RepoRef) -> StoreResult<Option<RemovedRepository>> {
+        let mut tx = self.begin_write().await?;
+        let Some(id) = repository_id(&mut tx, repo).await? else {
+            return Ok(None);
+        };
+        let packages: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM packages WHERE repository_id = ?")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+        let arches: Vec<String> =
+            sqlx::query_scalar("SELECT arch FROM indexes WHERE repository_id = ? ORDER BY arch")
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?;
+        // Packages and indexes go with the row (ON DELETE CASCADE; every connection is
+        // opened with foreign keys on), so every index disappears in this one commit.
+        sqlx::query("DELETE FROM repositories WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(RemovedRepository { packages, arches }))
     }
 
     async fn owner_by_name_ignoring_case(&self, name: &str) -> StoreResult<Option<Owner>> {
@@ -907,5 +1051,121 @@ impl Store for SqliteStore {
                 .fetch_optional(&self.reader)
                 .await?,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn open(dir: &std::path::Path, readers: u32) -> SqliteStore {
+        let url = format!("sqlite://{}", dir.join("registry.db").display());
+        SqliteStore::connect(&url, readers).await.unwrap()
+    }
+
+    fn package(name: &str) -> NewPackage {
+        NewPackage {
+            arch: "x86_64".into(),
+            name: name.into(),
+            version: "1.0-r0".into(),
+            filename: format!("{name}-1.0-r0.apk"),
+            checksum: "Q1".into(),
+            sha256: "00".repeat(32),
+            size: 1,
+            stanza: format!("P:{name}\n"),
+        }
+    }
+
+    #[tokio::test]
+    async fn every_connection_enforces_foreign_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 4).await;
+        // Held at once, so each is a distinct connection of its pool.
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(store.reader.acquire().await.unwrap());
+        }
+        held.push(store.writer.acquire().await.unwrap());
+        for connection in &mut held {
+            let on: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+                .fetch_one(&mut **connection)
+                .await
+                .unwrap();
+            assert_eq!(on, 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn removal_takes_everything_and_ids_are_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 2).await;
+        let owner = store.create_owner("acme", false, true).await.unwrap();
+        let repo = RepoRef {
+            owner_id: owner.id,
+            branch: "edge".into(),
+            repository: "main".into(),
+        };
+        let first = store
+            .insert_package(&repo, package("a"), true)
+            .await
+            .unwrap();
+        assert!(first.repository_created);
+        let second = store
+            .insert_package(&repo, package("b"), false)
+            .await
+            .unwrap();
+        assert!(!second.repository_created);
+        let id = first.package.repository_id;
+        store
+            .publish_indexes(
+                id,
+                second.generation,
+                vec![RenderedIndex {
+                    arch: "x86_64".into(),
+                    content: b"index".to_vec(),
+                    sha256: "11".repeat(32),
+                }],
+                Vec::new(),
+                1,
+            )
+            .await
+            .unwrap();
+
+        let removed = store.delete_repository(&repo).await.unwrap().unwrap();
+        assert_eq!(removed.packages, 2);
+        assert_eq!(removed.arches, ["x86_64"]);
+        let left: (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM packages), (SELECT COUNT(*) FROM indexes)",
+        )
+        .fetch_one(&store.writer)
+        .await
+        .unwrap();
+        assert_eq!(left, (0, 0));
+        assert!(store.delete_repository(&repo).await.unwrap().is_none());
+
+        // Without leave to create, the insert finds it missing and changes nothing.
+        let refused = store.insert_package(&repo, package("c"), false).await;
+        assert!(
+            matches!(refused, Err(StoreError::NotFound(_))),
+            "{refused:?}"
+        );
+        assert!(store.repository(&repo).await.unwrap().is_none());
+        // A build that began before the removal publishes nothing.
+        assert!(matches!(
+            store.index_snapshot(id).await,
+            Err(StoreError::NotFound(_))
+        ));
+        let late = store
+            .publish_indexes(id, 9, Vec::new(), Vec::new(), 1)
+            .await;
+        assert!(matches!(late, Err(StoreError::NotFound(_))), "{late:?}");
+
+        // The removed repository was the newest; its id is not handed out again.
+        let again = store.create_repository(&repo).await.unwrap();
+        assert!(again.id > id, "{} reused {id}", again.id);
+        assert!(matches!(
+            store.create_repository(&repo).await,
+            Err(StoreError::Conflict(_))
+        ));
     }
 }
