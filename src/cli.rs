@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 use crate::auth;
 use crate::config::Config;
-use crate::names::{BranchName, OwnerName, RepoName};
+use crate::names::{BranchName, OwnerName, RepoAddress, RepoName};
 use crate::registry::accounts::{self, TokenRequest};
 use crate::store::Role;
 use crate::AppState;
@@ -635,9 +635,9 @@ async fn repository(state: &AppState, command: RepositoryCommand) -> anyhow::Res
     use crate::registry::repositories;
     match command {
         RepositoryCommand::Create { repository } => {
-            let (owner, branch, name) = repositories::parse_path(&repository)?;
-            repositories::create(state, &owner, &branch, &name).await?;
-            eprintln!("created repository {owner}/{branch}/{name}");
+            let at = RepoAddress::parse_path(&repository)?;
+            repositories::create(state, &at).await?;
+            eprintln!("created repository {at}");
         }
         RepositoryCommand::List { owner } => {
             let owner = owner.as_deref().map(OwnerName::parse).transpose()?;
@@ -659,15 +659,15 @@ async fn repository(state: &AppState, command: RepositoryCommand) -> anyhow::Res
             print_table(&["REPOSITORY", "ARCHES", "PACKAGES", "LAST PUBLISH"], rows);
         }
         RepositoryCommand::Remove { repository } => {
-            let (owner, branch, name) = repositories::parse_path(&repository)?;
-            let removed = repositories::remove(state, &owner, &branch, &name).await?;
+            let at = RepoAddress::parse_path(&repository)?;
+            let removed = repositories::remove(state, &at).await?;
             let indexes = if removed.arches.is_empty() {
                 "no index".to_string()
             } else {
                 format!("the indexes of {}", removed.arches.join(", "))
             };
             eprintln!(
-                "removed repository {owner}/{branch}/{name}: {}, {indexes}",
+                "removed repository {at}: {}, {indexes}",
                 plural(removed.packages, "package")
             );
             if removed.packages > 0 {

@@ -161,6 +161,87 @@ impl Arch {
     }
 }
 
+/// A repository as a URL or a command names it: owner, branch and repository, each
+/// validated.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RepoAddress {
+    pub owner: OwnerName,
+    pub branch: BranchName,
+    pub repository: RepoName,
+}
+
+impl RepoAddress {
+    pub fn parse(owner: &str, branch: &str, repository: &str) -> Result<Self, AppError> {
+        Ok(RepoAddress {
+            owner: OwnerName::parse(owner)?,
+            branch: BranchName::parse(branch)?,
+            repository: RepoName::parse(repository)?,
+        })
+    }
+
+    /// Parses `OWNER/BRANCH/REPOSITORY`.
+    pub fn parse_path(path: &str) -> Result<Self, AppError> {
+        let parts: Vec<&str> = path.split('/').collect();
+        let [owner, branch, repository] = parts[..] else {
+            return Err(AppError::BadRequest(format!(
+                "invalid repository {:?}: expected OWNER/BRANCH/REPOSITORY, e.g. \
+                 acme/v3.21/main",
+                truncate(path)
+            )));
+        };
+        Self::parse(owner, branch, repository)
+    }
+}
+
+impl fmt::Display for RepoAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.owner, self.branch, self.repository)
+    }
+}
+
+/// The file name of every architecture's index.
+pub const INDEX_FILE: &str = "APKINDEX.tar.gz";
+
+/// What a repository serves under an architecture.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RepoFile {
+    Index,
+    Package(PackageFile),
+}
+
+impl RepoFile {
+    pub fn parse(s: &str) -> Result<Self, AppError> {
+        if s == INDEX_FILE {
+            Ok(RepoFile::Index)
+        } else {
+            PackageFile::parse(s).map(RepoFile::Package)
+        }
+    }
+}
+
+impl fmt::Display for RepoFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RepoFile::Index => f.write_str(INDEX_FILE),
+            RepoFile::Package(file) => file.fmt(f),
+        }
+    }
+}
+
+/// A file of a repository: `{owner}/{branch}/{repository}/{arch}/{file}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FileAddress {
+    pub repo: RepoAddress,
+    pub arch: Arch,
+    pub file: RepoFile,
+}
+
+impl fmt::Display for FileAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.repo, self.arch, self.file)
+    }
+}
+
 /// Keeps hostile names from flooding error messages.
 fn truncate(s: &str) -> String {
     s.chars().take(80).collect()

@@ -10,7 +10,7 @@ mod common;
 use common::process::ChildServer;
 use common::{index_names, package, TestServer, ADMIN_TOKEN, BIN};
 
-use alpine_registry::names::{BranchName, OwnerName, RepoName};
+use alpine_registry::names::RepoAddress;
 use alpine_registry::store::{RepoRef, Role};
 use serde_json::Value;
 
@@ -178,14 +178,10 @@ async fn an_index_build_cannot_bring_back_a_removed_repository() {
     let repo = state.store.repository(&repo_ref).await.unwrap().unwrap();
     // A build renders, then the repository is removed before the build publishes.
     let (generation, rendered, removed) = state.indexer.render(&owner, &repo, None).await.unwrap();
-    let gone = alpine_registry::registry::repositories::remove(
-        state,
-        &OwnerName::parse("admin").unwrap(),
-        &BranchName::parse("edge").unwrap(),
-        &RepoName::parse("main").unwrap(),
-    )
-    .await
-    .unwrap();
+    let at = RepoAddress::parse("admin", "edge", "main").unwrap();
+    let gone = alpine_registry::registry::repositories::remove(state, &at)
+        .await
+        .unwrap();
     assert_eq!(gone.packages, 1);
     assert_eq!(gone.arches, ["x86_64"]);
     assert!(state.store.list_packages(repo.id).await.unwrap().is_empty());

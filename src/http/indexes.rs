@@ -1,40 +1,27 @@
 //! `GET /{owner}/{branch}/{repository}/{arch}/APKINDEX.tar.gz`: the signed index.
 
 use axum::body::Body;
-use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 
 use super::conditional::{Entity, Plan};
-use super::FilePath;
 use crate::auth::Identity;
 use crate::error::{AppError, AppResult};
-use crate::names::{Arch, BranchName, OwnerName, RepoName};
+use crate::names::{Arch, RepoAddress};
 use crate::store::{RepoRef, Role};
 use crate::AppState;
 
 pub async fn get(
-    State(state): State<AppState>,
-    identity: Identity,
-    Path(path): Path<FilePath>,
-    method: Method,
-    headers: HeaderMap,
+    state: &AppState,
+    identity: &Identity,
+    at: &RepoAddress,
+    arch: &Arch,
+    method: &Method,
+    headers: &HeaderMap,
 ) -> AppResult<Response> {
-    let owner_name = OwnerName::parse(&path.owner)?;
-    let branch = BranchName::parse(&path.branch)?;
-    let repository = RepoName::parse(&path.repository)?;
-    let arch = Arch::parse(&path.arch)?;
-    let owner = super::authorize(&state, &identity, &owner_name, Role::Read).await?;
-    let not_found = || {
-        AppError::NotFound(format!(
-            "no index for {owner_name}/{branch}/{repository}/{arch}"
-        ))
-    };
-    let repo_ref = RepoRef {
-        owner_id: owner.id,
-        branch: branch.to_string(),
-        repository: repository.to_string(),
-    };
+    let owner = super::authorize(state, identity, &at.owner, Role::Read).await?;
+    let not_found = || AppError::NotFound(format!("no index for {at}/{arch}"));
+    let repo_ref = RepoRef::new(owner.id, at);
     let repo = state
         .store
         .repository(&repo_ref)
@@ -79,7 +66,7 @@ pub async fn get(
         modified_ms: index.modified_ms,
         size: index.content.len() as u64,
     };
-    let plan = entity.plan(&method, &headers);
+    let plan = entity.plan(method, headers);
     let builder = Response::builder()
         .header(header::ETAG, &entity.etag)
         .header(header::LAST_MODIFIED, entity.last_modified_http())

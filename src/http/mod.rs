@@ -8,46 +8,43 @@ mod indexes;
 mod keys;
 pub mod origin;
 mod packages;
+mod paths;
 
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use serde::Deserialize;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::Identity;
 use crate::error::{AppError, AppResult};
+use crate::names::{FileAddress, RepoFile};
 use crate::AppState;
 
 pub use auth::authorize;
 
-/// Path parameters of `{arch}/{file}` routes.
-#[derive(Debug, Deserialize)]
-pub struct FilePath {
-    pub owner: String,
-    pub branch: String,
-    pub repository: String,
-    pub arch: String,
-    pub file: String,
-}
-
 /// `{arch}/APKINDEX.tar.gz` and `{arch}/{name}-{version}.apk` share one route shape.
 async fn get_file(
-    state: State<AppState>,
+    State(state): State<AppState>,
     identity: Identity,
-    path: Path<FilePath>,
+    at: FileAddress,
     method: Method,
     headers: HeaderMap,
 ) -> AppResult<Response> {
-    if path.file == "APKINDEX.tar.gz" {
-        indexes::get(state, identity, path, method, headers).await
-    } else {
-        packages::download(state, identity, path, method, headers).await
+    match &at.file {
+        RepoFile::Index => {
+            indexes::get(&state, &identity, &at.repo, &at.arch, &method, &headers).await
+        }
+        RepoFile::Package(file) => {
+            packages::download(
+                &state, &identity, &at.repo, &at.arch, file, &method, &headers,
+            )
+            .await
+        }
     }
 }
 

@@ -3,4 +3,5 @@
 //! adapters only parse their input and print or serialise the result.
 
 pub mod accounts;
+pub mod publish;
 pub mod repositories;

@@ -1,0 +1,267 @@
+//! Publishing and deleting packages, with their invariants in one place:
+//!
+//! - the blob is committed before its row is inserted, so a row never points at a
+//!   missing blob (under `blob_lock`, so a delete cannot collect it in between);
+//! - an acknowledged change is in the signed index before the call returns (it waits for
+//!   the generation its row created);
+//! - a delete removes the blob only when no row references it any more.
+
+use anyhow::Context;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::apk::package::parse_package;
+use crate::blob::Staged;
+use crate::error::{AppError, AppResult};
+use crate::indexer::is_removed;
+use crate::names::{Arch, PackageFile, RepoAddress};
+use crate::registry::repositories::missing_for_upload;
+use crate::store::{NewPackage, Owner, Package, RepoRef, StoreError};
+use crate::AppState;
+
+/// What a publish did.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub package: Package,
+    /// Whether this publish created the repository (`repositories.auto_create`).
+    pub repository_created: bool,
+}
+
+/// A received body, staged in blob storage; its staged file is removed when dropped
+/// unless committed.
+struct Received {
+    staged: Staged,
+    sha256: String,
+    size: u64,
+}
+
+fn too_large(limit: u64) -> AppError {
+    AppError::PayloadTooLarge(format!(
+        "package exceeds the upload limit of {limit} bytes (limits.max_upload_bytes)"
+    ))
+}
+
+/// Refuses an upload before its body is read: a declared length over the limit, or a
+/// repository that does not exist while `repositories.auto_create` is off.
+pub async fn precheck(
+    state: &AppState,
+    owner: &Owner,
+    at: &RepoAddress,
+    declared_len: Option<u64>,
+) -> AppResult<()> {
+    let limit = state.config.limits.max_upload_bytes;
+    if !state.config.repositories.auto_create
+        && state
+            .store
+            .repository(&RepoRef::new(owner.id, at))
+            .await?
+            .is_none()
+    {
+        return Err(missing_for_upload(at));
+    }
+    if declared_len.is_some_and(|len| len > limit) {
+        return Err(too_large(limit));
+    }
+    Ok(())
+}
+
+/// Streams the body into a staged upload while hashing it, never holding it in memory.
+async fn receive<S, E>(state: &AppState, mut body: S) -> AppResult<Received>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let limit = state.config.limits.max_upload_bytes;
+    let mut staged = state.blobs.stage().await?;
+    let mut hasher = Sha256::new();
+    let mut size: u64 = 0;
+    while let Some(chunk) = body.next().await {
+        let chunk =
+            chunk.map_err(|e| AppError::BadRequest(format!("the upload was interrupted: {e}")))?;
+        size = size.saturating_add(chunk.len() as u64);
+        if size > limit {
+            return Err(too_large(limit));
+        }
+        hasher.update(&chunk);
+        staged.write_all(&chunk).await.context("writing upload")?;
+    }
+    if size == 0 {
+        return Err(AppError::BadRequest(
+            "empty body: send the .apk file as the request body (curl --upload-file)".into(),
+        ));
+    }
+    // Read back by the parser through its path.
+    staged.flush().await.context("writing upload")?;
+    Ok(Received {
+        staged,
+        sha256: hex::encode(hasher.finalize()),
+        size,
+    })
+}
+
+/// Publishes the `.apk` in `body` into the repository `at` of `owner` (whose write right
+/// the caller has checked). Returns once the package's signed index is served.
+pub async fn publish<S, E>(
+    state: &AppState,
+    owner: &Owner,
+    at: &RepoAddress,
+    declared_len: Option<u64>,
+    body: S,
+) -> AppResult<Published>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    precheck(state, owner, at, declared_len).await?;
+    // Receiving and checking an upload costs a staged file, buffers and a parse: the
+    // number of uploads at that stage is capped, and the parses in them run at most one
+    // per core. The slot is released before the publish, whose waits are cheap and
+    // coalesce best when many run together.
+    let upload_slot =
+        state
+            .uploads
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| AppError::Overloaded {
+                message: format!(
+                    "too many uploads in progress (limits.max_concurrent_uploads = {}): retry \
+                 shortly",
+                    state.config.limits.max_concurrent_uploads
+                ),
+                retry_after: 1,
+            })?;
+    let received = receive(state, body).await?;
+    let limits = state.config.apk_limits();
+    let file_path = received.staged.path().to_path_buf();
+    let parse_slot = state
+        .parses
+        .clone()
+        .acquire_owned()
+        .await
+        .context("parse slots closed")?;
+    let parsed = tokio::task::spawn_blocking(move || {
+        let _parse_slot = parse_slot;
+        let file = std::fs::File::open(&file_path).context("opening upload")?;
+        Ok::<_, AppError>(parse_package(std::io::BufReader::new(file), &limits)?)
+    })
+    .await
+    .context("package parser task")??;
+    drop(upload_slot);
+    let info = &parsed.info;
+    let new_package = NewPackage {
+        arch: info.arch.clone(),
+        name: info.pkgname.clone(),
+        version: info.pkgver.clone(),
+        filename: format!("{}-{}.apk", info.pkgname, info.pkgver),
+        checksum: parsed.checksum.clone(),
+        sha256: received.sha256.clone(),
+        size: received.size as i64,
+        stanza: parsed.stanza.clone(),
+    };
+    // Nothing of the parse is needed past this point; waiting publishes hold only the row.
+    drop(parsed);
+
+    // Blob first, then the row. Without auto_create, a repository removed since the
+    // precheck is not created again: the blob is then left to orphan collection, as
+    // after a 409.
+    let auto_create = state.config.repositories.auto_create;
+    let repo_ref = RepoRef::new(owner.id, at);
+    let inserted = {
+        let _blob_guard = state.blob_lock.read().await;
+        state
+            .blobs
+            .commit(received.staged, &received.sha256)
+            .await?;
+        state
+            .store
+            .insert_package(&repo_ref, new_package, auto_create)
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound(_) => missing_for_upload(at),
+                other => other.into(),
+            })?
+    };
+
+    let package = inserted.package;
+    // By id: a repository removed and created again under the same name is another one.
+    let removed = || {
+        AppError::NotFound(format!(
+            "repository {at} was removed while {}/{} was being published: the package is \
+             not served",
+            package.arch, package.filename
+        ))
+    };
+    let repo = state
+        .store
+        .repository_by_id(package.repository_id)
+        .await?
+        .ok_or_else(removed)?;
+    state
+        .indexer
+        .wait_built(owner, &repo, inserted.generation)
+        .await
+        .map_err(|e| if is_removed(&e) { removed() } else { e.into() })?;
+    tracing::info!(
+        owner = %at.owner, branch = %at.branch, repository = %at.repository,
+        file = %format!("{}/{}", package.arch, package.filename), "package published"
+    );
+    Ok(Published {
+        package,
+        repository_created: inserted.repository_created,
+    })
+}
+
+fn no_such_file(at: &RepoAddress, arch: &Arch, file: &PackageFile) -> AppError {
+    AppError::NotFound(format!("{at}/{arch}/{file} not found"))
+}
+
+/// The package served at `at`/`arch`/`file` (a noarch package under every architecture).
+pub async fn find(
+    state: &AppState,
+    owner: &Owner,
+    at: &RepoAddress,
+    arch: &Arch,
+    file: &PackageFile,
+) -> AppResult<Package> {
+    state
+        .store
+        .find_package(&RepoRef::new(owner.id, at), arch.as_str(), file.as_str())
+        .await?
+        .ok_or_else(|| no_such_file(at, arch, file))
+}
+
+/// Deletes the package at `at`/`arch`/`file` (whose write right the caller has checked).
+/// Returns once the index no longer lists it; its blob goes when no row references it.
+pub async fn delete(
+    state: &AppState,
+    owner: &Owner,
+    at: &RepoAddress,
+    arch: &Arch,
+    file: &PackageFile,
+) -> AppResult<Package> {
+    let (package, generation) = state
+        .store
+        .delete_package(&RepoRef::new(owner.id, at), arch.as_str(), file.as_str())
+        .await?
+        .ok_or_else(|| no_such_file(at, arch, file))?;
+    // A repository removed meanwhile took the package and its indexes with it.
+    if let Some(repo) = state.store.repository_by_id(package.repository_id).await? {
+        match state.indexer.wait_built(owner, &repo, generation).await {
+            Err(e) if !is_removed(&e) => return Err(e.into()),
+            _ => {}
+        }
+    }
+    {
+        let _blob_guard = state.blob_lock.write().await;
+        if !state.store.blob_referenced(&package.sha256).await? {
+            state.blobs.delete(&package.sha256).await?;
+        }
+    }
+    tracing::info!(
+        owner = %at.owner, branch = %at.branch, repository = %at.repository,
+        file = %format!("{}/{}", package.arch, package.filename), "package deleted"
+    );
+    Ok(package)
+}
