@@ -3,6 +3,8 @@
 //! Environment variables are `ALPINE_REGISTRY__SECTION__KEY` (double underscore between
 //! levels). Unknown keys are an error that names the key.
 
+mod listen;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -11,6 +13,8 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 use crate::apk::sign::SignatureAlgorithm;
+
+pub use listen::{ListenAddr, ListenAddrError};
 
 /// Prefix of the environment variables that override the configuration file.
 pub const ENV_PREFIX: &str = "ALPINE_REGISTRY__";
@@ -30,8 +34,8 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// Address and port to listen on.
-    pub listen: SocketAddr,
+    /// Address (or host name) and port to listen on; a name is resolved at start.
+    pub listen: ListenAddr,
     /// URL under which clients reach the registry (used in responses); derived from
     /// `listen` when empty.
     pub public_url: String,
@@ -56,7 +60,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            listen: ListenAddr::from(SocketAddr::from(([127, 0, 0, 1], 8080))),
             public_url: String::new(),
             request_timeout_secs: 3600,
             shutdown_grace_secs: 30,
