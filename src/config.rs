@@ -1,8 +1,10 @@
 //! Configuration: one `Config`, layered defaults < TOML file < environment < CLI flags.
 //!
 //! Environment variables are `ALPINE_REGISTRY__SECTION__KEY` (double underscore between
-//! levels). Unknown keys are an error that names the key.
+//! levels). Errors name the key as written and where (file or variable), echo a bad
+//! value with what was expected, and suggest the closest valid key for an unknown one.
 
+mod errors;
 mod listen;
 
 use std::net::SocketAddr;
@@ -238,12 +240,13 @@ impl Config {
             if !file.exists() {
                 anyhow::bail!("configuration file {} does not exist", file.display());
             }
-            figment = figment.merge(Toml::file(file));
+            // Exactly this file: `Toml::file` would also look in parent directories.
+            figment = figment.merge(Toml::file_exact(file));
         }
-        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        figment = figment.merge(env_provider());
         let config: Config = figment
             .extract()
-            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("{}", errors::describe(e, &figment)))?;
         config.validate()?;
         Ok(config)
     }
@@ -331,6 +334,11 @@ impl Config {
             max_stanza_bytes: self.limits.max_stanza_bytes,
         }
     }
+}
+
+/// The environment variables that override the file.
+fn env_provider() -> Env {
+    Env::prefixed(ENV_PREFIX).split("__")
 }
 
 fn parse_network(entry: &str) -> Result<ipnet::IpNet, ipnet::AddrParseError> {
