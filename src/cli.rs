@@ -2,14 +2,13 @@
 //! directly on the configured database (the server may be running).
 
 use std::io::Read;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
 use crate::auth;
-use crate::config::Config;
+use crate::config::{Config, ListenAddr};
 use crate::names::{BranchName, OwnerName, RepoAddress, RepoName};
 use crate::registry::accounts::{self, TokenRequest};
 use crate::store::Role;
@@ -38,9 +37,10 @@ pub struct Cli {
 pub enum Command {
     /// Runs the registry.
     Serve {
-        /// Overrides server.listen.
+        /// Overrides server.listen: HOST:PORT, e.g. 0.0.0.0:8080, [::]:8080 or
+        /// localhost:8080.
         #[arg(long, value_name = "ADDR")]
-        listen: Option<SocketAddr>,
+        listen: Option<ListenAddr>,
     },
     /// Creates or upgrades the database schema, then exits.
     Migrate,
@@ -183,7 +183,7 @@ pub fn load_config(cli: &Cli) -> anyhow::Result<Config> {
         listen: Some(listen),
     } = &cli.command
     {
-        config.server.listen = *listen;
+        config.server.listen = listen.clone();
     }
     Ok(config)
 }
@@ -222,7 +222,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let state = crate::open(config).await?;
     match cli.command {
         Command::PrintDefaultConfig => unreachable!("handled above"),
-        Command::Serve { .. } => serve(state, cli.config.as_deref()).await,
+        Command::Serve { ref listen } => {
+            let listen_from = if listen.is_some() {
+                "--listen"
+            } else {
+                "server.listen"
+            };
+            serve(state, cli.config.as_deref(), listen_from).await
+        }
         Command::Migrate => {
             eprintln!("database is up to date");
             Ok(())
@@ -552,8 +559,21 @@ async fn reindex(state: &AppState, target: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(state: AppState, config_file: Option<&std::path::Path>) -> anyhow::Result<()> {
+/// `listen_from` names where the listen address was set, for messages.
+async fn serve(
+    state: AppState,
+    config_file: Option<&std::path::Path>,
+    listen_from: &str,
+) -> anyhow::Result<()> {
     let config = &state.config;
+    // Before anything is created, so that a wrong name fails at once.
+    let listen = &config.server.listen;
+    let address = listen.resolve().await.with_context(|| {
+        format!(
+            "{listen_from}: cannot resolve {:?} to an address to listen on",
+            listen.to_string()
+        )
+    })?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         data_dir = %config.storage.data_dir.display(),
@@ -582,8 +602,13 @@ async fn serve(state: AppState, config_file: Option<&std::path::Path>) -> anyhow
         }
     }
     crate::recover(&state).await?;
-    let listener = crate::http::connections::bind(state.config.server.listen)
-        .with_context(|| format!("binding {}", state.config.server.listen))?;
+    let listener = crate::http::connections::bind(address).with_context(|| {
+        if listen.host().parse::<std::net::IpAddr>().is_ok() {
+            format!("binding {address} ({listen_from})")
+        } else {
+            format!("binding {address}, the first address of {listen} ({listen_from})")
+        }
+    })?;
     let local = listener.local_addr()?;
     tracing::info!(address = %local, "listening on http://{local}");
     crate::serve(listener, state, crate::shutdown_signal()).await

@@ -1,7 +1,11 @@
 //! Configuration: one `Config`, layered defaults < TOML file < environment < CLI flags.
 //!
 //! Environment variables are `ALPINE_REGISTRY__SECTION__KEY` (double underscore between
-//! levels). Unknown keys are an error that names the key.
+//! levels). Errors name the key as written and where (file or variable), echo a bad
+//! value with what was expected, and suggest the closest valid key for an unknown one.
+
+mod errors;
+mod listen;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,6 +15,8 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 use crate::apk::sign::SignatureAlgorithm;
+
+pub use listen::{ListenAddr, ListenAddrError};
 
 /// Prefix of the environment variables that override the configuration file.
 pub const ENV_PREFIX: &str = "ALPINE_REGISTRY__";
@@ -30,8 +36,8 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// Address and port to listen on.
-    pub listen: SocketAddr,
+    /// Address (or host name) and port to listen on; a name is resolved at start.
+    pub listen: ListenAddr,
     /// URL under which clients reach the registry (used in responses); derived from
     /// `listen` when empty.
     pub public_url: String,
@@ -56,7 +62,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            listen: ListenAddr::from(SocketAddr::from(([127, 0, 0, 1], 8080))),
             public_url: String::new(),
             request_timeout_secs: 3600,
             shutdown_grace_secs: 30,
@@ -235,12 +241,13 @@ impl Config {
             if !file.exists() {
                 anyhow::bail!("configuration file {} does not exist", file.display());
             }
-            figment = figment.merge(Toml::file(file));
+            // Exactly this file: `Toml::file` would also look in parent directories.
+            figment = figment.merge(Toml::file_exact(file));
         }
-        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        figment = figment.merge(env_provider());
         let config: Config = figment
             .extract()
-            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("{}", errors::describe(e, &figment)))?;
         config.validate()?;
         Ok(config)
     }
@@ -324,6 +331,11 @@ impl Config {
             max_stanza_bytes: self.limits.max_stanza_bytes,
         }
     }
+}
+
+/// The environment variables that override the file.
+fn env_provider() -> Env {
+    Env::prefixed(ENV_PREFIX).split("__")
 }
 
 fn parse_network(entry: &str) -> Result<ipnet::IpNet, ipnet::AddrParseError> {
