@@ -9,33 +9,7 @@ use std::time::Duration;
 mod common;
 use alpine_registry::registry::accounts::{self, TokenRequest};
 use alpine_registry::store::Role;
-use common::{package, TestServer, ADMIN_TOKEN, BIN};
-
-fn cli(dir: &std::path::Path) -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .arg("--data-dir")
-        .arg(dir)
-        .env("ALPINE_REGISTRY__SIGNING__KEY_BITS", "1024")
-        .env_remove("ALPINE_REGISTRY_BOOTSTRAP_TOKEN");
-    command
-}
-
-fn run_ok(command: &mut Command) -> String {
-    let output = command.output().expect("run binary");
-    assert!(
-        output.status.success(),
-        "{command:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
-fn run_err(command: &mut Command) -> String {
-    let output = command.output().expect("run binary");
-    assert!(!output.status.success(), "{command:?} succeeded");
-    String::from_utf8(output.stderr).unwrap()
-}
+use common::{cli, package, run_err, run_ok, TestServer, ADMIN_TOKEN};
 
 fn with_stdin(command: &mut Command, input: &str) -> std::process::Output {
     let mut child = command

@@ -4,27 +4,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
 mod common;
-use common::{free_port, wait_listening, BIN};
-
-fn cli(dir: &std::path::Path) -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .arg("--data-dir")
-        .arg(dir)
-        .env("ALPINE_REGISTRY__SIGNING__KEY_BITS", "1024")
-        .env_remove("ALPINE_REGISTRY_BOOTSTRAP_TOKEN");
-    command
-}
-
-fn run_ok(command: &mut Command) -> String {
-    let output = command.output().expect("run binary");
-    assert!(
-        output.status.success(),
-        "{command:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
+use common::{cli, free_port, run_err, run_ok, wait_listening, BIN};
 
 #[test]
 fn default_config_is_printed_and_parses_back() {
@@ -256,12 +236,6 @@ fn fsck_exit_code_tells_whether_problems_were_found() {
             .env("ALPINE_REGISTRY__STORAGE__ORPHAN_GRACE_SECS", "0")
             .arg("fsck"),
     );
-}
-
-fn run_err(command: &mut Command) -> String {
-    let output = command.output().expect("run binary");
-    assert!(!output.status.success(), "{command:?} succeeded");
-    String::from_utf8(output.stderr).unwrap()
 }
 
 #[test]

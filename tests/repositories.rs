@@ -2,42 +2,16 @@
 //! false`, and `repository create | list | remove` run with the real binary against a
 //! running server.
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 mod common;
 use common::process::ChildServer;
-use common::{index_names, package, TestServer, ADMIN_TOKEN, BIN};
+use common::{cli, index_names, package, run_err, run_ok_both, TestServer, ADMIN_TOKEN};
 
 use alpine_registry::names::RepoAddress;
 use alpine_registry::store::{RepoRef, Role};
 use serde_json::Value;
-
-fn cli(data: &std::path::Path) -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .arg("--data-dir")
-        .arg(data)
-        .env("ALPINE_REGISTRY__SIGNING__KEY_BITS", "1024")
-        .env_remove("ALPINE_REGISTRY_BOOTSTRAP_TOKEN");
-    command
-}
-
-/// Runs a command that must succeed; returns its stdout and stderr.
-fn run_ok(command: &mut Command) -> (String, String) {
-    let output = command.output().expect("run binary");
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    assert!(output.status.success(), "{command:?} failed: {stderr}");
-    (String::from_utf8(output.stdout).unwrap(), stderr)
-}
-
-/// Runs a command that must fail; returns its stderr.
-fn run_err(command: &mut Command) -> String {
-    let output = command.output().expect("run binary");
-    assert!(!output.status.success(), "{command:?} succeeded");
-    String::from_utf8(output.stderr).unwrap()
-}
 
 /// Every file below `dir` (none when it does not exist).
 fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -250,7 +224,7 @@ fn repositories_are_created_listed_and_removed_while_the_server_runs() {
         put("/admin/v3.21/main", package("hello", "1.0-r0", "x86_64")).status(),
         404
     );
-    let (_, stderr) = run_ok(cli(&data).args(["repository", "create", "admin/v3.21/main"]));
+    let (_, stderr) = run_ok_both(cli(&data).args(["repository", "create", "admin/v3.21/main"]));
     assert!(
         stderr.contains("created repository admin/v3.21/main"),
         "{stderr}"
@@ -260,7 +234,7 @@ fn repositories_are_created_listed_and_removed_while_the_server_runs() {
         message.contains("repository admin/v3.21/main already exists"),
         "{message}"
     );
-    run_ok(cli(&data).args(["repository", "create", "admin/edge/testing"]));
+    run_ok_both(cli(&data).args(["repository", "create", "admin/edge/testing"]));
 
     for (name, arch) in [
         ("hello", "x86_64"),
@@ -280,7 +254,7 @@ fn repositories_are_created_listed_and_removed_while_the_server_runs() {
         );
     }
 
-    let (list, _) = run_ok(cli(&data).args(["repository", "list"]));
+    let (list, _) = run_ok_both(cli(&data).args(["repository", "list"]));
     let lines: Vec<&str> = list.lines().collect();
     assert_eq!(lines.len(), 3, "{list}");
     let header = lines[0];
@@ -317,7 +291,7 @@ fn repositories_are_created_listed_and_removed_while_the_server_runs() {
             "{list}"
         );
     }
-    let (only, _) = run_ok(cli(&data).args(["repository", "list", "--owner", "admin"]));
+    let (only, _) = run_ok_both(cli(&data).args(["repository", "list", "--owner", "admin"]));
     assert_eq!(only, list);
 
     // Readers during the removal never see an index again once one is gone.
@@ -339,7 +313,7 @@ fn repositories_are_created_listed_and_removed_while_the_server_runs() {
             seen
         })
     };
-    let (_, stderr) = run_ok(cli(&data).args(["repository", "remove", "admin/v3.21/main"]));
+    let (_, stderr) = run_ok_both(cli(&data).args(["repository", "remove", "admin/v3.21/main"]));
     std::thread::sleep(std::time::Duration::from_millis(200));
     stop.store(true, Ordering::Relaxed);
     let seen = observer.join().unwrap();
@@ -377,7 +351,7 @@ fn repositories_are_created_listed_and_removed_while_the_server_runs() {
     ] {
         assert_eq!(status(&format!("/admin/v3.21/main/{file}")), 404, "{file}");
     }
-    let (list, _) = run_ok(cli(&data).args(["repository", "list"]));
+    let (list, _) = run_ok_both(cli(&data).args(["repository", "list"]));
     assert!(!list.contains("admin/v3.21/main"), "{list}");
     // Removed, not re-created by the next upload.
     assert_eq!(
@@ -389,8 +363,8 @@ fn repositories_are_created_listed_and_removed_while_the_server_runs() {
 #[test]
 fn unknown_names_in_repository_commands_are_named() {
     let dir = tempfile::tempdir().unwrap();
-    run_ok(cli(dir.path()).arg("migrate"));
-    run_ok(cli(dir.path()).args(["owner", "create", "acme", "--org"]));
+    run_ok_both(cli(dir.path()).arg("migrate"));
+    run_ok_both(cli(dir.path()).args(["owner", "create", "acme", "--org"]));
     for (args, expected) in [
         (
             &["repository", "list", "--owner", "nobody"][..],
@@ -424,6 +398,6 @@ fn unknown_names_in_repository_commands_are_named() {
         let message = run_err(cli(dir.path()).args(args));
         assert!(message.contains(expected), "{args:?}: {message}");
     }
-    let (list, _) = run_ok(cli(dir.path()).args(["repository", "list", "--owner", "acme"]));
+    let (list, _) = run_ok_both(cli(dir.path()).args(["repository", "list", "--owner", "acme"]));
     assert_eq!(list.lines().count(), 1, "the header alone: {list}");
 }

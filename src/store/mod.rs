@@ -113,7 +113,7 @@ pub struct NewToken<'a> {
 }
 
 /// A user as listed by administrators.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct UserSummary {
     pub id: i64,
     pub name: String,
@@ -128,7 +128,7 @@ pub struct UserSummary {
 }
 
 /// An owner as listed by administrators.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct OwnerSummary {
     pub id: i64,
     pub name: String,

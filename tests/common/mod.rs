@@ -275,3 +275,35 @@ pub fn proc_status_bytes(pid: u32, field: &str) -> u64 {
         .expect("value in kB");
     kib * 1024
 }
+
+/// The binary as an administrator runs it against `dir` (small keys, no bootstrap token
+/// from the environment).
+pub fn cli(dir: &std::path::Path) -> std::process::Command {
+    let mut command = std::process::Command::new(BIN);
+    command
+        .arg("--data-dir")
+        .arg(dir)
+        .env("ALPINE_REGISTRY__SIGNING__KEY_BITS", "1024")
+        .env_remove("ALPINE_REGISTRY_BOOTSTRAP_TOKEN");
+    command
+}
+
+/// Runs a command that must succeed; returns its stdout and stderr.
+pub fn run_ok_both(command: &mut std::process::Command) -> (String, String) {
+    let output = command.output().expect("run binary");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(output.status.success(), "{command:?} failed: {stderr}");
+    (String::from_utf8(output.stdout).unwrap(), stderr)
+}
+
+/// Runs a command that must succeed; returns its stdout.
+pub fn run_ok(command: &mut std::process::Command) -> String {
+    run_ok_both(command).0
+}
+
+/// Runs a command that must fail; returns its stderr.
+pub fn run_err(command: &mut std::process::Command) -> String {
+    let output = command.output().expect("run binary");
+    assert!(!output.status.success(), "{command:?} succeeded");
+    String::from_utf8(output.stderr).unwrap()
+}
