@@ -9,21 +9,47 @@ use tokio::io::AsyncReadExt;
 
 use crate::AppState;
 
-/// Removes blobs that no package references and that are older than `grace`. Holds the
-/// blob lock exclusively, so no upload is between storing a blob and recording it.
-pub async fn collect_orphans(state: &AppState, grace: Duration) -> anyhow::Result<Vec<String>> {
-    let _guard = state.blob_lock.write().await;
+/// Blobs that no package references and that are older than `grace`; with `remove`,
+/// each is deleted. The scan of rows and blobs runs without the blob lock, so uploads go
+/// on meanwhile; each candidate is then checked again and deleted under the exclusive lock,
+/// held only for that one blob. Under it no upload is between committing a blob and
+/// recording its row, so a candidate no row references now is an orphan: an upload of the
+/// same content that has not committed yet stores the file again. (Other processes, such
+/// as `fsck --repair` run beside the server, are kept off fresh blobs by `grace`, since
+/// committing existing content refreshes its modification time.)
+async fn orphans(
+    state: &AppState,
+    grace: Duration,
+    remove: bool,
+) -> anyhow::Result<Vec<crate::blob::BlobInfo>> {
     let referenced = state.store.referenced_blobs().await?;
     let cutoff = SystemTime::now()
         .checked_sub(grace)
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    let mut removed = Vec::new();
+    let mut found = Vec::new();
     for blob in state.blobs.list().await? {
-        if !referenced.contains(&blob.sha256) && blob.modified < cutoff {
-            state.blobs.delete(&blob.sha256).await?;
-            removed.push(blob.sha256);
+        if referenced.contains(&blob.sha256) || blob.modified >= cutoff {
+            continue;
         }
+        let _guard = state.blob_lock.write().await;
+        if state.store.blob_referenced(&blob.sha256).await? {
+            continue;
+        }
+        if remove {
+            state.blobs.delete(&blob.sha256).await?;
+        }
+        found.push(blob);
     }
+    Ok(found)
+}
+
+/// Removes blobs that no package references and that are older than `grace`.
+pub async fn collect_orphans(state: &AppState, grace: Duration) -> anyhow::Result<Vec<String>> {
+    let removed: Vec<String> = orphans(state, grace, true)
+        .await?
+        .into_iter()
+        .map(|blob| blob.sha256)
+        .collect();
     if !removed.is_empty() {
         tracing::info!(count = removed.len(), "removed orphan blobs");
     }
@@ -143,27 +169,16 @@ pub async fn fsck(state: &AppState, repair: bool) -> anyhow::Result<Report> {
         report.problems.extend(index_problems);
     }
 
-    {
-        let _guard = state.blob_lock.write().await;
-        let referenced = state.store.referenced_blobs().await?;
-        let cutoff = SystemTime::now()
-            .checked_sub(grace)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        for blob in state.blobs.list().await? {
-            // Younger unreferenced blobs may belong to uploads in progress.
-            if referenced.contains(&blob.sha256) || blob.modified >= cutoff {
-                continue;
-            }
-            report.problems.push(format!(
-                "blob {} ({} bytes) is referenced by no package",
-                blob.sha256, blob.size
-            ));
-            if repair {
-                state.blobs.delete(&blob.sha256).await?;
-                report
-                    .repaired
-                    .push(format!("blob {} removed", blob.sha256));
-            }
+    // Younger unreferenced blobs may belong to uploads in progress.
+    for blob in orphans(state, grace, repair).await? {
+        report.problems.push(format!(
+            "blob {} ({} bytes) is referenced by no package",
+            blob.sha256, blob.size
+        ));
+        if repair {
+            report
+                .repaired
+                .push(format!("blob {} removed", blob.sha256));
         }
     }
 

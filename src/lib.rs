@@ -39,8 +39,8 @@ pub struct AppState {
     pub blobs: Arc<dyn BlobStore>,
     pub keys: Arc<Keys>,
     pub indexer: Arc<Indexer>,
-    /// Uploads hold it shared from blob write to row insert; a delete holds it exclusively
-    /// while deciding whether a blob is still referenced.
+    /// Uploads hold it shared from blob commit to row insert; deletes and the orphan
+    /// collector hold it exclusively while deciding whether one blob is still referenced.
     pub blob_lock: Arc<tokio::sync::RwLock<()>>,
     pub throttle: Arc<auth::Throttle>,
     pub password_checks: Arc<auth::PasswordChecks>,
