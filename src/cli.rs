@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
-use crate::auth;
+use crate::access;
 use crate::config::{Config, ListenAddr};
 use crate::names::{BranchName, OwnerName, RepoAddress, RepoName};
 use crate::registry::accounts::{self, TokenRequest};
@@ -278,7 +278,7 @@ async fn user_command(state: &AppState, command: UserCommand) -> anyhow::Result<
             password_stdin,
         } => {
             let hash = if password_stdin {
-                Some(auth::hash_password(&password_from_stdin()?)?)
+                Some(access::hash_password(&password_from_stdin()?)?)
             } else {
                 None
             };
@@ -410,7 +410,7 @@ async fn token_command(state: &AppState, command: TokenCommand) -> anyhow::Resul
             let scope: Role = scope.parse().map_err(anyhow::Error::msg)?;
             let expires_at = expires_in
                 .as_deref()
-                .map(auth::parse_duration)
+                .map(access::parse_duration)
                 .transpose()?
                 .map(|secs| now + secs);
             let request = TokenRequest {

@@ -3,8 +3,8 @@
 //! `open` builds the application state from a configuration, `router` the HTTP
 //! interface, `serve` runs it until shutdown. The CLI in `cli` drives the same pieces.
 
+pub mod access;
 pub mod apk;
-pub mod auth;
 pub mod blob;
 pub mod cli;
 pub mod config;
@@ -42,8 +42,8 @@ pub struct AppState {
     /// Uploads hold it shared from blob commit to row insert; deletes and the orphan
     /// collector hold it exclusively while deciding whether one blob is still referenced.
     pub blob_lock: Arc<tokio::sync::RwLock<()>>,
-    pub throttle: Arc<auth::Throttle>,
-    pub password_checks: Arc<auth::PasswordChecks>,
+    pub throttle: Arc<access::Throttle>,
+    pub password_checks: Arc<access::PasswordChecks>,
     /// Uploads being received, parsed and validated (`limits.max_concurrent_uploads`);
     /// one more is refused with 503.
     pub uploads: Arc<tokio::sync::Semaphore>,
@@ -96,16 +96,16 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
         keys,
         indexer,
         blob_lock: Arc::new(tokio::sync::RwLock::new(())),
-        throttle: Arc::new(auth::Throttle::new(
+        throttle: Arc::new(access::Throttle::new(
             config.auth.max_failures,
             config.auth.max_failures_per_address,
-            auth::PasswordChecks::permits_for(config.auth.max_concurrent_password_checks)
+            access::PasswordChecks::permits_for(config.auth.max_concurrent_password_checks)
                 .try_into()
                 .unwrap_or(u32::MAX),
             Duration::from_secs(config.auth.failure_window_secs),
             Duration::from_millis(config.auth.failure_delay_ms),
         )),
-        password_checks: Arc::new(auth::PasswordChecks::new(
+        password_checks: Arc::new(access::PasswordChecks::new(
             config.auth.max_concurrent_password_checks,
         )),
         uploads: Arc::new(tokio::sync::Semaphore::new(
@@ -185,7 +185,7 @@ pub async fn serve(
 
 /// Forgets expired authentication failures on a timer, so the throttle's memory follows
 /// recent attempts only.
-fn spawn_throttle_pruner(throttle: Arc<auth::Throttle>) {
+fn spawn_throttle_pruner(throttle: Arc<access::Throttle>) {
     let weak = Arc::downgrade(&throttle);
     let period = throttle.prune_interval();
     drop(throttle);

@@ -297,7 +297,7 @@ async fn expired_and_revoked_tokens_are_rejected() {
 async fn password_login_and_anonymous_read_switch() {
     let server = TestServer::start_with(|c| c.auth.anonymous_read = false).await;
     setup(&server).await;
-    let hash = alpine_registry::auth::hash_password("s3cret-pass").unwrap();
+    let hash = alpine_registry::access::hash_password("s3cret-pass").unwrap();
     alpine_registry::registry::accounts::create_user(
         &server.state,
         "alice",

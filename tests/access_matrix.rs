@@ -217,7 +217,7 @@ async fn setup(server: &TestServer) -> Fixture {
 
     // `member` is admin of both owners (and of `other`, so that a token can be limited
     // to it), so only the token scope limits its tokens.
-    let hash = alpine_registry::auth::hash_password(MEMBER_PASSWORD).unwrap();
+    let hash = alpine_registry::access::hash_password(MEMBER_PASSWORD).unwrap();
     alpine_registry::registry::accounts::create_user(
         &server.state,
         "member",

@@ -168,7 +168,7 @@ fn users_owners_and_members_are_listed_and_changed() {
 async fn password_changes_and_visibility_take_effect_on_the_running_registry() {
     let server = TestServer::start().await;
     let state = &server.state;
-    let hash = alpine_registry::auth::hash_password("old-password").unwrap();
+    let hash = alpine_registry::access::hash_password("old-password").unwrap();
     accounts::create_user(state, "alice", Some(&hash), false, false)
         .await
         .unwrap();

@@ -5,7 +5,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 
 use super::conditional::{Entity, Plan};
-use crate::auth::Identity;
+use crate::access::Identity;
 use crate::error::{AppError, AppResult};
 use crate::names::{Arch, RepoAddress};
 use crate::store::{RepoRef, Role};

@@ -4,7 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
-use crate::auth::Identity;
+use crate::access::Identity;
 use crate::error::{AppError, AppResult};
 use crate::names::OwnerName;
 use crate::store::Role;

@@ -1,9 +1,9 @@
 //! The HTTP interface: routes, layers, and one module per resource.
 
-mod auth;
 mod conditional;
 pub mod connections;
 mod health;
+mod identity;
 mod indexes;
 mod keys;
 pub mod origin;
@@ -20,12 +20,12 @@ use axum::Router;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::auth::Identity;
+use crate::access::Identity;
 use crate::error::{AppError, AppResult};
 use crate::names::{FileAddress, RepoFile};
 use crate::AppState;
 
-pub use auth::authorize;
+pub use identity::authorize;
 
 /// `{arch}/APKINDEX.tar.gz` and `{arch}/{name}-{version}.apk` share one route shape.
 async fn get_file(

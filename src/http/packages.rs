@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::conditional::{Entity, Plan};
 use super::indexes::cache_control;
-use crate::auth::Identity;
+use crate::access::Identity;
 use crate::error::{AppError, AppResult};
 use crate::names::{Arch, FileAddress, PackageFile, RepoAddress, RepoFile};
 use crate::registry::publish;

@@ -5,7 +5,7 @@
 //! so that nobody can pose as another owner; lookups use the exact spelling, and a miss
 //! names the owner spelled differently when there is one.
 
-use crate::auth;
+use crate::access;
 use crate::error::{AppError, AppResult};
 use crate::names::OwnerName;
 use crate::store::{Member, NewToken, Owner, OwnerSummary, Role, TokenRecord, User, UserSummary};
@@ -225,7 +225,7 @@ pub async fn set_password(state: &AppState, name: &str, password: Option<String>
                 return Err(AppError::BadRequest("the password is empty".into()));
             }
             Some(
-                tokio::task::spawn_blocking(move || auth::hash_password(&password))
+                tokio::task::spawn_blocking(move || access::hash_password(&password))
                     .await
                     .map_err(anyhow::Error::from)??,
             )
@@ -328,8 +328,8 @@ pub async fn create_token(
         None => None,
     };
     let token = match secret {
-        Some(secret) => auth::token_from_secret(secret),
-        None => auth::generate_token(),
+        Some(secret) => access::token_from_secret(secret),
+        None => access::generate_token(),
     };
     state
         .store
@@ -369,10 +369,11 @@ pub async fn bootstrap(state: &AppState, fixed: Option<String>) -> AppResult<Opt
         return Ok(None);
     }
     if let Some(token) = &fixed {
-        if !token.starts_with(auth::TOKEN_PREFIX) || token.len() < auth::TOKEN_PREFIX.len() + 20 {
+        if !token.starts_with(access::TOKEN_PREFIX) || token.len() < access::TOKEN_PREFIX.len() + 20
+        {
             return Err(AppError::BadRequest(format!(
                 "{BOOTSTRAP_TOKEN_ENV} must start with {:?} followed by at least 20 characters",
-                auth::TOKEN_PREFIX
+                access::TOKEN_PREFIX
             )));
         }
     }

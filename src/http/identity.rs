@@ -7,7 +7,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use base64::Engine;
 
-use crate::auth::{self, Access, Identity, Outcome, Principal, Refusal, TOKEN_PREFIX};
+use crate::access::{self, Access, Identity, Outcome, Principal, Refusal, TOKEN_PREFIX};
 use crate::error::{AppError, AppResult};
 use crate::names::OwnerName;
 use crate::store::{Owner, Role, User};
@@ -150,7 +150,7 @@ impl Credentials {
 const TOKEN_USE_RESOLUTION_SECS: i64 = 60;
 
 async fn token_identity(state: &AppState, secret: &str) -> AppResult<Identity> {
-    let hash = auth::hash_token(secret);
+    let hash = access::hash_token(secret);
     let record = state
         .store
         .token_by_hash(&hash)
@@ -159,7 +159,7 @@ async fn token_identity(state: &AppState, secret: &str) -> AppResult<Identity> {
     let now = crate::unix_now();
     // The lookup is by digest; comparing it again in constant time keeps the decision
     // itself free of early exits.
-    if !auth::digests_equal(&record.token_hash, &hash) {
+    if !access::digests_equal(&record.token_hash, &hash) {
         return Err(bad_credentials());
     }
     // Whoever holds the secret may learn why it no longer works.
@@ -201,12 +201,12 @@ async fn password_identity(state: &AppState, name: &str, password: String) -> Ap
     let hash = user
         .as_ref()
         .and_then(|u| u.password_hash.clone())
-        .unwrap_or_else(|| auth::dummy_password_hash().to_string());
+        .unwrap_or_else(|| access::dummy_password_hash().to_string());
     let ok = state
         .password_checks
         .verify(password, hash)
         .await
-        .map_err(|auth::Busy| AppError::Overloaded {
+        .map_err(|access::Busy| AppError::Overloaded {
             message: "too many password checks in progress: retry shortly, or use a token \
                       (tokens are not slowed down by this)"
                 .into(),
@@ -262,7 +262,7 @@ pub async fn authorize(
         Identity::User(p) => state.store.member_role(record.id, p.user.id).await?,
         Identity::Anonymous => None,
     };
-    match auth::decide(
+    match access::decide(
         identity,
         member_role,
         &record,
