@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 
 use crate::access;
 use crate::config::{Config, ListenAddr};
-use crate::names::{BranchName, OwnerName, RepoAddress, RepoName};
+use crate::names::{OwnerName, RepoAddress};
 use crate::registry::accounts::{self, TokenRequest};
 use crate::store::Role;
 use crate::AppState;
@@ -239,7 +239,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(command) => token_command(&state, command).await,
         Command::Reindex { target } => reindex(&state, target.as_deref()).await,
         Command::Fsck { repair } => {
-            let report = crate::fsck::fsck(&state, repair).await?;
+            let report = crate::registry::fsck::fsck(&state, repair).await?;
             for problem in &report.problems {
                 println!("{problem}");
             }
@@ -512,42 +512,11 @@ fn print_table(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) {
 }
 
 async fn reindex(state: &AppState, target: Option<&str>) -> anyhow::Result<()> {
-    let mut parts = target.unwrap_or("").split('/').filter(|p| !p.is_empty());
-    let owner = parts.next().map(OwnerName::parse).transpose()?;
-    let branch = parts.next().map(BranchName::parse).transpose()?;
-    let repository = parts.next().map(RepoName::parse).transpose()?;
-    if parts.next().is_some() {
-        bail!("reindex takes OWNER[/BRANCH[/REPOSITORY]]");
+    let reindexed = crate::registry::repositories::reindex(state, target).await?;
+    for name in &reindexed {
+        eprintln!("reindexed {name}");
     }
-    let owner_id = match &owner {
-        Some(name) => Some(accounts::owner(state, name.as_str()).await?.id),
-        None => None,
-    };
-    let repositories = state
-        .store
-        .list_repositories(
-            owner_id,
-            branch.as_ref().map(BranchName::as_str),
-            repository.as_ref().map(RepoName::as_str),
-        )
-        .await?;
-    if let (Some(target), true) = (target.filter(|t| !t.is_empty()), repositories.is_empty()) {
-        bail!("no repository matches {target}: check the owner, branch and repository names");
-    }
-    for repo in &repositories {
-        let owner = state
-            .store
-            .owner_by_name(&repo.owner_name)
-            .await?
-            .context("repository without owner")?;
-        let generation = state.store.bump_generation(repo.id).await?;
-        state.indexer.wait_built(&owner, repo, generation).await?;
-        eprintln!(
-            "reindexed {}/{}/{}",
-            repo.owner_name, repo.branch, repo.name
-        );
-    }
-    let count = repositories.len();
+    let count = reindexed.len();
     eprintln!(
         "{count} {} reindexed",
         if count == 1 {

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use crate::apk::index::{compare_entries, rewrite_arch, sign_index, write_unsigned_index};
 use crate::apk::names::KNOWN_ARCHES;
 use crate::apk::sign::SignatureAlgorithm;
-use crate::keys::Keys;
+use crate::registry::keys::Keys;
 use crate::store::{IndexEntry, Owner, RenderedIndex, Repository, Store, StoreError};
 
 /// The repository was removed before its indexes could be published: nothing was

@@ -9,10 +9,8 @@ pub mod blob;
 pub mod cli;
 pub mod config;
 pub mod error;
-pub mod fsck;
 pub mod http;
 pub mod indexer;
-pub mod keys;
 pub mod names;
 pub mod registry;
 pub mod store;
@@ -28,7 +26,7 @@ use tokio::net::TcpListener;
 use crate::blob::{BlobStore, FsBlobStore};
 use crate::config::Config;
 use crate::indexer::Indexer;
-use crate::keys::Keys;
+use crate::registry::keys::Keys;
 use crate::store::{SqliteStore, Store};
 
 /// Everything a request handler needs; cheap to clone.
@@ -83,7 +81,8 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
     );
     let blobs: Arc<dyn BlobStore> =
         Arc::new(FsBlobStore::new(config.blob_dir()).context("opening blob storage")?);
-    let master = keys::MasterKey::load(&config.signing.master_key, &config.storage.data_dir)?;
+    let master =
+        registry::keys::MasterKey::load(&config.signing.master_key, &config.storage.data_dir)?;
     let keys = Arc::new(Keys::new(store.clone(), master, config.signing.key_bits));
     let indexer = Arc::new(Indexer::new(
         store.clone(),
@@ -135,7 +134,7 @@ pub async fn recover(state: &AppState) -> anyhow::Result<()> {
     if rebuilt > 0 {
         tracing::info!(rebuilt, "rebuilt stale indexes");
     }
-    fsck::collect_orphans(
+    registry::fsck::collect_orphans(
         state,
         Duration::from_secs(state.config.storage.orphan_grace_secs),
     )
@@ -177,7 +176,7 @@ pub async fn serve(
             tracing::error!(error = %format!("{e:#}"), "generating owner keys");
         }
     });
-    fsck::spawn_orphan_collector(state.clone());
+    registry::fsck::spawn_orphan_collector(state.clone());
     spawn_throttle_pruner(state.throttle.clone());
     let config = state.config.clone();
     http::connections::serve(listener, build_app(state), &config, shutdown).await

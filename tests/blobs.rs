@@ -57,8 +57,8 @@ fn age(path: &Path, by: Duration) {
     file.set_modified(SystemTime::now() - by).unwrap();
 }
 
-async fn fsck(server: &TestServer, repair: bool) -> alpine_registry::fsck::Report {
-    alpine_registry::fsck::fsck(&server.state, repair)
+async fn fsck(server: &TestServer, repair: bool) -> alpine_registry::registry::fsck::Report {
+    alpine_registry::registry::fsck::fsck(&server.state, repair)
         .await
         .unwrap()
 }
@@ -195,7 +195,7 @@ async fn stale_staged_files_are_collected_and_fresh_ones_kept() {
 
     // Orphan collection leaves staged files alone, however old: they are not blobs.
     age(&fresh, Duration::from_secs(7200));
-    let removed = alpine_registry::fsck::collect_orphans(&server.state, Duration::ZERO)
+    let removed = alpine_registry::registry::fsck::collect_orphans(&server.state, Duration::ZERO)
         .await
         .unwrap();
     assert!(removed.is_empty(), "{removed:?}");

@@ -38,7 +38,7 @@ async fn fsck_finds_each_kind_of_damage_and_repair_fixes_what_it_can() {
     let a = upload(&server, "a").await;
     let b = upload(&server, "b").await;
     upload(&server, "c").await;
-    let report = alpine_registry::fsck::fsck(&server.state, false)
+    let report = alpine_registry::registry::fsck::fsck(&server.state, false)
         .await
         .unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
@@ -85,7 +85,7 @@ async fn fsck_finds_each_kind_of_damage_and_repair_fixes_what_it_can() {
     std::fs::write(&tmp, b"partial").unwrap();
     age(&tmp, Duration::from_secs(7200));
 
-    let report = alpine_registry::fsck::fsck(&server.state, false)
+    let report = alpine_registry::registry::fsck::fsck(&server.state, false)
         .await
         .unwrap();
     let text = report.problems.join("\n");
@@ -112,7 +112,7 @@ async fn fsck_finds_each_kind_of_damage_and_repair_fixes_what_it_can() {
     assert_eq!(report.problems.len(), 5, "{text}");
     assert!(report.repaired.is_empty());
 
-    let report = alpine_registry::fsck::fsck(&server.state, true)
+    let report = alpine_registry::registry::fsck::fsck(&server.state, true)
         .await
         .unwrap();
     assert_eq!(report.problems.len(), 5);
@@ -124,7 +124,7 @@ async fn fsck_finds_each_kind_of_damage_and_repair_fixes_what_it_can() {
         "a referenced blob is never deleted, even when damaged"
     );
     // Only the blob damage remains; the index is whole again.
-    let report = alpine_registry::fsck::fsck(&server.state, false)
+    let report = alpine_registry::registry::fsck::fsck(&server.state, false)
         .await
         .unwrap();
     assert_eq!(report.problems.len(), 2, "{:?}", report.problems);

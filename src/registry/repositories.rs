@@ -1,7 +1,7 @@
 //! Repositories: created explicitly or by the first upload, listed, removed.
 
 use crate::error::{AppError, AppResult};
-use crate::names::{OwnerName, RepoAddress};
+use crate::names::{BranchName, OwnerName, RepoAddress, RepoName};
 use crate::store::{Owner, RemovedRepository, RepoRef, Repository, RepositorySummary, StoreError};
 use crate::AppState;
 
@@ -64,4 +64,52 @@ pub async fn remove(state: &AppState, at: &RepoAddress) -> AppResult<RemovedRepo
             at.owner, at.owner
         ))
     })
+}
+
+/// Rebuilds and re-signs the indexes of every repository, or of those `target`
+/// (`OWNER[/BRANCH[/REPOSITORY]]`) names; returns their names once every new index is
+/// served. A target that matches nothing is an error.
+pub async fn reindex(state: &AppState, target: Option<&str>) -> AppResult<Vec<String>> {
+    let mut parts = target.unwrap_or("").split('/').filter(|p| !p.is_empty());
+    let owner = parts.next().map(OwnerName::parse).transpose()?;
+    let branch = parts.next().map(BranchName::parse).transpose()?;
+    let repository = parts.next().map(RepoName::parse).transpose()?;
+    if parts.next().is_some() {
+        return Err(AppError::BadRequest(
+            "reindex takes OWNER[/BRANCH[/REPOSITORY]]".into(),
+        ));
+    }
+    let owner_id = match &owner {
+        Some(name) => Some(
+            crate::registry::accounts::owner(state, name.as_str())
+                .await?
+                .id,
+        ),
+        None => None,
+    };
+    let repositories = state
+        .store
+        .list_repositories(
+            owner_id,
+            branch.as_ref().map(BranchName::as_str),
+            repository.as_ref().map(RepoName::as_str),
+        )
+        .await?;
+    if let (Some(target), true) = (target.filter(|t| !t.is_empty()), repositories.is_empty()) {
+        return Err(AppError::NotFound(format!(
+            "no repository matches {target}: check the owner, branch and repository names"
+        )));
+    }
+    let mut reindexed = Vec::new();
+    for repo in &repositories {
+        let owner = state
+            .store
+            .owner_by_name(&repo.owner_name)
+            .await?
+            .ok_or_else(|| AppError::NotFound(format!("no owner named {}", repo.owner_name)))?;
+        let generation = state.store.bump_generation(repo.id).await?;
+        state.indexer.wait_built(&owner, repo, generation).await?;
+        reindexed.push(format!("{}/{}/{}", repo.owner_name, repo.branch, repo.name));
+    }
+    Ok(reindexed)
 }
