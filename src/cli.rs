@@ -553,7 +553,7 @@ async fn serve(state: AppState, config_file: Option<&std::path::Path>) -> anyhow
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         data_dir = %config.storage.data_dir.display(),
-        database = %without_credentials(&config.database_url()),
+        database = %crate::config::without_credentials(&config.database_url()),
         config_file = %config_file.map_or("none (defaults and environment)".into(), |p| p.display().to_string()),
         public_url = %if config.server.public_url.is_empty() {
             "from each request's Host".to_string()
@@ -583,31 +583,4 @@ async fn serve(state: AppState, config_file: Option<&std::path::Path>) -> anyhow
     let local = listener.local_addr()?;
     tracing::info!(address = %local, "listening on http://{local}");
     crate::serve(listener, state, crate::shutdown_signal()).await
-}
-
-/// A database URL fit for the log: any `user:password@` replaced.
-fn without_credentials(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn database_urls_are_logged_without_credentials() {
-        assert_eq!(
-            without_credentials("postgres://reg:s3cret@db:5432/reg"),
-            "postgres://***@db:5432/reg"
-        );
-        assert_eq!(
-            without_credentials("sqlite://./data/registry.db"),
-            "sqlite://./data/registry.db"
-        );
-    }
 }
