@@ -546,7 +546,7 @@ async fn serve(
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         data_dir = %config.storage.data_dir.display(),
-        database = %without_credentials(&config.database_url()),
+        database = %crate::config::without_credentials(&config.database_url()),
         config_file = %config_file.map_or("none (defaults and environment)".into(), |p| p.display().to_string()),
         public_url = %if config.server.public_url.is_empty() {
             "from each request's Host".to_string()
@@ -581,16 +581,6 @@ async fn serve(
     let local = listener.local_addr()?;
     tracing::info!(address = %local, "listening on http://{local}");
     crate::serve(listener, state, crate::shutdown_signal()).await
-}
-
-/// A database URL fit for the log: any `user:password@` replaced.
-fn without_credentials(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_string(),
-    }
 }
 
 // Repositories: a thin adapter over crate::registry::repositories.
@@ -679,7 +669,7 @@ async fn repository(state: &AppState, command: RepositoryCommand) -> anyhow::Res
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::config::without_credentials;
 
     #[test]
     fn database_urls_are_logged_without_credentials() {

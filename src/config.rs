@@ -100,7 +100,8 @@ impl Default for StorageConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
-    /// `sqlite://path/to/registry.db`; `<data_dir>/registry.db` when empty.
+    /// `sqlite://path/to/registry.db` or `postgres://user:password@host:5432/db`;
+    /// `<data_dir>/registry.db` when empty.
     pub url: String,
     /// Connections in the pool.
     pub max_connections: u32,
@@ -275,9 +276,7 @@ impl Config {
         if self.limits.max_concurrent_uploads == 0 {
             anyhow::bail!("limits.max_concurrent_uploads must be positive");
         }
-        if !self.database.url.is_empty() && !self.database.url.starts_with("sqlite:") {
-            anyhow::bail!("database.url: only sqlite: URLs are supported");
-        }
+        self.database_backend()?;
         Ok(())
     }
 
@@ -300,6 +299,25 @@ impl Config {
             .blob_dir
             .clone()
             .unwrap_or_else(|| self.storage.data_dir.join("blobs"))
+    }
+
+    /// The backend `database.url` names by its scheme: `sqlite:` (or empty) or
+    /// `postgres://` / `postgresql://`; anything else is refused, naming the value without
+    /// its credentials.
+    pub fn database_backend(&self) -> anyhow::Result<DatabaseBackend> {
+        let url = &self.database.url;
+        if url.is_empty() || url.starts_with("sqlite:") {
+            Ok(DatabaseBackend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(DatabaseBackend::Postgres)
+        } else {
+            anyhow::bail!(
+                "database.url {:?} names no supported database: use sqlite:PATH (empty: \
+                 sqlite://<data_dir>/registry.db) or postgres://user:password@host:5432/db \
+                 (postgresql:// also works)",
+                without_credentials(url)
+            )
+        }
     }
 
     pub fn database_url(&self) -> String {
@@ -333,6 +351,23 @@ impl Config {
     }
 }
 
+/// The database behind the `Store`, chosen by the scheme of `database.url`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseBackend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database URL fit for logs and messages: any `user:password@` replaced.
+pub fn without_credentials(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
 /// The environment variables that override the file.
 fn env_provider() -> Env {
     Env::prefixed(ENV_PREFIX).split("__")
@@ -346,4 +381,61 @@ fn parse_network(entry: &str) -> Result<ipnet::IpNet, ipnet::AddrParseError> {
             .map(ipnet::IpNet::from)
             .map_err(|_| e)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_url(url: &str) -> Config {
+        let mut config = Config::default();
+        config.database.url = url.to_string();
+        config
+    }
+
+    #[test]
+    fn the_database_url_scheme_chooses_the_backend() {
+        for (url, backend) in [
+            ("", DatabaseBackend::Sqlite),
+            ("sqlite://./data/registry.db", DatabaseBackend::Sqlite),
+            ("sqlite:registry.db", DatabaseBackend::Sqlite),
+            ("postgres://reg:pw@db:5432/reg", DatabaseBackend::Postgres),
+            ("postgresql://reg@localhost/reg", DatabaseBackend::Postgres),
+        ] {
+            let config = with_url(url);
+            config.validate().unwrap();
+            assert_eq!(config.database_backend().unwrap(), backend, "{url}");
+        }
+    }
+
+    #[test]
+    fn other_database_urls_are_refused_naming_the_value_and_the_schemes() {
+        for url in ["mysql://reg:s3cret@db/reg", "registry.db", "postgres:reg"] {
+            let message = with_url(url).validate().unwrap_err().to_string();
+            assert!(message.contains("database.url"), "{message}");
+            assert!(message.contains("sqlite:"), "{message}");
+            assert!(message.contains("postgres://"), "{message}");
+            assert!(message.contains("postgresql://"), "{message}");
+            assert!(!message.contains("s3cret"), "{message}");
+        }
+        let message = with_url("mysql://reg:s3cret@db/reg")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("\"mysql://***@db/reg\""), "{message}");
+        let message = with_url("registry.db").validate().unwrap_err().to_string();
+        assert!(message.contains("\"registry.db\""), "{message}");
+    }
+
+    #[test]
+    fn database_urls_are_shown_without_credentials() {
+        assert_eq!(
+            without_credentials("postgres://reg:s3cret@db:5432/reg"),
+            "postgres://***@db:5432/reg"
+        );
+        assert_eq!(
+            without_credentials("sqlite://./data/registry.db"),
+            "sqlite://./data/registry.db"
+        );
+    }
 }

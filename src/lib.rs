@@ -24,10 +24,10 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::blob::{BlobStore, FsBlobStore};
-use crate::config::Config;
+use crate::config::{Config, DatabaseBackend};
 use crate::indexer::Indexer;
 use crate::registry::keys::Keys;
-use crate::store::{SqliteStore, Store};
+use crate::store::{PostgresStore, SqliteStore, Store};
 
 /// Everything a request handler needs; cheap to clone.
 #[derive(Clone)]
@@ -65,7 +65,8 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Opens the database (migrating it) and storage, creating directories as needed.
+/// Opens the database (migrating it), SQLite or PostgreSQL as `database.url` says, and
+/// storage, creating directories as needed.
 pub async fn open(config: Config) -> anyhow::Result<AppState> {
     let config = Arc::new(config);
     std::fs::create_dir_all(&config.storage.data_dir).with_context(|| {
@@ -74,11 +75,22 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
             config.storage.data_dir.display()
         )
     })?;
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::connect(&config.database_url(), config.database.max_connections)
-            .await
-            .context("opening the database")?,
-    );
+    let url = config.database_url();
+    let max_connections = config.database.max_connections;
+    let store: Arc<dyn Store> = match config.database_backend()? {
+        DatabaseBackend::Sqlite => Arc::new(
+            SqliteStore::connect(&url, max_connections)
+                .await
+                .context("opening the database")?,
+        ),
+        DatabaseBackend::Postgres => Arc::new(
+            PostgresStore::connect(&url, max_connections)
+                .await
+                .with_context(|| {
+                    format!("opening the database {}", config::without_credentials(&url))
+                })?,
+        ),
+    };
     let blobs: Arc<dyn BlobStore> =
         Arc::new(FsBlobStore::new(config.blob_dir()).context("opening blob storage")?);
     let master =

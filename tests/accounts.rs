@@ -9,7 +9,45 @@ use std::time::Duration;
 mod common;
 use alpine_registry::registry::accounts::{self, TokenRequest};
 use alpine_registry::store::Role;
-use common::{cli, package, run_err, run_ok, TestServer, ADMIN_TOKEN};
+use common::postgres::TestDatabase;
+use common::{package, run_err, run_ok, TestServer, ADMIN_TOKEN, BIN};
+
+/// The binary on the registry in `dir`, or in the PostgreSQL database `database_url`.
+fn cli(dir: &std::path::Path, database_url: Option<&str>) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .arg("--data-dir")
+        .arg(dir)
+        .env("ALPINE_REGISTRY__SIGNING__KEY_BITS", "1024")
+        .env_remove("ALPINE_REGISTRY_BOOTSTRAP_TOKEN");
+    if let Some(url) = database_url {
+        command.env("ALPINE_REGISTRY__DATABASE__URL", url);
+    }
+    command
+}
+
+/// A data directory for the binary, with a fresh PostgreSQL database when the tests run
+/// against PostgreSQL.
+struct Registry {
+    dir: tempfile::TempDir,
+    database: Option<TestDatabase>,
+}
+
+impl Registry {
+    fn new() -> Registry {
+        Registry {
+            dir: tempfile::tempdir().unwrap(),
+            database: TestDatabase::from_env(),
+        }
+    }
+
+    fn cli(&self) -> Command {
+        cli(
+            self.dir.path(),
+            self.database.as_ref().map(|d| d.url.as_str()),
+        )
+    }
+}
 
 fn with_stdin(command: &mut Command, input: &str) -> std::process::Output {
     let mut child = command
@@ -43,25 +81,25 @@ fn row<'a>(table: &'a str, first: &str) -> Option<Vec<&'a str>> {
 
 #[test]
 fn owner_names_are_unique_regardless_of_case() {
-    let dir = tempfile::tempdir().unwrap();
-    run_ok(cli(dir.path()).arg("migrate"));
-    run_ok(cli(dir.path()).args(["owner", "create", "acme", "--org"]));
-    let message = run_err(cli(dir.path()).args(["owner", "create", "Acme"]));
+    let registry = Registry::new();
+    run_ok(registry.cli().arg("migrate"));
+    run_ok(registry.cli().args(["owner", "create", "acme", "--org"]));
+    let message = run_err(registry.cli().args(["owner", "create", "Acme"]));
     assert!(
         message.contains("owner name Acme is taken: acme exists"),
         "{message}"
     );
     assert!(message.contains("regardless of case"), "{message}");
     // A user brings a namespace of its name: the same rule.
-    let message = run_err(cli(dir.path()).args(["user", "create", "ACME"]));
+    let message = run_err(registry.cli().args(["user", "create", "ACME"]));
     assert!(message.contains("acme exists"), "{message}");
-    run_ok(cli(dir.path()).args(["user", "create", "bob"]));
-    let message = run_err(cli(dir.path()).args(["user", "create", "Bob"]));
+    run_ok(registry.cli().args(["user", "create", "bob"]));
+    let message = run_err(registry.cli().args(["user", "create", "Bob"]));
     assert!(message.contains("bob exists"), "{message}");
     // A miss names the owner spelled differently.
-    let message = run_err(cli(dir.path()).args(["owner", "member", "list", "ACME"]));
+    let message = run_err(registry.cli().args(["owner", "member", "list", "ACME"]));
     assert!(message.contains("did you mean acme?"), "{message}");
-    let owners = run_ok(cli(dir.path()).args(["owner", "list"]));
+    let owners = run_ok(registry.cli().args(["owner", "list"]));
     assert_eq!(
         owners
             .lines()
@@ -95,18 +133,24 @@ async fn the_database_refuses_owners_differing_only_in_case() {
 
 #[test]
 fn users_owners_and_members_are_listed_and_changed() {
-    let dir = tempfile::tempdir().unwrap();
-    run_ok(cli(dir.path()).arg("migrate"));
+    let registry = Registry::new();
+    run_ok(registry.cli().arg("migrate"));
     let output = with_stdin(
-        cli(dir.path()).args(["user", "create", "alice", "--password-stdin"]),
+        registry
+            .cli()
+            .args(["user", "create", "alice", "--password-stdin"]),
         "first-pass\n",
     );
     assert!(output.status.success());
-    run_ok(cli(dir.path()).args(["user", "create", "root", "--admin"]));
-    run_ok(cli(dir.path()).args(["owner", "create", "acme", "--org"]));
-    run_ok(cli(dir.path()).args(["owner", "member", "add", "acme", "alice", "--role", "write"]));
+    run_ok(registry.cli().args(["user", "create", "root", "--admin"]));
+    run_ok(registry.cli().args(["owner", "create", "acme", "--org"]));
+    run_ok(
+        registry
+            .cli()
+            .args(["owner", "member", "add", "acme", "alice", "--role", "write"]),
+    );
 
-    let users = run_ok(cli(dir.path()).args(["user", "list"]));
+    let users = run_ok(registry.cli().args(["user", "list"]));
     assert!(users.starts_with("USER "), "{users}");
     let alice = row(&users, "alice").expect("alice listed");
     assert_eq!(&alice[1..5], ["no", "yes", "0", "2"], "{users}");
@@ -114,53 +158,69 @@ fn users_owners_and_members_are_listed_and_changed() {
     assert_eq!(&root[1..3], ["yes", "no"], "{users}");
 
     let output = with_stdin(
-        cli(dir.path()).args(["user", "password", "root"]),
+        registry.cli().args(["user", "password", "root"]),
         "pw-root\n",
     );
     assert!(output.status.success());
-    let users = run_ok(cli(dir.path()).args(["user", "list"]));
+    let users = run_ok(registry.cli().args(["user", "list"]));
     assert_eq!(row(&users, "root").unwrap()[2], "yes", "{users}");
-    run_ok(cli(dir.path()).args(["user", "password", "root", "--remove"]));
-    let users = run_ok(cli(dir.path()).args(["user", "list"]));
+    run_ok(
+        registry
+            .cli()
+            .args(["user", "password", "root", "--remove"]),
+    );
+    let users = run_ok(registry.cli().args(["user", "list"]));
     assert_eq!(row(&users, "root").unwrap()[2], "no", "{users}");
 
-    let members = run_ok(cli(dir.path()).args(["owner", "member", "list", "acme"]));
+    let members = run_ok(registry.cli().args(["owner", "member", "list", "acme"]));
     assert_eq!(
         row(&members, "alice"),
         Some(vec!["alice", "write"]),
         "{members}"
     );
 
-    let owners = run_ok(cli(dir.path()).args(["owner", "list"]));
+    let owners = run_ok(registry.cli().args(["owner", "list"]));
     let acme = row(&owners, "acme").expect("acme listed");
     assert_eq!(
         &acme[1..6],
         ["public", "organisation", "1", "0", "0"],
         "{owners}"
     );
-    run_ok(cli(dir.path()).args(["owner", "visibility", "acme", "private"]));
-    let owners = run_ok(cli(dir.path()).args(["owner", "list"]));
+    run_ok(
+        registry
+            .cli()
+            .args(["owner", "visibility", "acme", "private"]),
+    );
+    let owners = run_ok(registry.cli().args(["owner", "list"]));
     assert_eq!(row(&owners, "acme").unwrap()[1], "private", "{owners}");
 
-    run_ok(cli(dir.path()).args(["owner", "member", "remove", "acme", "alice"]));
-    let members = run_ok(cli(dir.path()).args(["owner", "member", "list", "acme"]));
+    run_ok(
+        registry
+            .cli()
+            .args(["owner", "member", "remove", "acme", "alice"]),
+    );
+    let members = run_ok(registry.cli().args(["owner", "member", "list", "acme"]));
     assert_eq!(row(&members, "alice"), None, "{members}");
-    let message = run_err(cli(dir.path()).args(["owner", "member", "remove", "acme", "alice"]));
+    let message = run_err(
+        registry
+            .cli()
+            .args(["owner", "member", "remove", "acme", "alice"]),
+    );
     assert!(message.contains("alice has no role on acme"), "{message}");
 
     // Deleting a user takes its namespace; the last site administrator stays.
-    run_ok(cli(dir.path()).args(["user", "delete", "alice"]));
-    let users = run_ok(cli(dir.path()).args(["user", "list"]));
+    run_ok(registry.cli().args(["user", "delete", "alice"]));
+    let users = run_ok(registry.cli().args(["user", "list"]));
     assert_eq!(row(&users, "alice"), None, "{users}");
-    let owners = run_ok(cli(dir.path()).args(["owner", "list"]));
+    let owners = run_ok(registry.cli().args(["owner", "list"]));
     assert_eq!(row(&owners, "alice"), None, "{owners}");
-    let message = run_err(cli(dir.path()).args(["user", "delete", "root"]));
+    let message = run_err(registry.cli().args(["user", "delete", "root"]));
     assert!(message.contains("last site administrator"), "{message}");
     // An organisation goes with owner delete; a user's namespace goes with the user.
-    let message = run_err(cli(dir.path()).args(["owner", "delete", "root"]));
+    let message = run_err(registry.cli().args(["owner", "delete", "root"]));
     assert!(message.contains("namespace of user root"), "{message}");
-    run_ok(cli(dir.path()).args(["owner", "delete", "acme"]));
-    let message = run_err(cli(dir.path()).args(["owner", "member", "list", "acme"]));
+    run_ok(registry.cli().args(["owner", "delete", "acme"]));
+    let message = run_err(registry.cli().args(["owner", "member", "list", "acme"]));
     assert!(message.contains("no owner named \"acme\""), "{message}");
 }
 
@@ -335,7 +395,9 @@ async fn token_list_shows_label_creation_and_last_use_in_columns() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let table = run_ok(cli(server.dir.path()).args(["token", "list", "--user", "ci"]));
+    let table = run_ok(
+        cli(server.dir.path(), server.database_url()).args(["token", "list", "--user", "ci"]),
+    );
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 3, "{table}");
     let header = lines[0];

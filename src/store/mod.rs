@@ -1,10 +1,12 @@
 //! Metadata storage: the `Store` trait and its records. SQL lives only in the backends.
 
+mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
 use serde::Serialize;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -290,7 +292,7 @@ pub struct StoredIndex {
     pub modified_ms: i64,
 }
 
-/// The metadata store. SQLite today; PostgreSQL joins behind the same trait.
+/// The metadata store: `SqliteStore` or `PostgresStore`, with the same behaviour.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Whether the database answers.

@@ -1,6 +1,7 @@
 //! A registry on 127.0.0.1:0 with its own temporary data directory, plus helpers.
 #![allow(dead_code)]
 
+pub mod postgres;
 pub mod process;
 
 use std::net::SocketAddr;
@@ -46,6 +47,9 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// The registry's PostgreSQL database, when the tests run against PostgreSQL (dropped
+    /// last).
+    pub database: Option<postgres::TestDatabase>,
 }
 
 pub fn test_config(dir: &std::path::Path) -> Config {
@@ -63,9 +67,16 @@ impl TestServer {
         Self::start_with(|_| {}).await
     }
 
+    /// A registry on `test_config`, changed by `tweak`. When
+    /// `ALPINE_REGISTRY_TEST_POSTGRES_URL` is set, its database is a fresh PostgreSQL
+    /// database on that server instead of SQLite in the data directory.
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = test_config(dir.path());
+        let database = postgres::TestDatabase::from_env();
+        if let Some(database) = &database {
+            config.database.url = database.url.clone();
+        }
         tweak(&mut config);
         let state = alpine_registry::open(config).await.expect("open registry");
         alpine_registry::registry::accounts::bootstrap(&state, Some(ADMIN_TOKEN.to_string()))
@@ -86,7 +97,14 @@ impl TestServer {
             dir,
             shutdown: Some(tx),
             task: Some(task),
+            database,
         }
+    }
+
+    /// The PostgreSQL URL of the registry's database, if it has one (SQLite lives in
+    /// `dir`), for commands run against it.
+    pub fn database_url(&self) -> Option<&str> {
+        self.database.as_ref().map(|d| d.url.as_str())
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,102 @@
+# Sourced by .ci/run: a private, throwaway PostgreSQL server on loopback for the tests.
+#
+# start_postgres installs PostgreSQL from the distribution's packages when it is missing
+# (Debian: apt-get install postgresql, as root), creates a cluster in a temporary
+# directory, starts it on a free port of 127.0.0.1, creates a role with a password that
+# may CREATE DATABASE, and sets POSTGRES_TEST_URL to it. stop_postgres stops the server
+# and removes the directory. Nothing here touches another cluster on the machine.
+
+POSTGRES_DIR=""
+
+postgres_bindir() {
+  local dir
+  dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  if [ -n "$dir" ] && [ -x "$dir/initdb" ]; then
+    echo "$dir"
+  fi
+}
+
+# Runs a command as the owner of the cluster: the postgres user when we are root (the
+# server refuses to run as root), else ourselves.
+as_postgres() {
+  if [ "$(id -u)" -eq 0 ]; then
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+start_postgres() {
+  local bindir port password
+  bindir=$(postgres_bindir)
+  if [ -z "$bindir" ]; then
+    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+      echo "PostgreSQL is needed for the tests: install it (Debian: apt-get install postgresql)" >&2
+      return 1
+    fi
+    echo "installing PostgreSQL"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq postgresql >/dev/null
+    bindir=$(postgres_bindir)
+    if [ -z "$bindir" ]; then
+      echo "no initdb under /usr/lib/postgresql/*/bin after installing postgresql" >&2
+      return 1
+    fi
+  fi
+
+  POSTGRES_DIR=$(mktemp -d "${TMPDIR:-/tmp}/alpine-registry-postgres.XXXXXX")
+  chmod 755 "$POSTGRES_DIR"
+  if [ "$(id -u)" -eq 0 ]; then
+    chown postgres: "$POSTGRES_DIR"
+  fi
+  # A free port: nothing answers on it now.
+  port=$((20000 + RANDOM % 20000))
+  while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+    port=$((port + 1))
+  done
+  password=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+
+  # The superuser reaches the server through the socket in the directory only; the tests
+  # log in over TCP with a password (SCRAM).
+  as_postgres "$bindir/initdb" --pgdata="$POSTGRES_DIR/data" --username=postgres \
+    --auth-local=trust --auth-host=scram-sha-256 --encoding=UTF8 --locale=C.UTF-8 \
+    >"$POSTGRES_DIR/initdb.log" 2>&1 || {
+    cat "$POSTGRES_DIR/initdb.log" >&2
+    return 1
+  }
+  # A throwaway server for tests: durability is not wanted, speed is.
+  as_postgres "$bindir/pg_ctl" --pgdata="$POSTGRES_DIR/data" --log="$POSTGRES_DIR/server.log" \
+    --options="-p $port -k $POSTGRES_DIR -c listen_addresses=127.0.0.1 -c max_connections=200 \
+-c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+    --wait --timeout=60 start >/dev/null || {
+    cat "$POSTGRES_DIR/server.log" >&2
+    return 1
+  }
+  local tries=0
+  until "$bindir/pg_isready" --quiet --host=127.0.0.1 --port="$port"; do
+    tries=$((tries + 1))
+    if [ "$tries" -ge 60 ]; then
+      echo "PostgreSQL did not become ready on 127.0.0.1:$port" >&2
+      cat "$POSTGRES_DIR/server.log" >&2
+      return 1
+    fi
+    sleep 0.5
+  done
+  as_postgres "$bindir/psql" --quiet --no-psqlrc --host="$POSTGRES_DIR" --port="$port" \
+    --username=postgres --dbname=postgres --set=ON_ERROR_STOP=1 \
+    --command="CREATE ROLE registry LOGIN CREATEDB PASSWORD '$password'" >/dev/null
+  POSTGRES_TEST_URL="postgres://registry:$password@127.0.0.1:$port/postgres"
+  echo "PostgreSQL $("$bindir/postgres" --version | awk '{print $3}') on 127.0.0.1:$port"
+}
+
+stop_postgres() {
+  if [ -n "$POSTGRES_DIR" ] && [ -d "$POSTGRES_DIR/data" ]; then
+    as_postgres "$(postgres_bindir)/pg_ctl" --pgdata="$POSTGRES_DIR/data" --mode=immediate \
+      stop >/dev/null 2>&1 || true
+  fi
+  if [ -n "$POSTGRES_DIR" ]; then
+    rm -rf "$POSTGRES_DIR"
+  fi
+  POSTGRES_DIR=""
+}

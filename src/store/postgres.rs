@@ -1,0 +1,1068 @@
+//! The PostgreSQL backend of `Store`: the same records, conflicts and orderings as the
+//! SQLite backend.
+//!
+//! One pool serves reads and writes. SQLite runs one write transaction at a time; here
+//! transactions run concurrently (READ COMMITTED), so every transaction that reads before
+//! it writes a repository's rows first takes that repository's row lock: package inserts
+//! and deletes and index publications of one repository queue behind each other, and each
+//! sees what the previous one committed. Index snapshots read in one REPEATABLE READ
+//! transaction.
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::Row;
+
+use super::*;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+fn now_secs() -> i64 {
+    crate::unix_now()
+}
+
+/// Unique violations (the case-insensitive name indexes among them) are conflicts,
+/// reported in the caller's words.
+fn repository_gone(repository_id: i64) -> StoreError {
+    StoreError::NotFound(format!("repository {repository_id} no longer exists"))
+}
+
+fn conflict_or(err: sqlx::Error, message: impl FnOnce() -> String) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(message()),
+        _ => StoreError::Database(err),
+    }
+}
+
+fn role(row: &PgRow, column: &str) -> StoreResult<Role> {
+    let text: String = row.try_get(column)?;
+    Role::from_str(&text).map_err(|e| StoreError::Database(sqlx::Error::Decode(e.into())))
+}
+
+fn user_from(row: &PgRow) -> StoreResult<User> {
+    Ok(User {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        is_admin: row.try_get("is_admin")?,
+        password_hash: row.try_get("password_hash")?,
+    })
+}
+
+fn key_from(row: &PgRow) -> StoreResult<StoredKey> {
+    Ok(StoredKey {
+        key_name: row.try_get("key_name")?,
+        private_pem: row.try_get("private_pem")?,
+        public_pem: row.try_get("public_pem")?,
+    })
+}
+
+fn owner_from(row: &PgRow) -> StoreResult<Owner> {
+    Ok(Owner {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        is_private: row.try_get("is_private")?,
+        is_org: row.try_get("is_org")?,
+    })
+}
+
+fn token_from(row: &PgRow) -> StoreResult<TokenRecord> {
+    Ok(TokenRecord {
+        id: row.try_get("id")?,
+        token_hash: row.try_get("token_hash")?,
+        user_id: row.try_get("user_id")?,
+        user_name: row.try_get("user_name")?,
+        prefix: row.try_get("prefix")?,
+        scope: role(row, "scope")?,
+        owner_id: row.try_get("owner_id")?,
+        owner_name: row.try_get("owner_name")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        created_at: row.try_get("created_at")?,
+        label: row.try_get("label")?,
+        last_used_at: row.try_get("last_used_at")?,
+    })
+}
+
+fn package_from(row: &PgRow) -> StoreResult<Package> {
+    Ok(Package {
+        id: row.try_get("id")?,
+        repository_id: row.try_get("repository_id")?,
+        arch: row.try_get("arch")?,
+        name: row.try_get("name")?,
+        version: row.try_get("version")?,
+        filename: row.try_get("filename")?,
+        checksum: row.try_get("checksum")?,
+        sha256: row.try_get("sha256")?,
+        size: row.try_get("size")?,
+        created_at: row.try_get("created_at")?,
+        modified_ms: row.try_get("modified_ms")?,
+    })
+}
+
+fn repository_from(row: &PgRow) -> StoreResult<Repository> {
+    Ok(Repository {
+        id: row.try_get("id")?,
+        owner_id: row.try_get("owner_id")?,
+        owner_name: row.try_get("owner_name")?,
+        branch: row.try_get("branch")?,
+        name: row.try_get("name")?,
+        wanted_gen: row.try_get("wanted_gen")?,
+        built_gen: row.try_get("built_gen")?,
+    })
+}
+
+const KEY_SELECT: &str =
+    "SELECT key_name, private_pem, public_pem FROM signing_keys WHERE owner_id = $1";
+
+const TOKEN_SELECT: &str =
+    "SELECT t.id, t.token_hash, t.user_id, u.name AS user_name, t.prefix, t.scope, \
+     t.owner_id, o.name AS owner_name, t.expires_at, t.revoked_at, t.created_at, t.label, \
+     t.last_used_at \
+     FROM tokens t JOIN users u ON u.id = t.user_id LEFT JOIN owners o ON o.id = t.owner_id";
+
+const REPOSITORY_SELECT: &str = "SELECT r.id, r.owner_id, o.name AS owner_name, r.branch, \
+     r.name, r.wanted_gen, r.built_gen FROM repositories r JOIN owners o ON o.id = r.owner_id";
+
+const PACKAGE_COLUMNS: &str = "p.id, p.repository_id, p.arch, p.name, p.version, p.filename, \
+     p.checksum, p.sha256, p.size, p.created_at, \
+     COALESCE(p.modified_ms, p.created_at * 1000 + 999) AS modified_ms";
+
+/// When an index became current; rows without milliseconds fall back to the end of their
+/// second.
+const INDEX_MODIFIED_MS: &str = "COALESCE(modified_ms, built_at * 1000 + 999) AS modified_ms";
+
+/// Finds the package served at `{arch}/{filename}`, preferring the exact architecture.
+const PACKAGE_LOOKUP: &str = "FROM packages p JOIN repositories r ON r.id = p.repository_id \
+     WHERE r.owner_id = $1 AND r.branch = $2 AND r.name = $3 AND p.filename = $4 \
+     AND p.arch IN ($5, 'noarch') ORDER BY p.arch = 'noarch' LIMIT 1";
+
+const USER_COLUMNS: &str = "id, name, password_hash, is_admin";
+const OWNER_COLUMNS: &str = "id, name, is_private, is_org";
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://user:password@host:5432/db`), which
+    /// must exist, and applies the migrations. The pool holds `max_connections` + 1
+    /// connections: as many as the SQLite backend's readers and writer together.
+    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<PostgresStore> {
+        // Notices ("relation _sqlx_migrations already exists, skipping" at every start)
+        // would be logged as info lines; warnings still are.
+        let options =
+            PgConnectOptions::from_str(url)?.options([("client_min_messages", "warning")]);
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1).saturating_add(1))
+            .connect_with(options)
+            .await?;
+        // Concurrent starts are safe: the migrator holds an advisory lock while it runs.
+        MIGRATOR.run(&pool).await?;
+        Ok(PostgresStore { pool })
+    }
+
+    /// Locks the repository row until the transaction ends; None when it does not exist.
+    async fn lock_repository(
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        repo: &RepoRef,
+    ) -> StoreResult<Option<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM repositories WHERE owner_id = $1 AND branch = $2 AND name = $3 \
+             FOR NO KEY UPDATE",
+        )
+        .bind(repo.owner_id)
+        .bind(&repo.branch)
+        .bind(&repo.repository)
+        .fetch_optional(&mut **tx)
+        .await?)
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn count_users(&self) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn create_user(
+        &self,
+        name: &str,
+        password_hash: Option<&str>,
+        is_admin: bool,
+    ) -> StoreResult<User> {
+        let now = now_secs();
+        let mut tx = self.pool.begin().await?;
+        let user_id: i64 = sqlx::query_scalar(
+            "INSERT INTO users (name, password_hash, is_admin, created_at) \
+             VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(name)
+        .bind(password_hash)
+        .bind(is_admin)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| conflict_or(e, || format!("user {name:?} already exists")))?;
+        let owner_id: i64 = sqlx::query_scalar(
+            "INSERT INTO owners (name, is_private, is_org, created_at) \
+             VALUES ($1, FALSE, FALSE, $2) RETURNING id",
+        )
+        .bind(name)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| conflict_or(e, || format!("an owner named {name:?} already exists")))?;
+        sqlx::query("INSERT INTO owner_members (owner_id, user_id, role) VALUES ($1, $2, 'admin')")
+            .bind(owner_id)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(User {
+            id: user_id,
+            name: name.to_string(),
+            is_admin,
+            password_hash: password_hash.map(str::to_string),
+        })
+    }
+
+    async fn user_by_name(&self, name: &str) -> StoreResult<Option<User>> {
+        sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE name = $1"))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(user_from)
+            .transpose()
+    }
+
+    async fn create_owner(&self, name: &str, is_private: bool, is_org: bool) -> StoreResult<Owner> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO owners (name, is_private, is_org, created_at) VALUES ($1, $2, $3, $4) \
+             RETURNING id",
+        )
+        .bind(name)
+        .bind(is_private)
+        .bind(is_org)
+        .bind(now_secs())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| conflict_or(e, || format!("owner {name:?} already exists")))?;
+        Ok(Owner {
+            id,
+            name: name.to_string(),
+            is_private,
+            is_org,
+        })
+    }
+
+    async fn owner_by_name(&self, name: &str) -> StoreResult<Option<Owner>> {
+        sqlx::query(&format!(
+            "SELECT {OWNER_COLUMNS} FROM owners WHERE name = $1"
+        ))
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(owner_from)
+        .transpose()
+    }
+
+    async fn set_member(&self, owner_id: i64, user_id: i64, role: Role) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO owner_members (owner_id, user_id, role) VALUES ($1, $2, $3) \
+             ON CONFLICT (owner_id, user_id) DO UPDATE SET role = excluded.role",
+        )
+        .bind(owner_id)
+        .bind(user_id)
+        .bind(role.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn member_role(&self, owner_id: i64, user_id: i64) -> StoreResult<Option<Role>> {
+        sqlx::query("SELECT role FROM owner_members WHERE owner_id = $1 AND user_id = $2")
+            .bind(owner_id)
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(|row| role(row, "role"))
+            .transpose()
+    }
+
+    async fn insert_token(&self, token: NewToken<'_>) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO tokens (user_id, token_hash, prefix, scope, owner_id, expires_at, \
+             created_at, label) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        )
+        .bind(token.user_id)
+        .bind(token.token_hash)
+        .bind(token.prefix)
+        .bind(token.scope.as_str())
+        .bind(token.owner_id)
+        .bind(token.expires_at)
+        .bind(now_secs())
+        .bind(token.label)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| conflict_or(e, || "token collision, try again".to_string()))?)
+    }
+
+    async fn token_by_hash(&self, token_hash: &str) -> StoreResult<Option<TokenRecord>> {
+        sqlx::query(&format!("{TOKEN_SELECT} WHERE t.token_hash = $1"))
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(token_from)
+            .transpose()
+    }
+
+    async fn list_tokens(&self, user_id: Option<i64>) -> StoreResult<Vec<TokenRecord>> {
+        sqlx::query(&format!(
+            "{TOKEN_SELECT} WHERE $1::BIGINT IS NULL OR t.user_id = $1 ORDER BY t.id"
+        ))
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(token_from)
+        .collect()
+    }
+
+    async fn revoke_token(&self, id: i64, now: i64) -> StoreResult<bool> {
+        let done =
+            sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(now)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn signing_key(&self, owner_id: i64) -> StoreResult<Option<StoredKey>> {
+        sqlx::query(KEY_SELECT)
+            .bind(owner_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(key_from)
+            .transpose()
+    }
+
+    async fn insert_signing_key(&self, owner_id: i64, key: StoredKey) -> StoreResult<StoredKey> {
+        // First writer wins; everyone else adopts its key. A concurrent insert for the same
+        // owner waits for the first to commit, then does nothing.
+        sqlx::query(
+            "INSERT INTO signing_keys (owner_id, key_name, private_pem, public_pem, created_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (owner_id) DO NOTHING",
+        )
+        .bind(owner_id)
+        .bind(&key.key_name)
+        .bind(&key.private_pem)
+        .bind(&key.public_pem)
+        .bind(now_secs())
+        .execute(&self.pool)
+        .await?;
+        key_from(
+            &sqlx::query(KEY_SELECT)
+                .bind(owner_id)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn owners_without_key(&self) -> StoreResult<Vec<Owner>> {
+        sqlx::query(&format!(
+            "SELECT {OWNER_COLUMNS} FROM owners \
+             WHERE id NOT IN (SELECT owner_id FROM signing_keys) ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(owner_from)
+        .collect()
+    }
+
+    async fn insert_package(
+        &self,
+        repo: &RepoRef,
+        package: NewPackage,
+        create_repository: bool,
+    ) -> StoreResult<InsertedPackage> {
+        let now_ms = crate::unix_now_ms();
+        let mut tx = self.pool.begin().await?;
+        // Either way the repository row stays locked until commit: the clash check below
+        // sees every package committed before, and none can be added meanwhile. A
+        // repository removed after any earlier check is missing here, and is only created
+        // again when the caller allows it.
+        let (repository_id, repository_created) = match Self::lock_repository(&mut tx, repo).await?
+        {
+            Some(id) => (id, false),
+            None if create_repository => {
+                let created: Option<i64> = sqlx::query_scalar(
+                    "INSERT INTO repositories (owner_id, branch, name) VALUES ($1, $2, $3) \
+                     ON CONFLICT (owner_id, branch, name) DO NOTHING RETURNING id",
+                )
+                .bind(repo.owner_id)
+                .bind(&repo.branch)
+                .bind(&repo.repository)
+                .fetch_optional(&mut *tx)
+                .await?;
+                match created {
+                    Some(id) => (id, true),
+                    // Created by a concurrent upload since the lookup: lock that one.
+                    None => (
+                        Self::lock_repository(&mut tx, repo)
+                            .await?
+                            .ok_or_else(|| StoreError::NotFound("no such repository".into()))?,
+                        false,
+                    ),
+                }
+            }
+            None => return Err(StoreError::NotFound("no such repository".into())),
+        };
+        // noarch and concrete architectures share one download path, so the same name and
+        // version may exist either as noarch or under concrete architectures, not both.
+        let clash: Option<String> = sqlx::query_scalar(
+            "SELECT arch FROM packages WHERE repository_id = $1 AND name = $2 AND version = $3 \
+             AND (($4 = 'noarch') <> (arch = 'noarch')) LIMIT 1",
+        )
+        .bind(repository_id)
+        .bind(&package.name)
+        .bind(&package.version)
+        .bind(&package.arch)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(arch) = clash {
+            return Err(StoreError::Conflict(format!(
+                "{}-{} already exists in this repository as {arch}; a package is either \
+                 noarch or built per architecture, delete the other first",
+                package.name, package.version
+            )));
+        }
+        let row = sqlx::query(&format!(
+            "INSERT INTO packages (repository_id, arch, name, version, filename, checksum, \
+             sha256, size, stanza, created_at, modified_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {}",
+            PACKAGE_COLUMNS.replace("p.", "")
+        ))
+        .bind(repository_id)
+        .bind(&package.arch)
+        .bind(&package.name)
+        .bind(&package.version)
+        .bind(&package.filename)
+        .bind(&package.checksum)
+        .bind(&package.sha256)
+        .bind(package.size)
+        .bind(&package.stanza)
+        .bind(now_ms.div_euclid(1000))
+        .bind(now_ms)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| {
+            conflict_or(e, || {
+                format!(
+                    "{}/{} already exists; delete it before uploading it again",
+                    package.arch, package.filename
+                )
+            })
+        })?;
+        let stored = package_from(&row)?;
+        let generation: i64 = sqlx::query_scalar(
+            "UPDATE repositories SET wanted_gen = wanted_gen + 1 WHERE id = $1 \
+             RETURNING wanted_gen",
+        )
+        .bind(repository_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(InsertedPackage {
+            package: stored,
+            generation,
+            repository_created,
+        })
+    }
+
+    async fn find_package(
+        &self,
+        repo: &RepoRef,
+        arch: &str,
+        filename: &str,
+    ) -> StoreResult<Option<Package>> {
+        sqlx::query(&format!("SELECT {PACKAGE_COLUMNS} {PACKAGE_LOOKUP}"))
+            .bind(repo.owner_id)
+            .bind(&repo.branch)
+            .bind(&repo.repository)
+            .bind(filename)
+            .bind(arch)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(package_from)
+            .transpose()
+    }
+
+    async fn delete_package(
+        &self,
+        repo: &RepoRef,
+        arch: &str,
+        filename: &str,
+    ) -> StoreResult<Option<(Package, i64)>> {
+        let mut tx = self.pool.begin().await?;
+        // Two deletes of one file queue here; the second no longer finds it.
+        let Some(repository_id) = Self::lock_repository(&mut tx, repo).await? else {
+            return Ok(None);
+        };
+        let Some(row) = sqlx::query(&format!(
+            "SELECT {PACKAGE_COLUMNS} FROM packages p WHERE p.repository_id = $1 \
+             AND p.filename = $2 AND p.arch IN ($3, 'noarch') \
+             ORDER BY p.arch = 'noarch' LIMIT 1"
+        ))
+        .bind(repository_id)
+        .bind(filename)
+        .bind(arch)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let package = package_from(&row)?;
+        sqlx::query("DELETE FROM packages WHERE id = $1")
+            .bind(package.id)
+            .execute(&mut *tx)
+            .await?;
+        let generation: i64 = sqlx::query_scalar(
+            "UPDATE repositories SET wanted_gen = wanted_gen + 1 WHERE id = $1 \
+             RETURNING wanted_gen",
+        )
+        .bind(repository_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some((package, generation)))
+    }
+
+    async fn blob_referenced(&self, sha256: &str) -> StoreResult<bool> {
+        Ok(
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM packages WHERE sha256 = $1)")
+                .bind(sha256)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn referenced_blobs(&self) -> StoreResult<std::collections::HashSet<String>> {
+        Ok(sqlx::query_scalar("SELECT DISTINCT sha256 FROM packages")
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .collect())
+    }
+
+    async fn list_packages(&self, repository_id: i64) -> StoreResult<Vec<Package>> {
+        sqlx::query(&format!(
+            "SELECT {PACKAGE_COLUMNS} FROM packages p WHERE p.repository_id = $1 \
+             ORDER BY p.arch, p.filename"
+        ))
+        .bind(repository_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(package_from)
+        .collect()
+    }
+
+    async fn repository(&self, repo: &RepoRef) -> StoreResult<Option<Repository>> {
+        sqlx::query(&format!(
+            "{REPOSITORY_SELECT} WHERE r.owner_id = $1 AND r.branch = $2 AND r.name = $3"
+        ))
+        .bind(repo.owner_id)
+        .bind(&repo.branch)
+        .bind(&repo.repository)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(repository_from)
+        .transpose()
+    }
+
+    async fn repository_by_id(&self, id: i64) -> StoreResult<Option<Repository>> {
+        sqlx::query(&format!("{REPOSITORY_SELECT} WHERE r.id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(repository_from)
+            .transpose()
+    }
+
+    async fn has_noarch(&self, repository_id: i64) -> StoreResult<bool> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM packages WHERE repository_id = $1 AND arch = 'noarch')",
+        )
+        .bind(repository_id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn list_repositories(
+        &self,
+        owner_id: Option<i64>,
+        branch: Option<&str>,
+        repository: Option<&str>,
+    ) -> StoreResult<Vec<Repository>> {
+        sqlx::query(&format!(
+            "{REPOSITORY_SELECT} WHERE ($1::BIGINT IS NULL OR r.owner_id = $1) \
+             AND ($2::TEXT IS NULL OR r.branch = $2) AND ($3::TEXT IS NULL OR r.name = $3) \
+             ORDER BY r.id"
+        ))
+        .bind(owner_id)
+        .bind(branch)
+        .bind(repository)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(repository_from)
+        .collect()
+    }
+
+    async fn stale_repositories(&self) -> StoreResult<Vec<Repository>> {
+        sqlx::query(&format!(
+            "{REPOSITORY_SELECT} WHERE r.built_gen < r.wanted_gen ORDER BY r.id"
+        ))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(repository_from)
+        .collect()
+    }
+
+    async fn bump_generation(&self, repository_id: i64) -> StoreResult<i64> {
+        let generation: Option<i64> = sqlx::query_scalar(
+            "UPDATE repositories SET wanted_gen = wanted_gen + 1 WHERE id = $1 \
+             RETURNING wanted_gen",
+        )
+        .bind(repository_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        generation.ok_or_else(|| StoreError::NotFound("no such repository".into()))
+    }
+
+    async fn index_snapshot(&self, repository_id: i64) -> StoreResult<IndexSnapshot> {
+        // One snapshot for every statement: the generation and the rows belong together.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await?;
+        let generation: i64 =
+            sqlx::query_scalar("SELECT wanted_gen FROM repositories WHERE id = $1")
+                .bind(repository_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| repository_gone(repository_id))?;
+        let packages = sqlx::query(
+            "SELECT arch, name, version, checksum, stanza FROM packages \
+             WHERE repository_id = $1",
+        )
+        .bind(repository_id)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(IndexEntry {
+                arch: row.try_get("arch")?,
+                name: row.try_get("name")?,
+                version: row.try_get("version")?,
+                checksum: row.try_get("checksum")?,
+                stanza: row.try_get("stanza")?,
+            })
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+        let served_arches =
+            sqlx::query_scalar("SELECT arch FROM indexes WHERE repository_id = $1 ORDER BY arch")
+                .bind(repository_id)
+                .fetch_all(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(IndexSnapshot {
+            generation,
+            packages,
+            served_arches,
+        })
+    }
+
+    async fn publish_indexes(
+        &self,
+        repository_id: i64,
+        generation: i64,
+        indexes: Vec<RenderedIndex>,
+        removed: Vec<String>,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        // First, so that the row lock orders concurrent publications of this repository:
+        // each compares against the index rows the previous one committed.
+        // A build that started before its repository was removed publishes nothing. Ids
+        // are never reused (identity column), so a later repository cannot be mistaken
+        // for it.
+        let updated = sqlx::query(
+            "UPDATE repositories SET built_gen = GREATEST(built_gen, $1) WHERE id = $2",
+        )
+        .bind(generation)
+        .bind(repository_id)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(repository_gone(repository_id));
+        }
+        for index in &indexes {
+            let current = sqlx::query(&format!(
+                "SELECT generation, sha256, built_at, {INDEX_MODIFIED_MS} FROM indexes \
+                 WHERE repository_id = $1 AND arch = $2"
+            ))
+            .bind(repository_id)
+            .bind(&index.arch)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let (built_at, modified_ms) = match current {
+                Some(row) if row.try_get::<i64, _>("generation")? > generation => continue,
+                // The same bytes are the same representation: its dates stay valid.
+                Some(row) if row.try_get::<String, _>("sha256")? == index.sha256 => {
+                    (row.try_get("built_at")?, row.try_get("modified_ms")?)
+                }
+                _ => (now_ms.div_euclid(1000), now_ms),
+            };
+            sqlx::query(
+                "INSERT INTO indexes (repository_id, arch, generation, content, sha256, \
+                 built_at, modified_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (repository_id, arch) DO UPDATE SET \
+                 generation = excluded.generation, content = excluded.content, \
+                 sha256 = excluded.sha256, built_at = excluded.built_at, \
+                 modified_ms = excluded.modified_ms",
+            )
+            .bind(repository_id)
+            .bind(&index.arch)
+            .bind(generation)
+            .bind(&index.content)
+            .bind(&index.sha256)
+            .bind(built_at)
+            .bind(modified_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for arch in &removed {
+            sqlx::query(
+                "DELETE FROM indexes WHERE repository_id = $1 AND arch = $2 \
+                 AND generation <= $3",
+            )
+            .bind(repository_id)
+            .bind(arch)
+            .bind(generation)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn index(&self, repository_id: i64, arch: &str) -> StoreResult<Option<StoredIndex>> {
+        let row = sqlx::query(&format!(
+            "SELECT generation, content, sha256, built_at, {INDEX_MODIFIED_MS} \
+                 FROM indexes WHERE repository_id = $1 AND arch = $2"
+        ))
+        .bind(repository_id)
+        .bind(arch)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(StoredIndex {
+                generation: row.try_get("generation")?,
+                content: bytes::Bytes::from(row.try_get::<Vec<u8>, _>("content")?),
+                sha256: row.try_get("sha256")?,
+                built_at: row.try_get("built_at")?,
+                modified_ms: row.try_get("modified_ms")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn owner_by_name_ignoring_case(&self, name: &str) -> StoreResult<Option<Owner>> {
+        // lower() under "C" folds ASCII letters only, as the unique index does.
+        sqlx::query(&format!(
+            "SELECT {OWNER_COLUMNS} FROM owners WHERE lower(name) = lower($1 COLLATE \"C\") \
+             ORDER BY name = $1 DESC, id LIMIT 1"
+        ))
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(owner_from)
+        .transpose()
+    }
+
+    async fn user_by_name_ignoring_case(&self, name: &str) -> StoreResult<Option<User>> {
+        sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE lower(name) = lower($1 COLLATE \"C\") \
+             ORDER BY name = $1 DESC, id LIMIT 1"
+        ))
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(user_from)
+        .transpose()
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<UserSummary>> {
+        let rows = sqlx::query(
+            "SELECT u.id, u.name, u.is_admin, u.password_hash IS NOT NULL AS has_password, \
+             u.created_at, \
+             (SELECT COUNT(*) FROM tokens t WHERE t.user_id = u.id AND t.revoked_at IS NULL \
+              AND (t.expires_at IS NULL OR t.expires_at > $1)) AS active_tokens, \
+             (SELECT COUNT(*) FROM owner_members m WHERE m.user_id = u.id) AS memberships \
+             FROM users u ORDER BY u.name",
+        )
+        .bind(now_secs())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(UserSummary {
+                    id: row.try_get("id")?,
+                    name: row.try_get("name")?,
+                    is_admin: row.try_get("is_admin")?,
+                    has_password: row.try_get("has_password")?,
+                    created_at: row.try_get("created_at")?,
+                    active_tokens: row.try_get("active_tokens")?,
+                    memberships: row.try_get("memberships")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn list_owners(&self) -> StoreResult<Vec<OwnerSummary>> {
+        let rows = sqlx::query(
+            "SELECT o.id, o.name, o.is_private, o.is_org, o.created_at, \
+             (SELECT COUNT(*) FROM owner_members m WHERE m.owner_id = o.id) AS members, \
+             (SELECT COUNT(*) FROM repositories r WHERE r.owner_id = o.id) AS repositories, \
+             (SELECT COUNT(*) FROM packages p JOIN repositories r ON r.id = p.repository_id \
+              WHERE r.owner_id = o.id) AS packages \
+             FROM owners o ORDER BY o.name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(OwnerSummary {
+                    id: row.try_get("id")?,
+                    name: row.try_get("name")?,
+                    is_private: row.try_get("is_private")?,
+                    is_org: row.try_get("is_org")?,
+                    created_at: row.try_get("created_at")?,
+                    members: row.try_get("members")?,
+                    repositories: row.try_get("repositories")?,
+                    packages: row.try_get("packages")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn list_members(&self, owner_id: i64) -> StoreResult<Vec<Member>> {
+        let rows = sqlx::query(
+            "SELECT m.user_id, u.name AS user_name, m.role FROM owner_members m \
+             JOIN users u ON u.id = m.user_id WHERE m.owner_id = $1 ORDER BY u.name",
+        )
+        .bind(owner_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Member {
+                    user_id: row.try_get("user_id")?,
+                    user_name: row.try_get("user_name")?,
+                    role: role(row, "role")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn remove_member(&self, owner_id: i64, user_id: i64) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM owner_members WHERE owner_id = $1 AND user_id = $2")
+            .bind(owner_id)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_user(&self, user_id: i64, namespace: Option<i64>) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(owner_id) = namespace {
+            sqlx::query("DELETE FROM owners WHERE id = $1")
+                .bind(owner_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let done = sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::NotFound("the user no longer exists".into()));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_owner(&self, owner_id: i64) -> StoreResult<()> {
+        let done = sqlx::query("DELETE FROM owners WHERE id = $1")
+            .bind(owner_id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::NotFound("the owner no longer exists".into()));
+        }
+        Ok(())
+    }
+
+    async fn set_owner_private(&self, owner_id: i64, is_private: bool) -> StoreResult<()> {
+        sqlx::query("UPDATE owners SET is_private = $1 WHERE id = $2")
+            .bind(is_private)
+            .bind(owner_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_password(&self, user_id: i64, password_hash: Option<&str>) -> StoreResult<()> {
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(password_hash)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn touch_token(&self, id: i64, now: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE tokens SET last_used_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn signing_key_name(&self, owner_id: i64) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT key_name FROM signing_keys WHERE owner_id = $1")
+                .bind(owner_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn create_repository(&self, repo: &RepoRef) -> StoreResult<Repository> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO repositories (owner_id, branch, name) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind(repo.owner_id)
+        .bind(&repo.branch)
+        .bind(&repo.repository)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| conflict_or(e, || "the repository already exists".to_string()))?;
+        self.repository_by_id(id)
+            .await?
+            .ok_or_else(|| repository_gone(id))
+    }
+
+    async fn repository_summaries(
+        &self,
+        owner_id: Option<i64>,
+    ) -> StoreResult<Vec<RepositorySummary>> {
+        // One snapshot: counts and architectures belong together.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await?;
+        let rows = sqlx::query(
+            "SELECT r.id, o.name AS owner_name, r.branch, r.name, \
+             (SELECT COUNT(*) FROM packages p WHERE p.repository_id = r.id) AS packages, \
+             (SELECT MAX(COALESCE(p.modified_ms, p.created_at * 1000 + 999)) FROM packages p \
+              WHERE p.repository_id = r.id) AS last_publish_ms \
+             FROM repositories r JOIN owners o ON o.id = r.owner_id \
+             WHERE $1::BIGINT IS NULL OR r.owner_id = $1 ORDER BY o.name, r.branch, r.name",
+        )
+        .bind(owner_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        // Served indexes, and noarch for repositories holding noarch packages.
+        let arch_rows = sqlx::query(
+            "SELECT repository_id, arch FROM indexes WHERE repository_id IN \
+             (SELECT id FROM repositories WHERE $1::BIGINT IS NULL OR owner_id = $1) \
+             UNION SELECT DISTINCT repository_id, arch FROM packages WHERE arch = 'noarch' \
+             AND repository_id IN \
+             (SELECT id FROM repositories WHERE $1::BIGINT IS NULL OR owner_id = $1)",
+        )
+        .bind(owner_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut arches: std::collections::HashMap<i64, std::collections::BTreeSet<String>> =
+            std::collections::HashMap::new();
+        for row in &arch_rows {
+            arches
+                .entry(row.try_get("repository_id")?)
+                .or_default()
+                .insert(row.try_get("arch")?);
+        }
+        rows.iter()
+            .map(|row| {
+                let id: i64 = row.try_get("id")?;
+                Ok(RepositorySummary {
+                    owner: row.try_get("owner_name")?,
+                    branch: row.try_get("branch")?,
+                    repository: row.try_get("name")?,
+                    arches: arches.remove(&id).unwrap_or_default().into_iter().collect(),
+                    packages: row.try_get("packages")?,
+                    last_publish_ms: row.try_get("last_publish_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_repository(&self, repo: &RepoRef) -> StoreResult<Option<RemovedRepository>> {
+        let mut tx = self.pool.begin().await?;
+        let Some(id) = Self::lock_repository(&mut tx, repo).await? else {
+            return Ok(None);
+        };
+        let packages: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM packages WHERE repository_id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+        let arches: Vec<String> =
+            sqlx::query_scalar("SELECT arch FROM indexes WHERE repository_id = $1 ORDER BY arch")
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?;
+        // Packages and indexes go with the row (ON DELETE CASCADE), in this one commit.
+        sqlx::query("DELETE FROM repositories WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(RemovedRepository { packages, arches }))
+    }
+}

@@ -1,0 +1,1747 @@
+//! Store conformance: every scenario is written once against `&dyn Store` and run on each
+//! backend, so SQLite and PostgreSQL keep the same records, conflicts (with the same
+//! messages), orderings and transactional guarantees.
+//!
+//! `sqlite::*` run on a temporary file. `postgres::*` run on a fresh database of the
+//! server named by `ALPINE_REGISTRY_TEST_POSTGRES_URL`, dropped afterwards; without that
+//! variable they are skipped with a note, or fail when
+//! `ALPINE_REGISTRY_TEST_REQUIRE_POSTGRES=1`.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use alpine_registry::store::{
+    InsertedPackage, NewPackage, NewToken, PostgresStore, RenderedIndex, RepoRef, Role,
+    SqliteStore, Store, StoreError, StoredKey,
+};
+use common::postgres::{self as pg, TestDatabase};
+use futures_util::future::join_all;
+
+/// A store on a backend, with what must outlive it.
+struct Backend {
+    store: Arc<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+    // Declared last: dropped after the store.
+    _database: Option<TestDatabase>,
+}
+
+impl Backend {
+    async fn sqlite() -> Backend {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("registry.db").display());
+        let store = SqliteStore::connect(&url, 4).await.expect("open SQLite");
+        Backend {
+            store: Arc::new(store),
+            _dir: Some(dir),
+            _database: None,
+        }
+    }
+
+    /// None when the PostgreSQL tests are skipped.
+    async fn postgres() -> Option<Backend> {
+        let Some(server) = pg::server_url() else {
+            pg::note_skipped();
+            return None;
+        };
+        let database = TestDatabase::create(&server);
+        let store = PostgresStore::connect(&database.url, 4)
+            .await
+            .expect("open PostgreSQL");
+        Some(Backend {
+            store: Arc::new(store),
+            _dir: None,
+            _database: Some(database),
+        })
+    }
+}
+
+/// Runs each scenario as `sqlite::NAME` and `postgres::NAME`.
+macro_rules! conformance {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let backend = super::Backend::sqlite().await;
+                    super::$scenario(backend.store.as_ref()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    if let Some(backend) = super::Backend::postgres().await {
+                        super::$scenario(backend.store.as_ref()).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    users_and_their_namespaces,
+    owner_and_user_names_are_unique_regardless_of_case,
+    members_and_roles,
+    listing_users_and_owners,
+    deleting_users_and_owners_takes_what_they_hold,
+    tokens,
+    signing_keys_first_insert_wins,
+    packages_insert_find_delete,
+    noarch_and_concrete_architectures_clash,
+    referenced_blobs_and_listing,
+    repositories_and_generations,
+    repositories_created_listed_and_removed,
+    publishing_indexes,
+    concurrent_writers,
+);
+
+fn now() -> i64 {
+    alpine_registry::unix_now()
+}
+
+fn conflict(err: StoreError) -> String {
+    match err {
+        StoreError::Conflict(message) => message,
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}
+
+fn not_found(err: StoreError) -> String {
+    match err {
+        StoreError::NotFound(message) => message,
+        other => panic!("expected not found, got {other:?}"),
+    }
+}
+
+fn repo(owner_id: i64, branch: &str, repository: &str) -> RepoRef {
+    RepoRef {
+        owner_id,
+        branch: branch.into(),
+        repository: repository.into(),
+    }
+}
+
+fn new_package(name: &str, version: &str, arch: &str) -> NewPackage {
+    NewPackage {
+        arch: arch.into(),
+        name: name.into(),
+        version: version.into(),
+        filename: format!("{name}-{version}.apk"),
+        checksum: format!("Q1{name}{version}{arch}="),
+        sha256: format!("{:0>64}", format!("{name}{version}{arch}").len()),
+        size: 1234,
+        stanza: format!("P:{name}\nV:{version}\nA:{arch}\n"),
+    }
+}
+
+/// A package whose blob digest is `sha256`.
+fn new_package_blob(name: &str, version: &str, arch: &str, sha256: &str) -> NewPackage {
+    NewPackage {
+        sha256: sha256.into(),
+        ..new_package(name, version, arch)
+    }
+}
+
+fn token<'a>(user_id: i64, hash: &'a str, scope: Role) -> NewToken<'a> {
+    NewToken {
+        user_id,
+        token_hash: hash,
+        prefix: "apkreg_abc",
+        scope,
+        owner_id: None,
+        expires_at: None,
+        label: None,
+    }
+}
+
+fn key(name: &str) -> StoredKey {
+    StoredKey {
+        key_name: name.into(),
+        private_pem: format!("private of {name}"),
+        public_pem: format!("public of {name}"),
+    }
+}
+
+fn rendered(arch: &str, content: &[u8]) -> RenderedIndex {
+    RenderedIndex {
+        arch: arch.into(),
+        content: content.to_vec(),
+        sha256: format!("sha-of-{}", String::from_utf8_lossy(content)),
+    }
+}
+
+async fn users_and_their_namespaces(store: &dyn Store) {
+    store.ping().await.unwrap();
+    assert_eq!(store.count_users().await.unwrap(), 0);
+    assert!(store.user_by_name("alice").await.unwrap().is_none());
+
+    let before = now();
+    let alice = store
+        .create_user("alice", Some("$argon2id$hash"), false)
+        .await
+        .unwrap();
+    assert_eq!(alice.name, "alice");
+    assert!(!alice.is_admin);
+    assert_eq!(alice.password_hash.as_deref(), Some("$argon2id$hash"));
+    let root = store.create_user("root", None, true).await.unwrap();
+    assert!(root.is_admin);
+    assert_ne!(root.id, alice.id);
+    assert_eq!(store.count_users().await.unwrap(), 2);
+
+    let found = store.user_by_name("alice").await.unwrap().unwrap();
+    assert_eq!(
+        (found.id, found.name.as_str(), found.is_admin),
+        (alice.id, "alice", false)
+    );
+    assert_eq!(found.password_hash.as_deref(), Some("$argon2id$hash"));
+    let found = store.user_by_name("root").await.unwrap().unwrap();
+    assert!(found.is_admin);
+    assert_eq!(found.password_hash, None);
+    // Exact lookups are exact.
+    assert!(store.user_by_name("Alice").await.unwrap().is_none());
+
+    // The namespace: a public, non-organisation owner of the same name, with the user as
+    // its admin.
+    let namespace = store.owner_by_name("alice").await.unwrap().unwrap();
+    assert_eq!(namespace.name, "alice");
+    assert!(!namespace.is_private && !namespace.is_org);
+    assert_eq!(
+        store.member_role(namespace.id, alice.id).await.unwrap(),
+        Some(Role::Admin)
+    );
+    let listed = store.list_users().await.unwrap();
+    let listed_alice = listed.iter().find(|u| u.name == "alice").unwrap();
+    assert!(listed_alice.created_at >= before && listed_alice.created_at <= now());
+
+    store
+        .set_password(alice.id, Some("$argon2id$other"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .user_by_name("alice")
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash
+            .as_deref(),
+        Some("$argon2id$other")
+    );
+    store.set_password(alice.id, None).await.unwrap();
+    assert_eq!(
+        store
+            .user_by_name("alice")
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash,
+        None
+    );
+
+    // Organisations and private owners.
+    let acme = store.create_owner("acme", true, true).await.unwrap();
+    assert_eq!(
+        (acme.name.as_str(), acme.is_private, acme.is_org),
+        ("acme", true, true)
+    );
+    let found = store.owner_by_name("acme").await.unwrap().unwrap();
+    assert_eq!(
+        (found.id, found.is_private, found.is_org),
+        (acme.id, true, true)
+    );
+    store.set_owner_private(acme.id, false).await.unwrap();
+    assert!(
+        !store
+            .owner_by_name("acme")
+            .await
+            .unwrap()
+            .unwrap()
+            .is_private
+    );
+    store.set_owner_private(acme.id, true).await.unwrap();
+    assert!(
+        store
+            .owner_by_name("acme")
+            .await
+            .unwrap()
+            .unwrap()
+            .is_private
+    );
+    assert!(store.owner_by_name("nobody").await.unwrap().is_none());
+    assert!(store.owner_by_name("ACME").await.unwrap().is_none());
+}
+
+async fn owner_and_user_names_are_unique_regardless_of_case(store: &dyn Store) {
+    let acme = store.create_owner("acme", false, true).await.unwrap();
+    assert_eq!(
+        conflict(store.create_owner("acme", false, true).await.unwrap_err()),
+        "owner \"acme\" already exists"
+    );
+    assert_eq!(
+        conflict(store.create_owner("ACME", false, false).await.unwrap_err()),
+        "owner \"ACME\" already exists"
+    );
+    let alice = store.create_user("alice", None, false).await.unwrap();
+    assert_eq!(
+        conflict(store.create_user("alice", None, false).await.unwrap_err()),
+        "user \"alice\" already exists"
+    );
+    assert_eq!(
+        conflict(store.create_user("Alice", None, true).await.unwrap_err()),
+        "user \"Alice\" already exists"
+    );
+    // The user row would be new, its namespace is not: neither is created.
+    assert_eq!(
+        conflict(store.create_user("Acme", None, false).await.unwrap_err()),
+        "an owner named \"Acme\" already exists"
+    );
+    assert!(store.user_by_name("Acme").await.unwrap().is_none());
+    assert!(store
+        .user_by_name_ignoring_case("acme")
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(store.count_users().await.unwrap(), 1);
+    assert_eq!(
+        conflict(store.create_owner("ALICE", false, true).await.unwrap_err()),
+        "owner \"ALICE\" already exists"
+    );
+    let owners = store.list_owners().await.unwrap();
+    assert_eq!(
+        owners.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(),
+        ["acme", "alice"]
+    );
+
+    // Lookups ignoring case find the one spelling there is.
+    for spelling in ["acme", "Acme", "ACME", "aCmE"] {
+        let found = store
+            .owner_by_name_ignoring_case(spelling)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((found.id, found.name.as_str()), (acme.id, "acme"));
+    }
+    let found = store
+        .user_by_name_ignoring_case("ALICE")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((found.id, found.name.as_str()), (alice.id, "alice"));
+    assert!(store
+        .owner_by_name_ignoring_case("acm")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .user_by_name_ignoring_case("bob")
+        .await
+        .unwrap()
+        .is_none());
+    // Names that differ in more than ASCII case are different names.
+    assert!(store
+        .owner_by_name_ignoring_case("acme_")
+        .await
+        .unwrap()
+        .is_none());
+    store.create_owner("acme-2", false, true).await.unwrap();
+    store.create_owner("acme.x", false, true).await.unwrap();
+}
+
+async fn members_and_roles(store: &dyn Store) {
+    let acme = store.create_owner("acme", false, true).await.unwrap();
+    let bob = store.create_user("bob", None, false).await.unwrap();
+    let alice = store.create_user("alice", None, false).await.unwrap();
+    let zed = store.create_user("Zed", None, false).await.unwrap();
+    assert_eq!(store.member_role(acme.id, bob.id).await.unwrap(), None);
+    assert!(store.list_members(acme.id).await.unwrap().is_empty());
+
+    store.set_member(acme.id, bob.id, Role::Read).await.unwrap();
+    assert_eq!(
+        store.member_role(acme.id, bob.id).await.unwrap(),
+        Some(Role::Read)
+    );
+    // Setting again replaces the role.
+    store
+        .set_member(acme.id, bob.id, Role::Write)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.member_role(acme.id, bob.id).await.unwrap(),
+        Some(Role::Write)
+    );
+    store
+        .set_member(acme.id, alice.id, Role::Admin)
+        .await
+        .unwrap();
+    store.set_member(acme.id, zed.id, Role::Read).await.unwrap();
+
+    // Ordered by user name, byte-wise (upper case first).
+    let members = store.list_members(acme.id).await.unwrap();
+    assert_eq!(
+        members
+            .iter()
+            .map(|m| (m.user_id, m.user_name.as_str(), m.role))
+            .collect::<Vec<_>>(),
+        [
+            (zed.id, "Zed", Role::Read),
+            (alice.id, "alice", Role::Admin),
+            (bob.id, "bob", Role::Write),
+        ]
+    );
+    // A user's namespace lists only the user.
+    let bob_ns = store.owner_by_name("bob").await.unwrap().unwrap();
+    let members = store.list_members(bob_ns.id).await.unwrap();
+    assert_eq!(members.len(), 1);
+    assert_eq!(
+        (members[0].user_name.as_str(), members[0].role),
+        ("bob", Role::Admin)
+    );
+
+    assert!(store.remove_member(acme.id, bob.id).await.unwrap());
+    assert!(!store.remove_member(acme.id, bob.id).await.unwrap());
+    assert_eq!(store.member_role(acme.id, bob.id).await.unwrap(), None);
+    assert_eq!(store.list_members(acme.id).await.unwrap().len(), 2);
+}
+
+async fn listing_users_and_owners(store: &dyn Store) {
+    let before = now();
+    let bob = store.create_user("bob", Some("hash"), false).await.unwrap();
+    store.create_user("Zed", None, true).await.unwrap();
+    store.create_user("alice", None, false).await.unwrap();
+    let acme = store.create_owner("acme", true, true).await.unwrap();
+    store.create_owner("Big", false, true).await.unwrap();
+    store
+        .set_member(acme.id, bob.id, Role::Write)
+        .await
+        .unwrap();
+
+    let t = now();
+    // Active, expired, revoked, and one expiring later: two count.
+    for (hash, expires_at) in [("h1", None), ("h2", Some(t - 10)), ("h4", Some(t + 3600))] {
+        store
+            .insert_token(NewToken {
+                expires_at,
+                ..token(bob.id, hash, Role::Read)
+            })
+            .await
+            .unwrap();
+    }
+    let revoked = store
+        .insert_token(token(bob.id, "h3", Role::Read))
+        .await
+        .unwrap();
+    assert!(store.revoke_token(revoked, t).await.unwrap());
+
+    // Ordered by name, byte-wise.
+    let users = store.list_users().await.unwrap();
+    assert_eq!(
+        users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
+        ["Zed", "alice", "bob"]
+    );
+    let listed = users.iter().find(|u| u.name == "bob").unwrap();
+    assert_eq!(listed.id, bob.id);
+    assert!(!listed.is_admin);
+    assert!(listed.has_password);
+    assert_eq!(listed.active_tokens, 2);
+    assert_eq!(listed.memberships, 2);
+    assert!(listed.created_at >= before && listed.created_at <= now());
+    let zed = users.iter().find(|u| u.name == "Zed").unwrap();
+    assert!(zed.is_admin && !zed.has_password);
+    assert_eq!((zed.active_tokens, zed.memberships), (0, 1));
+
+    let bob_ns = store.owner_by_name("bob").await.unwrap().unwrap();
+    let repo = repo(acme.id, "v3.21", "main");
+    store
+        .insert_package(&repo, new_package("hello", "1.0-r0", "x86_64"), true)
+        .await
+        .unwrap();
+    store
+        .insert_package(&repo, new_package("hello", "1.0-r0", "aarch64"), true)
+        .await
+        .unwrap();
+    store
+        .insert_package(
+            &RepoRef {
+                branch: "edge".into(),
+                ..repo.clone()
+            },
+            new_package("tool", "2.0-r0", "noarch"),
+            true,
+        )
+        .await
+        .unwrap();
+    store
+        .insert_package(
+            &RepoRef {
+                owner_id: bob_ns.id,
+                ..repo.clone()
+            },
+            new_package("bobs", "1-r0", "x86_64"),
+            true,
+        )
+        .await
+        .unwrap();
+
+    let owners = store.list_owners().await.unwrap();
+    assert_eq!(
+        owners.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(),
+        ["Big", "Zed", "acme", "alice", "bob"]
+    );
+    let listed = owners.iter().find(|o| o.name == "acme").unwrap();
+    assert_eq!(listed.id, acme.id);
+    assert!(listed.is_private && listed.is_org);
+    assert_eq!(
+        (listed.members, listed.repositories, listed.packages),
+        (1, 2, 3)
+    );
+    assert!(listed.created_at >= before && listed.created_at <= now());
+    let listed = owners.iter().find(|o| o.name == "bob").unwrap();
+    assert!(!listed.is_private && !listed.is_org);
+    assert_eq!(
+        (listed.members, listed.repositories, listed.packages),
+        (1, 1, 1)
+    );
+    let listed = owners.iter().find(|o| o.name == "Big").unwrap();
+    assert_eq!(
+        (listed.members, listed.repositories, listed.packages),
+        (0, 0, 0)
+    );
+}
+
+async fn deleting_users_and_owners_takes_what_they_hold(store: &dyn Store) {
+    let admin = store.create_user("admin", None, true).await.unwrap();
+    let alice = store.create_user("alice", None, false).await.unwrap();
+    let acme = store.create_owner("acme", false, true).await.unwrap();
+    let alice_ns = store.owner_by_name("alice").await.unwrap().unwrap();
+    store
+        .set_member(acme.id, alice.id, Role::Write)
+        .await
+        .unwrap();
+    store
+        .set_member(alice_ns.id, admin.id, Role::Read)
+        .await
+        .unwrap();
+    store
+        .insert_token(token(alice.id, "alice-token", Role::Write))
+        .await
+        .unwrap();
+    store
+        .insert_token(NewToken {
+            owner_id: Some(acme.id),
+            ..token(admin.id, "admin-for-acme", Role::Write)
+        })
+        .await
+        .unwrap();
+    store
+        .insert_token(NewToken {
+            owner_id: Some(alice_ns.id),
+            ..token(admin.id, "admin-for-alice", Role::Read)
+        })
+        .await
+        .unwrap();
+    store
+        .insert_token(token(admin.id, "admin-everywhere", Role::Admin))
+        .await
+        .unwrap();
+    store
+        .insert_signing_key(alice_ns.id, key("alice-1.rsa.pub"))
+        .await
+        .unwrap();
+    store
+        .insert_signing_key(acme.id, key("acme-1.rsa.pub"))
+        .await
+        .unwrap();
+    let alice_repo = repo(alice_ns.id, "v1", "main");
+    let InsertedPackage {
+        package: _,
+        generation: _,
+        ..
+    } = store
+        .insert_package(
+            &alice_repo,
+            new_package_blob("a", "1-r0", "x86_64", "blob-a"),
+            true,
+        )
+        .await
+        .unwrap();
+    let acme_repo = repo(acme.id, "v1", "main");
+    let InsertedPackage {
+        package: _,
+        generation: _,
+        ..
+    } = store
+        .insert_package(
+            &acme_repo,
+            new_package_blob("b", "1-r0", "x86_64", "blob-b"),
+            true,
+        )
+        .await
+        .unwrap();
+    let acme_repository = store.repository(&acme_repo).await.unwrap().unwrap();
+    store
+        .publish_indexes(
+            acme_repository.id,
+            1,
+            vec![rendered("x86_64", b"acme index")],
+            vec![],
+            1_000_000,
+        )
+        .await
+        .unwrap();
+
+    // The user with its namespace: tokens, memberships, key, repositories, packages go.
+    store
+        .delete_user(alice.id, Some(alice_ns.id))
+        .await
+        .unwrap();
+    assert!(store.user_by_name("alice").await.unwrap().is_none());
+    assert!(store.owner_by_name("alice").await.unwrap().is_none());
+    assert!(store.token_by_hash("alice-token").await.unwrap().is_none());
+    assert!(store
+        .token_by_hash("admin-for-alice")
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(store.member_role(acme.id, alice.id).await.unwrap(), None);
+    assert!(store.signing_key(alice_ns.id).await.unwrap().is_none());
+    assert!(store.repository(&alice_repo).await.unwrap().is_none());
+    assert!(!store.blob_referenced("blob-a").await.unwrap());
+    assert_eq!(
+        store
+            .list_tokens(None)
+            .await
+            .unwrap()
+            .iter()
+            .map(|t| t.token_hash.as_str())
+            .collect::<Vec<_>>(),
+        ["admin-for-acme", "admin-everywhere"]
+    );
+    assert_eq!(
+        not_found(store.delete_user(alice.id, None).await.unwrap_err()),
+        "the user no longer exists"
+    );
+
+    // The owner with its key, members, owner-limited tokens, repositories, packages and
+    // indexes.
+    store.delete_owner(acme.id).await.unwrap();
+    assert!(store.owner_by_name("acme").await.unwrap().is_none());
+    assert!(store.signing_key(acme.id).await.unwrap().is_none());
+    assert!(store.list_members(acme.id).await.unwrap().is_empty());
+    assert!(store
+        .token_by_hash("admin-for-acme")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .token_by_hash("admin-everywhere")
+        .await
+        .unwrap()
+        .is_some());
+    assert!(store.repository(&acme_repo).await.unwrap().is_none());
+    assert!(store
+        .repository_by_id(acme_repository.id)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .index(acme_repository.id, "x86_64")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store.referenced_blobs().await.unwrap().is_empty());
+    assert!(store
+        .list_repositories(None, None, None)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        not_found(store.delete_owner(acme.id).await.unwrap_err()),
+        "the owner no longer exists"
+    );
+    // Without a namespace, only the user goes; its name is free again.
+    let carol = store.create_user("carol", None, false).await.unwrap();
+    store.delete_user(carol.id, None).await.unwrap();
+    assert!(store.user_by_name("carol").await.unwrap().is_none());
+    assert!(store.owner_by_name("carol").await.unwrap().is_some());
+    let names: Vec<_> = store
+        .list_users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(names, ["admin"]);
+    let acme = store.create_owner("acme", false, true).await.unwrap();
+    assert!(store.signing_key(acme.id).await.unwrap().is_none());
+}
+
+async fn tokens(store: &dyn Store) {
+    let alice = store.create_user("alice", None, false).await.unwrap();
+    let bob = store.create_user("bob", None, false).await.unwrap();
+    let acme = store.create_owner("acme", false, true).await.unwrap();
+    let before = now();
+    let first = store
+        .insert_token(NewToken {
+            user_id: alice.id,
+            token_hash: "hash-1",
+            prefix: "apkreg_one",
+            scope: Role::Write,
+            owner_id: Some(acme.id),
+            expires_at: Some(before + 3600),
+            label: Some("nightly builds"),
+        })
+        .await
+        .unwrap();
+    let second = store
+        .insert_token(token(bob.id, "hash-2", Role::Read))
+        .await
+        .unwrap();
+    let third = store
+        .insert_token(token(alice.id, "hash-3", Role::Admin))
+        .await
+        .unwrap();
+    assert!(first < second && second < third);
+    assert_eq!(
+        conflict(
+            store
+                .insert_token(token(bob.id, "hash-1", Role::Read))
+                .await
+                .unwrap_err()
+        ),
+        "token collision, try again"
+    );
+
+    let found = store.token_by_hash("hash-1").await.unwrap().unwrap();
+    assert_eq!(found.id, first);
+    assert_eq!(found.token_hash, "hash-1");
+    assert_eq!(
+        (found.user_id, found.user_name.as_str()),
+        (alice.id, "alice")
+    );
+    assert_eq!(found.prefix, "apkreg_one");
+    assert_eq!(found.scope, Role::Write);
+    assert_eq!(
+        (found.owner_id, found.owner_name.as_deref()),
+        (Some(acme.id), Some("acme"))
+    );
+    assert_eq!(found.expires_at, Some(before + 3600));
+    assert_eq!(found.revoked_at, None);
+    assert!(found.created_at >= before && found.created_at <= now());
+    assert_eq!(found.label.as_deref(), Some("nightly builds"));
+    assert_eq!(found.last_used_at, None);
+    let found = store.token_by_hash("hash-2").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            found.owner_id,
+            found.owner_name,
+            found.label,
+            found.expires_at
+        ),
+        (None, None, None, None)
+    );
+    assert_eq!(found.scope, Role::Read);
+    assert!(store.token_by_hash("hash-x").await.unwrap().is_none());
+
+    // Listed by id, for everyone or for one user.
+    let ids = |tokens: Vec<alpine_registry::store::TokenRecord>| {
+        tokens.into_iter().map(|t| t.id).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(store.list_tokens(None).await.unwrap()),
+        [first, second, third]
+    );
+    assert_eq!(
+        ids(store.list_tokens(Some(alice.id)).await.unwrap()),
+        [first, third]
+    );
+    assert_eq!(
+        ids(store.list_tokens(Some(bob.id)).await.unwrap()),
+        [second]
+    );
+    assert!(store.list_tokens(Some(-1)).await.unwrap().is_empty());
+
+    // Revoked once; revoking again, or an unknown id, says so.
+    assert!(store.revoke_token(second, before + 5).await.unwrap());
+    assert!(!store.revoke_token(second, before + 9).await.unwrap());
+    assert!(!store.revoke_token(third + 1000, before).await.unwrap());
+    let found = store.token_by_hash("hash-2").await.unwrap().unwrap();
+    assert_eq!(found.revoked_at, Some(before + 5));
+
+    store.touch_token(first, before + 60).await.unwrap();
+    assert_eq!(
+        store
+            .token_by_hash("hash-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at,
+        Some(before + 60)
+    );
+    store.touch_token(first, before + 120).await.unwrap();
+    let listed = store.list_tokens(Some(alice.id)).await.unwrap();
+    assert_eq!(listed[0].last_used_at, Some(before + 120));
+    assert_eq!(listed[1].last_used_at, None);
+}
+
+async fn signing_keys_first_insert_wins(store: &dyn Store) {
+    let acme = store.create_owner("acme", false, true).await.unwrap();
+    let beta = store.create_owner("beta", false, true).await.unwrap();
+    let gamma = store.create_owner("gamma", false, true).await.unwrap();
+    assert_eq!(
+        store
+            .owners_without_key()
+            .await
+            .unwrap()
+            .iter()
+            .map(|o| (o.id, o.name.as_str()))
+            .collect::<Vec<_>>(),
+        [(acme.id, "acme"), (beta.id, "beta"), (gamma.id, "gamma")]
+    );
+    assert!(store.signing_key(acme.id).await.unwrap().is_none());
+    assert_eq!(store.signing_key_name(acme.id).await.unwrap(), None);
+
+    let stored = store
+        .insert_signing_key(acme.id, key("acme-1.rsa.pub"))
+        .await
+        .unwrap();
+    assert_eq!(stored.key_name, "acme-1.rsa.pub");
+    assert_eq!(stored.private_pem, "private of acme-1.rsa.pub");
+    assert_eq!(stored.public_pem, "public of acme-1.rsa.pub");
+    // A second key for the same owner is not stored: the first comes back.
+    let again = store
+        .insert_signing_key(acme.id, key("acme-2.rsa.pub"))
+        .await
+        .unwrap();
+    assert_eq!(again.key_name, "acme-1.rsa.pub");
+    assert_eq!(again.private_pem, "private of acme-1.rsa.pub");
+    let read = store.signing_key(acme.id).await.unwrap().unwrap();
+    assert_eq!(
+        (read.key_name.as_str(), read.public_pem.as_str()),
+        ("acme-1.rsa.pub", "public of acme-1.rsa.pub")
+    );
+    assert_eq!(
+        store.signing_key_name(acme.id).await.unwrap().as_deref(),
+        Some("acme-1.rsa.pub")
+    );
+
+    // Racing inserts for one owner: one key wins, everyone gets it.
+    let racers = join_all(
+        (0..8).map(|i| store.insert_signing_key(gamma.id, key(&format!("gamma-{i}.rsa.pub")))),
+    )
+    .await;
+    let names: HashSet<String> = racers.into_iter().map(|k| k.unwrap().key_name).collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert_eq!(
+        store.signing_key_name(gamma.id).await.unwrap(),
+        names.into_iter().next()
+    );
+    assert_eq!(
+        store
+            .owners_without_key()
+            .await
+            .unwrap()
+            .iter()
+            .map(|o| (o.id, o.name.as_str()))
+            .collect::<Vec<_>>(),
+        [(beta.id, "beta")]
+    );
+}
+
+async fn packages_insert_find_delete(store: &dyn Store) {
+    let acme = store.create_owner("acme", false, true).await.unwrap();
+    let main = repo(acme.id, "v3.21", "main");
+    assert!(store.repository(&main).await.unwrap().is_none());
+
+    let before_ms = alpine_registry::unix_now_ms();
+    let InsertedPackage {
+        package,
+        generation,
+        ..
+    } = store
+        .insert_package(&main, new_package("hello", "1.0-r0", "x86_64"), true)
+        .await
+        .unwrap();
+    let after_ms = alpine_registry::unix_now_ms();
+    assert_eq!(generation, 1);
+    // The upload created the repository.
+    let repository = store.repository(&main).await.unwrap().unwrap();
+    assert_eq!(package.repository_id, repository.id);
+    assert_eq!(
+        (
+            package.arch.as_str(),
+            package.name.as_str(),
+            package.version.as_str(),
+            package.filename.as_str()
+        ),
+        ("x86_64", "hello", "1.0-r0", "hello-1.0-r0.apk")
+    );
+    let expected = new_package("hello", "1.0-r0", "x86_64");
+    assert_eq!(package.checksum, expected.checksum);
+    assert_eq!(package.sha256, expected.sha256);
+    assert_eq!(package.size, 1234);
+    assert!(package.modified_ms >= before_ms && package.modified_ms <= after_ms);
+    assert_eq!(package.created_at, package.modified_ms.div_euclid(1000));
+
+    // The same file again, or the same name and version under another file name.
+    let message = conflict(
+        store
+            .insert_package(&main, new_package("hello", "1.0-r0", "x86_64"), true)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        message,
+        "x86_64/hello-1.0-r0.apk already exists; delete it before uploading it again"
+    );
+    let renamed = NewPackage {
+        filename: "renamed.apk".into(),
+        ..new_package("hello", "1.0-r0", "x86_64")
+    };
+    assert_eq!(
+        conflict(
+            store
+                .insert_package(&main, renamed, true)
+                .await
+                .unwrap_err()
+        ),
+        "x86_64/renamed.apk already exists; delete it before uploading it again"
+    );
+    // A refused insert changes nothing: no generation was used up.
+    let repository = store.repository(&main).await.unwrap().unwrap();
+    assert_eq!(repository.wanted_gen, 1);
+    assert_eq!(store.list_packages(repository.id).await.unwrap().len(), 1);
+
+    // Other architectures, versions, repositories and branches are separate.
+    let InsertedPackage {
+        package: _,
+        generation,
+        ..
+    } = store
+        .insert_package(&main, new_package("hello", "1.0-r0", "aarch64"), true)
+        .await
+        .unwrap();
+    assert_eq!(generation, 2);
+    let InsertedPackage {
+        package: _,
+        generation,
+        ..
+    } = store
+        .insert_package(&main, new_package("hello", "1.1-r0", "x86_64"), true)
+        .await
+        .unwrap();
+    assert_eq!(generation, 3);
+    let community = repo(acme.id, "v3.21", "community");
+    let InsertedPackage {
+        package: other,
+        generation,
+        ..
+    } = store
+        .insert_package(&community, new_package("hello", "1.0-r0", "x86_64"), true)
+        .await
+        .unwrap();
+    assert_eq!(generation, 1);
+    assert_ne!(other.repository_id, repository.id);
+    let InsertedPackage {
+        package: _,
+        generation: _,
+        ..
+    } = store
+        .insert_package(&main, new_package("tool", "2.0-r0", "noarch"), true)
+        .await
+        .unwrap();
+
+    // Found at its own architecture; noarch at any architecture.
+    let found = store
+        .find_package(&main, "x86_64", "hello-1.0-r0.apk")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id, package.id);
+    assert_eq!(found.modified_ms, package.modified_ms);
+    assert_eq!(found.created_at, package.created_at);
+    let found = store
+        .find_package(&main, "aarch64", "hello-1.0-r0.apk")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.arch, "aarch64");
+    assert!(store
+        .find_package(&main, "armhf", "hello-1.0-r0.apk")
+        .await
+        .unwrap()
+        .is_none());
+    for arch in ["x86_64", "armhf", "noarch"] {
+        let found = store
+            .find_package(&main, arch, "tool-2.0-r0.apk")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.arch, "noarch", "{arch}");
+    }
+    assert!(store
+        .find_package(
+            &repo(acme.id, "v3.21", "nope"),
+            "x86_64",
+            "hello-1.0-r0.apk"
+        )
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .find_package(&repo(acme.id, "edge", "main"), "x86_64", "hello-1.0-r0.apk")
+        .await
+        .unwrap()
+        .is_none());
+
+    // Deleted through any architecture path for noarch, once.
+    let (deleted, generation) = store
+        .delete_package(&main, "armhf", "tool-2.0-r0.apk")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (deleted.arch.as_str(), deleted.name.as_str()),
+        ("noarch", "tool")
+    );
+    assert_eq!(generation, 5);
+    assert!(store
+        .delete_package(&main, "armhf", "tool-2.0-r0.apk")
+        .await
+        .unwrap()
+        .is_none());
+    let (deleted, generation) = store
+        .delete_package(&main, "x86_64", "hello-1.0-r0.apk")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(deleted.id, package.id);
+    assert_eq!(deleted.sha256, package.sha256);
+    assert_eq!(generation, 6);
+    assert!(store
+        .find_package(&main, "x86_64", "hello-1.0-r0.apk")
+        .await
+        .unwrap()
+        .is_none());
+    // The other architecture's file stays.
+    assert!(store
+        .find_package(&main, "aarch64", "hello-1.0-r0.apk")
+        .await
+        .unwrap()
+        .is_some());
+    assert!(store
+        .delete_package(&repo(acme.id, "v3.21", "nope"), "x86_64", "x.apk")
+        .await
+        .unwrap()
+        .is_none());
+    // A missing file changes no generation.
+    assert!(store
+        .delete_package(&main, "x86_64", "missing-1-r0.apk")
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        store.repository(&main).await.unwrap().unwrap().wanted_gen,
+        6
+    );
+
+    // Deleted, the file may come back.
+    let InsertedPackage {
+        package: again,
+        generation,
+        ..
+    } = store
+        .insert_package(&main, new_package("hello", "1.0-r0", "x86_64"), true)
+        .await
+        .unwrap();
+    assert_ne!(again.id, package.id);
+    assert_eq!(generation, 7);
+}
+
+async fn noarch_and_concrete_architectures_clash(store: &dyn Store) {
+    let acme = store.create_owner("acme", false, true).await.unwrap();
+    let main = repo(acme.id, "edge", "main");
+    store
+        .insert_package(&main, new_package("foo", "1.0-r0", "x86_64"), true)
+        .await
+        .unwrap();
+    store
+        .insert_package(&main, new_package("foo", "1.0-r0", "aarch64"), true)
+        .await
+        .unwrap();
+    // Either clashing row may be named.
+    let message = conflict(
+        store
+            .insert_package(&main, new_package("foo", "1.0-r0", "noarch"), true)
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        ["x86_64", "aarch64"].iter().any(|arch| message
+            == format!(
+                "foo-1.0-r0 already exists in this repository as {arch}; a package is \
+                 either noarch or built per architecture, delete the other first"
+            )),
+        "{message}"
+    );
+
+    store
+        .insert_package(&main, new_package("bar", "2.0-r0", "noarch"), true)
+        .await
+        .unwrap();
+    assert_eq!(
+        conflict(
+            store
+                .insert_package(&main, new_package("bar", "2.0-r0", "x86_64"), true)
+                .await
+                .unwrap_err()
+        ),
+        "bar-2.0-r0 already exists in this repository as noarch; a package is either \
+         noarch or built per architecture, delete the other first"
+    );
+    // Another version, or another repository, does not clash.
+    store
+        .insert_package(&main, new_package("bar", "2.1-r0", "x86_64"), true)
+        .await
+        .unwrap();
+    store
+        .insert_package(
+            &repo(acme.id, "edge", "testing"),
+            new_package("bar", "2.0-r0", "x86_64"),
+            true,
+        )
+        .await
+        .unwrap();
+    let repository = store.repository(&main).await.unwrap().unwrap();
+    // Four inserts went in, two were refused without using a generation.
+    assert_eq!(repository.wanted_gen, 4);
+    assert!(store.has_noarch(repository.id).await.unwrap());
+    store
+        .delete_package(&main, "x86_64", "bar-2.0-r0.apk")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!store.has_noarch(repository.id).await.unwrap());
+    // Gone as noarch, it may come per architecture.
+    store
+        .insert_package(&main, new_package("bar", "2.0-r0", "x86_64"), true)
+        .await
+        .unwrap();
+}
+
+async fn referenced_blobs_and_listing(store: &dyn Store) {
+    let acme = store.create_owner("acme", false, true).await.unwrap();
+    let main = repo(acme.id, "v1", "main");
+    let other = repo(acme.id, "v1", "other");
+    assert!(store.referenced_blobs().await.unwrap().is_empty());
+    assert!(!store.blob_referenced("aaaa").await.unwrap());
+    // One blob under two rows.
+    for (repository, name, arch, blob) in [
+        (&main, "zeta", "x86_64", "aaaa"),
+        (&main, "alpha", "x86_64", "bbbb"),
+        (&main, "alpha", "aarch64", "cccc"),
+        (&main, "Beta", "x86_64", "dddd"),
+        (&other, "alpha", "x86_64", "aaaa"),
+    ] {
+        store
+            .insert_package(repository, new_package_blob(name, "1-r0", arch, blob), true)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.referenced_blobs().await.unwrap(),
+        ["aaaa", "bbbb", "cccc", "dddd"]
+            .into_iter()
+            .map(String::from)
+            .collect::<HashSet<_>>()
+    );
+    assert!(store.blob_referenced("aaaa").await.unwrap());
+    assert!(!store.blob_referenced("eeee").await.unwrap());
+
+    // Ordered by architecture, then file name, byte-wise.
+    let repository = store.repository(&main).await.unwrap().unwrap();
+    let listed: Vec<(String, String, String)> = store
+        .list_packages(repository.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| {
+            assert_eq!(p.repository_id, repository.id);
+            (p.arch, p.filename, p.sha256)
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("aarch64", "alpha-1-r0.apk", "cccc"),
+            ("x86_64", "Beta-1-r0.apk", "dddd"),
+            ("x86_64", "alpha-1-r0.apk", "bbbb"),
+            ("x86_64", "zeta-1-r0.apk", "aaaa"),
+        ]
+        .map(|(a, f, s)| (a.to_string(), f.to_string(), s.to_string()))
+    );
+    assert!(store
+        .list_packages(repository.id + 1000)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // A blob stays referenced while any row holds it.
+    store
+        .delete_package(&main, "x86_64", "zeta-1-r0.apk")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store.blob_referenced("aaaa").await.unwrap());
+    store
+        .delete_package(&other, "x86_64", "alpha-1-r0.apk")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!store.blob_referenced("aaaa").await.unwrap());
+    assert!(!store.referenced_blobs().await.unwrap().contains("aaaa"));
+}
+
+async fn repositories_and_generations(store: &dyn Store) {
+    let acme = store.create_owner("acme", false, true).await.unwrap();
+    let beta = store.create_owner("beta", false, true).await.unwrap();
+    let refs = [
+        repo(acme.id, "v3.21", "main"),
+        repo(acme.id, "v3.21", "community"),
+        repo(acme.id, "edge", "main"),
+        repo(beta.id, "v3.21", "main"),
+    ];
+    let mut ids = Vec::new();
+    for r in &refs {
+        let InsertedPackage {
+            package,
+            generation: _,
+            ..
+        } = store
+            .insert_package(r, new_package("hello", "1.0-r0", "x86_64"), true)
+            .await
+            .unwrap();
+        ids.push(package.repository_id);
+    }
+
+    let repository = store.repository(&refs[0]).await.unwrap().unwrap();
+    assert_eq!(repository.id, ids[0]);
+    assert_eq!(repository.owner_id, acme.id);
+    assert_eq!(repository.owner_name, "acme");
+    assert_eq!(
+        (repository.branch.as_str(), repository.name.as_str()),
+        ("v3.21", "main")
+    );
+    assert_eq!((repository.wanted_gen, repository.built_gen), (1, 0));
+    let by_id = store.repository_by_id(ids[3]).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            by_id.owner_name.as_str(),
+            by_id.branch.as_str(),
+            by_id.name.as_str()
+        ),
+        ("beta", "v3.21", "main")
+    );
+    assert!(store
+        .repository_by_id(ids[3] + 1000)
+        .await
+        .unwrap()
+        .is_none());
+
+    // Filters, in creation order.
+    let list = |owner: Option<i64>, branch: Option<&'static str>, name: Option<&'static str>| async move {
+        store
+            .list_repositories(owner, branch, name)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(list(None, None, None).await, ids);
+    assert_eq!(list(Some(acme.id), None, None).await, ids[..3].to_vec());
+    assert_eq!(
+        list(Some(acme.id), Some("v3.21"), None).await,
+        ids[..2].to_vec()
+    );
+    assert_eq!(
+        list(Some(acme.id), Some("v3.21"), Some("community")).await,
+        [ids[1]]
+    );
+    assert_eq!(
+        list(None, None, Some("main")).await,
+        [ids[0], ids[2], ids[3]]
+    );
+    assert_eq!(list(None, Some("edge"), None).await, [ids[2]]);
+    assert!(list(Some(beta.id), Some("edge"), None).await.is_empty());
+
+    // Everything is stale until built.
+    let stale_ids = store
+        .stale_repositories()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect::<Vec<_>>();
+    assert_eq!(stale_ids, ids);
+    for id in &ids {
+        store
+            .publish_indexes(*id, 1, vec![], vec![], 0)
+            .await
+            .unwrap();
+    }
+    assert!(store.stale_repositories().await.unwrap().is_empty());
+
+    // A bump forces a rebuild.
+    assert_eq!(store.bump_generation(ids[1]).await.unwrap(), 2);
+    assert_eq!(store.bump_generation(ids[1]).await.unwrap(), 3);
+    let stale = store.stale_repositories().await.unwrap();
+    assert_eq!(stale.len(), 1);
+    assert_eq!(
+        (
+            stale[0].id,
+            stale[0].wanted_gen,
+            stale[0].built_gen,
+            stale[0].owner_name.as_str()
+        ),
+        (ids[1], 3, 1, "acme")
+    );
+    assert_eq!(
+        not_found(store.bump_generation(ids[3] + 1000).await.unwrap_err()),
+        "no such repository"
+    );
+    // Publishing an older generation than the last leaves built_gen alone.
+    store
+        .publish_indexes(ids[1], 3, vec![], vec![], 0)
+        .await
+        .unwrap();
+    store
+        .publish_indexes(ids[1], 2, vec![], vec![], 0)
+        .await
+        .unwrap();
+    let repository = store.repository_by_id(ids[1]).await.unwrap().unwrap();
+    assert_eq!((repository.wanted_gen, repository.built_gen), (3, 3));
+    assert!(store.stale_repositories().await.unwrap().is_empty());
+
+    // The snapshot: the wanted generation, every package row, the served architectures.
+    store
+        .insert_package(&refs[0], new_package("tool", "2.0-r0", "noarch"), true)
+        .await
+        .unwrap();
+    store
+        .publish_indexes(
+            ids[0],
+            1,
+            vec![rendered("x86_64", b"one"), rendered("armhf", b"two")],
+            vec![],
+            5_000,
+        )
+        .await
+        .unwrap();
+    let snapshot = store.index_snapshot(ids[0]).await.unwrap();
+    assert_eq!(snapshot.generation, 2);
+    assert_eq!(snapshot.served_arches, ["armhf", "x86_64"]);
+    let mut entries: Vec<_> = snapshot
+        .packages
+        .iter()
+        .map(|e| {
+            (
+                e.arch.as_str(),
+                e.name.as_str(),
+                e.version.as_str(),
+                e.checksum.as_str(),
+                e.stanza.as_str(),
+            )
+        })
+        .collect();
+    entries.sort();
+    let hello = new_package("hello", "1.0-r0", "x86_64");
+    let tool = new_package("tool", "2.0-r0", "noarch");
+    assert_eq!(
+        entries,
+        [
+            (
+                "noarch",
+                "tool",
+                "2.0-r0",
+                tool.checksum.as_str(),
+                tool.stanza.as_str()
+            ),
+            (
+                "x86_64",
+                "hello",
+                "1.0-r0",
+                hello.checksum.as_str(),
+                hello.stanza.as_str()
+            ),
+        ]
+    );
+    let unserved = store.index_snapshot(ids[2]).await.unwrap();
+    assert_eq!(unserved.generation, 1);
+    assert_eq!(unserved.packages.len(), 1);
+    assert!(unserved.served_arches.is_empty());
+}
+
+async fn publishing_indexes(store: &dyn Store) {
+    let acme = store.create_owner("acme", false, true).await.unwrap();
+    let main = repo(acme.id, "v1", "main");
+    let InsertedPackage {
+        package,
+        generation: _,
+        ..
+    } = store
+        .insert_package(&main, new_package("hello", "1.0-r0", "x86_64"), true)
+        .await
+        .unwrap();
+    let id = package.repository_id;
+    assert!(store.index(id, "x86_64").await.unwrap().is_none());
+
+    store
+        .publish_indexes(
+            id,
+            1,
+            vec![rendered("x86_64", b"first"), rendered("aarch64", b"other")],
+            vec![],
+            1_700_000_000_123,
+        )
+        .await
+        .unwrap();
+    let index = store.index(id, "x86_64").await.unwrap().unwrap();
+    assert_eq!(index.generation, 1);
+    assert_eq!(&index.content[..], b"first");
+    assert_eq!(index.sha256, "sha-of-first");
+    assert_eq!(index.built_at, 1_700_000_000);
+    assert_eq!(index.modified_ms, 1_700_000_000_123);
+    assert_eq!(
+        store.repository_by_id(id).await.unwrap().unwrap().built_gen,
+        1
+    );
+
+    // The same bytes at a later generation keep their dates; new bytes are dated now.
+    store
+        .publish_indexes(
+            id,
+            2,
+            vec![
+                rendered("x86_64", b"first"),
+                rendered("aarch64", b"changed"),
+            ],
+            vec![],
+            1_700_000_100_456,
+        )
+        .await
+        .unwrap();
+    let index = store.index(id, "x86_64").await.unwrap().unwrap();
+    assert_eq!(
+        (index.generation, index.built_at, index.modified_ms),
+        (2, 1_700_000_000, 1_700_000_000_123)
+    );
+    let index = store.index(id, "aarch64").await.unwrap().unwrap();
+    assert_eq!(&index.content[..], b"changed");
+    assert_eq!(
+        (index.generation, index.built_at, index.modified_ms),
+        (2, 1_700_000_100, 1_700_000_100_456)
+    );
+
+    // A builder that rendered an older generation leaves newer rows alone, and removes
+    // nothing newer than what it rendered.
+    store
+        .publish_indexes(
+            id,
+            1,
+            vec![rendered("x86_64", b"stale")],
+            vec!["aarch64".into()],
+            1_700_000_200_000,
+        )
+        .await
+        .unwrap();
+    let index = store.index(id, "x86_64").await.unwrap().unwrap();
+    assert_eq!((&index.content[..], index.generation), (&b"first"[..], 2));
+    assert!(store.index(id, "aarch64").await.unwrap().is_some());
+    assert_eq!(
+        store.repository_by_id(id).await.unwrap().unwrap().built_gen,
+        2
+    );
+
+    // Removing an architecture, adding another, in one publication.
+    store
+        .publish_indexes(
+            id,
+            3,
+            vec![rendered("armhf", b"new arch")],
+            vec!["aarch64".into(), "s390x".into()],
+            1_700_000_300_999,
+        )
+        .await
+        .unwrap();
+    assert!(store.index(id, "aarch64").await.unwrap().is_none());
+    let index = store.index(id, "armhf").await.unwrap().unwrap();
+    assert_eq!(
+        (index.generation, index.built_at, index.modified_ms),
+        (3, 1_700_000_300, 1_700_000_300_999)
+    );
+    assert_eq!(
+        store.index_snapshot(id).await.unwrap().served_arches,
+        ["armhf", "x86_64"]
+    );
+    assert_eq!(
+        store.repository_by_id(id).await.unwrap().unwrap().built_gen,
+        3
+    );
+    // Empty content is an index too (an architecture whose last package went).
+    store
+        .publish_indexes(
+            id,
+            4,
+            vec![rendered("armhf", b"")],
+            vec![],
+            1_700_000_400_000,
+        )
+        .await
+        .unwrap();
+    let index = store.index(id, "armhf").await.unwrap().unwrap();
+    assert!(index.content.is_empty());
+    assert!(store.index(id + 1000, "armhf").await.unwrap().is_none());
+}
+
+/// Opens connections for the racers below, so that they start together instead of one
+/// finishing while the others still connect.
+async fn warm_up(store: &dyn Store) {
+    join_all((0..4).map(|_| async {
+        store.ping().await.unwrap();
+        store.count_users().await.unwrap();
+    }))
+    .await;
+}
+
+async fn concurrent_writers(store: &dyn Store) {
+    let acme = store.create_owner("acme", false, true).await.unwrap();
+    let main = repo(acme.id, "edge", "main");
+
+    // Many uploads into a new repository: one repository, every generation used once.
+    let uploads = join_all((0..16).map(|i| {
+        let main = main.clone();
+        async move {
+            store
+                .insert_package(&main, new_package(&format!("p{i}"), "1-r0", "x86_64"), true)
+                .await
+        }
+    }))
+    .await;
+    let mut generations: Vec<i64> = uploads.into_iter().map(|r| r.unwrap().generation).collect();
+    generations.sort();
+    assert_eq!(generations, (1..=16).collect::<Vec<_>>());
+    assert_eq!(
+        store
+            .list_repositories(None, None, None)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // The same name and version as noarch and per architecture at once: exactly one wins.
+    for round in 0..8 {
+        warm_up(store).await;
+        let version = format!("{round}-r0");
+        let attempts = join_all(["noarch", "x86_64", "noarch", "aarch64"].map(|arch| {
+            let main = main.clone();
+            let version = version.clone();
+            async move {
+                store
+                    .insert_package(&main, new_package("race", &version, arch), true)
+                    .await
+                    .map(|inserted| inserted.package.arch)
+            }
+        }))
+        .await;
+        let won: Vec<String> = attempts
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .cloned()
+            .collect();
+        for result in attempts {
+            if let Err(err) = result {
+                conflict(err);
+            }
+        }
+        let noarch = won.iter().filter(|a| *a == "noarch").count();
+        assert!(
+            (noarch == 1 && won.len() == 1) || (noarch == 0 && !won.is_empty()),
+            "round {round}: {won:?}"
+        );
+    }
+
+    // Racing deletes of one file: one deletes it.
+    for file in 0..8 {
+        warm_up(store).await;
+        let filename = format!("p{file}-1-r0.apk");
+        let deletes =
+            join_all((0..4).map(|_| store.delete_package(&main, "x86_64", &filename))).await;
+        let deleted = deletes
+            .into_iter()
+            .map(|r| r.unwrap())
+            .filter(Option::is_some)
+            .count();
+        assert_eq!(deleted, 1, "{filename}");
+    }
+
+    // Racing creations of one name in different cases: one wins, the others conflict.
+    let creations = join_all(
+        ["globex", "Globex", "GLOBEX", "gLoBeX"].map(|name| store.create_owner(name, false, true)),
+    )
+    .await;
+    let created = creations.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(created, 1);
+    for result in creations {
+        if let Err(err) = result {
+            assert!(conflict(err).contains("already exists"));
+        }
+    }
+    let users =
+        join_all(["wile", "Wile", "WILE"].map(|name| store.create_user(name, None, false))).await;
+    assert_eq!(users.iter().filter(|r| r.is_ok()).count(), 1);
+    for result in users {
+        if let Err(err) = result {
+            conflict(err);
+        }
+    }
+    // No half-created user: every user has its namespace.
+    for user in store.list_users().await.unwrap() {
+        assert!(store.owner_by_name(&user.name).await.unwrap().is_some());
+    }
+
+    // Concurrent publications of one repository: the newest generation stays.
+    let repository = store.repository(&main).await.unwrap().unwrap();
+    let publications = join_all((1..=8).rev().map(|generation| {
+        store.publish_indexes(
+            repository.id,
+            generation,
+            vec![rendered("x86_64", format!("gen {generation}").as_bytes())],
+            vec![],
+            generation * 1000,
+        )
+    }))
+    .await;
+    for result in publications {
+        result.unwrap();
+    }
+    let index = store.index(repository.id, "x86_64").await.unwrap().unwrap();
+    assert_eq!((index.generation, &index.content[..]), (8, &b"gen 8"[..]));
+    assert_eq!(
+        store
+            .repository_by_id(repository.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .built_gen,
+        8
+    );
+}
+
+#[test]
+fn test_database_urls_name_the_new_database() {
+    assert_eq!(
+        pg::with_database("postgres://u:p@127.0.0.1:5432/postgres", "t1"),
+        "postgres://u:p@127.0.0.1:5432/t1"
+    );
+    assert_eq!(
+        pg::with_database("postgresql://u@db?sslmode=disable", "t1"),
+        "postgresql://u@db/t1?sslmode=disable"
+    );
+}
+
+async fn repositories_created_listed_and_removed(store: &dyn Store) {
+    let acme = store.create_owner("acme", false, true).await.unwrap();
+    let main = repo(acme.id, "v3.21", "main");
+    let edge = repo(acme.id, "edge", "main");
+
+    // Without permission to create, a missing repository stays missing.
+    not_found(
+        store
+            .insert_package(&main, new_package("hello", "1.0-r0", "x86_64"), false)
+            .await
+            .unwrap_err(),
+    );
+    assert!(store.repository(&main).await.unwrap().is_none());
+
+    let created = store.create_repository(&main).await.unwrap();
+    assert_eq!((created.wanted_gen, created.built_gen), (0, 0));
+    conflict(store.create_repository(&main).await.unwrap_err());
+    let first = store
+        .insert_package(&main, new_package("hello", "1.0-r0", "x86_64"), false)
+        .await
+        .unwrap();
+    assert!(!first.repository_created);
+    assert_eq!(first.package.repository_id, created.id);
+    let tool = store
+        .insert_package(&edge, new_package("tool", "2.0-r0", "noarch"), true)
+        .await
+        .unwrap();
+    assert!(tool.repository_created);
+    store
+        .publish_indexes(
+            created.id,
+            first.generation,
+            vec![rendered("x86_64", b"index")],
+            vec![],
+            now() * 1000,
+        )
+        .await
+        .unwrap();
+
+    let summaries = store.repository_summaries(Some(acme.id)).await.unwrap();
+    let listed: Vec<(&str, &str, Vec<String>, i64)> = summaries
+        .iter()
+        .map(|r| {
+            (
+                r.branch.as_str(),
+                r.repository.as_str(),
+                r.arches.clone(),
+                r.packages,
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("edge", "main", vec!["noarch".to_string()], 1),
+            ("v3.21", "main", vec!["x86_64".to_string()], 1),
+        ]
+    );
+    assert!(summaries.iter().all(|r| r.owner == "acme"));
+    assert!(summaries.iter().all(|r| r.last_publish_ms.is_some()));
+    assert_eq!(store.repository_summaries(None).await.unwrap().len(), 2);
+
+    // Removal takes the packages and every index in one step.
+    let removed = store.delete_repository(&main).await.unwrap().unwrap();
+    assert_eq!(
+        (removed.packages, removed.arches),
+        (1, vec!["x86_64".to_string()])
+    );
+    assert!(store.repository(&main).await.unwrap().is_none());
+    assert!(store.index(created.id, "x86_64").await.unwrap().is_none());
+    assert!(store.list_packages(created.id).await.unwrap().is_empty());
+    assert!(store.delete_repository(&main).await.unwrap().is_none());
+    // A build of the removed repository cannot publish, nor read it.
+    not_found(
+        store
+            .publish_indexes(
+                created.id,
+                first.generation,
+                vec![rendered("x86_64", b"late")],
+                vec![],
+                now() * 1000,
+            )
+            .await
+            .unwrap_err(),
+    );
+    not_found(store.index_snapshot(created.id).await.unwrap_err());
+    assert!(store.index(created.id, "x86_64").await.unwrap().is_none());
+    // Created again, it is another repository.
+    let again = store.create_repository(&main).await.unwrap();
+    assert!(again.id > created.id, "{} reused {}", again.id, created.id);
+}
