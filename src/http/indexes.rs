@@ -8,7 +8,7 @@ use super::conditional::{Entity, Plan};
 use crate::access::Identity;
 use crate::error::{AppError, AppResult};
 use crate::names::{Arch, RepoAddress};
-use crate::store::{RepoRef, Role};
+use crate::store::Role;
 use crate::AppState;
 
 pub async fn get(
@@ -21,7 +21,7 @@ pub async fn get(
 ) -> AppResult<Response> {
     let owner = super::authorize(state, identity, &at.owner, Role::Read).await?;
     let not_found = || AppError::NotFound(format!("no index for {at}/{arch}"));
-    let repo_ref = RepoRef::new(owner.id, at);
+    let repo_ref = crate::registry::repo_ref(owner.id, at);
     let repo = state
         .store
         .repository(&repo_ref)

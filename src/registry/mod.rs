@@ -7,3 +7,15 @@ pub mod fsck;
 pub mod keys;
 pub mod publish;
 pub mod repositories;
+
+use crate::names::RepoAddress;
+use crate::store::RepoRef;
+
+/// The repository `at` names, of the owner whose id is `owner_id`.
+pub fn repo_ref(owner_id: i64, at: &RepoAddress) -> RepoRef {
+    RepoRef {
+        owner_id,
+        branch: at.branch.to_string(),
+        repository: at.repository.to_string(),
+    }
+}

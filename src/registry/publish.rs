@@ -18,7 +18,7 @@ use crate::error::{AppError, AppResult};
 use crate::indexer::is_removed;
 use crate::names::{Arch, PackageFile, RepoAddress};
 use crate::registry::repositories::missing_for_upload;
-use crate::store::{NewPackage, Owner, Package, RepoRef, StoreError};
+use crate::store::{NewPackage, Owner, Package, StoreError};
 use crate::AppState;
 
 /// What a publish did.
@@ -55,7 +55,7 @@ pub async fn precheck(
     if !state.config.repositories.auto_create
         && state
             .store
-            .repository(&RepoRef::new(owner.id, at))
+            .repository(&crate::registry::repo_ref(owner.id, at))
             .await?
             .is_none()
     {
@@ -167,7 +167,7 @@ where
     // precheck is not created again: the blob is then left to orphan collection, as
     // after a 409.
     let auto_create = state.config.repositories.auto_create;
-    let repo_ref = RepoRef::new(owner.id, at);
+    let repo_ref = crate::registry::repo_ref(owner.id, at);
     let inserted = {
         let _blob_guard = state.blob_lock.read().await;
         state
@@ -227,7 +227,11 @@ pub async fn find(
 ) -> AppResult<Package> {
     state
         .store
-        .find_package(&RepoRef::new(owner.id, at), arch.as_str(), file.as_str())
+        .find_package(
+            &crate::registry::repo_ref(owner.id, at),
+            arch.as_str(),
+            file.as_str(),
+        )
         .await?
         .ok_or_else(|| no_such_file(at, arch, file))
 }
@@ -243,7 +247,11 @@ pub async fn delete(
 ) -> AppResult<Package> {
     let (package, generation) = state
         .store
-        .delete_package(&RepoRef::new(owner.id, at), arch.as_str(), file.as_str())
+        .delete_package(
+            &crate::registry::repo_ref(owner.id, at),
+            arch.as_str(),
+            file.as_str(),
+        )
         .await?
         .ok_or_else(|| no_such_file(at, arch, file))?;
     // A repository removed meanwhile took the package and its indexes with it.

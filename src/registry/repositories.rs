@@ -2,7 +2,7 @@
 
 use crate::error::{AppError, AppResult};
 use crate::names::{BranchName, OwnerName, RepoAddress, RepoName};
-use crate::store::{Owner, RemovedRepository, RepoRef, Repository, RepositorySummary, StoreError};
+use crate::store::{Owner, RemovedRepository, Repository, RepositorySummary, StoreError};
 use crate::AppState;
 
 /// The answer to an upload into a repository that does not exist while
@@ -25,7 +25,7 @@ async fn owner(state: &AppState, name: &OwnerName) -> AppResult<Owner> {
 /// Creates an empty repository of an existing owner; an error when it exists.
 pub async fn create(state: &AppState, at: &RepoAddress) -> AppResult<Repository> {
     let owner = owner(state, &at.owner).await?;
-    let repo = RepoRef::new(owner.id, at);
+    let repo = crate::registry::repo_ref(owner.id, at);
     state
         .store
         .create_repository(&repo)
@@ -56,7 +56,7 @@ pub async fn list(
 /// references any more are left to orphan collection (`storage.orphan_grace_secs`).
 pub async fn remove(state: &AppState, at: &RepoAddress) -> AppResult<RemovedRepository> {
     let owner = owner(state, &at.owner).await?;
-    let repo = RepoRef::new(owner.id, at);
+    let repo = crate::registry::repo_ref(owner.id, at);
     state.store.delete_repository(&repo).await?.ok_or_else(|| {
         AppError::NotFound(format!(
             "no repository {at} (\"alpine-registry repository list --owner {}\" lists those \

@@ -173,17 +173,6 @@ pub struct RepoRef {
     pub repository: String,
 }
 
-impl RepoRef {
-    /// The repository `at` names, of the owner whose id is `owner_id`.
-    pub fn new(owner_id: i64, at: &crate::names::RepoAddress) -> RepoRef {
-        RepoRef {
-            owner_id,
-            branch: at.branch.to_string(),
-            repository: at.repository.to_string(),
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct Repository {
     pub id: i64,
