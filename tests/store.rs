@@ -24,7 +24,7 @@ struct Backend {
     store: Arc<dyn Store>,
     _dir: Option<tempfile::TempDir>,
     // Declared last: dropped after the store.
-    _database: Option<TestDatabase>,
+    database: Option<TestDatabase>,
 }
 
 impl Backend {
@@ -35,7 +35,15 @@ impl Backend {
         Backend {
             store: Arc::new(store),
             _dir: Some(dir),
-            _database: None,
+            database: None,
+        }
+    }
+
+    /// Closes the store, then drops its PostgreSQL database (if any) before returning.
+    async fn finish(self) {
+        drop(self.store);
+        if let Some(database) = self.database {
+            database.drop_database().await;
         }
     }
 
@@ -52,7 +60,7 @@ impl Backend {
         Some(Backend {
             store: Arc::new(store),
             _dir: None,
-            _database: Some(database),
+            database: Some(database),
         })
     }
 }
@@ -66,6 +74,7 @@ macro_rules! conformance {
                 async fn $scenario() {
                     let backend = super::Backend::sqlite().await;
                     super::$scenario(backend.store.as_ref()).await;
+                    backend.finish().await;
                 }
             )*
         }
@@ -75,6 +84,7 @@ macro_rules! conformance {
                 async fn $scenario() {
                     if let Some(backend) = super::Backend::postgres().await {
                         super::$scenario(backend.store.as_ref()).await;
+                        backend.finish().await;
                     }
                 }
             )*

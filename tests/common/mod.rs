@@ -118,6 +118,9 @@ impl TestServer {
         if let Some(task) = self.task.take() {
             task.await.unwrap().unwrap();
         }
+        if let Some(database) = self.database.take() {
+            database.drop_database().await;
+        }
     }
 
     /// PUTs `bytes` into owner/branch/repo with HTTP Basic `user:secret`.

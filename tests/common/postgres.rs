@@ -1,6 +1,8 @@
 //! Fresh PostgreSQL databases for tests, on the server named by
 //! `ALPINE_REGISTRY_TEST_POSTGRES_URL` (a role there may CREATE DATABASE). Each database
-//! has a random name and is dropped when its `TestDatabase` goes, even after a failure.
+//! has a random name and is dropped when its `TestDatabase` goes, even after a failure;
+//! one left by a test process that exited first is dropped by a later run on the same
+//! machine.
 //!
 //! Without the variable, PostgreSQL tests are skipped with a note, unless
 //! `ALPINE_REGISTRY_TEST_REQUIRE_POSTGRES=1` says they must run: then they fail.
@@ -47,13 +49,15 @@ pub struct TestDatabase {
     name: String,
     /// The URL the registry connects to.
     pub url: String,
+    dropped: bool,
 }
 
 impl TestDatabase {
     /// A new, empty database on the server `server` (its URL).
     pub fn create(server: &str) -> TestDatabase {
         let name = format!(
-            "alpine_registry_test_{}_{:016x}",
+            "{PREFIX}{}_{}_{:016x}",
+            host_tag(),
             std::process::id(),
             rand::random::<u64>()
         );
@@ -63,6 +67,7 @@ impl TestDatabase {
             let mut connection = sqlx::postgres::PgConnection::connect(&admin)
                 .await
                 .unwrap_or_else(|e| panic!("connecting to {URL_ENV}: {e}"));
+            drop_left_over(&mut connection).await;
             sqlx::raw_sql(&statement)
                 .execute(&mut connection)
                 .await
@@ -73,6 +78,7 @@ impl TestDatabase {
             url: with_database(server, &name),
             server: server.to_string(),
             name,
+            dropped: false,
         }
     }
 
@@ -80,28 +86,94 @@ impl TestDatabase {
     pub fn from_env() -> Option<TestDatabase> {
         server_url().map(|server| TestDatabase::create(&server))
     }
+
+    /// Drops the database without blocking the caller's runtime, so that connections a
+    /// registry on this runtime is still opening can finish (the server waits for every
+    /// connection to get past authentication before it drops a database).
+    pub async fn drop_database(mut self) {
+        self.dropped = true;
+        if let Err(e) = drop_database(&self.server, &self.name).await {
+            warn_not_dropped(&self.name, &e);
+        }
+    }
 }
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let server = self.server.clone();
-        // FORCE: connections of a registry still running in the test go too.
-        let statement = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
-        let dropped = std::thread::spawn(move || {
-            runtime().block_on(async move {
-                let mut connection = sqlx::postgres::PgConnection::connect(&server).await?;
-                sqlx::raw_sql(&statement).execute(&mut connection).await?;
-                connection.close().await
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            let _ = writeln!(
-                std::io::stderr(),
-                "warning: test database {} was not dropped: {dropped:?}",
-                self.name
-            );
+        if self.dropped {
+            return;
         }
+        let (server, name) = (self.server.clone(), self.name.clone());
+        let dropping = std::thread::spawn(move || {
+            if let Err(e) = runtime().block_on(drop_database(&server, &name)) {
+                warn_not_dropped(&name, &e);
+            }
+        });
+        // On a runtime thread, waiting would stall the connections still opening on it,
+        // and the server waits for them: let the drop finish on its own. A database left
+        // by a process that exited first is dropped by the next run.
+        if tokio::runtime::Handle::try_current().is_err() {
+            let _ = dropping.join();
+        }
+    }
+}
+
+const PREFIX: &str = "alpine_registry_test_";
+
+/// FORCE: connections of a registry still running in the test go too. Tried a few times:
+/// FORCE fails for a role that may not signal an autovacuum worker busy in the database.
+async fn drop_database(server: &str, name: &str) -> Result<(), sqlx::Error> {
+    let mut connection = sqlx::postgres::PgConnection::connect(server).await?;
+    let statement = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match sqlx::raw_sql(&statement).execute(&mut connection).await {
+            Ok(_) => break,
+            Err(_) if attempts < 20 => {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    connection.close().await
+}
+
+fn warn_not_dropped(name: &str, error: &sqlx::Error) {
+    let _ = writeln!(
+        std::io::stderr(),
+        "warning: test database {name} was not dropped: {error}"
+    );
+}
+
+/// Names this machine in database names (8 hex digits), so that only its own left-overs
+/// are dropped.
+fn host_tag() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(host.trim().as_bytes());
+    hex::encode(&digest[..4])
+}
+
+/// Drops the test databases of this machine's test processes that are gone.
+async fn drop_left_over(connection: &mut sqlx::postgres::PgConnection) {
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE starts_with(datname, $1)")
+            .bind(PREFIX)
+            .fetch_all(&mut *connection)
+            .await
+            .unwrap_or_default();
+    let host = host_tag();
+    for name in names {
+        let mut parts = name[PREFIX.len()..].split('_');
+        let (Some(tag), Some(pid)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        if tag != host || pid.is_empty() || std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let _ = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .execute(&mut *connection)
+            .await;
     }
 }
 
