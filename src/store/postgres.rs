@@ -825,7 +825,7 @@ impl Store for PostgresStore {
     }
 
     async fn list_users(&self) -> StoreResult<Vec<UserSummary>> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT u.id, u.name, u.is_admin, u.password_hash IS NOT NULL AS has_password, \
              u.created_at, \
              (SELECT COUNT(*) FROM tokens t WHERE t.user_id = u.id AND t.revoked_at IS NULL \
@@ -835,24 +835,11 @@ impl Store for PostgresStore {
         )
         .bind(now_secs())
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(UserSummary {
-                    id: row.try_get("id")?,
-                    name: row.try_get("name")?,
-                    is_admin: row.try_get("is_admin")?,
-                    has_password: row.try_get("has_password")?,
-                    created_at: row.try_get("created_at")?,
-                    active_tokens: row.try_get("active_tokens")?,
-                    memberships: row.try_get("memberships")?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     async fn list_owners(&self) -> StoreResult<Vec<OwnerSummary>> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT o.id, o.name, o.is_private, o.is_org, o.created_at, \
              (SELECT COUNT(*) FROM owner_members m WHERE m.owner_id = o.id) AS members, \
              (SELECT COUNT(*) FROM repositories r WHERE r.owner_id = o.id) AS repositories, \
@@ -861,21 +848,7 @@ impl Store for PostgresStore {
              FROM owners o ORDER BY o.name",
         )
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(OwnerSummary {
-                    id: row.try_get("id")?,
-                    name: row.try_get("name")?,
-                    is_private: row.try_get("is_private")?,
-                    is_org: row.try_get("is_org")?,
-                    created_at: row.try_get("created_at")?,
-                    members: row.try_get("members")?,
-                    repositories: row.try_get("repositories")?,
-                    packages: row.try_get("packages")?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     async fn list_members(&self, owner_id: i64) -> StoreResult<Vec<Member>> {
