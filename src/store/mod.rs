@@ -1,11 +1,16 @@
 //! Metadata storage: the `Store` trait and its records. SQL lives only in the backends.
 
+mod dump;
 mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
 use serde::Serialize;
 
+pub use dump::{
+    Dump, IndexRow, MemberRow, OwnerRow, PackageRow, RepositoryRow, SigningKeyRow, TableCounts,
+    TokenRow, UserRow,
+};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -415,4 +420,69 @@ pub trait Store: Send + Sync + 'static {
     /// left to orphan collection). None when it does not exist. Repository ids are never
     /// reused, so nothing keyed by the old id can reach a later repository.
     async fn delete_repository(&self, repo: &RepoRef) -> StoreResult<Option<RemovedRepository>>;
+
+    // Moving an installation to another backend (`registry::migrate`).
+
+    /// Every row of every table, read in one transaction (one consistent snapshot), with
+    /// the highest repository id ever handed out.
+    async fn export(&self) -> StoreResult<Dump>;
+    /// Rows per table, read in one statement.
+    async fn table_counts(&self) -> StoreResult<TableCounts>;
+    /// Writes every row of `dump`, ids as they are, into this database in one
+    /// transaction, then moves the id sequences past the copied ids (and past
+    /// `dump.last_repository_id`), so that new rows take fresh ids. Conflict, writing
+    /// nothing, when the database holds any row.
+    async fn import(&self, dump: &Dump) -> StoreResult<()>;
 }
+
+/// Rows per table, as `TableCounts` lists them; the same SQL on both backends.
+const TABLE_COUNTS: &str = "SELECT (SELECT COUNT(*) FROM users), (SELECT COUNT(*) FROM owners), \
+     (SELECT COUNT(*) FROM owner_members), (SELECT COUNT(*) FROM tokens), \
+     (SELECT COUNT(*) FROM signing_keys), (SELECT COUNT(*) FROM repositories), \
+     (SELECT COUNT(*) FROM packages), (SELECT COUNT(*) FROM indexes)";
+
+type CountsRow = (i64, i64, i64, i64, i64, i64, i64, i64);
+
+fn table_counts_from(row: CountsRow) -> TableCounts {
+    let (users, owners, members, tokens, signing_keys, repositories, packages, indexes) = row;
+    TableCounts {
+        users,
+        owners,
+        members,
+        tokens,
+        signing_keys,
+        repositories,
+        packages,
+        indexes,
+    }
+}
+
+/// What `import` answers when the database already holds rows.
+fn not_empty(counts: &TableCounts) -> StoreError {
+    let held: Vec<String> = counts
+        .tables()
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(table, n)| format!("{n} {table}"))
+        .collect();
+    StoreError::Conflict(format!("the database is not empty: {}", held.join(", ")))
+}
+
+/// The SELECTs `export` runs, ordered so that parents come before their children (the
+/// order `import` inserts in); the same SQL on both backends.
+const EXPORT_USERS: &str =
+    "SELECT id, name, password_hash, is_admin, created_at FROM users ORDER BY id";
+const EXPORT_OWNERS: &str =
+    "SELECT id, name, is_private, is_org, created_at FROM owners ORDER BY id";
+const EXPORT_MEMBERS: &str =
+    "SELECT owner_id, user_id, role FROM owner_members ORDER BY owner_id, user_id";
+const EXPORT_TOKENS: &str = "SELECT id, user_id, token_hash, prefix, scope, owner_id, \
+     expires_at, revoked_at, created_at, label, last_used_at FROM tokens ORDER BY id";
+const EXPORT_SIGNING_KEYS: &str = "SELECT owner_id, key_name, private_pem, public_pem, \
+     created_at FROM signing_keys ORDER BY owner_id";
+const EXPORT_REPOSITORIES: &str =
+    "SELECT id, owner_id, branch, name, wanted_gen, built_gen FROM repositories ORDER BY id";
+const EXPORT_PACKAGES: &str = "SELECT id, repository_id, arch, name, version, filename, \
+     checksum, sha256, size, stanza, created_at, modified_ms FROM packages ORDER BY id";
+const EXPORT_INDEXES: &str = "SELECT repository_id, arch, generation, content, sha256, \
+     built_at, modified_ms FROM indexes ORDER BY repository_id, arch";

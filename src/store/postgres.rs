@@ -1038,4 +1038,207 @@ impl Store for PostgresStore {
         tx.commit().await?;
         Ok(Some(RemovedRepository { packages, arches }))
     }
+
+    async fn export(&self) -> StoreResult<Dump> {
+        // One snapshot for every table.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await?;
+        let users = sqlx::query_as(EXPORT_USERS).fetch_all(&mut *tx).await?;
+        let owners = sqlx::query_as(EXPORT_OWNERS).fetch_all(&mut *tx).await?;
+        let members = sqlx::query_as(EXPORT_MEMBERS).fetch_all(&mut *tx).await?;
+        let tokens = sqlx::query_as(EXPORT_TOKENS).fetch_all(&mut *tx).await?;
+        let signing_keys = sqlx::query_as(EXPORT_SIGNING_KEYS)
+            .fetch_all(&mut *tx)
+            .await?;
+        let repositories = sqlx::query_as(EXPORT_REPOSITORIES)
+            .fetch_all(&mut *tx)
+            .await?;
+        let packages = sqlx::query_as(EXPORT_PACKAGES).fetch_all(&mut *tx).await?;
+        let indexes = sqlx::query_as(EXPORT_INDEXES).fetch_all(&mut *tx).await?;
+        // The identity sequence remembers removed repositories: the last id it handed out,
+        // or the one before the next when it was set without being used (as `import`
+        // leaves it).
+        let sequence: String =
+            sqlx::query_scalar("SELECT pg_get_serial_sequence('repositories', 'id')")
+                .fetch_one(&mut *tx)
+                .await?;
+        let last_repository_id: i64 = sqlx::query_scalar(&format!(
+            "SELECT GREATEST(CASE WHEN is_called THEN last_value ELSE last_value - 1 END, \
+             COALESCE((SELECT MAX(id) FROM repositories), 0)) FROM {sequence}"
+        ))
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Dump {
+            users,
+            owners,
+            members,
+            tokens,
+            signing_keys,
+            repositories,
+            packages,
+            indexes,
+            last_repository_id,
+        })
+    }
+
+    async fn table_counts(&self) -> StoreResult<TableCounts> {
+        let row: CountsRow = sqlx::query_as(TABLE_COUNTS).fetch_one(&self.pool).await?;
+        Ok(table_counts_from(row))
+    }
+
+    async fn import(&self, dump: &Dump) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        // Nobody else writes until the copy commits, so the database stays empty but for it.
+        sqlx::query(
+            "LOCK TABLE users, owners, owner_members, tokens, signing_keys, repositories, \
+             packages, indexes IN SHARE ROW EXCLUSIVE MODE",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let counts: CountsRow = sqlx::query_as(TABLE_COUNTS).fetch_one(&mut *tx).await?;
+        let counts = table_counts_from(counts);
+        if !counts.is_empty() {
+            return Err(not_empty(&counts));
+        }
+        for user in &dump.users {
+            sqlx::query(
+                "INSERT INTO users (id, name, password_hash, is_admin, created_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(user.id)
+            .bind(&user.name)
+            .bind(&user.password_hash)
+            .bind(user.is_admin)
+            .bind(user.created_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for owner in &dump.owners {
+            sqlx::query(
+                "INSERT INTO owners (id, name, is_private, is_org, created_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(owner.id)
+            .bind(&owner.name)
+            .bind(owner.is_private)
+            .bind(owner.is_org)
+            .bind(owner.created_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for member in &dump.members {
+            sqlx::query("INSERT INTO owner_members (owner_id, user_id, role) VALUES ($1, $2, $3)")
+                .bind(member.owner_id)
+                .bind(member.user_id)
+                .bind(&member.role)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for token in &dump.tokens {
+            sqlx::query(
+                "INSERT INTO tokens (id, user_id, token_hash, prefix, scope, owner_id, \
+                 expires_at, revoked_at, created_at, label, last_used_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )
+            .bind(token.id)
+            .bind(token.user_id)
+            .bind(&token.token_hash)
+            .bind(&token.prefix)
+            .bind(&token.scope)
+            .bind(token.owner_id)
+            .bind(token.expires_at)
+            .bind(token.revoked_at)
+            .bind(token.created_at)
+            .bind(&token.label)
+            .bind(token.last_used_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for key in &dump.signing_keys {
+            sqlx::query(
+                "INSERT INTO signing_keys (owner_id, key_name, private_pem, public_pem, \
+                 created_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(key.owner_id)
+            .bind(&key.key_name)
+            .bind(&key.private_pem)
+            .bind(&key.public_pem)
+            .bind(key.created_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for repository in &dump.repositories {
+            sqlx::query(
+                "INSERT INTO repositories (id, owner_id, branch, name, wanted_gen, built_gen) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(repository.id)
+            .bind(repository.owner_id)
+            .bind(&repository.branch)
+            .bind(&repository.name)
+            .bind(repository.wanted_gen)
+            .bind(repository.built_gen)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for package in &dump.packages {
+            sqlx::query(
+                "INSERT INTO packages (id, repository_id, arch, name, version, filename, \
+                 checksum, sha256, size, stanza, created_at, modified_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            )
+            .bind(package.id)
+            .bind(package.repository_id)
+            .bind(&package.arch)
+            .bind(&package.name)
+            .bind(&package.version)
+            .bind(&package.filename)
+            .bind(&package.checksum)
+            .bind(&package.sha256)
+            .bind(package.size)
+            .bind(&package.stanza)
+            .bind(package.created_at)
+            .bind(package.modified_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for index in &dump.indexes {
+            sqlx::query(
+                "INSERT INTO indexes (repository_id, arch, generation, content, sha256, \
+                 built_at, modified_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(index.repository_id)
+            .bind(&index.arch)
+            .bind(index.generation)
+            .bind(&index.content)
+            .bind(&index.sha256)
+            .bind(index.built_at)
+            .bind(index.modified_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        // Rows inserted with their ids leave the identity sequences where they were: move
+        // each past the largest copied id (repositories also past every id the source ever
+        // handed out), so that the next row takes a fresh id.
+        for table in ["users", "owners", "tokens", "packages"] {
+            sqlx::query(&format!(
+                "SELECT setval(pg_get_serial_sequence('{table}', 'id'), \
+                 COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"
+            ))
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "SELECT setval(pg_get_serial_sequence('repositories', 'id'), \
+             GREATEST(COALESCE((SELECT MAX(id) FROM repositories), 0), $1) + 1, false)",
+        )
+        .bind(dump.last_repository_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
 }
