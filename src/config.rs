@@ -237,6 +237,17 @@ impl Default for RepositoriesConfig {
 impl Config {
     /// Loads defaults, then `file` (if given), then the environment.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        Self::load_layers(file, true)
+    }
+
+    /// Loads defaults, then `file`, without the environment: the configuration of another
+    /// installation (`migrate-storage --to`), which variables meant for this one must not
+    /// change.
+    pub fn load_file_only(file: &Path) -> anyhow::Result<Config> {
+        Self::load_layers(Some(file), false)
+    }
+
+    fn load_layers(file: Option<&Path>, environment: bool) -> anyhow::Result<Config> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(file) = file {
             if !file.exists() {
@@ -245,7 +256,9 @@ impl Config {
             // Exactly this file: `Toml::file` would also look in parent directories.
             figment = figment.merge(Toml::file_exact(file));
         }
-        figment = figment.merge(env_provider());
+        if environment {
+            figment = figment.merge(env_provider());
+        }
         let config: Config = figment
             .extract()
             .map_err(|e| anyhow::anyhow!("{}", errors::describe(e, &figment)))?;

@@ -27,19 +27,9 @@ impl MasterKey {
     /// From `signing.master_key` (base64 of 32 bytes) when set, else from
     /// `<data_dir>/master.key`, which is created (mode 0600) on first use.
     pub fn load(configured: &str, data_dir: &Path) -> anyhow::Result<MasterKey> {
-        let bytes = if !configured.is_empty() {
-            BASE64
-                .decode(configured.trim())
-                .context("signing.master_key is not base64")?
-        } else {
-            let path = data_dir.join("master.key");
-            match std::fs::read_to_string(&path) {
-                Ok(text) => BASE64
-                    .decode(text.trim())
-                    .with_context(|| format!("{} is not base64", path.display()))?,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_key_file(&path)?,
-                Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-            }
+        let bytes = match Self::existing(configured, data_dir)? {
+            Some(bytes) => bytes,
+            None => create_key_file(&data_dir.join("master.key"))?,
         };
         if bytes.len() != 32 {
             bail!("the master key must be 32 bytes (base64 of 32 random bytes)");
@@ -47,6 +37,29 @@ impl MasterKey {
         Ok(MasterKey(
             Aes256Gcm::new_from_slice(&bytes).context("master key")?,
         ))
+    }
+
+    /// The bytes `load` would use, read without creating anything: from
+    /// `signing.master_key` when set, else from `<data_dir>/master.key`; None when that
+    /// file does not exist (`load` would create a new key).
+    pub fn existing(configured: &str, data_dir: &Path) -> anyhow::Result<Option<Vec<u8>>> {
+        if !configured.is_empty() {
+            return Ok(Some(
+                BASE64
+                    .decode(configured.trim())
+                    .context("signing.master_key is not base64")?,
+            ));
+        }
+        let path = data_dir.join("master.key");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                Ok(Some(BASE64.decode(text.trim()).with_context(|| {
+                    format!("{} is not base64", path.display())
+                })?))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
     }
 
     fn seal(&self, owner_id: i64, pem: &str) -> anyhow::Result<String> {
