@@ -69,6 +69,15 @@ pub enum Command {
     /// Creates, lists and removes repositories (OWNER/BRANCH/REPOSITORY).
     #[command(subcommand)]
     Repository(RepositoryCommand),
+    /// Copies this registry (every database row, ids kept, and every package file) into
+    /// the empty registry of another configuration file, e.g. from SQLite to PostgreSQL.
+    /// Stop the server first; the source is only read.
+    MigrateStorage {
+        /// Configuration of the target, read from this file alone (no environment
+        /// variables, no --data-dir). Its signing.master_key must be the source's.
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -254,7 +263,38 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Repository(command) => repository(&state, command).await,
+        Command::MigrateStorage { to } => migrate_storage(&state, &to).await,
     }
+}
+
+async fn migrate_storage(state: &AppState, to: &std::path::Path) -> anyhow::Result<()> {
+    let target = Config::load_file_only(to)
+        .with_context(|| format!("reading the target configuration {}", to.display()))?;
+    let summary = crate::registry::migrate::migrate_storage(state, target, to).await?;
+    let mut rows: Vec<Vec<String>> = summary
+        .tables
+        .tables()
+        .iter()
+        .map(|(table, n)| vec![table.to_string(), n.to_string(), "-".to_string()])
+        .collect();
+    rows.push(vec![
+        "package files".to_string(),
+        summary.blobs.to_string(),
+        format!("{} bytes", summary.bytes),
+    ]);
+    print_table(&["COPIED", "COUNT", "SIZE"], rows);
+    let files = if summary.blobs_in_place {
+        "package files checked in place (the target uses this blob directory)"
+    } else {
+        "package files copied and verified (sha256)"
+    };
+    eprintln!(
+        "migrated into {}: every table has as many rows as the source; {files}; point the \
+         servers at {} to use it",
+        summary.database,
+        to.display()
+    );
+    Ok(())
 }
 
 /// Reads the first line of standard input as a password.

@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod fsck;
 pub mod keys;
+pub mod migrate;
 pub mod publish;
 pub mod repositories;
 
