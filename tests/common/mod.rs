@@ -78,6 +78,21 @@ impl TestServer {
             config.database.url = database.url.clone();
         }
         tweak(&mut config);
+        Self::start_config(config, dir, database).await
+    }
+
+    /// A registry on exactly `config` (SQLite or PostgreSQL as its `database.url` says), with
+    /// the admin token of `ADMIN_TOKEN` when its database is empty.
+    pub async fn start_on(config: Config) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_config(config, dir, None).await
+    }
+
+    async fn start_config(
+        config: Config,
+        dir: tempfile::TempDir,
+        database: Option<postgres::TestDatabase>,
+    ) -> TestServer {
         let state = alpine_registry::open(config).await.expect("open registry");
         alpine_registry::registry::accounts::bootstrap(&state, Some(ADMIN_TOKEN.to_string()))
             .await

@@ -1,0 +1,495 @@
+//! `migrate-storage`: an embedded installation (SQLite and files) moved by the real binary
+//! into PostgreSQL and back into SQLite, or into another SQLite database and back, each
+//! time served from its new place exactly as before.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use alpine_registry::config::Config;
+use alpine_registry::names::RepoAddress;
+use alpine_registry::registry::accounts::{self, TokenRequest};
+use alpine_registry::registry::repositories;
+use alpine_registry::store::Dump;
+use alpine_registry::store::Role;
+use common::postgres::{self as pg, TestDatabase};
+use common::*;
+use sha2::{Digest, Sha256};
+
+const BOB_PASSWORD: &str = "correct horse battery staple";
+
+/// Tokens of the installation under test.
+struct Tokens {
+    bob: String,
+    revoked: String,
+}
+
+/// What clients see of an installation: compared before and after each move.
+#[derive(Debug, PartialEq)]
+struct Seen {
+    /// `/{owner}/key` for every owner.
+    keys: Vec<(String, Vec<u8>)>,
+    /// Every index path with its status and bytes.
+    indexes: Vec<(String, u16, Vec<u8>)>,
+    /// Every package's download path with the sha256 of what it serves.
+    packages: Vec<(String, String)>,
+    /// The row ids of users, owners and repositories, by name.
+    ids: Vec<(String, i64)>,
+    /// The token list: ids, labels, expiry, revocation, last use.
+    tokens: Vec<String>,
+    /// Anonymous answers for the private owner: key, index, package.
+    anonymous: Vec<u16>,
+}
+
+fn admin() -> Option<(&'static str, &'static str)> {
+    Some(("admin", ADMIN_TOKEN))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+async fn seen(server: &TestServer) -> Seen {
+    let store = &server.state.store;
+    let mut keys = Vec::new();
+    let mut ids = Vec::new();
+    for owner in store.list_owners().await.unwrap() {
+        let response = server.get(&format!("/{}/key", owner.name), admin()).await;
+        assert_eq!(response.status(), 200, "key of {}", owner.name);
+        keys.push((owner.name.clone(), response.bytes().await.unwrap().to_vec()));
+        ids.push((format!("owner {}", owner.name), owner.id));
+    }
+    for user in store.list_users().await.unwrap() {
+        ids.push((format!("user {}", user.name), user.id));
+    }
+    let mut indexes = Vec::new();
+    let mut packages = Vec::new();
+    for repo in store.list_repositories(None, None, None).await.unwrap() {
+        let place = format!("/{}/{}/{}", repo.owner_name, repo.branch, repo.name);
+        ids.push((format!("repository {place}"), repo.id));
+        for arch in ["x86_64", "aarch64"] {
+            let path = format!("{place}/{arch}/APKINDEX.tar.gz");
+            let response = server.get(&path, admin()).await;
+            let status = response.status().as_u16();
+            let bytes = response.bytes().await.unwrap().to_vec();
+            if status == 200 {
+                // Signed with the key the registry serves.
+                server
+                    .verified_index(&repo.owner_name, &path, admin())
+                    .await;
+            }
+            indexes.push((path, status, bytes));
+        }
+        for package in store.list_packages(repo.id).await.unwrap() {
+            let arch = if package.arch == "noarch" {
+                "x86_64"
+            } else {
+                package.arch.as_str()
+            };
+            let path = format!("{place}/{arch}/{}", package.filename);
+            let response = server.get(&path, admin()).await;
+            assert_eq!(response.status(), 200, "GET {path}");
+            let digest = sha256_hex(&response.bytes().await.unwrap());
+            assert_eq!(digest, package.sha256, "{path}");
+            packages.push((path, digest));
+        }
+    }
+    let tokens = store
+        .list_tokens(None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| {
+            // The admin token reads everything here, so its last use moves on.
+            let last_used = if t.user_name == "admin" {
+                None
+            } else {
+                t.last_used_at
+            };
+            format!(
+                "{} {} {} {:?} {:?} {:?} {:?} {:?} {}",
+                t.id,
+                t.user_name,
+                t.scope.as_str(),
+                t.owner_name,
+                t.label,
+                t.expires_at,
+                t.revoked_at,
+                last_used,
+                t.created_at
+            )
+        })
+        .collect();
+    let mut anonymous = Vec::new();
+    for path in [
+        "/vault/key",
+        "/vault/edge/testing/x86_64/APKINDEX.tar.gz",
+        "/vault/edge/testing/x86_64/secret-1.0-r0.apk",
+    ] {
+        anonymous.push(server.get(path, None).await.status().as_u16());
+    }
+    Seen {
+        keys,
+        indexes,
+        packages,
+        ids,
+        tokens,
+        anonymous,
+    }
+}
+
+/// The installation to move: users with a password and tokens (one revoked), a public and
+/// a private organisation with members, packages in two repositories and three
+/// architectures, and a deleted package.
+async fn populate(server: &TestServer) -> Tokens {
+    let state = &server.state;
+    let hash = alpine_registry::access::hash_password(BOB_PASSWORD).unwrap();
+    accounts::create_user(state, "bob", Some(&hash), false, true)
+        .await
+        .unwrap();
+    accounts::create_owner(state, "acme", false, true)
+        .await
+        .unwrap();
+    accounts::create_owner(state, "vault", true, true)
+        .await
+        .unwrap();
+    accounts::add_member(state, "vault", "bob", Role::Write)
+        .await
+        .unwrap();
+    accounts::add_member(state, "acme", "bob", Role::Read)
+        .await
+        .unwrap();
+    let token = |label: &'static str| TokenRequest {
+        user: "bob",
+        scope: Role::Write,
+        owner: Some("vault"),
+        expires_at: Some(alpine_registry::unix_now() + 30 * 86400),
+        label: Some(label),
+    };
+    let bob = accounts::create_token(state, token("ci"), None)
+        .await
+        .unwrap();
+    let revoked = accounts::create_token(state, token("old"), None)
+        .await
+        .unwrap();
+    let revoked_id = state
+        .store
+        .list_tokens(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.label.as_deref() == Some("old"))
+        .unwrap()
+        .id;
+    accounts::revoke_token(state, revoked_id, alpine_registry::unix_now())
+        .await
+        .unwrap();
+
+    for (name, arch) in [
+        ("hello", "x86_64"),
+        ("hello", "aarch64"),
+        ("tools", "noarch"),
+        ("gone", "x86_64"),
+    ] {
+        let response = server
+            .put_admin("/acme/v3.21/main", package(name, "1.0-r0", arch))
+            .await;
+        assert_eq!(response.status(), 201, "{name} {arch}");
+    }
+    let response = server
+        .delete("/acme/v3.21/main/x86_64/gone-1.0-r0.apk", admin())
+        .await;
+    assert_eq!(response.status(), 204);
+    // With bob's token, which records its use.
+    let response = server
+        .put(
+            "/vault/edge/testing",
+            package("secret", "1.0-r0", "x86_64"),
+            Some(("bob", &bob)),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    // The newest repository removed: its id must not come back in a copy either.
+    let scratch = RepoAddress::parse_path("acme/v3.21/scratch").unwrap();
+    repositories::create(state, &scratch).await.unwrap();
+    repositories::remove(state, &scratch).await.unwrap();
+    Tokens { bob, revoked }
+}
+
+/// Checks what must hold on any copy: credentials, privacy, a clean fsck, and that new
+/// rows (users, owners, tokens, repositories, packages) take fresh ids and publish into
+/// valid indexes. `tag` keeps the names of each round apart.
+async fn check_and_extend(server: &TestServer, tokens: &Tokens, tag: &str) {
+    let bob = Some(("bob", tokens.bob.as_str()));
+    assert_eq!(server.get("/vault/key", bob).await.status(), 200);
+    assert_eq!(
+        server
+            .get("/vault/key", Some(("bob", BOB_PASSWORD)))
+            .await
+            .status(),
+        200,
+        "the password hash was copied"
+    );
+    assert_eq!(
+        server
+            .get("/vault/key", Some(("bob", tokens.revoked.as_str())))
+            .await
+            .status(),
+        401,
+        "a revoked token stays revoked"
+    );
+    assert_ne!(server.get("/vault/key", None).await.status(), 200);
+    assert_eq!(server.get("/acme/key", None).await.status(), 200);
+
+    // Every index is what a fresh render gives: a rebuild yields the same bytes.
+    let report = alpine_registry::registry::fsck::fsck(&server.state, false)
+        .await
+        .unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+
+    let store = &server.state.store;
+    let max_user = store.list_users().await.unwrap().iter().map(|u| u.id).max();
+    let max_owner = store
+        .list_owners()
+        .await
+        .unwrap()
+        .iter()
+        .map(|o| o.id)
+        .max();
+    let max_token = store
+        .list_tokens(None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.id)
+        .max();
+    // Removed repositories included.
+    let last_repository = store.export().await.unwrap().last_repository_id;
+    assert!(last_repository > 0);
+
+    let user = format!("carol{tag}");
+    let token = server.user_with_token(&user, Role::Read, None, None).await;
+    assert!(Some(store.user_by_name(&user).await.unwrap().unwrap().id) > max_user);
+    assert!(Some(store.owner_by_name(&user).await.unwrap().unwrap().id) > max_owner);
+    let new_token = store
+        .list_tokens(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.user_name == user)
+        .unwrap();
+    assert!(Some(new_token.id) > max_token);
+    assert_eq!(
+        server
+            .get("/acme/key", Some((user.as_str(), token.as_str())))
+            .await
+            .status(),
+        200
+    );
+
+    let name = format!("fresh{tag}");
+    let response = server
+        .put(
+            "/vault/edge/testing",
+            package(&name, "1.0-r0", "x86_64"),
+            bob,
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    let text = server
+        .verified_index("vault", "/vault/edge/testing/x86_64/APKINDEX.tar.gz", bob)
+        .await;
+    let names = index_names(&text);
+    assert!(
+        names.contains(&name) && names.contains(&"secret".to_string()),
+        "{names:?}"
+    );
+    let repository = format!("/vault/edge/new{tag}");
+    let response = server
+        .put(&repository, package(&name, "1.0-r0", "aarch64"), bob)
+        .await;
+    assert_eq!(response.status(), 201);
+    server
+        .verified_index(
+            "vault",
+            &format!("{repository}/aarch64/APKINDEX.tar.gz"),
+            bob,
+        )
+        .await;
+    let created = store
+        .list_repositories(None, None, Some(&format!("new{tag}")))
+        .await
+        .unwrap();
+    assert!(
+        created[0].id > last_repository,
+        "repository ids are not reused"
+    );
+}
+
+/// Every row of the registry `file` configures, read directly from its database.
+async fn export(file: &Path) -> Dump {
+    let state = alpine_registry::open(Config::load_file_only(file).unwrap())
+        .await
+        .unwrap();
+    state.store.export().await.unwrap()
+}
+
+/// A configuration file for `data_dir` and `database_url` (empty: SQLite in the data
+/// directory), with `master_key` when given.
+fn write_config(path: &Path, data_dir: &Path, database_url: &str, master_key: Option<&str>) {
+    let mut text = format!(
+        "[storage]\ndata_dir = {:?}\n\n[database]\nurl = {database_url:?}\n\n\
+         [signing]\nkey_bits = 1024\n",
+        data_dir.display().to_string()
+    );
+    if let Some(key) = master_key {
+        text.push_str(&format!("master_key = {key:?}\n"));
+    }
+    text.push_str("\n[auth]\nfailure_delay_ms = 0\n");
+    std::fs::write(path, text).unwrap();
+}
+
+fn migrate_storage(source: &Path, target: &Path) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .arg("--config")
+        .arg(source)
+        .arg("migrate-storage")
+        .arg("--to")
+        .arg(target)
+        .env_remove("ALPINE_REGISTRY_BOOTSTRAP_TOKEN");
+    command
+}
+
+/// Runs the migration that must succeed; checks its summary.
+fn migrate_ok(source: &Path, target: &Path, in_place: bool) {
+    let (stdout, stderr) = run_ok_both(&mut migrate_storage(source, target));
+    for table in [
+        "users",
+        "owners",
+        "tokens",
+        "repositories",
+        "packages",
+        "indexes",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(table)),
+            "{table} in {stdout}"
+        );
+    }
+    assert!(stdout.contains("package files"), "{stdout}");
+    assert!(stdout.contains("bytes"), "{stdout}");
+    let how = if in_place {
+        "checked in place"
+    } else {
+        "copied and verified"
+    };
+    assert!(stderr.contains(how), "{stderr}");
+}
+
+struct Layout {
+    root: tempfile::TempDir,
+}
+
+impl Layout {
+    fn path(&self, name: &str) -> PathBuf {
+        self.root.path().join(name)
+    }
+}
+
+/// SQLite and files → `first_url` (empty: SQLite) with its own blob directory → back into
+/// `second` (a fresh SQLite database; with `in_place`, in the first target's data
+/// directory, keeping its files there).
+async fn scenario(first_url: &str, in_place: bool) {
+    let layout = Layout {
+        root: tempfile::tempdir().unwrap(),
+    };
+    let source_dir = layout.path("source");
+    let source_file = layout.path("source.toml");
+    write_config(&source_file, &source_dir, "", None);
+
+    let source = TestServer::start_on(Config::load_file_only(&source_file).unwrap()).await;
+    let tokens = populate(&source).await;
+    let before = seen(&source).await;
+    source.stop().await;
+    let master_key = std::fs::read_to_string(source_dir.join("master.key")).unwrap();
+
+    // Refused: the target would have another master key.
+    let first_dir = layout.path("first");
+    let first_file = layout.path("first.toml");
+    write_config(&first_file, &first_dir, first_url, None);
+    let message = run_err(&mut migrate_storage(&source_file, &first_file));
+    assert!(message.contains("signing.master_key"), "{message}");
+    assert!(message.contains("master.key"), "{message}");
+    assert!(
+        !first_dir.join("master.key").exists(),
+        "nothing is created for a refused target"
+    );
+    let other = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    write_config(&first_file, &first_dir, first_url, Some(other));
+    let message = run_err(&mut migrate_storage(&source_file, &first_file));
+    assert!(message.contains("another master key"), "{message}");
+
+    write_config(&first_file, &first_dir, first_url, Some(master_key.trim()));
+    migrate_ok(&source_file, &first_file, false);
+    let copied = export(&first_file).await;
+    assert_eq!(
+        copied,
+        export(&source_file).await,
+        "every row, every column"
+    );
+    let max_repository = copied.repositories.iter().map(|r| r.id).max().unwrap();
+    assert!(copied.last_repository_id > max_repository);
+    // Refused: the target is not empty any more.
+    let message = run_err(&mut migrate_storage(&source_file, &first_file));
+    assert!(message.contains("not empty"), "{message}");
+
+    let first = TestServer::start_on(Config::load_file_only(&first_file).unwrap()).await;
+    assert_eq!(seen(&first).await, before);
+    check_and_extend(&first, &tokens, "1").await;
+    let extended = seen(&first).await;
+    first.stop().await;
+
+    // Back into SQLite.
+    let (second_dir, second_url) = if in_place {
+        let url = format!("sqlite://{}", first_dir.join("second.db").display());
+        (first_dir.clone(), url)
+    } else {
+        (layout.path("second"), String::new())
+    };
+    let second_file = layout.path("second.toml");
+    write_config(
+        &second_file,
+        &second_dir,
+        &second_url,
+        Some(master_key.trim()),
+    );
+    migrate_ok(&first_file, &second_file, in_place);
+    assert_eq!(export(&second_file).await, export(&first_file).await);
+    let second = TestServer::start_on(Config::load_file_only(&second_file).unwrap()).await;
+    assert_eq!(seen(&second).await, extended);
+    check_and_extend(&second, &tokens, "2").await;
+    second.stop().await;
+
+    // The source was only read.
+    let source = TestServer::start_on(Config::load_file_only(&source_file).unwrap()).await;
+    assert_eq!(seen(&source).await, before);
+    source.stop().await;
+}
+
+#[tokio::test]
+async fn an_embedded_installation_moves_to_another_sqlite_database_and_back() {
+    scenario("", true).await;
+}
+
+#[tokio::test]
+async fn an_embedded_installation_moves_to_postgres_and_back() {
+    let Some(server) = pg::server_url() else {
+        pg::note_skipped();
+        return;
+    };
+    let database = TestDatabase::create(&server);
+    scenario(&database.url, false).await;
+    database.drop_database().await;
+}
