@@ -302,7 +302,7 @@ async fn check_and_extend(server: &TestServer, tokens: &Tokens, tag: &str) {
         .await;
     let names = index_names(&text);
     assert!(
-        names.contains(&name) && names.contains(&"secret".to_string()),
+        names.contains(&name) && names.iter().any(|n| n == "secret"),
         "{names:?}"
     );
     let repository = format!("/vault/edge/new{tag}");
@@ -492,4 +492,54 @@ async fn an_embedded_installation_moves_to_postgres_and_back() {
     let database = TestDatabase::create(&server);
     scenario(&database.url, false).await;
     database.drop_database().await;
+}
+
+#[tokio::test]
+async fn a_damaged_source_file_stops_the_copy_before_any_row_is_written() {
+    let layout = Layout {
+        root: tempfile::tempdir().unwrap(),
+    };
+    let source_dir = layout.path("source");
+    let source_file = layout.path("source.toml");
+    write_config(&source_file, &source_dir, "", None);
+    let source = TestServer::start_on(Config::load_file_only(&source_file).unwrap()).await;
+    for name in ["a", "b"] {
+        let response = source
+            .put_admin("/admin/v1/main", package(name, "1.0-r0", "x86_64"))
+            .await;
+        assert_eq!(response.status(), 201);
+    }
+    source.stop().await;
+    let before = export(&source_file).await;
+    let sha256 = &before
+        .packages
+        .iter()
+        .find(|p| p.name == "b")
+        .unwrap()
+        .sha256;
+    let blob = source_dir
+        .join("blobs/sha256")
+        .join(&sha256[..2])
+        .join(sha256);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[40] ^= 0xff;
+    std::fs::write(&blob, &bytes).unwrap();
+
+    let master_key = std::fs::read_to_string(source_dir.join("master.key")).unwrap();
+    let target_file = layout.path("target.toml");
+    write_config(
+        &target_file,
+        &layout.path("target"),
+        "",
+        Some(master_key.trim()),
+    );
+    let message = run_err(&mut migrate_storage(&source_file, &target_file));
+    assert!(
+        message.contains(&format!("{sha256} of the source is damaged")),
+        "{message}"
+    );
+    assert!(message.contains("the source is unchanged"), "{message}");
+    assert!(message.contains("before trying again"), "{message}");
+    assert_eq!(export(&source_file).await, before);
+    assert!(export(&target_file).await.counts().is_empty());
 }
