@@ -13,8 +13,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use alpine_registry::store::{
-    InsertedPackage, NewPackage, NewToken, PostgresStore, RenderedIndex, RepoRef, Role,
-    SqliteStore, Store, StoreError, StoredKey,
+    Dump, IndexRow, InsertedPackage, MemberRow, NewPackage, NewToken, OwnerRow, PackageRow,
+    PostgresStore, RenderedIndex, RepoRef, RepositoryRow, Role, SigningKeyRow, SqliteStore, Store,
+    StoreError, StoredKey, TokenRow, UserRow,
 };
 use common::postgres::{self as pg, TestDatabase};
 use futures_util::future::join_all;
@@ -107,6 +108,7 @@ conformance!(
     repositories_created_listed_and_removed,
     publishing_indexes,
     concurrent_writers,
+    export_and_import,
 );
 
 fn now() -> i64 {
@@ -1754,4 +1756,182 @@ async fn repositories_created_listed_and_removed(store: &dyn Store) {
     // Created again, it is another repository.
     let again = store.create_repository(&main).await.unwrap();
     assert!(again.id > created.id, "{} reused {}", again.id, created.id);
+}
+
+/// Rows as another database holds them: ids with gaps, a removed newest repository (id
+/// 12), NULL where columns allow it.
+fn dump() -> Dump {
+    let user = |id: i64, name: &str, hash: Option<&str>, is_admin: bool| UserRow {
+        id,
+        name: name.into(),
+        password_hash: hash.map(str::to_string),
+        is_admin,
+        created_at: 1_700_000_000 + id,
+    };
+    let owner = |id: i64, name: &str, is_private: bool, is_org: bool| OwnerRow {
+        id,
+        name: name.into(),
+        is_private,
+        is_org,
+        created_at: 1_700_000_100 + id,
+    };
+    let package = |id: i64, repository_id: i64, name: &str, modified_ms: Option<i64>| {
+        let new = new_package(name, "1.0-r0", "x86_64");
+        PackageRow {
+            id,
+            repository_id,
+            arch: new.arch,
+            name: new.name,
+            version: new.version,
+            filename: new.filename,
+            checksum: new.checksum,
+            sha256: new.sha256,
+            size: new.size,
+            stanza: new.stanza,
+            created_at: 1_700_000_200,
+            modified_ms,
+        }
+    };
+    Dump {
+        users: vec![
+            user(2, "admin", None, true),
+            user(7, "bob", Some("$argon2id$hash"), false),
+        ],
+        owners: vec![
+            owner(2, "admin", false, false),
+            owner(7, "bob", false, false),
+            owner(9, "vault", true, true),
+        ],
+        members: vec![
+            MemberRow {
+                owner_id: 2,
+                user_id: 2,
+                role: "admin".into(),
+            },
+            MemberRow {
+                owner_id: 9,
+                user_id: 7,
+                role: "write".into(),
+            },
+        ],
+        tokens: vec![
+            TokenRow {
+                id: 4,
+                user_id: 2,
+                token_hash: "hash-4".into(),
+                prefix: "apkreg_aaa".into(),
+                scope: "admin".into(),
+                owner_id: None,
+                expires_at: None,
+                revoked_at: None,
+                created_at: 1_700_000_300,
+                label: Some("bootstrap".into()),
+                last_used_at: Some(1_700_000_360),
+            },
+            TokenRow {
+                id: 11,
+                user_id: 7,
+                token_hash: "hash-11".into(),
+                prefix: "apkreg_bbb".into(),
+                scope: "write".into(),
+                owner_id: Some(9),
+                expires_at: Some(1_800_000_000),
+                revoked_at: Some(1_700_000_400),
+                created_at: 1_700_000_310,
+                label: None,
+                last_used_at: None,
+            },
+        ],
+        signing_keys: vec![SigningKeyRow {
+            owner_id: 9,
+            key_name: "vault-1234.rsa.pub".into(),
+            private_pem: "aes256gcm:v1:sealed".into(),
+            public_pem: "public".into(),
+            created_at: 1_700_000_500,
+        }],
+        repositories: vec![
+            RepositoryRow {
+                id: 3,
+                owner_id: 9,
+                branch: "edge".into(),
+                name: "main".into(),
+                wanted_gen: 5,
+                built_gen: 5,
+            },
+            RepositoryRow {
+                id: 8,
+                owner_id: 7,
+                branch: "v3.21".into(),
+                name: "main".into(),
+                wanted_gen: 2,
+                built_gen: 1,
+            },
+        ],
+        packages: vec![
+            package(20, 3, "hello", Some(1_700_000_200_123)),
+            package(31, 8, "old", None),
+        ],
+        indexes: vec![IndexRow {
+            repository_id: 3,
+            arch: "x86_64".into(),
+            generation: 5,
+            content: vec![0x1f, 0x8b, 0, 255],
+            sha256: "ab".repeat(32),
+            built_at: 1_700_000_600,
+            modified_ms: None,
+        }],
+        last_repository_id: 12,
+    }
+}
+
+async fn export_and_import(store: &dyn Store) {
+    assert!(store.table_counts().await.unwrap().is_empty());
+    let rows = dump();
+    store.import(&rows).await.unwrap();
+    assert_eq!(store.export().await.unwrap(), rows);
+    assert_eq!(store.table_counts().await.unwrap(), rows.counts());
+    // What the rows say holds through the other methods too.
+    let bob = store.user_by_name("bob").await.unwrap().unwrap();
+    assert_eq!(bob.password_hash.as_deref(), Some("$argon2id$hash"));
+    let revoked = store.token_by_hash("hash-11").await.unwrap().unwrap();
+    assert_eq!(
+        (revoked.owner_name.as_deref(), revoked.revoked_at),
+        (Some("vault"), Some(1_700_000_400))
+    );
+    let vault = repo(9, "edge", "main");
+    let found = store
+        .find_package(&vault, "x86_64", "hello-1.0-r0.apk")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.modified_ms, 1_700_000_200_123);
+    let index = store.index(3, "x86_64").await.unwrap().unwrap();
+    assert_eq!(index.content.as_ref(), [0x1f, 0x8b, 0, 255]);
+    assert_eq!(index.modified_ms, 1_700_000_600_999);
+
+    // Into a database that holds rows: refused, nothing written.
+    let message = conflict(store.import(&rows).await.unwrap_err());
+    assert!(message.contains("not empty"), "{message}");
+    assert_eq!(store.table_counts().await.unwrap(), rows.counts());
+
+    // New rows take fresh ids, past every copied one and past removed repository 12.
+    let carol = store.create_user("carol", None, false).await.unwrap();
+    assert!(carol.id > 7, "{}", carol.id);
+    assert!(store.owner_by_name("carol").await.unwrap().unwrap().id > 9);
+    let token_id = store
+        .insert_token(token(carol.id, "hash-new", Role::Read))
+        .await
+        .unwrap();
+    assert!(token_id > 11, "{token_id}");
+    let created = store
+        .create_repository(&repo(9, "edge", "testing"))
+        .await
+        .unwrap();
+    assert!(created.id > 12, "{} reuses a removed id", created.id);
+    let inserted = store
+        .insert_package(&vault, new_package("new", "1.0-r0", "x86_64"), false)
+        .await
+        .unwrap();
+    assert!(inserted.package.id > 31, "{}", inserted.package.id);
+    assert!(store.export().await.unwrap().last_repository_id >= created.id);
 }
