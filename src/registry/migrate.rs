@@ -63,9 +63,8 @@ pub async fn migrate_storage(
     let held = target.store.table_counts().await?;
     if !held.is_empty() {
         bail!(
-            "the target database {database} is not empty ({}): migrate-storage copies into an \
-             empty database only (a new SQLite file, or a newly created PostgreSQL database)",
-            describe(&held)
+            "the target database {database} is not empty ({held}): migrate-storage copies into \
+             an empty database only (a new SQLite file, or a newly created PostgreSQL database)"
         );
     }
     if !blobs_in_place {
@@ -139,9 +138,8 @@ async fn copy(
     let copied = target.store.table_counts().await?;
     if copied != dump.counts() {
         bail!(
-            "the copy is incomplete: the target holds {}, the source {}",
-            describe(&copied),
-            describe(&dump.counts())
+            "the copy is incomplete: the target holds {copied}, the source {}",
+            dump.counts()
         );
     }
     for (sha256, &size) in blobs {
@@ -283,20 +281,5 @@ fn same_blob_dir(source: &Config, target: &Config) -> bool {
     ) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
-    }
-}
-
-/// "3 users, 4 owners, ..." for the tables that hold rows.
-fn describe(counts: &TableCounts) -> String {
-    let held: Vec<String> = counts
-        .tables()
-        .iter()
-        .filter(|(_, n)| *n > 0)
-        .map(|(table, n)| format!("{n} {table}"))
-        .collect();
-    if held.is_empty() {
-        "no rows".to_string()
-    } else {
-        held.join(", ")
     }
 }

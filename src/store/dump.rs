@@ -194,3 +194,20 @@ impl TableCounts {
         self.tables().iter().all(|(_, n)| *n == 0)
     }
 }
+
+/// The tables that hold rows with their counts ("3 users, 1 owners"), or "no rows".
+impl std::fmt::Display for TableCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let held: Vec<String> = self
+            .tables()
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(table, n)| format!("{n} {table}"))
+            .collect();
+        if held.is_empty() {
+            f.write_str("no rows")
+        } else {
+            f.write_str(&held.join(", "))
+        }
+    }
+}

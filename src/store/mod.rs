@@ -459,13 +459,7 @@ fn table_counts_from(row: CountsRow) -> TableCounts {
 
 /// What `import` answers when the database already holds rows.
 fn not_empty(counts: &TableCounts) -> StoreError {
-    let held: Vec<String> = counts
-        .tables()
-        .iter()
-        .filter(|(_, n)| *n > 0)
-        .map(|(table, n)| format!("{n} {table}"))
-        .collect();
-    StoreError::Conflict(format!("the database is not empty: {}", held.join(", ")))
+    StoreError::Conflict(format!("the database is not empty: {counts}"))
 }
 
 /// The SELECTs `export` runs, ordered so that parents come before their children (the
