@@ -74,7 +74,8 @@ pub enum Command {
     /// Stop the server first; the source is only read.
     MigrateStorage {
         /// Configuration of the target, read from this file alone (no environment
-        /// variables, no --data-dir). Its signing.master_key must be the source's.
+        /// variables, no --data-dir). Its master key (signing.master_key, else
+        /// <data_dir>/master.key) must be the source's.
         #[arg(long, value_name = "FILE")]
         to: PathBuf,
     },
