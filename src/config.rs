@@ -394,6 +394,25 @@ impl Config {
             .unwrap_or_else(|| self.storage.data_dir.join("blobs"))
     }
 
+    /// Where blobs are kept, for the start message: the directory, or the bucket, prefix
+    /// and endpoint (never a credential).
+    pub fn storage_description(&self) -> String {
+        match self.storage.backend {
+            StorageBackend::Fs => format!("fs {}", self.blob_dir().display()),
+            StorageBackend::S3 => {
+                let s3 = &self.storage.s3;
+                let mut text = format!("s3 bucket {}", s3.bucket);
+                if !s3.prefix.is_empty() {
+                    text += &format!(", prefix {}", s3.prefix);
+                }
+                if !s3.endpoint.is_empty() {
+                    text += &format!(", endpoint {}", s3.endpoint);
+                }
+                text
+            }
+        }
+    }
+
     /// Where uploads are received before they go to the bucket when `storage.backend` is
     /// `s3`.
     pub fn s3_staging_dir(&self) -> PathBuf {
@@ -524,6 +543,34 @@ mod tests {
         assert!(message.contains("\"mysql://***@db/reg\""), "{message}");
         let message = with_url("registry.db").validate().unwrap_err().to_string();
         assert!(message.contains("\"registry.db\""), "{message}");
+    }
+
+    #[test]
+    fn the_s3_secret_is_not_shown() {
+        let mut config = Config::default();
+        config.storage.backend = StorageBackend::S3;
+        config.storage.s3.bucket = "packages".into();
+        config.storage.s3.access_key_id = "AKIDEXAMPLE".into();
+        config.storage.s3.secret_access_key = "wJalrXUtnFEMI-s3cret".into();
+        config.validate().unwrap();
+        let shown = format!("{config:?} {}", config.storage_description());
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+        assert!(shown.contains("packages"), "{shown}");
+    }
+
+    #[test]
+    fn the_s3_backend_needs_a_bucket() {
+        let mut config = Config::default();
+        config.storage.backend = StorageBackend::S3;
+        let message = config.validate().unwrap_err().to_string();
+        assert!(message.contains("storage.s3.bucket"), "{message}");
+        config.storage.s3.bucket = "packages".into();
+        config.storage.s3.endpoint = "http://127.0.0.1:9000".into();
+        let message = config.validate().unwrap_err().to_string();
+        assert!(message.contains("allow_http"), "{message}");
+        config.storage.s3.allow_http = true;
+        config.validate().unwrap();
     }
 
     #[test]

@@ -39,6 +39,12 @@ pub fn config() -> Option<S3Config> {
         !bucket.is_empty(),
         "{ENDPOINT_ENV} is set but {BUCKET_ENV} is not: name a bucket that exists"
     );
+    let (access_key_id, secret_access_key) = (var(ACCESS_KEY_ENV), var(SECRET_KEY_ENV));
+    assert!(
+        !access_key_id.is_empty() && !secret_access_key.is_empty(),
+        "{ENDPOINT_ENV} is set but {ACCESS_KEY_ENV} or {SECRET_KEY_ENV} is not: name the key \
+         pair (any pair, for a server that checks none)"
+    );
     Some(S3Config {
         bucket,
         allow_http: endpoint.starts_with("http://"),
@@ -46,8 +52,8 @@ pub fn config() -> Option<S3Config> {
         region: "us-east-1".into(),
         path_style: true,
         prefix: format!("test-{}-{:016x}", std::process::id(), rand::random::<u64>()),
-        access_key_id: var(ACCESS_KEY_ENV),
-        secret_access_key: var(SECRET_KEY_ENV),
+        access_key_id,
+        secret_access_key,
     })
 }
 
