@@ -249,6 +249,23 @@ async fn staged_uploads_are_listed_and_removed(store: &dyn BlobStore) {
     assert!(listed(store).await.is_empty());
 }
 
+async fn concurrent_commits_all_land(store: &dyn BlobStore) {
+    // More than the S3 store sends at once: the rest wait their turn.
+    let contents: Vec<Vec<u8>> = (0..20).map(|i| content(10_000 + i, i as u32)).collect();
+    let keys = futures_util::future::join_all(contents.iter().map(|bytes| put(store, bytes))).await;
+    let mut expected: Vec<_> = keys
+        .iter()
+        .zip(&contents)
+        .map(|(key, bytes)| (key.clone(), bytes.len() as u64))
+        .collect();
+    expected.sort();
+    assert_eq!(listed(store).await, expected);
+    for (key, bytes) in keys.iter().zip(&contents) {
+        assert_eq!(&read(store, key, 0, bytes.len() as u64).await, bytes);
+    }
+    assert!(store.list_staged().await.unwrap().is_empty());
+}
+
 /// Each scenario once per store: `on_fs::NAME` and `on_s3::NAME`.
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
@@ -284,6 +301,7 @@ conformance!(
     recommit_refreshes_the_modified_time,
     a_large_blob_goes_through,
     staged_uploads_are_listed_and_removed,
+    concurrent_commits_all_land,
 );
 
 /// The objects are `<prefix>/sha256/<ab>/<sha256>`, and other objects under the prefix are

@@ -23,6 +23,10 @@ pub const MULTIPART_THRESHOLD: u64 = 8 << 20;
 const PART_SIZE: usize = 8 << 20;
 /// Parts of one upload in flight at once.
 const PARTS_IN_FLIGHT: usize = 2;
+/// Commits sending to the bucket at once; more wait. Each holds its upload in memory (one
+/// request's body, or up to `PARTS_IN_FLIGHT` + 1 parts), so this bounds that memory
+/// (about 200 MiB) whatever the number of uploads received at once.
+const COMMITS_AT_ONCE: usize = 8;
 
 pub struct S3BlobStore {
     store: AmazonS3,
@@ -31,6 +35,7 @@ pub struct S3BlobStore {
     staging: PathBuf,
     /// For messages: `bucket/prefix`.
     name: String,
+    commits: tokio::sync::Semaphore,
 }
 
 /// The token of a staged upload: the staging directory of the store that made it.
@@ -86,6 +91,7 @@ impl S3BlobStore {
             blobs,
             staging,
             name,
+            commits: tokio::sync::Semaphore::new(COMMITS_AT_ONCE),
         })
     }
 
@@ -196,6 +202,11 @@ impl BlobStore for S3BlobStore {
         }
         staged.flush().await?;
         let path = staged.into_path();
+        let _sending = self
+            .commits
+            .acquire()
+            .await
+            .map_err(std::io::Error::other)?;
         let mut file = tokio::fs::File::open(&path).await?;
         let size = file.metadata().await?.len();
         if size <= MULTIPART_THRESHOLD {
