@@ -10,7 +10,7 @@
 
 S3_DIR=""
 S3_PID=""
-S3_VENV="${ALPINE_REGISTRY_S3_VENV:-${HOME:-/root}/.cache/alpine-registry/moto}"
+S3_VENV="${ALPINE_REGISTRY_S3_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/alpine-registry/moto}"
 
 install_moto() {
   if [ -x "$S3_VENV/bin/moto_server" ]; then
