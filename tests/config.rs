@@ -291,7 +291,9 @@ fn the_s3_backend_is_configured_from_the_environment() {
                 "wJalrXUtnFEMI-env-s3cret",
             )
             .env("ALPINE_REGISTRY__SIGNING__KEY_BITS", "1024")
-            .env("ALPINE_REGISTRY_BOOTSTRAP_TOKEN", common::ADMIN_TOKEN),
+            .env("ALPINE_REGISTRY_BOOTSTRAP_TOKEN", common::ADMIN_TOKEN)
+            // The start message is at info.
+            .env("RUST_LOG", "info"),
     );
     assert!(
         stderr.contains("S3 bucket registry-bucket/alpine/blobs"),
