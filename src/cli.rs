@@ -587,6 +587,7 @@ async fn serve(
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         data_dir = %config.storage.data_dir.display(),
+        storage = %config.storage_description(),
         database = %crate::config::without_credentials(&config.database_url()),
         config_file = %config_file.map_or("none (defaults and environment)".into(), |p| p.display().to_string()),
         public_url = %if config.server.public_url.is_empty() {

@@ -85,6 +85,10 @@ pub struct StorageConfig {
     /// Blobs no package references are removed once they are this old (seconds), so that
     /// an upload in progress is never harmed.
     pub orphan_grace_secs: u64,
+    /// Where package blobs are kept: `fs` (`blob_dir`) or `s3` (the bucket of `s3`).
+    pub backend: StorageBackend,
+    /// The bucket when `backend` is `s3`.
+    pub s3: S3Config,
 }
 
 impl Default for StorageConfig {
@@ -93,7 +97,80 @@ impl Default for StorageConfig {
             data_dir: PathBuf::from("./data"),
             blob_dir: None,
             orphan_grace_secs: 3600,
+            backend: StorageBackend::Fs,
+            s3: S3Config::default(),
         }
+    }
+}
+
+/// The blob store behind the registry.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// Files under `storage.blob_dir`.
+    #[default]
+    Fs,
+    /// Objects in an S3-compatible bucket (`storage.s3`); uploads are received into
+    /// `<data_dir>/staging` first.
+    S3,
+}
+
+/// An S3-compatible bucket. Empty credentials are taken from the standard `AWS_*`
+/// environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN`, ...), as are an empty region and endpoint.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    pub bucket: String,
+    /// `https://host:port` of a server other than AWS; empty: AWS for `region`.
+    pub endpoint: String,
+    /// Empty: `AWS_DEFAULT_REGION` / `AWS_REGION`, else `us-east-1`.
+    pub region: String,
+    /// Path-style requests (`endpoint/bucket/key`), which most S3-compatible servers
+    /// want; false: virtual-hosted style (`bucket.endpoint/key`).
+    pub path_style: bool,
+    /// Whether a plain `http://` endpoint is accepted.
+    pub allow_http: bool,
+    /// Key prefix under which blobs are kept (`<prefix>/sha256/...`); empty: none.
+    pub prefix: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            bucket: String::new(),
+            endpoint: String::new(),
+            region: String::new(),
+            path_style: true,
+            allow_http: false,
+            prefix: String::new(),
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("path_style", &self.path_style)
+            .field("allow_http", &self.allow_http)
+            .field("prefix", &self.prefix)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &if self.secret_access_key.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .finish()
     }
 }
 
@@ -290,6 +367,22 @@ impl Config {
             anyhow::bail!("limits.max_concurrent_uploads must be positive");
         }
         self.database_backend()?;
+        if self.storage.backend == StorageBackend::S3 {
+            let s3 = &self.storage.s3;
+            if s3.bucket.trim().is_empty() {
+                anyhow::bail!(
+                    "storage.backend is \"s3\" but storage.s3.bucket is not set: name the \
+                     bucket (ALPINE_REGISTRY__STORAGE__S3__BUCKET), or use backend \"fs\""
+                );
+            }
+            if s3.endpoint.starts_with("http://") && !s3.allow_http {
+                anyhow::bail!(
+                    "storage.s3.endpoint {:?} is plain http: set storage.s3.allow_http = true \
+                     to use it",
+                    s3.endpoint
+                );
+            }
+        }
         Ok(())
     }
 
@@ -312,6 +405,31 @@ impl Config {
             .blob_dir
             .clone()
             .unwrap_or_else(|| self.storage.data_dir.join("blobs"))
+    }
+
+    /// Where blobs are kept, for the start message: the directory, or the bucket, prefix
+    /// and endpoint (never a credential).
+    pub fn storage_description(&self) -> String {
+        match self.storage.backend {
+            StorageBackend::Fs => format!("fs {}", self.blob_dir().display()),
+            StorageBackend::S3 => {
+                let s3 = &self.storage.s3;
+                let mut text = format!("s3 bucket {}", s3.bucket);
+                if !s3.prefix.is_empty() {
+                    text += &format!(", prefix {}", s3.prefix);
+                }
+                if !s3.endpoint.is_empty() {
+                    text += &format!(", endpoint {}", s3.endpoint);
+                }
+                text
+            }
+        }
+    }
+
+    /// Where uploads are received before they go to the bucket when `storage.backend` is
+    /// `s3`.
+    pub fn s3_staging_dir(&self) -> PathBuf {
+        self.storage.data_dir.join("staging")
     }
 
     /// The backend `database.url` names by its scheme: `sqlite:` (or empty) or
@@ -438,6 +556,34 @@ mod tests {
         assert!(message.contains("\"mysql://***@db/reg\""), "{message}");
         let message = with_url("registry.db").validate().unwrap_err().to_string();
         assert!(message.contains("\"registry.db\""), "{message}");
+    }
+
+    #[test]
+    fn the_s3_secret_is_not_shown() {
+        let mut config = Config::default();
+        config.storage.backend = StorageBackend::S3;
+        config.storage.s3.bucket = "packages".into();
+        config.storage.s3.access_key_id = "AKIDEXAMPLE".into();
+        config.storage.s3.secret_access_key = "wJalrXUtnFEMI-s3cret".into();
+        config.validate().unwrap();
+        let shown = format!("{config:?} {}", config.storage_description());
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+        assert!(shown.contains("packages"), "{shown}");
+    }
+
+    #[test]
+    fn the_s3_backend_needs_a_bucket() {
+        let mut config = Config::default();
+        config.storage.backend = StorageBackend::S3;
+        let message = config.validate().unwrap_err().to_string();
+        assert!(message.contains("storage.s3.bucket"), "{message}");
+        config.storage.s3.bucket = "packages".into();
+        config.storage.s3.endpoint = "http://127.0.0.1:9000".into();
+        let message = config.validate().unwrap_err().to_string();
+        assert!(message.contains("allow_http"), "{message}");
+        config.storage.s3.allow_http = true;
+        config.validate().unwrap();
     }
 
     #[test]

@@ -75,7 +75,18 @@ impl From<StoreError> for AppError {
 
 impl From<BlobError> for AppError {
     fn from(err: BlobError) -> Self {
-        AppError::Internal(err.into())
+        match err {
+            // A passing outage of remote storage: the client may retry; the detail (which
+            // names the server) is logged, not sent.
+            BlobError::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "blob storage unavailable");
+                AppError::Overloaded {
+                    message: "package storage is unavailable; retry later".into(),
+                    retry_after: 5,
+                }
+            }
+            other => AppError::Internal(other.into()),
+        }
     }
 }
 

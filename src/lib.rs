@@ -23,8 +23,8 @@ use anyhow::Context;
 use axum::Router;
 use tokio::net::TcpListener;
 
-use crate::blob::{BlobStore, FsBlobStore};
-use crate::config::{Config, DatabaseBackend};
+use crate::blob::{BlobStore, FsBlobStore, S3BlobStore};
+use crate::config::{Config, DatabaseBackend, StorageBackend};
 use crate::indexer::Indexer;
 use crate::registry::keys::Keys;
 use crate::store::{PostgresStore, SqliteStore, Store};
@@ -91,8 +91,15 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
                 })?,
         ),
     };
-    let blobs: Arc<dyn BlobStore> =
-        Arc::new(FsBlobStore::new(config.blob_dir()).context("opening blob storage")?);
+    let blobs: Arc<dyn BlobStore> = match config.storage.backend {
+        StorageBackend::Fs => {
+            Arc::new(FsBlobStore::new(config.blob_dir()).context("opening blob storage")?)
+        }
+        StorageBackend::S3 => Arc::new(
+            S3BlobStore::new(&config.storage.s3, config.s3_staging_dir())
+                .context("opening S3 blob storage (storage.s3)")?,
+        ),
+    };
     let master =
         registry::keys::MasterKey::load(&config.signing.master_key, &config.storage.data_dir)?;
     let keys = Arc::new(Keys::new(store.clone(), master, config.signing.key_bits));

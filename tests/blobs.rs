@@ -1,6 +1,7 @@
 //! Blob storage through HTTP: uploads are staged next to the blobs (so a blob directory
 //! on another filesystem than the data directory works), a staged file never outlives its
-//! upload, and staged files an interrupted upload left are collected once stale.
+//! upload, and staged files an interrupted upload left are collected once stale. All but
+//! the first test run on S3 too when the tests do (see `common::s3`).
 
 mod common;
 
@@ -67,6 +68,7 @@ async fn fsck(server: &TestServer, repair: bool) -> alpine_registry::registry::f
 async fn upload_with_the_blob_dir_on_another_filesystem() {
     let mut other = None;
     let server = TestServer::start_with(|c| {
+        on_fs(c);
         let dir = dir_on_another_filesystem(&c.storage.data_dir);
         c.storage.blob_dir = Some(dir.path().to_path_buf());
         other = Some(dir);
@@ -124,7 +126,6 @@ async fn upload_with_the_blob_dir_on_another_filesystem() {
 #[tokio::test]
 async fn rejected_uploads_leave_no_staged_file() {
     let server = TestServer::start_with(|c| c.limits.max_upload_bytes = 4096).await;
-    let blob_dir = server.dir.path().join("blobs");
 
     let response = server
         .put_admin(REPO, b"this is not a package".repeat(20))
@@ -150,15 +151,11 @@ async fn rejected_uploads_leave_no_staged_file() {
     assert_eq!(response.status(), 413);
 
     assert!(
-        staged_files(&blob_dir).is_empty(),
+        server.staged().await.is_empty(),
         "{:?}",
-        staged_files(&blob_dir)
+        server.staged().await
     );
-    assert_eq!(
-        std::fs::read_dir(blob_dir.join("sha256")).unwrap().count(),
-        0,
-        "no blob stored"
-    );
+    assert!(server.stored_blobs().await.is_empty(), "no blob stored");
     assert!(server
         .state
         .store
@@ -172,11 +169,11 @@ async fn rejected_uploads_leave_no_staged_file() {
 #[tokio::test]
 async fn stale_staged_files_are_collected_and_fresh_ones_kept() {
     let server = TestServer::start().await;
-    let blob_dir = server.dir.path().join("blobs");
-    let stale = blob_dir.join(".staging/upload-stale");
+    let staging = server.staging_dir();
+    let stale = staging.join("upload-stale");
     std::fs::write(&stale, b"half an upload").unwrap();
     age(&stale, Duration::from_secs(7200));
-    let fresh = blob_dir.join(".staging/upload-fresh");
+    let fresh = staging.join("upload-fresh");
     std::fs::write(&fresh, b"an upload in progress").unwrap();
 
     let report = fsck(&server, false).await;
@@ -204,14 +201,14 @@ async fn stale_staged_files_are_collected_and_fresh_ones_kept() {
     // At start, before any upload can be in progress, every staged file goes.
     std::fs::write(&stale, b"half an upload").unwrap();
     alpine_registry::recover(&server.state).await.unwrap();
-    assert!(staged_files(&blob_dir).is_empty());
+    assert!(server.staged().await.is_empty());
     server.stop().await;
 }
 
 #[tokio::test]
 async fn an_upload_in_progress_is_staged_and_survives_repair() {
     let server = TestServer::start_with(|c| c.storage.orphan_grace_secs = 60).await;
-    let blob_dir = server.dir.path().join("blobs");
+    let staging = server.staging_dir();
     let bytes = package("slow", "1.0-r0", "x86_64");
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
@@ -229,7 +226,12 @@ async fn an_upload_in_progress_is_staged_and_survives_repair() {
 
     let deadline = Instant::now() + Duration::from_secs(30);
     let staged = loop {
-        let staged = staged_files(&blob_dir);
+        let staged: Vec<PathBuf> = server
+            .staged()
+            .await
+            .iter()
+            .map(|name| staging.join(name))
+            .collect();
         if staged.len() == 1 && std::fs::metadata(&staged[0]).unwrap().len() == half as u64 {
             break staged[0].clone();
         }
@@ -244,7 +246,7 @@ async fn an_upload_in_progress_is_staged_and_survives_repair() {
     drop(tx);
     let response = request.await.unwrap().unwrap();
     assert_eq!(response.status(), 201);
-    assert!(staged_files(&blob_dir).is_empty());
+    assert!(server.staged().await.is_empty());
     let download = server
         .get("/admin/v1/main/x86_64/slow-1.0-r0.apk", None)
         .await;

@@ -269,3 +269,68 @@ fn an_unresolvable_name_fails_at_start_naming_key_and_value() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_s3_backend_is_configured_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens there: the start fails reaching the bucket, and says which.
+    let endpoint = format!("http://127.0.0.1:{}", free_port());
+    let stderr = failure(
+        binary(dir.path())
+            .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())])
+            .env("ALPINE_REGISTRY__STORAGE__BACKEND", "s3")
+            .env("ALPINE_REGISTRY__STORAGE__S3__BUCKET", "registry-bucket")
+            .env("ALPINE_REGISTRY__STORAGE__S3__PREFIX", "alpine/blobs")
+            .env("ALPINE_REGISTRY__STORAGE__S3__ENDPOINT", &endpoint)
+            .env("ALPINE_REGISTRY__STORAGE__S3__ALLOW_HTTP", "true")
+            .env("ALPINE_REGISTRY__STORAGE__S3__PATH_STYLE", "true")
+            .env("ALPINE_REGISTRY__STORAGE__S3__REGION", "eu-west-1")
+            .env("ALPINE_REGISTRY__STORAGE__S3__ACCESS_KEY_ID", "AKIDEXAMPLE")
+            .env(
+                "ALPINE_REGISTRY__STORAGE__S3__SECRET_ACCESS_KEY",
+                "wJalrXUtnFEMI-env-s3cret",
+            )
+            .env("ALPINE_REGISTRY__SIGNING__KEY_BITS", "1024")
+            .env("ALPINE_REGISTRY_BOOTSTRAP_TOKEN", common::ADMIN_TOKEN)
+            // The start message is at info.
+            .env("RUST_LOG", "info"),
+    );
+    assert!(
+        stderr.contains("S3 bucket registry-bucket/alpine/blobs"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("storage=s3 bucket registry-bucket"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&endpoint), "{stderr}");
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+}
+
+#[test]
+fn the_s3_backend_without_a_bucket_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = failure(
+        binary(dir.path())
+            .env("ALPINE_REGISTRY__STORAGE__BACKEND", "s3")
+            .arg("migrate"),
+    );
+    assert!(
+        stderr.contains(
+            "error: storage.backend is \"s3\" but storage.s3.bucket is not set: name the \
+             bucket (ALPINE_REGISTRY__STORAGE__S3__BUCKET), or use backend \"fs\""
+        ),
+        "{stderr}"
+    );
+    let stderr = failure(
+        binary(dir.path())
+            .env("ALPINE_REGISTRY__STORAGE__BACKEND", "gcs")
+            .arg("migrate"),
+    );
+    assert!(
+        stderr
+            .contains("storage.backend in environment variable ALPINE_REGISTRY__STORAGE__BACKEND"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("\"gcs\""), "{stderr}");
+}

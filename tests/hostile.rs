@@ -757,23 +757,6 @@ fn upload_cases() -> Vec<Case> {
     cases
 }
 
-/// Every regular file below `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for entry in entries {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(files_under(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
-}
-
 /// Everything below `dir` (files and directories), recursively and sorted.
 fn tree(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -789,7 +772,7 @@ fn tree(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// No repository row, no blob, no temporary file.
-async fn assert_nothing_stored(server: &TestServer, data_dir: &Path, what: &str) {
+async fn assert_nothing_stored(server: &TestServer, what: &str) {
     let repos = server
         .state
         .store
@@ -797,9 +780,9 @@ async fn assert_nothing_stored(server: &TestServer, data_dir: &Path, what: &str)
         .await
         .unwrap();
     assert!(repos.is_empty(), "{what}: repository rows left: {repos:?}");
-    let staged = staged_files(&data_dir.join("blobs"));
+    let staged = server.staged().await;
     assert!(staged.is_empty(), "{what}: staged files left: {staged:?}");
-    let blobs = files_under(&data_dir.join("blobs").join("sha256"));
+    let blobs = server.stored_blobs().await;
     assert!(blobs.is_empty(), "{what}: blobs left: {blobs:?}");
 }
 
@@ -823,7 +806,6 @@ fn small_limits(config: &mut alpine_registry::config::Config) {
 #[tokio::test]
 async fn hostile_uploads_are_4xx_naming_the_problem_and_leave_nothing_behind() {
     let server = TestServer::start_with(small_limits).await;
-    let data_dir = server.dir.path().to_path_buf();
     let cases = upload_cases();
     assert!(cases.len() >= 40, "{} cases", cases.len());
     eprintln!("{} hostile uploads", cases.len() + 1);
@@ -841,7 +823,7 @@ async fn hostile_uploads_are_4xx_naming_the_problem_and_leave_nothing_behind() {
             case.what,
             case.message
         );
-        assert_nothing_stored(&server, &data_dir, &case.what).await;
+        assert_nothing_stored(&server, &case.what).await;
         assert_serving(&server, &case.what).await;
     }
 
@@ -868,7 +850,7 @@ async fn hostile_uploads_are_4xx_naming_the_problem_and_leave_nothing_behind() {
             .contains("exceeds the upload limit of 262144 bytes"),
         "{json}"
     );
-    assert_nothing_stored(&server, &data_dir, "chunked body over the limit").await;
+    assert_nothing_stored(&server, "chunked body over the limit").await;
     assert_serving(&server, "chunked body over the limit").await;
 
     // After all of that a valid package is still published.
@@ -971,7 +953,6 @@ async fn control_tar_with_end_blocks_is_accepted_with_the_right_identity() {
 #[tokio::test]
 async fn stalled_upload_times_out_and_leaves_no_temporary_file() {
     let server = TestServer::start_with(|c| c.server.request_timeout_secs = 2).await;
-    let blobs = server.dir.path().join("blobs");
     let start = Instant::now();
     let first: Vec<Result<Vec<u8>, std::io::Error>> = vec![Ok(sample().build()[..100].to_vec())];
     let stalled = futures_util::StreamExt::chain(
@@ -996,13 +977,13 @@ async fn stalled_upload_times_out_and_leaves_no_temporary_file() {
     assert!(elapsed >= Duration::from_millis(1900), "{elapsed:?}");
     // The handler is dropped with the timeout; allow a moment for the drop to finish.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !staged_files(&blobs).is_empty() && Instant::now() < deadline {
+    while !server.staged().await.is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(
-        staged_files(&blobs).is_empty(),
+        server.staged().await.is_empty(),
         "{:?}",
-        staged_files(&blobs)
+        server.staged().await
     );
     assert_serving(&server, "stalled upload").await;
     assert_eq!(server.put_admin(REPO, sample().build()).await.status(), 201);

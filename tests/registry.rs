@@ -521,7 +521,7 @@ async fn bad_input_is_400_and_changes_nothing() {
         .await
         .unwrap()
         .is_empty());
-    let staged = staged_files(&server.dir.path().join("blobs"));
+    let staged = server.staged().await;
     assert!(staged.is_empty(), "staged files left: {staged:?}");
     assert_eq!(server.get("/healthz", None).await.status(), 200);
     server.stop().await;
@@ -567,7 +567,7 @@ async fn oversized_upload_is_413_with_and_without_content_length() {
         .await
         .unwrap();
     assert_eq!(response.status(), 413);
-    let staged = staged_files(&server.dir.path().join("blobs"));
+    let staged = server.staged().await;
     assert!(staged.is_empty(), "staged files left: {staged:?}");
     server.stop().await;
 }
@@ -677,7 +677,13 @@ async fn health_endpoints() {
     assert_eq!(ready.status(), 200);
     let body: serde_json::Value = ready.json().await.unwrap();
     assert_eq!(body["status"], "ready");
-    std::fs::remove_dir_all(server.dir.path().join("blobs")).unwrap();
+    // The blob store's directory (S3: its staging directory) gone.
+    let gone = if server.on_s3() {
+        server.staging_dir()
+    } else {
+        server.dir.path().join("blobs")
+    };
+    std::fs::remove_dir_all(gone).unwrap();
     assert_eq!(server.get("/readyz", None).await.status(), 503);
     server.stop().await;
 }

@@ -97,7 +97,9 @@ async fn without_auto_create_an_upload_into_a_missing_repository_is_404_and_chan
         .unwrap()
         .is_empty());
     assert!(store.referenced_blobs().await.unwrap().is_empty());
-    for dir in ["blobs", "tmp"] {
+    assert!(server.stored_blobs().await.is_empty());
+    assert!(server.staged().await.is_empty());
+    for dir in ["blobs", "tmp", "staging"] {
         let left = files_under(&server.dir.path().join(dir));
         assert!(left.is_empty(), "{left:?}");
     }

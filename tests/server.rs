@@ -63,7 +63,7 @@ async fn stalled_upload_bodies_time_out_and_leave_nothing() {
     if let Ok(response) = response {
         assert_eq!(response.status(), 408);
     }
-    assert!(staged_files(&server.dir.path().join("blobs")).is_empty());
+    assert!(server.staged().await.is_empty());
     assert!(server
         .state
         .store

@@ -60,13 +60,7 @@ pub(crate) async fn sync_dir(dir: &Path) -> std::io::Result<()> {
 #[async_trait]
 impl BlobStore for FsBlobStore {
     async fn stage(&self) -> BlobResult<Staged> {
-        let dir = self.staging.clone();
-        let file = tokio::task::spawn_blocking(move || {
-            tempfile::Builder::new().prefix("upload-").tempfile_in(dir)
-        })
-        .await
-        .map_err(std::io::Error::other)??;
-        Ok(Staged::new(file, StagedIn(self.staging.clone())))
+        stage_in(&self.staging, StagedIn(self.staging.clone())).await
     }
 
     async fn commit(&self, mut staged: Staged, sha256: &str) -> BlobResult<()> {
@@ -164,43 +158,11 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn list_staged(&self) -> BlobResult<Vec<StagedInfo>> {
-        let dir = self.staging.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut staged = Vec::new();
-            for entry in std::fs::read_dir(&dir)? {
-                let entry = entry?;
-                let meta = match entry.metadata() {
-                    Ok(meta) => meta,
-                    // Committed or dropped since the directory was read.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(e),
-                };
-                if meta.is_file() {
-                    staged.push(StagedInfo {
-                        name: entry.file_name().to_string_lossy().to_string(),
-                        size: meta.len(),
-                        modified: meta.modified()?,
-                    });
-                }
-            }
-            Ok(staged)
-        })
-        .await
-        .map_err(std::io::Error::other)?
-        .map_err(BlobError::from)
+        list_staged_in(&self.staging).await
     }
 
     async fn remove_staged(&self, name: &str) -> BlobResult<()> {
-        let plain =
-            !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0']);
-        if !plain {
-            return Err(BlobError::NotFound(name.to_string()));
-        }
-        match tokio::fs::remove_file(self.staging.join(name)).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        remove_staged_in(&self.staging, name).await
     }
 
     async fn ping(&self) -> BlobResult<()> {

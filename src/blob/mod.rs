@@ -2,6 +2,7 @@
 //! uploads on their way in.
 
 mod fs;
+mod s3;
 
 use std::any::Any;
 use std::path::Path;
@@ -11,6 +12,7 @@ use std::task::{Context, Poll};
 use async_trait::async_trait;
 
 pub use fs::FsBlobStore;
+pub use s3::{S3BlobStore, MULTIPART_THRESHOLD};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
@@ -18,6 +20,10 @@ pub enum BlobError {
     NotFound(String),
     #[error("blob storage I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// The storage cannot be reached now (a remote store is down or does not answer);
+    /// the same request may work later.
+    #[error("blob storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 pub type BlobResult<T> = Result<T, BlobError>;
@@ -140,4 +146,60 @@ pub fn is_valid_key(sha256: &str) -> bool {
         && sha256
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// For stores that stage uploads in a local directory: a new empty file in `dir`.
+pub(crate) async fn stage_in(dir: &Path, token: impl Any + Send + Sync) -> BlobResult<Staged> {
+    let in_dir = dir.to_path_buf();
+    let file = tokio::task::spawn_blocking(move || {
+        tempfile::Builder::new()
+            .prefix("upload-")
+            .tempfile_in(in_dir)
+    })
+    .await
+    .map_err(std::io::Error::other)??;
+    Ok(Staged::new(file, token))
+}
+
+/// The files of the staging directory `dir`, for `BlobStore::list_staged`.
+pub(crate) async fn list_staged_in(dir: &Path) -> BlobResult<Vec<StagedInfo>> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut staged = Vec::new();
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let meta = match entry.metadata() {
+                Ok(meta) => meta,
+                // Committed or dropped since the directory was read.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if meta.is_file() {
+                staged.push(StagedInfo {
+                    name: entry.file_name().to_string_lossy().to_string(),
+                    size: meta.len(),
+                    modified: meta.modified()?,
+                });
+            }
+        }
+        Ok(staged)
+    })
+    .await
+    .map_err(std::io::Error::other)?
+    .map_err(BlobError::from)
+}
+
+/// Removes the file `name` of the staging directory `dir`, for `BlobStore::remove_staged`:
+/// a plain file name only, and gone already is fine.
+pub(crate) async fn remove_staged_in(dir: &Path, name: &str) -> BlobResult<()> {
+    let plain =
+        !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0']);
+    if !plain {
+        return Err(BlobError::NotFound(name.to_string()));
+    }
+    match tokio::fs::remove_file(dir.join(name)).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }

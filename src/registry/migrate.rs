@@ -71,10 +71,10 @@ pub async fn migrate_storage(
         let stored = target.blobs.list().await?.len();
         if stored > 0 {
             bail!(
-                "the target blob storage {} is not empty ({stored} files): migrate-storage \
-                 copies into an empty one only (or into the source's own blob directory, \
+                "the target blob storage ({}) is not empty ({stored} files): migrate-storage \
+                 copies into an empty one only (or into the source's own blob storage, \
                  where the files stay)",
-                target.config.blob_dir().display()
+                target.config.storage_description()
             );
         }
     }
@@ -275,11 +275,21 @@ fn check_master_key(source: &Config, target: &Config, target_file: &Path) -> any
 
 /// Whether both configurations keep blobs in the same directory.
 fn same_blob_dir(source: &Config, target: &Config) -> bool {
-    match (
-        std::fs::canonicalize(source.blob_dir()),
-        std::fs::canonicalize(target.blob_dir()),
-    ) {
-        (Ok(a), Ok(b)) => a == b,
+    use crate::config::StorageBackend;
+    match (source.storage.backend, target.storage.backend) {
+        (StorageBackend::Fs, StorageBackend::Fs) => match (
+            std::fs::canonicalize(source.blob_dir()),
+            std::fs::canonicalize(target.blob_dir()),
+        ) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        },
+        (StorageBackend::S3, StorageBackend::S3) => {
+            let (a, b) = (&source.storage.s3, &target.storage.s3);
+            a.endpoint == b.endpoint
+                && a.bucket == b.bucket
+                && a.prefix.trim_matches('/') == b.prefix.trim_matches('/')
+        }
         _ => false,
     }
 }

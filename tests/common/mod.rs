@@ -3,13 +3,14 @@
 
 pub mod postgres;
 pub mod process;
+pub mod s3;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use alpine_registry::apk::builder::PackageBuilder;
 use alpine_registry::apk::sign::{self, SignatureAlgorithm};
-use alpine_registry::config::Config;
+use alpine_registry::config::{Config, StorageBackend};
 use alpine_registry::store::Role;
 use alpine_registry::AppState;
 
@@ -52,6 +53,12 @@ pub struct TestServer {
     pub database: Option<postgres::TestDatabase>,
 }
 
+/// For tests about the filesystem blob store itself (its files, its directories): keeps
+/// the blobs on the filesystem even when the tests run against S3.
+pub fn on_fs(config: &mut Config) {
+    config.storage.backend = StorageBackend::Fs;
+}
+
 pub fn test_config(dir: &std::path::Path) -> Config {
     let mut config = Config::default();
     config.storage.data_dir = dir.to_path_buf();
@@ -69,13 +76,19 @@ impl TestServer {
 
     /// A registry on `test_config`, changed by `tweak`. When
     /// `ALPINE_REGISTRY_TEST_POSTGRES_URL` is set, its database is a fresh PostgreSQL
-    /// database on that server instead of SQLite in the data directory.
+    /// database on that server instead of SQLite in the data directory; when
+    /// `ALPINE_REGISTRY_TEST_S3_ENDPOINT` is set, its blobs are in a fresh prefix of the
+    /// test bucket instead of the data directory (see `common::s3`).
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = test_config(dir.path());
         let database = postgres::TestDatabase::from_env();
         if let Some(database) = &database {
             config.database.url = database.url.clone();
+        }
+        if let Some(s3) = s3::config() {
+            config.storage.backend = StorageBackend::S3;
+            config.storage.s3 = s3;
         }
         tweak(&mut config);
         Self::start_config(config, dir, database).await
@@ -126,12 +139,55 @@ impl TestServer {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// Whether the blobs are in an S3 bucket.
+    pub fn on_s3(&self) -> bool {
+        self.state.config.storage.backend == StorageBackend::S3
+    }
+
+    /// The directory uploads are staged in, whichever the blob store.
+    pub fn staging_dir(&self) -> PathBuf {
+        match self.state.config.storage.backend {
+            StorageBackend::Fs => self.state.config.blob_dir().join(".staging"),
+            StorageBackend::S3 => self.state.config.s3_staging_dir(),
+        }
+    }
+
+    /// Names of the staged uploads the blob store has (in progress or left over).
+    pub async fn staged(&self) -> Vec<String> {
+        self.state
+            .blobs
+            .list_staged()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name)
+            .collect()
+    }
+
+    /// Keys of the blobs the blob store holds.
+    pub async fn stored_blobs(&self) -> Vec<String> {
+        self.state
+            .blobs
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|b| b.sha256)
+            .collect()
+    }
+
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         if let Some(task) = self.task.take() {
             task.await.unwrap().unwrap();
+        }
+        if self.on_s3() {
+            // The test's prefix in the shared bucket, emptied.
+            for blob in self.state.blobs.list().await.unwrap_or_default() {
+                let _ = self.state.blobs.delete(&blob.sha256).await;
+            }
         }
         if let Some(database) = self.database.take() {
             database.drop_database().await;
