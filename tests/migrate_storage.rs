@@ -7,13 +7,14 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use alpine_registry::config::Config;
+use alpine_registry::config::{Config, S3Config};
 use alpine_registry::names::RepoAddress;
 use alpine_registry::registry::accounts::{self, TokenRequest};
 use alpine_registry::registry::repositories;
 use alpine_registry::store::Dump;
 use alpine_registry::store::Role;
 use common::postgres::{self as pg, TestDatabase};
+use common::s3;
 use common::*;
 use sha2::{Digest, Sha256};
 
@@ -338,11 +339,39 @@ async fn export(file: &Path) -> Dump {
 /// A configuration file for `data_dir` and `database_url` (empty: SQLite in the data
 /// directory), with `master_key` when given.
 fn write_config(path: &Path, data_dir: &Path, database_url: &str, master_key: Option<&str>) {
+    write_config_on(path, data_dir, None, database_url, master_key)
+}
+
+/// As `write_config`, with the blobs in the bucket `s3` names when given.
+fn write_config_on(
+    path: &Path,
+    data_dir: &Path,
+    s3: Option<&S3Config>,
+    database_url: &str,
+    master_key: Option<&str>,
+) {
     let mut text = format!(
-        "[storage]\ndata_dir = {:?}\n\n[database]\nurl = {database_url:?}\n\n\
-         [signing]\nkey_bits = 1024\n",
+        "[storage]\ndata_dir = {:?}\n",
         data_dir.display().to_string()
     );
+    if let Some(s3) = s3 {
+        text.push_str(&format!(
+            "backend = \"s3\"\n\n[storage.s3]\nbucket = {:?}\nendpoint = {:?}\n\
+             region = {:?}\npath_style = {}\nallow_http = {}\nprefix = {:?}\n\
+             access_key_id = {:?}\nsecret_access_key = {:?}\n",
+            s3.bucket,
+            s3.endpoint,
+            s3.region,
+            s3.path_style,
+            s3.allow_http,
+            s3.prefix,
+            s3.access_key_id,
+            s3.secret_access_key
+        ));
+    }
+    text.push_str(&format!(
+        "\n[database]\nurl = {database_url:?}\n\n[signing]\nkey_bits = 1024\n"
+    ));
     if let Some(key) = master_key {
         text.push_str(&format!("master_key = {key:?}\n"));
     }
@@ -401,7 +430,7 @@ impl Layout {
 /// SQLite and files → `first_url` (empty: SQLite) with its own blob directory → back into
 /// `second` (a fresh SQLite database; with `in_place`, in the first target's data
 /// directory, keeping its files there).
-async fn scenario(first_url: &str, in_place: bool) {
+async fn scenario(first_url: &str, first_s3: Option<&S3Config>, in_place: bool) {
     let layout = Layout {
         root: tempfile::tempdir().unwrap(),
     };
@@ -418,7 +447,7 @@ async fn scenario(first_url: &str, in_place: bool) {
     // Refused: the target would have another master key.
     let first_dir = layout.path("first");
     let first_file = layout.path("first.toml");
-    write_config(&first_file, &first_dir, first_url, None);
+    write_config_on(&first_file, &first_dir, first_s3, first_url, None);
     let message = run_err(&mut migrate_storage(&source_file, &first_file));
     assert!(message.contains("signing.master_key"), "{message}");
     assert!(message.contains("master.key"), "{message}");
@@ -427,11 +456,17 @@ async fn scenario(first_url: &str, in_place: bool) {
         "nothing is created for a refused target"
     );
     let other = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
-    write_config(&first_file, &first_dir, first_url, Some(other));
+    write_config_on(&first_file, &first_dir, first_s3, first_url, Some(other));
     let message = run_err(&mut migrate_storage(&source_file, &first_file));
     assert!(message.contains("another master key"), "{message}");
 
-    write_config(&first_file, &first_dir, first_url, Some(master_key.trim()));
+    write_config_on(
+        &first_file,
+        &first_dir,
+        first_s3,
+        first_url,
+        Some(master_key.trim()),
+    );
     migrate_ok(&source_file, &first_file, false);
     let copied = export(&first_file).await;
     assert_eq!(
@@ -476,21 +511,37 @@ async fn scenario(first_url: &str, in_place: bool) {
     let source = TestServer::start_on(Config::load_file_only(&source_file).unwrap()).await;
     assert_eq!(seen(&source).await, before);
     source.stop().await;
+
+    if first_s3.is_some() {
+        // The test's prefix in the shared bucket, emptied.
+        let first = alpine_registry::open(Config::load_file_only(&first_file).unwrap())
+            .await
+            .unwrap();
+        for blob in first.blobs.list().await.unwrap() {
+            first.blobs.delete(&blob.sha256).await.unwrap();
+        }
+    }
 }
 
 #[tokio::test]
 async fn an_embedded_installation_moves_to_another_sqlite_database_and_back() {
-    scenario("", true).await;
+    scenario("", None, true).await;
 }
 
 #[tokio::test]
-async fn an_embedded_installation_moves_to_postgres_and_back() {
+async fn an_embedded_installation_moves_to_postgres_and_s3_and_back() {
     let Some(server) = pg::server_url() else {
         pg::note_skipped();
         return;
     };
     let database = TestDatabase::create(&server);
-    scenario(&database.url, false).await;
+    // With a test S3 server, the first move is into PostgreSQL + S3, as a scaled-out
+    // deployment runs, and the way back out of it.
+    let bucket = s3::config();
+    if bucket.is_none() {
+        s3::note_skipped();
+    }
+    scenario(&database.url, bucket.as_ref(), false).await;
     database.drop_database().await;
 }
 

@@ -51,6 +51,9 @@ pub struct TestServer {
     /// The registry's PostgreSQL database, when the tests run against PostgreSQL (dropped
     /// last).
     pub database: Option<postgres::TestDatabase>,
+    /// Whether the server's S3 prefix is its own, emptied by `stop` (not so for a
+    /// configuration the test gave, whose bucket outlives the server).
+    owns_bucket_prefix: bool,
 }
 
 /// For tests about the filesystem blob store itself (its files, its directories): keeps
@@ -91,7 +94,9 @@ impl TestServer {
             config.storage.s3 = s3;
         }
         tweak(&mut config);
-        Self::start_config(config, dir, database).await
+        let mut server = Self::start_config(config, dir, database).await;
+        server.owns_bucket_prefix = server.on_s3();
+        server
     }
 
     /// A registry on exactly `config` (SQLite or PostgreSQL as its `database.url` says), with
@@ -126,6 +131,7 @@ impl TestServer {
             shutdown: Some(tx),
             task: Some(task),
             database,
+            owns_bucket_prefix: false,
         }
     }
 
@@ -183,7 +189,7 @@ impl TestServer {
         if let Some(task) = self.task.take() {
             task.await.unwrap().unwrap();
         }
-        if self.on_s3() {
+        if self.owns_bucket_prefix {
             // The test's prefix in the shared bucket, emptied.
             for blob in self.state.blobs.list().await.unwrap_or_default() {
                 let _ = self.state.blobs.delete(&blob.sha256).await;
