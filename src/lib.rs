@@ -84,11 +84,15 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
                 .context("opening the database")?,
         ),
         DatabaseBackend::Postgres => Arc::new(
-            PostgresStore::connect(&url, max_connections)
-                .await
-                .with_context(|| {
-                    format!("opening the database {}", config::without_credentials(&url))
-                })?,
+            PostgresStore::connect_with_timeout(
+                &url,
+                max_connections,
+                Duration::from_secs(config.database.acquire_timeout_secs),
+            )
+            .await
+            .with_context(|| {
+                format!("opening the database {}", config::without_credentials(&url))
+            })?,
         ),
     };
     let blobs: Arc<dyn BlobStore> = match config.storage.backend {
