@@ -193,11 +193,21 @@ fn get(client: &reqwest::blocking::Client, server: &ChildServer, path: &str) -> 
     )
 }
 
-#[derive(Debug)]
 struct Answer {
     status: u16,
     retry_after: Option<String>,
     body: Vec<u8>,
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let body = String::from_utf8_lossy(&self.body);
+        f.debug_struct("Answer")
+            .field("status", &self.status)
+            .field("retry_after", &self.retry_after)
+            .field("body", &body.chars().take(400).collect::<String>())
+            .finish()
+    }
 }
 
 fn answer(response: reqwest::blocking::Response) -> Answer {
@@ -271,6 +281,36 @@ fn listed(
     names
 }
 
+/// A package with 512 KiB of incompressible data, slow enough to receive and check that
+/// uploads are still in progress when the database stops.
+fn bulky_package(name: &str, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let data: Vec<u8> = (0..512 * 1024)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    alpine_registry::apk::builder::PackageBuilder::new(name, "1.0-r0", "x86_64")
+        .file(&format!("usr/share/{name}/data"), &data)
+        .build()
+}
+
+/// A name part from a number: package names end in a letter, not a digit that would
+/// read as a version.
+fn letters(mut n: u64) -> String {
+    let mut out = String::new();
+    loop {
+        out.insert(0, (b'a' + (n % 26) as u8) as char);
+        n /= 26;
+        if n == 0 {
+            return out;
+        }
+    }
+}
+
 fn log_of(server: &ChildServer) -> String {
     std::fs::read_to_string(&server.log).unwrap()
 }
@@ -291,48 +331,73 @@ fn postgres_outage_answers_503_and_recovers_without_restart() {
     let client = client();
     let mut uploaded = BTreeMap::new();
     let mut acknowledged = vec!["first".to_string()];
+    let mut recorded = Vec::new();
     let first = package("first", "1.0-r0", "x86_64");
     uploaded.insert("first".to_string(), first.clone());
     assert_eq!(put(&client, &server, first).status, 201);
     wait_ready(&client, &server, Duration::from_secs(10));
 
     for mode in ["immediate", "fast"] {
-        // Uploads in flight across the stop: each is acknowledged (then it must be listed
-        // later) or answered 503, nothing else.
-        let names: Vec<String> = ["a", "b", "c", "d", "e", "f"]
-            .iter()
-            .map(|letter| format!("inflight-{mode}-{letter}"))
-            .collect();
-        let uploads: Vec<_> = names
-            .iter()
-            .enumerate()
-            .map(|(i, name)| {
-                let bytes = package(name, "1.0-r0", "x86_64");
-                uploaded.insert(name.clone(), bytes.clone());
-                let (client, target) = (client.clone(), server.url(REPO));
+        // Uploads in flight across the stop, from workers that upload one after another
+        // until a while after it: each is acknowledged (then it must be listed later) or
+        // answered 503, nothing else.
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let workers: Vec<_> = (0..4)
+            .map(|worker| {
+                let (client, target, done) = (client.clone(), server.url(REPO), done.clone());
                 std::thread::spawn(move || {
-                    std::thread::sleep(Duration::from_millis(60 * i as u64));
-                    answer(
-                        client
-                            .put(target)
-                            .basic_auth("admin", Some(ADMIN_TOKEN))
-                            .body(bytes)
-                            .send()
-                            .unwrap(),
-                    )
+                    let mut results = Vec::new();
+                    for round in 0.. {
+                        if done.load(std::sync::atomic::Ordering::SeqCst) {
+                            break;
+                        }
+                        let name = format!("inflight-{mode}-{}", letters(worker * 1000 + round));
+                        let bytes = bulky_package(&name, worker * 1000 + round);
+                        let upload = answer(
+                            client
+                                .put(&target)
+                                .basic_auth("admin", Some(ADMIN_TOKEN))
+                                .body(bytes.clone())
+                                .send()
+                                .unwrap(),
+                        );
+                        results.push((name, bytes, upload));
+                    }
+                    results
                 })
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(150));
+        std::thread::sleep(Duration::from_millis(400));
         cluster.stop(mode);
         let stopped = Instant::now();
-        for (name, upload) in names.iter().zip(uploads) {
-            let upload = upload.join().unwrap();
-            match upload.status {
-                201 => acknowledged.push(name.clone()),
-                _ => upload.assert_unavailable(&format!("upload of {name} across the stop")),
+        std::thread::sleep(Duration::from_millis(300));
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (mut accepted, mut refused, mut refused_recorded) = (0, 0, 0);
+        for worker in workers {
+            for (name, bytes, upload) in worker.join().unwrap() {
+                uploaded.insert(name.clone(), bytes);
+                match upload.status {
+                    201 => {
+                        accepted += 1;
+                        acknowledged.push(name);
+                    }
+                    _ => {
+                        upload.assert_unavailable(&format!("upload of {name} across the stop"));
+                        refused += 1;
+                        // Its row is committed: once the database is back it is listed.
+                        if String::from_utf8_lossy(&upload.body).contains("was recorded") {
+                            refused_recorded += 1;
+                            recorded.push(name);
+                        }
+                    }
+                }
             }
         }
+        eprintln!(
+            "{mode} stop: {accepted} uploads acknowledged, {refused} refused with 503 \
+             ({refused_recorded} of them after their row was recorded)"
+        );
+        assert!(refused > 0, "no upload met the stopped database");
 
         // While it is down.
         get(&client, &server, "/readyz").assert_unavailable("/readyz");
@@ -367,18 +432,17 @@ fn postgres_outage_answers_503_and_recovers_without_restart() {
                 "{name} was acknowledged but is not listed: {names:?}"
             );
         }
+        for name in &recorded {
+            assert!(
+                names.contains(name),
+                "{name} was recorded but is not listed"
+            );
+        }
         assert!(
             !names.contains(&format!("down-{mode}")),
             "refused upload listed"
         );
-        eprintln!(
-            "{mode} stop: {} of 6 uploads across it acknowledged; {} listed",
-            names
-                .iter()
-                .filter(|n| n.starts_with(&format!("inflight-{mode}")))
-                .count(),
-            names.len()
-        );
+        eprintln!("{mode} stop: {} packages listed", names.len());
     }
     let log = log_of(&server);
     assert!(!log.contains("internal error"), "a 500 was answered: {log}");
