@@ -231,8 +231,8 @@ fn recorded_not_listed(err: AppError, package: &Package) -> AppError {
         AppError::BackendUnavailable { cause, .. } => AppError::BackendUnavailable {
             message: format!(
                 "the database became unreachable after {}/{} was recorded, before the index \
-                 listing it was published: it will be listed once the database is back \
-                 (uploading it again meanwhile answers 409)",
+                 listing it was published: it will be listed once the database is back; \
+                 it is recorded, so uploading it again answers 409",
                 package.arch, package.filename
             ),
             cause,
