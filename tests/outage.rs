@@ -446,6 +446,9 @@ fn postgres_outage_answers_503_and_recovers_without_restart() {
     }
     let log = log_of(&server);
     assert!(!log.contains("internal error"), "a 500 was answered: {log}");
+    // An outage is a warning: nothing at all is logged as an error.
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+    assert!(errors.is_empty(), "errors logged: {errors:#?}");
     assert!(log.contains("the database is unreachable"), "{log}");
     // Its blobs stay for the next process.
     let mut first_server = server;
