@@ -229,7 +229,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if !matches!(cli.command, Command::Serve { .. } | Command::Migrate) {
         require_existing_database(&config)?;
     }
-    let state = crate::open(config).await?;
+    // A server waits a while for its database; other commands fail at once.
+    let state = if matches!(cli.command, Command::Serve { .. }) {
+        crate::open_when_reachable(config, crate::START_PATIENCE).await?
+    } else {
+        crate::open(config).await?
+    };
     match cli.command {
         Command::PrintDefaultConfig => unreachable!("handled above"),
         Command::Serve { ref listen } => {

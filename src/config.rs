@@ -182,6 +182,9 @@ pub struct DatabaseConfig {
     pub url: String,
     /// Connections in the pool.
     pub max_connections: u32,
+    /// PostgreSQL: seconds a request waits for a working connection before it is answered
+    /// 503 (the database is unreachable, or every connection is busy).
+    pub acquire_timeout_secs: u64,
 }
 
 impl Default for DatabaseConfig {
@@ -189,6 +192,7 @@ impl Default for DatabaseConfig {
         DatabaseConfig {
             url: String::new(),
             max_connections: 8,
+            acquire_timeout_secs: 5,
         }
     }
 }
@@ -351,6 +355,9 @@ impl Config {
         }
         if self.server.max_connections_per_ip == 0 {
             anyhow::bail!("server.max_connections_per_ip must be at least 1");
+        }
+        if self.database.acquire_timeout_secs == 0 {
+            anyhow::bail!("database.acquire_timeout_secs must be at least 1");
         }
         if self.limits.max_upload_bytes == 0 {
             anyhow::bail!("limits.max_upload_bytes must be positive");

@@ -37,11 +37,51 @@ pub enum AppError {
     /// The server has no capacity for this now; retry after `retry_after` seconds.
     #[error("{message}")]
     Overloaded { message: String, retry_after: u64 },
+    /// The database or blob storage cannot be reached now: 503 with `Retry-After`
+    /// (`BACKEND_RETRY_AFTER_SECS`), logged as a warning with `cause`, which clients never
+    /// see.
+    #[error("{message}")]
+    BackendUnavailable { message: String, cause: String },
+    /// A fault of the server: 500. `From<anyhow::Error>` gives `BackendUnavailable`
+    /// instead when an unreachable backend is found anywhere in the error's chain.
     #[error(transparent)]
-    Internal(#[from] anyhow::Error),
+    Internal(anyhow::Error),
 }
 
 pub type AppResult<T> = Result<T, AppError>;
+
+/// Seconds clients are told to wait (`Retry-After`) while a backend is unreachable.
+pub const BACKEND_RETRY_AFTER_SECS: u64 = 5;
+
+/// Which backend an error says is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Database,
+    BlobStorage,
+}
+
+/// The backend that `err` itself (not its sources) says is unreachable.
+fn backend_of(err: &(dyn std::error::Error + 'static)) -> Option<Backend> {
+    if let Some(store) = err.downcast_ref::<StoreError>() {
+        store.is_unavailable().then_some(Backend::Database)
+    } else if let Some(sqlx) = err.downcast_ref::<sqlx::Error>() {
+        crate::store::is_unavailable(sqlx).then_some(Backend::Database)
+    } else if let Some(BlobError::Unavailable(_)) = err.downcast_ref::<BlobError>() {
+        Some(Backend::BlobStorage)
+    } else {
+        None
+    }
+}
+
+/// The backend that `err`, or any error in its chain of sources, says is unreachable.
+pub fn unreachable_backend(err: &(dyn std::error::Error + 'static)) -> Option<Backend> {
+    std::iter::successors(Some(err), |e| e.source()).find_map(backend_of)
+}
+
+/// Like `unreachable_backend`, for an `anyhow::Error` (its context layers included).
+pub fn unreachable_backend_of(err: &anyhow::Error) -> Option<Backend> {
+    err.chain().find_map(backend_of)
+}
 
 impl AppError {
     pub fn status(&self) -> StatusCode {
@@ -58,7 +98,36 @@ impl AppError {
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::BackendUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl AppError {
+    /// 503 with `Retry-After`: `backend` cannot be reached; `cause` is logged only.
+    pub fn unreachable(backend: Backend, cause: impl std::fmt::Display) -> AppError {
+        let message = match backend {
+            Backend::Database => "the database is unreachable: retry shortly",
+            Backend::BlobStorage => "blob storage is unreachable: retry shortly",
+        };
+        AppError::BackendUnavailable {
+            message: message.to_string(),
+            cause: cause.to_string(),
+        }
+    }
+
+    /// Whether this answers that the database or blob storage is unreachable.
+    pub fn is_backend_unavailable(&self) -> bool {
+        matches!(self, AppError::BackendUnavailable { .. })
+    }
+}
+
+impl From<anyhow::Error> for AppError {
+    fn from(err: anyhow::Error) -> Self {
+        match unreachable_backend_of(&err) {
+            Some(backend) => AppError::unreachable(backend, format!("{err:#}")),
+            None => AppError::Internal(err),
         }
     }
 }
@@ -68,6 +137,7 @@ impl From<StoreError> for AppError {
         match err {
             StoreError::Conflict(message) => AppError::Conflict(message),
             StoreError::NotFound(message) => AppError::NotFound(message),
+            other if other.is_unavailable() => AppError::unreachable(Backend::Database, other),
             other => AppError::Internal(other.into()),
         }
     }
@@ -78,13 +148,7 @@ impl From<BlobError> for AppError {
         match err {
             // A passing outage of remote storage: the client may retry; the detail (which
             // names the server) is logged, not sent.
-            BlobError::Unavailable(detail) => {
-                tracing::warn!(error = %detail, "blob storage unavailable");
-                AppError::Overloaded {
-                    message: "package storage is unavailable; retry later".into(),
-                    retry_after: 5,
-                }
-            }
+            BlobError::Unavailable(_) => AppError::unreachable(Backend::BlobStorage, err),
             other => AppError::Internal(other.into()),
         }
     }
@@ -111,6 +175,11 @@ impl IntoResponse for AppError {
                 tracing::error!(error = %format!("{err:#}"), "internal error");
                 "internal server error".to_string()
             }
+            AppError::BackendUnavailable { message, cause } => {
+                // An outage, not a bug: a warning, once per refused request.
+                tracing::warn!(error = %cause, "{message}");
+                message.clone()
+            }
             AppError::RangeNotSatisfiable(_) => "requested range not satisfiable".to_string(),
             other => other.to_string(),
         };
@@ -136,6 +205,12 @@ impl IntoResponse for AppError {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            }
+            AppError::BackendUnavailable { .. } => {
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(BACKEND_RETRY_AFTER_SECS),
+                );
             }
             _ => {}
         }

@@ -84,11 +84,15 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
                 .context("opening the database")?,
         ),
         DatabaseBackend::Postgres => Arc::new(
-            PostgresStore::connect(&url, max_connections)
-                .await
-                .with_context(|| {
-                    format!("opening the database {}", config::without_credentials(&url))
-                })?,
+            PostgresStore::connect_with_timeout(
+                &url,
+                max_connections,
+                Duration::from_secs(config.database.acquire_timeout_secs),
+            )
+            .await
+            .with_context(|| {
+                format!("opening the database {}", config::without_credentials(&url))
+            })?,
         ),
     };
     let blobs: Arc<dyn BlobStore> = match config.storage.backend {
@@ -134,6 +138,36 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
         )),
         config,
     })
+}
+
+/// How long `serve` waits at start for a database that cannot be reached (one starting
+/// beside the registry, or restarting) before it gives up.
+pub const START_PATIENCE: Duration = Duration::from_secs(60);
+
+/// `open`, tried again while the database is unreachable, for up to `patience`; then the
+/// error says so.
+pub async fn open_when_reachable(config: Config, patience: Duration) -> anyhow::Result<AppState> {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut wait = Duration::from_millis(500);
+    loop {
+        let err = match open(config.clone()).await {
+            Err(e) if error::unreachable_backend_of(&e).is_some() => e,
+            other => return other,
+        };
+        if tokio::time::Instant::now() + wait > deadline {
+            return Err(err.context(format!(
+                "the database stayed unreachable for {} s: is it running, and is \
+                 database.url right?",
+                patience.as_secs()
+            )));
+        }
+        tracing::warn!(
+            error = %format!("{err:#}"), retry_in_ms = wait.as_millis() as u64,
+            "the database is unreachable; waiting for it"
+        );
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(5));
+    }
 }
 
 /// The application router.
@@ -191,8 +225,24 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let keys = state.keys.clone();
     tokio::spawn(async move {
-        if let Err(e) = keys.create_missing().await {
-            tracing::error!(error = %format!("{e:#}"), "generating owner keys");
+        // Retried while the database is unreachable; keys are also made on first use.
+        let mut wait = Duration::from_secs(1);
+        loop {
+            match keys.create_missing().await {
+                Ok(()) => break,
+                Err(e) if error::unreachable_backend_of(&e).is_some() => {
+                    tracing::warn!(
+                        error = %format!("{e:#}"), retry_in_secs = wait.as_secs(),
+                        "generating owner keys: the database is unreachable"
+                    );
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(60));
+                }
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "generating owner keys");
+                    break;
+                }
+            }
         }
     });
     registry::fsck::spawn_orphan_collector(state.clone());

@@ -17,6 +17,7 @@ use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
+use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -153,6 +154,21 @@ pub fn router(state: AppState) -> Router {
                             bytes,
                             "answered"
                         );
+                    },
+                )
+                // A 5xx status is in the line above, and error.rs logs its cause at the
+                // level it deserves (a fault as an error, an unreachable database or an
+                // overload as a warning): only a body that fails after its head was sent
+                // is logged here.
+                .on_failure(
+                    |class: ServerErrorsFailureClass, latency: Duration, _span: &tracing::Span| {
+                        if let ServerErrorsFailureClass::Error(error) = class {
+                            tracing::error!(
+                                error,
+                                ms = latency.as_millis() as u64,
+                                "response failed"
+                            );
+                        }
                     },
                 ),
         )

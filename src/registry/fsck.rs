@@ -56,7 +56,8 @@ pub async fn collect_orphans(state: &AppState, grace: Duration) -> anyhow::Resul
     Ok(removed)
 }
 
-/// Runs `collect_orphans` every `grace` in the background.
+/// Runs `collect_orphans` every `grace` in the background; a failed round (the database
+/// unreachable, say) is logged and the next one runs as planned.
 pub fn spawn_orphan_collector(state: AppState) {
     let grace = Duration::from_secs(state.config.storage.orphan_grace_secs.max(60));
     tokio::spawn(async move {
@@ -64,8 +65,12 @@ pub fn spawn_orphan_collector(state: AppState) {
         interval.tick().await;
         loop {
             interval.tick().await;
-            if let Err(e) = collect_orphans(&state, grace).await {
-                tracing::error!(error = %format!("{e:#}"), "orphan collection failed");
+            match collect_orphans(&state, grace).await {
+                Ok(_) => {}
+                Err(e) if crate::error::unreachable_backend_of(&e).is_some() => {
+                    tracing::warn!(error = %format!("{e:#}"), "orphan collection skipped");
+                }
+                Err(e) => tracing::error!(error = %format!("{e:#}"), "orphan collection failed"),
             }
         }
     });

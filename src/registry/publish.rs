@@ -4,7 +4,11 @@
 //!   missing blob (under `blob_lock`, so a delete cannot collect it in between);
 //! - an acknowledged change is in the signed index before the call returns (it waits for
 //!   the generation its row created);
-//! - a delete removes the blob only when no row references it any more.
+//! - a delete removes the blob only when no row references it any more;
+//! - when the database is unreachable the answer is 503, never an acknowledgement: before
+//!   the row is committed nothing changed but a blob that orphan collection takes; after
+//!   it, the package is recorded but its index lags, and is rebuilt by the next read of
+//!   the index (or at start).
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -196,13 +200,20 @@ where
     let repo = state
         .store
         .repository_by_id(package.repository_id)
-        .await?
+        .await
+        .map_err(|e| recorded_not_listed(e.into(), &package))?
         .ok_or_else(removed)?;
     state
         .indexer
         .wait_built(owner, &repo, inserted.generation)
         .await
-        .map_err(|e| if is_removed(&e) { removed() } else { e.into() })?;
+        .map_err(|e| {
+            if is_removed(&e) {
+                removed()
+            } else {
+                recorded_not_listed(e.into(), &package)
+            }
+        })?;
     tracing::info!(
         owner = %at.owner, branch = %at.branch, repository = %at.repository,
         file = %format!("{}/{}", package.arch, package.filename), "package published"
@@ -211,6 +222,23 @@ where
         package,
         repository_created: inserted.repository_created,
     })
+}
+
+/// An outage between the row's commit and its index: the answer stays 503, saying what
+/// the client will find once the database is back.
+fn recorded_not_listed(err: AppError, package: &Package) -> AppError {
+    match err {
+        AppError::BackendUnavailable { cause, .. } => AppError::BackendUnavailable {
+            message: format!(
+                "the database became unreachable after {}/{} was recorded, before the index \
+                 listing it was published: it will be listed once the database is back; \
+                 it is recorded, so uploading it again answers 409",
+                package.arch, package.filename
+            ),
+            cause,
+        },
+        other => other,
+    }
 }
 
 fn no_such_file(at: &RepoAddress, arch: &Arch, file: &PackageFile) -> AppError {

@@ -29,6 +29,43 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+impl StoreError {
+    /// Whether the database could not be reached (down, restarting, refusing connections,
+    /// connection lost): a transient outage rather than a fault of the request or the data.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Database(err) => is_unavailable(err),
+            StoreError::Migrate(sqlx::migrate::MigrateError::Execute(err)) => is_unavailable(err),
+            _ => false,
+        }
+    }
+}
+
+/// Whether `err` means the database server is unreachable: I/O and TLS failures, a pool
+/// that found no live connection in time, a broken protocol stream, and the PostgreSQL
+/// errors of class 08 (connection exception), 57P01-57P03 (shut down by the administrator
+/// or by a crash, starting up) and 53300 (too many connections).
+pub fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Database(db) => db
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .is_some_and(|pg| {
+                let code = pg.code();
+                code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+            }),
+        sqlx::Error::Migrate(migrate) => match migrate.as_ref() {
+            sqlx::migrate::MigrateError::Execute(err) => is_unavailable(err),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
 /// A right on an owner, also the scope of a token. Ordered: read < write < admin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]

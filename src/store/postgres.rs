@@ -149,12 +149,27 @@ impl PostgresStore {
     /// must exist, and applies the migrations. The pool holds `max_connections` + 1
     /// connections: as many as the SQLite backend's readers and writer together.
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<PostgresStore> {
+        Self::connect_with_timeout(url, max_connections, std::time::Duration::from_secs(5)).await
+    }
+
+    /// Like `connect`, waiting at most `acquire_timeout` for a connection. One is handed
+    /// out only after a round trip shows it alive, so none broken by a server restart is
+    /// used; the pool opens new ones as needed, retrying refused connections until the
+    /// timeout (then `PoolTimedOut`, which `StoreError::is_unavailable` reports as an
+    /// outage). So the pool recovers by itself once the server is back.
+    pub async fn connect_with_timeout(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: std::time::Duration,
+    ) -> StoreResult<PostgresStore> {
         // Notices ("relation _sqlx_migrations already exists, skipping" at every start)
         // would be logged as info lines; warnings still are.
         let options =
             PgConnectOptions::from_str(url)?.options([("client_min_messages", "warning")]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1).saturating_add(1))
+            .acquire_timeout(acquire_timeout)
+            .test_before_acquire(true)
             .connect_with(options)
             .await?;
         // Concurrent starts are safe: the migrator holds an advisory lock while it runs.
