@@ -3,6 +3,10 @@
 //! acknowledged that is not durable, and once it is back the registry recovers without a
 //! restart.
 //!
+//! The same for object storage: the registry reaches the test's S3 server through a TCP
+//! relay that the test cuts and restores (the server itself keeps its objects in memory
+//! and cannot be restarted without losing them).
+//!
 //! The server is a private cluster (initdb into a temporary directory, pg_ctl on a free
 //! loopback port), from the binaries under /usr/lib/postgresql/*/bin. Without them the
 //! test is skipped with a note, unless ALPINE_REGISTRY_TEST_REQUIRE_POSTGRES=1.
@@ -224,6 +228,11 @@ fn answer(response: reqwest::blocking::Response) -> Answer {
 impl Answer {
     /// Asserts the answer is the outage one: 503, `Retry-After`, a JSON message.
     fn assert_unavailable(&self, what: &str) {
+        self.assert_unavailable_naming(what, "database");
+    }
+
+    /// As `assert_unavailable`, with a message that names `backend`.
+    fn assert_unavailable_naming(&self, what: &str, backend: &str) {
         assert_eq!(self.status, 503, "{what}: {self:?}");
         let retry: u64 = self
             .retry_after
@@ -235,12 +244,22 @@ impl Answer {
         let body: serde_json::Value = serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {self:?}"));
         let message = body["message"].as_str().unwrap_or_default();
-        assert!(message.contains("database"), "{what}: {body}");
+        assert!(message.contains(backend), "{what}: {body}");
     }
 }
 
 /// Polls /readyz until it answers 200, for at most `limit`.
 fn wait_ready(client: &reqwest::blocking::Client, server: &ChildServer, limit: Duration) {
+    wait_ready_naming(client, server, limit, "database")
+}
+
+/// As `wait_ready`, for an outage of `backend`.
+fn wait_ready_naming(
+    client: &reqwest::blocking::Client,
+    server: &ChildServer,
+    limit: Duration,
+    backend: &str,
+) {
     let started = Instant::now();
     loop {
         let ready = get(client, server, "/readyz");
@@ -248,7 +267,7 @@ fn wait_ready(client: &reqwest::blocking::Client, server: &ChildServer, limit: D
             eprintln!("ready again after {:?}", started.elapsed());
             return;
         }
-        ready.assert_unavailable("/readyz while recovering");
+        ready.assert_unavailable_naming("/readyz while recovering", backend);
         assert!(
             started.elapsed() < limit,
             "/readyz still {} after {limit:?}",
@@ -523,4 +542,151 @@ fn unreachable_backends_map_to_503_with_retry_after() {
         assert!(!err.is_backend_unavailable(), "{err:?}");
         assert_eq!(err.into_response().status(), 500);
     }
+}
+
+/// A TCP relay from a loopback port to `target`, which can be cut (the port refuses
+/// connections and open ones are reset) and restored on the same port: an object store
+/// that goes down and comes back, as its clients see it.
+struct Relay {
+    port: u16,
+    target: std::net::SocketAddr,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+    acceptor: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Relay {
+    fn new(target: std::net::SocketAddr) -> Relay {
+        let mut relay = Relay {
+            port: common::free_port(),
+            target,
+            up: Default::default(),
+            open: Default::default(),
+            acceptor: None,
+        };
+        relay.restore();
+        relay
+    }
+
+    fn restore(&mut self) {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind(("127.0.0.1", self.port)).unwrap();
+        self.up.store(true, Ordering::SeqCst);
+        let (up, open, target) = (self.up.clone(), self.open.clone(), self.target);
+        self.acceptor = Some(std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if !up.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(upstream) = std::net::TcpStream::connect(target) else {
+                    continue;
+                };
+                let mut tracked = open.lock().unwrap();
+                tracked.push(client.try_clone().unwrap());
+                tracked.push(upstream.try_clone().unwrap());
+                drop(tracked);
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
+                    (upstream, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        }));
+    }
+
+    /// Closes the port and resets every relayed connection.
+    fn cut(&mut self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        // Wakes the acceptor, which then drops the listener.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(acceptor) = self.acceptor.take() {
+            acceptor.join().unwrap();
+        }
+        for stream in self.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+#[test]
+fn object_storage_outage_answers_503_and_recovers_without_restart() {
+    let Some(bucket) = common::s3::config() else {
+        common::s3::note_skipped();
+        return;
+    };
+    let target = bucket
+        .endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("the test S3 endpoint is http://IP:PORT");
+    let mut relay = Relay::new(target);
+    let endpoint = format!("http://127.0.0.1:{}", relay.port);
+    let env = [
+        ("ALPINE_REGISTRY__STORAGE__BACKEND", "s3"),
+        (
+            "ALPINE_REGISTRY__STORAGE__S3__BUCKET",
+            bucket.bucket.as_str(),
+        ),
+        ("ALPINE_REGISTRY__STORAGE__S3__ENDPOINT", endpoint.as_str()),
+        (
+            "ALPINE_REGISTRY__STORAGE__S3__REGION",
+            bucket.region.as_str(),
+        ),
+        ("ALPINE_REGISTRY__STORAGE__S3__ALLOW_HTTP", "true"),
+        ("ALPINE_REGISTRY__STORAGE__S3__PATH_STYLE", "true"),
+        (
+            "ALPINE_REGISTRY__STORAGE__S3__PREFIX",
+            bucket.prefix.as_str(),
+        ),
+        (
+            "ALPINE_REGISTRY__STORAGE__S3__ACCESS_KEY_ID",
+            bucket.access_key_id.as_str(),
+        ),
+        (
+            "ALPINE_REGISTRY__STORAGE__S3__SECRET_ACCESS_KEY",
+            bucket.secret_access_key.as_str(),
+        ),
+    ];
+    let server = ChildServer::start(ADMIN_TOKEN, &env);
+    let client = client();
+    let mut uploaded = BTreeMap::new();
+    let first = package("first", "1.0-r0", "x86_64");
+    uploaded.insert("first".to_string(), first.clone());
+    assert_eq!(put(&client, &server, first).status, 201);
+    wait_ready(&client, &server, Duration::from_secs(10));
+
+    relay.cut();
+    let storage = "storage";
+    get(&client, &server, "/readyz").assert_unavailable_naming("/readyz", storage);
+    let down = package("down", "1.0-r0", "x86_64");
+    uploaded.insert("down".to_string(), down.clone());
+    put(&client, &server, down).assert_unavailable_naming("PUT", storage);
+    get(&client, &server, &format!("{REPO}/x86_64/first-1.0-r0.apk"))
+        .assert_unavailable_naming("GET of a package", storage);
+    // The index lives in the database: it is still served, and lists what is stored.
+    let names = index_names(&apkindex_text(
+        alpine_registry::apk::sign::split_signed(&get(&client, &server, INDEX).body)
+            .expect("signed index")
+            .1,
+    ));
+    assert_eq!(names, ["first"]);
+
+    relay.restore();
+    wait_ready_naming(&client, &server, Duration::from_secs(30), storage);
+    let after = package("after", "1.0-r0", "x86_64");
+    uploaded.insert("after".to_string(), after.clone());
+    let answer = put(&client, &server, after);
+    assert_eq!(answer.status, 201, "PUT after recovery: {answer:?}");
+    assert_eq!(listed(&client, &server, &uploaded), ["after", "first"]);
+
+    let log = log_of(&server);
+    assert!(!log.contains("internal error"), "a 500 was answered: {log}");
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+    assert!(errors.is_empty(), "errors logged: {errors:#?}");
 }
