@@ -39,6 +39,9 @@ pub struct AppState {
     pub indexer: Arc<Indexer>,
     /// Uploads hold it shared from blob commit to row insert; deletes and the orphan
     /// collector hold it exclusively while deciding whether one blob is still referenced.
+    /// Inside it they hold the database's lock of the digest the same way
+    /// (`Store::lock_blob`), which keeps other instances on a shared PostgreSQL database
+    /// out too.
     pub blob_lock: Arc<tokio::sync::RwLock<()>>,
     pub throttle: Arc<access::Throttle>,
     pub password_checks: Arc<access::PasswordChecks>,

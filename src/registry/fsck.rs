@@ -7,16 +7,19 @@ use anyhow::Context;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
+use crate::store::LockMode;
 use crate::AppState;
 
 /// Blobs that no package references and that are older than `grace`; with `remove`,
 /// each is deleted. The scan of rows and blobs runs without the blob lock, so uploads go
 /// on meanwhile; each candidate is then checked again and deleted under the exclusive lock,
-/// held only for that one blob. Under it no upload is between committing a blob and
-/// recording its row, so a candidate no row references now is an orphan: an upload of the
-/// same content that has not committed yet stores the file again. (Other processes, such
-/// as `fsck --repair` run beside the server, are kept off fresh blobs by `grace`, since
-/// committing existing content refreshes its modification time.)
+/// held only for that one blob: this process's, and on PostgreSQL the database's lock of
+/// the digest, which every instance's uploads hold shared. Under them no upload is between
+/// committing a blob and recording its row, so a candidate no row references now is an
+/// orphan: an upload of the same content that has not committed yet stores the file
+/// again. (Other processes on SQLite, such as `fsck --repair` run beside the server, are
+/// kept off fresh blobs by `grace`, since committing existing content refreshes its
+/// modification time.)
 async fn orphans(
     state: &AppState,
     grace: Duration,
@@ -32,6 +35,10 @@ async fn orphans(
             continue;
         }
         let _guard = state.blob_lock.write().await;
+        let _instances = state
+            .store
+            .lock_blob(&blob.sha256, LockMode::Exclusive)
+            .await?;
         if state.store.blob_referenced(&blob.sha256).await? {
             continue;
         }
