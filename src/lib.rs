@@ -72,6 +72,10 @@ pub fn unix_now() -> i64 {
 /// storage, creating directories as needed.
 pub async fn open(config: Config) -> anyhow::Result<AppState> {
     let config = Arc::new(config);
+    let backend = config.database_backend()?;
+    if backend == DatabaseBackend::Postgres {
+        require_master_key(&config)?;
+    }
     std::fs::create_dir_all(&config.storage.data_dir).with_context(|| {
         format!(
             "creating data directory {}",
@@ -80,7 +84,7 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
     })?;
     let url = config.database_url();
     let max_connections = config.database.max_connections;
-    let store: Arc<dyn Store> = match config.database_backend()? {
+    let store: Arc<dyn Store> = match backend {
         DatabaseBackend::Sqlite => Arc::new(
             SqliteStore::connect(&url, max_connections)
                 .await
@@ -130,6 +134,27 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
         )),
         config,
     })
+}
+
+/// Environment variable of `signing.master_key`.
+const MASTER_KEY_ENV: &str = "ALPINE_REGISTRY__SIGNING__MASTER_KEY";
+
+/// Several instances may share a PostgreSQL database, and every one of them must open the
+/// owner keys stored there: a key file of each instance's own (`<data_dir>/master.key`)
+/// would let each encrypt keys the others cannot read. So the key must be configured.
+fn require_master_key(config: &Config) -> anyhow::Result<()> {
+    if !config.signing.master_key.trim().is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "signing.master_key is not set: with a PostgreSQL database (which several instances \
+         may share) every instance must use the same master key, so it must be configured \
+         rather than taken from <data_dir>/master.key. Generate one with \
+         `head -c 32 /dev/urandom | base64` and set it as signing.master_key in the \
+         configuration file or as {MASTER_KEY_ENV} on every instance (a registry that has \
+         run with {}/master.key already: use that file's content)",
+        config.storage.data_dir.display()
+    )
 }
 
 /// The application router.

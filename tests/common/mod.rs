@@ -76,6 +76,7 @@ impl TestServer {
         let database = postgres::TestDatabase::from_env();
         if let Some(database) = &database {
             config.database.url = database.url.clone();
+            config.signing.master_key = postgres::MASTER_KEY.to_string();
         }
         tweak(&mut config);
         let state = alpine_registry::open(config).await.expect("open registry");
