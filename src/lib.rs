@@ -165,11 +165,26 @@ pub fn build_app(state: AppState) -> Router {
 /// Work done when the server starts: staged files of interrupted uploads are removed,
 /// indexes behind their wanted generation rebuilt, and orphan blobs older than the grace
 /// period collected. Run before the listener accepts anything.
+///
+/// On SQLite the database, and so the storage, is this process's alone: every staged file
+/// is left over from an interrupted upload. On PostgreSQL other instances may share the
+/// storage and be receiving uploads into it right now: only staged files untouched for
+/// `storage.orphan_grace_secs` are removed (an upload in progress writes to its file as the
+/// body arrives).
 pub async fn recover(state: &AppState) -> anyhow::Result<()> {
+    let staged_grace = match state.config.database_backend()? {
+        DatabaseBackend::Sqlite => Duration::ZERO,
+        DatabaseBackend::Postgres => Duration::from_secs(state.config.storage.orphan_grace_secs),
+    };
+    let cutoff = SystemTime::now()
+        .checked_sub(staged_grace)
+        .unwrap_or(UNIX_EPOCH);
     for staged in state.blobs.list_staged().await? {
-        state.blobs.remove_staged(&staged.name).await?;
+        if staged_grace.is_zero() || staged.modified < cutoff {
+            state.blobs.remove_staged(&staged.name).await?;
+        }
     }
-    remove_legacy_tmp(&state.config.storage.data_dir).await?;
+    remove_legacy_tmp(&state.config.storage.data_dir, staged_grace).await?;
     let rebuilt = state.indexer.rebuild_stale().await?;
     if rebuilt > 0 {
         tracing::info!(rebuilt, "rebuilt stale indexes");
@@ -183,18 +198,39 @@ pub async fn recover(state: &AppState) -> anyhow::Result<()> {
 }
 
 /// Versions that staged uploads in `<data_dir>/tmp` may have left files of interrupted
-/// uploads there: they are removed, then the directory.
-async fn remove_legacy_tmp(data_dir: &std::path::Path) -> anyhow::Result<()> {
+/// uploads there: those untouched for `grace` are removed (an instance of such a version
+/// sharing the data directory may still be writing the others), then the directory once
+/// it is empty.
+async fn remove_legacy_tmp(data_dir: &std::path::Path, grace: Duration) -> anyhow::Result<()> {
     let tmp = data_dir.join("tmp");
     let mut entries = match tokio::fs::read_dir(&tmp).await {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e).with_context(|| format!("reading {}", tmp.display())),
     };
+    let cutoff = SystemTime::now().checked_sub(grace).unwrap_or(UNIX_EPOCH);
+    let mut kept = 0;
     while let Some(entry) = entries.next_entry().await? {
-        if entry.file_type().await?.is_file() {
-            tokio::fs::remove_file(entry.path()).await?;
+        if !entry.file_type().await?.is_file() {
+            continue;
         }
+        let old = match entry.metadata().await.and_then(|m| m.modified()) {
+            Ok(modified) => grace.is_zero() || modified < cutoff,
+            // Removed meanwhile.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", tmp.display())),
+        };
+        if old {
+            match tokio::fs::remove_file(entry.path()).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+        } else {
+            kept += 1;
+        }
+    }
+    if kept > 0 {
+        return Ok(());
     }
     if let Err(e) = tokio::fs::remove_dir(&tmp).await {
         tracing::warn!(error = %e, dir = %tmp.display(), "could not remove the old upload directory");
