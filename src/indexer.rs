@@ -217,8 +217,28 @@ impl Indexer {
     /// removed meanwhile is skipped. Returns how many were rebuilt.
     pub async fn rebuild_stale(&self) -> anyhow::Result<usize> {
         let stale = self.store.stale_repositories().await?;
+        self.rebuild(&stale).await
+    }
+
+    /// Rebuilds the repositories whose built generation lagged the same wanted generation
+    /// at the previous call (`seen` remembers them): a change no live process is
+    /// publishing, as after an instance died between committing a row and publishing its
+    /// index while the others go on. A lag that moves, or that a build ends, is left to
+    /// the build under way. Returns how many were rebuilt.
+    pub async fn rebuild_abandoned(&self, seen: &mut HashMap<i64, i64>) -> anyhow::Result<usize> {
+        let stale = self.store.stale_repositories().await?;
+        let abandoned: Vec<Repository> = stale
+            .iter()
+            .filter(|r| seen.get(&r.id) == Some(&r.wanted_gen))
+            .cloned()
+            .collect();
+        *seen = stale.iter().map(|r| (r.id, r.wanted_gen)).collect();
+        self.rebuild(&abandoned).await
+    }
+
+    async fn rebuild(&self, stale: &[Repository]) -> anyhow::Result<usize> {
         let mut rebuilt = 0;
-        for repository in &stale {
+        for repository in stale {
             let Some(owner) = self.store.owner_by_name(&repository.owner_name).await? else {
                 continue;
             };

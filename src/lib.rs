@@ -253,9 +253,36 @@ pub async fn serve(
         }
     });
     registry::fsck::spawn_orphan_collector(state.clone());
+    if state.config.database_backend().ok() == Some(DatabaseBackend::Postgres) {
+        spawn_abandoned_index_rebuilder(state.clone());
+    }
     spawn_throttle_pruner(state.throttle.clone());
     let config = state.config.clone();
     http::connections::serve(listener, build_app(state), &config, shutdown).await
+}
+
+/// How often an instance on PostgreSQL looks for index builds that no instance is doing.
+const ABANDONED_INDEX_CHECK: Duration = Duration::from_secs(10);
+
+/// On PostgreSQL, an instance may die between committing a change and publishing its
+/// index while the others keep serving, and no restart need follow to rebuild it (as
+/// `recover` does): every instance looks for such a lag on a timer and rebuilds it.
+fn spawn_abandoned_index_rebuilder(state: AppState) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(ABANDONED_INDEX_CHECK);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seen = std::collections::HashMap::new();
+        loop {
+            ticks.tick().await;
+            match state.indexer.rebuild_abandoned(&mut seen).await {
+                Ok(0) => {}
+                Ok(rebuilt) => tracing::info!(rebuilt, "rebuilt indexes left behind"),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "rebuilding indexes left behind")
+                }
+            }
+        }
+    });
 }
 
 /// Forgets expired authentication failures on a timer, so the throttle's memory follows
