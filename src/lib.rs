@@ -176,14 +176,7 @@ pub async fn recover(state: &AppState) -> anyhow::Result<()> {
         DatabaseBackend::Sqlite => Duration::ZERO,
         DatabaseBackend::Postgres => Duration::from_secs(state.config.storage.orphan_grace_secs),
     };
-    let cutoff = SystemTime::now()
-        .checked_sub(staged_grace)
-        .unwrap_or(UNIX_EPOCH);
-    for staged in state.blobs.list_staged().await? {
-        if staged_grace.is_zero() || staged.modified < cutoff {
-            state.blobs.remove_staged(&staged.name).await?;
-        }
-    }
+    registry::fsck::collect_staged(state, staged_grace).await?;
     remove_legacy_tmp(&state.config.storage.data_dir, staged_grace).await?;
     let rebuilt = state.indexer.rebuild_stale().await?;
     if rebuilt > 0 {

@@ -7,6 +7,7 @@ use anyhow::Context;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
+use crate::config::DatabaseBackend;
 use crate::store::LockMode;
 use crate::AppState;
 
@@ -63,9 +64,35 @@ pub async fn collect_orphans(state: &AppState, grace: Duration) -> anyhow::Resul
     Ok(removed)
 }
 
-/// Runs `collect_orphans` every `grace` in the background.
+/// Removes staged uploads untouched for `grace` (every one when `grace` is zero): a
+/// process died while receiving them. An upload in progress writes to its file as its
+/// body arrives. Returns how many were removed.
+pub async fn collect_staged(state: &AppState, grace: Duration) -> anyhow::Result<usize> {
+    let cutoff = SystemTime::now()
+        .checked_sub(grace)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let mut removed = 0;
+    for staged in state.blobs.list_staged().await? {
+        if grace.is_zero() || staged.modified < cutoff {
+            state.blobs.remove_staged(&staged.name).await?;
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::info!(
+            count = removed,
+            "removed staged files of interrupted uploads"
+        );
+    }
+    Ok(removed)
+}
+
+/// Runs `collect_orphans` every `grace` in the background. On PostgreSQL, whose instances
+/// may share the storage and go on while one that died is not restarted, staged files
+/// older than `grace` are removed too (elsewhere a start removes them).
 pub fn spawn_orphan_collector(state: AppState) {
     let grace = Duration::from_secs(state.config.storage.orphan_grace_secs.max(60));
+    let staged = state.config.database_backend().ok() == Some(DatabaseBackend::Postgres);
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(grace);
         interval.tick().await;
@@ -73,6 +100,11 @@ pub fn spawn_orphan_collector(state: AppState) {
             interval.tick().await;
             if let Err(e) = collect_orphans(&state, grace).await {
                 tracing::error!(error = %format!("{e:#}"), "orphan collection failed");
+            }
+            if staged {
+                if let Err(e) = collect_staged(&state, grace).await {
+                    tracing::error!(error = %format!("{e:#}"), "removing staged files failed");
+                }
             }
         }
     });
