@@ -648,15 +648,35 @@ async fn database_locks_exclude_across_stores_and_go_with_their_guard() {
         pg::note_skipped();
         return;
     };
+    // Server settings that would end a held lock early (an idle transaction is ended) or
+    // fail a wait for one (lock and statement timeouts): lock connections override them.
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&database.url)
+        .await
+        .unwrap();
+    let name: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    for setting in [
+        "idle_in_transaction_session_timeout = '200ms'",
+        "lock_timeout = '100ms'",
+    ] {
+        sqlx::raw_sql(&format!("ALTER DATABASE \"{name}\" SET {setting}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+    drop(admin);
     // One lock connection each: a lock that was not released would block the next one
     // (and a held lock, or an abandoned wait for one, occupies that connection).
     let (a, b) = two_stores(&database, 1).await;
     let short = Duration::from_millis(300);
     let long = Duration::from_secs(10);
 
-    // Index builds: one holder per repository.
+    // Index builds: one holder per repository, for as long as it likes.
     let held = a.lock_index_build(1).await.unwrap();
     assert!(held.is_held());
+    tokio::time::sleep(Duration::from_millis(800)).await;
     let other = granted(b.lock_index_build(2), long)
         .await
         .expect("another repository's lock is free");
