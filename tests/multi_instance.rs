@@ -15,9 +15,9 @@
 //!
 //! The other tests check the database locks themselves: they exclude across connections
 //! (as across instances), are released when their guard is dropped (also when the caller
-//! gave up waiting), 32 concurrent uploads and deletes on 8 connections finish, and a
-//! delete on one instance never removes a blob that an upload on another is publishing.
-//! The last one checks the start-up clean-up of staged files on PostgreSQL.
+//! gave up waiting), 32 concurrent uploads and deletes on 8 connections (and on 1) finish,
+//! and a delete on one instance never removes a blob that an upload on another is
+//! publishing. The last one checks the start-up clean-up of staged files on PostgreSQL.
 //!
 //! PostgreSQL tests: skipped with a note unless `ALPINE_REGISTRY_TEST_POSTGRES_URL` is
 //! set, required with `ALPINE_REGISTRY_TEST_REQUIRE_POSTGRES=1` (see tests/common/postgres.rs).
@@ -742,12 +742,18 @@ async fn database_locks_exclude_across_stores_and_go_with_their_guard() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_uploads_and_deletes_on_eight_connections_finish() {
+async fn concurrent_uploads_and_deletes_on_few_connections_finish() {
     if pg::server_url().is_none() {
         pg::note_skipped();
         return;
     }
-    let server = TestServer::start_with(|c| c.database.max_connections = 8).await;
+    for connections in [8, 1] {
+        uploads_and_deletes_on(connections).await;
+    }
+}
+
+async fn uploads_and_deletes_on(connections: u32) {
+    let server = TestServer::start_with(|c| c.database.max_connections = connections).await;
     let server = Arc::new(server);
     // 32 at once: distinct packages, and the same content in 8 repositories, whose
     // uploads share one digest's lock while deletes of it take it exclusively.
@@ -781,7 +787,9 @@ async fn concurrent_uploads_and_deletes_on_eight_connections_finish() {
     let all = futures_util::future::join_all(tasks);
     let results = tokio::time::timeout(Duration::from_secs(180), all)
         .await
-        .expect("32 uploads on 8 connections finish (no deadlock)");
+        .unwrap_or_else(|_| {
+            panic!("32 uploads on {connections} connections did not finish (deadlock?)")
+        });
     for result in results {
         result.unwrap();
     }
