@@ -256,8 +256,8 @@ fn blob_key(sha256: &str) -> i64 {
 /// back to its pool: a connection returned with its transaction open would keep the lock
 /// for as long as it sits idle, and a transaction dropped through sqlx's `Transaction`
 /// only queues its rollback for the connection's next use. When the ROLLBACK fails, or no
-/// runtime is left to run it, the connection is closed instead: its session ends and the
-/// server releases the lock with it. A process that dies releases its locks the same way.
+/// runtime is left to run it, the connection is closed instead, and the server ends the
+/// transaction and releases the lock with it (as when a process dies holding locks).
 struct AdvisoryLock {
     connection: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
 }
