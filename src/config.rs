@@ -237,7 +237,8 @@ pub struct SigningConfig {
     /// Size of newly generated owner keys.
     pub key_bits: usize,
     /// Base64 of 32 bytes that encrypt owner private keys in the database; when empty,
-    /// `<data_dir>/master.key` (created with mode 0600) is used.
+    /// `<data_dir>/master.key` (created with mode 0600) is used. Required with PostgreSQL,
+    /// whose database several instances may share.
     pub master_key: String,
 }
 

@@ -6,6 +6,15 @@
 //! repository runs at a time, renders everything up to the wanted generation it reads from
 //! one snapshot, and all waiters whose generation it covered return together. N
 //! concurrent uploads therefore cost far fewer than N builds.
+//!
+//! Several instances sharing one PostgreSQL database build as one: a build first takes
+//! this process's lock of the repository (so that one task per process waits below), then
+//! the database's lock of the repository's builds (`Store::lock_index_build`, an advisory
+//! lock), then reads the built generation again. A waiter on another instance is thus
+//! woken when the build that covers its generation has published and released the lock,
+//! and returns without building: the lock's release is the notification, no
+//! LISTEN/NOTIFY is needed, and a build that dies with its process releases it too. On
+//! SQLite the database's lock is a no-op (one process).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -121,16 +130,13 @@ impl Indexer {
     ) -> anyhow::Result<()> {
         let lock = self.lock_for(repository.id);
         let _guard = lock.lock().await;
-        let current = self
-            .store
-            .repository_by_id(repository.id)
-            .await?
-            .ok_or_else(|| RepositoryRemoved::of(repository))?;
-        let arch_missing = match extra_arch {
-            Some(arch) => self.store.index(repository.id, arch).await?.is_none(),
-            None => false,
-        };
-        if current.built_gen >= generation && !arch_missing {
+        if self.is_built(repository, generation, extra_arch).await? {
+            return Ok(());
+        }
+        // Another instance may be building it: once it has published and let go, what it
+        // built is read again.
+        let instances = self.store.lock_index_build(repository.id).await?;
+        if instances.is_held() && self.is_built(repository, generation, extra_arch).await? {
             return Ok(());
         }
         let (generation, rendered, removed) = self.render(owner, repository, extra_arch).await?;
@@ -151,6 +157,25 @@ impl Indexer {
             "published indexes"
         );
         Ok(())
+    }
+
+    /// Whether the published indexes include `generation` (and `extra_arch` has one).
+    async fn is_built(
+        &self,
+        repository: &Repository,
+        generation: i64,
+        extra_arch: Option<&str>,
+    ) -> anyhow::Result<bool> {
+        let current = self
+            .store
+            .repository_by_id(repository.id)
+            .await?
+            .ok_or_else(|| RepositoryRemoved::of(repository))?;
+        let arch_missing = match extra_arch {
+            Some(arch) => self.store.index(repository.id, arch).await?.is_none(),
+            None => false,
+        };
+        Ok(current.built_gen >= generation && !arch_missing)
     }
 
     /// Renders every index of the repository from one snapshot: the generation it
@@ -192,8 +217,28 @@ impl Indexer {
     /// removed meanwhile is skipped. Returns how many were rebuilt.
     pub async fn rebuild_stale(&self) -> anyhow::Result<usize> {
         let stale = self.store.stale_repositories().await?;
+        self.rebuild(&stale).await
+    }
+
+    /// Rebuilds the repositories whose built generation lagged the same wanted generation
+    /// at the previous call (`seen` remembers them): a change no live process is
+    /// publishing, as after an instance died between committing a row and publishing its
+    /// index while the others go on. A lag that moves, or that a build ends, is left to
+    /// the build under way. Returns how many were rebuilt.
+    pub async fn rebuild_abandoned(&self, seen: &mut HashMap<i64, i64>) -> anyhow::Result<usize> {
+        let stale = self.store.stale_repositories().await?;
+        let abandoned: Vec<Repository> = stale
+            .iter()
+            .filter(|r| seen.get(&r.id) == Some(&r.wanted_gen))
+            .cloned()
+            .collect();
+        *seen = stale.iter().map(|r| (r.id, r.wanted_gen)).collect();
+        self.rebuild(&abandoned).await
+    }
+
+    async fn rebuild(&self, stale: &[Repository]) -> anyhow::Result<usize> {
         let mut rebuilt = 0;
-        for repository in &stale {
+        for repository in stale {
             let Some(owner) = self.store.owner_by_name(&repository.owner_name).await? else {
                 continue;
             };

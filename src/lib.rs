@@ -39,6 +39,9 @@ pub struct AppState {
     pub indexer: Arc<Indexer>,
     /// Uploads hold it shared from blob commit to row insert; deletes and the orphan
     /// collector hold it exclusively while deciding whether one blob is still referenced.
+    /// Inside it they hold the database's lock of the digest the same way
+    /// (`Store::lock_blob`), which keeps other instances on a shared PostgreSQL database
+    /// out too.
     pub blob_lock: Arc<tokio::sync::RwLock<()>>,
     pub throttle: Arc<access::Throttle>,
     pub password_checks: Arc<access::PasswordChecks>,
@@ -69,6 +72,10 @@ pub fn unix_now() -> i64 {
 /// storage, creating directories as needed.
 pub async fn open(config: Config) -> anyhow::Result<AppState> {
     let config = Arc::new(config);
+    let backend = config.database_backend()?;
+    if backend == DatabaseBackend::Postgres {
+        require_master_key(&config)?;
+    }
     std::fs::create_dir_all(&config.storage.data_dir).with_context(|| {
         format!(
             "creating data directory {}",
@@ -77,7 +84,7 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
     })?;
     let url = config.database_url();
     let max_connections = config.database.max_connections;
-    let store: Arc<dyn Store> = match config.database_backend()? {
+    let store: Arc<dyn Store> = match backend {
         DatabaseBackend::Sqlite => Arc::new(
             SqliteStore::connect(&url, max_connections)
                 .await
@@ -170,6 +177,27 @@ pub async fn open_when_reachable(config: Config, patience: Duration) -> anyhow::
     }
 }
 
+/// Environment variable of `signing.master_key`.
+const MASTER_KEY_ENV: &str = "ALPINE_REGISTRY__SIGNING__MASTER_KEY";
+
+/// Several instances may share a PostgreSQL database, and every one of them must open the
+/// owner keys stored there: a key file of each instance's own (`<data_dir>/master.key`)
+/// would let each encrypt keys the others cannot read. So the key must be configured.
+fn require_master_key(config: &Config) -> anyhow::Result<()> {
+    if !config.signing.master_key.trim().is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "signing.master_key is not set: with a PostgreSQL database (which several instances \
+         may share) every instance must use the same master key, so it must be configured \
+         rather than taken from <data_dir>/master.key. Generate one with \
+         `head -c 32 /dev/urandom | base64` and set it as signing.master_key in the \
+         configuration file or as {MASTER_KEY_ENV} on every instance (a registry that has \
+         run with {}/master.key already: use that file's content)",
+        config.storage.data_dir.display()
+    )
+}
+
 /// The application router.
 pub fn build_app(state: AppState) -> Router {
     http::router(state)
@@ -178,11 +206,19 @@ pub fn build_app(state: AppState) -> Router {
 /// Work done when the server starts: staged files of interrupted uploads are removed,
 /// indexes behind their wanted generation rebuilt, and orphan blobs older than the grace
 /// period collected. Run before the listener accepts anything.
+///
+/// On SQLite the database, and so the storage, is this process's alone: every staged file
+/// is left over from an interrupted upload. On PostgreSQL other instances may share the
+/// storage and be receiving uploads into it right now: only staged files untouched for
+/// `storage.orphan_grace_secs` are removed (an upload in progress writes to its file as the
+/// body arrives).
 pub async fn recover(state: &AppState) -> anyhow::Result<()> {
-    for staged in state.blobs.list_staged().await? {
-        state.blobs.remove_staged(&staged.name).await?;
-    }
-    remove_legacy_tmp(&state.config.storage.data_dir).await?;
+    let staged_grace = match state.config.database_backend()? {
+        DatabaseBackend::Sqlite => Duration::ZERO,
+        DatabaseBackend::Postgres => Duration::from_secs(state.config.storage.orphan_grace_secs),
+    };
+    registry::fsck::collect_staged(state, staged_grace).await?;
+    remove_legacy_tmp(&state.config.storage.data_dir, staged_grace).await?;
     let rebuilt = state.indexer.rebuild_stale().await?;
     if rebuilt > 0 {
         tracing::info!(rebuilt, "rebuilt stale indexes");
@@ -196,18 +232,39 @@ pub async fn recover(state: &AppState) -> anyhow::Result<()> {
 }
 
 /// Versions that staged uploads in `<data_dir>/tmp` may have left files of interrupted
-/// uploads there: they are removed, then the directory.
-async fn remove_legacy_tmp(data_dir: &std::path::Path) -> anyhow::Result<()> {
+/// uploads there: those untouched for `grace` are removed (an instance of such a version
+/// sharing the data directory may still be writing the others), then the directory once
+/// it is empty.
+async fn remove_legacy_tmp(data_dir: &std::path::Path, grace: Duration) -> anyhow::Result<()> {
     let tmp = data_dir.join("tmp");
     let mut entries = match tokio::fs::read_dir(&tmp).await {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e).with_context(|| format!("reading {}", tmp.display())),
     };
+    let cutoff = SystemTime::now().checked_sub(grace).unwrap_or(UNIX_EPOCH);
+    let mut kept = 0;
     while let Some(entry) = entries.next_entry().await? {
-        if entry.file_type().await?.is_file() {
-            tokio::fs::remove_file(entry.path()).await?;
+        if !entry.file_type().await?.is_file() {
+            continue;
         }
+        let old = match entry.metadata().await.and_then(|m| m.modified()) {
+            Ok(modified) => grace.is_zero() || modified < cutoff,
+            // Removed meanwhile.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", tmp.display())),
+        };
+        if old {
+            match tokio::fs::remove_file(entry.path()).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+        } else {
+            kept += 1;
+        }
+    }
+    if kept > 0 {
+        return Ok(());
     }
     if let Err(e) = tokio::fs::remove_dir(&tmp).await {
         tracing::warn!(error = %e, dir = %tmp.display(), "could not remove the old upload directory");
@@ -246,9 +303,39 @@ pub async fn serve(
         }
     });
     registry::fsck::spawn_orphan_collector(state.clone());
+    if state.config.database_backend().ok() == Some(DatabaseBackend::Postgres) {
+        spawn_abandoned_index_rebuilder(state.clone());
+    }
     spawn_throttle_pruner(state.throttle.clone());
     let config = state.config.clone();
     http::connections::serve(listener, build_app(state), &config, shutdown).await
+}
+
+/// How often an instance on PostgreSQL looks for index builds that no instance is doing.
+const ABANDONED_INDEX_CHECK: Duration = Duration::from_secs(10);
+
+/// On PostgreSQL, an instance may die between committing a change and publishing its
+/// index while the others keep serving, and no restart need follow to rebuild it (as
+/// `recover` does): every instance looks for such a lag on a timer and rebuilds it.
+fn spawn_abandoned_index_rebuilder(state: AppState) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(ABANDONED_INDEX_CHECK);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seen = std::collections::HashMap::new();
+        loop {
+            ticks.tick().await;
+            match state.indexer.rebuild_abandoned(&mut seen).await {
+                Ok(0) => {}
+                Ok(rebuilt) => tracing::info!(rebuilt, "rebuilt indexes left behind"),
+                Err(e) if error::unreachable_backend_of(&e).is_some() => {
+                    tracing::warn!(error = %format!("{e:#}"), "rebuilding indexes left behind: skipped")
+                }
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "rebuilding indexes left behind")
+                }
+            }
+        }
+    });
 }
 
 /// Forgets expired authentication failures on a timer, so the throttle's memory follows

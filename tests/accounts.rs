@@ -21,7 +21,10 @@ fn cli(dir: &std::path::Path, database_url: Option<&str>) -> Command {
         .env("ALPINE_REGISTRY__SIGNING__KEY_BITS", "1024")
         .env_remove("ALPINE_REGISTRY_BOOTSTRAP_TOKEN");
     if let Some(url) = database_url {
-        command.env("ALPINE_REGISTRY__DATABASE__URL", url);
+        command.env("ALPINE_REGISTRY__DATABASE__URL", url).env(
+            "ALPINE_REGISTRY__SIGNING__MASTER_KEY",
+            common::postgres::MASTER_KEY,
+        );
     }
     command
 }

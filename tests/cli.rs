@@ -300,3 +300,36 @@ fn admin_commands_never_create_a_registry() {
     run_ok(cli(&data).arg("migrate"));
     run_ok(cli(&data).args(["token", "list"]));
 }
+
+/// Instances sharing a PostgreSQL database must share the master key: without a configured
+/// one, no command opens the registry, and the message says how to make one. Nothing
+/// needs to listen at the URL: the refusal comes first.
+#[test]
+fn postgres_needs_a_configured_master_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for args in [
+        &["serve", "--listen", "127.0.0.1:0"][..],
+        &["migrate"],
+        &["user", "list"],
+        &["fsck"],
+    ] {
+        let message = run_err(
+            cli(&data)
+                .args(args)
+                .env(
+                    "ALPINE_REGISTRY__DATABASE__URL",
+                    "postgres://registry:secret@127.0.0.1:9/registry",
+                )
+                .env_remove("ALPINE_REGISTRY__SIGNING__MASTER_KEY"),
+        );
+        for needle in [
+            "signing.master_key",
+            "ALPINE_REGISTRY__SIGNING__MASTER_KEY",
+            "head -c 32 /dev/urandom | base64",
+        ] {
+            assert!(message.contains(needle), "{args:?}: {needle} in {message}");
+        }
+        assert!(!data.exists(), "{args:?} created {}", data.display());
+    }
+}

@@ -363,7 +363,9 @@ pub async fn revoke_token(state: &AppState, id: i64, now: i64) -> AppResult<()> 
 }
 
 /// On an empty database: user `admin` (site admin, namespace `admin`) and one admin
-/// token, `fixed` or random. Returns the token when it was created now.
+/// token, `fixed` or random. Returns the token when it was created now; None when the
+/// database has users, or another process created `admin` first (instances sharing a
+/// database may start together).
 pub async fn bootstrap(state: &AppState, fixed: Option<String>) -> AppResult<Option<String>> {
     if state.store.count_users().await? > 0 {
         return Ok(None);
@@ -377,7 +379,12 @@ pub async fn bootstrap(state: &AppState, fixed: Option<String>) -> AppResult<Opt
             )));
         }
     }
-    create_user(state, "admin", None, true, false).await?;
+    match create_user(state, "admin", None, true, false).await {
+        Ok(_) => {}
+        // Another instance on the same database is bootstrapping it at the same moment.
+        Err(AppError::Conflict(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    }
     let request = TokenRequest {
         user: "admin",
         scope: Role::Admin,

@@ -7,16 +7,20 @@ use anyhow::Context;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
+use crate::config::DatabaseBackend;
+use crate::store::LockMode;
 use crate::AppState;
 
 /// Blobs that no package references and that are older than `grace`; with `remove`,
 /// each is deleted. The scan of rows and blobs runs without the blob lock, so uploads go
 /// on meanwhile; each candidate is then checked again and deleted under the exclusive lock,
-/// held only for that one blob. Under it no upload is between committing a blob and
-/// recording its row, so a candidate no row references now is an orphan: an upload of the
-/// same content that has not committed yet stores the file again. (Other processes, such
-/// as `fsck --repair` run beside the server, are kept off fresh blobs by `grace`, since
-/// committing existing content refreshes its modification time.)
+/// held only for that one blob: this process's, and on PostgreSQL the database's lock of
+/// the digest, which every instance's uploads hold shared. Under them no upload is between
+/// committing a blob and recording its row, so a candidate no row references now is an
+/// orphan: an upload of the same content that has not committed yet stores the file
+/// again. (Other processes on SQLite, such as `fsck --repair` run beside the server, are
+/// kept off fresh blobs by `grace`, since committing existing content refreshes its
+/// modification time.)
 async fn orphans(
     state: &AppState,
     grace: Duration,
@@ -32,6 +36,10 @@ async fn orphans(
             continue;
         }
         let _guard = state.blob_lock.write().await;
+        let _instances = state
+            .store
+            .lock_blob(&blob.sha256, LockMode::Exclusive)
+            .await?;
         if state.store.blob_referenced(&blob.sha256).await? {
             continue;
         }
@@ -56,10 +64,36 @@ pub async fn collect_orphans(state: &AppState, grace: Duration) -> anyhow::Resul
     Ok(removed)
 }
 
+/// Removes staged uploads untouched for `grace` (every one when `grace` is zero): a
+/// process died while receiving them. An upload in progress writes to its file as its
+/// body arrives. Returns how many were removed.
+pub async fn collect_staged(state: &AppState, grace: Duration) -> anyhow::Result<usize> {
+    let cutoff = SystemTime::now()
+        .checked_sub(grace)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let mut removed = 0;
+    for staged in state.blobs.list_staged().await? {
+        if grace.is_zero() || staged.modified < cutoff {
+            state.blobs.remove_staged(&staged.name).await?;
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::info!(
+            count = removed,
+            "removed staged files of interrupted uploads"
+        );
+    }
+    Ok(removed)
+}
+
 /// Runs `collect_orphans` every `grace` in the background; a failed round (the database
-/// unreachable, say) is logged and the next one runs as planned.
+/// unreachable, say) is logged and the next one runs as planned. On PostgreSQL, whose instances
+/// may share the storage and go on while one that died is not restarted, staged files
+/// older than `grace` are removed too (elsewhere a start removes them).
 pub fn spawn_orphan_collector(state: AppState) {
     let grace = Duration::from_secs(state.config.storage.orphan_grace_secs.max(60));
+    let staged = state.config.database_backend().ok() == Some(DatabaseBackend::Postgres);
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(grace);
         interval.tick().await;
@@ -71,6 +105,17 @@ pub fn spawn_orphan_collector(state: AppState) {
                     tracing::warn!(error = %format!("{e:#}"), "orphan collection skipped");
                 }
                 Err(e) => tracing::error!(error = %format!("{e:#}"), "orphan collection failed"),
+            }
+            if staged {
+                match collect_staged(&state, grace).await {
+                    Ok(_) => {}
+                    Err(e) if crate::error::unreachable_backend_of(&e).is_some() => {
+                        tracing::warn!(error = %format!("{e:#}"), "removing staged files skipped");
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "removing staged files failed")
+                    }
+                }
             }
         }
     });

@@ -1,7 +1,9 @@
 //! Publishing and deleting packages, with their invariants in one place:
 //!
 //! - the blob is committed before its row is inserted, so a row never points at a
-//!   missing blob (under `blob_lock`, so a delete cannot collect it in between);
+//!   missing blob (under `blob_lock` and the database's shared lock of the digest, so a
+//!   delete or orphan collection, in this process or another instance, cannot collect it
+//!   in between);
 //! - an acknowledged change is in the signed index before the call returns (it waits for
 //!   the generation its row created);
 //! - a delete removes the blob only when no row references it any more;
@@ -22,7 +24,7 @@ use crate::error::{AppError, AppResult};
 use crate::indexer::is_removed;
 use crate::names::{Arch, PackageFile, RepoAddress};
 use crate::registry::repositories::missing_for_upload;
-use crate::store::{NewPackage, Owner, Package, StoreError};
+use crate::store::{LockMode, NewPackage, Owner, Package, StoreError};
 use crate::AppState;
 
 /// What a publish did.
@@ -174,6 +176,10 @@ where
     let repo_ref = crate::registry::repo_ref(owner.id, at);
     let inserted = {
         let _blob_guard = state.blob_lock.read().await;
+        let _instances = state
+            .store
+            .lock_blob(&received.sha256, LockMode::Shared)
+            .await?;
         state
             .blobs
             .commit(received.staged, &received.sha256)
@@ -291,6 +297,10 @@ pub async fn delete(
     }
     {
         let _blob_guard = state.blob_lock.write().await;
+        let _instances = state
+            .store
+            .lock_blob(&package.sha256, LockMode::Exclusive)
+            .await?;
         if !state.store.blob_referenced(&package.sha256).await? {
             state.blobs.delete(&package.sha256).await?;
         }

@@ -470,6 +470,59 @@ pub trait Store: Send + Sync + 'static {
     /// `dump.last_repository_id`), so that new rows take fresh ids. Conflict, writing
     /// nothing, when the database holds any row.
     async fn import(&self, dump: &Dump) -> StoreResult<()>;
+
+    // Coordination of the processes that use one database. Only PostgreSQL is shared by
+    // several server instances; on SQLite these return at once with a guard that holds
+    // nothing, and the in-process locks do the work.
+
+    /// Waits for, then holds until the guard is dropped, the lock that lets one index build
+    /// of the repository run at a time among every process on this database.
+    async fn lock_index_build(&self, repository_id: i64) -> StoreResult<StoreLock>;
+    /// Waits for, then holds until the guard is dropped, the lock of one blob digest:
+    /// `Shared` for an upload from blob commit to row insert, `Exclusive` for whoever checks
+    /// that no row references the blob and deletes it.
+    async fn lock_blob(&self, sha256: &str, mode: LockMode) -> StoreResult<StoreLock>;
+}
+
+/// How a lock is held: any number of shared holders, or one exclusive holder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    Shared,
+    Exclusive,
+}
+
+/// A lock held in the database until the guard is dropped; on a backend that one process
+/// uses alone, a guard of nothing.
+#[must_use = "the lock is released when the guard is dropped"]
+pub struct StoreLock {
+    held: Option<Box<dyn Send>>,
+}
+
+impl StoreLock {
+    /// A guard that holds nothing.
+    pub fn none() -> StoreLock {
+        StoreLock { held: None }
+    }
+
+    /// A guard releasing `held`'s lock when it is dropped (through `held`'s `Drop`).
+    pub fn holding(held: impl Send + 'static) -> StoreLock {
+        StoreLock {
+            held: Some(Box::new(held)),
+        }
+    }
+
+    /// Whether the guard holds a lock in the database (false on SQLite).
+    pub fn is_held(&self) -> bool {
+        self.held.is_some()
+    }
+}
+
+impl std::fmt::Debug for StoreLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreLock")
+            .field("held", &self.is_held())
+            .finish()
+    }
 }
 
 /// Rows per table, as `TableCounts` lists them; the same SQL on both backends.

@@ -7,6 +7,14 @@
 //! and deletes and index publications of one repository queue behind each other, and each
 //! sees what the previous one committed. Index snapshots read in one REPEATABLE READ
 //! transaction.
+//!
+//! Several server instances may share the database. What they must agree on beyond rows
+//! (one index build of a repository at a time; no blob deleted while an upload of it is
+//! between blob commit and row insert) is held as transaction-level advisory locks, each
+//! in a transaction of its own on a connection of a second pool (`locks`): a task holding
+//! one may then still take connections of the main pool, and however many tasks hold or
+//! wait for locks, the main pool's connections keep being returned. See `AdvisoryLock` for
+//! how a lock is released.
 
 use std::str::FromStr;
 
@@ -20,6 +28,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// Connections that hold advisory locks (see `AdvisoryLock`), apart from `pool`.
+    locks: PgPool,
 }
 
 fn now_secs() -> i64 {
@@ -147,7 +157,8 @@ const OWNER_COLUMNS: &str = "id, name, is_private, is_org";
 impl PostgresStore {
     /// Connects to the database at `url` (`postgres://user:password@host:5432/db`), which
     /// must exist, and applies the migrations. The pool holds `max_connections` + 1
-    /// connections: as many as the SQLite backend's readers and writer together.
+    /// connections: as many as the SQLite backend's readers and writer together. Up to
+    /// `max_connections` more, opened when needed, hold the locks between instances.
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<PostgresStore> {
         Self::connect_with_timeout(url, max_connections, std::time::Duration::from_secs(5)).await
     }
@@ -170,11 +181,49 @@ impl PostgresStore {
             .max_connections(max_connections.max(1).saturating_add(1))
             .acquire_timeout(acquire_timeout)
             .test_before_acquire(true)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
+        // A lock connection sits idle in its transaction while the lock is held, and waits
+        // in a statement for as long as another instance holds the lock: server-wide
+        // timeouts for either would end the transaction, and the lock with it, early.
+        let locks = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .min_connections(0)
+            .idle_timeout(Some(std::time::Duration::from_secs(60)))
+            .connect_lazy_with(options.options([
+                ("idle_in_transaction_session_timeout", "0"),
+                ("statement_timeout", "0"),
+                ("lock_timeout", "0"),
+            ]));
         // Concurrent starts are safe: the migrator holds an advisory lock while it runs.
         MIGRATOR.run(&pool).await?;
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore { pool, locks })
+    }
+
+    /// Takes the advisory lock `key` in a new transaction on a connection of `locks`.
+    ///
+    /// The lock is taken in a task of its own: a caller that stops waiting (a client that
+    /// went away) must not leave a connection with its transaction open or its lock
+    /// request pending. The task always runs to its end, and a guard nobody claims is
+    /// dropped there, which releases the lock.
+    async fn advisory_lock(&self, key: i64, mode: LockMode) -> StoreResult<StoreLock> {
+        let pool = self.locks.clone();
+        let statement = match mode {
+            LockMode::Shared => "SELECT pg_advisory_xact_lock_shared($1)",
+            LockMode::Exclusive => "SELECT pg_advisory_xact_lock($1)",
+        };
+        let task = tokio::spawn(async move {
+            let mut lock = AdvisoryLock {
+                connection: Some(pool.acquire().await?),
+            };
+            let connection = lock.connection.as_mut().expect("just acquired");
+            take_advisory_lock(connection, statement, key).await?;
+            Ok::<_, StoreError>(lock)
+        });
+        let lock = task
+            .await
+            .map_err(|e| StoreError::Database(sqlx::Error::Io(std::io::Error::other(e))))??;
+        Ok(StoreLock::holding(lock))
     }
 
     /// Locks the repository row until the transaction ends; None when it does not exist.
@@ -191,6 +240,77 @@ impl PostgresStore {
         .bind(&repo.repository)
         .fetch_optional(&mut **tx)
         .await?)
+    }
+}
+
+/// The key of the advisory lock of a repository's index builds: 64 bits of a digest of
+/// the id, in a space of its own.
+fn index_build_key(repository_id: i64) -> i64 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("alpine-registry index build {repository_id}"));
+    i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
+/// The key of the advisory lock of a blob: its digest's first 64 bits (any string that
+/// is not a digest is hashed first). Two digests sharing them only wait for each other.
+fn blob_key(sha256: &str) -> i64 {
+    let bytes = match hex::decode(sha256.get(..16).unwrap_or_default()) {
+        Ok(bytes) if bytes.len() == 8 => bytes,
+        _ => {
+            use sha2::Digest;
+            sha2::Sha256::digest(sha256.as_bytes())[..8].to_vec()
+        }
+    };
+    i64::from_be_bytes(bytes.try_into().expect("8 bytes"))
+}
+
+/// A connection of the lock pool in a transaction that holds an advisory lock (or is on
+/// its way to one).
+///
+/// Dropping it ends the transaction with an explicit ROLLBACK before the connection goes
+/// back to its pool: a connection returned with its transaction open would keep the lock
+/// for as long as it sits idle, and a transaction dropped through sqlx's `Transaction`
+/// only queues its rollback for the connection's next use. When the ROLLBACK fails, or no
+/// runtime is left to run it, the connection is closed instead, and the server ends the
+/// transaction and releases the lock with it (as when a process dies holding locks).
+struct AdvisoryLock {
+    connection: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
+}
+
+/// Opens a transaction on `connection` and takes the advisory lock `key` in it with
+/// `statement`.
+async fn take_advisory_lock(
+    connection: &mut sqlx::PgConnection,
+    statement: &'static str,
+    key: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("BEGIN").execute(&mut *connection).await?;
+    sqlx::query(statement).bind(key).execute(connection).await?;
+    Ok(())
+}
+
+async fn rollback(connection: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("ROLLBACK").execute(connection).await?;
+    Ok(())
+}
+
+impl Drop for AdvisoryLock {
+    fn drop(&mut self) {
+        let Some(mut connection) = self.connection.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(e) = rollback(&mut connection).await {
+                        tracing::warn!(error = %e, "releasing a lock: closing its connection");
+                        let _ = connection.close().await;
+                    }
+                });
+            }
+            // Dropping the bare connection closes its socket.
+            Err(_) => drop(connection.detach()),
+        }
     }
 }
 
@@ -1255,5 +1375,16 @@ impl Store for PostgresStore {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    // Advisory locks between the instances sharing this database.
+
+    async fn lock_index_build(&self, repository_id: i64) -> StoreResult<StoreLock> {
+        self.advisory_lock(index_build_key(repository_id), LockMode::Exclusive)
+            .await
+    }
+
+    async fn lock_blob(&self, sha256: &str, mode: LockMode) -> StoreResult<StoreLock> {
+        self.advisory_lock(blob_key(sha256), mode).await
     }
 }

@@ -1211,6 +1211,16 @@ impl Store for SqliteStore {
         tx.commit().await?;
         Ok(())
     }
+
+    // One process uses a SQLite database: its in-process locks are enough.
+
+    async fn lock_index_build(&self, _repository_id: i64) -> StoreResult<StoreLock> {
+        Ok(StoreLock::none())
+    }
+
+    async fn lock_blob(&self, _sha256: &str, _mode: LockMode) -> StoreResult<StoreLock> {
+        Ok(StoreLock::none())
+    }
 }
 
 #[cfg(test)]

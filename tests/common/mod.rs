@@ -88,6 +88,7 @@ impl TestServer {
         let database = postgres::TestDatabase::from_env();
         if let Some(database) = &database {
             config.database.url = database.url.clone();
+            config.signing.master_key = postgres::MASTER_KEY.to_string();
         }
         if let Some(s3) = s3::config() {
             config.storage.backend = StorageBackend::S3;

@@ -18,6 +18,10 @@ pub const URL_ENV: &str = "ALPINE_REGISTRY_TEST_POSTGRES_URL";
 /// `1`: a missing `URL_ENV` fails the PostgreSQL tests instead of skipping them.
 pub const REQUIRE_ENV: &str = "ALPINE_REGISTRY_TEST_REQUIRE_POSTGRES";
 
+/// `signing.master_key` of registries on PostgreSQL, which refuse to start without one
+/// (base64 of the 32 bytes `test-master-key-for-postgres-001`).
+pub const MASTER_KEY: &str = "dGVzdC1tYXN0ZXIta2V5LWZvci1wb3N0Z3Jlcy0wMDE=";
+
 /// The server URL; None when it is not set (the caller skips). Panics when it is not set
 /// but required.
 pub fn server_url() -> Option<String> {

@@ -1,0 +1,916 @@
+//! Several instances on one PostgreSQL database behave as one registry.
+//!
+//! The main test runs three server processes (the real binary) on different ports, sharing
+//! one fresh PostgreSQL database, one blob directory (or one S3 bucket, see below) and one
+//! master key, each with a data directory of its own. 32 clients upload 300 distinct
+//! packages round-robin over the instances into one repository; one instance is SIGKILLed
+//! mid-run (uploads it was serving may fail: only 201s count) and the clients go on with
+//! the others. Then every surviving instance serves the same signed index, listing every
+//! acknowledged package; every acknowledged package downloads from every survivor with its
+//! sha256; a delete through one instance is gone through the others; the key is the same
+//! everywhere; the killed instance starts again beside the live ones without removing
+//! their uploads in progress; an index build left behind (a row committed, its index not
+//! published) is caught up by the live instances; and far fewer index builds ran than
+//! uploads.
+//!
+//! The other tests check the database locks themselves: they exclude across connections
+//! (as across instances), are released when their guard is dropped (also when the caller
+//! gave up waiting), 32 concurrent uploads and deletes on 8 connections (and on 1) finish,
+//! and a delete on one instance never removes a blob that an upload on another is
+//! publishing. The last one checks the start-up clean-up of staged files on PostgreSQL.
+//!
+//! PostgreSQL tests: skipped with a note unless `ALPINE_REGISTRY_TEST_POSTGRES_URL` is
+//! set, required with `ALPINE_REGISTRY_TEST_REQUIRE_POSTGRES=1` (see tests/common/postgres.rs).
+//! With `ALPINE_REGISTRY_TEST_S3_ENDPOINT`, `_ACCESS_KEY`, `_SECRET_KEY` and `_BUCKET` set,
+//! the instances share that S3 bucket (under a random prefix) instead of a blob directory.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use alpine_registry::apk::builder::PackageBuilder;
+use alpine_registry::apk::sign::{self, SignatureAlgorithm};
+use alpine_registry::store::{LockMode, PostgresStore, Store, StoreLock};
+use common::postgres::{self as pg, TestDatabase};
+use common::process::ChildServer;
+use common::{index_names, package, TestServer, ADMIN_TOKEN};
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+
+const TOKEN: &str = "apkreg_multi-instance-token-0123456789ab";
+const INSTANCES: usize = 3;
+const UPLOADS: usize = 300;
+const CLIENTS: usize = 32;
+/// The instance that is killed, once this many uploads are acknowledged.
+const VICTIM: usize = 2;
+const KILL_AFTER: usize = 100;
+const REPO: &str = "/admin/v3.21/main";
+const ARCH: &str = "x86_64";
+const INDEX: &str = "/admin/v3.21/main/x86_64/APKINDEX.tar.gz";
+
+/// S3 settings for the instances when the test's S3 variables are all set.
+fn s3_env() -> Option<Vec<(String, String)>> {
+    let var = |name: &str| {
+        std::env::var(format!("ALPINE_REGISTRY_TEST_S3_{name}"))
+            .ok()
+            .filter(|v| !v.is_empty())
+    };
+    let endpoint = var("ENDPOINT")?;
+    let (access, secret, bucket) = (var("ACCESS_KEY")?, var("SECRET_KEY")?, var("BUCKET")?);
+    let prefix = format!("multi-instance-{:016x}", rand::random::<u64>());
+    let s3 = |key: &str, value: &str| {
+        (
+            format!("ALPINE_REGISTRY__STORAGE__S3__{key}"),
+            value.to_string(),
+        )
+    };
+    Some(vec![
+        ("ALPINE_REGISTRY__STORAGE__BACKEND".into(), "s3".into()),
+        s3("BUCKET", &bucket),
+        s3("ENDPOINT", &endpoint),
+        s3("ACCESS_KEY_ID", &access),
+        s3("SECRET_ACCESS_KEY", &secret),
+        s3("ALLOW_HTTP", "true"),
+        s3("PATH_STYLE", "true"),
+        s3("REGION", "us-east-1"),
+        s3("PREFIX", &prefix),
+    ])
+}
+
+fn start_instance(env: &[(String, String)]) -> ChildServer {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    ChildServer::start(TOKEN, &env)
+}
+
+fn log_of(server: &ChildServer) -> String {
+    std::fs::read_to_string(&server.log).unwrap_or_default()
+}
+
+/// Index builds an instance logged.
+fn builds_in(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("published indexes"))
+        .count()
+}
+
+struct Upload {
+    name: String,
+    file: String,
+    bytes: Vec<u8>,
+    sha256: String,
+}
+
+fn uploads() -> Vec<Upload> {
+    (0..UPLOADS)
+        .map(|i| {
+            let name = format!("multi-{i:03}");
+            let bytes = PackageBuilder::new(&name, "1.0-r0", ARCH)
+                .file(
+                    &format!("usr/share/{name}/data"),
+                    format!("{name} payload {i}\n").repeat(1 + i % 7).as_bytes(),
+                )
+                .build();
+            Upload {
+                file: format!("{name}-1.0-r0.apk"),
+                sha256: hex::encode(Sha256::digest(&bytes)),
+                name,
+                bytes,
+            }
+        })
+        .collect()
+}
+
+#[derive(Default)]
+struct Outcomes {
+    /// Uploads answered 201 (by position in `uploads()`).
+    acked: BTreeSet<usize>,
+    /// Uploads that may or may not have happened: the instance serving them was killed
+    /// (and a retry elsewhere found the file there already).
+    unknown: BTreeSet<usize>,
+    /// Answers that are wrong whatever the timing.
+    errors: Vec<String>,
+}
+
+/// Fetches `/admin/key`: (bytes, key file name from Content-Disposition).
+async fn fetch_key(client: &reqwest::Client, base: &str) -> (Vec<u8>, String) {
+    let response = client
+        .get(format!("{base}/admin/key"))
+        .basic_auth("admin", Some(TOKEN))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{base}/admin/key");
+    let disposition = response.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let name = disposition
+        .strip_prefix("attachment; filename=\"")
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("Content-Disposition {disposition:?}"))
+        .to_string();
+    (response.bytes().await.unwrap().to_vec(), name)
+}
+
+async fn fetch_index(client: &reqwest::Client, base: &str) -> Vec<u8> {
+    let response = client
+        .get(format!("{base}{INDEX}"))
+        .basic_auth("admin", Some(TOKEN))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{base}{INDEX}");
+    response.bytes().await.unwrap().to_vec()
+}
+
+/// The names an index lists, after checking its signatures against the key.
+fn verified_names(index: &[u8], key_pem: &str, key_name: &str) -> Vec<String> {
+    let (signatures, signed) = sign::split_signed(index).expect("a signed index");
+    assert!(!signatures.is_empty());
+    for (entry, signature) in &signatures {
+        let (alg, name) = if let Some(name) = entry.strip_prefix(".SIGN.RSA256.") {
+            (SignatureAlgorithm::Rsa256, name)
+        } else if let Some(name) = entry.strip_prefix(".SIGN.RSA.") {
+            (SignatureAlgorithm::Rsa, name)
+        } else {
+            panic!("unexpected signature entry {entry:?}");
+        };
+        assert_eq!(name, key_name, "the index is signed with the served key");
+        sign::verify(key_pem, alg, signed, signature).expect("the index signature verifies");
+    }
+    index_names(&common::apkindex_text(signed))
+}
+
+/// Sets a file's modification time `age` in the past.
+fn age(path: &Path, age: Duration) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(SystemTime::now() - age)
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_instances_on_one_database_serve_one_registry() {
+    let Some(server) = pg::server_url() else {
+        pg::note_skipped();
+        return;
+    };
+    let database = TestDatabase::create(&server);
+    let blobs = tempfile::tempdir().unwrap();
+    let s3 = s3_env();
+    let master_key = base64_key();
+    let mut env: Vec<(String, String)> = vec![
+        (
+            "ALPINE_REGISTRY__DATABASE__URL".into(),
+            database.url.clone(),
+        ),
+        (
+            "ALPINE_REGISTRY__DATABASE__MAX_CONNECTIONS".into(),
+            "8".into(),
+        ),
+        ("ALPINE_REGISTRY__SIGNING__MASTER_KEY".into(), master_key),
+        // Index builds are logged at debug level: they are counted below.
+        (
+            "RUST_LOG".into(),
+            "info,alpine_registry::indexer=debug".into(),
+        ),
+    ];
+    match &s3 {
+        Some(settings) => env.extend(settings.iter().cloned()),
+        None => env.push((
+            "ALPINE_REGISTRY__STORAGE__BLOB_DIR".into(),
+            blobs.path().display().to_string(),
+        )),
+    }
+
+    // Started together: on an empty database they migrate and bootstrap concurrently.
+    let starting: Vec<_> = (0..INSTANCES)
+        .map(|_| {
+            let env = env.clone();
+            tokio::task::spawn_blocking(move || start_instance(&env))
+        })
+        .collect();
+    let mut servers = Vec::new();
+    for instance in starting {
+        servers.push(instance.await.unwrap());
+    }
+    let bases: Arc<Vec<String>> = Arc::new(servers.iter().map(|s| s.url("")).collect());
+    let pids: Vec<u32> = servers.iter().map(|s| s.child.id()).collect();
+
+    let uploads = Arc::new(uploads());
+    let outcomes = Arc::new(Mutex::new(Outcomes::default()));
+    let dead: Arc<Vec<AtomicBool>> =
+        Arc::new((0..INSTANCES).map(|_| AtomicBool::new(false)).collect());
+    let next = Arc::new(AtomicUsize::new(0));
+    let acked_count = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+
+    // The killer: SIGKILL once a third of the uploads are acknowledged, while the clients
+    // have requests in flight on every instance.
+    let killer = {
+        let (dead, acked_count) = (dead.clone(), acked_count.clone());
+        let pid = pids[VICTIM];
+        tokio::spawn(async move {
+            while acked_count.load(Ordering::SeqCst) < KILL_AFTER {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            dead[VICTIM].store(true, Ordering::SeqCst);
+            let killed = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status()
+                .unwrap();
+            assert!(killed.success(), "kill -KILL {pid}");
+            acked_count.load(Ordering::SeqCst)
+        })
+    };
+
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (uploads, outcomes, dead, next, acked_count, bases) = (
+                uploads.clone(),
+                outcomes.clone(),
+                dead.clone(),
+                next.clone(),
+                acked_count.clone(),
+                bases.clone(),
+            );
+            tokio::spawn(async move {
+                let client = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(120))
+                    .build()
+                    .unwrap();
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= UPLOADS {
+                        break;
+                    }
+                    let upload = &uploads[i];
+                    // Round-robin, skipping the instance known dead.
+                    let mut target = i % INSTANCES;
+                    let mut interrupted = false;
+                    loop {
+                        while dead[target].load(Ordering::SeqCst) {
+                            target = (target + 1) % INSTANCES;
+                        }
+                        let answer = client
+                            .put(format!("{}{REPO}", bases[target]))
+                            .basic_auth("admin", Some(TOKEN))
+                            .body(upload.bytes.clone())
+                            .send()
+                            .await;
+                        let status = match answer {
+                            Ok(response) => Some(response.status().as_u16()),
+                            Err(_) => None,
+                        };
+                        let mut outcomes = outcomes.lock().unwrap();
+                        match status {
+                            Some(201) => {
+                                outcomes.acked.insert(i);
+                                acked_count.fetch_add(1, Ordering::SeqCst);
+                            }
+                            // The killed instance may have stored it before dying.
+                            Some(409) if interrupted => {
+                                outcomes.unknown.insert(i);
+                            }
+                            _ if target == VICTIM && dead[VICTIM].load(Ordering::SeqCst) => {
+                                // Served by the instance that was killed: try a survivor.
+                                interrupted = true;
+                                continue;
+                            }
+                            other => outcomes.errors.push(format!(
+                                "upload {} to instance {target}: {other:?}",
+                                upload.file
+                            )),
+                        }
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+    let upload_time = started.elapsed();
+    let acked_at_kill = tokio::time::timeout(Duration::from_secs(10), killer)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "instance {VICTIM} was never killed: fewer than {KILL_AFTER} uploads \
+                 acknowledged ({:?})",
+                outcomes.lock().unwrap().errors
+            )
+        })
+        .unwrap();
+    let mut victim = servers.remove(VICTIM);
+    victim.child.wait().unwrap();
+    let victim_log = log_of(&victim);
+
+    let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
+    let logs = || {
+        servers
+            .iter()
+            .map(|s| format!("--- {} ---\n{}", s.log.display(), log_of(s)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        outcomes.errors.is_empty(),
+        "wrong answers: {:?}\n{}",
+        outcomes.errors,
+        logs()
+    );
+    // Each upload was answered, by a survivor at the latest.
+    assert_eq!(outcomes.acked.len() + outcomes.unknown.len(), UPLOADS);
+
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let survivors: Vec<String> = servers.iter().map(|s| s.url("")).collect();
+
+    // One key everywhere.
+    let (key_pem, key_name) = fetch_key(&client, &survivors[0]).await;
+    for base in &survivors[1..] {
+        assert_eq!(
+            fetch_key(&client, base).await,
+            (key_pem.clone(), key_name.clone()),
+            "{base} serves another key"
+        );
+    }
+    let key_pem = String::from_utf8(key_pem).unwrap();
+
+    // One index everywhere, listing every acknowledged package and nothing never uploaded.
+    let index = fetch_index(&client, &survivors[0]).await;
+    for base in &survivors[1..] {
+        assert!(
+            fetch_index(&client, base).await == index,
+            "{base} serves other index bytes"
+        );
+    }
+    let listed: BTreeSet<String> = verified_names(&index, &key_pem, &key_name)
+        .into_iter()
+        .collect();
+    for &i in &outcomes.acked {
+        assert!(
+            listed.contains(&uploads[i].name),
+            "{} was acknowledged but is not listed",
+            uploads[i].name
+        );
+    }
+    let by_name: HashMap<&str, usize> = uploads
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (u.name.as_str(), i))
+        .collect();
+    for name in &listed {
+        let known = by_name
+            .get(name.as_str())
+            .is_some_and(|i| outcomes.acked.contains(i) || outcomes.unknown.contains(i));
+        assert!(known, "{name} is listed but was never uploaded");
+    }
+
+    // Every listed package downloads intact from every survivor.
+    let downloads: Vec<(String, String)> = listed
+        .iter()
+        .flat_map(|name| {
+            let upload = &uploads[by_name[name.as_str()]];
+            survivors.iter().map(move |base| {
+                (
+                    format!("{base}{REPO}/{ARCH}/{}", upload.file),
+                    upload.sha256.clone(),
+                )
+            })
+        })
+        .collect();
+    let checked = downloads.len();
+    let failures: Vec<String> = futures_util::stream::iter(downloads)
+        .map(|(url, sha256)| {
+            let client = client.clone();
+            async move {
+                let response = client
+                    .get(&url)
+                    .basic_auth("admin", Some(TOKEN))
+                    .send()
+                    .await
+                    .map_err(|e| format!("GET {url}: {e}"))?;
+                if response.status() != 200 {
+                    return Err(format!("GET {url}: {}", response.status()));
+                }
+                let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+                let actual = hex::encode(Sha256::digest(&bytes));
+                if actual != sha256 {
+                    return Err(format!("GET {url}: sha256 {actual}, expected {sha256}"));
+                }
+                Ok(())
+            }
+        })
+        .buffer_unordered(16)
+        .filter_map(|r| async move { r.err() })
+        .collect()
+        .await;
+    assert!(failures.is_empty(), "downloads: {failures:?}");
+
+    // A delete through one instance is gone through the others.
+    let gone = &uploads[*outcomes.acked.first().unwrap()];
+    let response = client
+        .delete(format!("{}{REPO}/{ARCH}/{}", survivors[0], gone.file))
+        .basic_auth("admin", Some(TOKEN))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    for base in &survivors {
+        let response = client
+            .get(format!("{base}{REPO}/{ARCH}/{}", gone.file))
+            .basic_auth("admin", Some(TOKEN))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{base} still serves {}", gone.file);
+        let names = verified_names(&fetch_index(&client, base).await, &key_pem, &key_name);
+        assert!(
+            !names.contains(&gone.name),
+            "{base} still lists {}",
+            gone.name
+        );
+        assert_eq!(names.len(), listed.len() - 1);
+    }
+    if s3.is_none() {
+        let blob = blobs
+            .path()
+            .join("sha256")
+            .join(&gone.sha256[..2])
+            .join(&gone.sha256);
+        assert!(!blob.exists(), "the deleted package's blob is gone");
+    }
+
+    // The killed instance starts again beside the live ones. Its start-up clean-up leaves
+    // fresh staged files alone: they may be uploads the others are receiving.
+    let (fresh, stale) = (
+        blobs.path().join(".staging/upload-in-progress"),
+        blobs.path().join(".staging/upload-interrupted"),
+    );
+    if s3.is_none() {
+        std::fs::write(&fresh, b"partial").unwrap();
+        std::fs::write(&stale, b"partial").unwrap();
+        age(&stale, Duration::from_secs(2 * 3600));
+    }
+    let restarted = tokio::task::spawn_blocking({
+        let env = env.clone();
+        move || start_instance(&env)
+    })
+    .await
+    .unwrap();
+    if s3.is_none() {
+        assert!(
+            fresh.exists(),
+            "another instance's upload in progress was removed"
+        );
+        assert!(
+            !stale.exists(),
+            "an interrupted upload's staged file was kept"
+        );
+    }
+    let base = restarted.url("");
+    assert!(fetch_index(&client, &base).await == fetch_index(&client, &survivors[0]).await);
+    let (pem, name) = fetch_key(&client, &base).await;
+    assert_eq!(
+        (pem, name.as_str()),
+        (key_pem.clone().into_bytes(), key_name.as_str())
+    );
+    let upload = &uploads[*outcomes.acked.last().unwrap()];
+    let response = client
+        .get(format!("{base}{REPO}/{ARCH}/{}", upload.file))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    // A change committed by an instance that died before publishing its index, while the
+    // others go on: one of them notices the lag that does not move, and rebuilds.
+    let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&database.url)
+        .await
+        .unwrap();
+    let wanted: i64 = sqlx::query_scalar(
+        "UPDATE repositories SET wanted_gen = wanted_gen + 1 RETURNING wanted_gen",
+    )
+    .fetch_one(&mut connection)
+    .await
+    .unwrap();
+    let abandoned_at = Instant::now();
+    loop {
+        let built: i64 = sqlx::query_scalar("SELECT built_gen FROM repositories")
+            .fetch_one(&mut connection)
+            .await
+            .unwrap();
+        if built >= wanted {
+            break;
+        }
+        assert!(
+            abandoned_at.elapsed() < Duration::from_secs(60),
+            "an abandoned index build was not caught up within 60 s\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let caught_up = abandoned_at.elapsed();
+    drop(connection);
+
+    let builds: usize =
+        servers.iter().map(|s| builds_in(&log_of(s))).sum::<usize>() + builds_in(&victim_log);
+    eprintln!(
+        "multi-instance: {} uploads acknowledged, {} unknown (instance {VICTIM} killed after \
+         {acked_at_kill} acknowledgements) in {:.1} s; {builds} index builds in all; \
+         {checked} downloads checked; an abandoned build caught up in {:.1} s",
+        outcomes.acked.len(),
+        outcomes.unknown.len(),
+        upload_time.as_secs_f64(),
+        caught_up.as_secs_f64(),
+    );
+    assert!(
+        builds > 0 && builds <= outcomes.acked.len() / 4,
+        "{builds} index builds for {} uploads: builds are not coalesced across instances",
+        outcomes.acked.len()
+    );
+
+    drop(restarted);
+    drop(servers);
+    database.drop_database().await;
+}
+
+/// A random master key, as `head -c 32 /dev/urandom | base64` makes one.
+fn base64_key() -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
+}
+
+/// Two stores on one database, as two instances have; `connections` each.
+async fn two_stores(database: &TestDatabase, connections: u32) -> (PostgresStore, PostgresStore) {
+    let a = PostgresStore::connect(&database.url, connections)
+        .await
+        .unwrap();
+    let b = PostgresStore::connect(&database.url, connections)
+        .await
+        .unwrap();
+    (a, b)
+}
+
+/// Whether `lock` is granted within `wait` (the attempt is abandoned otherwise).
+async fn granted(
+    lock: impl std::future::Future<Output = alpine_registry::store::StoreResult<StoreLock>>,
+    wait: Duration,
+) -> Option<StoreLock> {
+    tokio::time::timeout(wait, lock)
+        .await
+        .ok()
+        .map(|r| r.unwrap())
+}
+
+/// Advisory locks granted in the database `url` now.
+async fn advisory_locks(url: &str) -> i64 {
+    let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(url)
+        .await
+        .unwrap();
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_one(&mut connection)
+    .await
+    .unwrap()
+}
+
+async fn until_no_advisory_locks(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let held = advisory_locks(url).await;
+        if held == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{held} advisory locks still held after every guard was dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_locks_exclude_across_stores_and_go_with_their_guard() {
+    let Some(database) = TestDatabase::from_env() else {
+        pg::note_skipped();
+        return;
+    };
+    // Server settings that would end a held lock early (an idle transaction is ended) or
+    // fail a wait for one (lock and statement timeouts): lock connections override them.
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&database.url)
+        .await
+        .unwrap();
+    let name: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    for setting in [
+        "idle_in_transaction_session_timeout = '200ms'",
+        "lock_timeout = '100ms'",
+    ] {
+        sqlx::raw_sql(&format!("ALTER DATABASE \"{name}\" SET {setting}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+    drop(admin);
+    // One lock connection each: a lock that was not released would block the next one
+    // (and a held lock, or an abandoned wait for one, occupies that connection).
+    let (a, b) = two_stores(&database, 1).await;
+    let short = Duration::from_millis(300);
+    let long = Duration::from_secs(10);
+
+    // Index builds: one holder per repository, for as long as it likes.
+    let held = a.lock_index_build(1).await.unwrap();
+    assert!(held.is_held());
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let other = granted(b.lock_index_build(2), long)
+        .await
+        .expect("another repository's lock is free");
+    drop(other);
+    assert!(granted(b.lock_index_build(1), short).await.is_none());
+    drop(held);
+    let held = granted(b.lock_index_build(1), long)
+        .await
+        .expect("released on drop");
+    drop(held);
+
+    // Blobs: shared with shared, exclusive with nothing.
+    let digest = "ab".repeat(32);
+    let shared_a = a.lock_blob(&digest, LockMode::Shared).await.unwrap();
+    let shared_b = granted(b.lock_blob(&digest, LockMode::Shared), long)
+        .await
+        .expect("shared locks coexist");
+    drop(shared_b);
+    assert!(granted(b.lock_blob(&digest, LockMode::Exclusive), short)
+        .await
+        .is_none());
+    drop(shared_a);
+    let exclusive = granted(b.lock_blob(&digest, LockMode::Exclusive), long)
+        .await
+        .expect("exclusive once the shared ones are released");
+    let other = granted(a.lock_blob(&"cd".repeat(32), LockMode::Exclusive), long)
+        .await
+        .expect("another digest is another lock");
+    drop(other);
+    assert!(granted(a.lock_blob(&digest, LockMode::Shared), short)
+        .await
+        .is_none());
+    drop(exclusive);
+
+    // A waiter that gave up gets the lock later, on its own, and lets it go with its
+    // connection.
+    let held = granted(a.lock_blob(&digest, LockMode::Exclusive), long)
+        .await
+        .expect("the abandoned shared attempt let go");
+    assert!(granted(b.lock_blob(&digest, LockMode::Exclusive), short)
+        .await
+        .is_none());
+    drop(held);
+    let again = granted(b.lock_blob(&digest, LockMode::Exclusive), long)
+        .await
+        .expect("the abandoned attempt released its lock and its connection");
+    drop(again);
+    let again = granted(a.lock_blob(&digest, LockMode::Exclusive), long).await;
+    assert!(again.is_some());
+    drop(again);
+
+    // Taken and dropped many times in turn on one connection each: nothing accumulates.
+    for round in 0..40 {
+        let store = if round % 2 == 0 { &a } else { &b };
+        let lock = granted(store.lock_index_build(7), long)
+            .await
+            .unwrap_or_else(|| panic!("round {round}: the previous lock was not released"));
+        drop(lock);
+    }
+    until_no_advisory_locks(&database.url).await;
+    drop((a, b));
+    database.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_uploads_and_deletes_on_few_connections_finish() {
+    if pg::server_url().is_none() {
+        pg::note_skipped();
+        return;
+    }
+    for connections in [8, 1] {
+        uploads_and_deletes_on(connections).await;
+    }
+}
+
+async fn uploads_and_deletes_on(connections: u32) {
+    let server = TestServer::start_with(|c| c.database.max_connections = connections).await;
+    let server = Arc::new(server);
+    // 32 at once: distinct packages, and the same content in 8 repositories, whose
+    // uploads share one digest's lock while deletes of it take it exclusively.
+    let same = package("same", "1.0-r0", "x86_64");
+    let tasks: Vec<_> = (0..32)
+        .map(|i| {
+            let server = server.clone();
+            let same = same.clone();
+            tokio::spawn(async move {
+                let (repo, bytes) = if i % 4 == 0 {
+                    (format!("/admin/v1/r{}", i / 4), same)
+                } else {
+                    (
+                        "/admin/v1/main".to_string(),
+                        package(&format!("p{i}"), "1.0-r0", "x86_64"),
+                    )
+                };
+                let status = server.put_admin(&repo, bytes).await.status();
+                assert_eq!(status, 201, "upload {i}");
+                if i % 8 == 0 {
+                    let path = format!("{repo}/x86_64/same-1.0-r0.apk");
+                    let status = server
+                        .delete(&path, Some(("admin", ADMIN_TOKEN)))
+                        .await
+                        .status();
+                    assert_eq!(status, 204, "delete {path}");
+                }
+            })
+        })
+        .collect();
+    let all = futures_util::future::join_all(tasks);
+    let results = tokio::time::timeout(Duration::from_secs(180), all)
+        .await
+        .unwrap_or_else(|_| {
+            panic!("32 uploads on {connections} connections did not finish (deadlock?)")
+        });
+    for result in results {
+        result.unwrap();
+    }
+    // The shared content is still there for the repositories that kept it.
+    let response = server
+        .get("/admin/v1/r1/x86_64/same-1.0-r0.apk", None)
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.bytes().await.unwrap().as_ref(), same.as_slice());
+    let text = server
+        .verified_index("admin", "/admin/v1/main/x86_64/APKINDEX.tar.gz", None)
+        .await;
+    assert_eq!(index_names(&text).len(), 24);
+    Arc::into_inner(server).unwrap().stop().await;
+}
+
+#[tokio::test]
+async fn startup_clean_up_on_postgres_spares_fresh_staged_files() {
+    if pg::server_url().is_none() {
+        pg::note_skipped();
+        return;
+    }
+    let server = TestServer::start().await;
+    let staging = server.dir.path().join("blobs/.staging");
+    let fresh = staging.join("upload-fresh");
+    let stale = staging.join("upload-stale");
+    std::fs::write(&fresh, b"partial").unwrap();
+    std::fs::write(&stale, b"partial").unwrap();
+    age(&stale, Duration::from_secs(2 * 3600));
+    let legacy = server.dir.path().join("tmp");
+    std::fs::create_dir(&legacy).unwrap();
+    std::fs::write(legacy.join("upload-fresh.apk"), b"partial").unwrap();
+    std::fs::write(legacy.join("upload-stale.apk"), b"partial").unwrap();
+    age(
+        &legacy.join("upload-stale.apk"),
+        Duration::from_secs(2 * 3600),
+    );
+
+    alpine_registry::recover(&server.state).await.unwrap();
+    assert!(
+        fresh.exists(),
+        "possibly another instance's upload in progress"
+    );
+    assert!(!stale.exists());
+    assert!(legacy.join("upload-fresh.apk").exists());
+    assert!(!legacy.join("upload-stale.apk").exists());
+    server.stop().await;
+}
+
+/// A registry opened on `url` and `blob_dir` with a data directory of its own: another
+/// instance, in this process.
+async fn open_instance(url: &str, blob_dir: &Path, data_dir: &Path) -> alpine_registry::AppState {
+    let mut config = common::test_config(data_dir);
+    config.database.url = url.to_string();
+    config.signing.master_key = pg::MASTER_KEY.to_string();
+    config.storage.blob_dir = Some(blob_dir.to_path_buf());
+    alpine_registry::open(config).await.expect("open registry")
+}
+
+/// An upload on one instance and a delete of the same content (in another repository) on
+/// another, at the same moment, again and again: the delete must never take the blob the
+/// upload's row is about to reference. Each instance's in-process lock sees only its own
+/// requests; only the database's lock of the digest keeps them apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delete_on_one_instance_never_takes_a_blob_another_is_publishing() {
+    use alpine_registry::names::{Arch, PackageFile, RepoAddress};
+    use alpine_registry::registry::publish;
+
+    let Some(database) = TestDatabase::from_env() else {
+        pg::note_skipped();
+        return;
+    };
+    let blobs = tempfile::tempdir().unwrap();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = open_instance(&database.url, blobs.path(), dir_a.path()).await;
+    alpine_registry::registry::accounts::bootstrap(&a, Some(ADMIN_TOKEN.to_string()))
+        .await
+        .unwrap();
+    let b = open_instance(&database.url, blobs.path(), dir_b.path()).await;
+    let owner = a.store.owner_by_name("admin").await.unwrap().unwrap();
+    let (x, y) = (
+        RepoAddress::parse("admin", "v1", "x").unwrap(),
+        RepoAddress::parse("admin", "v1", "y").unwrap(),
+    );
+    let arch = Arch::parse("x86_64").unwrap();
+    let file = PackageFile::parse("race-1.0-r0.apk").unwrap();
+    let bytes = package("race", "1.0-r0", "x86_64");
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    let blob = blobs.path().join("sha256").join(&sha256[..2]).join(&sha256);
+    let body = |bytes: &Vec<u8>| {
+        futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(bytes.clone()))])
+    };
+
+    publish::publish(&b, &owner, &y, None, body(&bytes))
+        .await
+        .unwrap();
+    for round in 0..60 {
+        // In y (through b), not in x: a publish into x through a races a delete from y
+        // through b.
+        let (published, deleted) = tokio::join!(
+            publish::publish(&a, &owner, &x, None, body(&bytes)),
+            publish::delete(&b, &owner, &y, &arch, &file),
+        );
+        published.unwrap();
+        deleted.unwrap();
+        assert!(
+            blob.exists(),
+            "round {round}: the blob of the package just published in x was deleted"
+        );
+        // And the other way round: into y through b, out of x through a.
+        let (published, deleted) = tokio::join!(
+            publish::publish(&b, &owner, &y, None, body(&bytes)),
+            publish::delete(&a, &owner, &x, &arch, &file),
+        );
+        published.unwrap();
+        deleted.unwrap();
+        assert!(
+            blob.exists(),
+            "round {round}: the blob of the package just published in y was deleted"
+        );
+    }
+    drop((a, b));
+    database.drop_database().await;
+}
