@@ -813,7 +813,7 @@ async fn startup_clean_up_on_postgres_spares_fresh_staged_files() {
         return;
     }
     let server = TestServer::start().await;
-    let staging = server.dir.path().join("blobs/.staging");
+    let staging = server.staging_dir();
     let fresh = staging.join("upload-fresh");
     let stale = staging.join("upload-stale");
     std::fs::write(&fresh, b"partial").unwrap();
