@@ -334,3 +334,39 @@ fn the_s3_backend_without_a_bucket_is_refused_at_start() {
     );
     assert!(stderr.contains("\"gcs\""), "{stderr}");
 }
+
+/// The deployment example (`deploy/registry.toml`, used by `deploy/compose.yaml`) is a
+/// valid configuration of PostgreSQL-ready instances on an S3-compatible bucket, as the
+/// README describes it.
+#[test]
+fn the_deployment_example_configures_instances_on_a_bucket() {
+    use alpine_registry::config::StorageBackend;
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/registry.toml");
+    let config = Config::load_file_only(&file).unwrap();
+    assert_eq!(config.storage.backend, StorageBackend::S3);
+    let s3 = &config.storage.s3;
+    assert_eq!(s3.bucket, "alpine-registry");
+    assert_eq!(s3.endpoint, "http://minio:9000");
+    assert!(s3.path_style && s3.allow_http);
+    // Secrets come from the environment, never from the file.
+    assert!(s3.access_key_id.is_empty() && s3.secret_access_key.is_empty());
+    assert!(config.signing.master_key.is_empty());
+    assert!(config.database.url.is_empty());
+    assert!(!config.server.trusted_proxies.is_empty());
+    assert_eq!(config.server.listen.to_string(), "0.0.0.0:8080");
+
+    // The compose file mounts this configuration into both instances and passes the
+    // secrets the file leaves out.
+    let compose = std::fs::read_to_string(file.with_file_name("compose.yaml")).unwrap();
+    for needed in [
+        "./registry.toml:/etc/alpine-registry/registry.toml",
+        "ALPINE_REGISTRY__DATABASE__URL",
+        "ALPINE_REGISTRY__SIGNING__MASTER_KEY",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "registry-1:",
+        "registry-2:",
+    ] {
+        assert!(compose.contains(needed), "compose.yaml lacks {needed}");
+    }
+}
