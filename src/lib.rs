@@ -208,14 +208,19 @@ pub fn build_app(state: AppState) -> Router {
 /// period collected. Run before the listener accepts anything.
 ///
 /// On SQLite the database, and so the storage, is this process's alone: every staged file
-/// is left over from an interrupted upload. On PostgreSQL other instances may share the
-/// storage and be receiving uploads into it right now: only staged files untouched for
-/// `storage.orphan_grace_secs` are removed (an upload in progress writes to its file as the
-/// body arrives).
+/// is left over from an interrupted upload; so it is with S3, whose uploads are staged in
+/// the instance's own data directory. On PostgreSQL with a blob directory, other instances
+/// may share it and be receiving uploads into it right now: only staged files untouched
+/// for `storage.orphan_grace_secs` are removed (an upload in progress writes to its file as
+/// the body arrives).
 pub async fn recover(state: &AppState) -> anyhow::Result<()> {
-    let staged_grace = match state.config.database_backend()? {
-        DatabaseBackend::Sqlite => Duration::ZERO,
-        DatabaseBackend::Postgres => Duration::from_secs(state.config.storage.orphan_grace_secs),
+    // With S3, uploads are staged in this instance's own data directory.
+    let shared_staging = state.config.database_backend()? == DatabaseBackend::Postgres
+        && state.config.storage.backend == config::StorageBackend::Fs;
+    let staged_grace = if shared_staging {
+        Duration::from_secs(state.config.storage.orphan_grace_secs)
+    } else {
+        Duration::ZERO
     };
     registry::fsck::collect_staged(state, staged_grace).await?;
     remove_legacy_tmp(&state.config.storage.data_dir, staged_grace).await?;

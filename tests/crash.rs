@@ -16,13 +16,18 @@
 //! the index (read-your-writes). Finally SIGTERM under load and SIGTERM when idle must both
 //! exit 0.
 //!
+//! With `ALPINE_REGISTRY_TEST_POSTGRES_URL` (and the S3 test variables) set, the server
+//! runs on a fresh PostgreSQL database (and a fresh prefix of the test bucket) instead of
+//! SQLite (and files): the same checks then hold for that setup.
+//!
 //! `CRASH_SEED=<u64>` replays a seed's choices (operation mix, sizes, kill delays; thread
 //! scheduling still varies). `CRASH_KILLS=<n>` changes the number of kills (at least 20).
 //! `CRASH_BIN=<path>` runs another build of the binary (e.g. a deliberately broken one, to
 //! check that this test notices).
 
 mod common;
-use common::{free_port, staged_files, BIN};
+use common::postgres::{self as pg, TestDatabase};
+use common::{free_port, s3, staged_files, BIN};
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Seek, SeekFrom};
@@ -164,6 +169,61 @@ struct Harness {
     data: tempfile::TempDir,
     logs: tempfile::TempDir,
     starts: usize,
+    /// Settings of the PostgreSQL database and S3 bucket, when the tests run on them.
+    env: Vec<(String, String)>,
+    database: Option<TestDatabase>,
+    on_s3: bool,
+}
+
+impl Harness {
+    fn new(seed: u64) -> Harness {
+        let mut env = Vec::new();
+        let database = pg::server_url().map(|server| TestDatabase::create(&server));
+        if let Some(database) = &database {
+            env.push((
+                "ALPINE_REGISTRY__DATABASE__URL".into(),
+                database.url.clone(),
+            ));
+            env.push((
+                "ALPINE_REGISTRY__SIGNING__MASTER_KEY".into(),
+                pg::MASTER_KEY.into(),
+            ));
+        }
+        let bucket = s3::config();
+        if let Some(bucket) = &bucket {
+            for (key, value) in [
+                ("BACKEND", "s3".to_string()),
+                ("S3__BUCKET", bucket.bucket.clone()),
+                ("S3__ENDPOINT", bucket.endpoint.clone()),
+                ("S3__REGION", bucket.region.clone()),
+                ("S3__PATH_STYLE", bucket.path_style.to_string()),
+                ("S3__ALLOW_HTTP", bucket.allow_http.to_string()),
+                ("S3__PREFIX", bucket.prefix.clone()),
+                ("S3__ACCESS_KEY_ID", bucket.access_key_id.clone()),
+                ("S3__SECRET_ACCESS_KEY", bucket.secret_access_key.clone()),
+            ] {
+                env.push((format!("ALPINE_REGISTRY__STORAGE__{key}"), value));
+            }
+        }
+        eprintln!(
+            "crash test on {} and {}",
+            if database.is_some() {
+                "PostgreSQL"
+            } else {
+                "SQLite"
+            },
+            if bucket.is_some() { "S3" } else { "files" }
+        );
+        Harness {
+            seed,
+            data: tempfile::tempdir().unwrap(),
+            logs: tempfile::tempdir().unwrap(),
+            starts: 0,
+            env,
+            database,
+            on_s3: bucket.is_some(),
+        }
+    }
 }
 
 impl Harness {
@@ -183,6 +243,7 @@ impl Harness {
             .env("ALPINE_REGISTRY__SIGNING__KEY_BITS", "1024")
             .env("ALPINE_REGISTRY_BOOTSTRAP_TOKEN", TOKEN)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -256,7 +317,17 @@ impl Harness {
     }
 
     fn staged_leftovers(&self) -> Vec<String> {
-        staged_files(&self.data.path().join("blobs"))
+        let files = if self.on_s3 {
+            // Uploads on their way to the bucket wait in <data_dir>/staging.
+            match std::fs::read_dir(self.data.path().join("staging")) {
+                Ok(dir) => dir.map(|e| e.unwrap().path()).collect(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => panic!("reading the staging directory: {e}"),
+            }
+        } else {
+            staged_files(&self.data.path().join("blobs"))
+        };
+        files
             .iter()
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
             .collect()
@@ -913,12 +984,7 @@ async fn sigkill_under_load_loses_nothing_acknowledged() {
         .max(MIN_KILLS);
     eprintln!("crash test: seed {seed} (rerun with CRASH_SEED={seed}), {kills} kills");
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut harness = Harness {
-        seed,
-        data: tempfile::tempdir().unwrap(),
-        logs: tempfile::tempdir().unwrap(),
-        starts: 0,
-    };
+    let mut harness = Harness::new(seed);
     let shared = Arc::new(Shared {
         model: Mutex::new(Model::default()),
         stats: Stats::default(),
@@ -1002,6 +1068,9 @@ async fn sigkill_under_load_loses_nothing_acknowledged() {
         )]);
     }
     drop(server);
+    if let Some(database) = harness.database.take() {
+        database.drop_database().await;
+    }
 
     let s = &shared.stats;
     eprintln!(

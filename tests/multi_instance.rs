@@ -812,7 +812,8 @@ async fn startup_clean_up_on_postgres_spares_fresh_staged_files() {
         pg::note_skipped();
         return;
     }
-    let server = TestServer::start().await;
+    // A blob directory several instances share (with S3 each stages in its own).
+    let server = TestServer::start_with(common::on_fs).await;
     let staging = server.staging_dir();
     let fresh = staging.join("upload-fresh");
     let stale = staging.join("upload-stale");
