@@ -444,7 +444,7 @@ async fn owner_command(state: &AppState, command: OwnerCommand) -> anyhow::Resul
 }
 
 async fn token_command(state: &AppState, command: TokenCommand) -> anyhow::Result<()> {
-    let now = crate::unix_now();
+    let now = state.clock.unix_secs();
     match command {
         TokenCommand::Create {
             user,

@@ -26,6 +26,7 @@ use sha2::{Digest, Sha256};
 use crate::apk::index::{compare_entries, rewrite_arch, sign_index, write_unsigned_index};
 use crate::apk::names::KNOWN_ARCHES;
 use crate::apk::sign::SignatureAlgorithm;
+use crate::clock::SharedClock;
 use crate::registry::keys::Keys;
 use crate::store::{IndexEntry, Owner, RenderedIndex, Repository, Store, StoreError};
 
@@ -61,6 +62,7 @@ pub struct Indexer {
     store: Arc<dyn Store>,
     keys: Arc<Keys>,
     algorithms: Vec<SignatureAlgorithm>,
+    clock: SharedClock,
     locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
     builds: AtomicU64,
 }
@@ -70,11 +72,13 @@ impl Indexer {
         store: Arc<dyn Store>,
         keys: Arc<Keys>,
         algorithms: Vec<SignatureAlgorithm>,
+        clock: SharedClock,
     ) -> Indexer {
         Indexer {
             store,
             keys,
             algorithms,
+            clock,
             locks: Mutex::new(HashMap::new()),
             builds: AtomicU64::new(0),
         }
@@ -146,7 +150,7 @@ impl Indexer {
                 generation,
                 rendered,
                 removed,
-                crate::unix_now_ms(),
+                self.clock.unix_ms(),
             )
             .await
             .map_err(|e| removed_or(e, repository))?;

@@ -7,6 +7,7 @@ pub mod access;
 pub mod apk;
 pub mod blob;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod http;
@@ -24,6 +25,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::blob::{BlobStore, FsBlobStore, S3BlobStore};
+use crate::clock::SharedClock;
 use crate::config::{Config, DatabaseBackend, StorageBackend};
 use crate::indexer::Indexer;
 use crate::registry::keys::Keys;
@@ -50,27 +52,18 @@ pub struct AppState {
     pub uploads: Arc<tokio::sync::Semaphore>,
     /// Package parses running at once: one per core, as parsing is CPU-bound.
     pub parses: Arc<tokio::sync::Semaphore>,
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn unix_now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    /// What "now" is: token expiry, dates of rows and indexes, ages of files.
+    pub clock: SharedClock,
 }
 
 /// Opens the database (migrating it), SQLite or PostgreSQL as `database.url` says, and
 /// storage, creating directories as needed.
 pub async fn open(config: Config) -> anyhow::Result<AppState> {
+    open_with_clock(config, clock::system()).await
+}
+
+/// `open`, with `clock` for every date the registry reads or writes.
+pub async fn open_with_clock(config: Config, clock: SharedClock) -> anyhow::Result<AppState> {
     let config = Arc::new(config);
     let backend = config.database_backend()?;
     if backend == DatabaseBackend::Postgres {
@@ -86,7 +79,7 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
     let max_connections = config.database.max_connections;
     let store: Arc<dyn Store> = match backend {
         DatabaseBackend::Sqlite => Arc::new(
-            SqliteStore::connect(&url, max_connections)
+            SqliteStore::connect(&url, max_connections, clock.clone())
                 .await
                 .context("opening the database")?,
         ),
@@ -95,6 +88,7 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
                 &url,
                 max_connections,
                 Duration::from_secs(config.database.acquire_timeout_secs),
+                clock.clone(),
             )
             .await
             .with_context(|| {
@@ -118,6 +112,7 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
         store.clone(),
         keys.clone(),
         config.signature_algorithms()?,
+        clock.clone(),
     ));
     Ok(AppState {
         store,
@@ -144,6 +139,7 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         )),
         config,
+        clock,
     })
 }
 
@@ -223,7 +219,12 @@ pub async fn recover(state: &AppState) -> anyhow::Result<()> {
         Duration::ZERO
     };
     registry::fsck::collect_staged(state, staged_grace).await?;
-    remove_legacy_tmp(&state.config.storage.data_dir, staged_grace).await?;
+    remove_legacy_tmp(
+        &state.config.storage.data_dir,
+        staged_grace,
+        state.clock.now(),
+    )
+    .await?;
     let rebuilt = state.indexer.rebuild_stale().await?;
     if rebuilt > 0 {
         tracing::info!(rebuilt, "rebuilt stale indexes");
@@ -240,14 +241,18 @@ pub async fn recover(state: &AppState) -> anyhow::Result<()> {
 /// uploads there: those untouched for `grace` are removed (an instance of such a version
 /// sharing the data directory may still be writing the others), then the directory once
 /// it is empty.
-async fn remove_legacy_tmp(data_dir: &std::path::Path, grace: Duration) -> anyhow::Result<()> {
+async fn remove_legacy_tmp(
+    data_dir: &std::path::Path,
+    grace: Duration,
+    now: SystemTime,
+) -> anyhow::Result<()> {
     let tmp = data_dir.join("tmp");
     let mut entries = match tokio::fs::read_dir(&tmp).await {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e).with_context(|| format!("reading {}", tmp.display())),
     };
-    let cutoff = SystemTime::now().checked_sub(grace).unwrap_or(UNIX_EPOCH);
+    let cutoff = now.checked_sub(grace).unwrap_or(UNIX_EPOCH);
     let mut kept = 0;
     while let Some(entry) = entries.next_entry().await? {
         if !entry.file_type().await?.is_file() {

@@ -237,12 +237,7 @@ async fn expired_and_revoked_tokens_are_rejected() {
     let server = TestServer::start().await;
     setup(&server).await;
     let expired = server
-        .user_with_token(
-            "admin",
-            Role::Admin,
-            None,
-            Some(alpine_registry::unix_now() - 1),
-        )
+        .user_with_token("admin", Role::Admin, None, Some(common::unix_now() - 1))
         .await;
     let path = "/pub/v1/main/x86_64/APKINDEX.tar.gz";
     let answer = server.get(path, Some(("admin", &expired))).await;
@@ -256,12 +251,7 @@ async fn expired_and_revoked_tokens_are_rejected() {
         "{body}"
     );
     let live = server
-        .user_with_token(
-            "admin",
-            Role::Admin,
-            None,
-            Some(alpine_registry::unix_now() + 3600),
-        )
+        .user_with_token("admin", Role::Admin, None, Some(common::unix_now() + 3600))
         .await;
     assert_eq!(server.get(path, Some(("admin", &live))).await.status(), 200);
     let id = server
@@ -277,7 +267,7 @@ async fn expired_and_revoked_tokens_are_rejected() {
     assert!(server
         .state
         .store
-        .revoke_token(id, alpine_registry::unix_now())
+        .revoke_token(id, common::unix_now())
         .await
         .unwrap());
     let answer = server.get(path, Some(("admin", &live))).await;
@@ -341,5 +331,53 @@ async fn password_login_and_anonymous_read_switch() {
         )
         .await;
     assert_eq!(put.status(), 403);
+    server.stop().await;
+}
+
+/// The registry reads the time from its clock: a token is dated by it, valid until the
+/// clock passes its expiry, and its last use is the clock's time.
+#[tokio::test]
+async fn tokens_expire_by_the_registry_clock() {
+    use alpine_registry::clock::{ManualClock, SharedClock};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    let start = 1_900_000_000;
+    let manual = std::sync::Arc::new(ManualClock::new(
+        UNIX_EPOCH + Duration::from_secs(start as u64),
+    ));
+    let clock: SharedClock = manual.clone();
+    let server = TestServer::start_with_clock(|_| {}, clock).await;
+    setup(&server).await;
+    let token = server
+        .user_with_token("admin", Role::Admin, None, Some(start + 3600))
+        .await;
+    let path = "/pub/v1/main/x86_64/APKINDEX.tar.gz";
+    assert_eq!(
+        server.get(path, Some(("admin", &token))).await.status(),
+        200
+    );
+    let record = server
+        .state
+        .store
+        .list_tokens(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .max_by_key(|t| t.id)
+        .unwrap();
+    assert_eq!(record.created_at, start, "dated by the registry clock");
+    assert_eq!(record.last_used_at, Some(start));
+
+    manual.advance(Duration::from_secs(3601));
+    let answer = server.get(path, Some(("admin", &token))).await;
+    assert_eq!(answer.status(), 401);
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("this token expired on "),
+        "{body}"
+    );
     server.stop().await;
 }

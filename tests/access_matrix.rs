@@ -257,7 +257,7 @@ async fn setup(server: &TestServer) -> Fixture {
     let write = token(Role::Write, None, None).await;
     let admin = token(Role::Admin, None, None).await;
     let other = token(Role::Admin, Some("other"), None).await;
-    let expired = token(Role::Admin, None, Some(alpine_registry::unix_now() - 3600)).await;
+    let expired = token(Role::Admin, None, Some(common::unix_now() - 3600)).await;
     let revoked = token(Role::Admin, None, None).await;
     // The newest token of `member` is the one just created.
     let revoked_id = store
@@ -269,7 +269,7 @@ async fn setup(server: &TestServer) -> Fixture {
         .max()
         .unwrap();
     assert!(store
-        .revoke_token(revoked_id, alpine_registry::unix_now())
+        .revoke_token(revoked_id, common::unix_now())
         .await
         .unwrap());
     let outsider = server

@@ -71,7 +71,7 @@ async fn fsck_finds_each_kind_of_damage_and_repair_fixes_what_it_can() {
                 sha256: "0".repeat(64),
             }],
             vec![],
-            alpine_registry::unix_now_ms(),
+            common::unix_now_ms(),
         )
         .await
         .unwrap();

@@ -165,7 +165,7 @@ async fn populate(server: &TestServer) -> Tokens {
         user: "bob",
         scope: Role::Write,
         owner: Some("vault"),
-        expires_at: Some(alpine_registry::unix_now() + 30 * 86400),
+        expires_at: Some(common::unix_now() + 30 * 86400),
         label: Some(label),
     };
     let bob = accounts::create_token(state, token("ci"), None)
@@ -183,7 +183,7 @@ async fn populate(server: &TestServer) -> Tokens {
         .find(|t| t.label.as_deref() == Some("old"))
         .unwrap()
         .id;
-    accounts::revoke_token(state, revoked_id, alpine_registry::unix_now())
+    accounts::revoke_token(state, revoked_id, common::unix_now())
         .await
         .unwrap();
 

@@ -593,10 +593,10 @@ fn base64_key() -> String {
 
 /// Two stores on one database, as two instances have; `connections` each.
 async fn two_stores(database: &TestDatabase, connections: u32) -> (PostgresStore, PostgresStore) {
-    let a = PostgresStore::connect(&database.url, connections)
+    let a = PostgresStore::connect(&database.url, connections, alpine_registry::clock::system())
         .await
         .unwrap();
-    let b = PostgresStore::connect(&database.url, connections)
+    let b = PostgresStore::connect(&database.url, connections, alpine_registry::clock::system())
         .await
         .unwrap();
     (a, b)

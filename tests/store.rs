@@ -32,7 +32,9 @@ impl Backend {
     async fn sqlite() -> Backend {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("registry.db").display());
-        let store = SqliteStore::connect(&url, 4).await.expect("open SQLite");
+        let store = SqliteStore::connect(&url, 4, alpine_registry::clock::system())
+            .await
+            .expect("open SQLite");
         Backend {
             store: Arc::new(store),
             _dir: Some(dir),
@@ -55,7 +57,7 @@ impl Backend {
             return None;
         };
         let database = TestDatabase::create(&server);
-        let store = PostgresStore::connect(&database.url, 4)
+        let store = PostgresStore::connect(&database.url, 4, alpine_registry::clock::system())
             .await
             .expect("open PostgreSQL");
         Some(Backend {
@@ -112,7 +114,7 @@ conformance!(
 );
 
 fn now() -> i64 {
-    alpine_registry::unix_now()
+    common::unix_now()
 }
 
 fn conflict(err: StoreError) -> String {
@@ -868,7 +870,7 @@ async fn packages_insert_find_delete(store: &dyn Store) {
     let main = repo(acme.id, "v3.21", "main");
     assert!(store.repository(&main).await.unwrap().is_none());
 
-    let before_ms = alpine_registry::unix_now_ms();
+    let before_ms = common::unix_now_ms();
     let InsertedPackage {
         package,
         generation,
@@ -877,7 +879,7 @@ async fn packages_insert_find_delete(store: &dyn Store) {
         .insert_package(&main, new_package("hello", "1.0-r0", "x86_64"), true)
         .await
         .unwrap();
-    let after_ms = alpine_registry::unix_now_ms();
+    let after_ms = common::unix_now_ms();
     assert_eq!(generation, 1);
     // The upload created the repository.
     let repository = store.repository(&main).await.unwrap().unwrap();

@@ -44,7 +44,11 @@ impl Entity {
     }
 
     pub fn last_modified_http(&self) -> String {
-        let secs = u64::try_from(self.last_modified(crate::unix_now())).unwrap_or(0);
+        // Clamped to the answer's `Date`, which the HTTP server takes from the system clock.
+        let now = std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let secs = u64::try_from(self.last_modified(now)).unwrap_or(0);
         httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs))
     }
 

@@ -156,7 +156,7 @@ async fn token_identity(state: &AppState, secret: &str) -> AppResult<Identity> {
         .token_by_hash(&hash)
         .await?
         .ok_or_else(bad_credentials)?;
-    let now = crate::unix_now();
+    let now = state.clock.unix_secs();
     // The lookup is by digest; comparing it again in constant time keeps the decision
     // itself free of early exits.
     if !access::digests_equal(&record.token_hash, &hash) {

@@ -27,7 +27,9 @@ async fn orphans(
     remove: bool,
 ) -> anyhow::Result<Vec<crate::blob::BlobInfo>> {
     let referenced = state.store.referenced_blobs().await?;
-    let cutoff = SystemTime::now()
+    let cutoff = state
+        .clock
+        .now()
         .checked_sub(grace)
         .unwrap_or(SystemTime::UNIX_EPOCH);
     let mut found = Vec::new();
@@ -68,7 +70,9 @@ pub async fn collect_orphans(state: &AppState, grace: Duration) -> anyhow::Resul
 /// process died while receiving them. An upload in progress writes to its file as its
 /// body arrives. Returns how many were removed.
 pub async fn collect_staged(state: &AppState, grace: Duration) -> anyhow::Result<usize> {
-    let cutoff = SystemTime::now()
+    let cutoff = state
+        .clock
+        .now()
         .checked_sub(grace)
         .unwrap_or(SystemTime::UNIX_EPOCH);
     let mut removed = 0;
@@ -234,7 +238,7 @@ pub async fn fsck(state: &AppState, repair: bool) -> anyhow::Result<Report> {
 
     for staged in state.blobs.list_staged().await? {
         // Younger ones may be uploads in progress.
-        if staged.modified >= SystemTime::now() - grace {
+        if staged.modified >= state.clock.now() - grace {
             continue;
         }
         let name = staged.name;

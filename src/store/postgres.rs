@@ -23,6 +23,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
 
 use super::*;
+use crate::clock::SharedClock;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -30,10 +31,7 @@ pub struct PostgresStore {
     pool: PgPool,
     /// Connections that hold advisory locks (see `AdvisoryLock`), apart from `pool`.
     locks: PgPool,
-}
-
-fn now_secs() -> i64 {
-    crate::unix_now()
+    clock: SharedClock,
 }
 
 /// Unique violations (the case-insensitive name indexes among them) are conflicts,
@@ -159,8 +157,19 @@ impl PostgresStore {
     /// must exist, and applies the migrations. The pool holds `max_connections` + 1
     /// connections: as many as the SQLite backend's readers and writer together. Up to
     /// `max_connections` more, opened when needed, hold the locks between instances.
-    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<PostgresStore> {
-        Self::connect_with_timeout(url, max_connections, std::time::Duration::from_secs(5)).await
+    /// Rows are dated by `clock`.
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        clock: SharedClock,
+    ) -> StoreResult<PostgresStore> {
+        Self::connect_with_timeout(
+            url,
+            max_connections,
+            std::time::Duration::from_secs(5),
+            clock,
+        )
+        .await
     }
 
     /// Like `connect`, waiting at most `acquire_timeout` for a connection. One is handed
@@ -172,6 +181,7 @@ impl PostgresStore {
         url: &str,
         max_connections: u32,
         acquire_timeout: std::time::Duration,
+        clock: SharedClock,
     ) -> StoreResult<PostgresStore> {
         // Notices ("relation _sqlx_migrations already exists, skipping" at every start)
         // would be logged as info lines; warnings still are.
@@ -197,7 +207,7 @@ impl PostgresStore {
             ]));
         // Concurrent starts are safe: the migrator holds an advisory lock while it runs.
         MIGRATOR.run(&pool).await?;
-        Ok(PostgresStore { pool, locks })
+        Ok(PostgresStore { pool, locks, clock })
     }
 
     /// Takes the advisory lock `key` in a new transaction on a connection of `locks`.
@@ -333,7 +343,7 @@ impl Store for PostgresStore {
         password_hash: Option<&str>,
         is_admin: bool,
     ) -> StoreResult<User> {
-        let now = now_secs();
+        let now = self.clock.unix_secs();
         let mut tx = self.pool.begin().await?;
         let user_id: i64 = sqlx::query_scalar(
             "INSERT INTO users (name, password_hash, is_admin, created_at) \
@@ -387,7 +397,7 @@ impl Store for PostgresStore {
         .bind(name)
         .bind(is_private)
         .bind(is_org)
-        .bind(now_secs())
+        .bind(self.clock.unix_secs())
         .fetch_one(&self.pool)
         .await
         .map_err(|e| conflict_or(e, || format!("owner {name:?} already exists")))?;
@@ -446,7 +456,7 @@ impl Store for PostgresStore {
         .bind(token.scope.as_str())
         .bind(token.owner_id)
         .bind(token.expires_at)
-        .bind(now_secs())
+        .bind(self.clock.unix_secs())
         .bind(token.label)
         .fetch_one(&self.pool)
         .await
@@ -506,7 +516,7 @@ impl Store for PostgresStore {
         .bind(&key.key_name)
         .bind(&key.private_pem)
         .bind(&key.public_pem)
-        .bind(now_secs())
+        .bind(self.clock.unix_secs())
         .execute(&self.pool)
         .await?;
         key_from(
@@ -535,7 +545,7 @@ impl Store for PostgresStore {
         package: NewPackage,
         create_repository: bool,
     ) -> StoreResult<InsertedPackage> {
-        let now_ms = crate::unix_now_ms();
+        let now_ms = self.clock.unix_ms();
         let mut tx = self.pool.begin().await?;
         // Either way the repository row stays locked until commit: the clash check below
         // sees every package committed before, and none can be added meanwhile. A
@@ -968,7 +978,7 @@ impl Store for PostgresStore {
              (SELECT COUNT(*) FROM owner_members m WHERE m.user_id = u.id) AS memberships \
              FROM users u ORDER BY u.name",
         )
-        .bind(now_secs())
+        .bind(self.clock.unix_secs())
         .fetch_all(&self.pool)
         .await?)
     }

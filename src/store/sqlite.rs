@@ -14,16 +14,14 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqlitePool};
 
 use super::*;
+use crate::clock::SharedClock;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 pub struct SqliteStore {
     reader: SqlitePool,
     writer: SqlitePool,
-}
-
-fn now_secs() -> i64 {
-    crate::unix_now()
+    clock: SharedClock,
 }
 
 fn repository_gone(repository_id: i64) -> StoreError {
@@ -183,8 +181,13 @@ const PACKAGE_LOOKUP: &str = "FROM packages p JOIN repositories r ON r.id = p.re
      AND p.arch IN (?, 'noarch') ORDER BY p.arch = 'noarch' LIMIT 1";
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `url` and applies the migrations.
-    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<SqliteStore> {
+    /// Opens (creating if needed) the database at `url` and applies the migrations; rows
+    /// are dated by `clock`.
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        clock: SharedClock,
+    ) -> StoreResult<SqliteStore> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -200,7 +203,11 @@ impl SqliteStore {
             .max_connections(max_connections.max(1))
             .connect_with(options.read_only(true))
             .await?;
-        Ok(SqliteStore { reader, writer })
+        Ok(SqliteStore {
+            reader,
+            writer,
+            clock,
+        })
     }
 
     async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
@@ -227,7 +234,7 @@ impl Store for SqliteStore {
         password_hash: Option<&str>,
         is_admin: bool,
     ) -> StoreResult<User> {
-        let now = now_secs();
+        let now = self.clock.unix_secs();
         let mut tx = self.begin_write().await?;
         let user_id: i64 = sqlx::query_scalar(
             "INSERT INTO users (name, password_hash, is_admin, created_at) VALUES (?, ?, ?, ?) \
@@ -281,7 +288,7 @@ impl Store for SqliteStore {
         .bind(name)
         .bind(is_private)
         .bind(is_org)
-        .bind(now_secs())
+        .bind(self.clock.unix_secs())
         .fetch_one(&self.writer)
         .await
         .map_err(|e| conflict_or(e, || format!("owner {name:?} already exists")))?;
@@ -338,7 +345,7 @@ impl Store for SqliteStore {
         .bind(token.scope.as_str())
         .bind(token.owner_id)
         .bind(token.expires_at)
-        .bind(now_secs())
+        .bind(self.clock.unix_secs())
         .bind(token.label)
         .fetch_one(&self.writer)
         .await
@@ -397,7 +404,7 @@ impl Store for SqliteStore {
         .bind(&key.key_name)
         .bind(&key.private_pem)
         .bind(&key.public_pem)
-        .bind(now_secs())
+        .bind(self.clock.unix_secs())
         .execute(&self.writer)
         .await?;
         key_from(
@@ -426,7 +433,7 @@ impl Store for SqliteStore {
         package: NewPackage,
         create_repository: bool,
     ) -> StoreResult<InsertedPackage> {
-        let now_ms = crate::unix_now_ms();
+        let now_ms = self.clock.unix_ms();
         let mut tx = self.begin_write().await?;
         // Decided under the write lock, in the transaction of the insert: a repository
         // removed after any earlier check is missing here, and is only created again when
@@ -914,7 +921,7 @@ impl Store for SqliteStore {
              (SELECT COUNT(*) FROM owner_members m WHERE m.user_id = u.id) AS memberships \
              FROM users u ORDER BY u.name",
         )
-        .bind(now_secs())
+        .bind(self.clock.unix_secs())
         .fetch_all(&self.reader)
         .await?)
     }
@@ -1229,7 +1236,9 @@ mod tests {
 
     async fn open(dir: &std::path::Path, readers: u32) -> SqliteStore {
         let url = format!("sqlite://{}", dir.join("registry.db").display());
-        SqliteStore::connect(&url, readers).await.unwrap()
+        SqliteStore::connect(&url, readers, crate::clock::system())
+            .await
+            .unwrap()
     }
 
     fn package(name: &str) -> NewPackage {

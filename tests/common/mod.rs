@@ -83,6 +83,14 @@ impl TestServer {
     /// `ALPINE_REGISTRY_TEST_S3_ENDPOINT` is set, its blobs are in a fresh prefix of the
     /// test bucket instead of the data directory (see `common::s3`).
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        Self::start_with_clock(tweak, alpine_registry::clock::system()).await
+    }
+
+    /// Like `start_with`, the registry reading the time from `clock`.
+    pub async fn start_with_clock(
+        tweak: impl FnOnce(&mut Config),
+        clock: alpine_registry::clock::SharedClock,
+    ) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = test_config(dir.path());
         let database = postgres::TestDatabase::from_env();
@@ -95,7 +103,7 @@ impl TestServer {
             config.storage.s3 = s3;
         }
         tweak(&mut config);
-        let mut server = Self::start_config(config, dir, database).await;
+        let mut server = Self::start_config(config, dir, database, clock).await;
         server.owns_bucket_prefix = server.on_s3();
         server
     }
@@ -104,15 +112,18 @@ impl TestServer {
     /// the admin token of `ADMIN_TOKEN` when its database is empty.
     pub async fn start_on(config: Config) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
-        Self::start_config(config, dir, None).await
+        Self::start_config(config, dir, None, alpine_registry::clock::system()).await
     }
 
     async fn start_config(
         config: Config,
         dir: tempfile::TempDir,
         database: Option<postgres::TestDatabase>,
+        clock: alpine_registry::clock::SharedClock,
     ) -> TestServer {
-        let state = alpine_registry::open(config).await.expect("open registry");
+        let state = alpine_registry::open_with_clock(config, clock)
+            .await
+            .expect("open registry");
         alpine_registry::registry::accounts::bootstrap(&state, Some(ADMIN_TOKEN.to_string()))
             .await
             .expect("bootstrap");
@@ -405,4 +416,14 @@ pub fn run_err(command: &mut std::process::Command) -> String {
     let output = command.output().expect("run binary");
     assert!(!output.status.success(), "{command:?} succeeded");
     String::from_utf8(output.stderr).unwrap()
+}
+
+/// Seconds since the Unix epoch, by the system clock the test servers use.
+pub fn unix_now() -> i64 {
+    alpine_registry::clock::system().unix_secs()
+}
+
+/// Milliseconds since the Unix epoch, by the system clock the test servers use.
+pub fn unix_now_ms() -> i64 {
+    alpine_registry::clock::system().unix_ms()
 }
