@@ -169,8 +169,12 @@ fn run(command: &mut Command) {
     );
 }
 
+/// A client that opens a connection per request: the server may close a kept-alive one
+/// after refusing an upload it did not read, and a request sent on it meanwhile would fail
+/// in the client (which does not retry), not in the server.
 fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
+        .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(120))
         .build()
         .unwrap()
