@@ -572,9 +572,24 @@ impl Relay {
         relay
     }
 
+    /// Listens on the same port again (retrying while the old socket is released).
     fn restore(&mut self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let listener = loop {
+            match std::net::TcpListener::bind(("127.0.0.1", self.port)) {
+                Ok(listener) => break listener,
+                Err(err) if std::time::Instant::now() < deadline => {
+                    eprintln!("relay: rebinding port {}: {err}", self.port);
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(err) => panic!("relay: cannot rebind port {}: {err}", self.port),
+            }
+        };
+        self.serve(listener);
+    }
+
+    fn serve(&mut self, listener: std::net::TcpListener) {
         use std::sync::atomic::Ordering;
-        let listener = std::net::TcpListener::bind(("127.0.0.1", self.port)).unwrap();
         self.up.store(true, Ordering::SeqCst);
         let (up, open, target) = (self.up.clone(), self.open.clone(), self.target);
         self.acceptor = Some(std::thread::spawn(move || {

@@ -18,12 +18,25 @@ use alpine_registry::AppState;
 pub const BIN: &str = env!("CARGO_BIN_EXE_alpine-registry");
 
 /// A port that was free a moment ago, for `serve --listen`.
+///
+/// Taken from 20000..32000, below Linux's ephemeral range (32768..61000), so that no
+/// outgoing connection of a busy test (each one holds an ephemeral port) can take it
+/// between this probe and the server's bind. Each test process walks its own sequence,
+/// spread by its pid, so parallel test binaries rarely probe the same port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let start = std::process::id().wrapping_mul(2_654_435_761) % SPAN;
+    for _ in 0..SPAN {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + (start + step * 7) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + SPAN);
 }
 
 /// Polls until something accepts connections on `port` (bounded), instead of sleeping a
