@@ -356,15 +356,23 @@ async fn tokens_expire_by_the_registry_clock() {
         server.get(path, Some(("admin", &token))).await.status(),
         200
     );
-    let record = server
-        .state
-        .store
-        .list_tokens(None)
-        .await
-        .unwrap()
-        .into_iter()
-        .max_by_key(|t| t.id)
-        .unwrap();
+    // The use is recorded off the request's path: wait for it, within a bound.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let record = loop {
+        let record = server
+            .state
+            .store
+            .list_tokens(None)
+            .await
+            .unwrap()
+            .into_iter()
+            .max_by_key(|t| t.id)
+            .unwrap();
+        if record.last_used_at.is_some() || std::time::Instant::now() > deadline {
+            break record;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(record.created_at, start, "dated by the registry clock");
     assert_eq!(record.last_used_at, Some(start));
 
