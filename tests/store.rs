@@ -109,6 +109,7 @@ conformance!(
     repositories_and_generations,
     repositories_created_listed_and_removed,
     publishing_indexes,
+    changes_since_a_generation,
     concurrent_writers,
     export_and_import,
 );
@@ -1397,6 +1398,126 @@ async fn repositories_and_generations(store: &dyn Store) {
     assert_eq!(unserved.generation, 1);
     assert_eq!(unserved.packages.len(), 1);
     assert!(unserved.served_arches.is_empty());
+}
+
+/// What changed after a generation: the rows inserted after it that are still there, the
+/// ids of the rows removed after it, up to the wanted generation read in the same snapshot.
+async fn changes_since_a_generation(store: &dyn Store) {
+    let acme = store.create_owner("acme", false, true).await.unwrap();
+    let main = repo(acme.id, "v1", "main");
+    let mut ids = Vec::new();
+    for (name, arch) in [("a", "x86_64"), ("b", "noarch"), ("c", "aarch64")] {
+        let inserted = store
+            .insert_package(&main, new_package(name, "1.0-r0", arch), true)
+            .await
+            .unwrap();
+        ids.push(inserted.package.id);
+        assert_eq!(inserted.generation, ids.len() as i64);
+    }
+    let id = store.repository(&main).await.unwrap().unwrap().id;
+    let names = |changes: &alpine_registry::store::IndexChanges| {
+        let mut added: Vec<(i64, String, String)> = changes
+            .added
+            .iter()
+            .map(|e| (e.id, e.name.clone(), e.arch.clone()))
+            .collect();
+        added.sort();
+        let mut removed = changes.removed.clone();
+        removed.sort();
+        (changes.generation, added, removed)
+    };
+
+    let everything = store.index_changes(id, 0).await.unwrap();
+    assert_eq!(
+        names(&everything),
+        (
+            3,
+            vec![
+                (ids[0], "a".into(), "x86_64".into()),
+                (ids[1], "b".into(), "noarch".into()),
+                (ids[2], "c".into(), "aarch64".into()),
+            ],
+            vec![]
+        )
+    );
+    let stanza = &everything.added.iter().find(|e| e.id == ids[0]).unwrap();
+    let expected = new_package("a", "1.0-r0", "x86_64");
+    assert_eq!(
+        (
+            stanza.version.as_str(),
+            stanza.checksum.as_str(),
+            stanza.stanza.as_str()
+        ),
+        (
+            "1.0-r0",
+            expected.checksum.as_str(),
+            expected.stanza.as_str()
+        )
+    );
+    assert_eq!(names(&store.index_changes(id, 2).await.unwrap()).1.len(), 1);
+    let nothing = store.index_changes(id, 3).await.unwrap();
+    assert_eq!(names(&nothing), (3, vec![], vec![]));
+
+    // A removal after the generation is listed by id; a row inserted and removed within
+    // the range is not listed as added.
+    let (gone, generation) = store
+        .delete_package(&main, "x86_64", "a-1.0-r0.apk")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((gone.id, generation), (ids[0], 4));
+    let d = store
+        .insert_package(&main, new_package("d", "1.0-r0", "x86_64"), true)
+        .await
+        .unwrap();
+    assert_eq!(d.generation, 5);
+    let (_, generation) = store
+        .delete_package(&main, "x86_64", "d-1.0-r0.apk")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(generation, 6);
+    let e = store
+        .insert_package(&main, new_package("e", "1.0-r0", "armhf"), true)
+        .await
+        .unwrap();
+    let changes = store.index_changes(id, 3).await.unwrap();
+    let (generation, added, mut removed) = names(&changes);
+    removed.retain(|r| *r != d.package.id);
+    assert_eq!(
+        (generation, added, removed),
+        (
+            7,
+            vec![(e.package.id, "e".into(), "armhf".into())],
+            vec![ids[0]]
+        )
+    );
+    assert!(changes.removed.contains(&d.package.id));
+    assert_eq!(
+        names(&store.index_changes(id, 4).await.unwrap()).2,
+        vec![d.package.id]
+    );
+
+    // The served architectures come with the changes.
+    store
+        .publish_indexes(id, 7, vec![rendered("armhf", b"x")], vec![], 1_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.index_changes(id, 7).await.unwrap().served_arches,
+        ["armhf"]
+    );
+    // Another repository's changes are its own; a removed repository has none.
+    let other = repo(acme.id, "v1", "community");
+    store
+        .insert_package(&other, new_package("z", "1.0-r0", "x86_64"), true)
+        .await
+        .unwrap();
+    assert_eq!(
+        names(&store.index_changes(id, 7).await.unwrap()),
+        (7, vec![], vec![])
+    );
+    not_found(store.index_changes(i64::MAX, 0).await.unwrap_err());
 }
 
 async fn publishing_indexes(store: &dyn Store) {

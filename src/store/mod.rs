@@ -287,6 +287,24 @@ pub struct RemovedRepository {
     pub arches: Vec<String>,
 }
 
+/// How many generations of removals a repository keeps: changes since an older generation
+/// are incomplete, and a build from that far back reads everything instead.
+pub const CHANGE_WINDOW: i64 = 10_000;
+
+/// What changed in a repository after a generation, read from one snapshot.
+#[derive(Debug, Clone)]
+pub struct IndexChanges {
+    /// The wanted generation the changes run up to.
+    pub generation: i64,
+    /// Rows inserted after the generation asked for and still present.
+    pub added: Vec<IndexEntry>,
+    /// Ids of the rows removed after it (in any order; an id may have been inserted and
+    /// removed within the range, and SQLite may give a removed id to a later row).
+    pub removed: Vec<i64>,
+    /// Architectures that currently have a served index.
+    pub served_arches: Vec<String>,
+}
+
 /// What an index build renders from: one consistent read of a repository.
 #[derive(Debug, Clone)]
 pub struct IndexSnapshot {
@@ -298,6 +316,8 @@ pub struct IndexSnapshot {
 
 #[derive(Debug, Clone)]
 pub struct IndexEntry {
+    /// The package row's id.
+    pub id: i64,
     pub arch: String,
     pub name: String,
     pub version: String,
@@ -409,6 +429,10 @@ pub trait Store: Send + Sync + 'static {
     /// One consistent read of everything an index build needs. NotFound when the
     /// repository does not exist (it was removed).
     async fn index_snapshot(&self, repository_id: i64) -> StoreResult<IndexSnapshot>;
+    /// The rows inserted and removed after generation `since`, up to the repository's
+    /// wanted generation, from one snapshot; complete only while `since` is within
+    /// [`CHANGE_WINDOW`] generations of it. NotFound when the repository is gone.
+    async fn index_changes(&self, repository_id: i64, since: i64) -> StoreResult<IndexChanges>;
     /// Publishes the indexes rendered at `generation`: replaces the rows of `indexes`,
     /// removes those of `removed`, raises built_gen. Rows already at a newer generation
     /// (written by another builder) are left alone. An index with the bytes already served

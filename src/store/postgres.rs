@@ -596,10 +596,19 @@ impl Store for PostgresStore {
                 package.name, package.version
             )));
         }
+        // The generation first: the row carries it, so that an index build can read
+        // what changed since the generation it last built.
+        let generation: i64 = sqlx::query_scalar(
+            "UPDATE repositories SET wanted_gen = wanted_gen + 1 WHERE id = $1 \
+             RETURNING wanted_gen",
+        )
+        .bind(repository_id)
+        .fetch_one(&mut *tx)
+        .await?;
         let row = sqlx::query(&format!(
             "INSERT INTO packages (repository_id, arch, name, version, filename, checksum, \
-             sha256, size, stanza, created_at, modified_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {}",
+             sha256, size, stanza, created_at, modified_ms, generation) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {}",
             PACKAGE_COLUMNS.replace("p.", "")
         ))
         .bind(repository_id)
@@ -613,6 +622,7 @@ impl Store for PostgresStore {
         .bind(&package.stanza)
         .bind(now_ms.div_euclid(1000))
         .bind(now_ms)
+        .bind(generation)
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| {
@@ -624,13 +634,6 @@ impl Store for PostgresStore {
             })
         })?;
         let stored = package_from(&row)?;
-        let generation: i64 = sqlx::query_scalar(
-            "UPDATE repositories SET wanted_gen = wanted_gen + 1 WHERE id = $1 \
-             RETURNING wanted_gen",
-        )
-        .bind(repository_id)
-        .fetch_one(&mut *tx)
-        .await?;
         tx.commit().await?;
         Ok(InsertedPackage {
             package: stored,
@@ -694,6 +697,20 @@ impl Store for PostgresStore {
         .bind(repository_id)
         .fetch_one(&mut *tx)
         .await?;
+        sqlx::query(
+            "INSERT INTO package_removals (repository_id, generation, package_id) \
+             VALUES ($1, $2, $3)",
+        )
+        .bind(repository_id)
+        .bind(generation)
+        .bind(package.id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM package_removals WHERE repository_id = $1 AND generation < $2")
+            .bind(repository_id)
+            .bind(generation - CHANGE_WINDOW)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(Some((package, generation)))
     }
@@ -817,7 +834,7 @@ impl Store for PostgresStore {
                 .await?
                 .ok_or_else(|| repository_gone(repository_id))?;
         let packages = sqlx::query(
-            "SELECT arch, name, version, checksum, stanza FROM packages \
+            "SELECT id, arch, name, version, checksum, stanza FROM packages \
              WHERE repository_id = $1",
         )
         .bind(repository_id)
@@ -826,6 +843,7 @@ impl Store for PostgresStore {
         .iter()
         .map(|row| {
             Ok(IndexEntry {
+                id: row.try_get("id")?,
                 arch: row.try_get("arch")?,
                 name: row.try_get("name")?,
                 version: row.try_get("version")?,
@@ -843,6 +861,60 @@ impl Store for PostgresStore {
         Ok(IndexSnapshot {
             generation,
             packages,
+            served_arches,
+        })
+    }
+
+    async fn index_changes(&self, repository_id: i64, since: i64) -> StoreResult<IndexChanges> {
+        // One snapshot: the generation, the rows and the removals belong together.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await?;
+        let generation: i64 =
+            sqlx::query_scalar("SELECT wanted_gen FROM repositories WHERE id = $1")
+                .bind(repository_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| repository_gone(repository_id))?;
+        let added = sqlx::query(
+            "SELECT id, arch, name, version, checksum, stanza FROM packages \
+             WHERE repository_id = $1 AND generation > $2",
+        )
+        .bind(repository_id)
+        .bind(since)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(IndexEntry {
+                id: row.try_get("id")?,
+                arch: row.try_get("arch")?,
+                name: row.try_get("name")?,
+                version: row.try_get("version")?,
+                checksum: row.try_get("checksum")?,
+                stanza: row.try_get("stanza")?,
+            })
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+        let removed = sqlx::query_scalar(
+            "SELECT package_id FROM package_removals \
+             WHERE repository_id = $1 AND generation > $2",
+        )
+        .bind(repository_id)
+        .bind(since)
+        .fetch_all(&mut *tx)
+        .await?;
+        let served_arches =
+            sqlx::query_scalar("SELECT arch FROM indexes WHERE repository_id = $1 ORDER BY arch")
+                .bind(repository_id)
+                .fetch_all(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(IndexChanges {
+            generation,
+            added,
+            removed,
             served_arches,
         })
     }
