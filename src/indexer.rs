@@ -15,20 +15,33 @@
 //! and returns without building: the lock's release is the notification, no
 //! LISTEN/NOTIFY is needed, and a build that dies with its process releases it too. On
 //! SQLite the database's lock is a no-op (one process).
+//!
+//! A build costs in proportion to the change, not to the repository: the indexer keeps
+//! each repository's indexes as of the generation it last built ([`IncrementalIndex`]:
+//! sorted stanzas in separately compressed chunks), reads only the rows added and the
+//! rows removed since (`Store::index_changes`), applies them, and re-renders and signs
+//! only the architectures they touched. The first build of a repository in a process, a
+//! change it cannot apply (a new architecture, a raised generation with no change, a gap
+//! longer than the store keeps) and a failed build start over from a full read.
 
-use std::collections::{BTreeSet, HashMap};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 
-use crate::apk::index::{compare_entries, rewrite_arch, sign_index, write_unsigned_index};
+use crate::apk::incremental::{EntryKey, IncrementalIndex};
+use crate::apk::index::{rewrite_arch, sign_index};
 use crate::apk::names::KNOWN_ARCHES;
-use crate::apk::sign::SignatureAlgorithm;
+use crate::apk::sign::{SignatureAlgorithm, SigningKey};
 use crate::clock::SharedClock;
 use crate::registry::keys::Keys;
-use crate::store::{IndexEntry, Owner, RenderedIndex, Repository, Store, StoreError};
+use crate::store::{
+    IndexChanges, IndexEntry, IndexSnapshot, Owner, RenderedIndex, Repository, Store, StoreError,
+    CHANGE_WINDOW,
+};
 
 /// The repository was removed before its indexes could be published: nothing was
 /// published for it, and nothing will be (repository ids are never reused).
@@ -64,7 +77,9 @@ pub struct Indexer {
     algorithms: Vec<SignatureAlgorithm>,
     clock: SharedClock,
     locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
+    cache: Cache,
     builds: AtomicU64,
+    incremental_builds: AtomicU64,
 }
 
 impl Indexer {
@@ -80,13 +95,21 @@ impl Indexer {
             algorithms,
             clock,
             locks: Mutex::new(HashMap::new()),
+            cache: Cache::default(),
             builds: AtomicU64::new(0),
+            incremental_builds: AtomicU64::new(0),
         }
     }
 
     /// How many index builds this process has run (for tests and metrics).
     pub fn builds(&self) -> u64 {
         self.builds.load(Ordering::Relaxed)
+    }
+
+    /// How many of those updated the indexes kept from the previous build rather than
+    /// rendering everything.
+    pub fn incremental_builds(&self) -> u64 {
+        self.incremental_builds.load(Ordering::Relaxed)
     }
 
     fn lock_for(&self, repository_id: i64) -> Arc<tokio::sync::Mutex<()>> {
@@ -143,23 +166,31 @@ impl Indexer {
         if instances.is_held() && self.is_built(repository, generation, extra_arch).await? {
             return Ok(());
         }
-        let (generation, rendered, removed) = self.render(owner, repository, extra_arch).await?;
+        // Out of the cache while it is updated: a build that fails leaves nothing behind,
+        // and the next one starts over from the database.
+        let cached = self.cache.take(repository.id);
+        let build = self.update(owner, repository, cached, extra_arch).await?;
         self.store
             .publish_indexes(
                 repository.id,
-                generation,
-                rendered,
-                removed,
+                build.state.generation,
+                build.rendered,
+                Vec::new(),
                 self.clock.unix_ms(),
             )
             .await
             .map_err(|e| removed_or(e, repository))?;
         self.builds.fetch_add(1, Ordering::Relaxed);
+        if build.incremental {
+            self.incremental_builds.fetch_add(1, Ordering::Relaxed);
+        }
         tracing::debug!(
-            repository = %format!("{}/{}/{}", repository.owner_name, repository.branch, repository.name),
-            generation,
+            repository = %build.state.description,
+            generation = build.state.generation,
+            incremental = build.incremental,
             "published indexes"
         );
+        self.cache.put(repository.id, build.state);
         Ok(())
     }
 
@@ -182,39 +213,75 @@ impl Indexer {
         Ok(current.built_gen >= generation && !arch_missing)
     }
 
-    /// Renders every index of the repository from one snapshot: the generation it
-    /// covers, the indexes, and the architectures whose index must go.
+    /// Brings `cached` (the repository's indexes as of the generation it last built) up to
+    /// the repository's wanted generation and renders the indexes that changed; without a
+    /// cache, or when the change is not one it can apply, renders every index from one
+    /// snapshot.
+    async fn update(
+        &self,
+        owner: &Owner,
+        repository: &Repository,
+        cached: Option<RepoState>,
+        extra_arch: Option<&str>,
+    ) -> anyhow::Result<Build> {
+        let key = self.keys.get_or_create(owner).await?;
+        let algorithms = self.algorithms.clone();
+        let extra = extra_arch.map(str::to_string);
+        if let Some(state) = cached {
+            let changes = self
+                .store
+                .index_changes(repository.id, state.generation)
+                .await
+                .map_err(|e| removed_or(e, repository))?;
+            let (key, algorithms, extra) = (key.clone(), algorithms.clone(), extra.clone());
+            let updated = tokio::task::spawn_blocking(move || {
+                let Some((mut state, touched)) = state.apply(changes, extra.as_deref())? else {
+                    return Ok(None);
+                };
+                let rendered = state.render(&touched, &key, &algorithms)?;
+                anyhow::Ok(Some(Build {
+                    state,
+                    rendered,
+                    incremental: true,
+                }))
+            })
+            .await
+            .context("index update task")??;
+            if let Some(build) = updated {
+                return Ok(build);
+            }
+        }
+        let snapshot = self
+            .store
+            .index_snapshot(repository.id)
+            .await
+            .map_err(|e| removed_or(e, repository))?;
+        let description = describe(repository);
+        tokio::task::spawn_blocking(move || {
+            let mut state = RepoState::full(description, snapshot, extra.as_deref());
+            let every: BTreeSet<String> = state.arches.keys().cloned().collect();
+            let rendered = state.render(&every, &key, &algorithms)?;
+            anyhow::Ok(Build {
+                state,
+                rendered,
+                incremental: false,
+            })
+        })
+        .await
+        .context("index render task")?
+    }
+
+    /// Renders every index of the repository from one snapshot, as a build without a
+    /// cache would: the generation it covers, the indexes, and the architectures whose
+    /// index must go (none: a served architecture keeps an index).
     pub async fn render(
         &self,
         owner: &Owner,
         repository: &Repository,
         extra_arch: Option<&str>,
     ) -> anyhow::Result<(i64, Vec<RenderedIndex>, Vec<String>)> {
-        let key = self.keys.get_or_create(owner).await?;
-        let snapshot = self
-            .store
-            .index_snapshot(repository.id)
-            .await
-            .map_err(|e| removed_or(e, repository))?;
-        let description = format!(
-            "{}/{}/{}",
-            repository.owner_name, repository.branch, repository.name
-        );
-        let algorithms = self.algorithms.clone();
-        let extra = extra_arch.map(str::to_string);
-        let generation = snapshot.generation;
-        let (rendered, removed) = tokio::task::spawn_blocking(move || {
-            render_all(
-                &description,
-                snapshot.packages,
-                &snapshot.served_arches,
-                extra.as_deref(),
-                |unsigned| sign_index(unsigned, &key, &algorithms),
-            )
-        })
-        .await
-        .context("index render task")??;
-        Ok((generation, rendered, removed))
+        let build = self.update(owner, repository, None, extra_arch).await?;
+        Ok((build.state.generation, build.rendered, Vec::new()))
     }
 
     /// Rebuilds every repository whose built generation lags (after a crash). One
@@ -259,62 +326,214 @@ impl Indexer {
     }
 }
 
-/// Renders the index of every architecture the repository serves: those with concrete
-/// packages, those already served, and, while noarch packages exist, `extra`. An
-/// architecture once served keeps an index, empty when its last package goes: a 404 would
-/// leave apk with its cached index, offering packages that are gone. Returns the rendered
-/// indexes and the architectures whose index must go (none today: a served architecture
-/// is kept, and removing a repository deletes its indexes with it).
-fn render_all(
-    description: &str,
-    mut packages: Vec<IndexEntry>,
-    served: &[String],
-    extra: Option<&str>,
-    sign: impl Fn(&[u8]) -> crate::apk::ApkResult<Vec<u8>>,
-) -> anyhow::Result<(Vec<RenderedIndex>, Vec<String>)> {
-    packages.sort_by(|a, b| {
-        compare_entries(
-            (&a.name, &a.version, &a.checksum),
-            (&b.name, &b.version, &b.checksum),
-        )
-    });
-    let has_noarch = packages.iter().any(|p| p.arch == "noarch");
-    let mut arches: BTreeSet<&str> = packages
-        .iter()
-        .filter(|p| p.arch != "noarch")
-        .map(|p| p.arch.as_str())
-        .collect();
-    arches.extend(served.iter().map(String::as_str));
-    if has_noarch {
-        arches.extend(extra);
+fn describe(repository: &Repository) -> String {
+    format!(
+        "{}/{}/{}",
+        repository.owner_name, repository.branch, repository.name
+    )
+}
+
+/// The outcome of a build: the repository's indexes as of its generation, and the
+/// rendered indexes to publish.
+struct Build {
+    state: RepoState,
+    rendered: Vec<RenderedIndex>,
+    incremental: bool,
+}
+
+/// Repositories whose indexes are kept between builds, at most [`CACHED_REPOSITORIES`];
+/// the one built longest ago goes first.
+const CACHED_REPOSITORIES: usize = 64;
+
+#[derive(Default)]
+struct Cache {
+    repositories: Mutex<HashMap<i64, (u64, RepoState)>>,
+    uses: AtomicU64,
+}
+
+impl Cache {
+    fn take(&self, repository_id: i64) -> Option<RepoState> {
+        self.repositories
+            .lock()
+            .expect("index cache poisoned")
+            .remove(&repository_id)
+            .map(|(_, state)| state)
     }
-    let mut rendered = Vec::with_capacity(arches.len());
-    for arch in &arches {
-        let rewritten: Vec<std::borrow::Cow<'_, str>> = packages
+
+    fn put(&self, repository_id: i64, state: RepoState) {
+        let used = self.uses.fetch_add(1, Ordering::Relaxed);
+        let mut repositories = self.repositories.lock().expect("index cache poisoned");
+        repositories.insert(repository_id, (used, state));
+        while repositories.len() > CACHED_REPOSITORIES {
+            let oldest = repositories
+                .iter()
+                .min_by_key(|(_, (used, _))| *used)
+                .map(|(id, _)| *id);
+            match oldest {
+                Some(id) => repositories.remove(&id),
+                None => break,
+            };
+        }
+    }
+}
+
+/// A repository's indexes as of `generation`, in the form a change updates in place.
+struct RepoState {
+    generation: i64,
+    description: String,
+    /// Every package row's architecture and place in the index, by row id (noarch ones
+    /// included, listed in every architecture's index).
+    packages: HashMap<i64, (String, EntryKey)>,
+    /// The served architectures' indexes.
+    arches: BTreeMap<String, IncrementalIndex>,
+}
+
+fn entry_key(entry: &IndexEntry) -> EntryKey {
+    EntryKey {
+        name: entry.name.clone(),
+        version: entry.version.clone(),
+        checksum: entry.checksum.clone(),
+        id: entry.id,
+    }
+}
+
+/// The stanza of `entry` in the index of `arch`: a noarch package's says `A:<arch>`.
+fn stanza_for<'a>(entry: &'a IndexEntry, arch: &str) -> Cow<'a, str> {
+    if entry.arch == NOARCH {
+        Cow::Owned(rewrite_arch(&entry.stanza, arch))
+    } else {
+        Cow::Borrowed(entry.stanza.as_str())
+    }
+}
+
+const NOARCH: &str = "noarch";
+
+impl RepoState {
+    /// Every index the repository serves, from one snapshot: one per architecture with
+    /// concrete packages, per architecture already served, and, while noarch packages
+    /// exist, for `extra`. An architecture once served keeps an index, empty when its
+    /// last package goes: a 404 would leave apk with its cached index, offering packages
+    /// that are gone.
+    fn full(description: String, snapshot: IndexSnapshot, extra: Option<&str>) -> RepoState {
+        let has_noarch = snapshot.packages.iter().any(|p| p.arch == NOARCH);
+        let mut names: BTreeSet<&str> = snapshot
+            .packages
             .iter()
-            .filter(|p| p.arch == *arch || p.arch == "noarch")
-            .map(|p| {
-                if p.arch == "noarch" {
-                    std::borrow::Cow::Owned(rewrite_arch(&p.stanza, arch))
-                } else {
-                    std::borrow::Cow::Borrowed(p.stanza.as_str())
-                }
+            .filter(|p| p.arch != NOARCH)
+            .map(|p| p.arch.as_str())
+            .collect();
+        names.extend(snapshot.served_arches.iter().map(String::as_str));
+        if has_noarch {
+            names.extend(extra);
+        }
+        let arches = names
+            .iter()
+            .map(|&arch| {
+                let stanzas: Vec<(EntryKey, Cow<'_, str>)> = snapshot
+                    .packages
+                    .iter()
+                    .filter(|p| p.arch == arch || p.arch == NOARCH)
+                    .map(|p| (entry_key(p), stanza_for(p, arch)))
+                    .collect();
+                let entries = stanzas
+                    .iter()
+                    .map(|(k, s)| (k.clone(), s.as_ref()))
+                    .collect();
+                (
+                    arch.to_string(),
+                    IncrementalIndex::new(&description, entries),
+                )
             })
             .collect();
-        let stanzas: Vec<&str> = rewritten.iter().map(|s| s.as_ref()).collect();
-        let unsigned = write_unsigned_index(description, &stanzas)?;
-        let content = sign(&unsigned)?;
-        let sha256 = hex::encode(Sha256::digest(&content));
-        rendered.push(RenderedIndex {
-            arch: arch.to_string(),
-            content,
-            sha256,
-        });
+        let packages = snapshot
+            .packages
+            .iter()
+            .map(|p| (p.id, (p.arch.clone(), entry_key(p))))
+            .collect();
+        RepoState {
+            generation: snapshot.generation,
+            description,
+            packages,
+            arches,
+        }
     }
-    let removed = served
-        .iter()
-        .filter(|a| !arches.contains(a.as_str()))
-        .cloned()
-        .collect();
-    Ok((rendered, removed))
+
+    /// Applies what changed since `self.generation`: removals first (a row id may come
+    /// back), then additions. Returns the state and the architectures whose index
+    /// changed, or None when the change needs a full build: nothing changed (the
+    /// generation was raised to have the indexes signed again), the change reaches back
+    /// further than the store keeps removals, an architecture appears or was served
+    /// elsewhere, or the rows do not match what is kept.
+    fn apply(
+        mut self,
+        changes: IndexChanges,
+        extra: Option<&str>,
+    ) -> anyhow::Result<Option<(RepoState, BTreeSet<String>)>> {
+        let served: BTreeSet<&str> = changes.served_arches.iter().map(String::as_str).collect();
+        let cached: BTreeSet<&str> = self.arches.keys().map(String::as_str).collect();
+        let needs_full = (changes.added.is_empty() && changes.removed.is_empty())
+            || changes.generation - self.generation > CHANGE_WINDOW
+            || served != cached
+            || extra.is_some_and(|arch| !cached.contains(arch))
+            || changes
+                .added
+                .iter()
+                .any(|p| p.arch != NOARCH && !cached.contains(p.arch.as_str()));
+        if needs_full {
+            return Ok(None);
+        }
+        let mut touched = BTreeSet::new();
+        for id in &changes.removed {
+            // A row added and removed within the change was never kept.
+            let Some((arch, key)) = self.packages.remove(id) else {
+                continue;
+            };
+            for (name, index) in self.arches.iter_mut() {
+                if arch == NOARCH || *name == arch {
+                    if !index.remove(&key)? {
+                        return Ok(None);
+                    }
+                    touched.insert(name.clone());
+                }
+            }
+        }
+        for entry in &changes.added {
+            if self.packages.contains_key(&entry.id) {
+                return Ok(None);
+            }
+            let key = entry_key(entry);
+            for (name, index) in self.arches.iter_mut() {
+                if entry.arch == NOARCH || *name == entry.arch {
+                    index.insert(key.clone(), &stanza_for(entry, name))?;
+                    touched.insert(name.clone());
+                }
+            }
+            self.packages.insert(entry.id, (entry.arch.clone(), key));
+        }
+        self.generation = changes.generation;
+        Ok(Some((self, touched)))
+    }
+
+    /// Signs and renders the indexes of `arches`.
+    fn render(
+        &mut self,
+        arches: &BTreeSet<String>,
+        key: &SigningKey,
+        algorithms: &[SignatureAlgorithm],
+    ) -> anyhow::Result<Vec<RenderedIndex>> {
+        let mut rendered = Vec::with_capacity(arches.len());
+        for (arch, index) in self.arches.iter_mut() {
+            if !arches.contains(arch) {
+                continue;
+            }
+            let content = sign_index(&index.render()?, key, algorithms)?;
+            let sha256 = hex::encode(Sha256::digest(&content));
+            rendered.push(RenderedIndex {
+                arch: arch.clone(),
+                content,
+                sha256,
+            });
+        }
+        Ok(rendered)
+    }
 }

@@ -40,6 +40,10 @@ async fn fsck_finds_each_kind_of_damage_and_repair_fixes_what_it_can() {
     let a = upload(&server, "a").await;
     let b = upload(&server, "b").await;
     upload(&server, "c").await;
+    let response = server
+        .put_admin(REPO, package("d", "1.0-r0", "aarch64"))
+        .await;
+    assert_eq!(response.status(), 201);
     let report = alpine_registry::registry::fsck::fsck(&server.state, false)
         .await
         .unwrap();
@@ -65,11 +69,19 @@ async fn fsck_finds_each_kind_of_damage_and_repair_fixes_what_it_can() {
         .publish_indexes(
             repo.id,
             repo.built_gen,
-            vec![RenderedIndex {
-                arch: "x86_64".into(),
-                content: b"junk".to_vec(),
-                sha256: "0".repeat(64),
-            }],
+            vec![
+                RenderedIndex {
+                    arch: "x86_64".into(),
+                    content: b"junk".to_vec(),
+                    sha256: "0".repeat(64),
+                },
+                // Signed by the owner's key, but listing nothing.
+                RenderedIndex {
+                    arch: "aarch64".into(),
+                    content: signed_empty_index(&server).await,
+                    sha256: "1".repeat(64),
+                },
+            ],
             vec![],
             common::unix_now_ms(),
         )
@@ -94,7 +106,11 @@ async fn fsck_finds_each_kind_of_damage_and_repair_fixes_what_it_can() {
     assert!(text.contains(&format!("blob {a} is missing")), "{text}");
     assert!(text.contains("blob content has sha256"), "{text}");
     assert!(
-        text.contains("x86_64: served index differs from a fresh render"),
+        text.contains("x86_64: served index does not verify"),
+        "{text}"
+    );
+    assert!(
+        text.contains("aarch64: served index differs from a fresh render"),
         "{text}"
     );
     assert!(
@@ -111,13 +127,13 @@ async fn fsck_finds_each_kind_of_damage_and_repair_fixes_what_it_can() {
         text.contains("temporary file upload-old is left over"),
         "{text}"
     );
-    assert_eq!(report.problems.len(), 5, "{text}");
+    assert_eq!(report.problems.len(), 6, "{text}");
     assert!(report.repaired.is_empty());
 
     let report = alpine_registry::registry::fsck::fsck(&server.state, true)
         .await
         .unwrap();
-    assert_eq!(report.problems.len(), 5);
+    assert_eq!(report.problems.len(), 6);
     assert!(!orphan_path.exists());
     assert!(blob_path(&server, &fresh).exists());
     assert!(!tmp.exists());
@@ -134,7 +150,31 @@ async fn fsck_finds_each_kind_of_damage_and_repair_fixes_what_it_can() {
         .verified_index("admin", "/admin/v1/main/x86_64/APKINDEX.tar.gz", None)
         .await;
     assert_eq!(index_names(&text), ["a", "b", "c"]);
+    let text = server
+        .verified_index("admin", "/admin/v1/main/aarch64/APKINDEX.tar.gz", None)
+        .await;
+    assert_eq!(index_names(&text), ["d"]);
     server.stop().await;
+}
+
+async fn signed_empty_index(server: &TestServer) -> Vec<u8> {
+    use alpine_registry::apk::index::{sign_index, write_unsigned_index};
+    use alpine_registry::apk::sign::SignatureAlgorithm;
+    let owner = server
+        .state
+        .store
+        .owner_by_name("admin")
+        .await
+        .unwrap()
+        .unwrap();
+    let key = server.state.keys.get_or_create(&owner).await.unwrap();
+    let unsigned = write_unsigned_index("admin/v1/main", &[]).unwrap();
+    sign_index(
+        &unsigned,
+        &key,
+        &[SignatureAlgorithm::Rsa256, SignatureAlgorithm::Rsa],
+    )
+    .unwrap()
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@ use alpine_registry::apk::builder::PackageBuilder;
 use alpine_registry::store::Role;
 use common::*;
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 
 const REPO: &str = "/admin/v3.21/main";
 const INDEX: &str = "/admin/v3.21/main/x86_64/APKINDEX.tar.gz";
@@ -129,6 +130,117 @@ async fn index_has_description_and_is_deterministic() {
     }
     assert_eq!(names, ["DESCRIPTION", "APKINDEX"]);
     server.stop().await;
+}
+
+/// Indexes updated in place after each change say what a full render of the same rows
+/// says, signed by the owner's key, across chunk cuts and merges, noarch packages and
+/// deletes; and most builds are updates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn incremental_indexes_match_a_full_render() {
+    use alpine_registry::apk::index::verified_content;
+    let server = Arc::new(TestServer::start().await);
+    let state = &server.state;
+    let owner = state.store.owner_by_name("admin").await.unwrap().unwrap();
+    let key = state.keys.get_or_create(&owner).await.unwrap();
+    let public_pem = key.public_key_pem().unwrap();
+    let check = |phase: &'static str| {
+        let server = server.clone();
+        let (owner, key, public_pem) = (owner.clone(), key.clone(), public_pem.clone());
+        async move {
+            let repo = server
+                .state
+                .store
+                .list_repositories(None, None, None)
+                .await
+                .unwrap();
+            let repo = &repo[0];
+            let (_, fresh, _) = server
+                .state
+                .indexer
+                .render(&owner, repo, None)
+                .await
+                .unwrap();
+            assert_eq!(fresh.len(), 2, "{phase}: x86_64 and aarch64");
+            for fresh in fresh {
+                let served = server
+                    .get(
+                        &format!("/admin/v3.21/main/{}/APKINDEX.tar.gz", fresh.arch),
+                        None,
+                    )
+                    .await
+                    .bytes()
+                    .await
+                    .unwrap();
+                let served = verified_content(&served, &public_pem, key.key_name())
+                    .unwrap_or_else(|e| panic!("{phase}/{}: {e}", fresh.arch));
+                let expected =
+                    verified_content(&fresh.content, &public_pem, key.key_name()).unwrap();
+                assert!(
+                    served == expected,
+                    "{phase}/{}: content differs",
+                    fresh.arch
+                );
+            }
+        }
+    };
+    // 8 clients: several changes per build, more than two chunks' worth per index.
+    let uploads: Vec<(String, String, &str)> = (0..330)
+        .map(|i| {
+            let arch = match i % 6 {
+                0 => "noarch",
+                1 => "aarch64",
+                _ => "x86_64",
+            };
+            (
+                format!("pkg-{:03}", (i * 37) % 330),
+                format!("1.{}-r0", i % 4),
+                arch,
+            )
+        })
+        .collect();
+    let uploads = Arc::new(std::sync::Mutex::new(uploads));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (server, uploads) = (server.clone(), uploads.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Some((name, version, arch)) = uploads.lock().unwrap().pop() else {
+                        break;
+                    };
+                    let response = server.put_admin(REPO, package(&name, &version, arch)).await;
+                    assert_eq!(response.status(), 201, "{name}-{version} {arch}");
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+    check("after uploads").await;
+    // Deletes, one run of neighbours (a chunk shrinks) and scattered ones, noarch too.
+    for i in (0..330).filter(|i| i % 11 == 0 || (100..160).contains(i)) {
+        let arch = match i % 6 {
+            0 => "noarch",
+            1 => "aarch64",
+            _ => "x86_64",
+        };
+        let file = format!("pkg-{:03}-1.{}-r0.apk", (i * 37) % 330, i % 4);
+        let served_in = if arch == "noarch" { "x86_64" } else { arch };
+        let response = server
+            .delete(
+                &format!("/admin/v3.21/main/{served_in}/{file}"),
+                Some(("admin", ADMIN_TOKEN)),
+            )
+            .await;
+        assert_eq!(response.status(), 204, "{file}");
+    }
+    check("after deletes").await;
+    let (builds, incremental) = (state.indexer.builds(), state.indexer.incremental_builds());
+    assert!(
+        incremental + 2 >= builds && builds > 50,
+        "{incremental} of {builds} builds were updates"
+    );
+    Arc::into_inner(server).unwrap().stop().await;
 }
 
 #[tokio::test]

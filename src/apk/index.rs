@@ -70,11 +70,11 @@ pub fn rewrite_arch(stanza: &str, arch: &str) -> String {
     out
 }
 
-const BLOCK: usize = 512;
+pub(crate) const BLOCK: usize = 512;
 
 /// A ustar header for a regular file: mode 0644, owner root, mtime 0, so that the same
 /// input always gives the same bytes.
-fn file_header(name: &str, size: u64) -> ApkResult<[u8; BLOCK]> {
+pub(crate) fn file_header(name: &str, size: u64) -> ApkResult<[u8; BLOCK]> {
     let mut h = tar::Header::new_ustar();
     let field = &mut h.as_old_mut().name;
     if name.len() >= field.len() {
@@ -158,6 +158,35 @@ pub fn sign_index(
     let mut out = signature_member(unsigned, key, algorithms)?;
     out.extend_from_slice(unsigned);
     Ok(out)
+}
+
+/// Checks a signed index the way apk does (every signature entry is by `key_name` and
+/// verifies over the bytes after the signature member, which are one gzip member) and
+/// returns its decompressed tar: what two indexes compressed differently have in common.
+pub fn verified_content(signed: &[u8], public_key_pem: &str, key_name: &str) -> ApkResult<Vec<u8>> {
+    let (signatures, unsigned) = super::sign::split_signed(signed)?;
+    for (entry, signature) in &signatures {
+        let (alg, name) = entry
+            .strip_prefix(".SIGN.")
+            .and_then(|rest| rest.split_once('.'))
+            .ok_or_else(|| ApkError::Malformed(format!("signature entry {entry:?}")))?;
+        if name != key_name {
+            return Err(ApkError::Malformed(format!(
+                "{entry} is signed by another key than {key_name}"
+            )));
+        }
+        let alg: SignatureAlgorithm = alg.parse().map_err(ApkError::Malformed)?;
+        super::sign::verify(public_key_pem, alg, unsigned, signature)?;
+    }
+    let mut decoder = flate2::read::GzDecoder::new(unsigned);
+    let mut content = Vec::new();
+    std::io::Read::read_to_end(&mut decoder, &mut content).map_err(ApkError::Io)?;
+    if !decoder.into_inner().is_empty() {
+        return Err(ApkError::Malformed(
+            "the index holds more than one gzip member after its signatures".into(),
+        ));
+    }
+    Ok(content)
 }
 
 /// Registry stanza order: name, then version (apk ordering), then checksum.

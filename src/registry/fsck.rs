@@ -7,6 +7,7 @@ use anyhow::Context;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
+use crate::apk::index::verified_content;
 use crate::config::DatabaseBackend;
 use crate::store::LockMode;
 use crate::AppState;
@@ -197,17 +198,25 @@ pub async fn fsck(state: &AppState, repair: bool) -> anyhow::Result<Report> {
                 repo.built_gen, repo.wanted_gen
             ));
         }
+        // Indexes updated in place are compressed in other pieces than a fresh render:
+        // what must match is the signatures (by the owner's key) and the content.
+        let key = state.keys.get_or_create(&owner).await?;
+        let public_pem = key.public_key_pem()?;
+        let content = |signed: &[u8]| verified_content(signed, &public_pem, key.key_name());
         let (_, rendered, removed) = state.indexer.render(&owner, &repo, None).await?;
         for fresh in &rendered {
-            match state.store.index(repo.id, &fresh.arch).await? {
-                None => index_problems.push(format!("{place}/{}: index is missing", fresh.arch)),
-                Some(served) if served.content.as_ref() != fresh.content.as_slice() => {
-                    index_problems.push(format!(
-                        "{place}/{}: served index differs from a fresh render",
-                        fresh.arch
-                    ))
-                }
-                Some(_) => {}
+            let arch = &fresh.arch;
+            let Some(served) = state.store.index(repo.id, arch).await? else {
+                index_problems.push(format!("{place}/{arch}: index is missing"));
+                continue;
+            };
+            match content(&served.content) {
+                Err(e) => index_problems
+                    .push(format!("{place}/{arch}: served index does not verify: {e}")),
+                Ok(served) if served != content(&fresh.content)? => index_problems.push(format!(
+                    "{place}/{arch}: served index differs from a fresh render"
+                )),
+                Ok(_) => {}
             }
         }
         for arch in &removed {
