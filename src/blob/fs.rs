@@ -10,6 +10,9 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::*;
 
+/// Ranges up to this size are read whole into memory in one go; longer ones stream.
+const READ_WHOLE: u64 = 256 * 1024;
+
 /// Name of the staging directory under the root; not a shard name, so `list` never
 /// takes a staged file for a blob.
 const STAGING: &str = ".staging";
@@ -107,6 +110,24 @@ impl BlobStore for FsBlobStore {
 
     async fn open_range(&self, sha256: &str, offset: u64, len: u64) -> BlobResult<BlobReader> {
         let path = self.path(sha256)?;
+        if len <= READ_WHOLE {
+            // One trip to the blocking pool: open, size and read together.
+            let read = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, Vec<u8>)> {
+                use std::io::{Read, Seek};
+                let mut file = std::fs::File::open(&path)?;
+                let size = file.metadata()?.len();
+                if offset > 0 {
+                    file.seek(SeekFrom::Start(offset))?;
+                }
+                let mut bytes = Vec::with_capacity(len as usize);
+                file.take(len).read_to_end(&mut bytes)?;
+                Ok((size, bytes))
+            })
+            .await
+            .map_err(std::io::Error::other)?;
+            let (size, bytes) = read.map_err(not_found(sha256))?;
+            return Ok(BlobReader::in_memory(size, bytes.into()));
+        }
         let mut file = tokio::fs::File::open(&path)
             .await
             .map_err(not_found(sha256))?;
@@ -114,10 +135,7 @@ impl BlobStore for FsBlobStore {
         if offset > 0 {
             file.seek(SeekFrom::Start(offset)).await?;
         }
-        Ok(BlobReader {
-            size,
-            body: Box::pin(file.take(len)),
-        })
+        Ok(BlobReader::streaming(size, file.take(len)))
     }
 
     async fn delete(&self, sha256: &str) -> BlobResult<()> {

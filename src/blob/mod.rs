@@ -32,6 +32,27 @@ pub type BlobResult<T> = Result<T, BlobError>;
 pub struct BlobReader {
     pub size: u64,
     pub body: std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>,
+    /// The same range already in memory, when the store read it whole (small ranges):
+    /// served as it is, with no stream to drive.
+    pub bytes: Option<bytes::Bytes>,
+}
+
+impl BlobReader {
+    pub fn streaming(size: u64, body: impl tokio::io::AsyncRead + Send + 'static) -> BlobReader {
+        BlobReader {
+            size,
+            body: Box::pin(body),
+            bytes: None,
+        }
+    }
+
+    pub fn in_memory(size: u64, bytes: bytes::Bytes) -> BlobReader {
+        BlobReader {
+            size,
+            body: Box::pin(std::io::Cursor::new(bytes.clone())),
+            bytes: Some(bytes),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -238,10 +238,7 @@ impl BlobStore for S3BlobStore {
         if len == 0 {
             // S3 has no empty range.
             let size = self.size(sha256).await?;
-            return Ok(BlobReader {
-                size,
-                body: Box::pin(tokio::io::empty()),
-            });
+            return Ok(BlobReader::streaming(size, tokio::io::empty()));
         }
         let options = GetOptions {
             range: Some(GetRange::Bounded(offset..offset.saturating_add(len))),
@@ -254,10 +251,10 @@ impl BlobStore for S3BlobStore {
             .map_err(self.error(sha256))?;
         let size = result.meta.size;
         let stream = result.into_stream().map_err(std::io::Error::other);
-        Ok(BlobReader {
+        Ok(BlobReader::streaming(
             size,
-            body: Box::pin(tokio_util::io::StreamReader::new(stream)),
-        })
+            tokio_util::io::StreamReader::new(stream),
+        ))
     }
 
     async fn delete(&self, sha256: &str) -> BlobResult<()> {

@@ -135,11 +135,14 @@ pub async fn download(
             format!("bytes {start}-{}/{}", start + len - 1, entity.size),
         );
     }
-    builder
-        .body(Body::from_stream(
-            tokio_util::io::ReaderStream::with_capacity(blob.body, DOWNLOAD_CHUNK),
-        ))
-        .map_err(|e| AppError::Internal(e.into()))
+    let body = match blob.bytes {
+        Some(bytes) => Body::from(bytes),
+        None => Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+            blob.body,
+            DOWNLOAD_CHUNK,
+        )),
+    };
+    builder.body(body).map_err(|e| AppError::Internal(e.into()))
 }
 
 /// `DELETE /{owner}/{branch}/{repository}/{arch}/{name}-{version}.apk`. When it answers
