@@ -8,6 +8,7 @@ mod common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use alpine_registry::apk::builder::PackageBuilder;
+use common::process::ChildServer;
 use common::*;
 
 const REPO: &str = "/admin/v3.21/main";
@@ -497,4 +498,61 @@ async fn head_ignores_range() {
         Some(bytes.len().to_string().as_str())
     );
     server.stop().await;
+}
+
+/// Downloads are answered from memory between changes; a change another process commits
+/// to the same database (the CLI making an owner private, removing a repository) reaches
+/// them within moments, and once seen is never undone.
+#[test]
+fn changes_by_another_process_reach_the_download_path() {
+    let server = ChildServer::start(ADMIN_TOKEN, &[]);
+    let data = server.dir.path().join("data");
+    let client = reqwest::blocking::Client::new();
+    let put = client
+        .put(server.url(REPO))
+        .basic_auth("admin", Some(ADMIN_TOKEN))
+        .body(package("hello", "1.0-r0", "x86_64"))
+        .send()
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    let file = "/admin/v3.21/main/x86_64/hello-1.0-r0.apk";
+    let status = |path: &str| {
+        client
+            .get(server.url(path))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    // Read twice: the second answer comes from memory.
+    for _ in 0..2 {
+        assert_eq!(status(INDEX), 200);
+        assert_eq!(status(file), 200);
+    }
+    // Waits until every path answers `expected`, then checks it stays so.
+    let settle = |expected: u16, what: &str| {
+        let started = std::time::Instant::now();
+        while [INDEX, file].iter().any(|p| status(p) != expected) {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{what}: still not {expected} after 5 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for _ in 0..20 {
+            assert_eq!(
+                (status(INDEX), status(file)),
+                (expected, expected),
+                "{what}"
+            );
+        }
+        started.elapsed()
+    };
+    run_ok(cli(&data).args(["owner", "visibility", "admin", "private"]));
+    let took = settle(401, "after the owner became private");
+    eprintln!("the server saw the change {took:?} after the CLI committed it");
+    run_ok(cli(&data).args(["owner", "visibility", "admin", "public"]));
+    settle(200, "after the owner became public again");
+    run_ok(cli(&data).args(["repository", "remove", "admin/v3.21/main"]));
+    settle(404, "after the repository was removed");
 }

@@ -2,6 +2,7 @@
 
 mod dump;
 mod postgres;
+mod read_cache;
 mod sqlite;
 
 use async_trait::async_trait;

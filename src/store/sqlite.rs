@@ -5,6 +5,7 @@
 //! snapshots. `synchronous = FULL`: a committed row survives a crash or power loss.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,6 +14,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqlitePool};
 
+use super::read_cache::{self, ReadCache};
 use super::*;
 use crate::clock::SharedClock;
 
@@ -22,6 +24,9 @@ pub struct SqliteStore {
     reader: SqlitePool,
     writer: SqlitePool,
     clock: SharedClock,
+    /// The download path's reads; every write below that changes what it reads raises
+    /// its epoch after committing.
+    cache: Arc<ReadCache>,
 }
 
 fn repository_gone(repository_id: i64) -> StoreError {
@@ -201,12 +206,29 @@ impl SqliteStore {
         MIGRATOR.run(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(max_connections.max(1))
-            .connect_with(options.read_only(true))
+            .connect_with(options.clone().read_only(true))
             .await?;
+        // Commits by other processes (the CLI on the same database) are seen through a
+        // connection of its own: its data_version moves when anyone else commits.
+        let cache = Arc::new(ReadCache::default());
+        let watcher = Arc::new(tokio::sync::Mutex::new(
+            sqlx::ConnectOptions::connect(&options.read_only(true)).await?,
+        ));
+        read_cache::watch(&cache, move || {
+            let watcher = watcher.clone();
+            async move {
+                let mut connection = watcher.lock().await;
+                sqlx::query_scalar::<_, i64>("PRAGMA data_version")
+                    .fetch_one(&mut *connection)
+                    .await
+                    .ok()
+            }
+        });
         Ok(SqliteStore {
             reader,
             writer,
             clock,
+            cache,
         })
     }
 
@@ -262,6 +284,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.cache.changed();
         Ok(User {
             id: user_id,
             name: name.to_string(),
@@ -292,6 +315,7 @@ impl Store for SqliteStore {
         .fetch_one(&self.writer)
         .await
         .map_err(|e| conflict_or(e, || format!("owner {name:?} already exists")))?;
+        self.cache.changed();
         Ok(Owner {
             id,
             name: name.to_string(),
@@ -301,13 +325,19 @@ impl Store for SqliteStore {
     }
 
     async fn owner_by_name(&self, name: &str) -> StoreResult<Option<Owner>> {
-        sqlx::query("SELECT id, name, is_private, is_org FROM owners WHERE name = ?")
+        let ticket = match self.cache.owner(name) {
+            Ok(hit) => return Ok(hit),
+            Err(ticket) => ticket,
+        };
+        let found = sqlx::query("SELECT id, name, is_private, is_org FROM owners WHERE name = ?")
             .bind(name)
             .fetch_optional(&self.reader)
             .await?
             .as_ref()
             .map(owner_from)
-            .transpose()
+            .transpose()?;
+        self.cache.put_owner(ticket, name, found.clone());
+        Ok(found)
     }
 
     async fn set_member(&self, owner_id: i64, user_id: i64, role: Role) -> StoreResult<()> {
@@ -501,6 +531,7 @@ impl Store for SqliteStore {
         })?;
         let stored = package_from(&row)?;
         tx.commit().await?;
+        self.cache.changed();
         Ok(InsertedPackage {
             package: stored,
             generation,
@@ -514,7 +545,11 @@ impl Store for SqliteStore {
         arch: &str,
         filename: &str,
     ) -> StoreResult<Option<Package>> {
-        sqlx::query(&format!("SELECT {PACKAGE_COLUMNS} {PACKAGE_LOOKUP}"))
+        let ticket = match self.cache.package(repo, arch, filename) {
+            Ok(hit) => return Ok(hit),
+            Err(ticket) => ticket,
+        };
+        let found = sqlx::query(&format!("SELECT {PACKAGE_COLUMNS} {PACKAGE_LOOKUP}"))
             .bind(repo.owner_id)
             .bind(&repo.branch)
             .bind(&repo.repository)
@@ -524,7 +559,10 @@ impl Store for SqliteStore {
             .await?
             .as_ref()
             .map(package_from)
-            .transpose()
+            .transpose()?;
+        self.cache
+            .put_package(ticket, repo, arch, filename, found.clone());
+        Ok(found)
     }
 
     async fn delete_package(
@@ -572,6 +610,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.cache.changed();
         Ok(Some((package, generation)))
     }
 
@@ -606,7 +645,11 @@ impl Store for SqliteStore {
     }
 
     async fn repository(&self, repo: &RepoRef) -> StoreResult<Option<Repository>> {
-        sqlx::query(&format!(
+        let ticket = match self.cache.repository(repo) {
+            Ok(hit) => return Ok(hit),
+            Err(ticket) => ticket,
+        };
+        let found = sqlx::query(&format!(
             "{REPOSITORY_SELECT} WHERE r.owner_id = ? AND r.branch = ? AND r.name = ?"
         ))
         .bind(repo.owner_id)
@@ -616,7 +659,9 @@ impl Store for SqliteStore {
         .await?
         .as_ref()
         .map(repository_from)
-        .transpose()
+        .transpose()?;
+        self.cache.put_repository(ticket, repo, found.clone());
+        Ok(found)
     }
 
     async fn repository_by_id(&self, id: i64) -> StoreResult<Option<Repository>> {
@@ -678,6 +723,7 @@ impl Store for SqliteStore {
         .bind(repository_id)
         .fetch_optional(&self.writer)
         .await?;
+        self.cache.changed();
         generation.ok_or_else(|| StoreError::NotFound("no such repository".into()))
     }
 
@@ -843,10 +889,15 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.cache.changed();
         Ok(())
     }
 
     async fn index(&self, repository_id: i64, arch: &str) -> StoreResult<Option<StoredIndex>> {
+        let ticket = match self.cache.index(repository_id, arch) {
+            Ok(hit) => return Ok(hit),
+            Err(ticket) => ticket,
+        };
         let row = sqlx::query(&format!(
             "SELECT generation, content, sha256, built_at, {INDEX_MODIFIED_MS} \
                  FROM indexes WHERE repository_id = ? AND arch = ?"
@@ -855,16 +906,20 @@ impl Store for SqliteStore {
         .bind(arch)
         .fetch_optional(&self.reader)
         .await?;
-        row.map(|row| {
-            Ok(StoredIndex {
-                generation: row.try_get("generation")?,
-                content: bytes::Bytes::from(row.try_get::<Vec<u8>, _>("content")?),
-                sha256: row.try_get("sha256")?,
-                built_at: row.try_get("built_at")?,
-                modified_ms: row.try_get("modified_ms")?,
+        let found: Option<StoredIndex> = row
+            .map(|row| -> StoreResult<StoredIndex> {
+                Ok(StoredIndex {
+                    generation: row.try_get("generation")?,
+                    content: bytes::Bytes::from(row.try_get::<Vec<u8>, _>("content")?),
+                    sha256: row.try_get("sha256")?,
+                    built_at: row.try_get("built_at")?,
+                    modified_ms: row.try_get("modified_ms")?,
+                })
             })
-        })
-        .transpose()
+            .transpose()?;
+        self.cache
+            .put_index(ticket, repository_id, arch, found.clone());
+        Ok(found)
     }
 
     async fn create_repository(&self, repo: &RepoRef) -> StoreResult<Repository> {
@@ -876,6 +931,7 @@ impl Store for SqliteStore {
             .await?;
         let created = repository_from(&row)?;
         tx.commit().await?;
+        self.cache.changed();
         Ok(created)
     }
 
@@ -952,6 +1008,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.cache.changed();
         Ok(Some(RemovedRepository { packages, arches }))
     }
 
@@ -1052,6 +1109,7 @@ impl Store for SqliteStore {
             return Err(StoreError::NotFound("the user no longer exists".into()));
         }
         tx.commit().await?;
+        self.cache.changed();
         Ok(())
     }
 
@@ -1060,6 +1118,7 @@ impl Store for SqliteStore {
             .bind(owner_id)
             .execute(&self.writer)
             .await?;
+        self.cache.changed();
         if done.rows_affected() != 1 {
             return Err(StoreError::NotFound("the owner no longer exists".into()));
         }
@@ -1072,6 +1131,7 @@ impl Store for SqliteStore {
             .bind(owner_id)
             .execute(&self.writer)
             .await?;
+        self.cache.changed();
         Ok(())
     }
 
@@ -1285,6 +1345,7 @@ impl Store for SqliteStore {
                 .await?;
         }
         tx.commit().await?;
+        self.cache.changed();
         Ok(())
     }
 
