@@ -9,8 +9,8 @@ COPY config.example.toml ./
 RUN cargo build --release --locked
 
 FROM debian:bookworm-slim
-# CA certificates for object storage over HTTPS.
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+# CA certificates for object storage over HTTPS; libssl3, the OpenSSL that signs.
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates libssl3 \
     && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --user-group --home-dir /data --no-create-home registry \
     && mkdir -p /data && chown registry:registry /data

@@ -129,21 +129,58 @@ pub fn write_unsigned_index(description: &str, stanzas: &[&str]) -> ApkResult<Ve
     gzip(&tar)
 }
 
+/// One signature of `message` per algorithm, in the order given. With several, each
+/// algorithm after the first is signed on a thread of its own while this one signs the
+/// first, so the caller waits for the slowest signature rather than for their sum.
+fn signatures(
+    message: &[u8],
+    key: &SigningKey,
+    algorithms: &[SignatureAlgorithm],
+) -> ApkResult<Vec<Vec<u8>>> {
+    let Some((&first, others)) = algorithms.split_first() else {
+        return Err(ApkError::Signing("no signature algorithm given".into()));
+    };
+    if others.is_empty() {
+        return Ok(vec![key.sign(first, message)?]);
+    }
+    std::thread::scope(|scope| {
+        let spawned: Vec<_> = others
+            .iter()
+            .map(|&alg| {
+                let thread = std::thread::Builder::new()
+                    .name(format!("sign-{alg}"))
+                    .spawn_scoped(scope, move || key.sign(alg, message));
+                (alg, thread)
+            })
+            .collect();
+        let mut results = Vec::with_capacity(algorithms.len());
+        results.push(key.sign(first, message));
+        for (alg, thread) in spawned {
+            results.push(match thread {
+                Ok(handle) => handle.join().unwrap_or_else(|_| {
+                    Err(ApkError::Signing(format!("{alg} signing thread panicked")))
+                }),
+                // No thread to be had: sign on this one.
+                Err(_) => key.sign(alg, message),
+            });
+        }
+        results.into_iter().collect()
+    })
+}
+
 /// Builds a signature member: a gzip member holding a *cut* tar (no end blocks, which
-/// apk would read as the end of the whole stream) of `.SIGN.<ALG>.<keyname>` entries.
+/// apk would read as the end of the whole stream) of `.SIGN.<ALG>.<keyname>` entries, in
+/// the order of `algorithms`.
 pub(crate) fn signature_member(
     message: &[u8],
     key: &SigningKey,
     algorithms: &[SignatureAlgorithm],
 ) -> ApkResult<Vec<u8>> {
-    if algorithms.is_empty() {
-        return Err(ApkError::Signing("no signature algorithm given".into()));
-    }
+    let signatures = signatures(message, key, algorithms)?;
     let mut tar = Vec::new();
-    for &alg in algorithms {
-        let signature = key.sign(alg, message)?;
+    for (&alg, signature) in algorithms.iter().zip(&signatures) {
         let name = format!(".SIGN.{}.{}", alg.as_str(), key.key_name());
-        push_tar_file(&mut tar, &name, &signature)?;
+        push_tar_file(&mut tar, &name, signature)?;
     }
     gzip(&tar)
 }
@@ -382,6 +419,31 @@ mod tests {
         // A 1024-bit key gives a 128-byte signature: header + one data block, nothing else.
         assert_eq!(entries[0].2.len(), 128);
         assert_eq!(tar.len(), 1024);
+    }
+
+    #[test]
+    fn signatures_made_in_parallel_are_those_made_one_after_another_in_order() {
+        use SignatureAlgorithm::{Rsa, Rsa256, Rsa512};
+        let key = committed_key();
+        let unsigned = write_unsigned_index("d", &["C:Q1a\nP:a\n\n"]).unwrap();
+        for algs in [
+            &[Rsa256][..],
+            &[Rsa256, Rsa],
+            &[Rsa, Rsa256],
+            &[Rsa512, Rsa, Rsa256],
+            &[Rsa, Rsa],
+        ] {
+            let mut tar = Vec::new();
+            for &alg in algs {
+                let name = format!(".SIGN.{alg}.{}", key.key_name());
+                push_tar_file(&mut tar, &name, &key.sign(alg, &unsigned).unwrap()).unwrap();
+            }
+            assert_eq!(
+                signature_member(&unsigned, &key, algs).unwrap(),
+                gzip(&tar).unwrap(),
+                "{algs:?}"
+            );
+        }
     }
 
     #[test]
