@@ -104,6 +104,62 @@ fn truncated(path: &str) -> String {
     path.chars().take(200).collect()
 }
 
+/// One line per answered request, in a span that carries it into the handler's own
+/// lines: at the default level for every change (PUT, DELETE), every error (4xx, 5xx)
+/// and every request with credentials; an anonymous download answered 2xx/3xx only at
+/// `debug`, so that serving at full speed does not cost a formatted line per file (the
+/// proxy or CDN in front usually logs those).
+async fn log_request(request: Request, next: axum::middleware::Next) -> Response {
+    use tracing::Instrument;
+    let started = std::time::Instant::now();
+    // With credentials the span is made whatever the answer: an authentication failure
+    // is logged inside it, naming the client.
+    let quiet = matches!(*request.method(), Method::GET | Method::HEAD)
+        && !request
+            .headers()
+            .contains_key(axum::http::header::AUTHORIZATION)
+        && !tracing::enabled!(tracing::Level::DEBUG);
+    let method = request.method().clone();
+    let uri = request.uri().clone();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let client = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip());
+    // The path only: a query string is the one place a client could put a secret of its
+    // own accord.
+    let span = || {
+        tracing::info_span!(
+            "request",
+            method = %method,
+            route = route.as_ref().map_or("unmatched", MatchedPath::as_str),
+            path = %truncated(uri.path()),
+            client = client.map(tracing::field::display),
+            user = tracing::field::Empty,
+        )
+    };
+    let answered = |response: &Response, span: tracing::Span| {
+        use axum::body::HttpBody;
+        // Known for every answer but a streamed one of unknown length.
+        let bytes = response.body().size_hint().exact();
+        let ms = started.elapsed().as_millis() as u64;
+        let status = response.status().as_u16();
+        span.in_scope(|| tracing::info!(status, ms, bytes, "answered"));
+    };
+    if quiet {
+        // No span unless there is something to log.
+        let response = next.run(request).await;
+        if response.status().is_client_error() || response.status().is_server_error() {
+            answered(&response, span());
+        }
+        return response;
+    }
+    let request_span = span();
+    let response = next.run(request).instrument(request_span.clone()).await;
+    answered(&response, request_span);
+    response
+}
+
 pub fn router(state: AppState) -> Router {
     let timeout = Duration::from_secs(state.config.server.request_timeout_secs);
     Router::new()
@@ -119,47 +175,15 @@ pub fn router(state: AppState) -> Router {
             axum::http::StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
+        // Only a body that fails after its head was sent is logged here: a 5xx status is
+        // in the line of `log_request`, and error.rs logs its cause at the level it
+        // deserves (a fault as an error, an unreachable database or an overload as a
+        // warning).
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(|request: &Request| {
-                    let route = request
-                        .extensions()
-                        .get::<MatchedPath>()
-                        .map(MatchedPath::as_str)
-                        .unwrap_or("unmatched");
-                    let client = request
-                        .extensions()
-                        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                        .map(|info| info.0.ip());
-                    // The path only: a query string is the one place a client could put
-                    // a secret of its own accord.
-                    tracing::info_span!(
-                        "request",
-                        method = %request.method(),
-                        route,
-                        path = %truncated(request.uri().path()),
-                        client = client.map(tracing::field::display),
-                        user = tracing::field::Empty,
-                    )
-                })
-                // One line per answered request, 4xx included, at the default level.
-                .on_response(
-                    |response: &Response, latency: Duration, _span: &tracing::Span| {
-                        use axum::body::HttpBody;
-                        // Known for every answer but a streamed one of unknown length.
-                        let bytes = response.body().size_hint().exact();
-                        tracing::info!(
-                            status = response.status().as_u16(),
-                            ms = latency.as_millis() as u64,
-                            bytes,
-                            "answered"
-                        );
-                    },
-                )
-                // A 5xx status is in the line above, and error.rs logs its cause at the
-                // level it deserves (a fault as an error, an unreachable database or an
-                // overload as a warning): only a body that fails after its head was sent
-                // is logged here.
+                .make_span_with(|_: &Request| tracing::Span::none())
+                .on_request(())
+                .on_response(())
                 .on_failure(
                     |class: ServerErrorsFailureClass, latency: Duration, _span: &tracing::Span| {
                         if let ServerErrorsFailureClass::Error(error) = class {
@@ -172,5 +196,6 @@ pub fn router(state: AppState) -> Router {
                     },
                 ),
         )
+        .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
 }
