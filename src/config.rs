@@ -89,6 +89,9 @@ pub struct StorageConfig {
     pub backend: StorageBackend,
     /// The bucket when `backend` is `s3`.
     pub s3: S3Config,
+    /// Bytes of small package files (up to 64 KiB each) kept in memory for downloads;
+    /// 0 keeps none.
+    pub memory_cache_bytes: usize,
 }
 
 impl Default for StorageConfig {
@@ -99,6 +102,7 @@ impl Default for StorageConfig {
             orphan_grace_secs: 3600,
             backend: StorageBackend::Fs,
             s3: S3Config::default(),
+            memory_cache_bytes: 32 * 1024 * 1024,
         }
     }
 }

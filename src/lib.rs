@@ -37,6 +37,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
     pub blobs: Arc<dyn BlobStore>,
+    /// Small package files kept in memory for downloads (`storage.memory_cache_bytes`).
+    pub small_files: Arc<blob::small::SmallFiles>,
     pub keys: Arc<Keys>,
     pub indexer: Arc<Indexer>,
     /// Uploads hold it shared from blob commit to row insert; deletes and the orphan
@@ -117,6 +119,9 @@ pub async fn open_with_clock(config: Config, clock: SharedClock) -> anyhow::Resu
     Ok(AppState {
         store,
         blobs,
+        small_files: Arc::new(blob::small::SmallFiles::new(
+            config.storage.memory_cache_bytes,
+        )),
         keys,
         indexer,
         blob_lock: Arc::new(tokio::sync::RwLock::new(())),

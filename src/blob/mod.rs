@@ -3,6 +3,7 @@
 
 mod fs;
 mod s3;
+pub mod small;
 
 use std::any::Any;
 use std::path::Path;

@@ -124,7 +124,10 @@ pub async fn download(
         Plan::Full => (StatusCode::OK, 0, entity.size),
         Plan::Partial { start, len } => (StatusCode::PARTIAL_CONTENT, start, len),
     };
-    let blob = state.blobs.open_range(&package.sha256, start, len).await?;
+    let small = state
+        .small_files
+        .get(state.blobs.as_ref(), &package.sha256, entity.size)
+        .await?;
     let mut builder = builder
         .status(status)
         .header(header::CONTENT_TYPE, "application/octet-stream")
@@ -135,12 +138,18 @@ pub async fn download(
             format!("bytes {start}-{}/{}", start + len - 1, entity.size),
         );
     }
-    let body = match blob.bytes {
-        Some(bytes) => Body::from(bytes),
-        None => Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
-            blob.body,
-            DOWNLOAD_CHUNK,
-        )),
+    let body = match small {
+        Some(bytes) => Body::from(bytes.slice(start as usize..(start + len) as usize)),
+        None => {
+            let blob = state.blobs.open_range(&package.sha256, start, len).await?;
+            match blob.bytes {
+                Some(bytes) => Body::from(bytes),
+                None => Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+                    blob.body,
+                    DOWNLOAD_CHUNK,
+                )),
+            }
+        }
     };
     builder.body(body).map_err(|e| AppError::Internal(e.into()))
 }
