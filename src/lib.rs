@@ -31,9 +31,20 @@ use crate::indexer::Indexer;
 use crate::registry::keys::Keys;
 use crate::store::{PostgresStore, SqliteStore, Store};
 
-/// Everything a request handler needs; cheap to clone.
+/// Everything a request handler needs; one pointer to clone (axum clones it for every
+/// request).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What an [`AppState`] points to.
+pub struct Shared {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
     pub blobs: Arc<dyn BlobStore>,
@@ -116,7 +127,7 @@ pub async fn open_with_clock(config: Config, clock: SharedClock) -> anyhow::Resu
         config.signature_algorithms()?,
         clock.clone(),
     ));
-    Ok(AppState {
+    Ok(AppState(Arc::new(Shared {
         store,
         blobs,
         small_files: Arc::new(blob::small::SmallFiles::new(
@@ -145,7 +156,7 @@ pub async fn open_with_clock(config: Config, clock: SharedClock) -> anyhow::Resu
         )),
         config,
         clock,
-    })
+    })))
 }
 
 /// How long `serve` waits at start for a database that cannot be reached (one starting
