@@ -354,6 +354,8 @@ impl Bench {
                 "PUT p99 ms",
                 "PUT max ms",
                 "sequential publishes/s",
+                "DELETE p50 ms",
+                "DELETE p99 ms",
                 "index KiB",
                 "peak RSS MiB",
             ],
@@ -439,15 +441,38 @@ impl Bench {
             let started = Instant::now();
             for i in 0..self.o.samples {
                 let bytes = small_package(&format!("timed-{stop}-{i:04}"));
+                // Only PUT until 201 is timed, not building the package.
                 times.push(publish(&self.client, &self.server.base, MAIN_REPO, bytes).await?);
             }
             let total = started.elapsed();
-            held += self.o.samples;
             let (index, _) = download(
                 &self.client,
                 &format!("{}/{MAIN_REPO}/x86_64/APKINDEX.tar.gz", self.server.base),
             )
             .await?;
+            // The timed packages go again, one at a time: the next size starts from this one.
+            let mut deletes = Vec::new();
+            for i in 0..self.o.samples {
+                let url = format!(
+                    "{}/{MAIN_REPO}/x86_64/timed-{stop}-{i:04}-1.0-r0.apk",
+                    self.server.base
+                );
+                let started = Instant::now();
+                let r = self
+                    .client
+                    .delete(&url)
+                    .basic_auth("admin", Some(TOKEN))
+                    .send()
+                    .await
+                    .with_context(|| format!("DELETE {url}"))?;
+                let status = r.status();
+                let _ = r.bytes().await;
+                if status != 204 {
+                    bail!("DELETE {url} answered {status}");
+                }
+                deletes.push(started.elapsed());
+            }
+            deletes.sort();
             times.sort();
             let (p50, p99) = (percentile_ms(&times, 0.5), percentile_ms(&times, 0.99));
             t1.row(vec![
@@ -458,6 +483,8 @@ impl Bench {
                 ms(p99),
                 ms(percentile_ms(&times, 1.0)),
                 format!("{:.1}", self.o.samples as f64 / total.as_secs_f64()),
+                ms(percentile_ms(&deletes, 0.5)),
+                ms(percentile_ms(&deletes, 0.99)),
                 format!("{:.0}", index.len() as f64 / 1024.0),
                 mib(self.memory().peak_mib()?.max(fill_peak.unwrap_or(0.0))),
             ]);
@@ -466,8 +493,9 @@ impl Bench {
         }
         if s1 {
             t1.note(format!(
-                "packages: what the repository held before the timed PUTs, which stay in it (the next fill counts them). \
-                 fill uploads/s: filling from the previous size with concurrent uploaders. {}",
+                "packages: what the repository held before the timed PUTs; each timed package is then deleted, one at a time \
+                 (DELETE answered 204 after the new signed index). fill uploads/s: filling from the previous size with \
+                 concurrent uploaders. index KiB: with the timed packages in it. {}",
                 self.peak_note()
             ));
             self.emit(t1);
@@ -806,6 +834,20 @@ impl Bench {
             );
         }
         std::fs::remove_file(&path)?;
+        // And back: one download, counted as it streams.
+        let started = Instant::now();
+        let mut r = self.client.get(&url).send().await?;
+        if r.status() != 200 {
+            bail!("GET {url} answered {}", r.status());
+        }
+        let mut received = 0u64;
+        while let Some(chunk) = r.chunk().await.with_context(|| format!("GET {url}"))? {
+            received += chunk.len() as u64;
+        }
+        let get_took = started.elapsed();
+        if received != size {
+            bail!("GET {url} gave {received} bytes, not {size}");
+        }
         let mut t = Table::new(
             "4. One large upload",
             &[
@@ -816,6 +858,8 @@ impl Bench {
                 "peak RSS MiB",
                 "peak growth MiB",
                 "RSS after MiB",
+                "GET s",
+                "GET MiB/s",
             ],
         );
         t.row(vec![
@@ -829,10 +873,16 @@ impl Bench {
             mib(peak),
             mib(peak - rss_before),
             mib(rss_after),
+            format!("{:.2}", get_took.as_secs_f64()),
+            format!(
+                "{:.0}",
+                size as f64 / (1u64 << 20) as f64 / get_took.as_secs_f64()
+            ),
         ]);
         t.note(format!(
             "One file of random content (incompressible), gzip level 1, streamed from disk with Content-Length; \
-             limits.max_upload_bytes raised for the benchmark server. {}",
+             limits.max_upload_bytes raised for the benchmark server. \
+             RSS after: once the 201 arrived. GET: one download of it afterwards, not counted in the peak. {}",
             self.peak_note()
         ));
         self.emit(t);
