@@ -42,10 +42,12 @@ const USAGE: &str = "usage: bench [--small] [--sizes 1000,10000,50000] [--sample
        [--fill-clients 16] [--clients 32] [--concurrent-packages 2000]
        [--wrk-secs 10] [--wrk-threads 2] [--wrk-connections 64] [--upload-mib 1024]
        [--idle-packages 10000] [--idle-secs 5] [--scenarios 1,2,3,4,5]
-       [--key-bits 4096] [--bin PATH] [--out DIR]";
+       [--key-bits 4096] [--bin PATH] [--out DIR] [--keep]";
 
 struct Options {
     small: bool,
+    /// Keep the scratch directory (data directory, server and nginx logs).
+    keep: bool,
     sizes: Vec<usize>,
     samples: usize,
     fill_clients: usize,
@@ -91,6 +93,7 @@ impl Options {
         let small = args.iter().any(|a| a == "--small");
         let mut o = Options {
             small,
+            keep: false,
             sizes: if small {
                 vec![50, 200]
             } else {
@@ -114,6 +117,10 @@ impl Options {
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             if arg == "--small" {
+                continue;
+            }
+            if arg == "--keep" {
+                o.keep = true;
                 continue;
             }
             if arg == "-h" || arg == "--help" {
@@ -954,6 +961,7 @@ async fn run(o: Options) -> anyhow::Result<()> {
     std::fs::create_dir_all(&o.out).with_context(|| format!("creating {}", o.out.display()))?;
     let dir = tempfile::Builder::new()
         .prefix("registry-bench")
+        .disable_cleanup(o.keep)
         .tempdir()?;
     let config = ServerConfig {
         bin: o.bin.clone(),
@@ -972,9 +980,14 @@ async fn run(o: Options) -> anyhow::Result<()> {
         println!("  {k}: {v}");
     }
     println!(
-        "  server: {}\n  scratch directory: {} (removed at the end)\n",
+        "  server: {}\n  scratch directory: {} ({})\n",
         o.bin.display(),
-        dir.path().display()
+        dir.path().display(),
+        if o.keep {
+            "kept: --keep"
+        } else {
+            "removed at the end; --keep keeps it"
+        }
     );
     let client = reqwest::Client::new();
     let (server, first_ready) = Server::start(&config, &client).await?;
