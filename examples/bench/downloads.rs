@@ -111,12 +111,14 @@ impl Drop for Nginx {
 }
 
 /// What one wrk run measured.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Default)]
 pub struct WrkResult {
     pub requests_per_sec: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub requests: u64,
+    /// wrk's "Socket errors:" line (connect, read, write, timeout), when it printed one.
+    pub socket_errors: Option<String>,
 }
 
 /// wrk's durations: `812.00us`, `1.23ms`, `2.00s`, `1.00m`.
@@ -143,6 +145,9 @@ pub fn parse_wrk(out: &str) -> anyhow::Result<WrkResult> {
     let mut rps = None;
     for line in out.lines() {
         let line = line.trim();
+        if let Some(errors) = line.strip_prefix("Socket errors:") {
+            r.socket_errors = Some(errors.trim().to_string());
+        }
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             ["Requests/sec:", v] => rps = v.parse().ok(),
@@ -225,6 +230,16 @@ Transfer/sec:    630.51MB
         assert!((r.requests_per_sec - 38609.12).abs() < 1e-6);
         assert!((r.p50_ms - 1.5).abs() < 1e-9);
         assert!((r.p99_ms - 0.812).abs() < 1e-9);
+        assert_eq!(r.socket_errors, None);
+        let errors = out.replace(
+            "Requests/sec:",
+            "  Socket errors: connect 0, read 0, write 0, timeout 3\nRequests/sec:",
+        );
+        let r = parse_wrk(&errors).unwrap();
+        assert_eq!(
+            r.socket_errors.as_deref(),
+            Some("connect 0, read 0, write 0, timeout 3")
+        );
         let bad = format!("{out}  Non-2xx or 3xx responses: 12\n");
         assert!(parse_wrk(&bad).is_err());
     }

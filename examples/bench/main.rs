@@ -736,6 +736,7 @@ impl Bench {
                 Some(format!("If-None-Match: {nginx_etag}")),
             ),
         ];
+        let mut socket_errors = Vec::new();
         for (what, path, registry_header, nginx_header) in runs {
             println!("wrk -t{threads} -c{connections} -d{secs}s: {what} ...");
             let r = downloads::wrk(
@@ -756,6 +757,11 @@ impl Bench {
                 &format!("{}/{path}", nginx.base),
             )
             .with_context(|| format!("wrk on nginx: {what}"))?;
+            for (server, result) in [("registry", &r), ("nginx", &n)] {
+                if let Some(errors) = &result.socket_errors {
+                    socket_errors.push(format!("{server}, {what}: {errors}"));
+                }
+            }
             t.row(vec![
                 what,
                 format!("{:.0}", r.requests_per_sec),
@@ -769,6 +775,9 @@ impl Bench {
         }
         let peak = self.memory().peak_mib()?;
         drop(nginx);
+        if !socket_errors.is_empty() {
+            t.note(format!("wrk socket errors: {}.", socket_errors.join("; ")));
+        }
         t.note(format!(
             "wrk -t{threads} -c{connections} -d{secs}s --latency, one run per server and URL, the registry first; \
              the 304 runs send the ETag each server gave. nginx: sendfile on, worker_processes auto, \
