@@ -936,13 +936,21 @@ fn machine() -> Vec<(String, String)> {
 
 fn write_results(bench: &Bench, machine: &[(String, String)], args: &str) -> anyhow::Result<()> {
     let out = &bench.o.out;
+    // In the order of their numbers, not the order they ran in.
+    let mut tables: Vec<&Table> = bench.tables.iter().collect();
+    tables.sort_by_key(|t| {
+        t.title
+            .split('.')
+            .next()
+            .and_then(|n| n.parse::<u32>().ok())
+    });
     let mut md = String::from("# Benchmark results\n\n");
     md.push_str(&format!("Command: `bench {args}`\n\n"));
     for (k, v) in machine {
         md.push_str(&format!("- {k}: {v}\n"));
     }
     md.push('\n');
-    for t in &bench.tables {
+    for t in &tables {
         md.push_str(&t.render());
         md.push('\n');
     }
@@ -954,7 +962,7 @@ fn write_results(bench: &Bench, machine: &[(String, String)], args: &str) -> any
     let json = serde_json::json!({
         "arguments": args,
         "machine": machine.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
-        "tables": bench.tables.iter().map(Table::to_json).collect::<Vec<_>>(),
+        "tables": tables.iter().map(|t| t.to_json()).collect::<Vec<_>>(),
         "charts": bench.charts.iter().map(|c| c.file_name().unwrap().to_string_lossy().to_string()).collect::<Vec<_>>(),
     });
     std::fs::write(
