@@ -781,7 +781,7 @@ impl Bench {
         t.note(format!(
             "wrk -t{threads} -c{connections} -d{secs}s --latency, one run per server and URL, the registry first; \
              the 304 runs send the ETag each server gave. nginx: sendfile on, worker_processes auto, \
-             access log on (the registry logs every request too). The index is that of {MAIN_REPO}. \
+             access log off (the registry logs a successful anonymous download only at debug). The index is that of {MAIN_REPO}. \
              Registry peak RSS over the wrk runs: {} MiB. {}",
             mib(peak),
             self.peak_note()

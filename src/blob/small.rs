@@ -46,7 +46,13 @@ impl SmallFiles {
         if size > MAX_FILE || self.budget == 0 {
             return Ok(None);
         }
-        if let Some(bytes) = self.kept.lock().expect("small files poisoned").files.get(sha256) {
+        if let Some(bytes) = self
+            .kept
+            .lock()
+            .expect("small files poisoned")
+            .files
+            .get(sha256)
+        {
             return Ok(Some(bytes.clone()));
         }
         let reader = blobs.open_range(sha256, 0, size).await?;
