@@ -124,6 +124,18 @@ fn repository_from(row: &PgRow) -> StoreResult<Repository> {
     })
 }
 
+/// A package row as an index build reads it.
+fn index_entry_from(row: &PgRow) -> StoreResult<IndexEntry> {
+    Ok(IndexEntry {
+        id: row.try_get("id")?,
+        arch: row.try_get("arch")?,
+        name: row.try_get("name")?,
+        version: row.try_get("version")?,
+        checksum: row.try_get("checksum")?,
+        stanza: row.try_get("stanza")?,
+    })
+}
+
 const KEY_SELECT: &str =
     "SELECT key_name, private_pem, public_pem FROM signing_keys WHERE owner_id = $1";
 
@@ -841,16 +853,7 @@ impl Store for PostgresStore {
         .fetch_all(&mut *tx)
         .await?
         .iter()
-        .map(|row| {
-            Ok(IndexEntry {
-                id: row.try_get("id")?,
-                arch: row.try_get("arch")?,
-                name: row.try_get("name")?,
-                version: row.try_get("version")?,
-                checksum: row.try_get("checksum")?,
-                stanza: row.try_get("stanza")?,
-            })
-        })
+        .map(index_entry_from)
         .collect::<StoreResult<Vec<_>>>()?;
         let served_arches =
             sqlx::query_scalar("SELECT arch FROM indexes WHERE repository_id = $1 ORDER BY arch")
@@ -886,16 +889,7 @@ impl Store for PostgresStore {
         .fetch_all(&mut *tx)
         .await?
         .iter()
-        .map(|row| {
-            Ok(IndexEntry {
-                id: row.try_get("id")?,
-                arch: row.try_get("arch")?,
-                name: row.try_get("name")?,
-                version: row.try_get("version")?,
-                checksum: row.try_get("checksum")?,
-                stanza: row.try_get("stanza")?,
-            })
-        })
+        .map(index_entry_from)
         .collect::<StoreResult<Vec<_>>>()?;
         let removed = sqlx::query_scalar(
             "SELECT package_id FROM package_removals \

@@ -160,6 +160,18 @@ fn repository_from(row: &SqliteRow) -> StoreResult<Repository> {
     })
 }
 
+/// A package row as an index build reads it.
+fn index_entry_from(row: &SqliteRow) -> StoreResult<IndexEntry> {
+    Ok(IndexEntry {
+        id: row.try_get("id")?,
+        arch: row.try_get("arch")?,
+        name: row.try_get("name")?,
+        version: row.try_get("version")?,
+        checksum: row.try_get("checksum")?,
+        stanza: row.try_get("stanza")?,
+    })
+}
+
 const KEY_SELECT: &str =
     "SELECT key_name, private_pem, public_pem FROM signing_keys WHERE owner_id = ?";
 
@@ -744,16 +756,7 @@ impl Store for SqliteStore {
         .fetch_all(&mut *tx)
         .await?
         .iter()
-        .map(|row| {
-            Ok(IndexEntry {
-                id: row.try_get("id")?,
-                arch: row.try_get("arch")?,
-                name: row.try_get("name")?,
-                version: row.try_get("version")?,
-                checksum: row.try_get("checksum")?,
-                stanza: row.try_get("stanza")?,
-            })
-        })
+        .map(index_entry_from)
         .collect::<StoreResult<Vec<_>>>()?;
         let served_arches =
             sqlx::query_scalar("SELECT arch FROM indexes WHERE repository_id = ? ORDER BY arch")
@@ -786,16 +789,7 @@ impl Store for SqliteStore {
         .fetch_all(&mut *tx)
         .await?
         .iter()
-        .map(|row| {
-            Ok(IndexEntry {
-                id: row.try_get("id")?,
-                arch: row.try_get("arch")?,
-                name: row.try_get("name")?,
-                version: row.try_get("version")?,
-                checksum: row.try_get("checksum")?,
-                stanza: row.try_get("stanza")?,
-            })
-        })
+        .map(index_entry_from)
         .collect::<StoreResult<Vec<_>>>()?;
         let removed = sqlx::query_scalar(
             "SELECT package_id FROM package_removals \
