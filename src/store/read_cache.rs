@@ -2,12 +2,16 @@
 //! memory between changes, so that serving a file or an index asks the database nothing.
 //!
 //! Validity is one counter, the epoch: every write of this process raises it after its
-//! commit, and a watcher raises it when the database says another process committed
-//! (SQLite's `PRAGMA data_version`). Entries belong to the epoch they were read in and
-//! are dropped together when it moves. A read records the epoch *before* asking the
-//! database and keeps its answer only if the epoch has not moved since, so an answer from
-//! before a commit can never outlive it: a reader sees this process's writes at once and
-//! another process's within [`WATCH_INTERVAL`].
+//! commit, and it is raised when the database says another process committed (SQLite's
+//! `PRAGMA data_version`), which a watcher asks every [`WATCH_INTERVAL`]. Entries belong
+//! to the epoch they were read in and are dropped together when it moves. A read records
+//! the epoch *before* asking the database and keeps its answer only if the epoch has not
+//! moved since, so an answer from before a commit can never outlive it.
+//!
+//! A reader sees this process's writes at once and another process's within
+//! [`WATCH_INTERVAL`], and never goes back: a read that misses asks the database for its
+//! version again *after* reading, and if another process committed meanwhile, the epoch
+//! moves before the answer is returned, so no older entry is served after a newer answer.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,10 +49,19 @@ struct Entries {
     values: HashMap<Key, Value>,
 }
 
+/// Asks the database for its version: what moves when another connection commits.
+pub(crate) type VersionSource =
+    Box<dyn Fn() -> futures_util::future::BoxFuture<'static, Option<i64>> + Send + Sync>;
+
 #[derive(Default)]
 pub(crate) struct ReadCache {
     epoch: AtomicU64,
     entries: RwLock<Entries>,
+    /// Without one, nothing another process commits is seen: only for a database no other
+    /// process opens (tests of the cache itself).
+    version: Option<VersionSource>,
+    /// The version last seen.
+    seen: tokio::sync::Mutex<Option<i64>>,
 }
 
 /// A read in progress: the epoch it started in.
@@ -56,6 +69,28 @@ pub(crate) struct ReadCache {
 pub(crate) struct Ticket(u64);
 
 impl ReadCache {
+    pub fn new(version: VersionSource) -> ReadCache {
+        ReadCache {
+            version: Some(version),
+            ..ReadCache::default()
+        }
+    }
+
+    /// Asks the database whether another process committed since the last time, and if
+    /// so (or if it cannot tell) moves the epoch. Called after every read that missed,
+    /// and by the watcher.
+    pub async fn check_version(&self) {
+        let Some(version) = &self.version else {
+            return;
+        };
+        let mut seen = self.seen.lock().await;
+        let now = version().await;
+        if now.is_none() || now != *seen {
+            self.changed();
+        }
+        *seen = now;
+    }
+
     /// Something was committed: what was read before is no longer valid.
     pub fn changed(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
@@ -160,29 +195,18 @@ impl ReadCache {
     }
 }
 
-/// Raises the epoch of `cache` whenever `changed` reports a commit by another process;
-/// stops when the cache is dropped. While the database cannot be asked, nothing is
-/// cached (the epoch moves on every tick).
-pub(crate) fn watch<F, Fut>(cache: &Arc<ReadCache>, mut version: F)
-where
-    F: FnMut() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Option<i64>> + Send,
-{
+/// Checks the database's version every [`WATCH_INTERVAL`] until the cache is dropped.
+pub(crate) fn watch(cache: &Arc<ReadCache>) {
     let cache: Weak<ReadCache> = Arc::downgrade(cache);
     tokio::spawn(async move {
-        let mut last = None;
         let mut tick = tokio::time::interval(WATCH_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let now = version().await;
             let Some(cache) = cache.upgrade() else {
                 return;
             };
-            if now.is_none() || now != last {
-                cache.changed();
-            }
-            last = now;
+            cache.check_version().await;
         }
     });
 }
@@ -236,6 +260,25 @@ mod tests {
         assert!(cache.package(&repo, "x86_64", "a-1.apk").unwrap().is_none());
         assert!(cache.package(&repo, "x86_64", "b-1.apk").is_err());
         assert!(cache.index(1, "x86_64").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_new_database_version_moves_the_epoch() {
+        use std::sync::atomic::AtomicI64;
+        let version = Arc::new(AtomicI64::new(1));
+        let source = version.clone();
+        let cache = ReadCache::new(Box::new(move || {
+            let v = source.load(Ordering::SeqCst);
+            Box::pin(async move { Some(v) })
+        }));
+        cache.check_version().await;
+        let ticket = cache.owner("acme").unwrap_err();
+        cache.put_owner(ticket, "acme", Some(owner(1)));
+        cache.check_version().await;
+        assert!(cache.owner("acme").is_ok(), "same version: kept");
+        version.store(2, Ordering::SeqCst);
+        cache.check_version().await;
+        assert!(cache.owner("acme").is_err(), "another commit: dropped");
     }
 
     #[test]

@@ -222,20 +222,21 @@ impl SqliteStore {
             .await?;
         // Commits by other processes (the CLI on the same database) are seen through a
         // connection of its own: its data_version moves when anyone else commits.
-        let cache = Arc::new(ReadCache::default());
         let watcher = Arc::new(tokio::sync::Mutex::new(
             sqlx::ConnectOptions::connect(&options.read_only(true)).await?,
         ));
-        read_cache::watch(&cache, move || {
+        let cache = Arc::new(ReadCache::new(Box::new(move || {
             let watcher = watcher.clone();
-            async move {
+            Box::pin(async move {
                 let mut connection = watcher.lock().await;
                 sqlx::query_scalar::<_, i64>("PRAGMA data_version")
                     .fetch_one(&mut *connection)
                     .await
                     .ok()
-            }
-        });
+            })
+        })));
+        cache.check_version().await;
+        read_cache::watch(&cache);
         Ok(SqliteStore {
             reader,
             writer,
@@ -348,6 +349,9 @@ impl Store for SqliteStore {
             .as_ref()
             .map(owner_from)
             .transpose()?;
+        // Another process may have committed before this read: what is kept from
+        // before goes before this answer is given.
+        self.cache.check_version().await;
         self.cache.put_owner(ticket, name, found.clone());
         Ok(found)
     }
@@ -572,6 +576,9 @@ impl Store for SqliteStore {
             .as_ref()
             .map(package_from)
             .transpose()?;
+        // Another process may have committed before this read: what is kept from
+        // before goes before this answer is given.
+        self.cache.check_version().await;
         self.cache
             .put_package(ticket, repo, arch, filename, found.clone());
         Ok(found)
@@ -672,6 +679,9 @@ impl Store for SqliteStore {
         .as_ref()
         .map(repository_from)
         .transpose()?;
+        // Another process may have committed before this read: what is kept from
+        // before goes before this answer is given.
+        self.cache.check_version().await;
         self.cache.put_repository(ticket, repo, found.clone());
         Ok(found)
     }
@@ -911,6 +921,9 @@ impl Store for SqliteStore {
                 })
             })
             .transpose()?;
+        // Another process may have committed before this read: what is kept from
+        // before goes before this answer is given.
+        self.cache.check_version().await;
         self.cache
             .put_index(ticket, repository_id, arch, found.clone());
         Ok(found)
