@@ -429,7 +429,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// One consistent read of everything an index build needs. NotFound when the
     /// repository does not exist (it was removed).
-    async fn index_snapshot(&self, repository_id: i64) -> StoreResult<IndexSnapshot>;
+    async fn index_snapshot(&self, repository_id: i64) -> StoreResult<IndexSnapshot> {
+        // Every row is newer than generation -1 (rows older than the column say 0).
+        let all = self.index_changes(repository_id, -1).await?;
+        Ok(IndexSnapshot {
+            generation: all.generation,
+            packages: all.added,
+            served_arches: all.served_arches,
+        })
+    }
     /// The rows inserted and removed after generation `since`, up to the repository's
     /// wanted generation, from one snapshot; complete only while `since` is within
     /// [`CHANGE_WINDOW`] generations of it. NotFound when the repository is gone.

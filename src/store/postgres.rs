@@ -833,41 +833,6 @@ impl Store for PostgresStore {
         generation.ok_or_else(|| StoreError::NotFound("no such repository".into()))
     }
 
-    async fn index_snapshot(&self, repository_id: i64) -> StoreResult<IndexSnapshot> {
-        // One snapshot for every statement: the generation and the rows belong together.
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await?;
-        let generation: i64 =
-            sqlx::query_scalar("SELECT wanted_gen FROM repositories WHERE id = $1")
-                .bind(repository_id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or_else(|| repository_gone(repository_id))?;
-        let packages = sqlx::query(
-            "SELECT id, arch, name, version, checksum, stanza FROM packages \
-             WHERE repository_id = $1",
-        )
-        .bind(repository_id)
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(index_entry_from)
-        .collect::<StoreResult<Vec<_>>>()?;
-        let served_arches =
-            sqlx::query_scalar("SELECT arch FROM indexes WHERE repository_id = $1 ORDER BY arch")
-                .bind(repository_id)
-                .fetch_all(&mut *tx)
-                .await?;
-        tx.commit().await?;
-        Ok(IndexSnapshot {
-            generation,
-            packages,
-            served_arches,
-        })
-    }
-
     async fn index_changes(&self, repository_id: i64, since: i64) -> StoreResult<IndexChanges> {
         // One snapshot: the generation, the rows and the removals belong together.
         let mut tx = self

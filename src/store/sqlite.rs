@@ -749,38 +749,6 @@ impl Store for SqliteStore {
         generation.ok_or_else(|| StoreError::NotFound("no such repository".into()))
     }
 
-    async fn index_snapshot(&self, repository_id: i64) -> StoreResult<IndexSnapshot> {
-        // One read transaction: the generation and the rows are from the same snapshot.
-        let mut tx = self.reader.begin().await?;
-        let generation: i64 =
-            sqlx::query_scalar("SELECT wanted_gen FROM repositories WHERE id = ?")
-                .bind(repository_id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or_else(|| repository_gone(repository_id))?;
-        let packages = sqlx::query(
-            "SELECT id, arch, name, version, checksum, stanza FROM packages \
-             WHERE repository_id = ?",
-        )
-        .bind(repository_id)
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(index_entry_from)
-        .collect::<StoreResult<Vec<_>>>()?;
-        let served_arches =
-            sqlx::query_scalar("SELECT arch FROM indexes WHERE repository_id = ? ORDER BY arch")
-                .bind(repository_id)
-                .fetch_all(&mut *tx)
-                .await?;
-        tx.commit().await?;
-        Ok(IndexSnapshot {
-            generation,
-            packages,
-            served_arches,
-        })
-    }
-
     async fn index_changes(&self, repository_id: i64, since: i64) -> StoreResult<IndexChanges> {
         // One snapshot: the generation, the rows and the removals belong together.
         let mut tx = self.reader.begin().await?;
