@@ -57,6 +57,9 @@ pub struct ServerConfig {
     /// `X-Forwarded-Host` headers say how clients reach the registry, when `public_url`
     /// is empty.
     pub trusted_proxies: Vec<String>,
+    /// Threads answering HTTP requests, each with a runtime of its own accepting from the
+    /// same socket; 0 is one per CPU.
+    pub workers: usize,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +73,7 @@ impl Default for ServerConfig {
             max_connections: 0,
             max_connections_per_ip: 64,
             trusted_proxies: Vec::new(),
+            workers: 0,
         }
     }
 }

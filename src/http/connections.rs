@@ -100,50 +100,140 @@ pub async fn serve(
         );
     }
     let table = Table::new(caps);
-    let builder = http_builder(timeout);
+    let workers = worker_count(config);
+    tracing::debug!(workers, "HTTP worker threads");
+    // Each worker accepts from its own descriptor of the one listening socket: the kernel
+    // hands a connection to whichever is waiting, so an idle worker takes the next one.
+    let listener = listener.into_std()?;
     let (stop, stopping) = watch::channel(false);
-    let mut acceptor = Acceptor::new(listener);
-    let mut shed = ShedLog::new(caps);
-    // Reports what was counted but not yet logged at the end of a burst.
-    let mut reports = tokio::time::interval(LOG_INTERVAL);
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (stream, remote) = tokio::select! {
-            accepted = acceptor.accept() => accepted,
-            _ = reports.tick() => {
-                shed.report_due();
-                acceptor.report_due();
-                continue;
-            }
-            _ = &mut shutdown => break,
+    // Closed when every worker has returned (each holds a sender until then).
+    let (finished, mut all_finished) = tokio::sync::mpsc::channel::<()>(1);
+    for number in 0..workers {
+        let worker = Worker {
+            number,
+            listener: listener.try_clone()?,
+            table: table.clone(),
+            app: app.clone(),
+            timeout,
+            grace,
+            stopping: stopping.clone(),
+            finished: finished.clone(),
         };
-        match table.admit(remote.ip()) {
-            Ok(slot) => {
-                let connection = Connection {
-                    stream,
-                    remote,
-                    slot,
-                    timeout,
-                    stopping: stopping.clone(),
-                };
-                tokio::spawn(connection.run(&builder, app.clone()));
-            }
-            // Dropping the stream closes it.
-            Err(refusal) => shed.record(refusal, remote.ip()),
-        }
+        std::thread::Builder::new()
+            .name(format!("http-{number}"))
+            .spawn(move || worker.run())?;
     }
-    drop(acceptor);
+    drop((finished, listener));
+    shutdown.await;
     let _ = stop.send(true);
-    tokio::select! {
-        _ = table.all_closed() => {}
-        _ = tokio::time::sleep(grace) => {
-            tracing::warn!(
-                open = table.open(),
-                "shutdown grace period over; closing remaining connections"
-            );
-        }
-    }
+    while all_finished.recv().await.is_some() {}
     Ok(())
+}
+
+/// `server.workers`, or one per CPU.
+fn worker_count(config: &Config) -> usize {
+    match config.server.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+}
+
+/// One thread answering requests on a single-threaded runtime of its own. Answering a
+/// download is a few microseconds of work; handing it between threads (as a work-stealing
+/// runtime does) costs more than that, so each connection stays on the thread that
+/// accepted it, as in nginx's worker processes. What the registry shares (the stores, the
+/// caches, the connection table) is thread-safe and usable from any runtime.
+struct Worker {
+    number: usize,
+    listener: std::net::TcpListener,
+    table: std::sync::Arc<Table>,
+    app: Router,
+    timeout: Duration,
+    grace: Duration,
+    stopping: watch::Receiver<bool>,
+    finished: tokio::sync::mpsc::Sender<()>,
+}
+
+impl Worker {
+    fn run(self) {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name(format!("http-{}", self.number))
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                tracing::error!(error = %e, worker = self.number, "starting an HTTP worker");
+                return;
+            }
+        };
+        runtime.block_on(self.serve());
+    }
+
+    /// Accepts until shutdown, then lets this worker's connections finish for up to the
+    /// grace period (the runtime, and what it still runs, ends with this future).
+    async fn serve(self) {
+        let Worker {
+            number,
+            listener,
+            table,
+            app,
+            timeout,
+            grace,
+            mut stopping,
+            finished,
+        } = self;
+        let listener = match TcpListener::from_std(listener) {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::error!(error = %e, worker = number, "listening in an HTTP worker");
+                return;
+            }
+        };
+        let builder = http_builder(timeout);
+        let mut acceptor = Acceptor::new(listener);
+        let mut shed = ShedLog::new(table.caps());
+        // Reports what was counted but not yet logged at the end of a burst.
+        let mut reports = tokio::time::interval(LOG_INTERVAL);
+        loop {
+            let (stream, remote) = tokio::select! {
+                accepted = acceptor.accept() => accepted,
+                _ = reports.tick() => {
+                    shed.report_due();
+                    acceptor.report_due();
+                    continue;
+                }
+                _ = stopping.wait_for(|stop| *stop) => break,
+            };
+            match table.admit(remote.ip()) {
+                Ok(slot) => {
+                    let connection = Connection {
+                        stream,
+                        remote,
+                        slot,
+                        timeout,
+                        stopping: stopping.clone(),
+                    };
+                    tokio::spawn(connection.run(&builder, app.clone()));
+                }
+                // Dropping the stream closes it.
+                Err(refusal) => shed.record(refusal, remote.ip()),
+            }
+        }
+        drop(acceptor);
+        tokio::select! {
+            _ = table.all_closed() => {}
+            _ = tokio::time::sleep(grace) => {
+                if number == 0 {
+                    tracing::warn!(
+                        open = table.open(),
+                        "shutdown grace period over; closing remaining connections"
+                    );
+                }
+            }
+        }
+        drop(finished);
+    }
 }
 
 fn http_builder(timeout: Duration) -> auto::Builder<TokioExecutor> {

@@ -140,6 +140,10 @@ impl Table {
         })
     }
 
+    pub fn caps(&self) -> Caps {
+        self.caps
+    }
+
     /// Open connections.
     pub fn open(&self) -> usize {
         *self.open.borrow()
