@@ -556,3 +556,86 @@ fn changes_by_another_process_reach_the_download_path() {
     run_ok(cli(&data).args(["repository", "remove", "admin/v3.21/main"]));
     settle(404, "after the repository was removed");
 }
+
+/// Downloads answered again from memory (`http::ready`) answer exactly what the full way
+/// does, and never outlive a change: a publish, a delete, an owner made private.
+#[tokio::test]
+async fn answers_kept_in_memory_follow_every_change() {
+    let server = TestServer::start().await;
+    let first = package("hello", "1.0-r0", "x86_64");
+    let path = publish(&server, first.clone()).await;
+    // Answers are kept once their Last-Modified is final, after the second of the change.
+    start_of_next_second().await;
+    let full = get(&server, &path, &[]).await;
+    assert_full(&full, &first);
+    let index = get(&server, INDEX, &[]).await;
+    assert_eq!(index.status, 200);
+    for _ in 0..3 {
+        let again = get(&server, &path, &[]).await;
+        assert_full(&again, &first);
+        assert_eq!(
+            (&again.etag, &again.last_modified),
+            (&full.etag, &full.last_modified)
+        );
+        let again = get(&server, INDEX, &[]).await;
+        assert_eq!((again.status, &again.body), (200, &index.body));
+        assert_eq!(again.etag, index.etag);
+    }
+    let etag = index.etag.clone().unwrap();
+    let date = index.last_modified.clone().unwrap();
+    let answer = get(&server, INDEX, &[("If-None-Match", &etag)]).await;
+    assert_eq!((answer.status, answer.body.len()), (304, 0));
+    assert_eq!(answer.etag.as_deref(), Some(etag.as_str()));
+    let answer = get(&server, INDEX, &[("If-Modified-Since", &date)]).await;
+    assert_eq!(answer.status, 304);
+    let answer = get(
+        &server,
+        INDEX,
+        &[("If-Modified-Since", "Sat, 01 Jan 2000 00:00:00 GMT")],
+    )
+    .await;
+    assert_eq!((answer.status, &answer.body), (200, &index.body));
+    let head = request(&server, reqwest::Method::HEAD, &path, &[]).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(
+        head.content_length.as_deref(),
+        Some(first.len().to_string().as_str())
+    );
+    assert!(head.body.is_empty());
+
+    // A publish changes the index at once.
+    publish(&server, package("other", "2.0-r0", "x86_64")).await;
+    let changed = get(&server, INDEX, &[("If-None-Match", &etag)]).await;
+    assert_eq!(changed.status, 200);
+    assert_ne!(changed.etag.as_deref(), Some(etag.as_str()));
+    assert_ne!(changed.body, index.body);
+
+    // A delete makes the file go at once.
+    assert_eq!(server.delete(&path, ADMIN).await.status(), 204);
+    assert_eq!(get(&server, &path, &[]).await.status, 404);
+
+    // An owner made private is no longer served to anyone without credentials.
+    start_of_next_second().await;
+    assert_eq!(get(&server, INDEX, &[]).await.status, 200);
+    assert_eq!(get(&server, INDEX, &[]).await.status, 200);
+    alpine_registry::registry::accounts::set_visibility(&server.state, "admin", true)
+        .await
+        .unwrap();
+    let hidden = get(&server, INDEX, &[]).await;
+    assert!(
+        hidden.status == 401 || hidden.status == 404,
+        "{}",
+        hidden.status
+    );
+    let hidden = get(
+        &server,
+        INDEX,
+        &[("If-None-Match", changed.etag.as_deref().unwrap())],
+    )
+    .await;
+    assert!(
+        hidden.status == 401 || hidden.status == 404,
+        "{}",
+        hidden.status
+    );
+}

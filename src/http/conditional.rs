@@ -43,12 +43,15 @@ impl Entity {
         rounded_up.min(now)
     }
 
+    /// Whether `last_modified` has reached the value it keeps from now on (the second of
+    /// the change has passed), so that an answer made now stays exact.
+    pub fn last_modified_is_final(&self) -> bool {
+        self.last_modified(unix_now()) == self.last_modified(i64::MAX)
+    }
+
     pub fn last_modified_http(&self) -> String {
         // Clamped to the answer's `Date`, which the HTTP server takes from the system clock.
-        let now = std::time::SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        let secs = u64::try_from(self.last_modified(now)).unwrap_or(0);
+        let secs = u64::try_from(self.last_modified(unix_now())).unwrap_or(0);
         httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs))
     }
 
@@ -114,6 +117,13 @@ impl Entity {
             None => Plan::Unsatisfiable,
         }
     }
+}
+
+/// The system clock in Unix seconds (what the HTTP server dates answers by).
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// The value of a header sent exactly once; `None` when absent, repeated or not text.

@@ -5,6 +5,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 
 use super::conditional::{Entity, Plan};
+use super::ready::Ready;
 use crate::access::Identity;
 use crate::error::{AppError, AppResult};
 use crate::names::{Arch, RepoAddress};
@@ -78,9 +79,19 @@ pub async fn get(
             .status(StatusCode::OK)
             .header(header::CONTENT_TYPE, "application/gzip")
             .header(header::CONTENT_LENGTH, index.content.len())
-            .body(Body::from(index.content)),
+            .body(Body::from(index.content.clone())),
     };
-    response.map_err(|e| AppError::Internal(e.into()))
+    let mut response = response.map_err(|e| AppError::Internal(e.into()))?;
+    if response.status() == StatusCode::OK
+        && super::packages::anyone_may_read(identity, &owner)
+        && entity.last_modified_is_final()
+    {
+        response.extensions_mut().insert(Ready {
+            body: index.content,
+            modified_ms: entity.modified_ms,
+        });
+    }
+    Ok(response)
 }
 
 /// Clients and proxies must revalidate, so a publish is visible at once.

@@ -9,6 +9,7 @@ mod keys;
 pub mod origin;
 mod packages;
 mod paths;
+mod ready;
 
 use std::time::Duration;
 
@@ -162,6 +163,15 @@ async fn log_request(request: Request, next: axum::middleware::Next) -> Response
 
 pub fn router(state: AppState) -> Router {
     let timeout = Duration::from_secs(state.config.server.request_timeout_secs);
+    let ready = {
+        let state = state.clone();
+        let answers = std::sync::Arc::new(ready::ReadyAnswers::new(
+            state.config.storage.memory_cache_bytes,
+        ));
+        move |request: Request, next: axum::middleware::Next| {
+            ready::serve(state.clone(), answers.clone(), request, next)
+        }
+    };
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -197,5 +207,7 @@ pub fn router(state: AppState) -> Router {
                 ),
         )
         .layer(axum::middleware::from_fn(log_request))
+        // Outermost: what it answers from memory skips everything above.
+        .layer(axum::middleware::from_fn(ready))
         .with_state(state)
 }

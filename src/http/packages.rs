@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::conditional::{Entity, Plan};
 use super::indexes::cache_control;
+use super::ready::Ready;
 use crate::access::Identity;
 use crate::error::{AppError, AppResult};
 use crate::names::{Arch, FileAddress, PackageFile, RepoAddress, RepoFile};
@@ -138,20 +139,46 @@ pub async fn download(
             format!("bytes {start}-{}/{}", start + len - 1, entity.size),
         );
     }
-    let body = match small {
-        Some(bytes) => Body::from(bytes.slice(start as usize..(start + len) as usize)),
+    let (body, whole) = match small {
+        Some(bytes) => {
+            let bytes = bytes.slice(start as usize..(start + len) as usize);
+            (Body::from(bytes.clone()), Some(bytes))
+        }
         None => {
             let blob = state.blobs.open_range(&package.sha256, start, len).await?;
             match blob.bytes {
-                Some(bytes) => Body::from(bytes),
-                None => Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
-                    blob.body,
-                    DOWNLOAD_CHUNK,
-                )),
+                Some(bytes) => (Body::from(bytes.clone()), Some(bytes)),
+                None => (
+                    Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+                        blob.body,
+                        DOWNLOAD_CHUNK,
+                    )),
+                    None,
+                ),
             }
         }
     };
-    builder.body(body).map_err(|e| AppError::Internal(e.into()))
+    let mut response = builder
+        .body(body)
+        .map_err(|e| AppError::Internal(e.into()))?;
+    if let Some(bytes) = whole {
+        if status == StatusCode::OK
+            && anyone_may_read(identity, &owner)
+            && entity.last_modified_is_final()
+        {
+            response.extensions_mut().insert(Ready {
+                body: bytes,
+                modified_ms: entity.modified_ms,
+            });
+        }
+    }
+    Ok(response)
+}
+
+/// Whether an answer to this request is the same for anyone who asks without
+/// credentials, so it may be kept for them (`ready`).
+pub(super) fn anyone_may_read(identity: &Identity, owner: &crate::store::Owner) -> bool {
+    matches!(identity, Identity::Anonymous) && !owner.is_private
 }
 
 /// `DELETE /{owner}/{branch}/{repository}/{arch}/{name}-{version}.apk`. When it answers

@@ -349,6 +349,13 @@ pub struct StoredIndex {
 pub trait Store: Send + Sync + 'static {
     /// Whether the database answers.
     async fn ping(&self) -> StoreResult<()>;
+    /// A counter that moves whenever anything read from this store may have changed (by
+    /// this process at once, by another within its watch interval), for answers kept in
+    /// memory above the store; None when the store keeps no such counter (every read asks
+    /// the database).
+    fn read_epoch(&self) -> Option<u64> {
+        None
+    }
 
     async fn count_users(&self) -> StoreResult<i64>;
     /// Creates a user together with its personal namespace (an owner of the same name,

@@ -96,6 +96,11 @@ impl ReadCache {
         self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// The current epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
     fn ticket(&self) -> Ticket {
         Ticket(self.epoch.load(Ordering::SeqCst))
     }
