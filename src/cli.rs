@@ -627,6 +627,29 @@ async fn serve(
     })?;
     let local = listener.local_addr()?;
     tracing::info!(address = %local, "listening on http://{local}");
+    if let Some(metrics_listen) = &config.server.metrics_listen {
+        let address = metrics_listen.resolve().await.with_context(|| {
+            format!("server.metrics_listen: cannot resolve {metrics_listen} to an address")
+        })?;
+        let metrics_listener = crate::http::connections::bind(address)
+            .with_context(|| format!("binding {address} (server.metrics_listen)"))?;
+        let local = metrics_listener.local_addr()?;
+        tracing::info!(address = %local, "metrics on http://{local}/metrics");
+        let router = crate::http::metrics::listener_router(state.clone());
+        let config = state.config.clone();
+        tokio::spawn(async move {
+            let served = crate::http::connections::serve(
+                metrics_listener,
+                router,
+                &config,
+                crate::shutdown_signal(),
+            )
+            .await;
+            if let Err(e) = served {
+                tracing::error!(error = %format!("{e:#}"), "serving metrics");
+            }
+        });
+    }
     crate::serve(listener, state, crate::shutdown_signal()).await
 }
 

@@ -60,6 +60,9 @@ pub struct ServerConfig {
     /// Threads answering HTTP requests, each with a runtime of its own accepting from the
     /// same socket; 0 is one per CPU.
     pub workers: usize,
+    /// Where `/metrics` is served to anyone who reaches it, instead of to site
+    /// administrators on `listen`; unset: on `listen`.
+    pub metrics_listen: Option<ListenAddr>,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +77,7 @@ impl Default for ServerConfig {
             max_connections_per_ip: 64,
             trusted_proxies: Vec::new(),
             workers: 0,
+            metrics_listen: None,
         }
     }
 }

@@ -37,6 +37,7 @@ use crate::apk::index::{rewrite_arch, sign_index};
 use crate::apk::names::KNOWN_ARCHES;
 use crate::apk::sign::{SignatureAlgorithm, SigningKey};
 use crate::clock::SharedClock;
+use crate::metrics::{BuildLabels, Metrics};
 use crate::registry::keys::Keys;
 use crate::store::{
     IndexChanges, IndexEntry, IndexSnapshot, Owner, RenderedIndex, Repository, Store, StoreError,
@@ -80,6 +81,7 @@ pub struct Indexer {
     cache: Cache,
     builds: AtomicU64,
     incremental_builds: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 impl Indexer {
@@ -88,6 +90,7 @@ impl Indexer {
         keys: Arc<Keys>,
         algorithms: Vec<SignatureAlgorithm>,
         clock: SharedClock,
+        metrics: Arc<Metrics>,
     ) -> Indexer {
         Indexer {
             store,
@@ -98,6 +101,7 @@ impl Indexer {
             cache: Cache::default(),
             builds: AtomicU64::new(0),
             incremental_builds: AtomicU64::new(0),
+            metrics,
         }
     }
 
@@ -168,6 +172,7 @@ impl Indexer {
         }
         // Out of the cache while it is updated: a build that fails leaves nothing behind,
         // and the next one starts over from the database.
+        let started = std::time::Instant::now();
         let cached = self.cache.take(repository.id);
         let build = self.update(owner, repository, cached, extra_arch).await?;
         self.store
@@ -184,6 +189,21 @@ impl Indexer {
         if build.incremental {
             self.incremental_builds.fetch_add(1, Ordering::Relaxed);
         }
+        let kind = if build.incremental {
+            "incremental"
+        } else {
+            "full"
+        };
+        self.metrics
+            .index_builds
+            .get_or_create(&BuildLabels { kind })
+            .inc();
+        self.metrics
+            .index_build_duration
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .index_build_packages
+            .observe(build.state.packages.len() as f64);
         tracing::debug!(
             repository = %build.state.description,
             generation = build.state.generation,

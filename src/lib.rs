@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod indexer;
+pub mod metrics;
 pub mod names;
 pub mod registry;
 pub mod store;
@@ -52,6 +53,8 @@ pub struct Shared {
     pub small_files: Arc<blob::small::SmallFiles>,
     pub keys: Arc<Keys>,
     pub indexer: Arc<Indexer>,
+    /// What `/metrics` reports.
+    pub metrics: Arc<metrics::Metrics>,
     /// Uploads hold it shared from blob commit to row insert; deletes and the orphan
     /// collector hold it exclusively while deciding whether one blob is still referenced.
     /// Inside it they hold the database's lock of the digest the same way
@@ -121,11 +124,13 @@ pub async fn open_with_clock(config: Config, clock: SharedClock) -> anyhow::Resu
     let master =
         registry::keys::MasterKey::load(&config.signing.master_key, &config.storage.data_dir)?;
     let keys = Arc::new(Keys::new(store.clone(), master, config.signing.key_bits));
+    let metrics = Arc::new(metrics::Metrics::new());
     let indexer = Arc::new(Indexer::new(
         store.clone(),
         keys.clone(),
         config.signature_algorithms()?,
         clock.clone(),
+        metrics.clone(),
     ));
     Ok(AppState(Arc::new(Shared {
         store,
@@ -135,6 +140,7 @@ pub async fn open_with_clock(config: Config, clock: SharedClock) -> anyhow::Resu
         )),
         keys,
         indexer,
+        metrics,
         blob_lock: Arc::new(tokio::sync::RwLock::new(())),
         throttle: Arc::new(access::Throttle::new(
             config.auth.max_failures,

@@ -6,6 +6,7 @@ mod health;
 mod identity;
 mod indexes;
 mod keys;
+pub mod metrics;
 pub mod origin;
 mod packages;
 mod paths;
@@ -172,9 +173,14 @@ pub fn router(state: AppState) -> Router {
             ready::serve(state.clone(), answers.clone(), request, next)
         }
     };
-    Router::new()
+    let mut routes = Router::new()
         .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
+        .route("/readyz", get(health::readyz));
+    // On a listener of its own when one is configured, else here for administrators.
+    if state.config.server.metrics_listen.is_none() {
+        routes = routes.route("/metrics", get(metrics::get_guarded));
+    }
+    routes
         .merge(owner_routes("/{owner}"))
         // Gitea/Forgejo's layout, so their users switch by changing the host name only.
         .merge(owner_routes("/api/packages/{owner}/alpine"))
@@ -207,7 +213,12 @@ pub fn router(state: AppState) -> Router {
                 ),
         )
         .layer(axum::middleware::from_fn(log_request))
-        // Outermost: what it answers from memory skips everything above.
+        // What it answers from memory skips everything above.
         .layer(axum::middleware::from_fn(ready))
+        // Outermost: every answer is counted.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count,
+        ))
         .with_state(state)
 }

@@ -120,6 +120,45 @@ where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
+    let started = std::time::Instant::now();
+    let result = publish_counted(state, owner, at, declared_len, body).await;
+    count(
+        &state.metrics.publishes,
+        &state.metrics.publish_duration,
+        &result,
+        started,
+    );
+    result
+}
+
+/// Counts a publish or delete by how it ended.
+fn count<T>(
+    family: &prometheus_client::metrics::family::Family<
+        crate::metrics::OutcomeLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
+    duration: &prometheus_client::metrics::histogram::Histogram,
+    result: &AppResult<T>,
+    started: std::time::Instant,
+) {
+    let status = match result {
+        Ok(_) => 200,
+        Err(e) => e.status().as_u16(),
+    };
+    crate::metrics::Metrics::change(family, duration, status, started.elapsed());
+}
+
+async fn publish_counted<S, E>(
+    state: &AppState,
+    owner: &Owner,
+    at: &RepoAddress,
+    declared_len: Option<u64>,
+    body: S,
+) -> AppResult<Published>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
     precheck(state, owner, at, declared_len).await?;
     // Receiving and checking an upload costs a staged file, buffers and a parse: the
     // number of uploads at that stage is capped, and the parses in them run at most one
@@ -194,6 +233,7 @@ where
             })?
     };
 
+    let recorded = std::time::Instant::now();
     let package = inserted.package;
     // By id: a repository removed and created again under the same name is another one.
     let removed = || {
@@ -220,6 +260,10 @@ where
                 recorded_not_listed(e.into(), &package)
             }
         })?;
+    state
+        .metrics
+        .publish_to_index
+        .observe(recorded.elapsed().as_secs_f64());
     tracing::info!(
         owner = %at.owner, branch = %at.branch, repository = %at.repository,
         file = %format!("{}/{}", package.arch, package.filename), "package published"
@@ -273,6 +317,24 @@ pub async fn find(
 /// Deletes the package at `at`/`arch`/`file` (whose write right the caller has checked).
 /// Returns once the index no longer lists it; its blob goes when no row references it.
 pub async fn delete(
+    state: &AppState,
+    owner: &Owner,
+    at: &RepoAddress,
+    arch: &Arch,
+    file: &PackageFile,
+) -> AppResult<Package> {
+    let started = std::time::Instant::now();
+    let result = delete_counted(state, owner, at, arch, file).await;
+    count(
+        &state.metrics.deletes,
+        &state.metrics.delete_duration,
+        &result,
+        started,
+    );
+    result
+}
+
+async fn delete_counted(
     state: &AppState,
     owner: &Owner,
     at: &RepoAddress,

@@ -505,6 +505,8 @@ pub trait Store: Send + Sync + 'static {
     async fn export(&self) -> StoreResult<Dump>;
     /// Rows per table, read in one statement.
     async fn table_counts(&self) -> StoreResult<TableCounts>;
+    /// Bytes of the distinct package files the rows name.
+    async fn stored_bytes(&self) -> StoreResult<i64>;
     /// Writes every row of `dump`, ids as they are, into this database in one
     /// transaction, then moves the id sequences past the copied ids (and past
     /// `dump.last_repository_id`), so that new rows take fresh ids. Conflict, writing

@@ -1265,6 +1265,17 @@ impl Store for PostgresStore {
         Ok(table_counts_from(row))
     }
 
+    async fn stored_bytes(&self) -> StoreResult<i64> {
+        // Files are stored once per digest, however many rows name them.
+        let bytes: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM \
+             (SELECT sha256, MAX(size) AS size FROM packages GROUP BY sha256) AS files",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(bytes)
+    }
+
     async fn import(&self, dump: &Dump) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         // Nobody else writes until the copy commits, so the database stays empty but for it.

@@ -1183,6 +1183,17 @@ impl Store for SqliteStore {
         Ok(table_counts_from(row))
     }
 
+    async fn stored_bytes(&self) -> StoreResult<i64> {
+        // Files are stored once per digest, however many rows name them.
+        let bytes: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM \
+             (SELECT sha256, MAX(size) AS size FROM packages GROUP BY sha256) AS files",
+        )
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(bytes)
+    }
+
     async fn import(&self, dump: &Dump) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         let counts: CountsRow = sqlx::query_as(TABLE_COUNTS).fetch_one(&mut *tx).await?;
