@@ -29,12 +29,6 @@ pub struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabels {
-    pub route: String,
-    pub method: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DownloadLabels {
     /// `package`, `index` or `key`.
     pub kind: &'static str,
@@ -57,7 +51,6 @@ pub struct BuildLabels {
 pub struct Metrics {
     registry: Registry,
     pub http_requests: Family<RequestLabels, Counter>,
-    pub http_request_duration: Family<RouteLabels, Histogram>,
     pub downloads: Family<DownloadLabels, Counter>,
     pub publishes: Family<OutcomeLabels, Counter>,
     pub publish_duration: Histogram,
@@ -78,6 +71,18 @@ pub struct Metrics {
     scrape_failures: Counter,
 }
 
+/// A thread's counters by (metrics, route string, its length, method, status, index).
+type CounterKey = (usize, usize, usize, &'static str, u16, bool);
+
+type CachedCounters = std::collections::HashMap<CounterKey, (Counter, Option<Counter>)>;
+
+thread_local! {
+    static COUNTERS: std::cell::RefCell<CachedCounters> = Default::default();
+}
+
+/// Entries a thread keeps at most (routes × methods × statuses is far fewer).
+const MAX_CACHED_COUNTERS: usize = 4096;
+
 /// Seconds, from a millisecond to about nine minutes.
 fn seconds_buckets() -> impl Iterator<Item = f64> {
     exponential_buckets(0.001, 2.0, 20)
@@ -97,15 +102,6 @@ impl Metrics {
             "http_requests",
             "HTTP requests answered, by matched route, method and status",
             http_requests.clone(),
-        );
-        let http_request_duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(seconds_buckets())
-        });
-        registry.register_with_unit(
-            "http_request_duration",
-            "Time to the head of the answer, by matched route and method",
-            Unit::Seconds,
-            http_request_duration.clone(),
         );
         let downloads = Family::<DownloadLabels, Counter>::default();
         registry.register(
@@ -187,7 +183,6 @@ impl Metrics {
         Metrics {
             registry,
             http_requests,
-            http_request_duration,
             downloads,
             publishes,
             publish_duration,
@@ -208,36 +203,51 @@ impl Metrics {
     }
 
     /// Counts one answered request (and a download, if it was one); `index_file` says
-    /// whether its path names an `APKINDEX.tar.gz`.
-    pub fn request(
-        &self,
-        route: &str,
-        index_file: bool,
-        method: &axum::http::Method,
-        status: u16,
-        took: Duration,
-    ) {
+    /// whether its path names an `APKINDEX.tar.gz`. `route` is the router's own string
+    /// for the matched pattern, the same allocation for every request it matches.
+    ///
+    /// Called for every request, downloads from memory included, so the counters are
+    /// found through a cache of this thread (an HTTP worker's): a family lookup takes a
+    /// lock shared by every thread, and its labels an allocation.
+    pub fn request(&self, route: &str, index_file: bool, method: &axum::http::Method, status: u16) {
         let method = method_label(method);
-        self.http_requests
-            .get_or_create(&RequestLabels {
-                route: route.to_string(),
-                method,
-                status,
-            })
-            .inc();
-        self.http_request_duration
-            .get_or_create(&RouteLabels {
-                route: route.to_string(),
-                method,
-            })
-            .observe(took.as_secs_f64());
-        if matches!(method, "GET" | "HEAD") {
-            if let Some(kind) = download_kind(route, index_file) {
-                self.downloads
-                    .get_or_create(&DownloadLabels { kind, status })
-                    .inc();
+        let key = (
+            self as *const Metrics as usize,
+            route.as_ptr() as usize,
+            route.len(),
+            method,
+            status,
+            index_file,
+        );
+        COUNTERS.with(|counters| {
+            let mut counters = counters.borrow_mut();
+            if counters.len() > MAX_CACHED_COUNTERS {
+                counters.clear();
             }
-        }
+            let (request, download) = counters.entry(key).or_insert_with(|| {
+                let request = self
+                    .http_requests
+                    .get_or_create(&RequestLabels {
+                        route: route.to_string(),
+                        method,
+                        status,
+                    })
+                    .clone();
+                let download = matches!(method, "GET" | "HEAD")
+                    .then(|| download_kind(route, index_file))
+                    .flatten()
+                    .map(|kind| {
+                        self.downloads
+                            .get_or_create(&DownloadLabels { kind, status })
+                            .clone()
+                    });
+                (request, download)
+            });
+            request.inc();
+            if let Some(download) = download {
+                download.inc();
+            }
+        });
     }
 
     /// Counts one publish or delete by the status it answers.

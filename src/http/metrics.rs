@@ -55,7 +55,6 @@ pub async fn count(
     request: Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let started = std::time::Instant::now();
     let method = request.method().clone();
     let route = request.extensions().get::<MatchedPath>().cloned();
     // Index and package downloads share a route.
@@ -66,7 +65,6 @@ pub async fn count(
         index_file,
         &method,
         response.status().as_u16(),
-        started.elapsed(),
     );
     response
 }
