@@ -62,8 +62,7 @@ pub struct OwnerDetail {
 
 /// Filters of a package search. Empty strings count as not given (what an HTML form
 /// sends for an empty field).
-#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::IntoParams, utoipa::ToSchema)]
-#[into_params(parameter_in = Query)]
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::ToSchema)]
 pub struct PackageQuery {
     /// A glob (`*`, `?`, `[...]`) when it contains `*` or `?`, otherwise a
     /// case-insensitive substring; matched against the package name and what it provides
