@@ -382,6 +382,29 @@ async fn a_private_owner_is_invisible_to_anonymous_callers_and_non_members() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn without_anonymous_reads_the_catalog_asks_for_credentials() {
+    let server = TestServer::start_with(|config| config.auth.anonymous_read = false).await;
+    let (insider, _) = setup(&server).await;
+    for path in [
+        "/api/v1/owners",
+        "/api/v1/packages?q=foo",
+        "/api/v1/owners/acme",
+        "/api/v1/owners/acme/packages/libfoo",
+        "/api/v1/owners/acme/index/v3.21/main/x86_64",
+    ] {
+        let response = server.get(path, ANONYMOUS).await;
+        assert_eq!(response.status(), 401, "{path}");
+        assert!(
+            response.headers().contains_key("www-authenticate"),
+            "{path}"
+        );
+        let (status, _) = get(&server, path, Some(("insider", insider.as_str()))).await;
+        assert_eq!(status, 200, "{path} with credentials");
+    }
+    server.stop().await;
+}
+
 /// Follows `Link: <...>; rel="next"` from `first`; returns every item in order and the
 /// totals each page announced. `between` runs after the first page.
 async fn walk<F, Fut>(

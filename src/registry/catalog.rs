@@ -477,7 +477,16 @@ pub async fn index_files(
 }
 
 /// Every owner `identity` may read, by name: the decision of `access::decide` for each.
+/// Without `auth.anonymous_read`, an anonymous caller is asked for credentials (401) as
+/// by every apk route, rather than shown an empty registry.
 async fn readable_owners(state: &AppState, identity: &Identity) -> AppResult<Vec<Owner>> {
+    if matches!(identity, Identity::Anonymous) && !state.config.auth.anonymous_read {
+        return Err(AppError::Unauthorized(
+            "this registry is read with credentials only: send a user name with a password \
+             or token"
+                .into(),
+        ));
+    }
     let mut out = Vec::new();
     let mut owners = state.store.list_owners().await?;
     owners.sort_by(|a, b| a.name.cmp(&b.name));
