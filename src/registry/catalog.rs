@@ -413,7 +413,10 @@ pub async fn index_status(
         let (signatures, entries) =
             tokio::task::spawn_blocking(move || crate::apk::index::describe_signed_index(&content))
                 .await
-                .map_err(anyhow::Error::from)??;
+                .map_err(anyhow::Error::from)?
+                // The index is the registry's own, like the key: one that does not read is
+                // a fault of the server.
+                .map_err(|e| anyhow::anyhow!("the stored index of {arch}: {e}"))?;
         out.push(IndexStatus {
             download_path: format!(
                 "/{}/{}/{}/{arch}/APKINDEX.tar.gz",
@@ -563,7 +566,10 @@ fn overview(owner: &Owner, repositories: Vec<RepositorySummary>) -> OwnerOvervie
 }
 
 fn key_info(state: &AppState, owner: &str, key_name: &str, public_pem: &str) -> AppResult<KeyInfo> {
-    let (fingerprint_sha256, bits) = crate::apk::sign::public_key_fingerprint(public_pem)?;
+    // The key is the registry's own: one that does not parse is a fault of the server,
+    // not of the request.
+    let (fingerprint_sha256, bits) = crate::apk::sign::public_key_fingerprint(public_pem)
+        .map_err(|e| anyhow::anyhow!("the stored public key of {owner}: {e}"))?;
     let algorithms = state
         .config
         .signature_algorithms()?
