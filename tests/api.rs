@@ -504,6 +504,19 @@ async fn search_pages_give_every_package_once_even_while_packages_are_added() {
         11,
         "default limit 50"
     );
+    // HEAD gives the headers alone (curl -I).
+    let head = server
+        .client
+        .head(server.url("/api/v1/packages?q=pkg&limit=5"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["x-total-count"], "11");
+    assert!(head.headers()["link"]
+        .to_str()
+        .unwrap()
+        .ends_with("; rel=\"next\""));
 
     // Packages published while walking: one sorting before the position reached, one
     // after it. Nothing seen is repeated, nothing that was there is missed, and the one
@@ -756,7 +769,9 @@ async fn administration_does_what_the_command_line_does() {
         Method::POST,
         "/api/v1/admin/tokens",
         admin(),
-        Some(json!({"user": "carol", "scope": "read", "owner": "labs", "expires_in": "1d", "label": "ci"})),
+        Some(json!({
+            "user": "carol", "scope": "read", "owner": "labs", "expires_in": "1d", "label": "ci"
+        })),
     )
     .await;
     assert_eq!(status, 201, "{token}");
