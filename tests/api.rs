@@ -616,6 +616,24 @@ async fn bad_parameters_are_refused_with_a_message() {
             "{body}: {message:?} names {words:?}"
         );
     }
+    // A body that is not declared JSON, and one that is not JSON; with a Bearer token.
+    for (content_type, body, expected) in [
+        (None, r#"{"name": "x"}"#, 415),
+        (Some("application/json"), "{not json", 400),
+    ] {
+        let mut request = server
+            .client
+            .post(server.url("/api/v1/admin/owners"))
+            .bearer_auth(ADMIN_TOKEN)
+            .body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let answer: Value = response.json().await.unwrap();
+        assert_error(status, &answer, expected, body);
+    }
     server.stop().await;
 }
 
