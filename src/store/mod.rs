@@ -68,7 +68,18 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
 }
 
 /// A right on an owner, also the scope of a token. Ordered: read < write < admin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Read,
@@ -126,7 +137,7 @@ pub struct Owner {
     pub is_org: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TokenRecord {
     pub id: i64,
     /// SHA-256 of the secret; the secret itself is never stored.
@@ -158,7 +169,7 @@ pub struct NewToken<'a> {
 }
 
 /// A user as listed by administrators.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct UserSummary {
     pub id: i64,
     pub name: String,
@@ -173,7 +184,7 @@ pub struct UserSummary {
 }
 
 /// An owner as listed by administrators.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct OwnerSummary {
     pub id: i64,
     pub name: String,
@@ -187,7 +198,7 @@ pub struct OwnerSummary {
 }
 
 /// A user's role on an owner.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Member {
     pub user_id: i64,
     pub user_name: String,
@@ -256,6 +267,17 @@ pub struct Package {
     pub modified_ms: i64,
 }
 
+/// A package row with the repository it is in and its index stanza, as the catalog reads
+/// it.
+#[derive(Debug, Clone)]
+pub struct CatalogFile {
+    pub package: Package,
+    pub branch: String,
+    pub repository: String,
+    /// The stanza the index lists for it (every Alpine field).
+    pub stanza: String,
+}
+
 /// What `insert_package` did.
 #[derive(Debug, Clone)]
 pub struct InsertedPackage {
@@ -267,7 +289,7 @@ pub struct InsertedPackage {
 }
 
 /// One repository as listed for administrators.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RepositorySummary {
     pub owner: String,
     pub branch: String,
@@ -417,6 +439,10 @@ pub trait Store: Send + Sync + 'static {
     async fn referenced_blobs(&self) -> StoreResult<std::collections::HashSet<String>>;
     /// The packages of one repository.
     async fn list_packages(&self, repository_id: i64) -> StoreResult<Vec<Package>>;
+    /// Every package row of the owner, with its branch, repository and stanza, from one
+    /// statement, by row id (the catalog sorts them itself: collations differ between
+    /// backends).
+    async fn owner_files(&self, owner_id: i64) -> StoreResult<Vec<CatalogFile>>;
 
     async fn repository(&self, repo: &RepoRef) -> StoreResult<Option<Repository>>;
     async fn repository_by_id(&self, id: i64) -> StoreResult<Option<Repository>>;
