@@ -561,8 +561,7 @@ impl Bench {
     /// Scenario 2: many clients publishing into a fresh repository at once.
     async fn concurrent(&mut self) -> anyhow::Result<()> {
         let (clients, n) = (self.o.clients, self.o.concurrent_packages);
-        let log = self.config.log.clone();
-        let builds_before = server::index_builds(&log, CONCURRENT_REPO)?;
+        let builds_before = server::index_builds(&self.client, &self.server.base).await?;
         self.reset_peak();
         println!("{clients} clients publishing {n} packages into {CONCURRENT_REPO} ...");
         let (took, mut times) = upload_concurrently(
@@ -576,7 +575,7 @@ impl Bench {
         )
         .await?;
         let peak = self.memory().peak_mib()?;
-        let builds = server::index_builds(&log, CONCURRENT_REPO)? - builds_before;
+        let builds = server::index_builds(&self.client, &self.server.base).await? - builds_before;
         times.sort();
         let mut t = Table::new(
             &format!("2. {clients} clients publishing into a fresh repository"),
@@ -599,7 +598,7 @@ impl Bench {
             format!("{:.0}", n as f64 / took.as_secs_f64()),
             ms(percentile_ms(&times, 0.5)),
             ms(percentile_ms(&times, 0.99)),
-            count(builds as u64),
+            count(builds),
             if builds > 0 {
                 format!("{:.1}", n as f64 / builds as f64)
             } else {
@@ -608,12 +607,13 @@ impl Bench {
             mib(peak),
         ]);
         t.note(format!(
-            "index builds: \"published indexes\" lines for {CONCURRENT_REPO} in the server's log \
-             (RUST_LOG=alpine_registry=debug), one per index generation published. {}",
+            "index builds: alpine_registry_index_builds_total of the server's /metrics, before \
+             and after (no other repository changes meanwhile), one per index generation \
+             published. {}",
             self.peak_note()
         ));
         if builds == 0 {
-            bail!("no \"published indexes\" line for {CONCURRENT_REPO} in the server's log");
+            bail!("alpine_registry_index_builds_total did not move while publishing into {CONCURRENT_REPO}");
         }
         self.emit(t);
         Ok(())

@@ -2,7 +2,7 @@
 //! the benchmark's, and its memory as the kernel reports it.
 
 use std::fs::OpenOptions;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ pub const TOKEN: &str = "apkreg_bench-token-0123456789abcdefgh";
 pub struct ServerConfig {
     pub bin: PathBuf,
     pub data_dir: PathBuf,
-    /// stderr of every start is appended here (`RUST_LOG=alpine_registry=debug`).
+    /// stderr of every start is appended here (`RUST_LOG=info`, as deployed).
     pub log: PathBuf,
     pub key_bits: usize,
     pub max_upload_bytes: u64,
@@ -63,7 +63,8 @@ impl Server {
             )
             // wrk's connections and the benchmark's own all come from 127.0.0.1.
             .env("ALPINE_REGISTRY__SERVER__MAX_CONNECTIONS_PER_IP", "1024")
-            .env("RUST_LOG", "alpine_registry=debug")
+            // What a deployment logs: at debug every download would be a log line.
+            .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -165,16 +166,27 @@ impl Memory {
     }
 }
 
-/// Counts the "published indexes" debug lines of one repository in the server's log (the
-/// indexer logs one per index generation it publishes).
-pub fn index_builds(log: &Path, repository: &str) -> anyhow::Result<usize> {
-    let text =
-        std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
-    let field = format!("repository={repository}");
-    Ok(text
-        .lines()
-        .filter(|line| {
-            line.contains("published indexes") && line.split_whitespace().any(|t| t == field)
-        })
-        .count())
+/// Index builds the server has published since it started, from its `/metrics`
+/// (`alpine_registry_index_builds_total`, incremental and full).
+pub async fn index_builds(client: &reqwest::Client, base: &str) -> anyhow::Result<u64> {
+    let response = client
+        .get(format!("{base}/metrics"))
+        .basic_auth("admin", Some(TOKEN))
+        .send()
+        .await
+        .context("GET /metrics")?;
+    if !response.status().is_success() {
+        bail!("GET /metrics answered {}", response.status());
+    }
+    let text = response.text().await?;
+    let mut builds = 0.0;
+    for line in text.lines() {
+        if let Some(sample) = line.strip_prefix("alpine_registry_index_builds_total{") {
+            let value = sample.rsplit(' ').next().unwrap_or_default();
+            builds += value
+                .parse::<f64>()
+                .with_context(|| format!("reading {line:?}"))?;
+        }
+    }
+    Ok(builds as u64)
 }
