@@ -641,6 +641,7 @@ async fn serve(
             let served = crate::http::connections::serve(
                 metrics_listener,
                 router,
+                None,
                 &config,
                 crate::shutdown_signal(),
             )

@@ -55,6 +55,8 @@ pub struct Shared {
     pub indexer: Arc<Indexer>,
     /// What `/metrics` reports.
     pub metrics: Arc<metrics::Metrics>,
+    /// Complete answers to anonymous downloads, served before routing (`http::ready`).
+    pub ready: Arc<http::ready::ReadyAnswers>,
     /// Uploads hold it shared from blob commit to row insert; deletes and the orphan
     /// collector hold it exclusively while deciding whether one blob is still referenced.
     /// Inside it they hold the database's lock of the digest the same way
@@ -68,6 +70,9 @@ pub struct Shared {
     pub uploads: Arc<tokio::sync::Semaphore>,
     /// Package parses running at once: one per core, as parsing is CPU-bound.
     pub parses: Arc<tokio::sync::Semaphore>,
+    /// Catalog queries (searches, package pages, indexes as JSON) running at once: one
+    /// per core, as each reads and parses whole owners.
+    pub catalog_queries: Arc<tokio::sync::Semaphore>,
     /// What "now" is: token expiry, dates of rows and indexes, ages of files.
     pub clock: SharedClock,
 }
@@ -141,6 +146,9 @@ pub async fn open_with_clock(config: Config, clock: SharedClock) -> anyhow::Resu
         keys,
         indexer,
         metrics,
+        ready: Arc::new(http::ready::ReadyAnswers::new(
+            config.storage.memory_cache_bytes,
+        )),
         blob_lock: Arc::new(tokio::sync::RwLock::new(())),
         throttle: Arc::new(access::Throttle::new(
             config.auth.max_failures,
@@ -158,6 +166,9 @@ pub async fn open_with_clock(config: Config, clock: SharedClock) -> anyhow::Resu
             config.limits.max_concurrent_uploads,
         )),
         parses: Arc::new(tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, |n| n.get()),
+        )),
+        catalog_queries: Arc::new(tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         )),
         config,
@@ -340,7 +351,13 @@ pub async fn serve(
     }
     spawn_throttle_pruner(state.throttle.clone());
     let config = state.config.clone();
-    http::connections::serve(listener, build_app(state), &config, shutdown).await
+    let early = {
+        let state = state.clone();
+        http::connections::Early::new(move |method, path, headers| {
+            state.ready.answer(&state, method, path, headers)
+        })
+    };
+    http::connections::serve(listener, build_app(state), Some(early), &config, shutdown).await
 }
 
 /// How often an instance on PostgreSQL looks for index builds that no instance is doing.

@@ -17,7 +17,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, Method};
 use axum::Router;
+use futures_util::future::Either;
 use futures_util::FutureExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -71,11 +73,32 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// What a request may be answered before routing, from its method, path and headers
+/// (`http::ready`): None sends it through the router.
+#[derive(Clone)]
+pub struct Early(std::sync::Arc<EarlyAnswer>);
+
+type EarlyAnswer =
+    dyn Fn(&Method, &str, &HeaderMap) -> Option<axum::response::Response> + Send + Sync;
+
+impl Early {
+    pub fn new(
+        answer: impl Fn(&Method, &str, &HeaderMap) -> Option<axum::response::Response>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Early {
+        Early(std::sync::Arc::new(answer))
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` completes, then lets in-flight requests
-/// finish for up to `server.shutdown_grace_secs`.
+/// finish for up to `server.shutdown_grace_secs`. `early` answers what it can before
+/// routing.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    early: Option<Early>,
     config: &Config,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -114,6 +137,7 @@ pub async fn serve(
             listener: listener.try_clone()?,
             table: table.clone(),
             app: app.clone(),
+            early: early.clone(),
             timeout,
             grace,
             stopping: stopping.clone(),
@@ -148,6 +172,7 @@ struct Worker {
     listener: std::net::TcpListener,
     table: std::sync::Arc<Table>,
     app: Router,
+    early: Option<Early>,
     timeout: Duration,
     grace: Duration,
     stopping: watch::Receiver<bool>,
@@ -178,6 +203,7 @@ impl Worker {
             listener,
             table,
             app,
+            early,
             timeout,
             grace,
             mut stopping,
@@ -214,7 +240,7 @@ impl Worker {
                         timeout,
                         stopping: stopping.clone(),
                     };
-                    tokio::spawn(connection.run(&builder, app.clone()));
+                    tokio::spawn(connection.run(&builder, app.clone(), early.clone()));
                 }
                 // Dropping the stream closes it.
                 Err(refusal) => shed.record(refusal, remote.ip()),
@@ -270,6 +296,7 @@ impl Connection {
         self,
         builder: &auto::Builder<TokioExecutor>,
         app: Router,
+        early: Option<Early>,
     ) -> impl Future<Output = ()> + Send + 'static {
         let Connection {
             stream,
@@ -288,9 +315,17 @@ impl Connection {
             let activity = activity.clone();
             hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
                 let in_flight = activity.start();
-                let mut request = request.map(axum::body::Body::new);
-                request.extensions_mut().insert(ConnectInfo(remote));
-                let response = app.clone().oneshot(request);
+                let answered = early.as_ref().and_then(|early| {
+                    (early.0)(request.method(), request.uri().path(), request.headers())
+                });
+                let response = match answered {
+                    Some(response) => Either::Left(std::future::ready(Ok(response))),
+                    None => {
+                        let mut request = request.map(axum::body::Body::new);
+                        request.extensions_mut().insert(ConnectInfo(remote));
+                        Either::Right(app.clone().oneshot(request))
+                    }
+                };
                 async move {
                     let response = response.await?;
                     Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))

@@ -11,7 +11,7 @@ pub mod metrics;
 pub mod origin;
 mod packages;
 mod paths;
-mod ready;
+pub mod ready;
 
 use std::time::Duration;
 
@@ -165,13 +165,10 @@ async fn log_request(request: Request, next: axum::middleware::Next) -> Response
 
 pub fn router(state: AppState) -> Router {
     let timeout = Duration::from_secs(state.config.server.request_timeout_secs);
-    let ready = {
+    let keep = {
         let state = state.clone();
-        let answers = std::sync::Arc::new(ready::ReadyAnswers::new(
-            state.config.storage.memory_cache_bytes,
-        ));
         move |request: Request, next: axum::middleware::Next| {
-            ready::serve(state.clone(), answers.clone(), request, next)
+            ready::keep(state.clone(), request, next)
         }
     };
     let mut routes = Router::new()
@@ -215,8 +212,8 @@ pub fn router(state: AppState) -> Router {
                 ),
         )
         .layer(axum::middleware::from_fn(log_request))
-        // What it answers from memory skips everything above.
-        .layer(axum::middleware::from_fn(ready))
+        // Answers to keep in memory (`ready`), served before routing from then on.
+        .layer(axum::middleware::from_fn(keep))
         // Outermost: every answer is counted.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -44,6 +44,8 @@ struct Answer {
     etag: Option<HeaderValue>,
     modified_ms: i64,
     body: Bytes,
+    /// The route pattern that answered it, for the request counters.
+    route: Option<MatchedPath>,
 }
 
 #[derive(Default)]
@@ -75,7 +77,14 @@ impl ReadyAnswers {
         table.answers.get(path).cloned()
     }
 
-    fn put(&self, path: &str, epoch: u64, headers: &HeaderMap, ready: Ready) {
+    fn put(
+        &self,
+        path: &str,
+        epoch: u64,
+        headers: &HeaderMap,
+        ready: Ready,
+        route: Option<MatchedPath>,
+    ) {
         let Ready { body, modified_ms } = ready;
         if body.len() > self.budget {
             return;
@@ -104,6 +113,7 @@ impl ReadyAnswers {
             headers: headers.clone(),
             not_modified,
             body,
+            route,
         };
         table.bytes += answer.body.len();
         if let Some(old) = table.answers.insert(path.into(), Arc::new(answer)) {
@@ -123,11 +133,10 @@ enum Asked {
 }
 
 /// Whether a request can be answered from a kept answer, and how.
-fn asked(request: &Request) -> Option<Asked> {
-    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+fn asked(method: &Method, headers: &HeaderMap) -> Option<Asked> {
+    if !matches!(*method, Method::GET | Method::HEAD) {
         return None;
     }
-    let headers = request.headers();
     if headers.contains_key(header::AUTHORIZATION)
         || headers.contains_key(header::RANGE)
         || headers.contains_key(header::IF_MATCH)
@@ -167,47 +176,70 @@ fn answer(answer: &Answer, status: StatusCode, head_only: bool) -> Response {
     response
 }
 
-/// The outermost layer: answers from memory what it can, and keeps what handlers mark.
-pub async fn serve(
-    state: AppState,
-    ready: Arc<ReadyAnswers>,
-    request: Request,
-    next: Next,
-) -> Response {
-    // At debug level every download is logged, which only the full way does.
-    let (Some(asked), Some(epoch)) = (asked(&request), state.store.read_epoch()) else {
-        return next.run(request).await;
-    };
-    if tracing::enabled!(tracing::Level::DEBUG) {
-        return next.run(request).await;
-    }
-    let head_only = request.method() == Method::HEAD;
-    if let Some(kept) = ready.get(request.uri().path(), epoch) {
+impl ReadyAnswers {
+    /// The answer to a request with this method, path and headers, if one is kept and
+    /// the request asks nothing of it that only the full way can judge. Called by the
+    /// connection for each request before routing; what it answers is counted here.
+    pub fn answer(
+        &self,
+        state: &AppState,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Option<Response> {
+        let asked = asked(method, headers)?;
+        let epoch = state.store.read_epoch()?;
+        // At debug level every download is logged, which only the full way does.
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            return None;
+        }
+        let kept = self.get(path, epoch)?;
+        let head_only = method == Method::HEAD;
         // The entity tag itself is answered here; any other (a list, a weak tag, another
         // tag) goes the full way, which compares them as RFC 9110 says. A date is judged
         // as the full way does (`conditional::Entity::unchanged_since`).
-        match asked {
-            Asked::Full => return answer(&kept, StatusCode::OK, head_only),
+        let status = match asked {
+            Asked::Full => StatusCode::OK,
             Asked::IfNoneMatch(ref tag) if kept.etag.as_ref() == Some(tag) => {
-                return answer(&kept, StatusCode::NOT_MODIFIED, head_only)
+                StatusCode::NOT_MODIFIED
             }
-            Asked::IfModifiedSince(since) => {
-                let status = if kept.modified_ms <= since.saturating_mul(1000) {
-                    StatusCode::NOT_MODIFIED
-                } else {
-                    StatusCode::OK
-                };
-                return answer(&kept, status, head_only);
+            Asked::IfModifiedSince(since) if kept.modified_ms <= since.saturating_mul(1000) => {
+                StatusCode::NOT_MODIFIED
             }
-            Asked::IfNoneMatch(_) => {}
+            Asked::IfModifiedSince(_) => StatusCode::OK,
+            Asked::IfNoneMatch(_) => return None,
+        };
+        if let Some(route) = &kept.route {
+            state.metrics.request(
+                route.as_str(),
+                path.ends_with("/APKINDEX.tar.gz"),
+                method,
+                status.as_u16(),
+            );
         }
+        Some(answer(&kept, status, head_only))
     }
-    let keep = matches!(asked, Asked::Full) && !head_only;
-    let path = keep.then(|| request.uri().path().to_string());
+}
+
+/// A layer inside the router: keeps what handlers mark, for `ReadyAnswers::answer` to
+/// serve next time.
+pub async fn keep(state: AppState, request: Request, next: Next) -> Response {
+    let keep = request.method() == Method::GET
+        && matches!(
+            asked(request.method(), request.headers()),
+            Some(Asked::Full)
+        );
+    let Some(epoch) = state.store.read_epoch().filter(|_| keep) else {
+        return next.run(request).await;
+    };
+    let path = request.uri().path().to_string();
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let mut response = next.run(request).await;
     let marked = response.extensions_mut().remove::<Ready>();
-    if let (Some(path), Some(marked), StatusCode::OK) = (path, marked, response.status()) {
-        ready.put(&path, epoch, response.headers(), marked);
+    if let (Some(marked), StatusCode::OK) = (marked, response.status()) {
+        state
+            .ready
+            .put(&path, epoch, response.headers(), marked, route);
     }
     response
 }
@@ -233,14 +265,14 @@ mod tests {
     #[test]
     fn answers_live_for_their_epoch_only() {
         let ready = ReadyAnswers::new(1024);
-        ready.put("/a", 1, &headers("\"x\""), body(b"abc"));
+        ready.put("/a", 1, &headers("\"x\""), body(b"abc"), None);
         let kept = ready.get("/a", 1).expect("kept");
         assert_eq!(kept.body, Bytes::from_static(b"abc"));
         assert!(!kept.not_modified.contains_key(header::CONTENT_LENGTH));
         assert!(ready.get("/a", 2).is_none());
         // An answer from an older epoch never replaces newer ones.
-        ready.put("/b", 2, &headers("\"y\""), body(b"def"));
-        ready.put("/c", 1, &headers("\"z\""), body(b"ghi"));
+        ready.put("/b", 2, &headers("\"y\""), body(b"def"), None);
+        ready.put("/c", 1, &headers("\"z\""), body(b"ghi"), None);
         assert!(ready.get("/b", 2).is_some());
         assert!(ready.get("/c", 1).is_none() && ready.get("/c", 2).is_none());
     }
@@ -248,10 +280,10 @@ mod tests {
     #[test]
     fn the_budget_bounds_what_is_kept() {
         let ready = ReadyAnswers::new(8);
-        ready.put("/big", 1, &headers("\"b\""), body(&[0u8; 9]));
+        ready.put("/big", 1, &headers("\"b\""), body(&[0u8; 9]), None);
         assert!(ready.get("/big", 1).is_none());
-        ready.put("/a", 1, &headers("\"a\""), body(&[0u8; 5]));
-        ready.put("/b", 1, &headers("\"b\""), body(&[0u8; 5]));
+        ready.put("/a", 1, &headers("\"a\""), body(&[0u8; 5]), None);
+        ready.put("/b", 1, &headers("\"b\""), body(&[0u8; 5]), None);
         // Over the budget the table starts over with the newest.
         assert!(ready.get("/a", 1).is_none());
         assert!(ready.get("/b", 1).is_some());

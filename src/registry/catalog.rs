@@ -188,6 +188,29 @@ pub struct IndexStatus {
 }
 
 /// Every owner `identity` may read, by name.
+/// How long a query waits for a slot before the answer is 503.
+const QUERY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A place among the catalog queries running at once (`Shared::catalog_queries`, one per
+/// core). A search or a package page reads and parses every file of the owners it covers,
+/// so what anonymous visitors can make the server hold and compute at once is bounded;
+/// past the cap they wait, then get 503 with Retry-After.
+async fn query_slot(state: &AppState) -> AppResult<tokio::sync::OwnedSemaphorePermit> {
+    let busy = || AppError::Overloaded {
+        message: "too many package searches in progress: retry shortly".into(),
+        retry_after: 1,
+    };
+    match tokio::time::timeout(
+        QUERY_PATIENCE,
+        state.catalog_queries.clone().acquire_owned(),
+    )
+    .await
+    {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => Err(busy()),
+    }
+}
+
 pub async fn owners(state: &AppState, identity: &Identity) -> AppResult<Vec<OwnerOverview>> {
     let readable = readable_owners(state, identity).await?;
     let mut repositories: HashMap<String, Vec<RepositorySummary>> = HashMap::new();
@@ -236,6 +259,7 @@ pub async fn search(
     after: Option<&str>,
     limit: usize,
 ) -> AppResult<Page<PackageSummary>> {
+    let _slot = query_slot(state).await?;
     if !(1..=MAX_PAGE_SIZE).contains(&limit) {
         return Err(AppError::BadRequest(format!(
             "limit must be between 1 and {MAX_PAGE_SIZE}, not {limit}"
@@ -295,6 +319,7 @@ pub async fn package(
     owner: &str,
     name: &str,
 ) -> AppResult<PackageDetail> {
+    let _slot = query_slot(state).await?;
     let owner = readable(state, identity, owner).await?;
     if !crate::apk::names::is_valid_pkgname(name) {
         return Err(AppError::BadRequest(format!(
@@ -449,6 +474,7 @@ pub async fn index_files(
     repository: &str,
     arch: &str,
 ) -> AppResult<Vec<PackageFile>> {
+    let _slot = query_slot(state).await?;
     let (owner, repo) = readable_repository(state, identity, owner, branch, repository).await?;
     let arch = Arch::parse(arch)?;
     let mut files: Vec<PackageFile> = state
