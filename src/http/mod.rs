@@ -9,6 +9,7 @@ mod keys;
 pub mod origin;
 mod packages;
 mod paths;
+mod web;
 
 use std::time::Duration;
 
@@ -168,6 +169,7 @@ pub fn router(state: AppState) -> Router {
         .merge(owner_routes("/{owner}"))
         // Gitea/Forgejo's layout, so their users switch by changing the host name only.
         .merge(owner_routes("/api/packages/{owner}/alpine"))
+        .merge(web::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::disable())
