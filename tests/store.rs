@@ -106,6 +106,7 @@ conformance!(
     packages_insert_find_delete,
     noarch_and_concrete_architectures_clash,
     referenced_blobs_and_listing,
+    owner_files_carry_their_place_and_stanza,
     repositories_and_generations,
     repositories_created_listed_and_removed,
     publishing_indexes,
@@ -1145,6 +1146,53 @@ async fn noarch_and_concrete_architectures_clash(store: &dyn Store) {
         .insert_package(&main, new_package("bar", "2.0-r0", "x86_64"), true)
         .await
         .unwrap();
+}
+
+async fn owner_files_carry_their_place_and_stanza(store: &dyn Store) {
+    let acme = store.create_owner("acme", false, true).await.unwrap();
+    let other = store.create_owner("other", false, true).await.unwrap();
+    for (owner, branch, repository, name, arch) in [
+        (&acme, "v1", "main", "zeta", "x86_64"),
+        (&acme, "edge", "testing", "alpha", "noarch"),
+        (&other, "v1", "main", "beta", "x86_64"),
+    ] {
+        store
+            .insert_package(
+                &repo(owner.id, branch, repository),
+                new_package(name, "1-r0", arch),
+                true,
+            )
+            .await
+            .unwrap();
+    }
+    let files = store.owner_files(acme.id).await.unwrap();
+    let listed: Vec<_> = files
+        .iter()
+        .map(|f| {
+            (
+                f.branch.as_str(),
+                f.repository.as_str(),
+                f.package.name.as_str(),
+                f.package.arch.as_str(),
+                f.stanza.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("v1", "main", "zeta", "x86_64", "P:zeta\nV:1-r0\nA:x86_64\n"),
+            (
+                "edge",
+                "testing",
+                "alpha",
+                "noarch",
+                "P:alpha\nV:1-r0\nA:noarch\n"
+            ),
+        ],
+        "the owner's rows only, by row id"
+    );
+    assert!(store.owner_files(other.id + 1000).await.unwrap().is_empty());
 }
 
 async fn referenced_blobs_and_listing(store: &dyn Store) {

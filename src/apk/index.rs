@@ -226,6 +226,90 @@ pub fn verified_content(signed: &[u8], public_key_pem: &str, key_name: &str) -> 
     Ok(content)
 }
 
+/// The fields of one index stanza, as [`render_stanza`] writes them (and `apk index`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StanzaFields {
+    /// `C:`, Q1 followed by the base64 SHA-1 of the control member.
+    pub checksum: String,
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    /// `S:`, the package file's size.
+    pub size: Option<u64>,
+    /// `I:`, the installed size.
+    pub installed_size: Option<u64>,
+    pub description: String,
+    pub url: String,
+    pub license: String,
+    pub origin: Option<String>,
+    pub maintainer: Option<String>,
+    /// `t:`, Unix seconds.
+    pub build_time: Option<i64>,
+    pub commit: Option<String>,
+    pub provider_priority: Option<u64>,
+    pub depends: Vec<String>,
+    pub provides: Vec<String>,
+    pub install_if: Vec<String>,
+}
+
+/// Reads the fields of one stanza; unknown lines are skipped, and a number that does not
+/// parse is left out rather than failing the whole stanza.
+pub fn parse_stanza(stanza: &str) -> StanzaFields {
+    let mut f = StanzaFields::default();
+    let list = |v: &str| v.split_whitespace().map(str::to_string).collect();
+    for line in stanza.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        match key {
+            "C" => f.checksum = value.to_string(),
+            "P" => f.name = value.to_string(),
+            "V" => f.version = value.to_string(),
+            "A" => f.arch = value.to_string(),
+            "S" => f.size = value.parse().ok(),
+            "I" => f.installed_size = value.parse().ok(),
+            "T" => f.description = value.to_string(),
+            "U" => f.url = value.to_string(),
+            "L" => f.license = value.to_string(),
+            "o" => f.origin = Some(value.to_string()),
+            "m" => f.maintainer = Some(value.to_string()),
+            "t" => f.build_time = value.parse().ok(),
+            "c" => f.commit = Some(value.to_string()),
+            "k" => f.provider_priority = value.parse().ok(),
+            "D" => f.depends = list(value),
+            "p" => f.provides = list(value),
+            "i" => f.install_if = list(value),
+            _ => {}
+        }
+    }
+    f
+}
+
+/// What a signed index holds: its signature entry names, in order, and how many packages
+/// its `APKINDEX` lists.
+pub fn describe_signed_index(signed: &[u8]) -> ApkResult<(Vec<String>, usize)> {
+    let (signatures, unsigned) = super::sign::split_signed(signed)?;
+    // The index may be compressed in several gzip members. Its bytes are the registry's
+    // own output, not a client's, so no decompression limit is applied here.
+    let mut archive = tar::Archive::new(flate2::read::MultiGzDecoder::new(unsigned));
+    let mut entries = None;
+    for entry in archive.entries().map_err(ApkError::Io)? {
+        let mut entry = entry.map_err(ApkError::Io)?;
+        if entry.path().map_err(ApkError::Io)?.to_str() == Some("APKINDEX") {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut text).map_err(ApkError::Io)?;
+            entries = Some(text.lines().filter(|l| l.starts_with("P:")).count());
+            break;
+        }
+    }
+    let entries =
+        entries.ok_or_else(|| ApkError::Malformed("the index has no APKINDEX entry".into()))?;
+    Ok((
+        signatures.into_iter().map(|(name, _)| name).collect(),
+        entries,
+    ))
+}
+
 /// Registry stanza order: name, then version (apk ordering), then checksum.
 pub fn compare_entries(a: (&str, &str, &str), b: (&str, &str, &str)) -> Ordering {
     a.0.cmp(b.0)
@@ -259,6 +343,29 @@ mod tests {
             install_if: vec!["a".into(), "b=1".into()],
             ..PkgInfo::default()
         }
+    }
+
+    #[test]
+    fn parsed_stanza_gives_back_every_rendered_field() {
+        let info = full_info();
+        let fields = parse_stanza(&render_stanza(&info, "Q1abc=", 2048));
+        assert_eq!(fields.checksum, "Q1abc=");
+        assert_eq!(fields.name, info.pkgname);
+        assert_eq!(fields.version, info.pkgver);
+        assert_eq!(fields.arch, info.arch);
+        assert_eq!(fields.size, Some(2048));
+        assert_eq!(fields.installed_size, Some(info.size));
+        assert_eq!(Some(fields.description), info.pkgdesc);
+        assert_eq!(Some(fields.url), info.url);
+        assert_eq!(Some(fields.license), info.license);
+        assert_eq!(fields.origin, info.origin);
+        assert_eq!(fields.maintainer, info.maintainer);
+        assert_eq!(fields.build_time, info.builddate.map(|t| t as i64));
+        assert_eq!(fields.commit, info.commit);
+        assert_eq!(fields.provider_priority, info.provider_priority);
+        assert_eq!(fields.depends, info.depends);
+        assert_eq!(fields.provides, info.provides);
+        assert_eq!(fields.install_if, info.install_if);
     }
 
     #[test]

@@ -223,6 +223,17 @@ pub fn verify(
         .map_err(|_| ApkError::Malformed(format!("{alg} signature does not verify")))
 }
 
+/// What a public key (PEM, SPKI or PKCS#1) is, for people comparing it: the hex SHA-256
+/// of its SPKI DER encoding, and its size in bits.
+pub fn public_key_fingerprint(pem: &str) -> ApkResult<(String, usize)> {
+    use rsa::traits::PublicKeyParts;
+    let key = RsaPublicKey::from_public_key_pem(pem)
+        .or_else(|_| RsaPublicKey::from_pkcs1_pem(pem))
+        .map_err(|e| ApkError::Malformed(format!("public key: {e}")))?;
+    let der = key.to_public_key_der().map_err(signing)?;
+    Ok((hex::encode(Sha256::digest(der.as_bytes())), key.n().bits()))
+}
+
 /// Decompressed size allowed for an index signature member.
 const MAX_SIGNATURE_MEMBER: u64 = 1 << 20;
 
@@ -259,6 +270,20 @@ mod tests {
     fn key_name_is_owner_and_spki_fingerprint() {
         // `openssl pkey -in test-signing-key.pem -pubout -outform DER | sha256sum`
         assert_eq!(committed_key().key_name(), "test-90b210e7.rsa.pub");
+    }
+
+    #[test]
+    fn public_key_fingerprint_is_sha256_of_spki() {
+        // `openssl pkey -in test-signing-key.pem -pubout -outform DER | sha256sum`
+        let pem = committed_key().public_key_pem().unwrap();
+        assert_eq!(
+            public_key_fingerprint(&pem).unwrap(),
+            (
+                "90b210e780641681f3eda59d090bb80dee6601f5e8a6e1e40e94f34b0856c055".to_string(),
+                1024
+            )
+        );
+        assert!(public_key_fingerprint("not a key").is_err());
     }
 
     #[test]

@@ -256,6 +256,17 @@ pub struct Package {
     pub modified_ms: i64,
 }
 
+/// A package row with the repository it is in and its index stanza, as the catalog reads
+/// it.
+#[derive(Debug, Clone)]
+pub struct CatalogFile {
+    pub package: Package,
+    pub branch: String,
+    pub repository: String,
+    /// The stanza the index lists for it (every Alpine field).
+    pub stanza: String,
+}
+
 /// What `insert_package` did.
 #[derive(Debug, Clone)]
 pub struct InsertedPackage {
@@ -267,7 +278,7 @@ pub struct InsertedPackage {
 }
 
 /// One repository as listed for administrators.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RepositorySummary {
     pub owner: String,
     pub branch: String,
@@ -410,6 +421,10 @@ pub trait Store: Send + Sync + 'static {
     async fn referenced_blobs(&self) -> StoreResult<std::collections::HashSet<String>>;
     /// The packages of one repository.
     async fn list_packages(&self, repository_id: i64) -> StoreResult<Vec<Package>>;
+    /// Every package row of the owner, with its branch, repository and stanza, from one
+    /// statement, by row id (the catalog sorts them itself: collations differ between
+    /// backends).
+    async fn owner_files(&self, owner_id: i64) -> StoreResult<Vec<CatalogFile>>;
 
     async fn repository(&self, repo: &RepoRef) -> StoreResult<Option<Repository>>;
     async fn repository_by_id(&self, id: i64) -> StoreResult<Option<Repository>>;

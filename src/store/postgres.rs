@@ -757,6 +757,27 @@ impl Store for PostgresStore {
         .collect()
     }
 
+    async fn owner_files(&self, owner_id: i64) -> StoreResult<Vec<CatalogFile>> {
+        sqlx::query(&format!(
+            "SELECT {PACKAGE_COLUMNS}, p.stanza, r.branch, r.name AS repository \
+             FROM packages p JOIN repositories r ON r.id = p.repository_id \
+             WHERE r.owner_id = $1 ORDER BY p.id"
+        ))
+        .bind(owner_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(CatalogFile {
+                package: package_from(row)?,
+                branch: row.try_get("branch")?,
+                repository: row.try_get("repository")?,
+                stanza: row.try_get("stanza")?,
+            })
+        })
+        .collect()
+    }
+
     async fn repository(&self, repo: &RepoRef) -> StoreResult<Option<Repository>> {
         sqlx::query(&format!(
             "{REPOSITORY_SELECT} WHERE r.owner_id = $1 AND r.branch = $2 AND r.name = $3"

@@ -663,6 +663,27 @@ impl Store for SqliteStore {
         .collect()
     }
 
+    async fn owner_files(&self, owner_id: i64) -> StoreResult<Vec<CatalogFile>> {
+        sqlx::query(&format!(
+            "SELECT {PACKAGE_COLUMNS}, p.stanza, r.branch, r.name AS repository \
+             FROM packages p JOIN repositories r ON r.id = p.repository_id \
+             WHERE r.owner_id = ? ORDER BY p.id"
+        ))
+        .bind(owner_id)
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(CatalogFile {
+                package: package_from(row)?,
+                branch: row.try_get("branch")?,
+                repository: row.try_get("repository")?,
+                stanza: row.try_get("stanza")?,
+            })
+        })
+        .collect()
+    }
+
     async fn repository(&self, repo: &RepoRef) -> StoreResult<Option<Repository>> {
         let ticket = match self.cache.repository(repo) {
             Ok(hit) => return Ok(hit),
