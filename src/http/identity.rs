@@ -55,9 +55,7 @@ pub(crate) async fn authenticate(
     };
     let result = match credentials {
         Credentials::Token(secret) => token_identity(state, &secret).await,
-        Credentials::Password { user, password } => {
-            password_identity(state, &user, password).await
-        }
+        Credentials::Password { user, password } => password_identity(state, &user, password).await,
     };
     if let Some(attempt) = attempt {
         attempt.finish(match &result {

@@ -118,6 +118,8 @@ pub async fn confirm(
     Query(target): Query<Target>,
     uri: Uri,
 ) -> Result<Response, PageError> {
+    // An owner the visitor may not see is not found, logged in or not.
+    view::readable_owner(&state, &visitor.identity, &owner).await?;
     let Some(session) = &visitor.session else {
         let here = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
         return Ok(Redirect::to(&format!("/-/login?next={}", query_value(here))).into_response());
@@ -148,7 +150,8 @@ pub async fn submit(
 ) -> Result<Response, PageError> {
     visitor.check_csrf(&form.csrf)?;
     let found = resolve(&state, &visitor, &owner, &name, &form.target).await?;
-    let deleted = publish::delete(&state, &found.owner, &found.at, &found.arch, &found.file).await?;
+    let deleted =
+        publish::delete(&state, &found.owner, &found.at, &found.arch, &found.file).await?;
     tracing::info!(
         user = visitor.user_name().unwrap_or(""),
         file = %format!("{}/{}/{}", found.at, deleted.arch, deleted.filename),

@@ -160,7 +160,12 @@ pub async fn submit(
         Err(AppError::Overloaded {
             message,
             retry_after,
-        }) => return retry_later(again(StatusCode::SERVICE_UNAVAILABLE, message)?, retry_after),
+        }) => {
+            return retry_later(
+                again(StatusCode::SERVICE_UNAVAILABLE, message)?,
+                retry_after,
+            )
+        }
         Err(e) => return Err(e.into()),
     };
     let sessions = session_store(&visitor)?;
@@ -215,10 +220,9 @@ fn retry_later(mut response: Response, retry_after: u64) -> Result<Response, Pag
 }
 
 fn session_store(visitor: &Visitor) -> Result<std::sync::Arc<session::Sessions>, PageError> {
-    visitor
-        .sessions
-        .clone()
-        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("the web routes have no sessions")).into())
+    visitor.sessions.clone().ok_or_else(|| {
+        AppError::Internal(anyhow::anyhow!("the web routes have no sessions")).into()
+    })
 }
 
 #[cfg(test)]

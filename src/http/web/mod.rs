@@ -37,10 +37,7 @@ pub fn routes() -> Router<AppState> {
         .route("/-/logout", axum::routing::post(login::logout))
         .route("/-/static/{file}", get(static_file))
         .route("/{owner}", get(pages::owner))
-        .route(
-            "/{owner}/-/setup/{branch}/{repository}",
-            get(pages::setup),
-        )
+        .route("/{owner}/-/setup/{branch}/{repository}", get(pages::setup))
         .route("/{owner}/-/packages/{name}", get(pages::package))
         .route(
             "/{owner}/-/packages/{name}/delete",

@@ -116,11 +116,6 @@ impl Sessions {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&key(id));
     }
-
-    /// Sessions held now, expired ones included until they are next looked at.
-    pub fn len(&self) -> usize {
-        self.by_id.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
 }
 
 /// Sessions are looked up by the digest of their id: the map holds nothing a visitor
@@ -184,11 +179,10 @@ pub struct Visitor {
     pub sessions: Option<Arc<Sessions>>,
 }
 
-/// What a page shows of a session: who, and the token its forms must carry.
+/// A session as a page uses it: its id, and the token its forms must carry.
 #[derive(Clone)]
 pub struct SessionView {
     pub id: String,
-    pub user: String,
     pub csrf: String,
 }
 
@@ -235,7 +229,6 @@ impl FromRequestParts<AppState> for Visitor {
                         identity,
                         session: Some(SessionView {
                             id: id.to_string(),
-                            user: session.user,
                             csrf: session.csrf,
                         }),
                         address,
