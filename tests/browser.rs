@@ -176,7 +176,9 @@ async fn scenario(client: &Client, server: &TestServer) {
         .unwrap();
     assert_eq!(path_of(client).await, "/acme/-/packages/hello");
     assert_eq!(text(client, "main h1").await, "hello");
-    assert!(text(client, "#availability").await.contains("hello-1.1-r0.apk"));
+    assert!(text(client, "#availability")
+        .await
+        .contains("hello-1.1-r0.apk"));
     screenshot(client, "package.png").await;
     client
         .find(Locator::Css("#depends a.dep"))
@@ -220,7 +222,9 @@ async fn scenario(client: &Client, server: &TestServer) {
         .await
         .unwrap();
     assert_eq!(path_of(client).await, "/");
-    assert!(text(client, "header .account").await.contains("Logged in as alice"));
+    assert!(text(client, "header .account")
+        .await
+        .contains("Logged in as alice"));
 
     // Delete one file of hello, after confirming.
     client
@@ -230,9 +234,7 @@ async fn scenario(client: &Client, server: &TestServer) {
     let delete_links = client.find_all(Locator::Css("a.delete")).await.unwrap();
     assert_eq!(delete_links.len(), 3, "one per file");
     client
-        .find(Locator::Css(
-            "a.delete[href*='file=hello-1.1-r0.apk']",
-        ))
+        .find(Locator::Css("a.delete[href*='file=hello-1.1-r0.apk']"))
         .await
         .unwrap()
         .click()
@@ -241,7 +243,10 @@ async fn scenario(client: &Client, server: &TestServer) {
     assert_eq!(text(client, "main h1").await, "Delete hello-1.1-r0.apk?");
     // Nothing is deleted by the confirmation page itself.
     assert_eq!(
-        server.get("/acme/edge/main/x86_64/hello-1.1-r0.apk", None).await.status(),
+        server
+            .get("/acme/edge/main/x86_64/hello-1.1-r0.apk", None)
+            .await
+            .status(),
         200
     );
     screenshot(client, "delete-confirmation.png").await;
@@ -254,7 +259,10 @@ async fn scenario(client: &Client, server: &TestServer) {
         .unwrap();
     assert!(text(client, "#deleted").await.contains("was deleted"));
     assert_eq!(
-        server.get("/acme/edge/main/x86_64/hello-1.1-r0.apk", None).await.status(),
+        server
+            .get("/acme/edge/main/x86_64/hello-1.1-r0.apk", None)
+            .await
+            .status(),
         404
     );
     client
@@ -273,6 +281,10 @@ async fn scenario(client: &Client, server: &TestServer) {
         )
         .await
         .unwrap();
-    assert_eq!(overflow, serde_json::Value::Bool(true), "the owner page scrolls sideways");
+    assert_eq!(
+        overflow,
+        serde_json::Value::Bool(true),
+        "the owner page scrolls sideways"
+    );
     screenshot(client, "owner-phone.png").await;
 }

@@ -38,7 +38,10 @@ pub async fn world(server: &TestServer) {
             .field("pkgdesc", "Says hello to the world")
             .field("depend", "libgreet so:libgreet.so.1 nowhere-to-be-found")
             .field("provides", &format!("cmd:hello={version}"))
-            .file("usr/bin/hello", format!("hello {version} {arch}").as_bytes())
+            .file(
+                "usr/bin/hello",
+                format!("hello {version} {arch}").as_bytes(),
+            )
             .build()
     };
     let uploads = [
@@ -72,4 +75,3 @@ pub async fn world(server: &TestServer) {
         assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
     }
 }
-
