@@ -1,5 +1,6 @@
 //! The HTTP interface: routes, layers, and one module per resource.
 
+mod api;
 mod conditional;
 pub mod connections;
 mod health;
@@ -166,6 +167,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .merge(api::routes())
         .merge(owner_routes("/{owner}"))
         // Gitea/Forgejo's layout, so their users switch by changing the host name only.
         .merge(owner_routes("/api/packages/{owner}/alpine"))

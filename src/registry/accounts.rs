@@ -130,7 +130,7 @@ async fn owner_summary(state: &AppState, owner: &Owner) -> AppResult<OwnerSummar
 }
 
 /// What deleting a user took with it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct DeletedUser {
     pub name: String,
     /// The namespace of the same name, deleted with the user.

@@ -62,8 +62,7 @@ pub struct OwnerDetail {
 
 /// Filters of a package search. Empty strings count as not given (what an HTML form
 /// sends for an empty field).
-#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::IntoParams, utoipa::ToSchema)]
-#[into_params(parameter_in = Query)]
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::ToSchema)]
 pub struct PackageQuery {
     /// A glob (`*`, `?`, `[...]`) when it contains `*` or `?`, otherwise a
     /// case-insensitive substring; matched against the package name and what it provides
@@ -414,7 +413,10 @@ pub async fn index_status(
         let (signatures, entries) =
             tokio::task::spawn_blocking(move || crate::apk::index::describe_signed_index(&content))
                 .await
-                .map_err(anyhow::Error::from)??;
+                .map_err(anyhow::Error::from)?
+                // The index is the registry's own, like the key: one that does not read is
+                // a fault of the server.
+                .map_err(|e| anyhow::anyhow!("the stored index of {arch}: {e}"))?;
         out.push(IndexStatus {
             download_path: format!(
                 "/{}/{}/{}/{arch}/APKINDEX.tar.gz",
@@ -478,7 +480,16 @@ pub async fn index_files(
 }
 
 /// Every owner `identity` may read, by name: the decision of `access::decide` for each.
+/// Without `auth.anonymous_read`, an anonymous caller is asked for credentials (401) as
+/// by every apk route, rather than shown an empty registry.
 async fn readable_owners(state: &AppState, identity: &Identity) -> AppResult<Vec<Owner>> {
+    if matches!(identity, Identity::Anonymous) && !state.config.auth.anonymous_read {
+        return Err(AppError::Unauthorized(
+            "this registry is read with credentials only: send a user name with a password \
+             or token"
+                .into(),
+        ));
+    }
     let mut out = Vec::new();
     let mut owners = state.store.list_owners().await?;
     owners.sort_by(|a, b| a.name.cmp(&b.name));
@@ -555,7 +566,10 @@ fn overview(owner: &Owner, repositories: Vec<RepositorySummary>) -> OwnerOvervie
 }
 
 fn key_info(state: &AppState, owner: &str, key_name: &str, public_pem: &str) -> AppResult<KeyInfo> {
-    let (fingerprint_sha256, bits) = crate::apk::sign::public_key_fingerprint(public_pem)?;
+    // The key is the registry's own: one that does not parse is a fault of the server,
+    // not of the request.
+    let (fingerprint_sha256, bits) = crate::apk::sign::public_key_fingerprint(public_pem)
+        .map_err(|e| anyhow::anyhow!("the stored public key of {owner}: {e}"))?;
     let algorithms = state
         .config
         .signature_algorithms()?

@@ -68,7 +68,18 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
 }
 
 /// A right on an owner, also the scope of a token. Ordered: read < write < admin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Read,
@@ -126,7 +137,7 @@ pub struct Owner {
     pub is_org: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TokenRecord {
     pub id: i64,
     /// SHA-256 of the secret; the secret itself is never stored.
@@ -158,7 +169,7 @@ pub struct NewToken<'a> {
 }
 
 /// A user as listed by administrators.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct UserSummary {
     pub id: i64,
     pub name: String,
@@ -173,7 +184,7 @@ pub struct UserSummary {
 }
 
 /// An owner as listed by administrators.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct OwnerSummary {
     pub id: i64,
     pub name: String,
@@ -187,7 +198,7 @@ pub struct OwnerSummary {
 }
 
 /// A user's role on an owner.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Member {
     pub user_id: i64,
     pub user_name: String,
