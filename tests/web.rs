@@ -963,3 +963,31 @@ async fn a_writer_deletes_a_file_after_confirmation() {
         .contains("/acme/v3.21/main/aarch64/hello-1.0-r0.apk"));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn without_anonymous_reads_every_page_asks_for_a_login_first() {
+    let server = TestServer::start_with(|c| c.auth.anonymous_read = false).await;
+    world(&server).await;
+    let mut anonymous = Visitor::new(&server);
+    for path in [
+        "/",
+        "/-/search?q=hello",
+        "/acme",
+        "/vault",
+        "/acme/-/packages/hello",
+        "/nobody",
+    ] {
+        let page = anonymous.get(path).await;
+        assert_eq!(page.status, 303, "{path}");
+        assert!(page.location().starts_with("/-/login?next=%2F"), "{path}");
+        assert!(!page.body.contains("hello"));
+    }
+    assert_eq!(anonymous.get("/-/login").await.status, 200);
+    let mut alice = Visitor::logged_in(&server, "alice").await;
+    let home = alice.get("/").await;
+    assert_eq!(home.status, 200);
+    assert!(home.body.contains("href=\"/acme\""));
+    assert!(!home.body.contains("vault"));
+    assert_eq!(alice.get("/vault").await.status, 404);
+    server.stop().await;
+}

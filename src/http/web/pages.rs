@@ -7,12 +7,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Uri};
-use axum::response::Response;
+use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::session::Visitor;
 use super::view::{self, query_value};
 use super::{render, Nav, PageError};
+use crate::access::Identity;
 use crate::error::AppError;
 use crate::http::origin::{base_url, Origin};
 use crate::registry::catalog::{self, Link, PackageFile, PackageQuery};
@@ -46,6 +47,16 @@ fn origin(state: &AppState, visitor: &Visitor, headers: &HeaderMap, uri: &Uri) -
     )
 }
 
+/// Without `auth.anonymous_read` nothing is readable anonymously: every page sends an
+/// anonymous visitor to the login form first (and back), whatever the page is about.
+fn login_first(state: &AppState, visitor: &Visitor, uri: &Uri) -> Option<Response> {
+    if state.config.auth.anonymous_read || !matches!(visitor.identity, Identity::Anonymous) {
+        return None;
+    }
+    let here = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    Some(Redirect::to(&format!("/-/login?next={}", query_value(here))).into_response())
+}
+
 fn last_publish(ms: Option<i64>) -> String {
     ms.map_or_else(|| "never".to_string(), view::time_ms)
 }
@@ -76,7 +87,14 @@ struct HomePage {
 }
 
 /// `GET /`: the search box, and every owner the visitor can see.
-pub async fn home(State(state): State<AppState>, visitor: Visitor) -> Result<Response, PageError> {
+pub async fn home(
+    State(state): State<AppState>,
+    visitor: Visitor,
+    uri: Uri,
+) -> Result<Response, PageError> {
+    if let Some(login) = login_first(&state, &visitor, &uri) {
+        return Ok(login);
+    }
     let owners = catalog::owners(&state, &visitor.identity).await?;
     let owners = owners
         .into_iter()
@@ -150,7 +168,11 @@ pub async fn search(
     State(state): State<AppState>,
     visitor: Visitor,
     Query(params): Query<SearchParams>,
+    uri: Uri,
 ) -> Result<Response, PageError> {
+    if let Some(login) = login_first(&state, &visitor, &uri) {
+        return Ok(login);
+    }
     let query = params.query;
     let limit = match params.limit.as_deref().filter(|l| !l.is_empty()) {
         None => SEARCH_PAGE_SIZE,
@@ -271,7 +293,11 @@ pub async fn owner(
     State(state): State<AppState>,
     visitor: Visitor,
     Path(owner): Path<String>,
+    uri: Uri,
 ) -> Result<Response, PageError> {
+    if let Some(login) = login_first(&state, &visitor, &uri) {
+        return Ok(login);
+    }
     let detail = catalog::owner(&state, &visitor.identity, &owner)
         .await
         .map_err(hidden)?;
@@ -406,6 +432,9 @@ pub async fn setup(
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, PageError> {
+    if let Some(login) = login_first(&state, &visitor, &uri) {
+        return Ok(login);
+    }
     let detail = catalog::owner(&state, &visitor.identity, &owner)
         .await
         .map_err(hidden)?;
@@ -549,7 +578,11 @@ pub async fn package(
     State(state): State<AppState>,
     visitor: Visitor,
     Path((owner, name)): Path<(String, String)>,
+    uri: Uri,
 ) -> Result<Response, PageError> {
+    if let Some(login) = login_first(&state, &visitor, &uri) {
+        return Ok(login);
+    }
     let detail = catalog::package(&state, &visitor.identity, &owner, &name)
         .await
         .map_err(hidden)?;
@@ -667,7 +700,11 @@ pub async fn index_status(
     State(state): State<AppState>,
     visitor: Visitor,
     Path((owner, branch, repository)): Path<(String, String, String)>,
+    uri: Uri,
 ) -> Result<Response, PageError> {
+    if let Some(login) = login_first(&state, &visitor, &uri) {
+        return Ok(login);
+    }
     let indexes = catalog::index_status(&state, &visitor.identity, &owner, &branch, &repository)
         .await
         .map_err(hidden)?;
