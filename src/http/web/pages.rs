@@ -198,9 +198,11 @@ pub async fn search(
         ("maintainer", text(&query.maintainer)),
         (
             "limit",
-            (limit != SEARCH_PAGE_SIZE)
-                .then(|| limit.to_string())
-                .unwrap_or_default(),
+            if limit == SEARCH_PAGE_SIZE {
+                String::new()
+            } else {
+                limit.to_string()
+            },
         ),
     ]
     .into_iter()
