@@ -481,6 +481,7 @@ async fn setup_snippet_names_the_exact_key_file_and_the_visitors_url() {
         .status()
         .unwrap();
     assert!(check.success(), "sh -n refuses the script");
+    run_setup_script(&script, &pem, &format!("{origin}/acme/v3.21/main")).await;
     assert_eq!(visitor.get("/acme/-/setup/v3.21/nope").await.status, 404);
 
     // Private: the credentials-in-URL form.
@@ -513,6 +514,98 @@ async fn setup_snippet_names_the_exact_key_file_and_the_visitors_url() {
         .unwrap();
     assert!(unescape(&page).contains("'https://apk.example.org/acme/v3.21/main'"));
     proxied.stop().await;
+}
+
+/// Runs the setup script for real (wget, openssl, sh), with /etc/apk/ in a temporary
+/// directory and an `apk` that records its arguments: twice, as someone would by mistake;
+/// then with a wrong fingerprint. Skipped, saying so, where wget or openssl is missing.
+async fn run_setup_script(script: &str, pem: &str, line: &str) {
+    let missing: Vec<&str> = ["wget", "openssl", "sha256sum"]
+        .into_iter()
+        .filter(|tool| {
+            !std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("command -v {tool}"))
+                .stdout(std::process::Stdio::null())
+                .status()
+                .unwrap()
+                .success()
+        })
+        .collect();
+    if !missing.is_empty() {
+        eprintln!("setup script not run: {missing:?} missing");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let etc = root.path().join("etc/apk");
+    std::fs::create_dir_all(etc.join("keys")).unwrap();
+    std::fs::write(
+        etc.join("repositories"),
+        "https://dl-cdn.alpinelinux.org/alpine/v3.21/main\n",
+    )
+    .unwrap();
+    let bin = root.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let apk = bin.join("apk");
+    std::fs::write(
+        &apk,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> {}/apk-calls\n",
+            root.path().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&apk, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let local = script.replace("/etc/apk/", &format!("{}/", etc.display()));
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let run = |script: String| {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .env("PATH", path)
+                .output()
+                .unwrap()
+        })
+    };
+    for _ in 0..2 {
+        let output = run(local.clone()).await.unwrap();
+        assert!(
+            output.status.success(),
+            "the setup script failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let keys: Vec<_> = std::fs::read_dir(etc.join("keys")).unwrap().collect();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(
+        std::fs::read_to_string(keys[0].as_ref().unwrap().path()).unwrap(),
+        pem
+    );
+    let repositories = std::fs::read_to_string(etc.join("repositories")).unwrap();
+    assert_eq!(
+        repositories,
+        format!("https://dl-cdn.alpinelinux.org/alpine/v3.21/main\n{line}\n"),
+        "the line is added once"
+    );
+    let calls = std::fs::read_to_string(root.path().join("apk-calls")).unwrap();
+    assert_eq!(calls, "update\nupdate\n");
+    // A key that is not the one the page names is refused and removed.
+    let fingerprint = local
+        .lines()
+        .find_map(|l| l.strip_prefix("# Its fingerprint must be "))
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    let tampered = local.replace(&fingerprint, &"0".repeat(64));
+    std::fs::remove_file(keys[0].as_ref().unwrap().path()).unwrap();
+    let output = run(tampered).await.unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("wrong key fingerprint"));
+    assert_eq!(std::fs::read_dir(etc.join("keys")).unwrap().count(), 0);
 }
 
 #[tokio::test]
@@ -586,6 +679,15 @@ async fn package_page_shows_every_field_the_matrix_and_links() {
     let doc = visitor.get("/acme/-/packages/greet-doc").await;
     assert!(doc.body.contains("<span class=\"badge\">noarch</span>"));
     assert!(doc.body.contains("every architecture"));
+    // The noarch file's link downloads it.
+    let link = doc.by_id("availability");
+    let at = link
+        .find("href=\"/acme/v3.21/main/")
+        .expect("a download link");
+    let href = &link[at + "href=\"".len()..];
+    let href = &href[..href.find('"').unwrap()];
+    assert!(href.ends_with("/greet-doc-2.0-r0.apk"), "{href}");
+    assert_eq!(server.get(href, None).await.status(), 200, "{href}");
     assert_eq!(visitor.get("/acme/-/packages/nope").await.status, 404);
     server.stop().await;
 }
