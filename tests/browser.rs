@@ -118,7 +118,11 @@ async fn search_browse_login_and_delete_in_chromium() {
             if std::env::var("ALPINE_REGISTRY_TEST_REQUIRE_BROWSER").as_deref() == Ok("1") {
                 panic!("ALPINE_REGISTRY_TEST_REQUIRE_BROWSER=1 but {reason}");
             }
-            eprintln!("skipped: {reason}");
+            // Written past the test harness's capture, so that the skip shows.
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("browser test skipped: {reason}\n").as_bytes(),
+            );
             return;
         }
     };

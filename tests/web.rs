@@ -851,6 +851,24 @@ async fn a_token_logs_in_with_its_scope_until_it_is_revoked() {
 }
 
 #[tokio::test]
+async fn a_new_password_ends_the_sessions_of_the_old_one() {
+    let server = started().await;
+    let mut bob = Visitor::logged_in(&server, "bob").await;
+    assert!(bob.get("/").await.body.contains("Logged in as"));
+    alpine_registry::registry::accounts::set_password(
+        &server.state,
+        "bob",
+        Some("another-password".into()),
+    )
+    .await
+    .unwrap();
+    let home = bob.get("/").await;
+    assert_eq!(home.status, 200);
+    assert!(!home.body.contains("Logged in as"));
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn cookies_are_secure_when_the_visitor_came_over_https() {
     let server =
         TestServer::start_with(|c| c.server.public_url = "https://apk.example.org".into()).await;
