@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use serde::Deserialize;
 
-use super::session::{self, Visitor, LOGIN_CSRF_COOKIE, SESSION_COOKIE, SESSION_LIFETIME};
+use super::session::{self, Visitor, LOGIN_CSRF_COOKIE, SESSION_COOKIE};
 use super::{render_status, Nav, PageError};
 use crate::access::{self, Identity, TOKEN_PREFIX};
 use crate::error::AppError;
@@ -177,13 +177,19 @@ pub async fn submit(
         .secret
         .starts_with(TOKEN_PREFIX)
         .then(|| access::hash_token(&form.secret));
-    let id = sessions.create(&principal, token_hash);
+    let lifetime = std::time::Duration::from_secs(state.config.auth.session_lifetime_secs);
+    let id = sessions.create(
+        &principal,
+        token_hash,
+        lifetime,
+        state.config.auth.max_sessions,
+    );
     let secure = over_https(&state, &visitor, &headers, &uri);
     let mut response = Redirect::to(&next).into_response();
     let cookies = response.headers_mut();
     cookies.append(
         header::SET_COOKIE,
-        session::set_cookie(SESSION_COOKIE, &id, SESSION_LIFETIME, secure),
+        session::set_cookie(SESSION_COOKIE, &id, lifetime, secure),
     );
     cookies.append(
         header::SET_COOKIE,

@@ -3,7 +3,7 @@
 //! A session is a random id in an `HttpOnly`, `SameSite=Lax` cookie (`Secure` when the
 //! visitor came over https); the server keeps, under the SHA-256 of that id, who logged
 //! in, with what right, and the session's CSRF token. Sessions end at logout, after
-//! `SESSION_LIFETIME`, when the server restarts, when the token they were made with is
+//! `auth.session_lifetime_secs`, when the server restarts, when the token they were made with is
 //! revoked or expires, and when the user's password changes. Only the web pages read the
 //! cookie: the apk routes take credentials in the `Authorization` header alone, so a
 //! browser's cookie never acts on them.
@@ -30,12 +30,8 @@ use crate::AppState;
 pub const SESSION_COOKIE: &str = "alpine_registry_session";
 /// The login form's CSRF cookie (double submit: the form carries the same value).
 pub const LOGIN_CSRF_COOKIE: &str = "alpine_registry_login";
-/// How long a session lasts after login, whatever it does meanwhile.
-pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// How long the login form's CSRF cookie lives.
 const LOGIN_CSRF_LIFETIME: Duration = Duration::from_secs(3600);
-/// Sessions kept at most; past this, the one nearest its end is dropped for a new one.
-pub const MAX_SESSIONS: usize = 100_000;
 
 /// What the server remembers of one login.
 #[derive(Clone)]
@@ -63,9 +59,16 @@ impl Sessions {
         }
     }
 
-    /// Starts a session for `principal` (logged in with the token whose digest is
-    /// `token_hash`, if any) and returns its id, for the cookie.
-    pub fn create(&self, principal: &Principal, token_hash: Option<String>) -> String {
+    /// Starts a session of `lifetime` for `principal` (logged in with the token whose
+    /// digest is `token_hash`, if any) and returns its id, for the cookie. With `max`
+    /// sessions held already, the one nearest its end is dropped.
+    pub fn create(
+        &self,
+        principal: &Principal,
+        token_hash: Option<String>,
+        lifetime: Duration,
+        max: usize,
+    ) -> String {
         let id = random_token();
         let session = Session {
             user: principal.user.name.clone(),
@@ -77,13 +80,13 @@ impl Sessions {
             },
             token_hash,
             csrf: random_token(),
-            expires: Instant::now() + SESSION_LIFETIME,
+            expires: Instant::now() + lifetime,
         };
         let mut sessions = self.by_id.lock().unwrap_or_else(|e| e.into_inner());
-        if sessions.len() >= MAX_SESSIONS {
+        if sessions.len() >= max {
             let now = Instant::now();
             sessions.retain(|_, s| s.expires > now);
-            if sessions.len() >= MAX_SESSIONS {
+            if sessions.len() >= max {
                 let nearest = sessions
                     .iter()
                     .min_by_key(|(_, s)| s.expires)
@@ -281,6 +284,8 @@ mod tests {
     use super::*;
     use crate::store::User;
 
+    const HOUR: Duration = Duration::from_secs(3600);
+
     fn principal() -> Principal {
         Principal {
             user: User {
@@ -297,13 +302,26 @@ mod tests {
     #[test]
     fn a_session_is_found_by_its_id_only() {
         let sessions = Sessions::new();
-        let id = sessions.create(&principal(), None);
+        let id = sessions.create(&principal(), None, HOUR, 10);
         assert_eq!(id.len(), 64);
         assert_eq!(sessions.get(&id).unwrap().user, "alice");
         assert!(sessions.get(&id[..63]).is_none());
         assert!(sessions.get("").is_none());
         sessions.remove(&id);
         assert!(sessions.get(&id).is_none());
+    }
+
+    #[test]
+    fn past_the_cap_the_session_nearest_its_end_goes() {
+        let sessions = Sessions::new();
+        let short = sessions.create(&principal(), None, HOUR, 2);
+        let long = sessions.create(&principal(), None, 2 * HOUR, 2);
+        let newest = sessions.create(&principal(), None, HOUR * 3, 2);
+        assert!(sessions.get(&short).is_none());
+        assert!(sessions.get(&long).is_some());
+        assert!(sessions.get(&newest).is_some());
+        let expired = sessions.create(&principal(), None, Duration::ZERO, 10);
+        assert!(sessions.get(&expired).is_none());
     }
 
     #[test]
@@ -327,11 +345,11 @@ mod tests {
 
     #[test]
     fn session_cookies_are_http_only_and_same_site() {
-        let plain = set_cookie(SESSION_COOKIE, "ab", SESSION_LIFETIME, false);
+        let plain = set_cookie(SESSION_COOKIE, "ab", HOUR, false);
         let plain = plain.to_str().unwrap();
         assert!(plain.contains("HttpOnly") && plain.contains("SameSite=Lax"));
         assert!(!plain.contains("Secure"));
-        let secure = set_cookie(SESSION_COOKIE, "ab", SESSION_LIFETIME, true);
+        let secure = set_cookie(SESSION_COOKIE, "ab", HOUR, true);
         assert!(secure.to_str().unwrap().ends_with("; Secure"));
     }
 }
