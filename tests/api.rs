@@ -504,6 +504,19 @@ async fn search_pages_give_every_package_once_even_while_packages_are_added() {
         11,
         "default limit 50"
     );
+    // HEAD gives the headers alone (curl -I).
+    let head = server
+        .client
+        .head(server.url("/api/v1/packages?q=pkg&limit=5"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["x-total-count"], "11");
+    assert!(head.headers()["link"]
+        .to_str()
+        .unwrap()
+        .ends_with("; rel=\"next\""));
 
     // Packages published while walking: one sorting before the position reached, one
     // after it. Nothing seen is repeated, nothing that was there is missed, and the one
@@ -602,6 +615,24 @@ async fn bad_parameters_are_refused_with_a_message() {
             message.contains(words),
             "{body}: {message:?} names {words:?}"
         );
+    }
+    // A body that is not declared JSON, and one that is not JSON; with a Bearer token.
+    for (content_type, body, expected) in [
+        (None, r#"{"name": "x"}"#, 415),
+        (Some("application/json"), "{not json", 400),
+    ] {
+        let mut request = server
+            .client
+            .post(server.url("/api/v1/admin/owners"))
+            .bearer_auth(ADMIN_TOKEN)
+            .body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let answer: Value = response.json().await.unwrap();
+        assert_error(status, &answer, expected, body);
     }
     server.stop().await;
 }
@@ -756,7 +787,9 @@ async fn administration_does_what_the_command_line_does() {
         Method::POST,
         "/api/v1/admin/tokens",
         admin(),
-        Some(json!({"user": "carol", "scope": "read", "owner": "labs", "expires_in": "1d", "label": "ci"})),
+        Some(json!({
+            "user": "carol", "scope": "read", "owner": "labs", "expires_in": "1d", "label": "ci"
+        })),
     )
     .await;
     assert_eq!(status, 201, "{token}");

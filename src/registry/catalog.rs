@@ -256,8 +256,12 @@ pub async fn search(
             continue;
         }
         for file in state.store.owner_files(owner.id).await? {
+            // The place is checked first: it needs no parsing.
+            if !filter.matches_place(&file) {
+                continue;
+            }
             let fields = parse_stanza(&file.stanza);
-            if filter.matches(&file, &fields) {
+            if filter.matches_fields(&file, &fields) {
                 groups
                     .entry((file.package.name.clone(), owner.name.clone()))
                     .or_default()
@@ -724,8 +728,9 @@ impl Filter {
         })
     }
 
-    fn matches(&self, file: &CatalogFile, fields: &StanzaFields) -> bool {
-        let p = &file.package;
+    /// Branch, repository and architecture.
+    fn matches_place(&self, file: &CatalogFile) -> bool {
+        let arch = &file.package.arch;
         self.branch
             .as_ref()
             .is_none_or(|b| b.as_str() == file.branch)
@@ -736,16 +741,20 @@ impl Filter {
             && self
                 .arch
                 .as_ref()
-                .is_none_or(|a| a.as_str() == p.arch || p.arch == "noarch")
-            && self.maintainer.as_ref().is_none_or(|m| {
-                fields
-                    .maintainer
-                    .as_ref()
-                    .is_some_and(|fm| fm.to_lowercase().contains(m.as_str()))
-            })
-            && self.term.as_ref().is_none_or(|t| {
-                t.matches(&p.name) || fields.provides.iter().any(|pr| t.matches(atom_name(pr)))
-            })
+                .is_none_or(|a| a.as_str() == arch || arch == "noarch")
+    }
+
+    /// Maintainer, and the term against the name and what the package provides.
+    fn matches_fields(&self, file: &CatalogFile, fields: &StanzaFields) -> bool {
+        self.maintainer.as_ref().is_none_or(|m| {
+            fields
+                .maintainer
+                .as_ref()
+                .is_some_and(|fm| fm.to_lowercase().contains(m.as_str()))
+        }) && self.term.as_ref().is_none_or(|t| {
+            t.matches(&file.package.name)
+                || fields.provides.iter().any(|pr| t.matches(atom_name(pr)))
+        })
     }
 }
 

@@ -48,6 +48,7 @@ async fn password_hash(password: String) -> AppResult<String> {
 
 /// Every user: site administrator, password set, active tokens, memberships.
 #[utoipa::path(get, path = "/api/v1/admin/users", tag = "admin",
+    security(("basic" = []), ("bearer" = [])),
     responses(
         (status = 200, body = Vec<UserSummary>),
         (status = 401, description = "No credentials", body = ErrorBody),
@@ -62,13 +63,15 @@ pub async fn list_users(
 
 /// Creates a user and its namespace (an owner of the same name, the user its admin).
 #[utoipa::path(post, path = "/api/v1/admin/users", tag = "admin",
+    security(("basic" = []), ("bearer" = [])),
     request_body = NewUser,
     responses(
         (status = 201, body = CreatedUser),
         (status = 400, description = "Invalid name, empty password or bad JSON", body = ErrorBody),
         (status = 401, description = "No credentials", body = ErrorBody),
         (status = 403, description = "Not a site administrator", body = ErrorBody),
-        (status = 409, description = "The name is taken (names are unique regardless of case)", body = ErrorBody),
+        (status = 409, body = ErrorBody,
+            description = "The name is taken (names are unique regardless of case)"),
     ))]
 pub async fn create_user(
     State(state): State<AppState>,
@@ -94,13 +97,15 @@ pub async fn create_user(
 /// Deletes a user with its tokens and memberships, and its namespace when that holds no
 /// repositories.
 #[utoipa::path(delete, path = "/api/v1/admin/users/{user}", tag = "admin",
+    security(("basic" = []), ("bearer" = [])),
     params(("user" = String, Path)),
     responses(
         (status = 200, body = DeletedUser),
         (status = 401, description = "No credentials", body = ErrorBody),
         (status = 403, description = "Not a site administrator", body = ErrorBody),
         (status = 404, description = "No such user", body = ErrorBody),
-        (status = 409, description = "The last site administrator, or a namespace that holds repositories", body = ErrorBody),
+        (status = 409, body = ErrorBody,
+            description = "The last site administrator, or a namespace holding repositories"),
     ))]
 pub async fn delete_user(
     State(state): State<AppState>,
@@ -120,6 +125,7 @@ pub struct NewPassword {
 /// Sets a user's password, or removes it (`null`): the user then signs in with tokens
 /// only.
 #[utoipa::path(put, path = "/api/v1/admin/users/{user}/password", tag = "admin",
+    security(("basic" = []), ("bearer" = [])),
     params(("user" = String, Path)),
     request_body = NewPassword,
     responses(
@@ -146,6 +152,7 @@ pub async fn set_password(
 
 /// Every owner: visibility, kind, members, repositories, packages.
 #[utoipa::path(get, path = "/api/v1/admin/owners", tag = "admin",
+    security(("basic" = []), ("bearer" = [])),
     responses(
         (status = 200, body = Vec<OwnerSummary>),
         (status = 401, description = "No credentials", body = ErrorBody),
@@ -189,13 +196,15 @@ pub struct CreatedOwner {
 
 /// Creates an owner and its signing key.
 #[utoipa::path(post, path = "/api/v1/admin/owners", tag = "admin",
+    security(("basic" = []), ("bearer" = [])),
     request_body = NewOwner,
     responses(
         (status = 201, body = CreatedOwner),
         (status = 400, description = "Invalid or reserved name, or bad JSON", body = ErrorBody),
         (status = 401, description = "No credentials", body = ErrorBody),
         (status = 403, description = "Not a site administrator", body = ErrorBody),
-        (status = 409, description = "The name is taken (names are unique regardless of case)", body = ErrorBody),
+        (status = 409, body = ErrorBody,
+            description = "The name is taken (names are unique regardless of case)"),
     ))]
 pub async fn create_owner(
     State(state): State<AppState>,
@@ -228,6 +237,7 @@ pub struct DeleteOwnerParams {
 /// Deletes an owner with its signing key, members and owner-limited tokens; with
 /// `force`, its repositories and packages too. Answers what it held.
 #[utoipa::path(delete, path = "/api/v1/admin/owners/{owner}", tag = "admin",
+    security(("basic" = []), ("bearer" = [])),
     params(("owner" = String, Path), DeleteOwnerParams),
     responses(
         (status = 200, body = OwnerSummary),
@@ -235,7 +245,8 @@ pub struct DeleteOwnerParams {
         (status = 401, description = "No credentials", body = ErrorBody),
         (status = 403, description = "Not a site administrator", body = ErrorBody),
         (status = 404, description = "No such owner", body = ErrorBody),
-        (status = 409, description = "The owner holds repositories (and force was not given), or is a user's namespace", body = ErrorBody),
+        (status = 409, body = ErrorBody,
+            description = "Repositories without force, or a user's namespace"),
     ))]
 pub async fn delete_owner(
     State(state): State<AppState>,
@@ -263,6 +274,7 @@ pub struct NewVisibility {
 
 /// Makes an owner public (anyone may read) or private (only members may read).
 #[utoipa::path(put, path = "/api/v1/admin/owners/{owner}/visibility", tag = "admin",
+    security(("basic" = []), ("bearer" = [])),
     params(("owner" = String, Path)),
     request_body = NewVisibility,
     responses(
@@ -289,6 +301,7 @@ pub async fn set_visibility(
 
 /// The members of an owner and their roles.
 #[utoipa::path(get, path = "/api/v1/admin/owners/{owner}/members", tag = "admin",
+    security(("basic" = []), ("bearer" = [])),
     params(("owner" = String, Path)),
     responses(
         (status = 200, body = Vec<Member>),
@@ -312,6 +325,7 @@ pub struct NewRole {
 
 /// Gives a user a role on an owner, replacing any previous role.
 #[utoipa::path(put, path = "/api/v1/admin/owners/{owner}/members/{user}", tag = "admin",
+    security(("basic" = []), ("bearer" = [])),
     params(("owner" = String, Path), ("user" = String, Path)),
     request_body = NewRole,
     responses(
@@ -333,6 +347,7 @@ pub async fn add_member(
 
 /// Takes a user's role on an owner away (not the last admin of an organisation).
 #[utoipa::path(delete, path = "/api/v1/admin/owners/{owner}/members/{user}", tag = "admin",
+    security(("basic" = []), ("bearer" = [])),
     params(("owner" = String, Path), ("user" = String, Path)),
     responses(
         (status = 204, description = "Removed"),
@@ -360,6 +375,7 @@ pub struct TokenListParams {
 
 /// Every token, or one user's (never their secrets).
 #[utoipa::path(get, path = "/api/v1/admin/tokens", tag = "admin",
+    security(("basic" = []), ("bearer" = [])),
     params(TokenListParams),
     responses(
         (status = 200, body = Vec<TokenRecord>),
@@ -402,6 +418,7 @@ pub struct CreatedToken {
 
 /// Creates a token; the answer holds its secret, which is stored only as a hash.
 #[utoipa::path(post, path = "/api/v1/admin/tokens", tag = "admin",
+    security(("basic" = []), ("bearer" = [])),
     request_body = NewToken,
     responses(
         (status = 201, body = CreatedToken),
@@ -445,6 +462,7 @@ pub async fn create_token(
 
 /// Revokes a token by id.
 #[utoipa::path(delete, path = "/api/v1/admin/tokens/{id}", tag = "admin",
+    security(("basic" = []), ("bearer" = [])),
     params(("id" = i64, Path)),
     responses(
         (status = 204, description = "Revoked"),

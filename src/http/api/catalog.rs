@@ -121,7 +121,8 @@ fn page_size(limit: Option<&str>) -> AppResult<usize> {
         (status = 200, body = Page<PackageSummary>,
             headers(
                 ("X-Total-Count" = u64, description = "Results over all pages"),
-                ("Link" = String, description = "The next page, as <URL>; rel=\"next\"; absent on the last page"),
+                ("Link" = String,
+                    description = "The next page: <URL>; rel=\"next\"; absent on the last"),
             )),
         (status = 400, description = "A bad parameter, limit or cursor", body = ErrorBody),
         (status = 401, description = "Credentials that do not authenticate", body = ErrorBody),
@@ -132,7 +133,7 @@ pub async fn search(
     Query(params): Query<SearchParams>,
     headers: HeaderMap,
     uri: Uri,
-    request: axum::http::Extensions,
+    extensions: axum::http::Extensions,
 ) -> AppResult<Response> {
     let limit = page_size(params.limit.as_deref())?;
     let query = PackageQuery {
@@ -153,7 +154,7 @@ pub async fn search(
             &crate::http::origin::Origin {
                 headers: &headers,
                 uri: &uri,
-                peer: request
+                peer: extensions
                     .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
                     .map(|info| info.0.ip()),
             },
@@ -231,9 +232,11 @@ pub struct IndexListing {
         ("arch" = String, Path)),
     responses(
         (status = 200, body = IndexListing),
-        (status = 400, description = "Invalid owner, branch, repository or architecture", body = ErrorBody),
+        (status = 400, body = ErrorBody,
+            description = "Invalid owner, branch, repository or architecture"),
         (status = 401, description = "Unknown or private owner, no credentials", body = ErrorBody),
-        (status = 404, description = "No such repository or index the caller may read", body = ErrorBody),
+        (status = 404, body = ErrorBody,
+            description = "No such repository or index the caller may read"),
     ))]
 pub async fn index(
     State(state): State<AppState>,

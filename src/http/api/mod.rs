@@ -37,8 +37,10 @@ use crate::AppState;
     ),
     modifiers(&Security),
     tags(
-        (name = "catalog", description = "What the caller may read: owners, repositories, packages, indexes"),
-        (name = "admin", description = "Users, owners, members and tokens; site administrators only"),
+        (name = "catalog",
+            description = "What the caller may read: owners, repositories, packages, indexes"),
+        (name = "admin",
+            description = "Users, owners, members and tokens; site administrators only"),
     )
 )]
 struct ApiDoc;
@@ -100,7 +102,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// The OpenAPI 3.1 document of this API.
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "catalog",
-    responses((status = 200, description = "The OpenAPI document", content_type = "application/json")))]
+    responses((status = 200, description = "The OpenAPI document",
+        content_type = "application/json")))]
 async fn document() -> Response {
     static DOCUMENT: OnceLock<String> = OnceLock::new();
     let body = DOCUMENT.get_or_init(|| openapi().to_json().unwrap_or_default());
