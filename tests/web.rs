@@ -1111,3 +1111,37 @@ async fn without_anonymous_reads_every_page_asks_for_a_login_first() {
     assert_eq!(alice.get("/vault").await.status, 404);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_noarch_file_is_deleted_from_its_page_too() {
+    let server = started().await;
+    let mut alice = Visitor::logged_in(&server, "alice").await;
+    let page = unescape(&alice.get("/acme/-/packages/greet-doc").await.body);
+    let at = page
+        .find("href=\"/acme/-/packages/greet-doc/delete?")
+        .expect("delete link");
+    let href = &page[at + "href=\"".len()..];
+    let href = &href[..href.find('"').unwrap()];
+    let confirm = alice.get(href).await;
+    assert_eq!(confirm.status, 200, "{}", confirm.body);
+    let fields: Vec<(&str, String)> = ["branch", "repository", "arch", "file", "csrf"]
+        .into_iter()
+        .map(|name| (name, confirm.field(name)))
+        .collect();
+    let form: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let done = alice.post("/acme/-/packages/greet-doc/delete", &form).await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    // Gone from the index of every architecture.
+    for arch in ["x86_64", "aarch64"] {
+        let index = server
+            .verified_index(
+                "acme",
+                &format!("/acme/v3.21/main/{arch}/APKINDEX.tar.gz"),
+                None,
+            )
+            .await;
+        assert!(!index.contains("P:greet-doc"), "{arch}: {index}");
+    }
+    assert_eq!(alice.get("/acme/-/packages/greet-doc").await.status, 404);
+    server.stop().await;
+}
