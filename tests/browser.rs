@@ -102,6 +102,30 @@ async fn text(client: &Client, css: &str) -> String {
         .unwrap()
 }
 
+/// Clicks the element `locator` finds, then waits (bounded) until the browser is at a
+/// path that `arrived` accepts: a click may return before the navigation it starts.
+async fn navigate(client: &Client, locator: Locator<'_>, arrived: impl Fn(&str) -> bool) {
+    client
+        .find(locator)
+        .await
+        .unwrap_or_else(|e| panic!("nothing to click: {e}"))
+        .click()
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let path = path_of(client).await;
+        if arrived(&path) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the browser stayed at {path}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn path_of(client: &Client) -> String {
     let url = client.current_url().await.unwrap();
     match url.query() {
@@ -143,13 +167,10 @@ async fn scenario(client: &Client, server: &TestServer) {
     assert_eq!(client.title().await.unwrap(), "Packages · alpine-registry");
     let search = client.find(Locator::Id("home-q")).await.unwrap();
     search.send_keys("greet").await.unwrap();
-    client
-        .find(Locator::Css("main form[role=search] button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    navigate(client, Locator::Css("main form[role=search] button"), |p| {
+        p == "/-/search?q=greet"
+    })
+    .await;
     assert_eq!(path_of(client).await, "/-/search?q=greet");
     let results = client.find_all(Locator::Css("a.result")).await.unwrap();
     let mut names = Vec::new();
@@ -160,49 +181,39 @@ async fn scenario(client: &Client, server: &TestServer) {
     // The search box of the header, for a name that provides nothing else.
     let header_search = client.find(Locator::Id("site-q")).await.unwrap();
     header_search.send_keys("hel*").await.unwrap();
-    client
-        .find(Locator::Css("header form[role=search] button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    navigate(
+        client,
+        Locator::Css("header form[role=search] button"),
+        |p| p.starts_with("/-/search?q=hel"),
+    )
+    .await;
     assert_eq!(text(client, "#result-count").await, "1 package");
     screenshot(client, "search.png").await;
 
     // The package page, and its dependency link.
-    client
-        .find(Locator::LinkText("hello"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    navigate(client, Locator::LinkText("hello"), |p| {
+        p == "/acme/-/packages/hello"
+    })
+    .await;
     assert_eq!(path_of(client).await, "/acme/-/packages/hello");
     assert_eq!(text(client, "main h1").await, "hello");
     assert!(text(client, "#availability")
         .await
         .contains("hello-1.1-r0.apk"));
     screenshot(client, "package.png").await;
-    client
-        .find(Locator::Css("#depends a.dep"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    navigate(client, Locator::Css("#depends a.dep"), |p| {
+        p == "/acme/-/packages/libgreet"
+    })
+    .await;
     assert_eq!(path_of(client).await, "/acme/-/packages/libgreet");
     assert_eq!(text(client, "main h1").await, "libgreet");
     assert!(text(client, "#required-by").await.contains("hello"));
 
     // Log in from the header link; back where asked.
-    client
-        .find(Locator::LinkText("Log in"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    navigate(client, Locator::LinkText("Log in"), |p| {
+        p.starts_with("/-/login")
+    })
+    .await;
     client
         .find(Locator::Id("user"))
         .await
@@ -218,13 +229,10 @@ async fn scenario(client: &Client, server: &TestServer) {
         .await
         .unwrap();
     screenshot(client, "login.png").await;
-    client
-        .find(Locator::Css("main form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    navigate(client, Locator::Css("main form button[type=submit]"), |p| {
+        p == "/"
+    })
+    .await;
     assert_eq!(path_of(client).await, "/");
     assert!(text(client, "header .account")
         .await
@@ -237,13 +245,12 @@ async fn scenario(client: &Client, server: &TestServer) {
         .unwrap();
     let delete_links = client.find_all(Locator::Css("a.delete")).await.unwrap();
     assert_eq!(delete_links.len(), 3, "one per file");
-    client
-        .find(Locator::Css("a.delete[href*='file=hello-1.1-r0.apk']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    navigate(
+        client,
+        Locator::Css("a.delete[href*='file=hello-1.1-r0.apk']"),
+        |p| p.starts_with("/acme/-/packages/hello/delete?"),
+    )
+    .await;
     assert_eq!(text(client, "main h1").await, "Delete hello-1.1-r0.apk?");
     // Nothing is deleted by the confirmation page itself.
     assert_eq!(
@@ -254,13 +261,10 @@ async fn scenario(client: &Client, server: &TestServer) {
         200
     );
     screenshot(client, "delete-confirmation.png").await;
-    client
-        .find(Locator::Id("confirm-delete"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    navigate(client, Locator::Id("confirm-delete"), |p| {
+        p == "/acme/-/packages/hello/delete"
+    })
+    .await;
     assert!(text(client, "#deleted").await.contains("was deleted"));
     assert_eq!(
         server
@@ -274,6 +278,17 @@ async fn scenario(client: &Client, server: &TestServer) {
         .await
         .unwrap();
     assert_eq!(text(client, "#versions").await, "1.0-r0");
+
+    // The setup snippet, as shown.
+    client
+        .goto(&server.url("/acme/-/setup/v3.21/main"))
+        .await
+        .unwrap();
+    let script = text(client, "#setup-script").await;
+    assert!(script.contains("wget -O '/etc/apk/keys/acme-"), "{script}");
+    screenshot(client, "setup.png").await;
+    client.goto(&server.url("/")).await.unwrap();
+    screenshot(client, "home.png").await;
 
     // Readable on a phone: the page fits a narrow window without sideways scrolling.
     client.set_window_size(390, 844).await.unwrap();
