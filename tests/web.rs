@@ -596,9 +596,7 @@ async fn run_setup_script(script: &str, pem: &str, line: &str) {
         .lines()
         .find_map(|l| l.strip_prefix("# Its fingerprint must be "))
         .unwrap()
-        .split(' ')
-        .next()
-        .unwrap()
+        .trim_end_matches('.')
         .to_string();
     let tampered = local.replace(&fingerprint, &"0".repeat(64));
     std::fs::remove_file(keys[0].as_ref().unwrap().path()).unwrap();

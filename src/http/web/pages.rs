@@ -403,21 +403,26 @@ fn setup_script(
     let key_path = format!("/etc/apk/keys/{}", key.file_name);
     let key_url = format!("{base}{}", key.download_path);
     let line = format!("{base}/{owner}/{branch}/{repository}");
-    let mut script = String::from("#!/bin/sh\nset -eu\n");
+    // In a subshell, so that pasted into a login shell, a failure ends the snippet and
+    // not the shell.
+    let mut script = String::from("(\nset -eu\n");
     if private {
-        script.push_str(
-            "# A read token of a member: alpine-registry token create --user USER --scope read\n",
-        );
+        script.push_str(&format!(
+            "# USER:TOKEN: a member and a read token of theirs, made with\n\
+             # alpine-registry token create --user USER --scope read --owner {owner}\n"
+        ));
     }
     script.push_str(&format!(
         "# The signing key, under the exact name apk looks for.\n\
          wget -O {kp} {ku}\n\
-         # Its fingerprint must be {fp} (apk add openssl, if missing).\n\
+         # Its fingerprint must be {fp}.\n\
+         command -v openssl >/dev/null || {{ echo \"openssl checks the key: apk add openssl\" >&2; exit 1; }}\n\
          fp=$(openssl pkey -pubin -in {kp} -outform DER | sha256sum | cut -d' ' -f1)\n\
          [ \"$fp\" = {fp} ] || {{ echo \"wrong key fingerprint $fp: removed\" >&2; rm -f {kp}; exit 1; }}\n\
          # The repository, added once.\n\
          grep -qxF {l} /etc/apk/repositories || echo {l} >> /etc/apk/repositories\n\
-         apk update\n",
+         apk update\n\
+         )\n",
         kp = sh_quote(&key_path),
         ku = sh_quote(&key_url),
         fp = key.fingerprint,
