@@ -96,6 +96,9 @@ async fn static_file(Path(file): Path<String>) -> Result<Response, PageError> {
 /// The header of every page: who is logged in, and the token of the logout form.
 #[derive(Debug, Clone, Default)]
 pub struct Nav {
+    /// Whether the visitor is known: an error page, answered before that is, shows
+    /// neither a user nor a login link.
+    pub known: bool,
     pub user: Option<String>,
     pub csrf: Option<String>,
 }
@@ -103,6 +106,7 @@ pub struct Nav {
 impl Nav {
     pub fn of(visitor: &Visitor) -> Nav {
         Nav {
+            known: true,
             user: visitor.user_name().map(str::to_string),
             csrf: visitor.session.as_ref().map(|s| s.csrf.clone()),
         }
