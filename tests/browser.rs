@@ -165,6 +165,27 @@ async fn scenario(client: &Client, server: &TestServer) {
     // Search from the home page.
     client.goto(&server.url("/")).await.unwrap();
     assert_eq!(client.title().await.unwrap(), "Packages · alpine-registry");
+    // Keyboard: the first Tab reaches the skip link, shown with a visible focus ring.
+    client
+        .find(Locator::Css("body"))
+        .await
+        .unwrap()
+        .send_keys(&fantoccini::key::Key::Tab.to_string())
+        .await
+        .unwrap();
+    let focused = client
+        .execute(
+            "const e = document.activeElement; const s = getComputedStyle(e); \
+             return [e.textContent, s.outlineStyle, s.outlineWidth];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        focused,
+        serde_json::json!(["Skip to content", "solid", "3px"]),
+        "keyboard focus"
+    );
     let search = client.find(Locator::Id("home-q")).await.unwrap();
     search.send_keys("greet").await.unwrap();
     navigate(client, Locator::Css("main form[role=search] button"), |p| {
