@@ -299,6 +299,10 @@ pub struct AuthConfig {
     /// Password verifications (argon2, about 19 MiB each) running at once; 0 means one
     /// per core. A few more wait briefly; the rest get 503 with `Retry-After`.
     pub max_concurrent_password_checks: usize,
+    /// How long a login session of the web pages lasts, whatever it does meanwhile.
+    pub session_lifetime_secs: u64,
+    /// Login sessions kept at once (in memory); past this, the one nearest its end goes.
+    pub max_sessions: usize,
 }
 
 impl Default for AuthConfig {
@@ -310,6 +314,8 @@ impl Default for AuthConfig {
             failure_delay_ms: 1000,
             max_failures_per_address: 100,
             max_concurrent_password_checks: 0,
+            session_lifetime_secs: 12 * 3600,
+            max_sessions: 100_000,
         }
     }
 }
@@ -385,6 +391,9 @@ impl Config {
         }
         if self.limits.max_concurrent_uploads == 0 {
             anyhow::bail!("limits.max_concurrent_uploads must be positive");
+        }
+        if self.auth.session_lifetime_secs == 0 || self.auth.max_sessions == 0 {
+            anyhow::bail!("auth.session_lifetime_secs and auth.max_sessions must be positive");
         }
         self.database_backend()?;
         if self.storage.backend == StorageBackend::S3 {

@@ -145,9 +145,10 @@ async fn wrong_urls_get_json_errors_that_say_what_to_do() {
             upload_hint,
         ),
         (reqwest::Method::POST, "/admin/v3.21/main", 405, upload_hint),
+        // `GET /` is the web pages' home; a path of no route at all:
         (
             reqwest::Method::GET,
-            "/",
+            "/admin/v3.21",
             404,
             "see the README for every endpoint",
         ),

@@ -1,6 +1,6 @@
 //! The `Identity` extractor (HTTP Basic, Bearer) and the owner access check.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
@@ -33,43 +33,51 @@ impl FromRequestParts<AppState> for Identity {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|info| info.0.ip());
-        let attempt = match address {
-            Some(ip) => Some(
-                state
-                    .throttle
-                    .begin(ip, credentials.throttle_name(), credentials.is_password())
-                    .map_err(refused)?,
-            ),
-            None => None,
-        };
-        let result = match credentials {
-            Credentials::Token(secret) => token_identity(state, &secret).await,
-            Credentials::Password { user, password } => {
-                password_identity(state, &user, password).await
-            }
-        };
-        if let Some(attempt) = attempt {
-            attempt.finish(match &result {
-                Ok(_) => Outcome::Success,
-                Err(AppError::Unauthorized(_)) => Outcome::Failure,
-                Err(_) => Outcome::Undecided,
-            });
-        }
-        match &result {
-            Ok(Identity::User(principal)) => {
-                tracing::Span::current().record(
-                    "user",
-                    tracing::field::display(principal.user.name.as_str()),
-                );
-            }
-            // The reason, never the secret; the request span names the client.
-            Err(AppError::Unauthorized(reason)) => {
-                tracing::warn!(reason = %reason, "authentication failed");
-            }
-            _ => {}
-        }
-        result
+        authenticate(state, address, credentials).await
     }
+}
+
+/// Checks `credentials` from `address` through the failure throttle and the password
+/// check limiter: the one way in for every credential, header or login form.
+pub(crate) async fn authenticate(
+    state: &AppState,
+    address: Option<IpAddr>,
+    credentials: Credentials,
+) -> AppResult<Identity> {
+    let attempt = match address {
+        Some(ip) => Some(
+            state
+                .throttle
+                .begin(ip, credentials.throttle_name(), credentials.is_password())
+                .map_err(refused)?,
+        ),
+        None => None,
+    };
+    let result = match credentials {
+        Credentials::Token(secret) => token_identity(state, &secret).await,
+        Credentials::Password { user, password } => password_identity(state, &user, password).await,
+    };
+    if let Some(attempt) = attempt {
+        attempt.finish(match &result {
+            Ok(_) => Outcome::Success,
+            Err(AppError::Unauthorized(_)) => Outcome::Failure,
+            Err(_) => Outcome::Undecided,
+        });
+    }
+    match &result {
+        Ok(Identity::User(principal)) => {
+            tracing::Span::current().record(
+                "user",
+                tracing::field::display(principal.user.name.as_str()),
+            );
+        }
+        // The reason, never the secret; the request span names the client.
+        Err(AppError::Unauthorized(reason)) => {
+            tracing::warn!(reason = %reason, "authentication failed");
+        }
+        _ => {}
+    }
+    result
 }
 
 fn refused(refusal: Refusal) -> AppError {
@@ -94,8 +102,8 @@ fn refused(refusal: Refusal) -> AppError {
     }
 }
 
-/// What an `Authorization` header carries.
-enum Credentials {
+/// What an `Authorization` header (or the login form) carries.
+pub(crate) enum Credentials {
     Token(String),
     Password { user: String, password: String },
 }
@@ -111,25 +119,31 @@ impl Credentials {
                 .map_err(|_| bad_credentials())?;
             let decoded = String::from_utf8(decoded).map_err(|_| bad_credentials())?;
             let (user, secret) = decoded.split_once(':').ok_or_else(bad_credentials)?;
-            if secret.starts_with(TOKEN_PREFIX) {
-                // The token alone identifies its user; the user name is not checked, so
-                // `token:<secret>` works in URLs too.
-                return Ok(Credentials::Token(secret.to_string()));
-            }
-            // A name no user can have (user names are owner names: at most 64
-            // characters) is refused at once: no throttle entry, no hashing.
-            if OwnerName::parse(user).is_err() {
-                return Err(bad_credentials());
-            }
-            Ok(Credentials::Password {
-                user: user.to_string(),
-                password: secret.to_string(),
-            })
+            Credentials::from_pair(user, secret)
         } else if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token") {
             Ok(Credentials::Token(rest.to_string()))
         } else {
             Err(bad_credentials())
         }
+    }
+
+    /// A user name with a password or a token, as Basic credentials and the login form
+    /// give them.
+    pub(crate) fn from_pair(user: &str, secret: &str) -> AppResult<Credentials> {
+        if secret.starts_with(TOKEN_PREFIX) {
+            // The token alone identifies its user; the user name is not checked, so
+            // `token:<secret>` works in URLs too.
+            return Ok(Credentials::Token(secret.to_string()));
+        }
+        // A name no user can have (user names are owner names: at most 64
+        // characters) is refused at once: no throttle entry, no hashing.
+        if OwnerName::parse(user).is_err() {
+            return Err(bad_credentials());
+        }
+        Ok(Credentials::Password {
+            user: user.to_string(),
+            password: secret.to_string(),
+        })
     }
 
     fn is_password(&self) -> bool {
@@ -150,16 +164,21 @@ impl Credentials {
 const TOKEN_USE_RESOLUTION_SECS: i64 = 60;
 
 async fn token_identity(state: &AppState, secret: &str) -> AppResult<Identity> {
-    let hash = access::hash_token(secret);
+    token_hash_identity(state, &access::hash_token(secret)).await
+}
+
+/// The identity of the token whose digest is `hash`, if it is still valid: for a login
+/// session made with a token, which keeps the digest and never the secret.
+pub(crate) async fn token_hash_identity(state: &AppState, hash: &str) -> AppResult<Identity> {
     let record = state
         .store
-        .token_by_hash(&hash)
+        .token_by_hash(hash)
         .await?
         .ok_or_else(bad_credentials)?;
     let now = state.clock.unix_secs();
     // The lookup is by digest; comparing it again in constant time keeps the decision
     // itself free of early exits.
-    if !access::digests_equal(&record.token_hash, &hash) {
+    if !access::digests_equal(&record.token_hash, hash) {
         return Err(bad_credentials());
     }
     // Whoever holds the secret may learn why it no longer works.

@@ -12,6 +12,7 @@ pub mod origin;
 mod packages;
 mod paths;
 pub mod ready;
+mod web;
 
 use std::time::Duration;
 
@@ -183,6 +184,7 @@ pub fn router(state: AppState) -> Router {
         .merge(owner_routes("/{owner}"))
         // Gitea/Forgejo's layout, so their users switch by changing the host name only.
         .merge(owner_routes("/api/packages/{owner}/alpine"))
+        .merge(web::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::disable())

@@ -4,6 +4,7 @@
 pub mod postgres;
 pub mod process;
 pub mod s3;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
