@@ -245,11 +245,17 @@ fn a_metrics_listener_serves_anyone_and_the_main_one_no_longer_does() {
         .send()
         .unwrap();
     assert_eq!(response.status(), 404);
-    // On the main listener /metrics is no route, even for an administrator.
+    // On the main listener /metrics is not served, even to an administrator: the 404 says
+    // where it is.
     let response = client
         .get(server.url("/metrics"))
         .basic_auth("admin", Some(ADMIN_TOKEN))
         .send()
         .unwrap();
     assert_eq!(response.status(), 404);
+    let body = response.text().unwrap();
+    assert!(
+        body.contains("server.metrics_listen") && !body.contains("alpine_registry_"),
+        "{body}"
+    );
 }

@@ -175,10 +175,18 @@ pub fn router(state: AppState) -> Router {
     let mut routes = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz));
-    // On a listener of its own when one is configured, else here for administrators.
-    if state.config.server.metrics_listen.is_none() {
-        routes = routes.route("/metrics", get(metrics::get_guarded));
-    }
+    // On a listener of its own when one is configured (and then a 404 here that says
+    // where), else here for administrators.
+    routes = match &state.config.server.metrics_listen {
+        None => routes.route("/metrics", get(metrics::get_guarded)),
+        Some(elsewhere) => {
+            let message = format!("metrics are served on server.metrics_listen ({elsewhere})");
+            routes.route(
+                "/metrics",
+                get(move || async move { AppError::NotFound(message) }),
+            )
+        }
+    };
     routes
         .merge(api::routes())
         .merge(owner_routes("/{owner}"))
