@@ -581,6 +581,9 @@ async fn serve(
     listen_from: &str,
 ) -> anyhow::Result<()> {
     let config = &state.config;
+    // Signals are caught from here on: from the moment the port accepts connections a
+    // SIGTERM stops the server gracefully.
+    let shutdown = crate::shutdown_signal();
     // Before anything is created, so that a wrong name fails at once.
     let listen = &config.server.listen;
     let address = listen.resolve().await.with_context(|| {
@@ -651,7 +654,7 @@ async fn serve(
             }
         });
     }
-    crate::serve(listener, state, crate::shutdown_signal()).await
+    crate::serve(listener, state, shutdown).await
 }
 
 // Repositories: a thin adapter over crate::registry::repositories.
