@@ -359,7 +359,10 @@ async fn connections_over_the_per_address_cap_are_shed_at_once() {
     let addr = server.addr;
     let mut held = Vec::new();
     for _ in 0..2 {
-        held.push(connect_from(attacker(2), addr).await.unwrap());
+        let mut stream = connect_from(attacker(2), addr).await.unwrap();
+        // Answered, so admitted (see connections_over_the_total_cap_are_shed_at_once).
+        assert_eq!(http1_get(&mut stream, "/healthz").await.unwrap(), 200);
+        held.push(stream);
     }
     // HTTP/2 connections count the same.
     let mut http2 = connect_from(attacker(2), addr).await.unwrap();
@@ -402,7 +405,11 @@ async fn connections_over_the_total_cap_are_shed_at_once() {
     let server = TestServer::start_with(|c| c.server.max_connections = 4).await;
     let mut held = Vec::new();
     for n in 2..6 {
-        held.push(connect_from(attacker(n), server.addr).await.unwrap());
+        let mut stream = connect_from(attacker(n), server.addr).await.unwrap();
+        // Answered, so admitted: the workers accept in parallel, and a connection accepted
+        // but not yet counted would leave room for the next one.
+        assert_eq!(http1_get(&mut stream, "/healthz").await.unwrap(), 200);
+        held.push(stream);
     }
     let mut over = connect_from(attacker(6), server.addr).await.unwrap();
     assert!(
