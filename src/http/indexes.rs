@@ -5,7 +5,6 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 
 use super::conditional::{Entity, Plan};
-use super::ready::Ready;
 use crate::access::Identity;
 use crate::error::{AppError, AppResult};
 use crate::names::{Arch, RepoAddress};
@@ -82,15 +81,7 @@ pub async fn get(
             .body(Body::from(index.content.clone())),
     };
     let mut response = response.map_err(|e| AppError::Internal(e.into()))?;
-    if response.status() == StatusCode::OK
-        && super::packages::anyone_may_read(identity, &owner)
-        && entity.last_modified_is_final()
-    {
-        response.extensions_mut().insert(Ready {
-            body: index.content,
-            modified_ms: entity.modified_ms,
-        });
-    }
+    super::ready::mark(&mut response, identity, &owner, &entity, index.content);
     Ok(response)
 }
 

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::conditional::{Entity, Plan};
 use super::indexes::cache_control;
-use super::ready::Ready;
+use super::ready;
 use crate::access::Identity;
 use crate::error::{AppError, AppResult};
 use crate::names::{Arch, FileAddress, PackageFile, RepoAddress, RepoFile};
@@ -162,23 +162,9 @@ pub async fn download(
         .body(body)
         .map_err(|e| AppError::Internal(e.into()))?;
     if let Some(bytes) = whole {
-        if status == StatusCode::OK
-            && anyone_may_read(identity, &owner)
-            && entity.last_modified_is_final()
-        {
-            response.extensions_mut().insert(Ready {
-                body: bytes,
-                modified_ms: entity.modified_ms,
-            });
-        }
+        ready::mark(&mut response, identity, &owner, &entity, bytes);
     }
     Ok(response)
-}
-
-/// Whether an answer to this request is the same for anyone who asks without
-/// credentials, so it may be kept for them (`ready`).
-pub(super) fn anyone_may_read(identity: &Identity, owner: &crate::store::Owner) -> bool {
-    matches!(identity, Identity::Anonymous) && !owner.is_private
 }
 
 /// `DELETE /{owner}/{branch}/{repository}/{arch}/{name}-{version}.apk`. When it answers

@@ -34,6 +34,28 @@ pub struct Ready {
     pub modified_ms: i64,
 }
 
+/// Marks `response` to be kept when it may be: a full 200 that anyone asking without
+/// credentials would get the same (an anonymous request to a public owner), whose
+/// `Last-Modified` is final, with `body` its whole body.
+pub fn mark(
+    response: &mut Response,
+    identity: &crate::access::Identity,
+    owner: &crate::store::Owner,
+    entity: &super::conditional::Entity,
+    body: Bytes,
+) {
+    if response.status() == StatusCode::OK
+        && matches!(identity, crate::access::Identity::Anonymous)
+        && !owner.is_private
+        && entity.last_modified_is_final()
+    {
+        response.extensions_mut().insert(Ready {
+            body,
+            modified_ms: entity.modified_ms,
+        });
+    }
+}
+
 /// One kept answer.
 struct Answer {
     /// Every header of the 200 (ETag, Last-Modified, Cache-Control, Content-Type,
