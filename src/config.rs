@@ -226,6 +226,10 @@ pub struct LimitsConfig {
     /// Uploads received and checked at once; one more is answered 503 with
     /// `Retry-After`.
     pub max_concurrent_uploads: usize,
+    /// Largest body of a web form (login, logout, delete); 413 above it.
+    pub max_form_bytes: u64,
+    /// Largest JSON body of the API; 413 above it.
+    pub max_json_bytes: u64,
 }
 
 impl Default for LimitsConfig {
@@ -237,6 +241,8 @@ impl Default for LimitsConfig {
             max_data_bytes: 64 << 30,
             max_stanza_bytes: 64 << 10,
             max_concurrent_uploads: 64,
+            max_form_bytes: 16 << 10,
+            max_json_bytes: 64 << 10,
         }
     }
 }
@@ -391,6 +397,9 @@ impl Config {
         }
         if self.limits.max_concurrent_uploads == 0 {
             anyhow::bail!("limits.max_concurrent_uploads must be positive");
+        }
+        if self.limits.max_form_bytes == 0 || self.limits.max_json_bytes == 0 {
+            anyhow::bail!("limits.max_form_bytes and limits.max_json_bytes must be positive");
         }
         if self.auth.session_lifetime_secs == 0 || self.auth.max_sessions == 0 {
             anyhow::bail!("auth.session_lifetime_secs and auth.max_sessions must be positive");

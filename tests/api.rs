@@ -637,6 +637,47 @@ async fn bad_parameters_are_refused_with_a_message() {
     server.stop().await;
 }
 
+/// A JSON body past `limits.max_json_bytes` is refused with 413 in the usual shape,
+/// whether its length is declared or it streams in chunks; the connection ends there.
+#[tokio::test]
+async fn json_bodies_over_the_limit_are_refused() {
+    let server = TestServer::start_with(|c| c.limits.max_json_bytes = 1024).await;
+    let big = json!({"name": "x".repeat(2000)}).to_string();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        big.as_bytes().chunks(100).map(|c| Ok(c.to_vec())).collect();
+    for body in [
+        reqwest::Body::from(big.clone()),
+        reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)),
+    ] {
+        let response = server
+            .client
+            .post(server.url("/api/v1/admin/owners"))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.headers()["connection"], "close");
+        let status = response.status().as_u16();
+        let answer: Value = response.json().await.unwrap();
+        assert_error(status, &answer, 413, "a 2 KB JSON body");
+        let message = answer["message"].as_str().unwrap();
+        assert!(message.contains("limits.max_json_bytes"), "{message}");
+    }
+    // Under the limit, the same request goes through.
+    let (status, answer) = send(
+        &server,
+        reqwest::Method::POST,
+        "/api/v1/admin/owners",
+        admin(),
+        Some(json!({"name": "small"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
+    server.stop().await;
+}
+
 /// Every administration route with a body it accepts, from the OpenAPI document.
 async fn admin_routes(server: &TestServer) -> Vec<(reqwest::Method, String, Option<Value>)> {
     let (_, document) = get(server, "/api/v1/openapi.json", ANONYMOUS).await;

@@ -1143,3 +1143,37 @@ async fn a_noarch_file_is_deleted_from_its_page_too() {
     assert_eq!(alice.get("/acme/-/packages/greet-doc").await.status, 404);
     server.stop().await;
 }
+
+/// A form past `limits.max_form_bytes` is refused with a 413 page before anything is
+/// checked, with or without a declared length.
+#[tokio::test]
+async fn forms_over_the_limit_are_refused() {
+    let server = TestServer::start().await;
+    let form = format!("user=admin&secret={}&csrf=x", "a".repeat(20 << 10));
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = form
+        .as_bytes()
+        .chunks(1000)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
+    for (path, body) in [
+        ("/-/login", reqwest::Body::from(form.clone())),
+        (
+            "/admin/-/packages/hello/delete",
+            reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)),
+        ),
+    ] {
+        let response = server
+            .client
+            .post(server.url(path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 413, "{path}");
+        assert_eq!(response.headers()["connection"], "close", "{path}");
+        let page = response.text().await.unwrap();
+        assert!(page.contains("limits.max_form_bytes"), "{path}: {page}");
+    }
+    server.stop().await;
+}

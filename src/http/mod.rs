@@ -1,6 +1,7 @@
 //! The HTTP interface: routes, layers, and one module per resource.
 
 mod api;
+mod body_limit;
 mod conditional;
 pub mod connections;
 mod health;
@@ -53,19 +54,33 @@ async fn get_file(
     }
 }
 
-/// The routes of one owner namespace below `base`.
+/// The routes of one owner namespace below `base`, but the upload.
 fn owner_routes(base: &str) -> Router<AppState> {
     Router::new()
         .route(&format!("{base}/key"), get(keys::get))
         .route(&format!("{base}/keys/{{keyname}}"), get(keys::get_named))
         .route(
-            &format!("{base}/{{branch}}/{{repository}}"),
-            axum::routing::put(packages::upload),
-        )
-        .route(
             &format!("{base}/{{branch}}/{{repository}}/{{arch}}/{{file}}"),
             get(get_file).delete(packages::delete),
         )
+}
+
+/// The upload into a repository of an owner namespace below `base`: the one route that
+/// takes a large body (`limits.max_upload_bytes`, enforced while it streams).
+fn upload_route(base: &str) -> Router<AppState> {
+    Router::new().route(
+        &format!("{base}/{{branch}}/{{repository}}"),
+        axum::routing::put(packages::upload),
+    )
+}
+
+/// `router`'s routes, with bodies over `limit` refused.
+fn limited(router: Router<AppState>, limit: body_limit::BodyLimit) -> Router<AppState> {
+    router.layer(axum::middleware::from_fn(
+        move |request: Request, next: axum::middleware::Next| {
+            body_limit::enforce(limit, request, next)
+        },
+    ))
 }
 
 /// How to publish, for answers to requests that look like a misdirected upload.
@@ -172,6 +187,14 @@ pub fn router(state: AppState) -> Router {
             ready::keep(state.clone(), request, next)
         }
     };
+    let form = body_limit::BodyLimit {
+        kind: body_limit::BodyKind::Form,
+        bytes: state.config.limits.max_form_bytes,
+    };
+    let json = body_limit::BodyLimit {
+        kind: body_limit::BodyKind::Json,
+        bytes: state.config.limits.max_json_bytes,
+    };
     let mut routes = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz));
@@ -187,14 +210,20 @@ pub fn router(state: AppState) -> Router {
             )
         }
     };
+    // Gitea/Forgejo's layout beside the registry's own, so their users switch by changing
+    // the host name only.
+    let bases = ["/{owner}", "/api/packages/{owner}/alpine"];
+    for base in bases {
+        routes = routes.merge(owner_routes(base));
+    }
+    routes = limited(routes.merge(web::routes()), form).merge(limited(api::routes(), json));
+    for base in bases {
+        routes = routes.merge(upload_route(base));
+    }
     routes
-        .merge(api::routes())
-        .merge(owner_routes("/{owner}"))
-        // Gitea/Forgejo's layout, so their users switch by changing the host name only.
-        .merge(owner_routes("/api/packages/{owner}/alpine"))
-        .merge(web::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
+        // Each route's own limit applies (`body_limit`, and the upload's while it streams).
         .layer(DefaultBodyLimit::disable())
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,

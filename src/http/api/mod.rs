@@ -151,8 +151,8 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T>
     }
 }
 
-/// A JSON body, refused with a 400 (415 without the JSON content type) in the usual
-/// error shape.
+/// A JSON body, refused with a 400 (415 without the JSON content type, 413 past
+/// `limits.max_json_bytes`) in the usual error shape.
 pub struct Json<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
@@ -160,6 +160,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
 
     async fn from_request(request: Request, state: &S) -> AppResult<Self> {
         use axum::extract::rejection::JsonRejection;
+        let over_limit = super::body_limit::BodyLimit::refusal_in(request.extensions());
         axum::Json::<T>::from_request(request, state)
             .await
             .map(|j| Json(j.0))
@@ -167,6 +168,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
                 JsonRejection::MissingJsonContentType(_) => AppError::UnsupportedMediaType(
                     "send the body as JSON, with Content-Type: application/json".into(),
                 ),
+                other if other.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => over_limit,
                 other => AppError::BadRequest(format!("bad JSON body: {}", other.body_text())),
             })
     }

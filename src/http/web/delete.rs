@@ -2,11 +2,11 @@
 //! POST that runs the registry's delete (which answers once the re-signed index no longer
 //! lists the file).
 
+use super::Form;
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::Uri;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
 use serde::Deserialize;
 
 use super::session::Visitor;

@@ -5,11 +5,11 @@
 //! there and equal. The credentials then go through the same failure throttle and
 //! password check limiter as those of an `Authorization` header.
 
+use super::Form;
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
 use serde::Deserialize;
 
 use super::session::{self, Visitor, LOGIN_CSRF_COOKIE, SESSION_COOKIE};

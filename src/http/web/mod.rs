@@ -174,3 +174,24 @@ impl IntoResponse for PageError {
         (parts, Html(html)).into_response()
     }
 }
+
+/// A form body, refused as a page: 413 past `limits.max_form_bytes`, else 400.
+pub struct Form<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for Form<T> {
+    type Rejection = PageError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, PageError> {
+        let over_limit = super::body_limit::BodyLimit::refusal_in(request.extensions());
+        axum::Form::<T>::from_request(request, state)
+            .await
+            .map(|form| Form(form.0))
+            .map_err(|e| {
+                PageError(if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    over_limit
+                } else {
+                    AppError::BadRequest(format!("bad form: {}", e.body_text()))
+                })
+            })
+    }
+}
