@@ -480,10 +480,18 @@ impl RepoState {
 
     /// Applies what changed since `self.generation`: removals first (a row id may come
     /// back), then additions. Returns the state and the architectures whose index
-    /// changed, or None when the change needs a full build: nothing changed (the
-    /// generation was raised to have the indexes signed again), the change reaches back
-    /// further than the store keeps removals, an architecture appears or was served
-    /// elsewhere, or the rows do not match what is kept.
+    /// changed, or None when the change needs a full build: the served indexes are not
+    /// the ones this state rendered (another instance, or another process on the same
+    /// database, published since), nothing changed (the generation was raised to have
+    /// the indexes signed again), the change reaches back further than the store keeps
+    /// removals, an architecture appears or was served elsewhere, or the rows do not
+    /// match what is kept.
+    ///
+    /// Only the architectures a change touches are rendered: the others keep the index
+    /// served now, which is right only if that index is the one this state holds. So
+    /// whatever another builder published meanwhile (a package this state never saw,
+    /// whose removal would otherwise look like a row added and removed within the
+    /// change) makes the build start over from the database.
     fn apply(
         mut self,
         changes: IndexChanges,
@@ -491,7 +499,8 @@ impl RepoState {
     ) -> anyhow::Result<Option<(RepoState, BTreeSet<String>)>> {
         let served: BTreeSet<&str> = changes.served_arches.iter().map(String::as_str).collect();
         let cached: BTreeSet<&str> = self.arches.keys().map(String::as_str).collect();
-        let needs_full = (changes.added.is_empty() && changes.removed.is_empty())
+        let needs_full = changes.built_generation != self.generation
+            || (changes.added.is_empty() && changes.removed.is_empty())
             || changes.generation - self.generation > CHANGE_WINDOW
             || served != cached
             || extra.is_some_and(|arch| !cached.contains(arch))
@@ -504,9 +513,11 @@ impl RepoState {
         }
         let mut touched = BTreeSet::new();
         for id in &changes.removed {
-            // A row added and removed within the change was never kept.
+            // A row this state never held: added and removed within the change, or (had
+            // the served generation not been checked above) published by another
+            // builder. Telling the two apart is not worth the risk: start over.
             let Some((arch, key)) = self.packages.remove(id) else {
-                continue;
+                return Ok(None);
             };
             for (name, index) in self.arches.iter_mut() {
                 if arch == NOARCH || *name == arch {

@@ -585,6 +585,260 @@ async fn three_instances_on_one_database_serve_one_registry() {
     database.drop_database().await;
 }
 
+/// The environment of instances sharing `database`, the master key and (with the S3
+/// variables) a bucket, else the blob directory `blobs`.
+fn shared_env(database: &TestDatabase, blobs: &Path) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = vec![
+        (
+            "ALPINE_REGISTRY__DATABASE__URL".into(),
+            database.url.clone(),
+        ),
+        ("ALPINE_REGISTRY__SIGNING__MASTER_KEY".into(), base64_key()),
+    ];
+    match s3_env() {
+        Some(settings) => env.extend(settings),
+        None => env.push((
+            "ALPINE_REGISTRY__STORAGE__BLOB_DIR".into(),
+            blobs.display().to_string(),
+        )),
+    }
+    env
+}
+
+const MODEL_REPO: &str = "/admin/v3.21/model";
+/// The architectures whose indexes are compared; a package of each that is never deleted
+/// keeps both served from the start.
+const MODEL_ARCHES: [&str; 2] = ["x86_64", "aarch64"];
+const MODEL_CHANGES: usize = 240;
+/// Every this many changes, one instance is restarted: it starts with nothing kept.
+const MODEL_RESTART_EVERY: usize = 60;
+/// Every this many changes, a burst of concurrent changes through random instances.
+const MODEL_BURST_EVERY: usize = 8;
+const MODEL_BURST: usize = 4;
+
+/// One file the model check publishes and deletes: (name, version, arch).
+type ModelFile = (String, String, String);
+
+fn model_files() -> Vec<ModelFile> {
+    let mut files = Vec::new();
+    for n in 0..8 {
+        // Concrete packages of both architectures and noarch ones, listed in both.
+        let arch = ["x86_64", "aarch64", "noarch"][n % 3];
+        for version in ["1.0-r0", "1.1-r0"] {
+            files.push((format!("model{n}"), version.to_string(), arch.to_string()));
+        }
+    }
+    files
+}
+
+/// `P:` and `V:` of every entry of an APKINDEX text.
+fn listed(text: &str) -> BTreeSet<(String, String)> {
+    let mut entries = BTreeSet::new();
+    let mut name = None;
+    for line in text.lines() {
+        if let Some(n) = line.strip_prefix("P:") {
+            name = Some(n.to_string());
+        } else if let Some(v) = line.strip_prefix("V:") {
+            entries.insert((name.take().expect("P: before V:"), v.to_string()));
+        }
+    }
+    entries
+}
+
+/// What the index of `arch` must list, given the files acknowledged as present.
+fn expected(
+    present: &BTreeSet<usize>,
+    files: &[ModelFile],
+    arch: &str,
+) -> BTreeSet<(String, String)> {
+    let mut entries: BTreeSet<(String, String)> = present
+        .iter()
+        .map(|&i| &files[i])
+        .filter(|(_, _, a)| a == arch || a == "noarch")
+        .map(|(n, v, _)| (n.clone(), v.clone()))
+        .collect();
+    entries.insert((format!("base-{arch}"), "1.0-r0".into()));
+    entries
+}
+
+/// A publish (the file is absent) or a delete (present) of `files[i]` through `base`;
+/// the status it must get.
+async fn model_change(
+    client: &reqwest::Client,
+    base: &str,
+    files: &[ModelFile],
+    i: usize,
+    present: bool,
+) -> (u16, u16) {
+    let (name, version, arch) = &files[i];
+    let response = if present {
+        client
+            .delete(format!("{base}{MODEL_REPO}/{arch}/{name}-{version}.apk"))
+            .basic_auth("admin", Some(TOKEN))
+            .send()
+            .await
+    } else {
+        client
+            .put(format!("{base}{MODEL_REPO}"))
+            .basic_auth("admin", Some(TOKEN))
+            .body(package(name, version, arch))
+            .send()
+            .await
+    };
+    let status = response.expect("the change is answered").status().as_u16();
+    (status, if present { 204 } else { 201 })
+}
+
+/// Random publishes and deletes through three instances on one database (and one
+/// bucket), one at a time and in concurrent bursts, one instance restarted now and then so
+/// that it starts with nothing kept. After every acknowledged change, the index of every
+/// architecture served by every instance is fetched, its signature verified, and its
+/// entries compared with the files acknowledged as present; each changed file downloads
+/// (or answers 404) through every instance. Instances used to apply a change to the
+/// indexes they had kept while another instance had published newer ones: a delete
+/// answered 204 left the package in every index (25 of 30 deletes through round-robin).
+/// `ALPINE_REGISTRY_TEST_SEED` replays a run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn interleaved_changes_through_any_instance_leave_every_index_exact() {
+    use rand::{Rng, SeedableRng};
+    let Some(server) = pg::server_url() else {
+        pg::note_skipped();
+        return;
+    };
+    let database = TestDatabase::create(&server);
+    let blobs = tempfile::tempdir().unwrap();
+    let env = shared_env(&database, blobs.path());
+    let seed: u64 = std::env::var("ALPINE_REGISTRY_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("model check: seed {seed} (ALPINE_REGISTRY_TEST_SEED replays it)");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+
+    let mut servers: Vec<ChildServer> = Vec::new();
+    for _ in 0..INSTANCES {
+        let env = env.clone();
+        servers.push(
+            tokio::task::spawn_blocking(move || start_instance(&env))
+                .await
+                .unwrap(),
+        );
+    }
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    for arch in MODEL_ARCHES {
+        let response = client
+            .put(servers[0].url(MODEL_REPO))
+            .basic_auth("admin", Some(TOKEN))
+            .body(package(&format!("base-{arch}"), "1.0-r0", arch))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
+    let (key, key_name) = fetch_key(&client, &servers[0].url("")).await;
+    let key = String::from_utf8(key).unwrap();
+
+    let files = model_files();
+    let mut present = BTreeSet::new();
+    let (mut changes, mut in_bursts, mut restarts, mut compared) = (0, 0, 0, 0);
+    let started = Instant::now();
+    let mut restart_at = MODEL_RESTART_EVERY;
+    while changes < MODEL_CHANGES {
+        if changes >= restart_at {
+            restart_at += MODEL_RESTART_EVERY;
+            let victim = rng.gen_range(0..INSTANCES);
+            let env = env.clone();
+            let fresh = tokio::task::spawn_blocking(move || start_instance(&env))
+                .await
+                .unwrap();
+            // Dropping the old one kills it.
+            servers[victim] = fresh;
+            restarts += 1;
+        }
+        // Distinct files, each published if absent and deleted if present, through a
+        // random instance: one alone, or a burst at once.
+        let count = if changes % MODEL_BURST_EVERY == MODEL_BURST_EVERY - 1 {
+            MODEL_BURST
+        } else {
+            1
+        };
+        let mut chosen = BTreeSet::new();
+        while chosen.len() < count {
+            chosen.insert(rng.gen_range(0..files.len()));
+        }
+        let mut requests = Vec::new();
+        for &i in &chosen {
+            let base = servers[rng.gen_range(0..INSTANCES)].url("");
+            let (client, files, is_present) = (client.clone(), files.clone(), present.contains(&i));
+            requests.push(tokio::spawn(async move {
+                let answer = model_change(&client, &base, &files, i, is_present).await;
+                (i, base, answer)
+            }));
+        }
+        for request in requests {
+            let (i, base, (status, wanted)) = request.await.unwrap();
+            assert_eq!(
+                status, wanted,
+                "change {changes}: {:?} through {base} (seed {seed})",
+                files[i]
+            );
+            if !present.remove(&i) {
+                present.insert(i);
+            }
+            changes += 1;
+        }
+        if count > 1 {
+            in_bursts += count;
+        }
+        for server in &servers {
+            let base = server.url("");
+            for arch in MODEL_ARCHES {
+                let response = client
+                    .get(format!("{base}{MODEL_REPO}/{arch}/APKINDEX.tar.gz"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+                let index = response.bytes().await.unwrap();
+                let (signatures, signed) = sign::split_signed(&index).expect("a signed index");
+                for (entry, signature) in &signatures {
+                    let alg = if entry.starts_with(".SIGN.RSA256.") {
+                        SignatureAlgorithm::Rsa256
+                    } else {
+                        SignatureAlgorithm::Rsa
+                    };
+                    assert!(entry.ends_with(&key_name), "{entry}");
+                    sign::verify(&key, alg, signed, signature).expect("signature verifies");
+                }
+                assert_eq!(
+                    listed(&common::apkindex_text(signed)),
+                    expected(&present, &files, arch),
+                    "index of {arch} through {base} after {changes} changes (seed {seed})"
+                );
+                compared += 1;
+            }
+            for &i in &chosen {
+                let (name, version, arch) = &files[i];
+                let path = format!("{base}{MODEL_REPO}/{arch}/{name}-{version}.apk");
+                let status = client.get(&path).send().await.unwrap().status();
+                let wanted = if present.contains(&i) { 200 } else { 404 };
+                assert_eq!(status, wanted, "GET {path} (seed {seed})");
+            }
+        }
+    }
+    eprintln!(
+        "model check: {changes} changes ({in_bursts} in bursts of {MODEL_BURST}) through \
+         {INSTANCES} instances, {restarts} restarts with nothing kept, {compared} indexes \
+         compared with the acknowledged state, in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    drop(servers);
+    database.drop_database().await;
+}
+
 /// A random master key, as `head -c 32 /dev/urandom | base64` makes one.
 fn base64_key() -> String {
     use base64::Engine as _;

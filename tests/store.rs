@@ -1546,15 +1546,19 @@ async fn changes_since_a_generation(store: &dyn Store) {
         vec![d.package.id]
     );
 
-    // The served architectures come with the changes.
+    // The served architectures and the generation they were built at come with the
+    // changes.
+    assert_eq!(
+        store.index_changes(id, 7).await.unwrap().built_generation,
+        0
+    );
     store
         .publish_indexes(id, 7, vec![rendered("armhf", b"x")], vec![], 1_000)
         .await
         .unwrap();
-    assert_eq!(
-        store.index_changes(id, 7).await.unwrap().served_arches,
-        ["armhf"]
-    );
+    let published = store.index_changes(id, 7).await.unwrap();
+    assert_eq!(published.served_arches, ["armhf"]);
+    assert_eq!(published.built_generation, 7);
     // Another repository's changes are its own; a removed repository has none.
     let other = repo(acme.id, "v1", "community");
     store

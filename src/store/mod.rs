@@ -319,6 +319,10 @@ pub const CHANGE_WINDOW: i64 = 10_000;
 pub struct IndexChanges {
     /// The wanted generation the changes run up to.
     pub generation: i64,
+    /// The generation of the indexes served now (`built_gen`), whoever built them: a
+    /// build that kept the indexes of another generation cannot apply these changes to
+    /// them.
+    pub built_generation: i64,
     /// Rows inserted after the generation asked for and still present.
     pub added: Vec<IndexEntry>,
     /// Ids of the rows removed after it (in any order; an id may have been inserted and

@@ -860,8 +860,8 @@ impl Store for PostgresStore {
             .pool
             .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await?;
-        let generation: i64 =
-            sqlx::query_scalar("SELECT wanted_gen FROM repositories WHERE id = $1")
+        let (generation, built_generation): (i64, i64) =
+            sqlx::query_as("SELECT wanted_gen, built_gen FROM repositories WHERE id = $1")
                 .bind(repository_id)
                 .fetch_optional(&mut *tx)
                 .await?
@@ -893,6 +893,7 @@ impl Store for PostgresStore {
         tx.commit().await?;
         Ok(IndexChanges {
             generation,
+            built_generation,
             added,
             removed,
             served_arches,

@@ -777,8 +777,8 @@ impl Store for SqliteStore {
     async fn index_changes(&self, repository_id: i64, since: i64) -> StoreResult<IndexChanges> {
         // One snapshot: the generation, the rows and the removals belong together.
         let mut tx = self.reader.begin().await?;
-        let generation: i64 =
-            sqlx::query_scalar("SELECT wanted_gen FROM repositories WHERE id = ?")
+        let (generation, built_generation): (i64, i64) =
+            sqlx::query_as("SELECT wanted_gen, built_gen FROM repositories WHERE id = ?")
                 .bind(repository_id)
                 .fetch_optional(&mut *tx)
                 .await?
@@ -810,6 +810,7 @@ impl Store for SqliteStore {
         tx.commit().await?;
         Ok(IndexChanges {
             generation,
+            built_generation,
             added,
             removed,
             served_arches,
