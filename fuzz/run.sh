@@ -31,8 +31,15 @@ if ! cargo fuzz build --sanitizer address; then
   cargo fuzz build --sanitizer none
 fi
 
+targets=$(cargo fuzz list)
+if [ -z "$targets" ]; then
+  echo "== no fuzz target found (cargo fuzz list is empty): nothing was fuzzed" >&2
+  exit 1
+fi
 failed=()
-for target in $(cargo fuzz list); do
+ran=0
+for target in $targets; do
+  ran=$((ran + 1))
   echo "== fuzz $target for ${seconds}s (sanitizer: $sanitizer)"
   # -print_final_stats=1 reports stat::number_of_executed_units at the end.
   if ! cargo fuzz run --sanitizer "$sanitizer" "$target" -- \
@@ -45,4 +52,4 @@ if ((${#failed[@]})); then
   echo "== crashed: ${failed[*]} (inputs under fuzz/artifacts/)" >&2
   exit 1
 fi
-echo "== no crash in ${seconds}s per target"
+echo "== no crash in ${seconds}s per target ($ran targets)"

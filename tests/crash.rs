@@ -1087,4 +1087,28 @@ async fn sigkill_under_load_loses_nothing_acknowledged() {
         counts.downloads,
         started.elapsed().as_secs_f64()
     );
+    // The hard paths ran: writes were acknowledged between kills, and kills caught
+    // requests in flight whose outcome the restart then resolved.
+    let (uploads, deletes) = (
+        s.uploads_acked.load(Ordering::Relaxed),
+        s.deletes_acked.load(Ordering::Relaxed),
+    );
+    let unknown =
+        s.unknown_uploads.load(Ordering::Relaxed) + s.unknown_deletes.load(Ordering::Relaxed);
+    assert!(
+        uploads >= kills && deletes >= 1,
+        "too little was acknowledged to test anything: {uploads} uploads, {deletes} deletes \
+         over {kills} kills"
+    );
+    assert!(
+        unknown >= kills / 4,
+        "only {unknown} requests were in flight at {kills} kills: the kills did not land \
+         under load"
+    );
+    assert!(
+        counts.indexes >= kills && counts.downloads > 0,
+        "{} index and {} download checks after {kills} restarts",
+        counts.indexes,
+        counts.downloads
+    );
 }

@@ -133,6 +133,8 @@ struct Outcomes {
     unknown: BTreeSet<usize>,
     /// Answers that are wrong whatever the timing.
     errors: Vec<String>,
+    /// Uploads that the killed instance was serving when it died.
+    interrupted: usize,
 }
 
 /// Fetches `/admin/key`: (bytes, key file name from Content-Disposition).
@@ -320,6 +322,9 @@ async fn three_instances_on_one_database_serve_one_registry() {
                             }
                             _ if target == VICTIM && dead[VICTIM].load(Ordering::SeqCst) => {
                                 // Served by the instance that was killed: try a survivor.
+                                if !interrupted {
+                                    outcomes.interrupted += 1;
+                                }
                                 interrupted = true;
                                 continue;
                             }
@@ -368,6 +373,11 @@ async fn three_instances_on_one_database_serve_one_registry() {
     );
     // Each upload was answered, by a survivor at the latest.
     assert_eq!(outcomes.acked.len() + outcomes.unknown.len(), UPLOADS);
+    // The kill landed under load: uploads were in flight on the victim.
+    assert!(
+        outcomes.interrupted > 0,
+        "no upload was in flight on instance {VICTIM} when it was killed"
+    );
 
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
@@ -567,10 +577,11 @@ async fn three_instances_on_one_database_serve_one_registry() {
         servers.iter().map(|s| builds_in(&log_of(s))).sum::<usize>() + builds_in(&victim_log);
     eprintln!(
         "multi-instance: {} uploads acknowledged, {} unknown (instance {VICTIM} killed after \
-         {acked_at_kill} acknowledgements) in {:.1} s; {builds} index builds in all; \
+         {acked_at_kill} acknowledgements, {} of its uploads in flight) in {:.1} s; {builds} index builds in all; \
          {checked} downloads checked; an abandoned build caught up in {:.1} s",
         outcomes.acked.len(),
         outcomes.unknown.len(),
+        outcomes.interrupted,
         upload_time.as_secs_f64(),
         caught_up.as_secs_f64(),
     );

@@ -518,7 +518,8 @@ async fn setup_snippet_names_the_exact_key_file_and_the_visitors_url() {
 
 /// Runs the setup script for real (wget, openssl, sh), with /etc/apk/ in a temporary
 /// directory and an `apk` that records its arguments: twice, as someone would by mistake;
-/// then with a wrong fingerprint. Skipped, saying so, where wget or openssl is missing.
+/// then with a wrong fingerprint. Skipped, saying so, where wget or openssl is missing,
+/// unless `ALPINE_REGISTRY_TEST_REQUIRE_TOOLS` is set (as CI does): then it fails.
 async fn run_setup_script(script: &str, pem: &str, line: &str) {
     let missing: Vec<&str> = ["wget", "openssl", "sha256sum"]
         .into_iter()
@@ -533,6 +534,11 @@ async fn run_setup_script(script: &str, pem: &str, line: &str) {
         })
         .collect();
     if !missing.is_empty() {
+        // CI installs them: there, a missing tool is a failure, not a skip.
+        assert!(
+            std::env::var_os("ALPINE_REGISTRY_TEST_REQUIRE_TOOLS").is_none(),
+            "setup script not run: {missing:?} missing (ALPINE_REGISTRY_TEST_REQUIRE_TOOLS is set)"
+        );
         eprintln!("setup script not run: {missing:?} missing");
         return;
     }
