@@ -29,6 +29,9 @@ pub enum AppError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     RangeNotSatisfiable(u64),
+    /// `If-Match` or `If-Unmodified-Since` does not hold for what would be served.
+    #[error("{0}")]
+    PreconditionFailed(String),
     #[error("{0}")]
     Unavailable(String),
     /// One client asks too often; it may retry after `retry_after` seconds.
@@ -95,6 +98,7 @@ impl AppError {
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+            AppError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,

@@ -377,6 +377,54 @@ async fn if_none_match_takes_precedence_over_if_modified_since() {
     server.stop().await;
 }
 
+/// `If-Match` and `If-Unmodified-Since` on GET and HEAD are preconditions (RFC 9110
+/// 13.1.1, 13.1.4): 412 when they do not hold, for indexes and packages alike, also for
+/// answers that would be served from memory.
+#[tokio::test]
+async fn failed_preconditions_are_412() {
+    let server = TestServer::start().await;
+    let path = publish(&server, package("hello", "1.0-r0", "x86_64")).await;
+    for target in [INDEX, path.as_str()] {
+        let fresh = get(&server, target, &[]).await;
+        // Twice, so that the second answer could come from memory.
+        let again = get(&server, target, &[]).await;
+        assert_eq!(again.status, 200);
+        let etag = fresh.etag.unwrap();
+        // Later than any change (the Last-Modified of an answer within the second of the
+        // change is not yet a date that validates).
+        let since = "Fri, 01 Jan 2100 00:00:00 GMT";
+        for (headers, status) in [
+            (vec![("If-Match", etag.as_str())], 200),
+            (vec![("If-Match", "*")], 200),
+            (vec![("If-Match", "\"other\"")], 412),
+            (vec![("If-Unmodified-Since", since)], 200),
+            (
+                vec![("If-Unmodified-Since", "Mon, 01 Jan 2001 00:00:00 GMT")],
+                412,
+            ),
+            (
+                vec![("If-Match", "\"other\""), ("If-None-Match", etag.as_str())],
+                412,
+            ),
+        ] {
+            let answer = get(&server, target, &headers).await;
+            assert_eq!(answer.status, status, "{target} {headers:?}");
+            if status == 200 {
+                assert_eq!(answer.body, fresh.body);
+            }
+        }
+        let head = server
+            .client
+            .head(server.url(target))
+            .header("If-Match", "\"other\"")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.status(), 412, "HEAD {target}");
+    }
+    server.stop().await;
+}
+
 /// A server with one package; answers its path and bytes.
 async fn one_package() -> (TestServer, String, Vec<u8>) {
     let server = TestServer::start().await;

@@ -22,9 +22,14 @@ pub struct Entity {
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Plan {
+    /// `If-Match` or `If-Unmodified-Since` does not hold: 412.
+    PreconditionFailed,
     NotModified,
     Full,
-    Partial { start: u64, len: u64 },
+    Partial {
+        start: u64,
+        len: u64,
+    },
     Unsatisfiable,
 }
 
@@ -81,10 +86,31 @@ impl Entity {
             .is_some_and(|date| date == self.last_modified(i64::MAX) && self.unchanged_since(date))
     }
 
-    /// Decides the response to a GET or HEAD with these request headers.
+    /// `If-Match` compares strongly (RFC 9110 13.1.1): a weak tag never matches.
+    fn etag_matches_strongly(&self, list: &str) -> bool {
+        list.split(',')
+            .map(str::trim)
+            .any(|tag| tag == "*" || tag == self.etag)
+    }
+
+    /// Decides the response to a GET or HEAD with these request headers, in the order of
+    /// RFC 9110 13.2.2.
     pub fn plan(&self, method: &Method, headers: &HeaderMap) -> Plan {
-        // RFC 9110 13.2.2: If-None-Match, when present, decides alone; If-Modified-Since
-        // only counts without it.
+        // If-Match, when present, decides alone; If-Unmodified-Since only counts without
+        // it (and, as any date, only when valid).
+        let mut required = headers.get_all(header::IF_MATCH).iter().peekable();
+        if required.peek().is_some() {
+            if !required.any(|list| list.to_str().is_ok_and(|l| self.etag_matches_strongly(l))) {
+                return Plan::PreconditionFailed;
+            }
+        } else if let Some(date) = single(headers, header::IF_UNMODIFIED_SINCE).and_then(http_date)
+        {
+            if !self.unchanged_since(date) {
+                return Plan::PreconditionFailed;
+            }
+        }
+        // If-None-Match, when present, decides alone; If-Modified-Since only counts
+        // without it.
         let mut tags = headers.get_all(header::IF_NONE_MATCH).iter().peekable();
         if tags.peek().is_some() {
             if tags.any(|list| list.to_str().is_ok_and(|list| self.etag_matches(list))) {
@@ -117,6 +143,15 @@ impl Entity {
             None => Plan::Unsatisfiable,
         }
     }
+}
+
+/// The refusal of a request whose `If-Match` or `If-Unmodified-Since` does not hold.
+pub fn precondition_failed() -> crate::error::AppError {
+    crate::error::AppError::PreconditionFailed(
+        "If-Match or If-Unmodified-Since does not hold: what is served now is not the copy \
+         the request names (fetch it again without the header)"
+            .into(),
+    )
 }
 
 /// The system clock in Unix seconds (what the HTTP server dates answers by).
@@ -297,6 +332,57 @@ mod tests {
             get(&[(header::IF_MODIFIED_SINCE, "yesterday")]),
             Plan::Full,
             "an invalid date is ignored"
+        );
+    }
+
+    #[test]
+    fn if_match_and_if_unmodified_since_are_preconditions() {
+        assert_eq!(get(&[(header::IF_MATCH, "\"abc\"")]), Plan::Full);
+        assert_eq!(get(&[(header::IF_MATCH, "\"x\", \"abc\"")]), Plan::Full);
+        assert_eq!(get(&[(header::IF_MATCH, "*")]), Plan::Full);
+        assert_eq!(
+            get(&[(header::IF_MATCH, "\"x\"")]),
+            Plan::PreconditionFailed
+        );
+        assert_eq!(
+            get(&[(header::IF_MATCH, "W/\"abc\"")]),
+            Plan::PreconditionFailed,
+            "If-Match compares strongly"
+        );
+        let lm = entity().last_modified_http();
+        assert_eq!(get(&[(header::IF_UNMODIFIED_SINCE, &lm)]), Plan::Full);
+        assert_eq!(
+            get(&[(header::IF_UNMODIFIED_SINCE, &date(1_700_000_000))]),
+            Plan::PreconditionFailed,
+            "changed within the second the date names"
+        );
+        assert_eq!(
+            get(&[(header::IF_UNMODIFIED_SINCE, "yesterday")]),
+            Plan::Full,
+            "an invalid date is ignored"
+        );
+        // If-Match decides alone; the precondition comes before If-None-Match and Range.
+        assert_eq!(
+            get(&[
+                (header::IF_MATCH, "\"abc\""),
+                (header::IF_UNMODIFIED_SINCE, &date(1_600_000_000))
+            ]),
+            Plan::Full
+        );
+        assert_eq!(
+            get(&[
+                (header::IF_MATCH, "\"x\""),
+                (header::IF_NONE_MATCH, "\"abc\"")
+            ]),
+            Plan::PreconditionFailed
+        );
+        assert_eq!(
+            get(&[(header::IF_MATCH, "\"abc\""), (header::RANGE, "bytes=0-9")]),
+            Plan::Partial { start: 0, len: 10 }
+        );
+        assert_eq!(
+            entity().plan(&Method::HEAD, &headers(&[(header::IF_MATCH, "\"x\"")])),
+            Plan::PreconditionFailed
         );
     }
 

@@ -72,6 +72,7 @@ pub async fn get(
         .header(header::LAST_MODIFIED, entity.last_modified_http())
         .header(header::CACHE_CONTROL, cache_control(owner.is_private));
     let response = match plan {
+        Plan::PreconditionFailed => return Err(super::conditional::precondition_failed()),
         Plan::NotModified => builder.status(StatusCode::NOT_MODIFIED).body(Body::empty()),
         // Indexes are small; ranges over them are not worth supporting.
         _ => builder

@@ -122,6 +122,7 @@ pub async fn download(
                 .map_err(|e| AppError::Internal(e.into()));
         }
         Plan::Unsatisfiable => return Err(AppError::RangeNotSatisfiable(entity.size)),
+        Plan::PreconditionFailed => return Err(super::conditional::precondition_failed()),
         Plan::Full => (StatusCode::OK, 0, entity.size),
         Plan::Partial { start, len } => (StatusCode::PARTIAL_CONTENT, start, len),
     };
