@@ -63,6 +63,38 @@ async fn missing_or_wrong_credentials_are_401_with_a_challenge() {
     server.stop().await;
 }
 
+/// A token goes in Basic (any user name), as `Bearer`, or as Gitea's `token` scheme, which
+/// its clients send; another scheme is refused as missing credentials.
+#[tokio::test]
+async fn tokens_are_taken_in_every_scheme_gitea_clients_use() {
+    let server = TestServer::start().await;
+    setup(&server).await;
+    for (i, scheme) in ["Bearer", "bearer", "token", "Token"]
+        .into_iter()
+        .enumerate()
+    {
+        let response = server
+            .client
+            .put(server.url("/pub/v1/main"))
+            .header("Authorization", format!("{scheme} {ADMIN_TOKEN}"))
+            .body(package(&format!("scheme{i}"), "1.0-r0", "x86_64"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "{scheme}");
+    }
+    let other = server
+        .client
+        .put(server.url("/pub/v1/main"))
+        .header("Authorization", format!("Digest {ADMIN_TOKEN}"))
+        .body(package("digest", "1.0-r0", "x86_64"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 401);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn private_owner_needs_a_members_credentials() {
     let server = TestServer::start().await;
