@@ -471,7 +471,7 @@ impl LimitedServer {
                 &timeout,
             ),
         );
-        let server = LimitedServer(ChildServer::start_with(command, TOKEN, &env));
+        let server = LimitedServer(ChildServer::start_with_on_backends(command, TOKEN, &env));
         let put = reqwest::Client::new()
             .put(server.url("/admin/v3.21/main"))
             .basic_auth("admin", Some(TOKEN))

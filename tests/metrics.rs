@@ -223,7 +223,7 @@ async fn publishes_downloads_deletes_and_builds_are_counted() {
 #[test]
 fn a_metrics_listener_serves_anyone_and_the_main_one_no_longer_does() {
     let metrics_port = free_port();
-    let server = ChildServer::start(
+    let server = ChildServer::start_on_backends(
         ADMIN_TOKEN,
         &[(
             "ALPINE_REGISTRY__SERVER__METRICS_LISTEN",

@@ -4,6 +4,7 @@
 //! the master key, owner private keys.
 
 mod common;
+use common::backends::Backends;
 use common::{free_port, BIN};
 
 use std::io::Write;
@@ -19,10 +20,11 @@ const PASSWORD: &str = "Alice-Pass-Tr0ub4dor-and-3";
 const WRONG_PASSWORD: &str = "Alice-Wrong-Pass-Xy7Qw2Er9";
 const WRONG_TOKEN: &str = "apkreg_wrong-Hj4Kl8Mn2Bv6Cx0Za5Sd9Fg3";
 
-/// The binary on `data_dir`, logging everything, with no bootstrap token from the
-/// caller's environment.
-fn binary(data_dir: &Path) -> Command {
+/// The binary on `data_dir` (and the test environment's database and bucket, if any),
+/// logging everything, with no bootstrap token from the caller's environment.
+fn binary(data_dir: &Path, backends: &Backends) -> Command {
     let mut command = Command::new(BIN);
+    backends.apply(&mut command);
     command
         .arg("--data-dir")
         .arg(data_dir)
@@ -41,8 +43,8 @@ struct Output {
 }
 
 /// Runs an administration command (stdin: `input`), which must succeed.
-fn admin(data_dir: &Path, args: &[&str], input: Option<&str>) -> Output {
-    let mut child = binary(data_dir)
+fn admin(data_dir: &Path, backends: &Backends, args: &[&str], input: Option<&str>) -> Output {
+    let mut child = binary(data_dir, backends)
         .args(args)
         .stdin(if input.is_some() {
             Stdio::piped()
@@ -85,11 +87,16 @@ struct Server {
 }
 
 impl Server {
-    fn start(data_dir: &Path, log_dir: &Path, bootstrap: Option<&str>) -> Server {
+    fn start(
+        data_dir: &Path,
+        backends: &Backends,
+        log_dir: &Path,
+        bootstrap: Option<&str>,
+    ) -> Server {
         let port = free_port();
         let stdout = log_dir.join("serve.stdout");
         let stderr = log_dir.join("serve.stderr");
-        let mut command = binary(data_dir);
+        let mut command = binary(data_dir, backends);
         if let Some(token) = bootstrap {
             command.env("ALPINE_REGISTRY_BOOTSTRAP_TOKEN", token);
         }
@@ -237,15 +244,22 @@ fn pem_secrets(name: &str, pem: &str) -> Vec<Secret> {
 
 /// Reads the owners' key material and alice's password hash from the data directory
 /// (server stopped): the sealed private keys as stored, the decrypted PEMs, the master key.
-fn stored_secrets(data_dir: &Path, owners: &[&str]) -> Vec<Secret> {
-    let mut secrets = Vec::new();
-    let master = std::fs::read_to_string(data_dir.join("master.key")).unwrap();
-    secrets.push(secret("master key", master.trim()));
+fn stored_secrets(data_dir: &Path, backends: &Backends, owners: &[&str]) -> Vec<Secret> {
+    let mut secrets: Vec<Secret> = backends
+        .secrets()
+        .into_iter()
+        .map(|(name, value)| secret(name, value))
+        .collect();
+    if backends.database.is_none() {
+        let master = std::fs::read_to_string(data_dir.join("master.key")).unwrap();
+        secrets.push(secret("master key", master.trim()));
+    }
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let mut config = alpine_registry::config::Config::default();
         config.storage.data_dir = data_dir.to_path_buf();
         config.signing.key_bits = 1024;
+        backends.configure(&mut config);
         let state = alpine_registry::open(config).await.unwrap();
         let alice = state.store.user_by_name("alice").await.unwrap().unwrap();
         let hash = alice.password_hash.expect("alice has a password");
@@ -291,12 +305,16 @@ fn no_secret_reaches_the_logs() {
     let data = tempfile::tempdir().unwrap();
     let logs = tempfile::tempdir().unwrap();
     let data_dir = data.path();
-    let server = Server::start(data_dir, logs.path(), Some(BOOTSTRAP_TOKEN));
+    // On PostgreSQL and S3 too when the test environment names them: their password and
+    // secret key are then among the secrets searched for.
+    let backends = Backends::from_env();
+    eprintln!("secrets in logs: on {}", backends.describe());
+    let server = Server::start(data_dir, &backends, logs.path(), Some(BOOTSTRAP_TOKEN));
     let mut admin_outputs = Vec::new();
 
     // Administration while the server runs.
     let mut run = |args: &[&str], input: Option<&str>| {
-        let out = admin(data_dir, args, input);
+        let out = admin(data_dir, &backends, args, input);
         let stdout = out.stdout.clone();
         admin_outputs.push(out);
         stdout
@@ -583,6 +601,7 @@ fn no_secret_reaches_the_logs() {
     }
     secrets.extend(stored_secrets(
         data_dir,
+        &backends,
         &["admin", "alice", "bob", "secretco"],
     ));
 
@@ -625,7 +644,8 @@ fn no_secret_reaches_the_logs() {
 fn first_start_token_is_printed_but_never_logged() {
     let data = tempfile::tempdir().unwrap();
     let logs = tempfile::tempdir().unwrap();
-    let server = Server::start(data.path(), logs.path(), None);
+    let backends = Backends::from_env();
+    let server = Server::start(data.path(), &backends, logs.path(), None);
     // The token is printed before the listener binds, so it is there once ready.
     let printed = std::fs::read_to_string(&server.stdout).unwrap();
     let token = printed

@@ -1,6 +1,7 @@
 //! A registry on 127.0.0.1:0 with its own temporary data directory, plus helpers.
 #![allow(dead_code)]
 
+pub mod backends;
 pub mod postgres;
 pub mod process;
 pub mod s3;

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
+use super::backends::Backends;
 use super::{free_port, wait_listening, BIN};
 
 pub struct ChildServer {
@@ -11,6 +12,9 @@ pub struct ChildServer {
     pub port: u16,
     pub dir: tempfile::TempDir,
     pub log: PathBuf,
+    /// The database and bucket prefix it runs on, when not the embedded default (dropped
+    /// after the child is killed).
+    pub backends: Backends,
 }
 
 impl ChildServer {
@@ -18,6 +22,25 @@ impl ChildServer {
     /// same at 4096) and `env` on top, and waits until it accepts connections.
     pub fn start(token: &str, env: &[(&str, &str)]) -> ChildServer {
         Self::start_with(Command::new(BIN), token, env)
+    }
+
+    /// Like `start`, on the backends the test environment names (see `backends`): a fresh
+    /// PostgreSQL database and bucket prefix when they are set.
+    pub fn start_on_backends(token: &str, env: &[(&str, &str)]) -> ChildServer {
+        Self::start_with_on_backends(Command::new(BIN), token, env)
+    }
+
+    /// `start_with` on the backends the test environment names.
+    pub fn start_with_on_backends(
+        mut command: Command,
+        token: &str,
+        env: &[(&str, &str)],
+    ) -> ChildServer {
+        let backends = Backends::from_env();
+        backends.apply(&mut command);
+        let mut server = Self::start_with(command, token, env);
+        server.backends = backends;
+        server
     }
 
     /// Like `start`, with `command` (e.g. a `prlimit` wrapper whose last argument is the
@@ -46,6 +69,7 @@ impl ChildServer {
             port,
             dir,
             log,
+            backends: Backends::embedded(),
         }
     }
 
