@@ -350,6 +350,7 @@ pub async fn serve(
         spawn_abandoned_index_rebuilder(state.clone());
     }
     spawn_throttle_pruner(state.throttle.clone());
+    spawn_session_pruner(state.clone());
     let config = state.config.clone();
     let early = {
         let state = state.clone();
@@ -401,6 +402,26 @@ fn spawn_throttle_pruner(throttle: Arc<access::Throttle>) {
             match weak.upgrade() {
                 Some(throttle) => throttle.prune(),
                 None => break,
+            }
+        }
+    });
+}
+
+/// Deletes expired login sessions on a timer (every instance on a shared database does;
+/// the deletes are idempotent).
+fn spawn_session_pruner(state: AppState) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(access::sessions::prune_interval(&state));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match access::sessions::prune(&state).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::debug!(pruned, "pruned expired login sessions"),
+                Err(e) if e.is_backend_unavailable() => {
+                    tracing::warn!(error = %e, "pruning login sessions: the database is unreachable")
+                }
+                Err(e) => tracing::error!(error = %e, "pruning login sessions"),
             }
         }
     });

@@ -7,7 +7,9 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use base64::Engine;
 
-use crate::access::{self, Access, Identity, Outcome, Principal, Refusal, TOKEN_PREFIX};
+use crate::access::{
+    self, Access, Identity, Outcome, Principal, Refusal, TOKEN_PREFIX, TOKEN_USE_RESOLUTION_SECS,
+};
 use crate::error::{AppError, AppResult};
 use crate::names::OwnerName;
 use crate::store::{Owner, Role, User};
@@ -159,9 +161,6 @@ impl Credentials {
         }
     }
 }
-
-/// How precisely `token list` knows when a token was last used.
-const TOKEN_USE_RESOLUTION_SECS: i64 = 60;
 
 async fn token_identity(state: &AppState, secret: &str) -> AppResult<Identity> {
     token_hash_identity(state, &access::hash_token(secret)).await

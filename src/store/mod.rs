@@ -213,6 +213,7 @@ pub enum SessionAdmission {
 /// A session as read back, with its user and its token as they are now.
 #[derive(Debug, Clone)]
 pub struct SessionRecord {
+    pub id_hash: String,
     pub user: User,
     pub token: Option<SessionToken>,
     pub password_fingerprint: Option<String>,

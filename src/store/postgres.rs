@@ -109,6 +109,7 @@ fn session_from(row: &PgRow) -> StoreResult<SessionRecord> {
         None => None,
     };
     Ok(SessionRecord {
+        id_hash: row.try_get("id_hash")?,
         user: user_from(row)?,
         token,
         password_fingerprint: row.try_get("password_fingerprint")?,

@@ -28,7 +28,7 @@ pub(super) const INSERT: &str = "INSERT INTO sessions (id_hash, user_id, token_i
 /// One session with its user and token: by the unique index on `id_hash`, then by
 /// primary keys.
 pub(super) const SELECT: &str = "SELECT u.id, u.name, u.password_hash, u.is_admin, \
-     s.password_fingerprint, s.expires_at, s.token_id, t.scope, t.owner_id, \
+     s.id_hash, s.password_fingerprint, s.expires_at, s.token_id, t.scope, t.owner_id, \
      t.expires_at AS token_expires_at, t.revoked_at, t.last_used_at \
      FROM sessions s JOIN users u ON u.id = s.user_id LEFT JOIN tokens t ON t.id = s.token_id \
      WHERE s.id_hash = $1 AND s.expires_at > $2";
