@@ -10,8 +10,8 @@
 //! (skipped with a note without `ALPINE_REGISTRY_TEST_POSTGRES_URL`, failing with
 //! `ALPINE_REGISTRY_TEST_REQUIRE_POSTGRES=1`): a session made on one is valid on the
 //! other, a delete confirmed on one is accepted by the other, logout, a password change
-//! and a token revocation on one end the sessions on both, and the login limit counts on
-//! both.
+//! and a token revocation on one end the sessions on both, the login limit counts on both,
+//! and the failure throttle trips after as many failures spread over both as on one.
 
 mod common;
 
@@ -585,4 +585,71 @@ async fn the_login_limit_counts_logins_on_every_instance() {
     for base in [&a, &b] {
         assert_eq!(bare_login(&client, base, &token).await, 429, "{base}");
     }
+}
+
+/// The status of `GET /admin/key` on `base` with the password `secret` for `user`.
+async fn attempt(client: &reqwest::Client, base: &str, user: &str, secret: &str) -> u16 {
+    client
+        .get(format!("{base}/admin/key"))
+        .basic_auth(user, Some(secret))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_failure_throttle_trips_after_as_many_failures_over_two_instances_as_on_one() {
+    let Some(pair) = Pair::start(&[
+        ("ALPINE_REGISTRY__AUTH__MAX_FAILURES", "3"),
+        ("ALPINE_REGISTRY__AUTH__MAX_FAILURES_PER_ADDRESS", "8"),
+        ("ALPINE_REGISTRY__AUTH__FAILURE_DELAY_MS", "60000"),
+    ])
+    .await
+    else {
+        return;
+    };
+    let client = &pair.client;
+    let (a, b) = (pair.a.url(""), pair.b.url(""));
+    // On one instance: three failures of one name, then refused.
+    for _ in 0..3 {
+        assert_eq!(attempt(client, &a, "solo", "guess").await, 401);
+    }
+    assert_eq!(attempt(client, &a, "solo", "guess").await, 429);
+    // Spread over both: the same three, then refused by both.
+    for base in [&a, &b, &a] {
+        assert_eq!(attempt(client, base, "spread", "guess").await, 401);
+    }
+    for base in [&b, &a] {
+        assert_eq!(
+            attempt(client, base, "spread", "guess").await,
+            429,
+            "{base}"
+        );
+    }
+    // Per address whatever the name: 3 + 3 failures so far, two more over both, then
+    // even a fresh name is refused by both.
+    assert_eq!(attempt(client, &b, "fresh-1", "guess").await, 401);
+    assert_eq!(attempt(client, &a, "fresh-2", "guess").await, 401);
+    for base in [&a, &b] {
+        assert_eq!(
+            attempt(client, base, "fresh-3", "guess").await,
+            429,
+            "{base}"
+        );
+    }
+    // A refusal names when to retry.
+    let refused = client
+        .get(format!("{b}/admin/key"))
+        .basic_auth("spread", Some("guess"))
+        .send()
+        .await
+        .unwrap();
+    let wait: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "Retry-After: {wait}");
 }

@@ -51,6 +51,7 @@ pub(crate) async fn authenticate(
             state
                 .throttle
                 .begin(ip, credentials.throttle_name(), credentials.is_password())
+                .await?
                 .map_err(refused)?,
         ),
         None => None,
@@ -60,11 +61,13 @@ pub(crate) async fn authenticate(
         Credentials::Password { user, password } => password_identity(state, &user, password).await,
     };
     if let Some(attempt) = attempt {
-        attempt.finish(match &result {
-            Ok(_) => Outcome::Success,
-            Err(AppError::Unauthorized(_)) => Outcome::Failure,
-            Err(_) => Outcome::Undecided,
-        });
+        attempt
+            .finish(match &result {
+                Ok(_) => Outcome::Success,
+                Err(AppError::Unauthorized(_)) => Outcome::Failure,
+                Err(_) => Outcome::Undecided,
+            })
+            .await;
     }
     match &result {
         Ok(Identity::User(principal)) => {
