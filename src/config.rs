@@ -635,6 +635,21 @@ mod tests {
     }
 
     #[test]
+    fn session_and_login_limits_must_be_positive() {
+        for zero in [
+            |c: &mut Config| c.auth.max_sessions_per_user = 0,
+            |c: &mut Config| c.auth.max_logins_per_user = 0,
+            |c: &mut Config| c.auth.login_window_secs = 0,
+        ] {
+            let mut config = Config::default();
+            zero(&mut config);
+            let message = config.validate().unwrap_err().to_string();
+            assert!(message.contains("auth.max_sessions_per_user"), "{message}");
+        }
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
     fn database_urls_are_shown_without_credentials() {
         assert_eq!(
             without_credentials("postgres://reg:s3cret@db:5432/reg"),
