@@ -307,8 +307,15 @@ pub struct AuthConfig {
     pub max_concurrent_password_checks: usize,
     /// How long a login session of the web pages lasts, whatever it does meanwhile.
     pub session_lifetime_secs: u64,
-    /// Login sessions kept at once (in memory); past this, the one nearest its end goes.
+    /// Live login sessions in all; past this, a new login is refused (503) rather than
+    /// another user's session ended.
     pub max_sessions: usize,
+    /// Live login sessions per user; a new login ends that user's oldest past this.
+    pub max_sessions_per_user: usize,
+    /// Successful logins per user within `login_window_secs` (a burst of that many, then
+    /// one per window / this); past this, 429 with `Retry-After`.
+    pub max_logins_per_user: u32,
+    pub login_window_secs: u64,
 }
 
 impl Default for AuthConfig {
@@ -322,6 +329,9 @@ impl Default for AuthConfig {
             max_concurrent_password_checks: 0,
             session_lifetime_secs: 12 * 3600,
             max_sessions: 100_000,
+            max_sessions_per_user: 32,
+            max_logins_per_user: 10,
+            login_window_secs: 60,
         }
     }
 }
@@ -403,6 +413,15 @@ impl Config {
         }
         if self.auth.session_lifetime_secs == 0 || self.auth.max_sessions == 0 {
             anyhow::bail!("auth.session_lifetime_secs and auth.max_sessions must be positive");
+        }
+        if self.auth.max_sessions_per_user == 0
+            || self.auth.max_logins_per_user == 0
+            || self.auth.login_window_secs == 0
+        {
+            anyhow::bail!(
+                "auth.max_sessions_per_user, auth.max_logins_per_user and \
+                 auth.login_window_secs must be positive"
+            );
         }
         self.database_backend()?;
         if self.storage.backend == StorageBackend::S3 {
@@ -622,6 +641,21 @@ mod tests {
         assert!(message.contains("allow_http"), "{message}");
         config.storage.s3.allow_http = true;
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn session_and_login_limits_must_be_positive() {
+        for zero in [
+            |c: &mut Config| c.auth.max_sessions_per_user = 0,
+            |c: &mut Config| c.auth.max_logins_per_user = 0,
+            |c: &mut Config| c.auth.login_window_secs = 0,
+        ] {
+            let mut config = Config::default();
+            zero(&mut config);
+            let message = config.validate().unwrap_err().to_string();
+            assert!(message.contains("auth.max_sessions_per_user"), "{message}");
+        }
+        Config::default().validate().unwrap();
     }
 
     #[test]

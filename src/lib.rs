@@ -129,6 +129,21 @@ pub async fn open_with_clock(config: Config, clock: SharedClock) -> anyhow::Resu
     let master =
         registry::keys::MasterKey::load(&config.signing.master_key, &config.storage.data_dir)?;
     let keys = Arc::new(Keys::new(store.clone(), master, config.signing.key_bits));
+    let throttle = access::Throttle::new(
+        config.auth.max_failures,
+        config.auth.max_failures_per_address,
+        access::PasswordChecks::permits_for(config.auth.max_concurrent_password_checks)
+            .try_into()
+            .unwrap_or(u32::MAX),
+        Duration::from_secs(config.auth.failure_window_secs),
+        Duration::from_millis(config.auth.failure_delay_ms),
+    );
+    // Instances sharing a PostgreSQL database count failures together, under keys salted
+    // alike by all of them: from the master key they must share.
+    let throttle = match backend {
+        DatabaseBackend::Sqlite => throttle,
+        DatabaseBackend::Postgres => throttle.shared(store.clone(), throttle_salt(&config)?),
+    };
     let metrics = Arc::new(metrics::Metrics::new());
     let indexer = Arc::new(Indexer::new(
         store.clone(),
@@ -150,15 +165,7 @@ pub async fn open_with_clock(config: Config, clock: SharedClock) -> anyhow::Resu
             config.storage.memory_cache_bytes,
         )),
         blob_lock: Arc::new(tokio::sync::RwLock::new(())),
-        throttle: Arc::new(access::Throttle::new(
-            config.auth.max_failures,
-            config.auth.max_failures_per_address,
-            access::PasswordChecks::permits_for(config.auth.max_concurrent_password_checks)
-                .try_into()
-                .unwrap_or(u32::MAX),
-            Duration::from_secs(config.auth.failure_window_secs),
-            Duration::from_millis(config.auth.failure_delay_ms),
-        )),
+        throttle: Arc::new(throttle),
         password_checks: Arc::new(access::PasswordChecks::new(
             config.auth.max_concurrent_password_checks,
         )),
@@ -174,6 +181,21 @@ pub async fn open_with_clock(config: Config, clock: SharedClock) -> anyhow::Resu
         config,
         clock,
     })))
+}
+
+/// The salt of the failure throttle's keys in a shared database: derived from the master
+/// key, which every instance has and the database does not.
+fn throttle_salt(config: &Config) -> anyhow::Result<[u8; 16]> {
+    use sha2::{Digest, Sha256};
+    let key =
+        registry::keys::MasterKey::existing(&config.signing.master_key, &config.storage.data_dir)?
+            .context("the master key is needed for the failure throttle")?;
+    let mut hasher = Sha256::new();
+    hasher.update(b"alpine-registry failure throttle salt\0");
+    hasher.update(&key);
+    let mut salt = [0u8; 16];
+    salt.copy_from_slice(&hasher.finalize()[..16]);
+    Ok(salt)
 }
 
 /// How long `serve` waits at start for a database that cannot be reached (one starting
@@ -350,6 +372,7 @@ pub async fn serve(
         spawn_abandoned_index_rebuilder(state.clone());
     }
     spawn_throttle_pruner(state.throttle.clone());
+    spawn_session_pruner(state.clone());
     let config = state.config.clone();
     let early = {
         let state = state.clone();
@@ -398,9 +421,31 @@ fn spawn_throttle_pruner(throttle: Arc<access::Throttle>) {
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            match weak.upgrade() {
-                Some(throttle) => throttle.prune(),
-                None => break,
+            let Some(throttle) = weak.upgrade() else {
+                break;
+            };
+            if let Err(e) = throttle.prune().await {
+                tracing::warn!(error = %e, "pruning authentication failures");
+            }
+        }
+    });
+}
+
+/// Deletes expired login sessions on a timer (every instance on a shared database does;
+/// the deletes are idempotent).
+fn spawn_session_pruner(state: AppState) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(access::sessions::prune_interval(&state));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match access::sessions::prune(&state).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::debug!(pruned, "pruned expired login sessions"),
+                Err(e) if e.is_backend_unavailable() => {
+                    tracing::warn!(error = %e, "pruning login sessions: the database is unreachable")
+                }
+                Err(e) => tracing::error!(error = %e, "pruning login sessions"),
             }
         }
     });

@@ -13,9 +13,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use alpine_registry::store::{
-    Dump, IndexRow, InsertedPackage, MemberRow, NewPackage, NewToken, OwnerRow, PackageRow,
-    PostgresStore, RenderedIndex, RepoRef, RepositoryRow, Role, SigningKeyRow, SqliteStore, Store,
-    StoreError, StoredKey, TokenRow, UserRow,
+    Dump, IndexRow, InsertedPackage, MemberRow, NewPackage, NewSession, NewToken, OwnerRow,
+    PackageRow, PostgresStore, RenderedIndex, RepoRef, RepositoryRow, Role, SessionAdmission,
+    SessionLimits, SigningKeyRow, SqliteStore, Store, StoreError, StoredKey, TokenRow, UserRow,
 };
 use common::postgres::{self as pg, TestDatabase};
 use futures_util::future::join_all;
@@ -113,6 +113,14 @@ conformance!(
     changes_since_a_generation,
     concurrent_writers,
     export_and_import,
+    sessions_are_read_by_digest_with_their_user_and_token,
+    sessions_end_with_their_password_token_or_user,
+    each_user_keeps_their_newest_sessions_only,
+    a_full_session_table_refuses_logins_and_evicts_nobody,
+    successful_logins_are_rate_limited_per_user,
+    concurrent_logins_of_one_user_keep_the_cap,
+    expired_sessions_are_pruned,
+    authentication_failures_count_per_key_within_the_window,
 );
 
 fn now() -> i64 {
@@ -2109,4 +2117,398 @@ async fn export_and_import(store: &dyn Store) {
         .unwrap();
     assert!(inserted.package.id > 31, "{}", inserted.package.id);
     assert!(store.export().await.unwrap().last_repository_id >= created.id);
+}
+
+/// Limits that never refuse a login.
+fn roomy() -> SessionLimits {
+    SessionLimits {
+        per_user: 1000,
+        total: 100_000,
+        login_interval_ms: 0,
+        login_burst_ms: 0,
+        now_ms: now() * 1000,
+    }
+}
+
+fn session<'a>(id_hash: &'a str, user_id: i64, token_id: Option<i64>) -> NewSession<'a> {
+    NewSession {
+        id_hash,
+        user_id,
+        token_id,
+        password_fingerprint: token_id.is_none().then_some("fingerprint"),
+        created_at: now(),
+        expires_at: now() + 3600,
+    }
+}
+
+async fn created(store: &dyn Store, new: NewSession<'_>, limits: SessionLimits) -> u64 {
+    match store.create_session(new, limits).await.unwrap() {
+        SessionAdmission::Created { evicted } => evicted,
+        other => panic!("expected a session, got {other:?}"),
+    }
+}
+
+async fn live(store: &dyn Store, id_hash: &str) -> bool {
+    store.session(id_hash, now()).await.unwrap().is_some()
+}
+
+async fn sessions_are_read_by_digest_with_their_user_and_token(store: &dyn Store) {
+    let alice = store
+        .create_user("alice", Some("$argon2id$a"), true)
+        .await
+        .unwrap();
+    let acme = store.create_owner("acme", false, true).await.unwrap();
+    let token_end = now() + 60;
+    let token_id = store
+        .insert_token(NewToken {
+            owner_id: Some(acme.id),
+            expires_at: Some(token_end),
+            ..token(alice.id, "token-hash", Role::Read)
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        created(store, session("by-password", alice.id, None), roomy()).await,
+        0
+    );
+    assert_eq!(
+        created(
+            store,
+            session("by-token", alice.id, Some(token_id)),
+            roomy()
+        )
+        .await,
+        0
+    );
+
+    let read = store.session("by-password", now()).await.unwrap().unwrap();
+    assert_eq!(read.user.id, alice.id);
+    assert_eq!(read.user.name, "alice");
+    assert!(read.user.is_admin);
+    assert_eq!(read.user.password_hash.as_deref(), Some("$argon2id$a"));
+    assert_eq!(read.password_fingerprint.as_deref(), Some("fingerprint"));
+    assert!(read.token.is_none());
+    assert!(read.expires_at > now());
+
+    let read = store.session("by-token", now()).await.unwrap().unwrap();
+    assert_eq!(read.password_fingerprint, None);
+    let token = read.token.expect("the token of a token login");
+    assert_eq!(token.id, token_id);
+    assert_eq!(token.scope, Role::Read);
+    assert_eq!(token.owner_id, Some(acme.id));
+    assert_eq!(token.expires_at, Some(token_end));
+    assert_eq!(token.revoked_at, None);
+
+    // Only the exact digest, and only before the session's end.
+    assert!(store.session("by-passwor", now()).await.unwrap().is_none());
+    assert!(store.session("BY-PASSWORD", now()).await.unwrap().is_none());
+    assert!(store
+        .session("by-password", now() + 3600)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(store.count_sessions(None).await.unwrap(), 2);
+    assert_eq!(store.count_sessions(Some(alice.id)).await.unwrap(), 2);
+    assert_eq!(
+        store.count_sessions(Some(alice.id + 1000)).await.unwrap(),
+        0
+    );
+
+    assert!(store.delete_session("by-password").await.unwrap());
+    assert!(!store.delete_session("by-password").await.unwrap());
+    assert!(!live(store, "by-password").await);
+    assert!(live(store, "by-token").await);
+}
+
+async fn sessions_end_with_their_password_token_or_user(store: &dyn Store) {
+    let alice = store
+        .create_user("alice", Some("$argon2id$a"), false)
+        .await
+        .unwrap();
+    let bob = store
+        .create_user("bob", Some("$argon2id$b"), false)
+        .await
+        .unwrap();
+    let token_id = store
+        .insert_token(token(alice.id, "alice-token", Role::Write))
+        .await
+        .unwrap();
+    let other_token = store
+        .insert_token(token(alice.id, "alice-other-token", Role::Write))
+        .await
+        .unwrap();
+    for (id, user, token) in [
+        ("alice-password", alice.id, None),
+        ("alice-token", alice.id, Some(token_id)),
+        ("alice-other-token", alice.id, Some(other_token)),
+        ("bob-password", bob.id, None),
+    ] {
+        created(store, session(id, user, token), roomy()).await;
+    }
+    // A new password ends the password sessions of that user only.
+    store
+        .set_password(alice.id, Some("$argon2id$new"))
+        .await
+        .unwrap();
+    assert!(!live(store, "alice-password").await);
+    assert!(live(store, "alice-token").await);
+    assert!(live(store, "bob-password").await);
+    // Revoking a token ends the sessions made with it only.
+    assert!(store.revoke_token(token_id, now()).await.unwrap());
+    assert!(!live(store, "alice-token").await);
+    assert!(live(store, "alice-other-token").await);
+    // Deleting a user ends all of theirs.
+    let namespace = store.owner_by_name("alice").await.unwrap().unwrap();
+    store
+        .delete_user(alice.id, Some(namespace.id))
+        .await
+        .unwrap();
+    assert!(!live(store, "alice-other-token").await);
+    assert!(live(store, "bob-password").await);
+    assert_eq!(store.count_sessions(None).await.unwrap(), 1);
+}
+
+async fn each_user_keeps_their_newest_sessions_only(store: &dyn Store) {
+    let admin = store.create_user("admin", None, true).await.unwrap();
+    let flood = store.create_user("flood", None, false).await.unwrap();
+    let limits = SessionLimits {
+        per_user: 3,
+        total: 5,
+        ..roomy()
+    };
+    created(store, session("admin", admin.id, None), limits).await;
+    let mut evicted = 0;
+    for i in 0..40 {
+        evicted += created(
+            store,
+            session(&format!("flood-{i}"), flood.id, None),
+            limits,
+        )
+        .await;
+    }
+    assert_eq!(evicted, 37);
+    assert_eq!(store.count_sessions(Some(flood.id)).await.unwrap(), 3);
+    assert!(live(store, "admin").await, "another user's session stays");
+    for i in 0..37 {
+        assert!(!live(store, &format!("flood-{i}")).await, "flood-{i}");
+    }
+    for i in 37..40 {
+        assert!(live(store, &format!("flood-{i}")).await, "flood-{i}");
+    }
+    // Expired sessions of the user go first, whatever the cap.
+    let old = NewSession {
+        created_at: now() - 7200,
+        expires_at: now() - 3600,
+        ..session("expired", admin.id, None)
+    };
+    created(store, old, limits).await;
+    assert_eq!(
+        created(store, session("admin-2", admin.id, None), limits).await,
+        1
+    );
+    assert!(live(store, "admin").await);
+    assert!(live(store, "admin-2").await);
+}
+
+async fn a_full_session_table_refuses_logins_and_evicts_nobody(store: &dyn Store) {
+    let a = store.create_user("a", None, false).await.unwrap();
+    let b = store.create_user("b", None, false).await.unwrap();
+    let c = store.create_user("c", None, false).await.unwrap();
+    let limits = SessionLimits {
+        per_user: 1,
+        total: 2,
+        ..roomy()
+    };
+    let first = NewSession {
+        expires_at: now() + 600,
+        ..session("a", a.id, None)
+    };
+    created(store, first, limits).await;
+    created(store, session("b", b.id, None), limits).await;
+    assert_eq!(
+        store
+            .create_session(session("c", c.id, None), limits)
+            .await
+            .unwrap(),
+        SessionAdmission::Full {
+            next_expiry: now() + 600
+        }
+    );
+    assert!(live(store, "a").await && live(store, "b").await);
+    assert!(!live(store, "c").await);
+    // A user at their own cap replaces their own session: the total stays.
+    assert_eq!(created(store, session("b-2", b.id, None), limits).await, 1);
+    assert!(live(store, "a").await && live(store, "b-2").await);
+    // Expired sessions do not count.
+    let later = SessionLimits {
+        now_ms: (now() + 700) * 1000,
+        ..limits
+    };
+    let c_later = NewSession {
+        created_at: now() + 700,
+        expires_at: now() + 4300,
+        ..session("c", c.id, None)
+    };
+    created(store, c_later, later).await;
+}
+
+async fn successful_logins_are_rate_limited_per_user(store: &dyn Store) {
+    let alice = store.create_user("alice", None, false).await.unwrap();
+    let bob = store.create_user("bob", None, false).await.unwrap();
+    let start = now() * 1000;
+    // Three at once, then one per second.
+    let at = |ms: i64| SessionLimits {
+        login_interval_ms: 1000,
+        login_burst_ms: 2000,
+        now_ms: start + ms,
+        ..roomy()
+    };
+    for i in 0..3 {
+        created(store, session(&format!("alice-{i}"), alice.id, None), at(0)).await;
+    }
+    let refused = store
+        .create_session(session("alice-3", alice.id, None), at(100))
+        .await
+        .unwrap();
+    assert_eq!(
+        refused,
+        SessionAdmission::TooSoon {
+            retry_after_ms: 900
+        }
+    );
+    assert!(!live(store, "alice-3").await);
+    assert_eq!(store.count_sessions(Some(alice.id)).await.unwrap(), 3);
+    // Another user is not affected.
+    created(store, session("bob", bob.id, None), at(100)).await;
+    // A refusal takes nothing: the allowance comes back on time.
+    created(store, session("alice-3", alice.id, None), at(1000)).await;
+    assert!(matches!(
+        store
+            .create_session(session("alice-4", alice.id, None), at(1500))
+            .await
+            .unwrap(),
+        SessionAdmission::TooSoon {
+            retry_after_ms: 500
+        }
+    ));
+    // A quiet while gives the whole burst back.
+    for i in 5..8 {
+        created(
+            store,
+            session(&format!("alice-{i}"), alice.id, None),
+            at(60_000),
+        )
+        .await;
+    }
+}
+
+async fn concurrent_logins_of_one_user_keep_the_cap(store: &dyn Store) {
+    let alice = store.create_user("alice", None, false).await.unwrap();
+    let limits = SessionLimits {
+        per_user: 3,
+        ..roomy()
+    };
+    let ids: Vec<String> = (0..24).map(|i| format!("alice-{i}")).collect();
+    let results = join_all(
+        ids.iter()
+            .map(|id| store.create_session(session(id, alice.id, None), limits)),
+    )
+    .await;
+    for result in results {
+        assert!(matches!(result.unwrap(), SessionAdmission::Created { .. }));
+    }
+    assert_eq!(store.count_sessions(Some(alice.id)).await.unwrap(), 3);
+}
+
+async fn expired_sessions_are_pruned(store: &dyn Store) {
+    let alice = store.create_user("alice", None, false).await.unwrap();
+    let bob = store.create_user("bob", None, false).await.unwrap();
+    let old = NewSession {
+        created_at: now() - 100,
+        expires_at: now() - 10,
+        ..session("old", alice.id, None)
+    };
+    created(store, old, roomy()).await;
+    // (A login of alice's would take her expired session with it.)
+    created(store, session("new", bob.id, None), roomy()).await;
+    assert_eq!(store.count_sessions(None).await.unwrap(), 2);
+    assert_eq!(store.prune_sessions(now()).await.unwrap(), 1);
+    assert_eq!(store.count_sessions(None).await.unwrap(), 1);
+    assert!(live(store, "new").await);
+    assert_eq!(store.prune_sessions(now()).await.unwrap(), 0);
+}
+
+async fn authentication_failures_count_per_key_within_the_window(store: &dyn Store) {
+    let (user, address, other) = (
+        b"user-key".as_slice(),
+        b"addr-key".as_slice(),
+        b"other".as_slice(),
+    );
+    let counts = |rows: Vec<alpine_registry::store::FailureCount>| {
+        let mut rows: Vec<(Vec<u8>, i64, i64)> = rows
+            .into_iter()
+            .map(|r| (r.key, r.failures, r.last_ms))
+            .collect();
+        rows.sort();
+        rows
+    };
+    assert!(store
+        .auth_failures([user, address])
+        .await
+        .unwrap()
+        .is_empty());
+    let window = 60_000;
+    let t = 1_700_000_000_000;
+    store
+        .record_auth_failure([user, address], t, window)
+        .await
+        .unwrap();
+    store
+        .record_auth_failure([user, address], t + 10, window)
+        .await
+        .unwrap();
+    store
+        .record_auth_failure([other, address], t + 20, window)
+        .await
+        .unwrap();
+    assert_eq!(
+        counts(store.auth_failures([user, address]).await.unwrap()),
+        vec![(address.to_vec(), 3, t + 20), (user.to_vec(), 2, t + 10)]
+    );
+    // A failure reported late (another instance's clock) does not move the last one back.
+    store
+        .record_auth_failure([user, other], t + 5, window)
+        .await
+        .unwrap();
+    assert_eq!(
+        counts(store.auth_failures([user, other]).await.unwrap()),
+        vec![(other.to_vec(), 2, t + 20), (user.to_vec(), 3, t + 10)]
+    );
+    // After a quiet window the count starts again.
+    store
+        .record_auth_failure([user, address], t + 20 + window + 1, window)
+        .await
+        .unwrap();
+    assert_eq!(
+        counts(store.auth_failures([user, address]).await.unwrap()),
+        vec![
+            (address.to_vec(), 1, t + 21 + window),
+            (user.to_vec(), 1, t + 21 + window)
+        ]
+    );
+    store.clear_auth_failures(user).await.unwrap();
+    assert_eq!(
+        counts(store.auth_failures([user, address]).await.unwrap()),
+        vec![(address.to_vec(), 1, t + 21 + window)]
+    );
+    assert_eq!(store.prune_auth_failures(t + 21).await.unwrap(), 1);
+    assert!(store
+        .auth_failures([other, other])
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store.auth_failures([address, other]).await.unwrap().len(),
+        1
+    );
 }

@@ -1,9 +1,10 @@
-//! Access control: credentials (tokens, passwords), the failure throttle, and the policy
-//! that decides who may do what on an owner. HTTP-free: the `Identity` extractor in
-//! `http::identity` turns request headers into the `Identity` decided on here.
+//! Access control: credentials (tokens, passwords), login sessions, the failure throttle,
+//! and the policy that decides who may do what on an owner. HTTP-free: the `Identity`
+//! extractor in `http::identity` turns request headers into the `Identity` decided on here.
 
 pub mod passwords;
 pub mod policy;
+pub mod sessions;
 pub mod throttle;
 pub mod tokens;
 
@@ -12,5 +13,5 @@ pub use policy::{decide, Access, Identity, Principal};
 pub use throttle::{Attempt, Outcome, Refusal, Throttle, THROTTLE_CAPACITY};
 pub use tokens::{
     digests_equal, generate_token, hash_token, parse_duration, token_from_secret, NewTokenSecret,
-    TOKEN_PREFIX,
+    TOKEN_PREFIX, TOKEN_USE_RESOLUTION_SECS,
 };

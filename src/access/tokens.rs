@@ -8,6 +8,9 @@ use subtle::ConstantTimeEq;
 /// Every token starts with this, so scanners and people recognise one.
 pub const TOKEN_PREFIX: &str = "apkreg_";
 
+/// How precisely `token list` knows when a token was last used.
+pub const TOKEN_USE_RESOLUTION_SECS: i64 = 60;
+
 /// A freshly generated token: the secret (shown once) and what is stored.
 pub struct NewTokenSecret {
     pub secret: String,

@@ -7,7 +7,9 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use base64::Engine;
 
-use crate::access::{self, Access, Identity, Outcome, Principal, Refusal, TOKEN_PREFIX};
+use crate::access::{
+    self, Access, Identity, Outcome, Principal, Refusal, TOKEN_PREFIX, TOKEN_USE_RESOLUTION_SECS,
+};
 use crate::error::{AppError, AppResult};
 use crate::names::OwnerName;
 use crate::store::{Owner, Role, User};
@@ -49,6 +51,7 @@ pub(crate) async fn authenticate(
             state
                 .throttle
                 .begin(ip, credentials.throttle_name(), credentials.is_password())
+                .await?
                 .map_err(refused)?,
         ),
         None => None,
@@ -58,11 +61,13 @@ pub(crate) async fn authenticate(
         Credentials::Password { user, password } => password_identity(state, &user, password).await,
     };
     if let Some(attempt) = attempt {
-        attempt.finish(match &result {
-            Ok(_) => Outcome::Success,
-            Err(AppError::Unauthorized(_)) => Outcome::Failure,
-            Err(_) => Outcome::Undecided,
-        });
+        attempt
+            .finish(match &result {
+                Ok(_) => Outcome::Success,
+                Err(AppError::Unauthorized(_)) => Outcome::Failure,
+                Err(_) => Outcome::Undecided,
+            })
+            .await;
     }
     match &result {
         Ok(Identity::User(principal)) => {
@@ -159,9 +164,6 @@ impl Credentials {
         }
     }
 }
-
-/// How precisely `token list` knows when a token was last used.
-const TOKEN_USE_RESOLUTION_SECS: i64 = 60;
 
 async fn token_identity(state: &AppState, secret: &str) -> AppResult<Identity> {
     token_hash_identity(state, &access::hash_token(secret)).await

@@ -3,6 +3,7 @@
 mod dump;
 mod postgres;
 mod read_cache;
+mod sessions;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -166,6 +167,78 @@ pub struct NewToken<'a> {
     pub owner_id: Option<i64>,
     pub expires_at: Option<i64>,
     pub label: Option<&'a str>,
+}
+
+/// A login session to store: `create_session` keeps it under `id_hash`, the SHA-256 of
+/// its id (never the id).
+pub struct NewSession<'a> {
+    pub id_hash: &'a str,
+    pub user_id: i64,
+    /// The token logged in with; None for a password login.
+    pub token_id: Option<i64>,
+    /// SHA-256 of the user's password hash at login (password logins).
+    pub password_fingerprint: Option<&'a str>,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// The bounds `create_session` keeps, in the transaction that inserts the session.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    /// Live sessions per user: the user's oldest go to make room for the new one.
+    pub per_user: i64,
+    /// Live sessions in all: a login past this is refused (no other user's session goes).
+    pub total: i64,
+    /// Successful logins per user, by the generic cell rate algorithm: one login every
+    /// `login_interval_ms`, with bursts of up to `login_burst_ms / login_interval_ms + 1`.
+    pub login_interval_ms: i64,
+    pub login_burst_ms: i64,
+    /// Unix milliseconds.
+    pub now_ms: i64,
+}
+
+/// What `create_session` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionAdmission {
+    /// Stored; `evicted` sessions of the same user went to make room.
+    Created { evicted: u64 },
+    /// The user logged in too often: the next login is allowed in `retry_after_ms`.
+    TooSoon { retry_after_ms: i64 },
+    /// `SessionLimits::total` sessions are live; the first of them ends at `next_expiry`
+    /// (Unix seconds).
+    Full { next_expiry: i64 },
+}
+
+/// A session as read back, with its user and its token as they are now.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    pub id_hash: String,
+    pub user: User,
+    pub token: Option<SessionToken>,
+    pub password_fingerprint: Option<String>,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+/// The token a session was made with, as it is now.
+#[derive(Debug, Clone)]
+pub struct SessionToken {
+    pub id: i64,
+    pub scope: Role,
+    pub owner_id: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+}
+
+/// Authentication failures counted under one throttle key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureCount {
+    pub key: Vec<u8>,
+    pub failures: i64,
+    /// Unix milliseconds of the last failure.
+    pub last_ms: i64,
 }
 
 /// A user as listed by administrators.
@@ -402,7 +475,8 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_token(&self, token: NewToken<'_>) -> StoreResult<i64>;
     async fn token_by_hash(&self, token_hash: &str) -> StoreResult<Option<TokenRecord>>;
     async fn list_tokens(&self, user_id: Option<i64>) -> StoreResult<Vec<TokenRecord>>;
-    /// Returns false when no unrevoked token has that id.
+    /// Returns false when no unrevoked token has that id. The sessions logged in with the
+    /// token end with it.
     async fn revoke_token(&self, id: i64, now: i64) -> StoreResult<bool>;
 
     async fn signing_key(&self, owner_id: i64) -> StoreResult<Option<StoredKey>>;
@@ -510,6 +584,7 @@ pub trait Store: Send + Sync + 'static {
     /// packages and indexes, in one transaction.
     async fn delete_owner(&self, owner_id: i64) -> StoreResult<()>;
     async fn set_owner_private(&self, owner_id: i64, is_private: bool) -> StoreResult<()>;
+    /// Sets the password; the user's password sessions end with the old one.
     async fn set_password(&self, user_id: i64, password_hash: Option<&str>) -> StoreResult<()>;
     /// Records that the token authenticated at `now`.
     async fn touch_token(&self, id: i64, now: i64) -> StoreResult<()>;
@@ -527,6 +602,45 @@ pub trait Store: Send + Sync + 'static {
     /// left to orphan collection). None when it does not exist. Repository ids are never
     /// reused, so nothing keyed by the old id can reach a later repository.
     async fn delete_repository(&self, repo: &RepoRef) -> StoreResult<Option<RemovedRepository>>;
+
+    // Login sessions of the web pages.
+
+    /// Stores a session within `limits`, in one transaction: refused (nothing written)
+    /// when the user logged in too often or when `limits.total` sessions are live; else
+    /// the user's expired sessions and, past `limits.per_user`, their oldest live ones are
+    /// deleted and the new one inserted.
+    async fn create_session(
+        &self,
+        session: NewSession<'_>,
+        limits: SessionLimits,
+    ) -> StoreResult<SessionAdmission>;
+    /// The session stored under `id_hash`, unless it expired by `now` (Unix seconds): one
+    /// indexed query, with its user and token.
+    async fn session(&self, id_hash: &str, now: i64) -> StoreResult<Option<SessionRecord>>;
+    /// Whether a session was stored under `id_hash`.
+    async fn delete_session(&self, id_hash: &str) -> StoreResult<bool>;
+    /// Deletes the sessions that expired by `now`; returns how many.
+    async fn prune_sessions(&self, now: i64) -> StoreResult<u64>;
+    /// Sessions stored (expired ones included until pruned), of one user or of all.
+    async fn count_sessions(&self, user_id: Option<i64>) -> StoreResult<i64>;
+
+    // The authentication failure throttle shared by the processes on one database.
+
+    /// The counts of `keys` (those that have one; in no particular order): one indexed
+    /// query.
+    async fn auth_failures(&self, keys: [&[u8]; 2]) -> StoreResult<Vec<FailureCount>>;
+    /// Counts one failure under each of `keys` at `now_ms`; a count whose last failure is
+    /// older than `window_ms` starts again from one.
+    async fn record_auth_failure(
+        &self,
+        keys: [&[u8]; 2],
+        now_ms: i64,
+        window_ms: i64,
+    ) -> StoreResult<()>;
+    /// Forgets the failures of `key` (a success).
+    async fn clear_auth_failures(&self, key: &[u8]) -> StoreResult<()>;
+    /// Forgets every count whose last failure is before `before_ms`; returns how many.
+    async fn prune_auth_failures(&self, before_ms: i64) -> StoreResult<u64>;
 
     // Moving an installation to another backend (`registry::migrate`).
 

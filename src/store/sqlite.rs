@@ -132,6 +132,27 @@ fn token_from(row: &SqliteRow) -> StoreResult<TokenRecord> {
     })
 }
 
+fn session_from(row: &SqliteRow) -> StoreResult<SessionRecord> {
+    let token = match row.try_get::<Option<i64>, _>("token_id")? {
+        Some(id) => Some(SessionToken {
+            id,
+            scope: role(row, "scope")?,
+            owner_id: row.try_get("owner_id")?,
+            expires_at: row.try_get("token_expires_at")?,
+            revoked_at: row.try_get("revoked_at")?,
+            last_used_at: row.try_get("last_used_at")?,
+        }),
+        None => None,
+    };
+    Ok(SessionRecord {
+        id_hash: row.try_get("id_hash")?,
+        user: user_from(row)?,
+        token,
+        password_fingerprint: row.try_get("password_fingerprint")?,
+        expires_at: row.try_get("expires_at")?,
+    })
+}
+
 fn package_from(row: &SqliteRow) -> StoreResult<Package> {
     Ok(Package {
         id: row.try_get("id")?,
@@ -425,12 +446,18 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_token(&self, id: i64, now: i64) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
         let done =
             sqlx::query("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
                 .bind(now)
                 .bind(id)
-                .execute(&self.writer)
+                .execute(&mut *tx)
                 .await?;
+        sqlx::query(sessions::END_TOKEN_SESSIONS)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -1137,11 +1164,17 @@ impl Store for SqliteStore {
     }
 
     async fn set_password(&self, user_id: i64, password_hash: Option<&str>) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
             .bind(password_hash)
             .bind(user_id)
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await?;
+        sqlx::query(sessions::END_PASSWORD_SESSIONS)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -1161,6 +1194,143 @@ impl Store for SqliteStore {
                 .fetch_optional(&self.reader)
                 .await?,
         )
+    }
+
+    async fn create_session(
+        &self,
+        session: NewSession<'_>,
+        limits: SessionLimits,
+    ) -> StoreResult<SessionAdmission> {
+        let mut tx = self.begin_write().await?;
+        // Taking the allowance also locks the user's row of it: one user's logins on
+        // every connection queue here, so the per-user cap holds exactly.
+        let burst = limits.login_burst_ms;
+        let allowed: Option<i64> = sqlx::query_scalar(sessions::TAKE_LOGIN)
+            .bind(session.user_id)
+            .bind(limits.now_ms)
+            .bind(limits.login_interval_ms)
+            .bind(burst)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if allowed.is_none() {
+            let next: i64 = sqlx::query_scalar(sessions::LOGIN_NEXT)
+                .bind(session.user_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            return Ok(SessionAdmission::TooSoon {
+                retry_after_ms: (next - burst - limits.now_ms).max(1),
+            });
+        }
+        let evicted = sqlx::query(sessions::EVICT_OWN)
+            .bind(session.user_id)
+            .bind(session.created_at)
+            .bind((limits.per_user - 1).max(0))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let (live, first_end): (i64, Option<i64>) = sqlx::query_as(sessions::LIVE)
+            .bind(session.created_at)
+            .fetch_one(&mut *tx)
+            .await?;
+        if live >= limits.total {
+            return Ok(SessionAdmission::Full {
+                next_expiry: first_end.unwrap_or(session.expires_at),
+            });
+        }
+        sqlx::query(sessions::INSERT)
+            .bind(session.id_hash)
+            .bind(session.user_id)
+            .bind(session.token_id)
+            .bind(session.password_fingerprint)
+            .bind(session.created_at)
+            .bind(session.expires_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| conflict_or(e, || "the session id is taken".to_string()))?;
+        tx.commit().await?;
+        Ok(SessionAdmission::Created { evicted })
+    }
+
+    async fn session(&self, id_hash: &str, now: i64) -> StoreResult<Option<SessionRecord>> {
+        sqlx::query(sessions::SELECT)
+            .bind(id_hash)
+            .bind(now)
+            .fetch_optional(&self.reader)
+            .await?
+            .as_ref()
+            .map(session_from)
+            .transpose()
+    }
+
+    async fn delete_session(&self, id_hash: &str) -> StoreResult<bool> {
+        let done = sqlx::query(sessions::DELETE)
+            .bind(id_hash)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn prune_sessions(&self, now: i64) -> StoreResult<u64> {
+        Ok(sqlx::query(sessions::PRUNE)
+            .bind(now)
+            .execute(&self.writer)
+            .await?
+            .rows_affected())
+    }
+
+    async fn count_sessions(&self, user_id: Option<i64>) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar(sessions::COUNT)
+            .bind(user_id)
+            .fetch_one(&self.reader)
+            .await?)
+    }
+
+    async fn auth_failures(&self, keys: [&[u8]; 2]) -> StoreResult<Vec<FailureCount>> {
+        let rows: Vec<(Vec<u8>, i64, i64)> = sqlx::query_as(sessions::FAILURES)
+            .bind(keys[0])
+            .bind(keys[1])
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(key, failures, last_ms)| FailureCount {
+                key,
+                failures,
+                last_ms,
+            })
+            .collect())
+    }
+
+    async fn record_auth_failure(
+        &self,
+        keys: [&[u8]; 2],
+        now_ms: i64,
+        window_ms: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(sessions::RECORD_FAILURE)
+            .bind(keys[0])
+            .bind(keys[1])
+            .bind(now_ms)
+            .bind(now_ms.saturating_sub(window_ms))
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn clear_auth_failures(&self, key: &[u8]) -> StoreResult<()> {
+        sqlx::query(sessions::CLEAR_FAILURES)
+            .bind(key)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn prune_auth_failures(&self, before_ms: i64) -> StoreResult<u64> {
+        Ok(sqlx::query(sessions::PRUNE_FAILURES)
+            .bind(before_ms)
+            .execute(&self.writer)
+            .await?
+            .rows_affected())
     }
 
     async fn export(&self) -> StoreResult<Dump> {

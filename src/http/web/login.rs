@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::session::{self, Visitor, LOGIN_CSRF_COOKIE, SESSION_COOKIE};
 use super::{render_status, Nav, PageError};
-use crate::access::{self, Identity, TOKEN_PREFIX};
+use crate::access::{self, sessions, Identity, TOKEN_PREFIX};
 use crate::error::AppError;
 use crate::http::identity::{authenticate, Credentials};
 use crate::http::origin::{base_url, Origin};
@@ -141,6 +141,24 @@ pub async fn submit(
             },
         )
     };
+    // What refuses a login is answered with the form again, and its status.
+    let refused = |err: AppError| -> Result<Response, PageError> {
+        match err {
+            AppError::Unauthorized(message) => again(StatusCode::UNAUTHORIZED, message),
+            AppError::TooManyRequests {
+                message,
+                retry_after,
+            } => retry_later(again(StatusCode::TOO_MANY_REQUESTS, message)?, retry_after),
+            AppError::Overloaded {
+                message,
+                retry_after,
+            } => retry_later(
+                again(StatusCode::SERVICE_UNAVAILABLE, message)?,
+                retry_after,
+            ),
+            other => Err(other.into()),
+        }
+    };
     let checked = match Credentials::from_pair(form.user.trim(), &form.secret) {
         Ok(credentials) => authenticate(&state, visitor.address, credentials).await,
         Err(e) => Err(e),
@@ -150,40 +168,21 @@ pub async fn submit(
         Ok(Identity::Anonymous) => {
             return Err(AppError::Internal(anyhow::anyhow!("login gave no user")).into())
         }
-        Err(AppError::Unauthorized(message)) => {
-            return again(StatusCode::UNAUTHORIZED, message);
-        }
-        Err(AppError::TooManyRequests {
-            message,
-            retry_after,
-        }) => return retry_later(again(StatusCode::TOO_MANY_REQUESTS, message)?, retry_after),
-        Err(AppError::Overloaded {
-            message,
-            retry_after,
-        }) => {
-            return retry_later(
-                again(StatusCode::SERVICE_UNAVAILABLE, message)?,
-                retry_after,
-            )
-        }
-        Err(e) => return Err(e.into()),
+        Err(e) => return refused(e),
     };
-    let sessions = session_store(&visitor)?;
-    // A session id is never reused across logins.
-    if let Some(old) = &visitor.session {
-        sessions.remove(&old.id);
-    }
     let token_hash = form
         .secret
         .starts_with(TOKEN_PREFIX)
         .then(|| access::hash_token(&form.secret));
+    let id = match sessions::start(&state, &principal, token_hash.as_deref()).await {
+        Ok(id) => id,
+        Err(e) => return refused(e),
+    };
+    // A session id is never reused across logins.
+    if let Some(old) = &visitor.session {
+        sessions::end(&state, &old.id).await?;
+    }
     let lifetime = std::time::Duration::from_secs(state.config.auth.session_lifetime_secs);
-    let id = sessions.create(
-        &principal,
-        token_hash,
-        lifetime,
-        state.config.auth.max_sessions,
-    );
     let secure = over_https(&state, &visitor, &headers, &uri);
     let mut response = Redirect::to(&next).into_response();
     let cookies = response.headers_mut();
@@ -199,7 +198,8 @@ pub async fn submit(
     Ok(response)
 }
 
-/// `POST /-/logout`: ends the session (the form carries its CSRF token).
+/// `POST /-/logout`: ends the session, on every instance (the form carries its CSRF
+/// token).
 pub async fn logout(
     State(state): State<AppState>,
     visitor: Visitor,
@@ -208,7 +208,7 @@ pub async fn logout(
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, PageError> {
     let session = visitor.check_csrf(&form.csrf)?;
-    session_store(&visitor)?.remove(&session.id);
+    sessions::end(&state, &session.id).await?;
     let secure = over_https(&state, &visitor, &headers, &uri);
     let mut response = Redirect::to("/").into_response();
     response.headers_mut().append(
@@ -223,12 +223,6 @@ fn retry_later(mut response: Response, retry_after: u64) -> Result<Response, Pag
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
     Ok(response)
-}
-
-fn session_store(visitor: &Visitor) -> Result<std::sync::Arc<session::Sessions>, PageError> {
-    visitor.sessions.clone().ok_or_else(|| {
-        AppError::Internal(anyhow::anyhow!("the web routes have no sessions")).into()
-    })
 }
 
 #[cfg(test)]

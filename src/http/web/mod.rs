@@ -14,22 +14,19 @@ mod pages;
 pub mod session;
 mod view;
 
-use std::sync::Arc;
-
 use askama::Template;
 use axum::extract::Path;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::{Extension, Router};
+use axum::Router;
 
 use crate::error::AppError;
 use crate::AppState;
-use session::{Sessions, Visitor};
+use session::Visitor;
 
-/// The web pages' routes, with the sessions of this router.
+/// The web pages' routes.
 pub fn routes() -> Router<AppState> {
-    let sessions = Arc::new(Sessions::new());
     Router::new()
         .route("/", get(pages::home))
         .route("/-/search", get(pages::search))
@@ -48,7 +45,6 @@ pub fn routes() -> Router<AppState> {
             get(pages::index_status),
         )
         .layer(axum::middleware::map_response(page_headers))
-        .layer(Extension(sessions))
 }
 
 /// What every page answers with: no framing, no scripts, nothing from elsewhere, and no

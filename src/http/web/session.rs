@@ -1,29 +1,24 @@
-//! Login sessions of the web pages, kept in memory, and their CSRF tokens.
+//! The web pages' side of login sessions: the cookies, the CSRF check of forms, and the
+//! `Visitor` extractor. The sessions themselves are kept in the database by
+//! `access::sessions`, so any instance answers for any session.
 //!
 //! A session is a random id in an `HttpOnly`, `SameSite=Lax` cookie (`Secure` when the
-//! visitor came over https); the server keeps, under the SHA-256 of that id, who logged
-//! in, with what right, and the session's CSRF token. Sessions end at logout, after
-//! `auth.session_lifetime_secs`, when the server restarts, when the token they were made with is
-//! revoked or expires, and when the user's password changes. Only the web pages read the
-//! cookie: the apk routes take credentials in the `Authorization` header alone, so a
-//! browser's cookie never acts on them.
+//! visitor came over https); the database keeps the SHA-256 of that id, who logged in and
+//! with what. Only the web pages read the cookie: the apk routes take credentials in the
+//! `Authorization` header alone, so a browser's cookie never acts on them.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue};
-use rand::RngCore;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::access::{Identity, Principal};
+pub use crate::access::sessions::random_token;
+use crate::access::{sessions, Identity};
 use crate::error::AppError;
-use crate::store::Role;
 use crate::AppState;
 
 /// The session cookie.
@@ -32,111 +27,6 @@ pub const SESSION_COOKIE: &str = "alpine_registry_session";
 pub const LOGIN_CSRF_COOKIE: &str = "alpine_registry_login";
 /// How long the login form's CSRF cookie lives.
 const LOGIN_CSRF_LIFETIME: Duration = Duration::from_secs(3600);
-
-/// What the server remembers of one login.
-#[derive(Clone)]
-struct Session {
-    user: String,
-    scope: Role,
-    only_owner: Option<i64>,
-    /// The digest of the token logged in with; None for a password login.
-    token_hash: Option<String>,
-    /// SHA-256 of the user's password hash at login: another password ends the session.
-    password_fingerprint: Option<[u8; 32]>,
-    csrf: String,
-    expires: Instant,
-}
-
-/// The sessions of one server.
-pub struct Sessions {
-    by_id: Mutex<HashMap<[u8; 32], Session>>,
-}
-
-impl Sessions {
-    pub fn new() -> Sessions {
-        Sessions {
-            by_id: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Starts a session of `lifetime` for `principal` (logged in with the token whose
-    /// digest is `token_hash`, if any) and returns its id, for the cookie. With `max`
-    /// sessions held already, the one nearest its end is dropped.
-    pub fn create(
-        &self,
-        principal: &Principal,
-        token_hash: Option<String>,
-        lifetime: Duration,
-        max: usize,
-    ) -> String {
-        let id = random_token();
-        let session = Session {
-            user: principal.user.name.clone(),
-            scope: principal.scope,
-            only_owner: principal.only_owner,
-            password_fingerprint: match token_hash {
-                Some(_) => None,
-                None => principal.user.password_hash.as_deref().map(fingerprint),
-            },
-            token_hash,
-            csrf: random_token(),
-            expires: Instant::now() + lifetime,
-        };
-        let mut sessions = self.by_id.lock().unwrap_or_else(|e| e.into_inner());
-        if sessions.len() >= max {
-            let now = Instant::now();
-            sessions.retain(|_, s| s.expires > now);
-            if sessions.len() >= max {
-                let nearest = sessions
-                    .iter()
-                    .min_by_key(|(_, s)| s.expires)
-                    .map(|(key, _)| *key);
-                if let Some(key) = nearest {
-                    sessions.remove(&key);
-                }
-            }
-        }
-        sessions.insert(key(&id), session);
-        id
-    }
-
-    fn get(&self, id: &str) -> Option<Session> {
-        let mut sessions = self.by_id.lock().unwrap_or_else(|e| e.into_inner());
-        let key = key(id);
-        match sessions.get(&key) {
-            Some(s) if s.expires > Instant::now() => Some(s.clone()),
-            Some(_) => {
-                sessions.remove(&key);
-                None
-            }
-            None => None,
-        }
-    }
-
-    pub fn remove(&self, id: &str) {
-        self.by_id
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key(id));
-    }
-}
-
-/// Sessions are looked up by the digest of their id: the map holds nothing a visitor
-/// could send back, and a lookup takes no time that depends on how much of an id matched.
-fn key(id: &str) -> [u8; 32] {
-    Sha256::digest(id.as_bytes()).into()
-}
-
-fn fingerprint(password_hash: &str) -> [u8; 32] {
-    Sha256::digest(password_hash.as_bytes()).into()
-}
-
-/// 32 bytes from the OS RNG, in hex.
-pub fn random_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    hex::encode(bytes)
-}
 
 /// Whether a submitted CSRF token is the expected one, in constant time.
 pub fn tokens_match(expected: &str, submitted: &str) -> bool {
@@ -178,8 +68,6 @@ pub struct Visitor {
     pub session: Option<SessionView>,
     /// The address the request came from, for the failure throttle.
     pub address: Option<std::net::IpAddr>,
-    /// The sessions of the web routes.
-    pub sessions: Option<Arc<Sessions>>,
 }
 
 /// A session as a page uses it: its id, and the token its forms must carry.
@@ -224,21 +112,16 @@ impl FromRequestParts<AppState> for Visitor {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|info| info.0.ip());
-        let sessions = parts.extensions.get::<Arc<Sessions>>().cloned();
-        if let (Some(sessions), Some(id)) = (&sessions, cookie(&parts.headers, SESSION_COOKIE)) {
-            if let Some(session) = sessions.get(id) {
-                if let Some(identity) = still_valid(state, &session).await? {
-                    return Ok(Visitor {
-                        identity,
-                        session: Some(SessionView {
-                            id: id.to_string(),
-                            csrf: session.csrf,
-                        }),
-                        address,
-                        sessions: Some(sessions.clone()),
-                    });
-                }
-                sessions.remove(id);
+        if let Some(id) = cookie(&parts.headers, SESSION_COOKIE) {
+            if let Some(principal) = sessions::resume(state, id).await? {
+                return Ok(Visitor {
+                    identity: Identity::User(principal),
+                    session: Some(SessionView {
+                        id: id.to_string(),
+                        csrf: sessions::csrf_token(id),
+                    }),
+                    address,
+                });
             }
         }
         let identity = if parts.headers.contains_key(AUTHORIZATION) {
@@ -250,79 +133,15 @@ impl FromRequestParts<AppState> for Visitor {
             identity,
             session: None,
             address,
-            sessions,
         })
     }
-}
-
-/// The identity of a session, read again from the database: None when its user is gone,
-/// its token revoked or expired, or its user's password changed.
-async fn still_valid(state: &AppState, session: &Session) -> Result<Option<Identity>, AppError> {
-    if let Some(hash) = &session.token_hash {
-        return match super::super::identity::token_hash_identity(state, hash).await {
-            Ok(identity) => Ok(Some(identity)),
-            Err(AppError::Unauthorized(_)) => Ok(None),
-            Err(e) => Err(e),
-        };
-    }
-    let Some(user) = state.store.user_by_name(&session.user).await? else {
-        return Ok(None);
-    };
-    let current = user.password_hash.as_deref().map(fingerprint);
-    if current.is_none() || current != session.password_fingerprint {
-        return Ok(None);
-    }
-    Ok(Some(Identity::User(Principal {
-        user,
-        scope: session.scope,
-        only_owner: session.only_owner,
-    })))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::User;
 
     const HOUR: Duration = Duration::from_secs(3600);
-
-    fn principal() -> Principal {
-        Principal {
-            user: User {
-                id: 1,
-                name: "alice".into(),
-                is_admin: false,
-                password_hash: Some("$argon2id$x".into()),
-            },
-            scope: Role::Admin,
-            only_owner: None,
-        }
-    }
-
-    #[test]
-    fn a_session_is_found_by_its_id_only() {
-        let sessions = Sessions::new();
-        let id = sessions.create(&principal(), None, HOUR, 10);
-        assert_eq!(id.len(), 64);
-        assert_eq!(sessions.get(&id).unwrap().user, "alice");
-        assert!(sessions.get(&id[..63]).is_none());
-        assert!(sessions.get("").is_none());
-        sessions.remove(&id);
-        assert!(sessions.get(&id).is_none());
-    }
-
-    #[test]
-    fn past_the_cap_the_session_nearest_its_end_goes() {
-        let sessions = Sessions::new();
-        let short = sessions.create(&principal(), None, HOUR, 2);
-        let long = sessions.create(&principal(), None, 2 * HOUR, 2);
-        let newest = sessions.create(&principal(), None, HOUR * 3, 2);
-        assert!(sessions.get(&short).is_none());
-        assert!(sessions.get(&long).is_some());
-        assert!(sessions.get(&newest).is_some());
-        let expired = sessions.create(&principal(), None, Duration::ZERO, 10);
-        assert!(sessions.get(&expired).is_none());
-    }
 
     #[test]
     fn csrf_tokens_are_compared_whole() {
