@@ -45,6 +45,9 @@ pub struct KeyInfo {
     pub file_name: String,
     /// Hex SHA-256 of the public key's DER (SPKI) encoding.
     pub fingerprint_sha256: String,
+    /// Hex SHA-256 of the key file as `/{owner}/key` serves it, which `sha256sum` checks
+    /// on a machine with nothing but busybox.
+    pub file_sha256: String,
     pub bits: usize,
     /// What the indexes are signed with, e.g. "RSA256 (SHA-256)".
     pub algorithms: Vec<String>,
@@ -616,6 +619,7 @@ fn key_info(state: &AppState, owner: &str, key_name: &str, public_pem: &str) -> 
     Ok(KeyInfo {
         file_name: key_name.to_string(),
         fingerprint_sha256,
+        file_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(public_pem)),
         bits,
         algorithms,
         download_path: format!("/{owner}/key"),
