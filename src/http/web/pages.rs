@@ -756,6 +756,7 @@ mod tests {
         KeyView {
             file_name: "acme-65a1b2c3.rsa.pub".into(),
             fingerprint: "ab".repeat(32),
+            file_sha256: "cd".repeat(32),
             bits: 4096,
             algorithms: "RSA256 (SHA-256)".into(),
             download_path: "/acme/key".into(),
@@ -772,14 +773,13 @@ mod tests {
             false,
             &key(),
         );
-        assert!(script.contains(
-            "wget -O '/etc/apk/keys/acme-65a1b2c3.rsa.pub' 'http://apk.lan:8080/acme/key'"
-        ));
+        assert!(script.contains("wget -q -O \"$tmp\" 'http://apk.lan:8080/acme/key'"));
+        assert!(script.contains("mv \"$tmp\" '/etc/apk/keys/acme-65a1b2c3.rsa.pub'"));
         assert!(script.contains(
             "grep -qxF 'http://apk.lan:8080/acme/v3.21/main' /etc/apk/repositories || echo \
              'http://apk.lan:8080/acme/v3.21/main' >> /etc/apk/repositories"
         ));
-        assert!(script.contains(&"ab".repeat(32)));
+        assert!(script.contains(&"cd".repeat(32)));
     }
 
     #[test]
