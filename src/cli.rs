@@ -73,8 +73,9 @@ pub enum Command {
     /// the empty registry of another configuration file, e.g. from SQLite to PostgreSQL.
     /// Stop the server first; the source is only read.
     MigrateStorage {
-        /// Configuration of the target, read from this file alone (no environment
-        /// variables, no --data-dir). Its master key (signing.master_key, else
+        /// Configuration of the target, read from this file alone (no ALPINE_REGISTRY__
+        /// variables, no --data-dir; an S3 client reads AWS_* variables for what its
+        /// section leaves empty). Its master key (signing.master_key; on SQLite, else
         /// <data_dir>/master.key) must be the source's.
         #[arg(long, value_name = "FILE")]
         to: PathBuf,

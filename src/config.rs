@@ -342,12 +342,31 @@ pub struct RepositoriesConfig {
     /// Whether an upload into a repository that does not exist creates it; when false,
     /// repositories are created with `alpine-registry repository create` first.
     pub auto_create: bool,
+    /// How an upload of a file that is stored already with the very same bytes (a
+    /// retried upload whose answer was lost) is answered.
+    pub identical_reupload: IdenticalReupload,
 }
 
 impl Default for RepositoriesConfig {
     fn default() -> Self {
-        RepositoriesConfig { auto_create: true }
+        RepositoriesConfig {
+            auto_create: true,
+            identical_reupload: IdenticalReupload::Conflict,
+        }
     }
+}
+
+/// The answer to an upload whose file is stored already with the same bytes. Either way
+/// nothing changes; another file under that name is always a conflict.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum IdenticalReupload {
+    /// 409, as Gitea answers any second upload of a file name, saying that the bytes are
+    /// identical and describing the stored file.
+    #[default]
+    Conflict,
+    /// 200 with what the first upload was answered.
+    Accept,
 }
 
 impl Config {

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::apk::ApkError;
 use crate::blob::BlobError;
-use crate::store::StoreError;
+use crate::store::{Package, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -23,6 +23,10 @@ pub enum AppError {
     MethodNotAllowed(String),
     #[error("{0}")]
     Conflict(String),
+    /// An upload of a file that is stored already: 409, saying whether the stored file has
+    /// the upload's very bytes.
+    #[error("{}", .0.message)]
+    Exists(Box<Exists>),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
@@ -52,6 +56,18 @@ pub enum AppError {
 }
 
 pub type AppResult<T> = Result<T, AppError>;
+
+/// What a 409 to an upload says about the file stored under its name.
+#[derive(Debug)]
+pub struct Exists {
+    pub message: String,
+    /// The stored package, when its bytes are the upload's (a retry of the upload that
+    /// stored it): the body says `"identical": true`, else false.
+    pub identical: Option<Package>,
+    /// Fields the body carries beside `error`, `message` and `identical`: the stored file
+    /// as its own upload was answered, filled in by the adapter, which knows the URLs.
+    pub answer: serde_json::Map<String, serde_json::Value>,
+}
 
 /// Seconds clients are told to wait (`Retry-After`) while a backend is unreachable.
 pub const BACKEND_RETRY_AFTER_SECS: u64 = 5;
@@ -94,7 +110,7 @@ impl AppError {
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::Conflict(_) | AppError::Exists(_) => StatusCode::CONFLICT,
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
@@ -187,10 +203,16 @@ impl IntoResponse for AppError {
             AppError::RangeNotSatisfiable(_) => "requested range not satisfiable".to_string(),
             other => other.to_string(),
         };
-        let body = json!({
+        let mut body = json!({
             "error": status.canonical_reason().unwrap_or("error"),
             "message": message,
         });
+        if let (AppError::Exists(exists), Some(fields)) = (&self, body.as_object_mut()) {
+            fields.insert("identical".into(), exists.identical.is_some().into());
+            for (key, value) in &exists.answer {
+                fields.entry(key.as_str()).or_insert_with(|| value.clone());
+            }
+        }
         let mut response = (status, Json(body)).into_response();
         match self {
             AppError::Unauthorized(_) => {

@@ -14,7 +14,7 @@ use crate::access::Identity;
 use crate::error::{AppError, AppResult};
 use crate::names::{Arch, FileAddress, PackageFile, RepoAddress, RepoFile};
 use crate::registry::publish;
-use crate::store::Role;
+use crate::store::{Package, Role};
 use crate::AppState;
 
 /// What a successful upload answers.
@@ -37,7 +37,30 @@ pub struct Uploaded {
     pub repository_created: bool,
 }
 
-/// `PUT /{owner}/{branch}/{repository}` with the `.apk` as body.
+impl Uploaded {
+    /// `package` in `at` as an upload answers it, its URL under `base_url`.
+    fn new(at: &RepoAddress, package: Package, base_url: &str, repository_created: bool) -> Self {
+        let path = format!("/{at}/{}/{}", package.arch, package.filename);
+        Uploaded {
+            owner: at.owner.to_string(),
+            branch: at.branch.to_string(),
+            repository: at.repository.to_string(),
+            name: package.name,
+            version: package.version,
+            arch: package.arch,
+            checksum: package.checksum,
+            sha256: package.sha256,
+            size: package.size,
+            url: format!("{base_url}{path}"),
+            path,
+            repository_created,
+        }
+    }
+}
+
+/// `PUT /{owner}/{branch}/{repository}` with the `.apk` as body: 201 for a new file; for
+/// a file stored already with the same bytes, 200 or a 409 that describes it
+/// (`repositories.identical_reupload`), in the words of the 201 that stored it.
 pub async fn upload(
     State(state): State<AppState>,
     identity: Identity,
@@ -52,39 +75,42 @@ pub async fn upload(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let published =
-        publish::publish(&state, &owner, &at, declared, body.into_data_stream()).await?;
-    let package = published.package;
-    let path = format!("/{at}/{}/{}", package.arch, package.filename);
-    Ok((
-        StatusCode::CREATED,
-        Json(Uploaded {
-            owner: at.owner.to_string(),
-            branch: at.branch.to_string(),
-            repository: at.repository.to_string(),
-            name: package.name,
-            version: package.version,
-            arch: package.arch,
-            checksum: package.checksum,
-            sha256: package.sha256,
-            size: package.size,
-            url: format!(
-                "{}{path}",
-                super::origin::base_url(
-                    &state.config,
-                    &super::origin::Origin {
-                        headers: &headers,
-                        uri: &uri,
-                        peer: extensions
-                            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                            .map(|info| info.0.ip()),
-                    }
-                )
-            ),
-            path,
-            repository_created: published.repository_created,
-        }),
-    ))
+    let base_url = super::origin::base_url(
+        &state.config,
+        &super::origin::Origin {
+            headers: &headers,
+            uri: &uri,
+            peer: extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|info| info.0.ip()),
+        },
+    );
+    match publish::publish(&state, &owner, &at, declared, body.into_data_stream()).await {
+        Ok(published) => {
+            let status = if published.identical {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            let answer = Uploaded::new(
+                &at,
+                published.package,
+                &base_url,
+                published.repository_created,
+            );
+            Ok((status, Json(answer)))
+        }
+        Err(AppError::Exists(mut exists)) => {
+            if let Some(stored) = &exists.identical {
+                let answer = Uploaded::new(&at, stored.clone(), &base_url, false);
+                if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(answer) {
+                    exists.answer = fields;
+                }
+            }
+            Err(AppError::Exists(exists))
+        }
+        Err(other) => Err(other),
+    }
 }
 
 /// Read size for downloads: large enough that file reads (each a trip to the blocking

@@ -43,17 +43,16 @@ impl StoreError {
     }
 }
 
-/// Whether `err` means the database server is unreachable: I/O and TLS failures, a pool
-/// that found no live connection in time, a broken protocol stream, and the PostgreSQL
-/// errors of class 08 (connection exception), 57P01-57P03 (shut down by the administrator
-/// or by a crash, starting up) and 53300 (too many connections).
+/// Whether `err` means the database server is unreachable: I/O failures, a pool that
+/// found no live connection in time, a broken protocol stream, and the PostgreSQL errors
+/// of class 08 (connection exception), 57P01-57P03 (shut down by the administrator or by
+/// a crash, starting up) and 53300 (too many connections). Not so a TLS setup that fails
+/// (`sslmode` the server cannot do, an `sslrootcert` that is no certificate) or a server
+/// certificate that does not verify: a configuration to fix, which waiting does not cure.
 pub fn is_unavailable(err: &sqlx::Error) -> bool {
     match err {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Io(io) => !is_tls_refusal(io),
+        sqlx::Error::Protocol(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
         sqlx::Error::Database(db) => db
             .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
             .is_some_and(|pg| {
@@ -66,6 +65,24 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
         },
         _ => false,
     }
+}
+
+/// Whether a connection's I/O failed because the TLS handshake refused the server (its
+/// certificate, or what it offers) or was refused by it, rather than because the
+/// connection broke: rustls reports those as invalid data with its error inside.
+pub fn is_tls_refusal(err: &std::io::Error) -> bool {
+    use rustls::Error as Tls;
+    err.kind() == std::io::ErrorKind::InvalidData
+        && matches!(
+            err.get_ref().and_then(|inner| inner.downcast_ref::<Tls>()),
+            Some(
+                Tls::InvalidCertificate(_)
+                    | Tls::NoCertificatesPresented
+                    | Tls::UnsupportedNameType
+                    | Tls::PeerIncompatible(_)
+                    | Tls::AlertReceived(_)
+            )
+        )
 }
 
 /// A right on an owner, also the scope of a token. Ordered: read < write < admin.
