@@ -106,3 +106,47 @@ async fn forwarded_addresses_are_counted_only_from_trusted_proxies() {
     assert_eq!(login(&server, "198.51.100.99", "admin", "any").await, 429);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn urls_in_answers_use_what_the_nearest_trusted_proxy_wrote() {
+    let server =
+        TestServer::start_with(|c| c.server.trusted_proxies = vec!["127.0.0.1".into()]).await;
+    let upload = |name: &'static str, forwarded: &'static str, host: Option<&'static str>| {
+        let mut request = server
+            .client
+            .put(server.url("/admin/v3.21/main"))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("forwarded", forwarded)
+            .body(common::package(name, "1.0-r0", "x86_64"));
+        if let Some(host) = host {
+            request = request.header("x-forwarded-host", host);
+        }
+        async move {
+            let answer = request.send().await.unwrap();
+            assert_eq!(answer.status(), 201);
+            let body: serde_json::Value = answer.json().await.unwrap();
+            body["url"].as_str().unwrap().to_string()
+        }
+    };
+    // The client's own element first, then the one a proxy that appends wrote.
+    assert_eq!(
+        upload(
+            "one",
+            "host=evil.example;proto=https, for=192.0.2.1;host=apk.example.org;proto=http",
+            None
+        )
+        .await,
+        "http://apk.example.org/admin/v3.21/main/x86_64/one-1.0-r0.apk"
+    );
+    // X-Forwarded-Host, the last of its values, before Forwarded.
+    assert_eq!(
+        upload(
+            "two",
+            "for=192.0.2.1;host=other.example;proto=https",
+            Some("evil.example, apk.example.org")
+        )
+        .await,
+        "https://apk.example.org/admin/v3.21/main/x86_64/two-1.0-r0.apk"
+    );
+    server.stop().await;
+}

@@ -2,7 +2,8 @@
 //! `server.trusted_proxies`: then the client that proxy reports in `X-Forwarded-For` (or,
 //! without that header, `Forwarded`), found by the rightmost-untrusted rule. One layer
 //! (`resolve`) sets it on every request as [`ClientAddr`], so the failure throttle, the
-//! password check cap, the request log and any handler see the same address.
+//! password check cap, the request log and any handler see the same address. The host and
+//! scheme a trusted proxy reports (`forwarding`) are read here too, for `origin`.
 //!
 //! Malformed header values are never an error: they stop the search, and the last address
 //! known to come from a trusted proxy (at worst the peer itself) is the client.
@@ -17,6 +18,8 @@ use ipnet::IpNet;
 use crate::config::Config;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// The address of the client that sent a request: a request extension, set before
 /// routing for every request that came over a connection.
@@ -114,6 +117,40 @@ pub async fn resolve(State(proxies): State<Arc<Proxies>>, mut request: Request) 
         request.extensions_mut().insert(ClientAddr(client));
     }
     request
+}
+
+/// The scheme and host a trusted proxy says the client used.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Forwarding {
+    pub proto: Option<String>,
+    pub host: Option<String>,
+}
+
+/// What the proxy nearest the registry wrote: the last value of `X-Forwarded-Proto` and
+/// of `X-Forwarded-Host`, else `proto` and `host` of the last element of `Forwarded`.
+/// Earlier values and elements were written by whoever came before that proxy, the
+/// client included. Only for a request whose peer is a trusted proxy.
+pub fn forwarding(headers: &HeaderMap) -> Forwarding {
+    let last = |name: &HeaderName| {
+        last_elements(headers, name, false, 1)
+            .pop()
+            .map(str::trim)
+            .filter(|value| !value.is_empty())
+            .map(str::to_string)
+    };
+    let forwarded = || {
+        last_elements(headers, &header::FORWARDED, true, 1)
+            .pop()
+            .and_then(parse_forwarded_element)
+            .unwrap_or_default()
+    };
+    let (mut proto, mut host) = (last(&X_FORWARDED_PROTO), last(&X_FORWARDED_HOST));
+    if proto.is_none() || host.is_none() {
+        let element = forwarded();
+        proto = proto.or(element.proto);
+        host = host.or(element.host);
+    }
+    Forwarding { proto, host }
 }
 
 /// The last `n` elements of a list header (all its lines, in order), rightmost first.
@@ -548,5 +585,48 @@ mod tests {
             "192.0.2.9"
         );
         assert_eq!(client(&proxies(&[]), "::ffff:192.0.2.9", &[]), "192.0.2.9");
+    }
+
+    #[test]
+    fn the_host_and_scheme_are_what_the_nearest_proxy_wrote() {
+        let forwarding = |pairs: &[(&str, &str)]| forwarding(&headers(pairs));
+        // The client's own Forwarded element comes first; the proxy's is last.
+        assert_eq!(
+            forwarding(&[(
+                "forwarded",
+                "host=evil.example;proto=https, for=192.0.2.1;host=\"apk.example.org:8443\";proto=http"
+            )]),
+            Forwarding {
+                proto: Some("http".into()),
+                host: Some("apk.example.org:8443".into())
+            }
+        );
+        assert_eq!(
+            forwarding(&[("forwarded", "host=evil.example;proto=https, for=192.0.2.1")]),
+            Forwarding::default()
+        );
+        // X-Forwarded-* first, their last value.
+        assert_eq!(
+            forwarding(&[
+                ("x-forwarded-host", "evil.example, apk.example.org"),
+                ("x-forwarded-proto", "https"),
+                ("forwarded", "host=other.example;proto=http"),
+            ]),
+            Forwarding {
+                proto: Some("https".into()),
+                host: Some("apk.example.org".into())
+            }
+        );
+        assert_eq!(
+            forwarding(&[
+                ("x-forwarded-host", "evil.example"),
+                ("x-forwarded-host", "apk.example.org"),
+                ("forwarded", "proto=https"),
+            ]),
+            Forwarding {
+                proto: Some("https".into()),
+                host: Some("apk.example.org".into())
+            }
+        );
     }
 }
