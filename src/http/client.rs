@@ -71,26 +71,28 @@ impl Proxies {
         if !self.trusts(peer) {
             return peer;
         }
-        let hops: Vec<Option<IpAddr>> = if headers.contains_key(&X_FORWARDED_FOR) {
-            last_elements(headers, &X_FORWARDED_FOR, false, self.max_hops)
-                .into_iter()
-                .map(|element| node_address(element.trim()))
-                .collect()
+        if headers.contains_key(&X_FORWARDED_FOR) {
+            let hops = last_elements(headers, &X_FORWARDED_FOR, false, self.max_hops);
+            self.rightmost_untrusted(peer, hops.into_iter().map(|e| node_address(e.trim())))
         } else {
-            last_elements(headers, &header::FORWARDED, true, self.max_hops)
-                .into_iter()
-                .map(|element| {
+            let hops = last_elements(headers, &header::FORWARDED, true, self.max_hops);
+            self.rightmost_untrusted(
+                peer,
+                hops.into_iter().map(|element| {
                     parse_forwarded_element(element)
                         .and_then(|element| element.r#for)
                         .and_then(|node| node_address(&node))
-                })
-                .collect()
-        };
-        self.rightmost_untrusted(peer, hops)
+                }),
+            )
+        }
     }
 
     /// Walks `hops` (rightmost first) to the first address that is not a trusted proxy.
-    fn rightmost_untrusted(&self, peer: IpAddr, hops: Vec<Option<IpAddr>>) -> IpAddr {
+    fn rightmost_untrusted(
+        &self,
+        peer: IpAddr,
+        hops: impl Iterator<Item = Option<IpAddr>>,
+    ) -> IpAddr {
         let mut client = peer;
         for hop in hops {
             let Some(address) = hop else {
