@@ -3,12 +3,12 @@
 //! The nginx tests run the real nginx configured from `deploy/nginx.conf` itself (its
 //! upstream servers and listen port replaced) in front of the real binary: two instances
 //! on one PostgreSQL database when `ALPINE_REGISTRY_TEST_POSTGRES_URL` is set, else one
-//! on SQLite. The instances trust 127.0.0.1, where nginx connects from; the clients
+//! (on SQLite). The instances trust 127.0.0.1, where nginx connects from; the clients
 //! connect from other loopback addresses (127.0.0.2, 127.0.0.3), so nginx reports
 //! distinct clients. They check that one client tripping the failure throttle leaves
 //! every other client alone, that the log names the real client, that forwarding headers
 //! a client sends itself change neither its address nor the URLs in answers, and that
-//! nginx never passes a request that reached an instance to another one.
+//! nginx never passes a PUT or DELETE that reached an instance to another one.
 //!
 //! Without nginx (Debian: `apt-get install nginx-light`) the nginx tests are skipped with
 //! a note, unless `ALPINE_REGISTRY_TEST_REQUIRE_NGINX=1` (as `.ci/run` sets): then they
@@ -24,7 +24,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use alpine_registry::apk::builder::PackageBuilder;
-use common::postgres::{self as pg, TestDatabase};
+use common::backends::Backends;
+use common::postgres as pg;
 use common::process::ChildServer;
 use common::{TestServer, ADMIN_TOKEN};
 use reqwest::StatusCode;
@@ -167,16 +168,18 @@ impl Drop for Nginx {
 }
 
 /// The registry behind nginx: two instances of the binary on one PostgreSQL database
-/// when a test server is named, else one on SQLite.
+/// (and one bucket prefix, else one blob directory) when the test environment names a
+/// database server, else one on the backends it names.
 struct Registry {
-    // Before the database: the instances stop before it is dropped.
+    // Before the backends: the instances stop before the database is dropped.
     instances: Vec<ChildServer>,
-    _database: Option<TestDatabase>,
+    _backends: Backends,
     _blobs: tempfile::TempDir,
 }
 
 impl Registry {
     fn start(extra: &[(&str, &str)]) -> Registry {
+        let backends = Backends::from_env();
         let blobs = tempfile::tempdir().unwrap();
         let mut env: Vec<(String, String)> = vec![
             (
@@ -189,33 +192,23 @@ impl Registry {
                 "1024".into(),
             ),
         ];
+        env.extend(backends.env());
+        if backends.s3.is_none() {
+            env.push((
+                "ALPINE_REGISTRY__STORAGE__BLOB_DIR".into(),
+                blobs.path().display().to_string(),
+            ));
+        }
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let database = pg::server_url().map(|server| TestDatabase::create(&server));
-        let count = match &database {
-            Some(database) => {
-                env.extend([
-                    (
-                        "ALPINE_REGISTRY__DATABASE__URL".to_string(),
-                        database.url.clone(),
-                    ),
-                    (
-                        "ALPINE_REGISTRY__SIGNING__MASTER_KEY".to_string(),
-                        pg::MASTER_KEY.to_string(),
-                    ),
-                    (
-                        "ALPINE_REGISTRY__STORAGE__BLOB_DIR".to_string(),
-                        blobs.path().display().to_string(),
-                    ),
-                ]);
-                2
-            }
-            None => {
-                eprintln!(
-                    "note: one instance on SQLite (two on PostgreSQL with {})",
-                    pg::URL_ENV
-                );
-                1
-            }
+        let count = if backends.database.is_some() {
+            2
+        } else {
+            eprintln!(
+                "note: one instance on {} (two on PostgreSQL with {})",
+                backends.describe(),
+                pg::URL_ENV
+            );
+            1
         };
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let instances = (0..count)
@@ -223,7 +216,7 @@ impl Registry {
             .collect();
         Registry {
             instances,
-            _database: database,
+            _backends: backends,
             _blobs: blobs,
         }
     }
