@@ -72,12 +72,12 @@ impl Nginx {
         let mut site = shipped;
         for (from, to) in [
             (
-                "server registry-1:8080 ",
-                format!("server 127.0.0.1:{} ", upstreams[0]),
+                "server registry-1:8080",
+                format!("server 127.0.0.1:{}", upstreams[0]),
             ),
             (
-                "server registry-2:8080 ",
-                format!("server 127.0.0.1:{} ", upstreams[1]),
+                "server registry-2:8080",
+                format!("server 127.0.0.1:{}", upstreams[1]),
             ),
             ("listen 80;", format!("listen 127.0.0.1:{port};")),
         ] {
