@@ -53,10 +53,14 @@ pub struct ServerConfig {
     pub max_connections: u32,
     /// Open connections per client address at most (IPv6: per /64).
     pub max_connections_per_ip: u32,
-    /// Proxies (addresses or CIDR networks) whose `Forwarded` / `X-Forwarded-Proto` /
-    /// `X-Forwarded-Host` headers say how clients reach the registry, when `public_url`
+    /// Proxies (addresses or CIDR networks) whose forwarding headers are believed: the
+    /// client's address from `X-Forwarded-For` / `Forwarded`, and how clients reach the
+    /// registry (`X-Forwarded-Proto` / `X-Forwarded-Host` / `Forwarded`) when `public_url`
     /// is empty.
     pub trusted_proxies: Vec<String>,
+    /// Elements of `X-Forwarded-For` (or `Forwarded`) read at most, from the right, to find
+    /// the client behind a chain of trusted proxies.
+    pub max_forwarded_hops: usize,
     /// Threads answering HTTP requests, each with a runtime of its own accepting from the
     /// same socket; 0 is one per CPU.
     pub workers: usize,
@@ -76,6 +80,7 @@ impl Default for ServerConfig {
             max_connections: 0,
             max_connections_per_ip: 64,
             trusted_proxies: Vec::new(),
+            max_forwarded_hops: 16,
             workers: 0,
             metrics_listen: None,
         }
@@ -423,6 +428,9 @@ impl Config {
                      such as 10.0.0.0/8"
                 )
             })?;
+        }
+        if self.server.max_forwarded_hops == 0 {
+            anyhow::bail!("server.max_forwarded_hops must be at least 1");
         }
         if self.limits.max_concurrent_uploads == 0 {
             anyhow::bail!("limits.max_concurrent_uploads must be positive");

@@ -61,7 +61,7 @@ fn over_https(state: &AppState, visitor: &Visitor, headers: &HeaderMap, uri: &Ur
         &Origin {
             headers,
             uri,
-            peer: visitor.address,
+            peer: visitor.peer,
         },
     )
     .starts_with("https://")

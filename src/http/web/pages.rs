@@ -42,7 +42,7 @@ fn origin(state: &AppState, visitor: &Visitor, headers: &HeaderMap, uri: &Uri) -
         &Origin {
             headers,
             uri,
-            peer: visitor.address,
+            peer: visitor.peer,
         },
     )
 }
