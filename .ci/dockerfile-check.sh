@@ -134,12 +134,28 @@ if [ "${DOCKERFILE_CHECK_RELEASE:-0}" != 1 ]; then
   profile=debug
 fi
 echo "dockerfile-check: in WORKDIR $workdir with $(cd "$image_workdir" && ls -A | tr '\n' ' ')"
-echo "dockerfile-check: $command (CARGO_TARGET_DIR=$target_dir)"
+# The debug build runs in a target directory of its own, made of hard links to the
+# compiled dependencies of the repository's (no copy, no disk): sharing the directory
+# itself would let this build's binary replace the repository's at target/debug.
+build_target=$target_dir
+if [ "$profile" = debug ]; then
+  build_target=$target_dir/dockerfile-check/target
+  rm -rf "$build_target"
+  mkdir -p "$build_target"
+  if [ -d "$target_dir/debug" ]; then
+    cp -al "$target_dir/debug" "$build_target/debug"
+    # Its own lock (a hard link would share the repository build's) and no incremental
+    # state of the repository's crate.
+    rm -rf "$build_target/debug/.cargo-lock" "$build_target/debug/incremental"
+  fi
+  trap 'rm -rf "$tmp" "$build_target"' EXIT
+fi
+echo "dockerfile-check: $command (CARGO_TARGET_DIR=$build_target)"
 started=$SECONDS
-(cd "$image_workdir" && CARGO_TARGET_DIR=$target_dir bash -c "$command")
+(cd "$image_workdir" && CARGO_TARGET_DIR=$build_target bash -c "$command")
 echo "dockerfile-check: built in $((SECONDS - started))s"
 
-binary=$target_dir/$profile/alpine-registry
+binary=$build_target/$profile/alpine-registry
 [ -x "$binary" ] || fail "no binary at $binary after the build"
 "$binary" print-default-config | grep -q '^\[server\]' || fail "$binary print-default-config printed no configuration"
 echo "dockerfile-check: the Dockerfile's build stage builds"
