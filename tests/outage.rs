@@ -19,6 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::process::ChildServer;
+use common::relay::Relay;
 use common::{apkindex_text, index_names, package, ADMIN_TOKEN};
 
 const REQUIRE_ENV: &str = "ALPINE_REGISTRY_TEST_REQUIRE_POSTGRES";
@@ -548,104 +549,14 @@ fn unreachable_backends_map_to_503_with_retry_after() {
     }
 }
 
-/// A TCP relay from a loopback port to `target`, which can be cut (the port refuses
-/// connections and open ones are reset) and restored on the same port: an object store
-/// that goes down and comes back, as its clients see it.
-struct Relay {
-    port: u16,
-    target: std::net::SocketAddr,
-    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
-    acceptor: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Relay {
-    fn new(target: std::net::SocketAddr) -> Relay {
-        let mut relay = Relay {
-            port: common::free_port(),
-            target,
-            up: Default::default(),
-            open: Default::default(),
-            acceptor: None,
-        };
-        relay.restore();
-        relay
-    }
-
-    /// Listens on the same port again (retrying while the old socket is released).
-    fn restore(&mut self) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let listener = loop {
-            match std::net::TcpListener::bind(("127.0.0.1", self.port)) {
-                Ok(listener) => break listener,
-                Err(err) if std::time::Instant::now() < deadline => {
-                    eprintln!("relay: rebinding port {}: {err}", self.port);
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                }
-                Err(err) => panic!("relay: cannot rebind port {}: {err}", self.port),
-            }
-        };
-        self.serve(listener);
-    }
-
-    fn serve(&mut self, listener: std::net::TcpListener) {
-        use std::sync::atomic::Ordering;
-        self.up.store(true, Ordering::SeqCst);
-        let (up, open, target) = (self.up.clone(), self.open.clone(), self.target);
-        self.acceptor = Some(std::thread::spawn(move || {
-            for client in listener.incoming() {
-                if !up.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(client) = client else { continue };
-                let Ok(upstream) = std::net::TcpStream::connect(target) else {
-                    continue;
-                };
-                let mut tracked = open.lock().unwrap();
-                tracked.push(client.try_clone().unwrap());
-                tracked.push(upstream.try_clone().unwrap());
-                drop(tracked);
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
-                    (upstream, client),
-                ] {
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(std::net::Shutdown::Write);
-                    });
-                }
-            }
-        }));
-    }
-
-    /// Closes the port and resets every relayed connection.
-    fn cut(&mut self) {
-        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
-        // Wakes the acceptor, which then drops the listener.
-        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(acceptor) = self.acceptor.take() {
-            acceptor.join().unwrap();
-        }
-        for stream in self.open.lock().unwrap().drain(..) {
-            let _ = stream.shutdown(std::net::Shutdown::Both);
-        }
-    }
-}
-
 #[test]
 fn object_storage_outage_answers_503_and_recovers_without_restart() {
     let Some(bucket) = common::s3::config() else {
         common::s3::note_skipped();
         return;
     };
-    let target = bucket
-        .endpoint
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .parse()
-        .expect("the test S3 endpoint is http://IP:PORT");
-    let mut relay = Relay::new(target);
-    let endpoint = format!("http://127.0.0.1:{}", relay.port);
+    let mut relay = Relay::to_endpoint(&bucket.endpoint);
+    let endpoint = relay.endpoint();
     let env = [
         ("ALPINE_REGISTRY__STORAGE__BACKEND", "s3"),
         (
