@@ -87,6 +87,9 @@ fn backend_of(err: &(dyn std::error::Error + 'static)) -> Option<Backend> {
         crate::store::is_unavailable(sqlx).then_some(Backend::Database)
     } else if let Some(BlobError::Unavailable(_)) = err.downcast_ref::<BlobError>() {
         Some(Backend::BlobStorage)
+    } else if let Some(io) = err.downcast_ref::<std::io::Error>() {
+        // A stream's error carries the store's inside: `source` would skip it.
+        io.get_ref().and_then(|inner| backend_of(inner))
     } else {
         None
     }
@@ -165,11 +168,11 @@ impl From<StoreError> for AppError {
 
 impl From<BlobError> for AppError {
     fn from(err: BlobError) -> Self {
-        match err {
-            // A passing outage of remote storage: the client may retry; the detail (which
-            // names the server) is logged, not sent.
-            BlobError::Unavailable(_) => AppError::unreachable(Backend::BlobStorage, err),
-            other => AppError::Internal(other.into()),
+        // A passing outage of remote storage, also when a stream that broke off says so:
+        // the client may retry; the detail (which names the server) is logged, not sent.
+        match unreachable_backend(&err) {
+            Some(backend) => AppError::unreachable(backend, err),
+            None => AppError::Internal(err.into()),
         }
     }
 }
