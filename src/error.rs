@@ -49,6 +49,10 @@ pub enum AppError {
     /// see.
     #[error("{message}")]
     BackendUnavailable { message: String, cause: String },
+    /// Data the registry serves is missing from blob storage (a restore that copied the
+    /// blobs before the database dump): 503 without `Retry-After`, logged as an error.
+    #[error("{0}")]
+    Damaged(String),
     /// A fault of the server: 500. `From<anyhow::Error>` gives `BackendUnavailable`
     /// instead when an unreachable backend is found anywhere in the error's chain.
     #[error(transparent)]
@@ -122,6 +126,7 @@ impl AppError {
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::BackendUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Damaged(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -170,9 +175,16 @@ impl From<BlobError> for AppError {
     fn from(err: BlobError) -> Self {
         // A passing outage of remote storage, also when a stream that broke off says so:
         // the client may retry; the detail (which names the server) is logged, not sent.
-        match unreachable_backend(&err) {
-            Some(backend) => AppError::unreachable(backend, err),
-            None => AppError::Internal(err.into()),
+        match (unreachable_backend(&err), err) {
+            (Some(backend), err) => AppError::unreachable(backend, err),
+            // Blobs are asked for by the digests of rows: one that is not there is damage
+            // that no retry mends, but not a fault of the code either.
+            (None, BlobError::NotFound(sha256)) => AppError::Damaged(format!(
+                "the file of this package (sha256 {sha256}) is missing from blob storage: \
+                 the registry's data is damaged; an administrator can list what is missing \
+                 with `alpine-registry fsck`"
+            )),
+            (None, err) => AppError::Internal(err.into()),
         }
     }
 }
@@ -197,6 +209,10 @@ impl IntoResponse for AppError {
                 // Logged once here; clients learn nothing internal.
                 tracing::error!(error = %format!("{err:#}"), "internal error");
                 "internal server error".to_string()
+            }
+            AppError::Damaged(message) => {
+                tracing::error!("{message}");
+                message.clone()
             }
             AppError::BackendUnavailable { message, cause } => {
                 // An outage, not a bug: a warning, once per refused request.

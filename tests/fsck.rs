@@ -263,3 +263,130 @@ async fn deleting_a_package_frees_its_blob_unless_shared() {
     assert!(!server.stored_blobs().await.contains(&sha));
     server.stop().await;
 }
+
+/// The blob storage of a registry reached directly, as an operator's tool would, not
+/// through the registry: its blob directory, or its bucket and prefix.
+enum Behind {
+    Fs(std::path::PathBuf),
+    S3 {
+        bucket: object_store::aws::AmazonS3,
+        prefix: String,
+    },
+}
+
+impl Behind {
+    /// The storage `storage` configures (`blob_dir` is where `fs` keeps blobs).
+    fn of(storage: &alpine_registry::config::StorageConfig, blob_dir: &std::path::Path) -> Behind {
+        match storage.backend {
+            alpine_registry::config::StorageBackend::Fs => Behind::Fs(blob_dir.to_path_buf()),
+            alpine_registry::config::StorageBackend::S3 => {
+                let s3 = &storage.s3;
+                let bucket = object_store::aws::AmazonS3Builder::new()
+                    .with_bucket_name(&s3.bucket)
+                    .with_endpoint(&s3.endpoint)
+                    .with_allow_http(s3.allow_http)
+                    .with_region(&s3.region)
+                    .with_access_key_id(&s3.access_key_id)
+                    .with_secret_access_key(&s3.secret_access_key)
+                    .build()
+                    .unwrap();
+                Behind::S3 {
+                    bucket,
+                    prefix: s3.prefix.clone(),
+                }
+            }
+        }
+    }
+
+    fn object(prefix: &str, sha256: &str) -> object_store::path::Path {
+        format!("{prefix}/sha256/{}/{sha256}", &sha256[..2])
+            .as_str()
+            .into()
+    }
+
+    async fn remove(&self, sha256: &str) {
+        use object_store::ObjectStore;
+        match self {
+            Behind::Fs(dir) => std::fs::remove_file(blob_file(dir, sha256)).unwrap(),
+            Behind::S3 { bucket, prefix } => {
+                bucket.delete(&Self::object(prefix, sha256)).await.unwrap()
+            }
+        }
+    }
+}
+
+fn blob_file(blob_dir: &std::path::Path, sha256: &str) -> std::path::PathBuf {
+    blob_dir.join("sha256").join(&sha256[..2]).join(sha256)
+}
+
+/// A package with `len` bytes of data that does not compress.
+fn package_of_size(name: &str, len: usize) -> Vec<u8> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let data: Vec<u8> = (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    alpine_registry::apk::builder::PackageBuilder::new(name, "1.0-r0", "x86_64")
+        .file(&format!("usr/share/{name}/data"), &data)
+        .build()
+}
+
+/// A listed package whose file is gone from blob storage (a restore that copied the
+/// blobs before the database dump): its download, small (read whole) or large
+/// (streamed), answers 503 with a message that names `alpine-registry fsck`, and the log
+/// has it as an error; never 500. On the backends the tests run on (S3 when a test bucket
+/// is named).
+#[test]
+fn a_listed_package_whose_blob_is_missing_answers_503_naming_fsck() {
+    use common::process::ChildServer;
+    let server = ChildServer::start_on_backends(ADMIN_TOKEN, &[]);
+    let mut storage = alpine_registry::config::StorageConfig::default();
+    if let Some(bucket) = &server.backends.s3 {
+        storage.backend = alpine_registry::config::StorageBackend::S3;
+        storage.s3 = bucket.clone();
+    }
+    let behind = Behind::of(&storage, &server.dir.path().join("data/blobs"));
+    let client = reqwest::blocking::Client::new();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for (name, bytes) in [
+        ("small", package("small", "1.0-r0", "x86_64")),
+        ("large", package_of_size("large", 512 * 1024)),
+    ] {
+        let response = client
+            .put(server.url(REPO))
+            .basic_auth("admin", Some(ADMIN_TOKEN))
+            .body(bytes.clone())
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 201, "{name}");
+        let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        runtime.block_on(behind.remove(&sha256));
+        let path = format!("{REPO}/x86_64/{name}-1.0-r0.apk");
+        for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
+            let response = client
+                .request(method.clone(), server.url(&path))
+                .basic_auth("admin", Some(ADMIN_TOKEN))
+                .send()
+                .unwrap();
+            assert_eq!(response.status(), 503, "{method} {name}");
+            if method == reqwest::Method::GET {
+                let body: serde_json::Value = response.json().unwrap();
+                let message = body["message"].as_str().unwrap();
+                assert!(message.contains("alpine-registry fsck"), "{message}");
+                assert!(message.contains(&sha256), "{message}");
+            }
+        }
+        let log = std::fs::read_to_string(&server.log).unwrap();
+        assert!(
+            log.lines()
+                .any(|line| line.contains(" ERROR ") && line.contains(&sha256)),
+            "{log}"
+        );
+    }
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    assert!(!log.contains("internal error"), "a 500 was answered: {log}");
+}
