@@ -228,9 +228,17 @@ async fn startup_recovery_rebuilds_lagging_indexes_and_collects_orphans() {
     server.stop().await;
 }
 
+/// A deleted package's file stays for `storage.orphan_grace_secs` after the delete,
+/// however old the file is, so that a database dump taken before a copy of the blobs
+/// finds its files in the copy; then orphan collection removes it, unless another package
+/// still uses it.
 #[tokio::test]
-async fn deleting_a_package_frees_its_blob_unless_shared() {
-    let server = TestServer::start().await;
+async fn a_deleted_packages_file_stays_for_the_grace_period_then_goes_unless_shared() {
+    use alpine_registry::clock::ManualClock;
+    use alpine_registry::registry::fsck::{collect_orphans, fsck};
+    let clock = std::sync::Arc::new(ManualClock::new(SystemTime::now()));
+    let server = TestServer::start_with_clock(|_| {}, clock.clone()).await;
+    let grace = Duration::from_secs(server.state.config.storage.orphan_grace_secs);
     let bytes = package("shared", "1.0-r0", "x86_64");
     assert_eq!(server.put_admin(REPO, bytes.clone()).await.status(), 201);
     assert_eq!(
@@ -241,6 +249,8 @@ async fn deleting_a_package_frees_its_blob_unless_shared() {
         201
     );
     let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    // An old file by now.
+    clock.advance(2 * grace);
     let admin = Some(("admin", ADMIN_TOKEN));
     assert_eq!(
         server
@@ -249,6 +259,7 @@ async fn deleting_a_package_frees_its_blob_unless_shared() {
             .status(),
         204
     );
+    collect_orphans(&server.state, grace).await.unwrap();
     assert!(
         server.stored_blobs().await.contains(&sha),
         "still used by admin/v1/other"
@@ -260,6 +271,20 @@ async fn deleting_a_package_frees_its_blob_unless_shared() {
             .status(),
         204
     );
+    collect_orphans(&server.state, grace).await.unwrap();
+    assert!(
+        server.stored_blobs().await.contains(&sha),
+        "kept after its last package went"
+    );
+    let report = fsck(&server.state, false).await.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    clock.advance(grace - Duration::from_secs(1));
+    collect_orphans(&server.state, grace).await.unwrap();
+    assert!(server.stored_blobs().await.contains(&sha));
+
+    clock.advance(Duration::from_secs(2));
+    let removed = collect_orphans(&server.state, grace).await.unwrap();
+    assert_eq!(removed, vec![sha.clone()]);
     assert!(!server.stored_blobs().await.contains(&sha));
     server.stop().await;
 }
