@@ -1,29 +1,19 @@
-//! Startup recovery and `fsck`: what they find and what `--repair` fixes. The tests that
-//! damage blob files (and age them) keep their blobs on the filesystem even when the tests
-//! run on S3.
+//! Startup recovery and `fsck`: what they find and what `--repair` fixes, on the blob
+//! storage the tests run on (S3 when a test bucket is named, see `common::s3`). Damage is
+//! done behind the registry's back (`Behind`: files in its blob directory, objects in its
+//! bucket); files age by the registry's clock.
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use alpine_registry::clock::ManualClock;
+use alpine_registry::registry::fsck::fsck;
 use alpine_registry::store::RenderedIndex;
 use common::*;
 
 const REPO: &str = "/admin/v1/main";
-
-fn blob_path(server: &TestServer, sha256: &str) -> std::path::PathBuf {
-    server
-        .dir
-        .path()
-        .join("blobs/sha256")
-        .join(&sha256[..2])
-        .join(sha256)
-}
-
-fn age(path: &std::path::Path, by: Duration) {
-    let file = std::fs::File::options().write(true).open(path).unwrap();
-    file.set_modified(SystemTime::now() - by).unwrap();
-}
 
 async fn upload(server: &TestServer, name: &str) -> String {
     let response = server
@@ -36,7 +26,10 @@ async fn upload(server: &TestServer, name: &str) -> String {
 
 #[tokio::test]
 async fn fsck_finds_each_kind_of_damage_and_repair_fixes_what_it_can() {
-    let server = TestServer::start_with(on_fs).await;
+    let clock = Arc::new(ManualClock::new(SystemTime::now()));
+    let server = TestServer::start_with_clock(|_| {}, clock.clone()).await;
+    let grace = Duration::from_secs(server.state.config.storage.orphan_grace_secs);
+    let behind = Behind::of_server(&server);
     let a = upload(&server, "a").await;
     let b = upload(&server, "b").await;
     upload(&server, "c").await;
@@ -44,18 +37,15 @@ async fn fsck_finds_each_kind_of_damage_and_repair_fixes_what_it_can() {
         .put_admin(REPO, package("d", "1.0-r0", "aarch64"))
         .await;
     assert_eq!(response.status(), 201);
-    let report = alpine_registry::registry::fsck::fsck(&server.state, false)
-        .await
-        .unwrap();
+    let report = fsck(&server.state, false).await.unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 
-    // Damage: a missing blob, a corrupted blob, a tampered index, an old orphan, an old
-    // staged upload, and a fresh orphan (an upload in progress, must be left alone).
-    std::fs::remove_file(blob_path(&server, &a)).unwrap();
-    let b_path = blob_path(&server, &b);
-    let mut bytes = std::fs::read(&b_path).unwrap();
+    // Damage: a missing blob, an altered blob, tampered indexes, an orphan and a staged
+    // upload left over.
+    behind.remove(&a).await;
+    let mut bytes = behind.read(&b).await;
     bytes[40] ^= 0xff;
-    std::fs::write(&b_path, &bytes).unwrap();
+    behind.write(&b, &bytes).await;
     let repo = server
         .state
         .store
@@ -88,20 +78,13 @@ async fn fsck_finds_each_kind_of_damage_and_repair_fixes_what_it_can() {
         .await
         .unwrap();
     let orphan = "f".repeat(64);
-    let orphan_path = blob_path(&server, &orphan);
-    std::fs::create_dir_all(orphan_path.parent().unwrap()).unwrap();
-    std::fs::write(&orphan_path, b"orphan").unwrap();
-    age(&orphan_path, Duration::from_secs(7200));
-    let fresh = "e".repeat(64);
-    std::fs::create_dir_all(blob_path(&server, &fresh).parent().unwrap()).unwrap();
-    std::fs::write(blob_path(&server, &fresh), b"in progress").unwrap();
-    let tmp = server.dir.path().join("blobs/.staging/upload-old");
+    behind.write(&orphan, b"orphan").await;
+    let tmp = server.staging_dir().join("upload-old");
     std::fs::write(&tmp, b"partial").unwrap();
-    age(&tmp, Duration::from_secs(7200));
 
-    let report = alpine_registry::registry::fsck::fsck(&server.state, false)
-        .await
-        .unwrap();
+    // Younger than the grace period, the orphan and the staged file may belong to an
+    // upload in progress: not problems yet.
+    let report = fsck(&server.state, false).await.unwrap();
     let text = report.problems.join("\n");
     assert!(text.contains(&format!("blob {a} is missing")), "{text}");
     assert!(text.contains("blob content has sha256"), "{text}");
@@ -114,14 +97,20 @@ async fn fsck_finds_each_kind_of_damage_and_repair_fixes_what_it_can() {
         "{text}"
     );
     assert!(
+        !text.contains(&orphan),
+        "fresh orphans are left alone: {text}"
+    );
+    assert!(!text.contains("upload-old"), "{text}");
+    assert_eq!(report.problems.len(), 4, "{text}");
+
+    clock.advance(2 * grace);
+    let report = fsck(&server.state, false).await.unwrap();
+    let text = report.problems.join("\n");
+    assert!(
         text.contains(&format!(
             "blob {orphan} (6 bytes) is referenced by no package"
         )),
         "{text}"
-    );
-    assert!(
-        !text.contains(&fresh),
-        "fresh orphans are not problems yet: {text}"
     );
     assert!(
         text.contains("temporary file upload-old is left over"),
@@ -129,22 +118,21 @@ async fn fsck_finds_each_kind_of_damage_and_repair_fixes_what_it_can() {
     );
     assert_eq!(report.problems.len(), 6, "{text}");
     assert!(report.repaired.is_empty());
+    assert!(
+        behind.exists(&orphan).await,
+        "fsck without --repair changes nothing"
+    );
 
-    let report = alpine_registry::registry::fsck::fsck(&server.state, true)
-        .await
-        .unwrap();
+    let report = fsck(&server.state, true).await.unwrap();
     assert_eq!(report.problems.len(), 6);
-    assert!(!orphan_path.exists());
-    assert!(blob_path(&server, &fresh).exists());
+    assert!(!behind.exists(&orphan).await);
     assert!(!tmp.exists());
     assert!(
-        b_path.exists(),
+        behind.exists(&b).await,
         "a referenced blob is never deleted, even when damaged"
     );
     // Only the blob damage remains; the index is whole again.
-    let report = alpine_registry::registry::fsck::fsck(&server.state, false)
-        .await
-        .unwrap();
+    let report = fsck(&server.state, false).await.unwrap();
     assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
     let text = server
         .verified_index("admin", "/admin/v1/main/x86_64/APKINDEX.tar.gz", None)
@@ -179,11 +167,10 @@ async fn signed_empty_index(server: &TestServer) -> Vec<u8> {
 
 #[tokio::test]
 async fn startup_recovery_rebuilds_lagging_indexes_and_collects_orphans() {
-    let server = TestServer::start_with(|c| {
-        on_fs(c);
-        c.storage.orphan_grace_secs = 0;
-    })
-    .await;
+    let clock = Arc::new(ManualClock::new(SystemTime::now()));
+    let server =
+        TestServer::start_with_clock(|c| c.storage.orphan_grace_secs = 0, clock.clone()).await;
+    let behind = Behind::of_server(&server);
     upload(&server, "a").await;
     let repo = server
         .state
@@ -195,19 +182,14 @@ async fn startup_recovery_rebuilds_lagging_indexes_and_collects_orphans() {
     // As if the process died between a row's commit and its index build.
     let wanted = server.state.store.bump_generation(repo.id).await.unwrap();
     let orphan = "d".repeat(64);
-    let orphan_path = blob_path(&server, &orphan);
-    std::fs::create_dir_all(orphan_path.parent().unwrap()).unwrap();
-    std::fs::write(&orphan_path, b"orphan").unwrap();
-    age(&orphan_path, Duration::from_secs(10));
-    std::fs::write(
-        server.dir.path().join("blobs/.staging/upload-x"),
-        b"partial",
-    )
-    .unwrap();
+    behind.write(&orphan, b"orphan").await;
+    std::fs::write(server.staging_dir().join("upload-x"), b"partial").unwrap();
     // Versions before staging in blob storage received uploads in <data_dir>/tmp.
     let legacy = server.dir.path().join("tmp");
     std::fs::create_dir(&legacy).unwrap();
     std::fs::write(legacy.join("upload-y.apk"), b"partial").unwrap();
+    // Older than the grace period (none) by the registry's clock.
+    clock.advance(Duration::from_secs(10));
 
     alpine_registry::recover(&server.state).await.unwrap();
     let repo = server
@@ -218,8 +200,8 @@ async fn startup_recovery_rebuilds_lagging_indexes_and_collects_orphans() {
         .unwrap()
         .unwrap();
     assert_eq!(repo.built_gen, wanted);
-    assert!(!orphan_path.exists());
-    assert!(staged_files(&server.dir.path().join("blobs")).is_empty());
+    assert!(!behind.exists(&orphan).await);
+    assert!(server.staged().await.is_empty());
     assert!(!legacy.exists());
     let text = server
         .verified_index("admin", "/admin/v1/main/x86_64/APKINDEX.tar.gz", None)
@@ -234,9 +216,8 @@ async fn startup_recovery_rebuilds_lagging_indexes_and_collects_orphans() {
 /// still uses it.
 #[tokio::test]
 async fn a_deleted_packages_file_stays_for_the_grace_period_then_goes_unless_shared() {
-    use alpine_registry::clock::ManualClock;
-    use alpine_registry::registry::fsck::{collect_orphans, fsck};
-    let clock = std::sync::Arc::new(ManualClock::new(SystemTime::now()));
+    use alpine_registry::registry::fsck::collect_orphans;
+    let clock = Arc::new(ManualClock::new(SystemTime::now()));
     let server = TestServer::start_with_clock(|_| {}, clock.clone()).await;
     let grace = Duration::from_secs(server.state.config.storage.orphan_grace_secs);
     let bytes = package("shared", "1.0-r0", "x86_64");
@@ -323,10 +304,18 @@ impl Behind {
         }
     }
 
+    /// The blob storage of `server`.
+    fn of_server(server: &TestServer) -> Behind {
+        let config = &server.state.config;
+        Behind::of(&config.storage, &config.blob_dir())
+    }
+
     fn object(prefix: &str, sha256: &str) -> object_store::path::Path {
-        format!("{prefix}/sha256/{}/{sha256}", &sha256[..2])
-            .as_str()
-            .into()
+        let key = format!("sha256/{}/{sha256}", &sha256[..2]);
+        match prefix.trim_matches('/') {
+            "" => key.as_str().into(),
+            prefix => format!("{prefix}/{key}").as_str().into(),
+        }
     }
 
     async fn remove(&self, sha256: &str) {
@@ -335,6 +324,53 @@ impl Behind {
             Behind::Fs(dir) => std::fs::remove_file(blob_file(dir, sha256)).unwrap(),
             Behind::S3 { bucket, prefix } => {
                 bucket.delete(&Self::object(prefix, sha256)).await.unwrap()
+            }
+        }
+    }
+
+    /// Writes `bytes` as the blob `sha256`, whatever their digest.
+    async fn write(&self, sha256: &str, bytes: &[u8]) {
+        use object_store::ObjectStore;
+        match self {
+            Behind::Fs(dir) => {
+                let path = blob_file(dir, sha256);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(path, bytes).unwrap();
+            }
+            Behind::S3 { bucket, prefix } => {
+                bucket
+                    .put(&Self::object(prefix, sha256), bytes.to_vec().into())
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    async fn read(&self, sha256: &str) -> Vec<u8> {
+        use object_store::ObjectStore;
+        match self {
+            Behind::Fs(dir) => std::fs::read(blob_file(dir, sha256)).unwrap(),
+            Behind::S3 { bucket, prefix } => bucket
+                .get(&Self::object(prefix, sha256))
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+                .to_vec(),
+        }
+    }
+
+    async fn exists(&self, sha256: &str) -> bool {
+        use object_store::ObjectStore;
+        match self {
+            Behind::Fs(dir) => blob_file(dir, sha256).exists(),
+            Behind::S3 { bucket, prefix } => {
+                match bucket.head(&Self::object(prefix, sha256)).await {
+                    Ok(_) => true,
+                    Err(object_store::Error::NotFound { .. }) => false,
+                    Err(e) => panic!("{e}"),
+                }
             }
         }
     }
