@@ -408,7 +408,7 @@ async fn owner_command(state: &AppState, command: OwnerCommand) -> anyhow::Resul
             let held = accounts::delete_owner(state, &name, force).await?;
             eprintln!(
                 "deleted owner {name} with its signing key, {} repositories and {} packages \
-                 (their files are removed once older than storage.orphan_grace_secs)",
+                 (their files are removed storage.orphan_grace_secs after this)",
                 held.repositories, held.packages
             );
         }
@@ -732,8 +732,8 @@ async fn repository(state: &AppState, command: RepositoryCommand) -> anyhow::Res
             if removed.packages > 0 {
                 eprintln!(
                     "package files no other package uses are left to orphan collection: \
-                     the running server deletes them once older than \
-                     storage.orphan_grace_secs ({} s), as does fsck --repair",
+                     the running server deletes them storage.orphan_grace_secs ({} s) \
+                     after this, as does fsck --repair",
                     state.config.storage.orphan_grace_secs
                 );
             }

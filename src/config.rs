@@ -105,6 +105,8 @@ pub struct StorageConfig {
     /// Bytes of small package files (up to 64 KiB each) kept in memory for downloads;
     /// 0 keeps none.
     pub memory_cache_bytes: usize,
+    /// Seconds `/readyz` waits for blob storage to answer before it says 503.
+    pub ready_timeout_secs: u64,
 }
 
 impl Default for StorageConfig {
@@ -116,6 +118,7 @@ impl Default for StorageConfig {
             backend: StorageBackend::Fs,
             s3: S3Config::default(),
             memory_cache_bytes: 32 * 1024 * 1024,
+            ready_timeout_secs: 3,
         }
     }
 }
@@ -152,6 +155,17 @@ pub struct S3Config {
     pub prefix: String,
     pub access_key_id: String,
     pub secret_access_key: String,
+    /// Seconds to open a connection to the endpoint.
+    pub connect_timeout_secs: u64,
+    /// Seconds a request waits for the first byte of its answer once it is sent, and
+    /// longest pause of a transfer (a body sent or received) before it is given up: a
+    /// long download that keeps moving is never cut.
+    pub first_byte_timeout_secs: u64,
+    /// Times a failed request (5xx, 429, a dropped or refused connection, a timeout of a
+    /// request that may be repeated) is tried again, with exponential backoff.
+    pub max_retries: usize,
+    /// Seconds after a request's first attempt past which it is not tried again.
+    pub retry_timeout_secs: u64,
 }
 
 impl Default for S3Config {
@@ -165,6 +179,10 @@ impl Default for S3Config {
             prefix: String::new(),
             access_key_id: String::new(),
             secret_access_key: String::new(),
+            connect_timeout_secs: 5,
+            first_byte_timeout_secs: 10,
+            max_retries: 3,
+            retry_timeout_secs: 5,
         }
     }
 }
@@ -187,6 +205,10 @@ impl std::fmt::Debug for S3Config {
                     "<redacted>"
                 },
             )
+            .field("connect_timeout_secs", &self.connect_timeout_secs)
+            .field("first_byte_timeout_secs", &self.first_byte_timeout_secs)
+            .field("max_retries", &self.max_retries)
+            .field("retry_timeout_secs", &self.retry_timeout_secs)
             .finish()
     }
 }
@@ -418,6 +440,9 @@ impl Config {
         if self.database.acquire_timeout_secs == 0 {
             anyhow::bail!("database.acquire_timeout_secs must be at least 1");
         }
+        if self.storage.ready_timeout_secs == 0 {
+            anyhow::bail!("storage.ready_timeout_secs must be at least 1");
+        }
         if self.limits.max_upload_bytes == 0 {
             anyhow::bail!("limits.max_upload_bytes must be positive");
         }
@@ -464,6 +489,12 @@ impl Config {
                     "storage.s3.endpoint {:?} is plain http: set storage.s3.allow_http = true \
                      to use it",
                     s3.endpoint
+                );
+            }
+            if s3.connect_timeout_secs == 0 || s3.first_byte_timeout_secs == 0 {
+                anyhow::bail!(
+                    "storage.s3.connect_timeout_secs and storage.s3.first_byte_timeout_secs \
+                     must be at least 1"
                 );
             }
         }
@@ -683,6 +714,37 @@ mod tests {
             assert!(message.contains("auth.max_sessions_per_user"), "{message}");
         }
         Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn storage_timeouts_must_be_positive() {
+        let mut config = Config::default();
+        config.storage.backend = StorageBackend::S3;
+        config.storage.s3.bucket = "packages".into();
+        config.validate().unwrap();
+        for (set, key) in [
+            (
+                (|c: &mut Config| c.storage.s3.connect_timeout_secs = 0) as fn(&mut Config),
+                "storage.s3.connect_timeout_secs",
+            ),
+            (
+                |c: &mut Config| c.storage.s3.first_byte_timeout_secs = 0,
+                "storage.s3.first_byte_timeout_secs",
+            ),
+            (
+                |c: &mut Config| c.storage.ready_timeout_secs = 0,
+                "storage.ready_timeout_secs",
+            ),
+        ] {
+            let mut zero = config.clone();
+            set(&mut zero);
+            let message = zero.validate().unwrap_err().to_string();
+            assert!(message.contains(key), "{message}");
+        }
+        // No retries at all is a choice.
+        config.storage.s3.max_retries = 0;
+        config.storage.s3.retry_timeout_secs = 0;
+        config.validate().unwrap();
     }
 
     #[test]

@@ -49,6 +49,10 @@ pub enum AppError {
     /// see.
     #[error("{message}")]
     BackendUnavailable { message: String, cause: String },
+    /// Data the registry serves is missing from blob storage (a restore that copied the
+    /// blobs before the database dump): 503 without `Retry-After`, logged as an error.
+    #[error("{0}")]
+    Damaged(String),
     /// A fault of the server: 500. `From<anyhow::Error>` gives `BackendUnavailable`
     /// instead when an unreachable backend is found anywhere in the error's chain.
     #[error(transparent)]
@@ -87,6 +91,9 @@ fn backend_of(err: &(dyn std::error::Error + 'static)) -> Option<Backend> {
         crate::store::is_unavailable(sqlx).then_some(Backend::Database)
     } else if let Some(BlobError::Unavailable(_)) = err.downcast_ref::<BlobError>() {
         Some(Backend::BlobStorage)
+    } else if let Some(io) = err.downcast_ref::<std::io::Error>() {
+        // A stream's error carries the store's inside: `source` would skip it.
+        io.get_ref().and_then(|inner| backend_of(inner))
     } else {
         None
     }
@@ -119,6 +126,7 @@ impl AppError {
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::BackendUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Damaged(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -165,11 +173,18 @@ impl From<StoreError> for AppError {
 
 impl From<BlobError> for AppError {
     fn from(err: BlobError) -> Self {
-        match err {
-            // A passing outage of remote storage: the client may retry; the detail (which
-            // names the server) is logged, not sent.
-            BlobError::Unavailable(_) => AppError::unreachable(Backend::BlobStorage, err),
-            other => AppError::Internal(other.into()),
+        // A passing outage of remote storage, also when a stream that broke off says so:
+        // the client may retry; the detail (which names the server) is logged, not sent.
+        match (unreachable_backend(&err), err) {
+            (Some(backend), err) => AppError::unreachable(backend, err),
+            // Blobs are asked for by the digests of rows: one that is not there is damage
+            // that no retry mends, but not a fault of the code either.
+            (None, BlobError::NotFound(sha256)) => AppError::Damaged(format!(
+                "the file of this package (sha256 {sha256}) is missing from blob storage: \
+                 the registry's data is damaged; an administrator can list what is missing \
+                 with `alpine-registry fsck`"
+            )),
+            (None, err) => AppError::Internal(err.into()),
         }
     }
 }
@@ -194,6 +209,10 @@ impl IntoResponse for AppError {
                 // Logged once here; clients learn nothing internal.
                 tracing::error!(error = %format!("{err:#}"), "internal error");
                 "internal server error".to_string()
+            }
+            AppError::Damaged(message) => {
+                tracing::error!("{message}");
+                message.clone()
             }
             AppError::BackendUnavailable { message, cause } => {
                 // An outage, not a bug: a warning, once per refused request.

@@ -16,8 +16,8 @@
 //! The other tests check the database locks themselves: they exclude across connections
 //! (as across instances), are released when their guard is dropped (also when the caller
 //! gave up waiting), 32 concurrent uploads and deletes on 8 connections (and on 1) finish,
-//! and a delete on one instance never removes a blob that an upload on another is
-//! publishing. The last one checks the start-up clean-up of staged files on PostgreSQL.
+//! and orphan collection on one instance never removes a blob that an upload on another
+//! is publishing. The last one checks the start-up clean-up of staged files on PostgreSQL.
 //!
 //! PostgreSQL tests: skipped with a note unless `ALPINE_REGISTRY_TEST_POSTGRES_URL` is
 //! set, required with `ALPINE_REGISTRY_TEST_REQUIRE_POSTGRES=1` (see tests/common/postgres.rs).
@@ -505,7 +505,10 @@ async fn three_instances_on_one_database_serve_one_registry() {
             .join("sha256")
             .join(&gone.sha256[..2])
             .join(&gone.sha256);
-        assert!(!blob.exists(), "the deleted package's blob is gone");
+        assert!(
+            blob.exists(),
+            "the deleted package's blob stays for storage.orphan_grace_secs"
+        );
     }
 
     // The killed instance starts again beside the live ones. Its start-up clean-up leaves
@@ -1123,14 +1126,15 @@ async fn open_instance(url: &str, blob_dir: &Path, data_dir: &Path) -> alpine_re
     alpine_registry::open(config).await.expect("open registry")
 }
 
-/// An upload on one instance and a delete of the same content (in another repository) on
-/// another, at the same moment, again and again: the delete must never take the blob the
-/// upload's row is about to reference. Each instance's in-process lock sees only its own
-/// requests; only the database's lock of the digest keeps them apart.
+/// An upload on one instance and, on another, a delete of the same content (in another
+/// repository) followed by orphan collection without grace, at the same moment, again and
+/// again: the collection must never take the blob the upload's row is about to
+/// reference. Each instance's in-process lock sees only its own requests; only the
+/// database's lock of the digest keeps them apart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_delete_on_one_instance_never_takes_a_blob_another_is_publishing() {
+async fn orphan_collection_on_one_instance_never_takes_a_blob_another_is_publishing() {
     use alpine_registry::names::{Arch, PackageFile, RepoAddress};
-    use alpine_registry::registry::publish;
+    use alpine_registry::registry::{fsck, publish};
 
     let Some(database) = TestDatabase::from_env() else {
         pg::note_skipped();
@@ -1157,29 +1161,45 @@ async fn a_delete_on_one_instance_never_takes_a_blob_another_is_publishing() {
         futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(bytes.clone()))])
     };
 
+    let delete_and_collect = |state: &alpine_registry::AppState, at: &RepoAddress| {
+        let (state, at, owner, arch, file) = (
+            state.clone(),
+            at.clone(),
+            owner.clone(),
+            arch.clone(),
+            file.clone(),
+        );
+        async move {
+            publish::delete(&state, &owner, &at, &arch, &file)
+                .await
+                .unwrap();
+            fsck::collect_orphans(&state, std::time::Duration::ZERO)
+                .await
+                .unwrap();
+        }
+    };
+
     publish::publish(&b, &owner, &y, None, body(&bytes))
         .await
         .unwrap();
     for round in 0..60 {
         // In y (through b), not in x: a publish into x through a races a delete from y
         // through b.
-        let (published, deleted) = tokio::join!(
+        let (published, ()) = tokio::join!(
             publish::publish(&a, &owner, &x, None, body(&bytes)),
-            publish::delete(&b, &owner, &y, &arch, &file),
+            delete_and_collect(&b, &y),
         );
         published.unwrap();
-        deleted.unwrap();
         assert!(
             blob.exists(),
             "round {round}: the blob of the package just published in x was deleted"
         );
         // And the other way round: into y through b, out of x through a.
-        let (published, deleted) = tokio::join!(
+        let (published, ()) = tokio::join!(
             publish::publish(&b, &owner, &y, None, body(&bytes)),
-            publish::delete(&a, &owner, &x, &arch, &file),
+            delete_and_collect(&a, &x),
         );
         published.unwrap();
-        deleted.unwrap();
         assert!(
             blob.exists(),
             "round {round}: the blob of the package just published in y was deleted"

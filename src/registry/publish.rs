@@ -6,7 +6,8 @@
 //!   in between);
 //! - an acknowledged change is in the signed index before the call returns (it waits for
 //!   the generation its row created);
-//! - a delete removes the blob only when no row references it any more;
+//! - a delete leaves the blob to orphan collection, which keeps it for
+//!   `storage.orphan_grace_secs` after its last reference went (see `fsck::orphans`);
 //! - when the database is unreachable the answer is 503, never an acknowledgement: before
 //!   the row is committed nothing changed but a blob that orphan collection takes; after
 //!   it, the package is recorded but its index lags, and is rebuilt by the next read of
@@ -412,7 +413,7 @@ pub async fn find(
 }
 
 /// Deletes the package at `at`/`arch`/`file` (whose write right the caller has checked).
-/// Returns once the index no longer lists it; its blob goes when no row references it.
+/// Returns once the index no longer lists it; its blob is left to orphan collection.
 pub async fn delete(
     state: &AppState,
     owner: &Owner,
@@ -452,16 +453,6 @@ async fn delete_counted(
         match state.indexer.wait_built(owner, &repo, generation).await {
             Err(e) if !is_removed(&e) => return Err(e.into()),
             _ => {}
-        }
-    }
-    {
-        let _blob_guard = state.blob_lock.write().await;
-        let _instances = state
-            .store
-            .lock_blob(&package.sha256, LockMode::Exclusive)
-            .await?;
-        if !state.store.blob_referenced(&package.sha256).await? {
-            state.blobs.delete(&package.sha256).await?;
         }
     }
     tracing::info!(

@@ -532,6 +532,15 @@ pub trait Store: Send + Sync + 'static {
     async fn blob_referenced(&self, sha256: &str) -> StoreResult<bool>;
     /// Every blob digest a package row references.
     async fn referenced_blobs(&self) -> StoreResult<std::collections::HashSet<String>>;
+    /// Digests of blobs that lost a reference at or after `since_ms`: a package row that
+    /// referenced them was deleted (alone, or with its repository or owner) then. Every
+    /// deletion of package rows records it in its transaction, dated by the store's clock.
+    async fn released_blobs(&self, since_ms: i64)
+        -> StoreResult<std::collections::HashSet<String>>;
+    /// Whether the blob lost a reference at or after `since_ms`.
+    async fn blob_released_since(&self, sha256: &str, since_ms: i64) -> StoreResult<bool>;
+    /// Forgets the releases before `before_ms`.
+    async fn forget_releases(&self, before_ms: i64) -> StoreResult<()>;
     /// The packages of one repository.
     async fn list_packages(&self, repository_id: i64) -> StoreResult<Vec<Package>>;
     /// Every package row of the owner, with its branch, repository and stanza, from one
