@@ -48,6 +48,8 @@ pub struct ServerConfig {
     /// Seconds a client may take to send a request's headers; also how long a connection
     /// may stay open with no request in flight (from accept, or since its last answer).
     pub header_read_timeout_secs: u64,
+    /// Seconds a request body may send nothing before the request is answered 408.
+    pub body_idle_timeout_secs: u64,
     /// Open connections at most (HTTP/1 and HTTP/2); 0 derives it from the open-file limit
     /// at start.
     pub max_connections: u32,
@@ -77,6 +79,7 @@ impl Default for ServerConfig {
             request_timeout_secs: 3600,
             shutdown_grace_secs: 30,
             header_read_timeout_secs: 30,
+            body_idle_timeout_secs: 30,
             max_connections: 0,
             max_connections_per_ip: 64,
             trusted_proxies: Vec::new(),
@@ -253,6 +256,9 @@ pub struct LimitsConfig {
     /// Uploads received and checked at once; one more is answered 503 with
     /// `Retry-After`.
     pub max_concurrent_uploads: usize,
+    /// Of those, uploads of one user at once; one more is answered 429 with
+    /// `Retry-After`. 0: a quarter of `max_concurrent_uploads`.
+    pub max_concurrent_uploads_per_user: usize,
     /// Largest body of a web form (login, logout, delete); 413 above it.
     pub max_form_bytes: u64,
     /// Largest JSON body of the API; 413 above it.
@@ -268,6 +274,7 @@ impl Default for LimitsConfig {
             max_data_bytes: 64 << 30,
             max_stanza_bytes: 64 << 10,
             max_concurrent_uploads: 64,
+            max_concurrent_uploads_per_user: 0,
             max_form_bytes: 16 << 10,
             max_json_bytes: 64 << 10,
         }
@@ -460,6 +467,16 @@ impl Config {
         if self.limits.max_concurrent_uploads == 0 {
             anyhow::bail!("limits.max_concurrent_uploads must be positive");
         }
+        if self.limits.max_concurrent_uploads_per_user > self.limits.max_concurrent_uploads {
+            anyhow::bail!(
+                "limits.max_concurrent_uploads_per_user must be at most \
+                 limits.max_concurrent_uploads ({})",
+                self.limits.max_concurrent_uploads
+            );
+        }
+        if self.server.body_idle_timeout_secs == 0 {
+            anyhow::bail!("server.body_idle_timeout_secs must be at least 1");
+        }
         if self.limits.max_form_bytes == 0 || self.limits.max_json_bytes == 0 {
             anyhow::bail!("limits.max_form_bytes and limits.max_json_bytes must be positive");
         }
@@ -585,6 +602,14 @@ impl Config {
             .iter()
             .filter_map(|entry| parse_network(entry).ok())
             .collect()
+    }
+
+    /// `limits.max_concurrent_uploads_per_user`, a quarter of the uploads when it is 0.
+    pub fn uploads_per_user(&self) -> usize {
+        match self.limits.max_concurrent_uploads_per_user {
+            0 => self.limits.max_concurrent_uploads.div_ceil(4),
+            n => n,
+        }
     }
 
     pub fn apk_limits(&self) -> crate::apk::package::Limits {
@@ -745,6 +770,23 @@ mod tests {
         config.storage.s3.max_retries = 0;
         config.storage.s3.retry_timeout_secs = 0;
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn a_user_gets_a_quarter_of_the_upload_slots_unless_told() {
+        let mut config = Config::default();
+        assert_eq!(config.uploads_per_user(), 16);
+        config.limits.max_concurrent_uploads = 2;
+        assert_eq!(config.uploads_per_user(), 1);
+        config.limits.max_concurrent_uploads_per_user = 2;
+        assert_eq!(config.uploads_per_user(), 2);
+        config.validate().unwrap();
+        config.limits.max_concurrent_uploads_per_user = 3;
+        let message = config.validate().unwrap_err().to_string();
+        assert!(
+            message.contains("max_concurrent_uploads_per_user"),
+            "{message}"
+        );
     }
 
     #[test]

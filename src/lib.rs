@@ -65,9 +65,9 @@ pub struct Shared {
     pub blob_lock: Arc<tokio::sync::RwLock<()>>,
     pub throttle: Arc<access::Throttle>,
     pub password_checks: Arc<access::PasswordChecks>,
-    /// Uploads being received, parsed and validated (`limits.max_concurrent_uploads`);
-    /// one more is refused with 503.
-    pub uploads: Arc<tokio::sync::Semaphore>,
+    /// Uploads being received, parsed and validated (`limits.max_concurrent_uploads`,
+    /// `limits.max_concurrent_uploads_per_user`); one more is refused.
+    pub uploads: Arc<registry::upload_slots::UploadSlots>,
     /// Package parses running at once: one per core, as parsing is CPU-bound.
     pub parses: Arc<tokio::sync::Semaphore>,
     /// Catalog queries (searches, package pages, indexes as JSON) running at once: one
@@ -171,9 +171,10 @@ pub async fn open_with_clock(config: Config, clock: SharedClock) -> anyhow::Resu
         password_checks: Arc::new(access::PasswordChecks::new(
             config.auth.max_concurrent_password_checks,
         )),
-        uploads: Arc::new(tokio::sync::Semaphore::new(
+        uploads: registry::upload_slots::UploadSlots::new(
             config.limits.max_concurrent_uploads,
-        )),
+            config.uploads_per_user(),
+        ),
         parses: Arc::new(tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         )),

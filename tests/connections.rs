@@ -353,6 +353,67 @@ async fn http2_prior_knowledge_requests_are_served() {
     server.stop().await;
 }
 
+/// Everything the server sends on `stream` until it closes it (within 5 s), as text.
+async fn read_to_close(stream: &mut TcpStream) -> String {
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut chunk = [0u8; 4096];
+        // A reset after the answer still leaves what was read.
+        while let Ok(n) = stream.read(&mut chunk).await {
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "still open after 5 s");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+
+#[tokio::test]
+async fn a_request_body_that_sends_nothing_is_answered_408() {
+    let server = TestServer::start_with(|c| c.server.body_idle_timeout_secs = 2).await;
+    // A form and an upload, each with part of its body sent.
+    let upload = format!(
+        "PUT /admin/v3.21/main HTTP/1.1\r\nHost: registry\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+         Content-Length: 100000\r\n\r\n"
+    );
+    let form = "POST /-/login HTTP/1.1\r\nHost: registry\r\n\
+                Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n"
+        .to_string();
+    for head in [upload, form] {
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(b"user=x&").await.unwrap();
+        let started = Instant::now();
+        let answer = read_to_close(&mut stream).await;
+        let waited = started.elapsed();
+        eprintln!("answered after {waited:?}: {answer:?}");
+        assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+        assert!(answer.contains("server.body_idle_timeout_secs"), "{answer}");
+        assert!(waited >= Duration::from_millis(1900), "{waited:?}");
+    }
+    // A body that keeps coming, if slowly (a part every 0.5 s), is read to its end.
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /-/login HTTP/1.1\r\nHost: registry\r\nConnection: close\r\n\
+              Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 24\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    for part in [&b"username=x&"[..], b"pass", b"word=y&a", b"="] {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stream.write_all(part).await.unwrap();
+    }
+    let answer = read_to_close(&mut stream).await;
+    assert!(!answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    server.stop().await;
+}
+
+
 #[tokio::test]
 async fn connections_over_the_per_address_cap_are_shed_at_once() {
     let server = TestServer::start_with(|c| c.server.max_connections_per_ip = 3).await;

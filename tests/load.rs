@@ -504,3 +504,129 @@ async fn huge_form_bodies_are_refused_without_being_read() {
     );
     assert!(health < Duration::from_secs(1), "/healthz took {health:?}");
 }
+
+/// A user with a write token to its own namespace, made through the API by the admin.
+async fn user_with_write_token(server: &ChildServer, name: &str) -> String {
+    let client = reqwest::Client::new();
+    let created = client
+        .post(server.url("/api/v1/admin/users"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({ "name": name }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
+    let token = client
+        .post(server.url("/api/v1/admin/tokens"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({ "user": name, "scope": "write" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(token.status(), 201, "{}", token.text().await.unwrap());
+    let token: serde_json::Value = token.json().await.unwrap();
+    token["secret"].as_str().unwrap().to_string()
+}
+
+/// An upload from `source` with `token` whose body never ends: a byte every second.
+/// Returns the status it was answered, if it was answered before `stop`.
+async fn trickle_upload(
+    port: u16,
+    source: std::net::IpAddr,
+    token: String,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((source, 0).into()).unwrap();
+    let stream = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let head = format!(
+        "PUT /admin/v3.21/main HTTP/1.1\r\nHost: registry\r\nAuthorization: Bearer {token}\r\n\
+         Content-Length: 1000000\r\n\r\n"
+    );
+    writer.write_all(head.as_bytes()).await.unwrap();
+    let trickle = async {
+        loop {
+            if writer.write_all(&[0x1f]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    };
+    let answer = async {
+        let mut head = [0u8; 12];
+        reader.read_exact(&mut head).await.ok()?;
+        String::from_utf8_lossy(&head[9..12]).parse().ok()
+    };
+    tokio::select! {
+        status = answer => status,
+        _ = trickle => None,
+        _ = stop.wait_for(|stop| *stop) => None,
+    }
+}
+
+/// One write token trickling 64 uploads (all `limits.max_concurrent_uploads`) from four
+/// addresses, a byte a second each. They used to hold every upload slot for as long as
+/// they lasted, and every other publish was refused with 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_trickling_uploads_leaves_slots_for_other_users() {
+    let server = ChildServer::start(TOKEN, &[]);
+    let bob = user_with_write_token(&server, "bob").await;
+    let staging = server.dir.path().join("data/blobs/.staging");
+    let staged = || std::fs::read_dir(&staging).map_or(0, |dir| dir.count());
+
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let trickles: Vec<_> = (0..64)
+        .map(|i| {
+            let source = std::net::IpAddr::from([127, 0, 0, 20 + i % 4]);
+            tokio::spawn(trickle_upload(
+                server.port,
+                source,
+                TOKEN.to_string(),
+                stopping.clone(),
+            ))
+        })
+        .collect();
+    // Every trickle either holds a slot (and has a staged file) or was refused.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let refused = trickles.iter().filter(|t| t.is_finished()).count();
+        if staged() + refused >= 64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} staged, {refused} refused",
+            staged()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let holding = staged();
+
+    let started = Instant::now();
+    let published = reqwest::Client::new()
+        .put(server.url("/bob/v3.21/main"))
+        .bearer_auth(&bob)
+        .body(common::package("other", "1.0-r0", "x86_64"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("answered within 10 s");
+    let waited = started.elapsed();
+    let status = published.status();
+    let body = published.text().await.unwrap();
+    stop.send_replace(true);
+    let mut answers = std::collections::BTreeMap::new();
+    for trickle in trickles {
+        *answers.entry(trickle.await.unwrap()).or_insert(0) += 1;
+    }
+    eprintln!(
+        "trickled uploads: {holding} held a slot, answers {answers:?}; another user's \
+         publish answered {status} in {waited:.1?}"
+    );
+    assert_eq!(status, 201, "{body}");
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+    assert_eq!(holding, 16, "a quarter of the slots");
+    assert_eq!(answers.get(&Some(429)), Some(&48), "{answers:?}");
+}

@@ -1148,6 +1148,8 @@ async fn orphan_collection_on_one_instance_never_takes_a_blob_another_is_publish
         .unwrap();
     let b = open_instance(&database.url, blobs.path(), dir_b.path()).await;
     let owner = a.store.owner_by_name("admin").await.unwrap().unwrap();
+    let admin = a.store.user_by_name("admin").await.unwrap().unwrap();
+    let uploader = publish::Uploader::User(admin.id);
     let (x, y) = (
         RepoAddress::parse("admin", "v1", "x").unwrap(),
         RepoAddress::parse("admin", "v1", "y").unwrap(),
@@ -1179,14 +1181,14 @@ async fn orphan_collection_on_one_instance_never_takes_a_blob_another_is_publish
         }
     };
 
-    publish::publish(&b, &owner, &y, None, body(&bytes))
+    publish::publish(&b, uploader, &owner, &y, None, body(&bytes))
         .await
         .unwrap();
     for round in 0..60 {
         // In y (through b), not in x: a publish into x through a races a delete from y
         // through b.
         let (published, ()) = tokio::join!(
-            publish::publish(&a, &owner, &x, None, body(&bytes)),
+            publish::publish(&a, uploader, &owner, &x, None, body(&bytes)),
             delete_and_collect(&b, &y),
         );
         published.unwrap();
@@ -1196,7 +1198,7 @@ async fn orphan_collection_on_one_instance_never_takes_a_blob_another_is_publish
         );
         // And the other way round: into y through b, out of x through a.
         let (published, ()) = tokio::join!(
-            publish::publish(&b, &owner, &y, None, body(&bytes)),
+            publish::publish(&b, uploader, &owner, &y, None, body(&bytes)),
             delete_and_collect(&a, &x),
         );
         published.unwrap();

@@ -85,7 +85,15 @@ pub async fn upload(
                 .map(|info| info.0.ip()),
         },
     );
-    match publish::publish(&state, &owner, &at, declared, body.into_data_stream()).await {
+    let uploader = match &identity {
+        Identity::User(principal) => publish::Uploader::User(principal.user.id),
+        Identity::Anonymous => publish::Uploader::Address(
+            super::client::ClientAddr::of(&extensions)
+                .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
+        ),
+    };
+    let body = body.into_data_stream();
+    match publish::publish(&state, uploader, &owner, &at, declared, body).await {
         Ok(published) => {
             let status = if published.identical {
                 StatusCode::OK
