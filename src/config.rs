@@ -55,6 +55,9 @@ pub struct ServerConfig {
     pub max_connections: u32,
     /// Open connections per client address at most (IPv6: per /64).
     pub max_connections_per_ip: u32,
+    /// Bytes of package file chunks being sent, in all; beyond it, downloads are read in
+    /// small chunks.
+    pub download_buffer_bytes: usize,
     /// Proxies (addresses or CIDR networks) whose forwarding headers are believed: the
     /// client's address from `X-Forwarded-For` / `Forwarded`, and how clients reach the
     /// registry (`X-Forwarded-Proto` / `X-Forwarded-Host` / `Forwarded`) when `public_url`
@@ -82,6 +85,7 @@ impl Default for ServerConfig {
             body_idle_timeout_secs: 30,
             max_connections: 0,
             max_connections_per_ip: 64,
+            download_buffer_bytes: 64 << 20,
             trusted_proxies: Vec::new(),
             max_forwarded_hops: 16,
             workers: 0,

@@ -55,6 +55,8 @@ pub struct Shared {
     pub indexer: Arc<Indexer>,
     /// What `/metrics` reports.
     pub metrics: Arc<metrics::Metrics>,
+    /// Memory for the chunks of package files being sent (`server.download_buffer_bytes`).
+    pub download_buffers: Arc<http::chunks::Budget>,
     /// Complete answers to anonymous downloads, served before routing (`http::ready`).
     pub ready: Arc<http::ready::ReadyAnswers>,
     /// Uploads hold it shared from blob commit to row insert; deletes and the orphan
@@ -163,6 +165,7 @@ pub async fn open_with_clock(config: Config, clock: SharedClock) -> anyhow::Resu
         keys,
         indexer,
         metrics,
+        download_buffers: http::chunks::Budget::new(config.server.download_buffer_bytes),
         ready: Arc::new(http::ready::ReadyAnswers::new(
             config.storage.memory_cache_bytes,
         )),

@@ -3,6 +3,7 @@
 mod api;
 mod body_idle;
 mod body_limit;
+pub mod chunks;
 pub mod client;
 mod conditional;
 pub mod connections;

@@ -121,10 +121,6 @@ pub async fn upload(
     }
 }
 
-/// Read size for downloads: large enough that file reads (each a trip to the blocking
-/// pool) do not dominate.
-const DOWNLOAD_CHUNK: usize = 256 * 1024;
-
 /// `GET`/`HEAD /{owner}/{branch}/{repository}/{arch}/{name}-{version}.apk`; a noarch
 /// package is served under every architecture.
 pub async fn download(
@@ -184,9 +180,10 @@ pub async fn download(
             match blob.bytes {
                 Some(bytes) => (Body::from(bytes.clone()), Some(bytes)),
                 None => (
-                    Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+                    Body::from_stream(super::chunks::Chunks::new(
                         blob.body,
-                        DOWNLOAD_CHUNK,
+                        len,
+                        state.download_buffers.clone(),
                     )),
                     None,
                 ),
