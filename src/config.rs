@@ -50,11 +50,21 @@ pub struct ServerConfig {
     pub header_read_timeout_secs: u64,
     /// Seconds a request body may send nothing before the request is answered 408.
     pub body_idle_timeout_secs: u64,
+    /// Seconds an answer's body may wait for the client to take more of it before the
+    /// connection is closed.
+    pub send_timeout_secs: u64,
     /// Open connections at most (HTTP/1 and HTTP/2); 0 derives it from the open-file limit
-    /// at start.
+    /// at start. When full, the connection idle longest makes room.
     pub max_connections: u32,
-    /// Open connections per client address at most (IPv6: per /64).
+    /// Open connections per client address at most (IPv6: per /64); its answered idle
+    /// connections make room first. Behind a trusted proxy: requests in flight per client.
     pub max_connections_per_ip: u32,
+    /// Connections refused over a cap that are answered 503 and drained at once; others
+    /// over a cap are closed at once.
+    pub max_lingering_refusals: u32,
+    /// Seconds a refused connection is drained after its 503, so that the client reads
+    /// the answer rather than a reset.
+    pub refusal_linger_secs: u64,
     /// Bytes of package file chunks being sent, in all; beyond it, downloads are read in
     /// small chunks.
     pub download_buffer_bytes: usize,
@@ -83,8 +93,11 @@ impl Default for ServerConfig {
             shutdown_grace_secs: 30,
             header_read_timeout_secs: 30,
             body_idle_timeout_secs: 30,
+            send_timeout_secs: 60,
             max_connections: 0,
             max_connections_per_ip: 64,
+            max_lingering_refusals: 16,
+            refusal_linger_secs: 2,
             download_buffer_bytes: 64 << 20,
             trusted_proxies: Vec::new(),
             max_forwarded_hops: 16,
@@ -478,8 +491,10 @@ impl Config {
                 self.limits.max_concurrent_uploads
             );
         }
-        if self.server.body_idle_timeout_secs == 0 {
-            anyhow::bail!("server.body_idle_timeout_secs must be at least 1");
+        if self.server.body_idle_timeout_secs == 0 || self.server.send_timeout_secs == 0 {
+            anyhow::bail!(
+                "server.body_idle_timeout_secs and server.send_timeout_secs must be at least 1"
+            );
         }
         if self.limits.max_form_bytes == 0 || self.limits.max_json_bytes == 0 {
             anyhow::bail!("limits.max_form_bytes and limits.max_json_bytes must be positive");
