@@ -325,7 +325,7 @@ async fn user_command(state: &AppState, command: UserCommand) -> anyhow::Result<
             password_stdin,
         } => {
             let hash = if password_stdin {
-                Some(access::hash_password(&password_from_stdin()?)?)
+                Some(accounts::hash_password(state, password_from_stdin()?).await?)
             } else {
                 None
             };

@@ -215,21 +215,29 @@ pub async fn set_visibility(state: &AppState, name: &str, private: bool) -> AppR
     Ok(owner)
 }
 
-/// Sets (or, with `None`, removes) a user's password. Hashing (argon2) runs on the
-/// blocking pool.
+/// Hashes a new password (argon2) through the password check limiter, which bounds how
+/// many run at once and reuses their working memory: 503 when too many passwords are being
+/// checked or set.
+pub async fn hash_password(state: &AppState, password: String) -> AppResult<String> {
+    if password.is_empty() {
+        return Err(AppError::BadRequest("the password is empty".into()));
+    }
+    let hashed = state
+        .password_checks
+        .hash(password)
+        .await
+        .map_err(|access::Busy| AppError::Overloaded {
+            message: "too many passwords are being checked or set: retry shortly".into(),
+            retry_after: 1,
+        })?;
+    Ok(hashed?)
+}
+
+/// Sets (or, with `None`, removes) a user's password, hashed by `hash_password`.
 pub async fn set_password(state: &AppState, name: &str, password: Option<String>) -> AppResult<()> {
     let user = user(state, name).await?;
     let hash = match password {
-        Some(password) => {
-            if password.is_empty() {
-                return Err(AppError::BadRequest("the password is empty".into()));
-            }
-            Some(
-                tokio::task::spawn_blocking(move || access::hash_password(&password))
-                    .await
-                    .map_err(anyhow::Error::from)??,
-            )
-        }
+        Some(password) => Some(hash_password(state, password).await?),
         None => None,
     };
     state.store.set_password(user.id, hash.as_deref()).await?;

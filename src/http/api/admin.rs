@@ -35,17 +35,6 @@ pub struct CreatedUser {
     pub namespace: String,
 }
 
-async fn password_hash(password: String) -> AppResult<String> {
-    if password.is_empty() {
-        return Err(AppError::BadRequest("the password is empty".into()));
-    }
-    Ok(
-        tokio::task::spawn_blocking(move || access::hash_password(&password))
-            .await
-            .map_err(anyhow::Error::from)??,
-    )
-}
-
 /// Every user: site administrator, password set, active tokens, memberships.
 #[utoipa::path(get, path = "/api/v1/admin/users", tag = "admin",
     security(("basic" = []), ("bearer" = [])),
@@ -79,7 +68,7 @@ pub async fn create_user(
     Json(new): Json<NewUser>,
 ) -> AppResult<(StatusCode, axum::Json<CreatedUser>)> {
     let hash = match new.password {
-        Some(password) => Some(password_hash(password).await?),
+        Some(password) => Some(accounts::hash_password(&state, password).await?),
         None => None,
     };
     let user = accounts::create_user(&state, &new.name, hash.as_deref(), new.admin, true).await?;
