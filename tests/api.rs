@@ -954,6 +954,56 @@ async fn administration_does_what_the_command_line_does() {
     server.stop().await;
 }
 
+/// A password change names the new password or null: `{}` (a field name mistyped, or
+/// left out) used to remove the password as null does.
+#[tokio::test]
+async fn a_password_change_without_the_password_field_is_refused() {
+    let server = TestServer::start().await;
+    use reqwest::Method;
+    let (status, _) = send(
+        &server,
+        Method::POST,
+        "/api/v1/admin/users",
+        admin(),
+        Some(json!({"name": "carol", "password": "first password"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let path = "/api/v1/admin/users/carol/password";
+    for body in [json!({}), json!({"pasword": "typo"})] {
+        let (status, answer) = send(&server, Method::PUT, path, admin(), Some(body.clone())).await;
+        assert_error(status, &answer, 400, &format!("PUT {body}"));
+        let message = answer["message"].as_str().unwrap();
+        assert!(message.contains("password"), "{body}: {message}");
+    }
+    let carol = Some(("carol", "first password"));
+    assert_eq!(
+        get(&server, "/api/v1/owners", carol).await.0,
+        200,
+        "unchanged"
+    );
+    let (status, _) = send(
+        &server,
+        Method::PUT,
+        path,
+        admin(),
+        Some(json!({"password": null})),
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(
+        get(&server, "/api/v1/owners", carol).await.0,
+        401,
+        "removed"
+    );
+    let (_, document) = get(&server, "/api/v1/openapi.json", ANONYMOUS).await;
+    assert_eq!(
+        document["components"]["schemas"]["NewPassword"]["required"],
+        json!(["password"])
+    );
+    server.stop().await;
+}
+
 /// `(method, path)` of every `#[utoipa::path(...)]` in the API's source.
 fn documented_handlers() -> BTreeSet<(String, String)> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http/api");

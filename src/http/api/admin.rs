@@ -108,6 +108,11 @@ pub async fn delete_user(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPassword {
+    /// The new password, or null to remove it; required (`{}` is refused, so that a
+    /// mistyped field name never removes a password).
+    // Through `deserialize_with`, a missing field is an error rather than None.
+    #[serde(deserialize_with = "Option::deserialize")]
+    #[schema(required = true)]
     pub password: Option<String>,
 }
 
