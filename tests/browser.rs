@@ -311,6 +311,27 @@ async fn scenario(client: &Client, server: &TestServer) {
     client.goto(&server.url("/")).await.unwrap();
     screenshot(client, "home.png").await;
 
+    // A token alone logs in, the user name left empty (the browser sends the form).
+    let token = server
+        .user_with_token("alice", alpine_registry::store::Role::Read, None, None)
+        .await;
+    client.delete_all_cookies().await.unwrap();
+    client.goto(&server.url("/-/login")).await.unwrap();
+    client
+        .find(Locator::Id("secret"))
+        .await
+        .unwrap()
+        .send_keys(&token)
+        .await
+        .unwrap();
+    navigate(client, Locator::Css("main form button[type=submit]"), |p| {
+        p == "/"
+    })
+    .await;
+    assert!(text(client, "header .account")
+        .await
+        .contains("Logged in as alice"));
+
     // Readable on a phone: the page fits a narrow window without sideways scrolling.
     client.set_window_size(390, 844).await.unwrap();
     client.goto(&server.url("/acme")).await.unwrap();
