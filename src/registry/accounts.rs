@@ -59,7 +59,8 @@ async fn owner_name_free(state: &AppState, name: &OwnerName) -> AppResult<()> {
 
 /// Creates a user and its namespace (an owner of the same name, the user its admin).
 /// With `generate_key`, the namespace's signing key is made now (seconds for 4096 bits);
-/// otherwise the server makes it in the background.
+/// otherwise the server makes it in the background (`Keys::spawn_create_missing`) or on
+/// first use.
 pub async fn create_user(
     state: &AppState,
     name: &str,
@@ -94,21 +95,35 @@ pub async fn create_user(
     Ok(user)
 }
 
-/// Creates an owner (namespace) and its signing key; returns the key's file name.
+/// Creates an owner (namespace). With `generate_key`, its signing key is made now
+/// (seconds for 4096 bits) and its file name returned; otherwise the server makes it in
+/// the background (`Keys::spawn_create_missing`) or on first use.
 pub async fn create_owner(
     state: &AppState,
     name: &str,
     private: bool,
     org: bool,
-) -> AppResult<(Owner, String)> {
+    generate_key: bool,
+) -> AppResult<(Owner, Option<String>)> {
     let name = OwnerName::parse(name)?;
     owner_name_free(state, &name).await?;
     let owner = state
         .store
         .create_owner(name.as_str(), private, org)
         .await?;
-    let key = state.keys.get_or_create(&owner).await?;
-    Ok((owner, key.key_name().to_string()))
+    let key_name = if generate_key {
+        Some(
+            state
+                .keys
+                .get_or_create(&owner)
+                .await?
+                .key_name()
+                .to_string(),
+        )
+    } else {
+        None
+    };
+    Ok((owner, key_name))
 }
 
 pub async fn list_users(state: &AppState) -> AppResult<Vec<UserSummary>> {

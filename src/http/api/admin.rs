@@ -50,7 +50,9 @@ pub async fn list_users(
     Ok(axum::Json(accounts::list_users(&state).await?))
 }
 
-/// Creates a user and its namespace (an owner of the same name, the user its admin).
+/// Creates a user and its namespace (an owner of the same name, the user its admin). The
+/// namespace's signing key is generated in the background: the answer does not wait for
+/// it, and a publish that comes first does.
 #[utoipa::path(post, path = "/api/v1/admin/users", tag = "admin",
     security(("basic" = []), ("bearer" = [])),
     request_body = NewUser,
@@ -71,7 +73,10 @@ pub async fn create_user(
         Some(password) => Some(accounts::hash_password(&state, password).await?),
         None => None,
     };
-    let user = accounts::create_user(&state, &new.name, hash.as_deref(), new.admin, true).await?;
+    let user = accounts::create_user(&state, &new.name, hash.as_deref(), new.admin, false).await?;
+    // The namespace's key (seconds for 4096 bits) is made in the background: a publish
+    // that comes first waits for it.
+    state.keys.spawn_create_missing();
     Ok((
         StatusCode::CREATED,
         axum::Json(CreatedUser {
@@ -180,20 +185,14 @@ pub struct OwnerInfo {
     pub is_org: bool,
 }
 
-/// An owner as created, with its signing key's file name.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct CreatedOwner {
-    #[serde(flatten)]
-    pub owner: OwnerInfo,
-    pub key_name: String,
-}
-
-/// Creates an owner and its signing key.
+/// Creates an owner. Its signing key is generated in the background: the answer does not
+/// wait for it (`GET /api/v1/owners/{owner}` shows it once made), and a publish that
+/// comes first does.
 #[utoipa::path(post, path = "/api/v1/admin/owners", tag = "admin",
     security(("basic" = []), ("bearer" = [])),
     request_body = NewOwner,
     responses(
-        (status = 201, body = CreatedOwner),
+        (status = 201, body = OwnerInfo),
         (status = 400, description = "Invalid or reserved name, or bad JSON", body = ErrorBody),
         (status = 401, description = "No credentials", body = ErrorBody),
         (status = 403, description = "Not a site administrator", body = ErrorBody),
@@ -204,17 +203,15 @@ pub async fn create_owner(
     State(state): State<AppState>,
     _: SiteAdmin,
     Json(new): Json<NewOwner>,
-) -> AppResult<(StatusCode, axum::Json<CreatedOwner>)> {
-    let (owner, key_name) = accounts::create_owner(&state, &new.name, new.private, new.org).await?;
+) -> AppResult<(StatusCode, axum::Json<OwnerInfo>)> {
+    let (owner, _) = accounts::create_owner(&state, &new.name, new.private, new.org, false).await?;
+    state.keys.spawn_create_missing();
     Ok((
         StatusCode::CREATED,
-        axum::Json(CreatedOwner {
-            owner: OwnerInfo {
-                name: owner.name,
-                is_private: owner.is_private,
-                is_org: owner.is_org,
-            },
-            key_name,
+        axum::Json(OwnerInfo {
+            name: owner.name,
+            is_private: owner.is_private,
+            is_org: owner.is_org,
         }),
     ))
 }
