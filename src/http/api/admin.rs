@@ -19,6 +19,7 @@ use crate::AppState;
 pub struct NewUser {
     pub name: String,
     /// Without one, the user signs in with tokens only.
+    #[schema(min_length = 1)]
     pub password: Option<String>,
     /// Makes the user a site administrator.
     #[serde(default)]
@@ -117,7 +118,7 @@ pub struct NewPassword {
     /// mistyped field name never removes a password).
     // Through `deserialize_with`, a missing field is an error rather than None.
     #[serde(deserialize_with = "Option::deserialize")]
-    #[schema(required = true)]
+    #[schema(required = true, min_length = 1)]
     pub password: Option<String>,
 }
 
@@ -394,8 +395,10 @@ pub struct NewToken {
     /// Limits the token to one owner.
     pub owner: Option<String>,
     /// A number with a unit, s m h d w or y: "90d", "12h".
+    #[schema(pattern = r"^\s*0*[1-9][0-9]{0,9}[smhdwy]\s*$")]
     pub expires_in: Option<String>,
-    /// Says what the token is for.
+    /// Says what the token is for: at most 100 characters, no control characters.
+    #[schema(max_length = 100, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub label: Option<String>,
 }
 
