@@ -372,6 +372,27 @@ async fn scenario(client: &Client, server: &TestServer) {
     client.goto(&server.url("/")).await.unwrap();
     screenshot(client, "home.png").await;
 
+    // A token alone logs in, the user name left empty (the browser sends the form).
+    let token = server
+        .user_with_token("alice", alpine_registry::store::Role::Read, None, None)
+        .await;
+    client.delete_all_cookies().await.unwrap();
+    client.goto(&server.url("/-/login")).await.unwrap();
+    client
+        .find(Locator::Id("secret"))
+        .await
+        .unwrap()
+        .send_keys(&token)
+        .await
+        .unwrap();
+    navigate(client, Locator::Css("main form button[type=submit]"), |p| {
+        p == "/"
+    })
+    .await;
+    assert!(text(client, "header .account")
+        .await
+        .contains("Logged in as alice"));
+
     // Readable on a phone: the page fits a narrow window without sideways scrolling.
     client.set_window_size(390, 844).await.unwrap();
     client.goto(&server.url("/acme")).await.unwrap();
@@ -393,6 +414,22 @@ async fn scenario(client: &Client, server: &TestServer) {
     // Every kind of page, as alice (logged in, with the right to delete): with axe-core, no
     // serious or critical violation.
     if let Some(axe) = axe_script() {
+        // With her password, which may delete (the token above only reads).
+        client.delete_all_cookies().await.unwrap();
+        client.goto(&server.url("/-/login")).await.unwrap();
+        for (field, value) in [("user", "alice".to_string()), ("secret", password_of("alice"))] {
+            client
+                .find(Locator::Id(field))
+                .await
+                .unwrap()
+                .send_keys(&value)
+                .await
+                .unwrap();
+        }
+        navigate(client, Locator::Css("main form button[type=submit]"), |p| {
+            p == "/"
+        })
+        .await;
         client
             .goto(&server.url("/acme/-/packages/hello"))
             .await
