@@ -367,7 +367,10 @@ async fn scenario(client: &Client, server: &TestServer) {
         .await
         .unwrap();
     let script = text(client, "#setup-script").await;
-    assert!(script.contains("mv \"$tmp\" '/etc/apk/keys/acme-"), "{script}");
+    assert!(
+        script.contains("mv \"$tmp\" '/etc/apk/keys/acme-"),
+        "{script}"
+    );
     screenshot(client, "setup.png").await;
     client.goto(&server.url("/")).await.unwrap();
     screenshot(client, "home.png").await;
@@ -417,7 +420,10 @@ async fn scenario(client: &Client, server: &TestServer) {
         // With her password, which may delete (the token above only reads).
         client.delete_all_cookies().await.unwrap();
         client.goto(&server.url("/-/login")).await.unwrap();
-        for (field, value) in [("user", "alice".to_string()), ("secret", password_of("alice"))] {
+        for (field, value) in [
+            ("user", "alice".to_string()),
+            ("secret", password_of("alice")),
+        ] {
             client
                 .find(Locator::Id(field))
                 .await

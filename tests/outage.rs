@@ -570,7 +570,10 @@ impl TestStore {
         TestStore { runtime, store }
     }
 
-    fn run<T, E: std::fmt::Debug>(&self, call: impl std::future::Future<Output = Result<T, E>>) -> T {
+    fn run<T, E: std::fmt::Debug>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, E>>,
+    ) -> T {
         self.runtime.block_on(call).expect("store call")
     }
 }
