@@ -325,7 +325,7 @@ async fn user_command(state: &AppState, command: UserCommand) -> anyhow::Result<
             password_stdin,
         } => {
             let hash = if password_stdin {
-                Some(access::hash_password(&password_from_stdin()?)?)
+                Some(accounts::hash_password(state, password_from_stdin()?).await?)
             } else {
                 None
             };
@@ -376,8 +376,13 @@ async fn user_command(state: &AppState, command: UserCommand) -> anyhow::Result<
 async fn owner_command(state: &AppState, command: OwnerCommand) -> anyhow::Result<()> {
     match command {
         OwnerCommand::Create { name, private, org } => {
-            let (owner, key_name) = accounts::create_owner(state, &name, private, org).await?;
-            eprintln!("created owner {} (key {key_name})", owner.name);
+            let (owner, key_name) =
+                accounts::create_owner(state, &name, private, org, true).await?;
+            eprintln!(
+                "created owner {} (key {})",
+                owner.name,
+                key_name.unwrap_or_default()
+            );
         }
         OwnerCommand::List => {
             let rows = accounts::list_owners(state).await?.into_iter().map(|o| {

@@ -353,8 +353,9 @@ pub struct AuthConfig {
     /// Authentication failures from one address, whatever the user name, before it is
     /// slowed down like a single user name.
     pub max_failures_per_address: u32,
-    /// Password verifications (argon2, about 19 MiB each) running at once; 0 means one
-    /// per core. A few more wait briefly; the rest get 503 with `Retry-After`.
+    /// Password verifications and hashes of new passwords (argon2, about 19 MiB each)
+    /// running at once; 0 means one per core. A few more wait briefly; the rest get 503
+    /// with `Retry-After`.
     pub max_concurrent_password_checks: usize,
     /// How long a login session of the web pages lasts, whatever it does meanwhile.
     pub session_lifetime_secs: u64,

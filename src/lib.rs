@@ -399,28 +399,8 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let keys = state.keys.clone();
-    tokio::spawn(async move {
-        // Retried while the database is unreachable; keys are also made on first use.
-        let mut wait = Duration::from_secs(1);
-        loop {
-            match keys.create_missing().await {
-                Ok(()) => break,
-                Err(e) if error::unreachable_backend_of(&e).is_some() => {
-                    tracing::warn!(
-                        error = %format!("{e:#}"), retry_in_secs = wait.as_secs(),
-                        "generating owner keys: the database is unreachable"
-                    );
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(60));
-                }
-                Err(e) => {
-                    tracing::error!(error = %format!("{e:#}"), "generating owner keys");
-                    break;
-                }
-            }
-        }
-    });
+    // Keys are also made on first use.
+    state.keys.spawn_create_missing();
     registry::fsck::spawn_orphan_collector(state.clone());
     if state.config.database_backend().ok() == Some(DatabaseBackend::Postgres) {
         spawn_abandoned_index_rebuilder(state.clone());

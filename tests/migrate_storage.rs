@@ -149,10 +149,10 @@ async fn populate(server: &TestServer) -> Tokens {
     accounts::create_user(state, "bob", Some(&hash), false, true)
         .await
         .unwrap();
-    accounts::create_owner(state, "acme", false, true)
+    accounts::create_owner(state, "acme", false, true, true)
         .await
         .unwrap();
-    accounts::create_owner(state, "vault", true, true)
+    accounts::create_owner(state, "vault", true, true, true)
         .await
         .unwrap();
     accounts::add_member(state, "vault", "bob", Role::Write)

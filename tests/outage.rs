@@ -19,6 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use alpine_registry::config::S3Config;
+use alpine_registry::store::Store;
 use common::process::ChildServer;
 use common::relay::Relay;
 use common::{apkindex_text, index_names, package, ADMIN_TOKEN};
@@ -362,7 +363,26 @@ fn postgres_outage_answers_503_and_recovers_without_restart() {
     assert_eq!(put(&client, &server, first).status, 201);
     wait_ready(&client, &server, Duration::from_secs(10));
 
+    let store = TestStore::connect(&url);
+    let repository_id = {
+        let admin = store.run(store.store.owner_by_name("admin")).unwrap();
+        store
+            .run(store.store.repository(&alpine_registry::store::RepoRef {
+                owner_id: admin.id,
+                branch: "v3.20".into(),
+                repository: "main".into(),
+            }))
+            .unwrap()
+            .id
+    };
     for mode in ["immediate", "fast"] {
+        // Before the immediate stop, the test holds the repository's index build lock (as
+        // another instance building it would): uploads then commit their rows and wait
+        // for it, so the stop lands between a row and its index, and those uploads must
+        // be answered 503 saying they were recorded, then be listed once the database is
+        // back.
+        let build_lock =
+            (mode == "immediate").then(|| store.run(store.store.lock_index_build(repository_id)));
         // Uploads in flight across the stop, from workers that upload one after another
         // until a while after it: each is acknowledged (then it must be listed later) or
         // answered 503, nothing else.
@@ -378,6 +398,7 @@ fn postgres_outage_answers_503_and_recovers_without_restart() {
                         }
                         let name = format!("inflight-{mode}-{}", letters(worker * 1000 + round));
                         let bytes = bulky_package(&name, worker * 1000 + round);
+                        let started = Instant::now();
                         let upload = answer(
                             client
                                 .put(&target)
@@ -386,7 +407,7 @@ fn postgres_outage_answers_503_and_recovers_without_restart() {
                                 .send()
                                 .unwrap(),
                         );
-                        results.push((name, bytes, upload));
+                        results.push((name, bytes, upload, started, Instant::now()));
                     }
                     results
                 })
@@ -397,10 +418,13 @@ fn postgres_outage_answers_503_and_recovers_without_restart() {
         let stopped = Instant::now();
         std::thread::sleep(Duration::from_millis(300));
         done.store(true, std::sync::atomic::Ordering::SeqCst);
-        let (mut accepted, mut refused, mut refused_recorded) = (0, 0, 0);
+        let (mut accepted, mut refused, mut refused_recorded, mut straddled) = (0, 0, 0, 0);
         for worker in workers {
-            for (name, bytes, upload) in worker.join().unwrap() {
+            for (name, bytes, upload, started, answered) in worker.join().unwrap() {
                 uploaded.insert(name.clone(), bytes);
+                if started < stopped && answered > stopped {
+                    straddled += 1;
+                }
                 match upload.status {
                     201 => {
                         accepted += 1;
@@ -418,11 +442,24 @@ fn postgres_outage_answers_503_and_recovers_without_restart() {
                 }
             }
         }
+        {
+            // Given back on the store's runtime (its connection died with the server).
+            let _inside = store.runtime.enter();
+            drop(build_lock);
+        }
         eprintln!(
             "{mode} stop: {accepted} uploads acknowledged, {refused} refused with 503 \
-             ({refused_recorded} of them after their row was recorded)"
+             ({refused_recorded} of them after their row was recorded), {straddled} in \
+             flight across the stop"
         );
         assert!(refused > 0, "no upload met the stopped database");
+        assert!(straddled > 0, "no upload was in flight across the stop");
+        if mode == "immediate" {
+            assert!(
+                refused_recorded > 0,
+                "no upload was recorded before the stop and refused after it"
+            );
+        }
 
         // While it is down.
         get(&client, &server, "/readyz").assert_unavailable("/readyz");
@@ -510,6 +547,34 @@ fn postgres_outage_answers_503_and_recovers_without_restart() {
     let names = listed(&client, &server, &uploaded);
     for name in &acknowledged {
         assert!(names.contains(name), "{name} lost across restarts");
+    }
+}
+
+/// A store on the test's cluster, as another instance has one, with the runtime its
+/// connections live on (the test itself runs on plain threads).
+struct TestStore {
+    runtime: tokio::runtime::Runtime,
+    store: alpine_registry::store::PostgresStore,
+}
+
+impl TestStore {
+    fn connect(url: &str) -> TestStore {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let store = runtime
+            .block_on(alpine_registry::store::PostgresStore::connect(
+                url,
+                2,
+                alpine_registry::clock::system(),
+            ))
+            .expect("connect to the test cluster");
+        TestStore { runtime, store }
+    }
+
+    fn run<T, E: std::fmt::Debug>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, E>>,
+    ) -> T {
+        self.runtime.block_on(call).expect("store call")
     }
 }
 

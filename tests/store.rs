@@ -1941,12 +1941,14 @@ async fn repositories_created_listed_and_removed(store: &dyn Store) {
 
     let created = store.create_repository(&main).await.unwrap();
     assert_eq!((created.wanted_gen, created.built_gen), (0, 0));
+    assert!(store.is_empty_repository(created.id).await.unwrap());
     conflict(store.create_repository(&main).await.unwrap_err());
     let first = store
         .insert_package(&main, new_package("hello", "1.0-r0", "x86_64"), false)
         .await
         .unwrap();
     assert!(!first.repository_created);
+    assert!(!store.is_empty_repository(created.id).await.unwrap());
     assert_eq!(first.package.repository_id, created.id);
     let tool = store
         .insert_package(&edge, new_package("tool", "2.0-r0", "noarch"), true)

@@ -946,6 +946,44 @@ async fn cookies_are_secure_when_the_visitor_came_over_https() {
     server.stop().await;
 }
 
+/// A token logs in without a user name, as the form's help says: the user field used to
+/// be required, so a browser would not send the form without one. A password still needs
+/// its user name, and the refusal says so.
+#[tokio::test]
+async fn a_token_logs_in_without_a_user_name() {
+    let server = started().await;
+    let token = server
+        .user_with_token("alice", Role::Read, None, None)
+        .await;
+    let mut visitor = Visitor::new(&server);
+    let form = visitor.get("/-/login").await;
+    let user_input = form
+        .body
+        .split("<input id=\"user\"")
+        .nth(1)
+        .and_then(|rest| rest.split('>').next())
+        .expect("the user field");
+    assert!(!user_input.contains("required"), "{user_input}");
+    let answer = visitor.login("", &token).await;
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    let home = visitor.get("/").await;
+    assert!(home.body.contains("Logged in as <strong>alice</strong>"));
+
+    let mut other = Visitor::new(&server);
+    let refused = other.login("", &password_of("alice")).await;
+    assert_eq!(refused.status, 401);
+    assert!(refused.body.contains("id=\"login-error\""));
+    assert!(
+        refused
+            .body
+            .contains("enter your user name with the password"),
+        "{}",
+        refused.body
+    );
+    assert!(!other.cookies.contains_key("alpine_registry_session"));
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn login_without_the_double_submitted_token_is_refused() {
     let server = started().await;

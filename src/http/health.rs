@@ -9,6 +9,9 @@ use serde_json::{json, Value};
 use crate::error::{AppError, AppResult, Backend};
 use crate::AppState;
 
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "server", operation_id = "healthz",
+    responses((status = 200, description = "Alive", body = Object)))]
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
@@ -17,6 +20,12 @@ pub async fn healthz() -> Json<Value> {
 /// `Retry-After`, within `database.acquire_timeout_secs` and then
 /// `storage.ready_timeout_secs` (a probe must not wait as long as a request would). Ready
 /// again once both are back, without a restart: the database pool reconnects by itself.
+#[utoipa::path(get, path = "/readyz", tag = "server", operation_id = "readyz",
+    responses(
+        (status = 200, description = "The database and blob storage answer", body = Object),
+        (status = 503, description = "The database or blob storage is unreachable",
+            body = super::api::ErrorBody),
+    ))]
 pub async fn readyz(State(state): State<AppState>) -> AppResult<Json<Value>> {
     if let Err(e) = state.store.ping().await {
         return Err(AppError::unreachable(Backend::Database, e));

@@ -7,7 +7,8 @@ use axum::response::Response;
 use axum::Json;
 use serde::Serialize;
 
-use super::conditional::{Entity, Plan};
+use super::api::{ErrorBody, FileBytes};
+use super::conditional::{Entity, Plan, Preconditions, Ranges};
 use super::indexes::cache_control;
 use super::ready;
 use crate::access::Identity;
@@ -18,7 +19,7 @@ use crate::store::{Package, Role};
 use crate::AppState;
 
 /// What a successful upload answers.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Uploaded {
     pub owner: String,
     pub branch: String,
@@ -58,9 +59,49 @@ impl Uploaded {
     }
 }
 
-/// `PUT /{owner}/{branch}/{repository}` with the `.apk` as body: 201 for a new file; for
-/// a file stored already with the same bytes, 200 or a 409 that describes it
+/// Publishes a package: the `.apk` (apk v2) as the body. Answers 201 once the signed
+/// index of its architecture (of every architecture, for a noarch package) lists it; for a
+/// file stored already with the same bytes, 200 or a 409 that describes it
 /// (`repositories.identical_reupload`), in the words of the 201 that stored it.
+#[utoipa::path(put, path = "/{owner}/{branch}/{repository}", tag = "apk",
+    operation_id = "upload_package",
+    params(("owner" = String, Path, description = "A user or an organisation"),
+        ("branch" = String, Path, description = "A branch, such as v3.21 or edge"),
+        ("repository" = String, Path, description = "A repository, such as main")),
+    request_body(content = FileBytes, content_type = "application/octet-stream",
+        description = "The .apk file"),
+    responses(
+        (status = 200, body = Uploaded,
+            description = "These very bytes are stored under this name already, and \
+                           repositories.identical_reupload is accept: the answer of the \
+                           upload that stored them"),
+        (status = 201, description = "Published", body = Uploaded),
+        (status = 400, body = ErrorBody,
+            description = "A malformed package, an invalid name in it or in the path, an empty \
+                           body"),
+        (status = 401, description = "No credentials, or bad ones", body = ErrorBody),
+        (status = 403, description = "Credentials without write access to this owner",
+            body = ErrorBody),
+        (status = 404, body = ErrorBody,
+            description = "No such owner, or no such repository while repositories.auto_create \
+                           is off"),
+        (status = 409, body = ErrorBody,
+            description = "The same name and version is already in the repository (the body \
+                           says whether its bytes are the upload's, \"identical\", and \
+                           describes the stored file)"),
+        (status = 413, description = "Over limits.max_upload_bytes", body = ErrorBody),
+        (status = 408, body = ErrorBody,
+            description = "The body sent nothing for server.body_idle_timeout_secs"),
+        (status = 415, description = "An apk v3 package: only v2 packages are taken",
+            body = ErrorBody),
+        (status = 429, body = ErrorBody,
+            description = "This user has limits.max_concurrent_uploads_per_user uploads in \
+                           progress already, or too many failed authentication attempts from \
+                           this address"),
+        (status = 503, body = ErrorBody,
+            description = "More uploads at once than limits.max_concurrent_uploads, or the \
+                           database or blob storage is unreachable"),
+    ))]
 pub async fn upload(
     State(state): State<AppState>,
     identity: Identity,
@@ -121,8 +162,39 @@ pub async fn upload(
     }
 }
 
-/// `GET`/`HEAD /{owner}/{branch}/{repository}/{arch}/{name}-{version}.apk`; a noarch
-/// package is served under every architecture.
+/// A package file; a noarch package is served under every architecture.
+#[utoipa::path(method(get, head), path = "/{owner}/{branch}/{repository}/{arch}/{file}",
+    tag = "apk", operation_id = "get_package",
+    params(("owner" = String, Path, description = "A user or an organisation"),
+        ("branch" = String, Path, description = "A branch, such as v3.21 or edge"),
+        ("repository" = String, Path, description = "A repository, such as main"),
+        ("arch" = String, Path, description = "An architecture, such as x86_64"),
+        ("file" = String, Path, description = "{name}-{version}.apk"),
+        Preconditions, Ranges),
+    responses(
+        (status = 200, description = "The package", content_type = "application/octet-stream",
+            body = FileBytes,
+            headers(("ETag" = String, description = "\"<sha256 of the file>\""),
+                ("Last-Modified" = String), ("Accept-Ranges" = String),
+                ("Cache-Control" = String))),
+        (status = 206, description = "The range asked for (GET only)",
+            content_type = "application/octet-stream", body = FileBytes,
+            headers(("Content-Range" = String, description = "bytes <first>-<last>/<size>"),
+                ("ETag" = String))),
+        (status = 304, description = "Not modified since the copy the validators name",
+            headers(("ETag" = String), ("Last-Modified" = String))),
+        (status = 400, body = ErrorBody,
+            description = "Invalid owner, branch, repository, architecture or file name"),
+        (status = 401, body = ErrorBody,
+            description = "Unknown or private owner and no credentials, or bad credentials"),
+        (status = 403, description = "Credentials that may not read this owner", body = ErrorBody),
+        (status = 404, description = "No such package file", body = ErrorBody),
+        (status = 412, description = "If-Match or If-Unmodified-Since does not hold",
+            body = ErrorBody),
+        (status = 416, description = "No requested range is satisfiable (GET only)",
+            body = ErrorBody,
+            headers(("Content-Range" = String, description = "bytes */<size>"))),
+    ))]
 pub async fn download(
     state: &AppState,
     identity: &Identity,
@@ -199,8 +271,24 @@ pub async fn download(
     Ok(response)
 }
 
-/// `DELETE /{owner}/{branch}/{repository}/{arch}/{name}-{version}.apk`. When it answers
-/// 204 the index no longer lists the package.
+/// Deletes a package file (a noarch one through any architecture). When it answers 204
+/// the index no longer lists the package.
+#[utoipa::path(delete, path = "/{owner}/{branch}/{repository}/{arch}/{file}", tag = "apk",
+    operation_id = "delete_package",
+    params(("owner" = String, Path, description = "A user or an organisation"),
+        ("branch" = String, Path, description = "A branch, such as v3.21 or edge"),
+        ("repository" = String, Path, description = "A repository, such as main"),
+        ("arch" = String, Path, description = "An architecture, such as x86_64"),
+        ("file" = String, Path, description = "{name}-{version}.apk")),
+    responses(
+        (status = 204, description = "Deleted, and gone from the index"),
+        (status = 400, body = ErrorBody,
+            description = "Invalid owner, branch, repository, architecture or file name"),
+        (status = 401, description = "No credentials, or bad ones", body = ErrorBody),
+        (status = 403, description = "Credentials without write access to this owner",
+            body = ErrorBody),
+        (status = 404, description = "No such owner or package file", body = ErrorBody),
+    ))]
 pub async fn delete(
     State(state): State<AppState>,
     identity: Identity,

@@ -493,10 +493,13 @@ pub async fn index_files(
         .map(|f| package_file(&owner.name, f, &parse_stanza(&f.stanza)))
         .collect();
     // What the apk route serves: an index of an architecture with files of its own, or of
-    // any known architecture while the repository holds noarch files (built on demand).
+    // any known architecture while the repository holds noarch files or nothing at all
+    // (built on demand).
+    let known = KNOWN_ARCHES.contains(&arch.as_str());
     let served = files.iter().any(|f| !f.noarch)
-        || (KNOWN_ARCHES.contains(&arch.as_str()) && !files.is_empty())
-        || state.store.index(repo.id, arch.as_str()).await?.is_some();
+        || (known && !files.is_empty())
+        || state.store.index(repo.id, arch.as_str()).await?.is_some()
+        || (known && state.store.is_empty_repository(repo.id).await?);
     if !served {
         return Err(AppError::NotFound(format!(
             "{}/{}/{} has no index for {arch}",

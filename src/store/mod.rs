@@ -552,6 +552,8 @@ pub trait Store: Send + Sync + 'static {
     async fn repository_by_id(&self, id: i64) -> StoreResult<Option<Repository>>;
     /// Whether the repository holds any noarch package.
     async fn has_noarch(&self, repository_id: i64) -> StoreResult<bool>;
+    /// Whether the repository holds no package at all.
+    async fn is_empty_repository(&self, repository_id: i64) -> StoreResult<bool>;
     /// Repositories matching the optional filters.
     async fn list_repositories(
         &self,

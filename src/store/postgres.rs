@@ -896,6 +896,16 @@ impl Store for PostgresStore {
         .await?)
     }
 
+    async fn is_empty_repository(&self, repository_id: i64) -> StoreResult<bool> {
+        Ok(sqlx::query_scalar(
+            "SELECT NOT EXISTS \
+             (SELECT 1 FROM packages WHERE repository_id = $1)",
+        )
+        .bind(repository_id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     async fn list_repositories(
         &self,
         owner_id: Option<i64>,

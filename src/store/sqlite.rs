@@ -816,6 +816,16 @@ impl Store for SqliteStore {
         .await?)
     }
 
+    async fn is_empty_repository(&self, repository_id: i64) -> StoreResult<bool> {
+        Ok(sqlx::query_scalar(
+            "SELECT NOT EXISTS \
+             (SELECT 1 FROM packages WHERE repository_id = ?)",
+        )
+        .bind(repository_id)
+        .fetch_one(&self.reader)
+        .await?)
+    }
+
     async fn list_repositories(
         &self,
         owner_id: Option<i64>,
