@@ -47,9 +47,19 @@ impl UploadSlots {
         })
     }
 
-    /// A slot for `uploader`: 429 when it holds its share, 503 when every slot is taken.
+    /// A slot for `uploader`: 503 when every slot is taken, else 429 when it holds its share.
     pub fn take(self: &Arc<Self>, uploader: Uploader) -> Result<UploadSlot, AppError> {
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if held.total >= self.total {
+            return Err(AppError::Overloaded {
+                message: format!(
+                    "too many uploads in progress (limits.max_concurrent_uploads = {}): \
+                     retry shortly",
+                    self.total
+                ),
+                retry_after: 1,
+            });
+        }
         let own = held.by.get(&uploader).copied().unwrap_or(0);
         if own >= self.share {
             return Err(AppError::TooManyRequests {
@@ -58,16 +68,6 @@ impl UploadSlots {
                      (limits.max_concurrent_uploads_per_user = {}): retry once one has \
                      finished",
                     self.share
-                ),
-                retry_after: 1,
-            });
-        }
-        if held.total >= self.total {
-            return Err(AppError::Overloaded {
-                message: format!(
-                    "too many uploads in progress (limits.max_concurrent_uploads = {}): \
-                     retry shortly",
-                    self.total
                 ),
                 retry_after: 1,
             });
@@ -113,6 +113,8 @@ mod tests {
         let _bob = slots.take(bob).unwrap();
         let full = slots.take(Uploader::User(3)).err().unwrap();
         assert_eq!(full.status(), 503);
+        // With every slot taken, the server is busy whoever asks.
+        assert_eq!(slots.take(alice).err().unwrap().status(), 503);
         drop(first);
         let _again = slots.take(alice).unwrap();
     }
