@@ -318,6 +318,8 @@ async fn concurrent_amplifying_uploads_are_bounded_in_memory() {
         TOKEN,
         &[
             ("ALPINE_REGISTRY__LIMITS__MAX_CONCURRENT_UPLOADS", "16"),
+            // One user sends them all: the cap in all is what this is about.
+            ("ALPINE_REGISTRY__LIMITS__MAX_CONCURRENT_UPLOADS_PER_USER", "16"),
             (PER_IP_CAP, "1000"),
         ],
     );

@@ -1029,7 +1029,12 @@ async fn concurrent_uploads_and_deletes_on_few_connections_finish() {
 }
 
 async fn uploads_and_deletes_on(connections: u32) {
-    let server = TestServer::start_with(|c| c.database.max_connections = connections).await;
+    // One user's 32 uploads at once: each may have an upload slot.
+    let server = TestServer::start_with(|c| {
+        c.database.max_connections = connections;
+        c.limits.max_concurrent_uploads_per_user = 32;
+    })
+    .await;
     let server = Arc::new(server);
     // 32 at once: distinct packages, and the same content in 8 repositories, whose
     // uploads share one digest's lock while deletes of it take it exclusively.
