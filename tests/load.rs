@@ -319,7 +319,10 @@ async fn concurrent_amplifying_uploads_are_bounded_in_memory() {
         &[
             ("ALPINE_REGISTRY__LIMITS__MAX_CONCURRENT_UPLOADS", "16"),
             // One user sends them all: the cap in all is what this is about.
-            ("ALPINE_REGISTRY__LIMITS__MAX_CONCURRENT_UPLOADS_PER_USER", "16"),
+            (
+                "ALPINE_REGISTRY__LIMITS__MAX_CONCURRENT_UPLOADS_PER_USER",
+                "16",
+            ),
             (PER_IP_CAP, "1000"),
         ],
     );
@@ -757,12 +760,15 @@ async fn downloads_whose_clients_stop_reading_are_bounded_in_memory_and_closed()
     let descriptors_stalled = open_descriptors(pid);
     // Closed after the send timeout (between one and one and a half of it, as the epochs
     // go), with a margin for a loaded machine.
+    // Each stalled download holds its socket and its file. The database pool grows under
+    // the downloads too (three descriptors a connection), so what they give back is
+    // counted from the figure while stalled.
     let deadline = stalled_at + Duration::from_secs(SEND_TIMEOUT_SECS * 3 / 2 + 10);
-    while open_descriptors(pid) > descriptors_before + 10 {
+    while open_descriptors(pid) + 2 * STALLED > descriptors_stalled + 10 {
         assert!(
             Instant::now() < deadline,
             "{} of the server's descriptors open {:?} after the downloads stalled \
-             ({descriptors_before} before)",
+             ({descriptors_before} before, {descriptors_stalled} while stalled)",
             open_descriptors(pid),
             stalled_at.elapsed()
         );
@@ -791,8 +797,11 @@ async fn downloads_whose_clients_stop_reading_are_bounded_in_memory_and_closed()
     // The budget, and per connection: what hyper queues for writing (up to 64 KiB, its
     // buffer limit, and then the chunk that passed it: a small one once the budget is
     // spent) and what a connection costs anyway (its task, read and header buffers: about
-    // 35 KiB measured).
-    let bound = BUDGET + STALLED as u64 * 128 * 1024;
+    // 35 KiB measured), and 16 MiB for the rest of the server under 300 requests at once
+    // (database connections opened, allocator arenas): 45 to 60 MiB measured in all. The
+    // same test before the budget and the send timeout: 163 MiB, held until the request
+    // timeout.
+    let bound = BUDGET + STALLED as u64 * 128 * 1024 + 16 * MIB;
     assert!(
         growth < bound,
         "peak RSS grew by {:.1} MiB (bound {:.1} MiB)",
