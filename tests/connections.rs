@@ -845,8 +845,26 @@ async fn keep_silent(
 const SILENT_CONNECTIONS: usize = 1100;
 const SILENT_ADDRESSES: u8 = 40;
 
+/// Raises this process's own open-file limit to its hard limit if it is below `needed`
+/// (a soft limit of 1024 is common), and fails if that is not enough.
+fn raise_own_open_file_limit(needed: u64) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current.is_some_and(|current| current < needed) {
+        limit.current = limit.maximum;
+        setrlimit(Resource::Nofile, limit.clone()).expect("raising the open-file limit");
+    }
+    assert!(
+        limit.current.is_none_or(|current| current >= needed),
+        "this test needs {needed} open files; the hard limit is {:?}",
+        limit.maximum
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_full_of_silent_connections_locks_out_no_new_client() {
+    // The attackers' sockets, and some for the rest of this test binary.
+    raise_own_open_file_limit(SILENT_CONNECTIONS as u64 + 512);
     // The default header timeout (30 s): the silent connections outlast the test.
     let server = LimitedServer::start_with_limit(1024, &[]).await;
     let fresh = reqwest::Client::builder()
