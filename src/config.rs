@@ -230,6 +230,8 @@ pub struct LimitsConfig {
     pub max_form_bytes: u64,
     /// Largest JSON body of the API; 413 above it.
     pub max_json_bytes: u64,
+    /// Packages a package page lists as requiring it (by name; the page counts the rest).
+    pub max_required_by: usize,
 }
 
 impl Default for LimitsConfig {
@@ -243,6 +245,7 @@ impl Default for LimitsConfig {
             max_concurrent_uploads: 64,
             max_form_bytes: 16 << 10,
             max_json_bytes: 64 << 10,
+            max_required_by: 1000,
         }
     }
 }
@@ -410,6 +413,9 @@ impl Config {
         }
         if self.limits.max_form_bytes == 0 || self.limits.max_json_bytes == 0 {
             anyhow::bail!("limits.max_form_bytes and limits.max_json_bytes must be positive");
+        }
+        if self.limits.max_required_by == 0 {
+            anyhow::bail!("limits.max_required_by must be positive");
         }
         if self.auth.session_lifetime_secs == 0 || self.auth.max_sessions == 0 {
             anyhow::bail!("auth.session_lifetime_secs and auth.max_sessions must be positive");
