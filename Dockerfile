@@ -2,9 +2,14 @@
 # Run:   docker run -p 8080:8080 -v registry-data:/data alpine-registry
 FROM rust:1-bookworm AS build
 WORKDIR /src
+# What the build reads: the manifest names the examples (bench), askama compiles the
+# templates in, sqlx embeds the migrations, the binary embeds config.example.toml.
+# .ci/dockerfile-check.sh builds from exactly these paths.
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY migrations ./migrations
+COPY templates ./templates
+COPY examples ./examples
 COPY config.example.toml ./
 RUN cargo build --release --locked
 

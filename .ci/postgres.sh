@@ -5,8 +5,15 @@
 # directory, starts it on a free port of 127.0.0.1, creates a role with a password that
 # may CREATE DATABASE, and sets POSTGRES_TEST_URL to it. stop_postgres stops the server
 # and removes the directory. Nothing here touches another cluster on the machine.
+#
+# start_postgres --tls does the same with a server that requires TLS, as managed services
+# do: a CA and a server certificate (for IP:127.0.0.1 and DNS:localhost) are made with
+# openssl in the directory, the server runs with ssl = on, and its pg_hba.conf accepts TCP
+# connections over TLS only. POSTGRES_TEST_CA is then the CA's certificate, for
+# sslmode=verify-full&sslrootcert=$POSTGRES_TEST_CA.
 
 POSTGRES_DIR=""
+POSTGRES_TEST_CA=""
 
 postgres_bindir() {
   local dir
@@ -26,8 +33,44 @@ as_postgres() {
   fi
 }
 
+# A throwaway CA and a certificate it signed for the server on loopback, in $1 (the key
+# readable by the server only).
+make_postgres_certificates() {
+  local dir=$1
+  if ! command -v openssl >/dev/null 2>&1; then
+    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+      echo "openssl is needed to make the TLS test server's certificates (Debian: apt-get install openssl)" >&2
+      return 1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+  fi
+  mkdir -p "$dir"
+  {
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=alpine-registry test CA" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" \
+      -keyout "$dir/ca.key" -out "$dir/ca.crt" &&
+      openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+        -keyout "$dir/server.key" -out "$dir/server.csr" &&
+      printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=CA:FALSE" \
+        "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" \
+        >"$dir/server.ext" &&
+      openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" \
+        -CAcreateserial -days 2 -extfile "$dir/server.ext" -out "$dir/server.crt"
+  } >"$dir/openssl.log" 2>&1 || {
+    cat "$dir/openssl.log" >&2
+    return 1
+  }
+  chmod 600 "$dir/server.key"
+  if [ "$(id -u)" -eq 0 ]; then
+    chown postgres: "$dir/server.key" "$dir/server.crt"
+  fi
+}
+
 start_postgres() {
-  local bindir port password
+  local bindir port password tls="" options
+  if [ "${1:-}" = "--tls" ]; then
+    tls=1
+  fi
   bindir=$(postgres_bindir)
   if [ -z "$bindir" ]; then
     if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
@@ -66,10 +109,19 @@ start_postgres() {
     return 1
   }
   # A throwaway server for tests: durability is not wanted, speed is.
+  options="-p $port -k $POSTGRES_DIR -c listen_addresses=127.0.0.1 -c max_connections=200 \
+-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+  if [ -n "$tls" ]; then
+    make_postgres_certificates "$POSTGRES_DIR/tls" || return 1
+    options="$options -c ssl=on -c ssl_cert_file=$POSTGRES_DIR/tls/server.crt \
+-c ssl_key_file=$POSTGRES_DIR/tls/server.key"
+    # Over TCP, TLS or nothing: a plain connection matches no line and is refused.
+    printf '%s\n' "local all all trust" "hostssl all all 127.0.0.1/32 scram-sha-256" |
+      as_postgres tee "$POSTGRES_DIR/data/pg_hba.conf" >/dev/null
+    POSTGRES_TEST_CA="$POSTGRES_DIR/tls/ca.crt"
+  fi
   as_postgres "$bindir/pg_ctl" --pgdata="$POSTGRES_DIR/data" --log="$POSTGRES_DIR/server.log" \
-    --options="-p $port -k $POSTGRES_DIR -c listen_addresses=127.0.0.1 -c max_connections=200 \
--c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
-    --wait --timeout=60 start >/dev/null || {
+    --options="$options" --wait --timeout=60 start >/dev/null || {
     cat "$POSTGRES_DIR/server.log" >&2
     return 1
   }
@@ -87,7 +139,7 @@ start_postgres() {
     --username=postgres --dbname=postgres --set=ON_ERROR_STOP=1 \
     --command="CREATE ROLE registry LOGIN CREATEDB PASSWORD '$password'" >/dev/null
   POSTGRES_TEST_URL="postgres://registry:$password@127.0.0.1:$port/postgres"
-  echo "PostgreSQL $("$bindir/postgres" --version | awk '{print $3}') on 127.0.0.1:$port"
+  echo "PostgreSQL $("$bindir/postgres" --version | awk '{print $3}') on 127.0.0.1:$port${tls:+ (TLS only)}"
 }
 
 stop_postgres() {
@@ -99,4 +151,5 @@ stop_postgres() {
     rm -rf "$POSTGRES_DIR"
   fi
   POSTGRES_DIR=""
+  POSTGRES_TEST_CA=""
 }

@@ -73,8 +73,9 @@ pub enum Command {
     /// the empty registry of another configuration file, e.g. from SQLite to PostgreSQL.
     /// Stop the server first; the source is only read.
     MigrateStorage {
-        /// Configuration of the target, read from this file alone (no environment
-        /// variables, no --data-dir). Its master key (signing.master_key, else
+        /// Configuration of the target, read from this file alone (no ALPINE_REGISTRY__
+        /// variables, no --data-dir; an S3 client reads AWS_* variables for what its
+        /// section leaves empty). Its master key (signing.master_key; on SQLite, else
         /// <data_dir>/master.key) must be the source's.
         #[arg(long, value_name = "FILE")]
         to: PathBuf,
@@ -324,7 +325,7 @@ async fn user_command(state: &AppState, command: UserCommand) -> anyhow::Result<
             password_stdin,
         } => {
             let hash = if password_stdin {
-                Some(access::hash_password(&password_from_stdin()?)?)
+                Some(accounts::hash_password(state, password_from_stdin()?).await?)
             } else {
                 None
             };
@@ -375,8 +376,13 @@ async fn user_command(state: &AppState, command: UserCommand) -> anyhow::Result<
 async fn owner_command(state: &AppState, command: OwnerCommand) -> anyhow::Result<()> {
     match command {
         OwnerCommand::Create { name, private, org } => {
-            let (owner, key_name) = accounts::create_owner(state, &name, private, org).await?;
-            eprintln!("created owner {} (key {key_name})", owner.name);
+            let (owner, key_name) =
+                accounts::create_owner(state, &name, private, org, true).await?;
+            eprintln!(
+                "created owner {} (key {})",
+                owner.name,
+                key_name.unwrap_or_default()
+            );
         }
         OwnerCommand::List => {
             let rows = accounts::list_owners(state).await?.into_iter().map(|o| {
@@ -407,7 +413,7 @@ async fn owner_command(state: &AppState, command: OwnerCommand) -> anyhow::Resul
             let held = accounts::delete_owner(state, &name, force).await?;
             eprintln!(
                 "deleted owner {name} with its signing key, {} repositories and {} packages \
-                 (their files are removed once older than storage.orphan_grace_secs)",
+                 (their files are removed storage.orphan_grace_secs after this)",
                 held.repositories, held.packages
             );
         }
@@ -731,8 +737,8 @@ async fn repository(state: &AppState, command: RepositoryCommand) -> anyhow::Res
             if removed.packages > 0 {
                 eprintln!(
                     "package files no other package uses are left to orphan collection: \
-                     the running server deletes them once older than \
-                     storage.orphan_grace_secs ({} s), as does fsck --repair",
+                     the running server deletes them storage.orphan_grace_secs ({} s) \
+                     after this, as does fsck --repair",
                     state.config.storage.orphan_grace_secs
                 );
             }

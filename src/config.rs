@@ -53,10 +53,14 @@ pub struct ServerConfig {
     pub max_connections: u32,
     /// Open connections per client address at most (IPv6: per /64).
     pub max_connections_per_ip: u32,
-    /// Proxies (addresses or CIDR networks) whose `Forwarded` / `X-Forwarded-Proto` /
-    /// `X-Forwarded-Host` headers say how clients reach the registry, when `public_url`
+    /// Proxies (addresses or CIDR networks) whose forwarding headers are believed: the
+    /// client's address from `X-Forwarded-For` / `Forwarded`, and how clients reach the
+    /// registry (`X-Forwarded-Proto` / `X-Forwarded-Host` / `Forwarded`) when `public_url`
     /// is empty.
     pub trusted_proxies: Vec<String>,
+    /// Elements of `X-Forwarded-For` (or `Forwarded`) read at most, from the right, to find
+    /// the client behind a chain of trusted proxies.
+    pub max_forwarded_hops: usize,
     /// Threads answering HTTP requests, each with a runtime of its own accepting from the
     /// same socket; 0 is one per CPU.
     pub workers: usize,
@@ -76,6 +80,7 @@ impl Default for ServerConfig {
             max_connections: 0,
             max_connections_per_ip: 64,
             trusted_proxies: Vec::new(),
+            max_forwarded_hops: 16,
             workers: 0,
             metrics_listen: None,
         }
@@ -100,6 +105,8 @@ pub struct StorageConfig {
     /// Bytes of small package files (up to 64 KiB each) kept in memory for downloads;
     /// 0 keeps none.
     pub memory_cache_bytes: usize,
+    /// Seconds `/readyz` waits for blob storage to answer before it says 503.
+    pub ready_timeout_secs: u64,
 }
 
 impl Default for StorageConfig {
@@ -111,6 +118,7 @@ impl Default for StorageConfig {
             backend: StorageBackend::Fs,
             s3: S3Config::default(),
             memory_cache_bytes: 32 * 1024 * 1024,
+            ready_timeout_secs: 3,
         }
     }
 }
@@ -147,6 +155,17 @@ pub struct S3Config {
     pub prefix: String,
     pub access_key_id: String,
     pub secret_access_key: String,
+    /// Seconds to open a connection to the endpoint.
+    pub connect_timeout_secs: u64,
+    /// Seconds a request waits for the first byte of its answer once it is sent, and
+    /// longest pause of a transfer (a body sent or received) before it is given up: a
+    /// long download that keeps moving is never cut.
+    pub first_byte_timeout_secs: u64,
+    /// Times a failed request (5xx, 429, a dropped or refused connection, a timeout of a
+    /// request that may be repeated) is tried again, with exponential backoff.
+    pub max_retries: usize,
+    /// Seconds after a request's first attempt past which it is not tried again.
+    pub retry_timeout_secs: u64,
 }
 
 impl Default for S3Config {
@@ -160,6 +179,10 @@ impl Default for S3Config {
             prefix: String::new(),
             access_key_id: String::new(),
             secret_access_key: String::new(),
+            connect_timeout_secs: 5,
+            first_byte_timeout_secs: 10,
+            max_retries: 3,
+            retry_timeout_secs: 5,
         }
     }
 }
@@ -182,6 +205,10 @@ impl std::fmt::Debug for S3Config {
                     "<redacted>"
                 },
             )
+            .field("connect_timeout_secs", &self.connect_timeout_secs)
+            .field("first_byte_timeout_secs", &self.first_byte_timeout_secs)
+            .field("max_retries", &self.max_retries)
+            .field("retry_timeout_secs", &self.retry_timeout_secs)
             .finish()
     }
 }
@@ -305,8 +332,9 @@ pub struct AuthConfig {
     /// Authentication failures from one address, whatever the user name, before it is
     /// slowed down like a single user name.
     pub max_failures_per_address: u32,
-    /// Password verifications (argon2, about 19 MiB each) running at once; 0 means one
-    /// per core. A few more wait briefly; the rest get 503 with `Retry-After`.
+    /// Password verifications and hashes of new passwords (argon2, about 19 MiB each)
+    /// running at once; 0 means one per core. A few more wait briefly; the rest get 503
+    /// with `Retry-After`.
     pub max_concurrent_password_checks: usize,
     /// How long a login session of the web pages lasts, whatever it does meanwhile.
     pub session_lifetime_secs: u64,
@@ -345,12 +373,31 @@ pub struct RepositoriesConfig {
     /// Whether an upload into a repository that does not exist creates it; when false,
     /// repositories are created with `alpine-registry repository create` first.
     pub auto_create: bool,
+    /// How an upload of a file that is stored already with the very same bytes (a
+    /// retried upload whose answer was lost) is answered.
+    pub identical_reupload: IdenticalReupload,
 }
 
 impl Default for RepositoriesConfig {
     fn default() -> Self {
-        RepositoriesConfig { auto_create: true }
+        RepositoriesConfig {
+            auto_create: true,
+            identical_reupload: IdenticalReupload::Conflict,
+        }
     }
+}
+
+/// The answer to an upload whose file is stored already with the same bytes. Either way
+/// nothing changes; another file under that name is always a conflict.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum IdenticalReupload {
+    /// 409, as Gitea answers any second upload of a file name, saying that the bytes are
+    /// identical and describing the stored file.
+    #[default]
+    Conflict,
+    /// 200 with what the first upload was answered.
+    Accept,
 }
 
 impl Config {
@@ -397,6 +444,9 @@ impl Config {
         if self.database.acquire_timeout_secs == 0 {
             anyhow::bail!("database.acquire_timeout_secs must be at least 1");
         }
+        if self.storage.ready_timeout_secs == 0 {
+            anyhow::bail!("storage.ready_timeout_secs must be at least 1");
+        }
         if self.limits.max_upload_bytes == 0 {
             anyhow::bail!("limits.max_upload_bytes must be positive");
         }
@@ -407,6 +457,9 @@ impl Config {
                      such as 10.0.0.0/8"
                 )
             })?;
+        }
+        if self.server.max_forwarded_hops == 0 {
+            anyhow::bail!("server.max_forwarded_hops must be at least 1");
         }
         if self.limits.max_concurrent_uploads == 0 {
             anyhow::bail!("limits.max_concurrent_uploads must be positive");
@@ -443,6 +496,12 @@ impl Config {
                     "storage.s3.endpoint {:?} is plain http: set storage.s3.allow_http = true \
                      to use it",
                     s3.endpoint
+                );
+            }
+            if s3.connect_timeout_secs == 0 || s3.first_byte_timeout_secs == 0 {
+                anyhow::bail!(
+                    "storage.s3.connect_timeout_secs and storage.s3.first_byte_timeout_secs \
+                     must be at least 1"
                 );
             }
         }
@@ -662,6 +721,37 @@ mod tests {
             assert!(message.contains("auth.max_sessions_per_user"), "{message}");
         }
         Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn storage_timeouts_must_be_positive() {
+        let mut config = Config::default();
+        config.storage.backend = StorageBackend::S3;
+        config.storage.s3.bucket = "packages".into();
+        config.validate().unwrap();
+        for (set, key) in [
+            (
+                (|c: &mut Config| c.storage.s3.connect_timeout_secs = 0) as fn(&mut Config),
+                "storage.s3.connect_timeout_secs",
+            ),
+            (
+                |c: &mut Config| c.storage.s3.first_byte_timeout_secs = 0,
+                "storage.s3.first_byte_timeout_secs",
+            ),
+            (
+                |c: &mut Config| c.storage.ready_timeout_secs = 0,
+                "storage.ready_timeout_secs",
+            ),
+        ] {
+            let mut zero = config.clone();
+            set(&mut zero);
+            let message = zero.validate().unwrap_err().to_string();
+            assert!(message.contains(key), "{message}");
+        }
+        // No retries at all is a choice.
+        config.storage.s3.max_retries = 0;
+        config.storage.s3.retry_timeout_secs = 0;
+        config.validate().unwrap();
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::apk::ApkError;
 use crate::blob::BlobError;
-use crate::store::StoreError;
+use crate::store::{Package, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -23,6 +23,10 @@ pub enum AppError {
     MethodNotAllowed(String),
     #[error("{0}")]
     Conflict(String),
+    /// An upload of a file that is stored already: 409, saying whether the stored file has
+    /// the upload's very bytes.
+    #[error("{}", .0.message)]
+    Exists(Box<Exists>),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
@@ -45,6 +49,10 @@ pub enum AppError {
     /// see.
     #[error("{message}")]
     BackendUnavailable { message: String, cause: String },
+    /// Data the registry serves is missing from blob storage (a restore that copied the
+    /// blobs before the database dump): 503 without `Retry-After`, logged as an error.
+    #[error("{0}")]
+    Damaged(String),
     /// A fault of the server: 500. `From<anyhow::Error>` gives `BackendUnavailable`
     /// instead when an unreachable backend is found anywhere in the error's chain.
     #[error(transparent)]
@@ -52,6 +60,18 @@ pub enum AppError {
 }
 
 pub type AppResult<T> = Result<T, AppError>;
+
+/// What a 409 to an upload says about the file stored under its name.
+#[derive(Debug)]
+pub struct Exists {
+    pub message: String,
+    /// The stored package, when its bytes are the upload's (a retry of the upload that
+    /// stored it): the body says `"identical": true`, else false.
+    pub identical: Option<Package>,
+    /// Fields the body carries beside `error`, `message` and `identical`: the stored file
+    /// as its own upload was answered, filled in by the adapter, which knows the URLs.
+    pub answer: serde_json::Map<String, serde_json::Value>,
+}
 
 /// Seconds clients are told to wait (`Retry-After`) while a backend is unreachable.
 pub const BACKEND_RETRY_AFTER_SECS: u64 = 5;
@@ -71,6 +91,9 @@ fn backend_of(err: &(dyn std::error::Error + 'static)) -> Option<Backend> {
         crate::store::is_unavailable(sqlx).then_some(Backend::Database)
     } else if let Some(BlobError::Unavailable(_)) = err.downcast_ref::<BlobError>() {
         Some(Backend::BlobStorage)
+    } else if let Some(io) = err.downcast_ref::<std::io::Error>() {
+        // A stream's error carries the store's inside: `source` would skip it.
+        io.get_ref().and_then(|inner| backend_of(inner))
     } else {
         None
     }
@@ -94,7 +117,7 @@ impl AppError {
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::Conflict(_) | AppError::Exists(_) => StatusCode::CONFLICT,
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
@@ -103,6 +126,7 @@ impl AppError {
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::BackendUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Damaged(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -149,11 +173,18 @@ impl From<StoreError> for AppError {
 
 impl From<BlobError> for AppError {
     fn from(err: BlobError) -> Self {
-        match err {
-            // A passing outage of remote storage: the client may retry; the detail (which
-            // names the server) is logged, not sent.
-            BlobError::Unavailable(_) => AppError::unreachable(Backend::BlobStorage, err),
-            other => AppError::Internal(other.into()),
+        // A passing outage of remote storage, also when a stream that broke off says so:
+        // the client may retry; the detail (which names the server) is logged, not sent.
+        match (unreachable_backend(&err), err) {
+            (Some(backend), err) => AppError::unreachable(backend, err),
+            // Blobs are asked for by the digests of rows: one that is not there is damage
+            // that no retry mends, but not a fault of the code either.
+            (None, BlobError::NotFound(sha256)) => AppError::Damaged(format!(
+                "the file of this package (sha256 {sha256}) is missing from blob storage: \
+                 the registry's data is damaged; an administrator can list what is missing \
+                 with `alpine-registry fsck`"
+            )),
+            (None, err) => AppError::Internal(err.into()),
         }
     }
 }
@@ -179,6 +210,10 @@ impl IntoResponse for AppError {
                 tracing::error!(error = %format!("{err:#}"), "internal error");
                 "internal server error".to_string()
             }
+            AppError::Damaged(message) => {
+                tracing::error!("{message}");
+                message.clone()
+            }
             AppError::BackendUnavailable { message, cause } => {
                 // An outage, not a bug: a warning, once per refused request.
                 tracing::warn!(error = %cause, "{message}");
@@ -187,10 +222,16 @@ impl IntoResponse for AppError {
             AppError::RangeNotSatisfiable(_) => "requested range not satisfiable".to_string(),
             other => other.to_string(),
         };
-        let body = json!({
+        let mut body = json!({
             "error": status.canonical_reason().unwrap_or("error"),
             "message": message,
         });
+        if let (AppError::Exists(exists), Some(fields)) = (&self, body.as_object_mut()) {
+            fields.insert("identical".into(), exists.identical.is_some().into());
+            for (key, value) in &exists.answer {
+                fields.entry(key.as_str()).or_insert_with(|| value.clone());
+            }
+        }
         let mut response = (status, Json(body)).into_response();
         match self {
             AppError::Unauthorized(_) => {

@@ -133,48 +133,65 @@ impl Indexer {
         repository: &Repository,
         generation: i64,
     ) -> anyhow::Result<()> {
-        self.build(owner, repository, generation, None).await
+        self.build(owner, repository, generation, &[]).await
     }
 
-    /// Publishes an index for `arch` if the repository can serve one (it has noarch
-    /// packages and `arch` is an Alpine architecture). Returns whether one exists now.
+    /// Publishes an index for `arch` if the repository can serve one: `arch` is an Alpine
+    /// architecture, and the repository holds noarch packages (which every architecture
+    /// lists) or nothing at all (a repository just created: `apk update` must work before
+    /// the first upload). Returns whether one exists now.
+    ///
+    /// An empty repository gets its signed, empty index for every Alpine architecture at
+    /// once: each is then served as any architecture once served is, and keeps its index
+    /// when packages of another architecture come, whichever architecture was asked for
+    /// first.
     pub async fn ensure_arch(
         &self,
         owner: &Owner,
         repository: &Repository,
         arch: &str,
     ) -> anyhow::Result<bool> {
-        if !KNOWN_ARCHES.contains(&arch) || !self.store.has_noarch(repository.id).await? {
+        if !KNOWN_ARCHES.contains(&arch) {
             return Ok(false);
         }
-        self.build(owner, repository, repository.wanted_gen, Some(arch))
-            .await?;
+        if self.store.has_noarch(repository.id).await? {
+            self.build(owner, repository, repository.wanted_gen, &[arch])
+                .await?;
+        } else if self.store.is_empty_repository(repository.id).await? {
+            self.build(owner, repository, repository.wanted_gen, KNOWN_ARCHES)
+                .await?;
+        } else {
+            return Ok(false);
+        }
         Ok(self.store.index(repository.id, arch).await?.is_some())
     }
 
+    /// Brings the repository's indexes up to `generation`, and publishes indexes for the
+    /// architectures of `extra` that lack one, where the repository can serve them (see
+    /// `RepoState::full`).
     async fn build(
         &self,
         owner: &Owner,
         repository: &Repository,
         generation: i64,
-        extra_arch: Option<&str>,
+        extra: &[&str],
     ) -> anyhow::Result<()> {
         let lock = self.lock_for(repository.id);
         let _guard = lock.lock().await;
-        if self.is_built(repository, generation, extra_arch).await? {
+        if self.is_built(repository, generation, extra).await? {
             return Ok(());
         }
         // Another instance may be building it: once it has published and let go, what it
         // built is read again.
         let instances = self.store.lock_index_build(repository.id).await?;
-        if instances.is_held() && self.is_built(repository, generation, extra_arch).await? {
+        if instances.is_held() && self.is_built(repository, generation, extra).await? {
             return Ok(());
         }
         // Out of the cache while it is updated: a build that fails leaves nothing behind,
         // and the next one starts over from the database.
         let started = std::time::Instant::now();
         let cached = self.cache.take(repository.id);
-        let build = self.update(owner, repository, cached, extra_arch).await?;
+        let build = self.update(owner, repository, cached, extra).await?;
         self.store
             .publish_indexes(
                 repository.id,
@@ -214,23 +231,28 @@ impl Indexer {
         Ok(())
     }
 
-    /// Whether the published indexes include `generation` (and `extra_arch` has one).
+    /// Whether the published indexes include `generation` (and every one of `extra` has
+    /// one).
     async fn is_built(
         &self,
         repository: &Repository,
         generation: i64,
-        extra_arch: Option<&str>,
+        extra: &[&str],
     ) -> anyhow::Result<bool> {
         let current = self
             .store
             .repository_by_id(repository.id)
             .await?
             .ok_or_else(|| RepositoryRemoved::of(repository))?;
-        let arch_missing = match extra_arch {
-            Some(arch) => self.store.index(repository.id, arch).await?.is_none(),
-            None => false,
-        };
-        Ok(current.built_gen >= generation && !arch_missing)
+        if current.built_gen < generation {
+            return Ok(false);
+        }
+        for arch in extra {
+            if self.store.index(repository.id, arch).await?.is_none() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Brings `cached` (the repository's indexes as of the generation it last built) up to
@@ -242,11 +264,11 @@ impl Indexer {
         owner: &Owner,
         repository: &Repository,
         cached: Option<RepoState>,
-        extra_arch: Option<&str>,
+        extra: &[&str],
     ) -> anyhow::Result<Build> {
         let key = self.keys.get_or_create(owner).await?;
         let algorithms = self.algorithms.clone();
-        let extra = extra_arch.map(str::to_string);
+        let extra: Vec<String> = extra.iter().map(|arch| arch.to_string()).collect();
         if let Some(state) = cached {
             let changes = self
                 .store
@@ -255,7 +277,7 @@ impl Indexer {
                 .map_err(|e| removed_or(e, repository))?;
             let (key, algorithms, extra) = (key.clone(), algorithms.clone(), extra.clone());
             let updated = tokio::task::spawn_blocking(move || {
-                let Some((mut state, touched)) = state.apply(changes, extra.as_deref())? else {
+                let Some((mut state, touched)) = state.apply(changes, &extra)? else {
                     return Ok(None);
                 };
                 let rendered = state.render(&touched, &key, &algorithms)?;
@@ -278,7 +300,7 @@ impl Indexer {
             .map_err(|e| removed_or(e, repository))?;
         let description = describe(repository);
         tokio::task::spawn_blocking(move || {
-            let mut state = RepoState::full(description, snapshot, extra.as_deref());
+            let mut state = RepoState::full(description, snapshot, &extra);
             let every: BTreeSet<String> = state.arches.keys().cloned().collect();
             let rendered = state.render(&every, &key, &algorithms)?;
             anyhow::Ok(Build {
@@ -300,7 +322,8 @@ impl Indexer {
         repository: &Repository,
         extra_arch: Option<&str>,
     ) -> anyhow::Result<(i64, Vec<RenderedIndex>, Vec<String>)> {
-        let build = self.update(owner, repository, None, extra_arch).await?;
+        let extra: Vec<&str> = extra_arch.into_iter().collect();
+        let build = self.update(owner, repository, None, &extra).await?;
         Ok((build.state.generation, build.rendered, Vec::new()))
     }
 
@@ -431,10 +454,10 @@ const NOARCH: &str = "noarch";
 impl RepoState {
     /// Every index the repository serves, from one snapshot: one per architecture with
     /// concrete packages, per architecture already served, and, while noarch packages
-    /// exist, for `extra`. An architecture once served keeps an index, empty when its
-    /// last package goes: a 404 would leave apk with its cached index, offering packages
-    /// that are gone.
-    fn full(description: String, snapshot: IndexSnapshot, extra: Option<&str>) -> RepoState {
+    /// exist or the repository holds nothing, for each of `extra`. An architecture once
+    /// served keeps an index, empty when its last package goes: a 404 would leave apk
+    /// with its cached index, offering packages that are gone.
+    fn full(description: String, snapshot: IndexSnapshot, extra: &[String]) -> RepoState {
         let has_noarch = snapshot.packages.iter().any(|p| p.arch == NOARCH);
         let mut names: BTreeSet<&str> = snapshot
             .packages
@@ -443,8 +466,8 @@ impl RepoState {
             .map(|p| p.arch.as_str())
             .collect();
         names.extend(snapshot.served_arches.iter().map(String::as_str));
-        if has_noarch {
-            names.extend(extra);
+        if has_noarch || snapshot.packages.is_empty() {
+            names.extend(extra.iter().map(String::as_str));
         }
         let arches = names
             .iter()
@@ -495,7 +518,7 @@ impl RepoState {
     fn apply(
         mut self,
         changes: IndexChanges,
-        extra: Option<&str>,
+        extra: &[String],
     ) -> anyhow::Result<Option<(RepoState, BTreeSet<String>)>> {
         let served: BTreeSet<&str> = changes.served_arches.iter().map(String::as_str).collect();
         let cached: BTreeSet<&str> = self.arches.keys().map(String::as_str).collect();
@@ -503,7 +526,7 @@ impl RepoState {
             || (changes.added.is_empty() && changes.removed.is_empty())
             || changes.generation - self.generation > CHANGE_WINDOW
             || served != cached
-            || extra.is_some_and(|arch| !cached.contains(arch))
+            || extra.iter().any(|arch| !cached.contains(arch.as_str()))
             || changes
                 .added
                 .iter()

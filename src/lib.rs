@@ -89,6 +89,7 @@ pub async fn open_with_clock(config: Config, clock: SharedClock) -> anyhow::Resu
     let backend = config.database_backend()?;
     if backend == DatabaseBackend::Postgres {
         require_master_key(&config)?;
+        require_readable_tls_files(&config.database.url)?;
     }
     std::fs::create_dir_all(&config.storage.data_dir).with_context(|| {
         format!(
@@ -112,6 +113,7 @@ pub async fn open_with_clock(config: Config, clock: SharedClock) -> anyhow::Resu
                 clock.clone(),
             )
             .await
+            .map_err(with_tls_advice)
             .with_context(|| {
                 format!("opening the database {}", config::without_credentials(&url))
             })?,
@@ -225,6 +227,54 @@ pub async fn open_when_reachable(config: Config, patience: Duration) -> anyhow::
         );
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// The files `database.url` names for TLS (`sslrootcert`, `sslcert`, `sslkey`) can be
+/// read: one that cannot would fail every connection attempt as an I/O error, which is
+/// taken for an unreachable server and waited out.
+fn require_readable_tls_files(url: &str) -> anyhow::Result<()> {
+    let Some((_, query)) = url.split_once('?') else {
+        return Ok(());
+    };
+    let parameters: Vec<(String, String)> = serde_urlencoded::from_str(query)
+        .context("database.url: the query (after ?) is not key=value&...")?;
+    for (key, value) in parameters {
+        let names_a_file = matches!(
+            key.as_str(),
+            "sslrootcert"
+                | "ssl-root-cert"
+                | "ssl-ca"
+                | "sslcert"
+                | "ssl-cert"
+                | "sslkey"
+                | "ssl-key"
+        );
+        // A value that is the PEM itself names no file.
+        if names_a_file && !value.trim_start().starts_with("-----BEGIN") {
+            std::fs::File::open(&value)
+                .with_context(|| format!("database.url: {key} {value} cannot be read"))?;
+        }
+    }
+    Ok(())
+}
+
+/// A TLS handshake that refused the database server: says what to check.
+fn with_tls_advice(err: store::StoreError) -> anyhow::Error {
+    let refused = matches!(
+        &err,
+        store::StoreError::Database(sqlx::Error::Io(io)) if store::is_tls_refusal(io)
+    );
+    let err = anyhow::Error::from(err);
+    if refused {
+        err.context(
+            "the TLS handshake with the database server failed: check that sslrootcert in \
+             database.url names the CA that signed the server's certificate, and (with \
+             sslmode=verify-full) that the host in database.url is a name the certificate \
+             carries",
+        )
+    } else {
+        err
     }
 }
 
@@ -345,28 +395,8 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let keys = state.keys.clone();
-    tokio::spawn(async move {
-        // Retried while the database is unreachable; keys are also made on first use.
-        let mut wait = Duration::from_secs(1);
-        loop {
-            match keys.create_missing().await {
-                Ok(()) => break,
-                Err(e) if error::unreachable_backend_of(&e).is_some() => {
-                    tracing::warn!(
-                        error = %format!("{e:#}"), retry_in_secs = wait.as_secs(),
-                        "generating owner keys: the database is unreachable"
-                    );
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(60));
-                }
-                Err(e) => {
-                    tracing::error!(error = %format!("{e:#}"), "generating owner keys");
-                    break;
-                }
-            }
-        }
-    });
+    // Keys are also made on first use.
+    state.keys.spawn_create_missing();
     registry::fsck::spawn_orphan_collector(state.clone());
     if state.config.database_backend().ok() == Some(DatabaseBackend::Postgres) {
         spawn_abandoned_index_rebuilder(state.clone());

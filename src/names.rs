@@ -242,6 +242,60 @@ impl fmt::Display for FileAddress {
     }
 }
 
+/// The rule of each name above as a JSON Schema pattern (ECMA-262, without look-around)
+/// and length bounds, for the OpenAPI document. A name outside them is refused with 400;
+/// the reserved words (owners: [`RESERVED_OWNERS`], branches: `keys`) fit them and are
+/// refused all the same.
+#[derive(Debug, Clone, Copy)]
+pub struct NameRule {
+    pub pattern: &'static str,
+    pub min_length: usize,
+    pub max_length: usize,
+    /// The rule in words.
+    pub description: &'static str,
+}
+
+impl NameRule {
+    /// Owners, branches and repositories (and user names, which are owner names): letters,
+    /// digits, `.`, `_`, `-`, starting with a letter or digit, no `..`.
+    pub const SEGMENT: NameRule = NameRule {
+        pattern: r"^[A-Za-z0-9](?:\.?[A-Za-z0-9_-])*\.?$",
+        min_length: 1,
+        max_length: 64,
+        description: "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, \
+                      without '..'",
+    };
+    /// An architecture: `noarch`, or a lower-case name such as `x86_64`.
+    pub const ARCH: NameRule = NameRule {
+        pattern: r"^[a-z][a-z0-9_]*$",
+        min_length: 1,
+        max_length: 32,
+        description: "an architecture such as x86_64, aarch64 or noarch",
+    };
+    /// A package file, `{name}-{version}.apk`.
+    pub const PACKAGE_FILE: NameRule = NameRule {
+        pattern: r"^[A-Za-z0-9](?:\.?[A-Za-z0-9+_~-])*\.apk$",
+        min_length: 5,
+        max_length: 255,
+        description: "a package file name, {name}-{version}.apk",
+    };
+    /// A package name (`crate::apk::names::is_valid_pkgname`).
+    pub const PACKAGE_NAME: NameRule = NameRule {
+        pattern: r"^[A-Za-z0-9](?:\.?[A-Za-z0-9+_-])*\.?$",
+        min_length: 1,
+        max_length: 128,
+        description: "a package name: letters, digits, '+', '.', '_' or '-', starting with a \
+                      letter or digit, without '..'",
+    };
+    /// A signing key's file name, `<owner>-<8 hex digits>.rsa.pub`.
+    pub const KEY_NAME: NameRule = NameRule {
+        pattern: r"^[A-Za-z0-9](?:\.?[A-Za-z0-9_-])*\.?-[0-9a-f]{8}\.rsa\.pub$",
+        min_length: 18,
+        max_length: 81,
+        description: "a key file name, <owner>-<8 hex digits>.rsa.pub",
+    };
+}
+
 /// Keeps hostile names from flooding error messages.
 fn truncate(s: &str) -> String {
     s.chars().take(80).collect()
@@ -268,6 +322,90 @@ mod tests {
         assert!(PackageFile::parse(".apk").is_err());
         assert!(Arch::parse("x86_64").is_ok());
         assert!(Arch::parse("x86/64").is_err());
+    }
+
+    /// Every string of up to four characters over an alphabet of what names hold and
+    /// what they must not, and a few longer ones: the document's pattern and length
+    /// bounds accept exactly what the parser accepts (reserved words aside).
+    #[test]
+    fn the_documented_patterns_are_the_rules_of_the_parsers() {
+        fn agrees(rule: NameRule, parses: impl Fn(&str) -> bool, reserved: &[&str]) {
+            let pattern = regex::Regex::new(rule.pattern).unwrap();
+            let documented = |s: &str| {
+                pattern.is_match(s)
+                    && (rule.min_length..=rule.max_length).contains(&s.chars().count())
+            };
+            let alphabet = ['a', 'Z', '7', '.', '_', '-', '+', '~', '/', ' ', '\0', 'é'];
+            let mut candidates = vec![String::new()];
+            let mut last = vec![String::new()];
+            for _ in 0..4 {
+                last = last
+                    .iter()
+                    .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}")))
+                    .collect();
+                candidates.extend(last.iter().cloned());
+            }
+            for suffix in [
+                ".apk",
+                "-1.0-r0.apk",
+                "-0123abcd.rsa.pub",
+                "-0123ABCD.rsa.pub",
+            ] {
+                for stem in ["a", "a.", "a..b", "a.b", "-a", "a+b", "acme-corp", "a~1"] {
+                    candidates.push(format!("{stem}{suffix}"));
+                }
+            }
+            for long in [63, 64, 65, 127, 128, 129, 250, 251, 252] {
+                candidates.push("a".repeat(long));
+                candidates.push(format!("{}.apk", "a".repeat(long)));
+            }
+            candidates.push(format!("{}-0123abcd.rsa.pub", "a".repeat(64)));
+            candidates.push(format!("{}-0123abcd.rsa.pub", "a".repeat(65)));
+            for s in &candidates {
+                if reserved.contains(&s.to_ascii_lowercase().as_str()) {
+                    continue;
+                }
+                assert_eq!(documented(s), parses(s), "{s:?} against {}", rule.pattern);
+            }
+        }
+        agrees(
+            NameRule::SEGMENT,
+            |s| OwnerName::parse(s).is_ok(),
+            RESERVED_OWNERS,
+        );
+        agrees(
+            NameRule::SEGMENT,
+            |s| BranchName::parse(s).is_ok(),
+            &["keys"],
+        );
+        agrees(NameRule::SEGMENT, |s| RepoName::parse(s).is_ok(), &[]);
+        agrees(NameRule::ARCH, |s| Arch::parse(s).is_ok(), &[]);
+        agrees(
+            NameRule::PACKAGE_FILE,
+            |s| PackageFile::parse(s).is_ok(),
+            &[],
+        );
+        agrees(
+            NameRule::PACKAGE_NAME,
+            crate::apk::names::is_valid_pkgname,
+            &[],
+        );
+        // Key names: an owner's name, a dash, 8 lower-case hex digits, ".rsa.pub".
+        agrees(
+            NameRule::KEY_NAME,
+            |s| {
+                s.strip_suffix(".rsa.pub")
+                    .and_then(|rest| rest.rsplit_once('-'))
+                    .is_some_and(|(owner, hex)| {
+                        hex.len() == 8
+                            && hex
+                                .bytes()
+                                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                            && is_segment(owner, 64)
+                    })
+            },
+            &[],
+        );
     }
 
     #[test]

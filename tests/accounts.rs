@@ -290,7 +290,7 @@ async fn password_changes_and_visibility_take_effect_on_the_running_registry() {
 async fn deleting_an_owner_with_repositories_needs_force_and_takes_them_away() {
     let server = TestServer::start().await;
     let state = &server.state;
-    accounts::create_owner(state, "acme", false, true)
+    accounts::create_owner(state, "acme", false, true, true)
         .await
         .unwrap();
     let response = server
@@ -332,7 +332,7 @@ async fn deleting_an_owner_with_repositories_needs_force_and_takes_them_away() {
 
     // Created again (possibly under the same id), the owner has a new key, and the
     // running server serves and signs with that one, not the cached old one.
-    accounts::create_owner(state, "acme", false, true)
+    accounts::create_owner(state, "acme", false, true, true)
         .await
         .unwrap();
     let new_key = server.get("/acme/key", None).await;

@@ -11,6 +11,7 @@ use alpine_registry::config::S3Config;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use common::relay::Relay;
 use common::s3;
 
 /// A store and what must outlive it (its directory).
@@ -377,4 +378,158 @@ async fn an_unreachable_s3_server_is_unavailable_not_an_internal_error() {
         store.list_staged().await.unwrap().is_empty(),
         "a failed commit leaves no staged file"
     );
+}
+
+/// The bound on waiting for an S3 answer in the tests below
+/// (`storage.s3.first_byte_timeout_secs`).
+const FIRST_BYTE: Duration = Duration::from_secs(2);
+/// What an answer may take beyond its bound on a loaded machine.
+const MARGIN: Duration = Duration::from_secs(3);
+
+/// A store on a fresh prefix of the test bucket that it reaches through a relay, with
+/// short bounds: one second to connect, `FIRST_BYTE` for an answer to start or a transfer
+/// to move on, 3 retries begun within a second of the first try.
+fn s3_store_through_relay() -> Option<(Subject, Relay)> {
+    let Some(mut config) = s3::config() else {
+        s3::note_skipped();
+        return None;
+    };
+    let relay = Relay::to_endpoint(&config.endpoint);
+    config.endpoint = relay.endpoint();
+    config.connect_timeout_secs = 1;
+    config.first_byte_timeout_secs = FIRST_BYTE.as_secs();
+    config.max_retries = 3;
+    config.retry_timeout_secs = 1;
+    Some((s3_store_with(&config), relay))
+}
+
+/// Runs `what`, which must end within `FIRST_BYTE` and `MARGIN`; fails rather than hangs
+/// when it does not end at all.
+async fn bounded<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    let started = std::time::Instant::now();
+    let out = tokio::time::timeout(Duration::from_secs(30), future)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: still waiting after 30 s"));
+    let took = started.elapsed();
+    assert!(took <= FIRST_BYTE + MARGIN, "{what} took {took:?}");
+    eprintln!("{what}: {took:?}");
+    out
+}
+
+fn assert_unavailable(what: &str, error: Option<BlobError>) {
+    assert!(
+        matches!(error, Some(BlobError::Unavailable(_))),
+        "{what}: {error:?}"
+    );
+}
+
+/// A server that accepts connections and never answers: every operation says Unavailable
+/// once its answer is `FIRST_BYTE` late (none is tried again: the retries end a second
+/// after the first try), and the store works again once the server answers.
+#[tokio::test]
+async fn a_frozen_s3_server_is_unavailable_within_the_first_byte_timeout() {
+    let Some((subject, relay)) = s3_store_through_relay() else {
+        return;
+    };
+    let store = &*subject.store;
+    let kept = put(store, b"stored before").await;
+    relay.freeze();
+    assert_unavailable("ping", bounded("ping", store.ping()).await.err());
+    assert_unavailable("size", bounded("size", store.size(&kept)).await.err());
+    let opened = bounded("open_range", store.open_range(&kept, 0, 5)).await;
+    assert_unavailable("open_range", opened.err());
+    let upload = staged(store, b"sent while frozen").await;
+    let committed = bounded(
+        "commit",
+        store.commit(upload, &sha256(b"sent while frozen")),
+    )
+    .await;
+    assert_unavailable("commit", committed.err());
+    relay.thaw();
+    store.ping().await.unwrap();
+    assert_eq!(read(store, &kept, 0, 13).await, b"stored before");
+}
+
+/// A download whose answer stops coming midway fails `FIRST_BYTE` after the last byte,
+/// with an error that says the storage is unavailable (503 for the client).
+#[tokio::test]
+async fn an_s3_download_that_stalls_midway_fails_within_the_first_byte_timeout() {
+    let Some((subject, relay)) = s3_store_through_relay() else {
+        return;
+    };
+    let store = &*subject.store;
+    let bytes = content(4 << 20, 7);
+    let key = put(store, &bytes).await;
+    // Slow, so that little is on its way when it stops.
+    relay.throttle(1 << 20);
+    let mut reader = store.open_range(&key, 0, bytes.len() as u64).await.unwrap();
+    let mut first = vec![0u8; 256 << 10];
+    reader.body.read_exact(&mut first).await.unwrap();
+    assert!(first == bytes[..first.len()]);
+    relay.freeze();
+    let mut rest = Vec::new();
+    let error = bounded("the rest", reader.body.read_to_end(&mut rest))
+        .await
+        .unwrap_err();
+    let answer = alpine_registry::error::AppError::from(BlobError::Io(error));
+    assert!(answer.is_backend_unavailable(), "{answer:?}");
+}
+
+/// No bound limits a whole transfer: a download that takes twice `FIRST_BYTE` and more,
+/// but never pauses that long, arrives whole.
+#[tokio::test]
+async fn a_slow_s3_download_that_keeps_moving_is_not_cut() {
+    let Some((subject, relay)) = s3_store_through_relay() else {
+        return;
+    };
+    let store = &*subject.store;
+    let bytes = content(2 << 20, 8);
+    let key = put(store, &bytes).await;
+    relay.throttle(512 << 10);
+    let started = std::time::Instant::now();
+    let back = tokio::time::timeout(
+        Duration::from_secs(60),
+        read(store, &key, 0, bytes.len() as u64),
+    )
+    .await
+    .expect("the download ends");
+    assert!(
+        started.elapsed() > 2 * FIRST_BYTE,
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(back == bytes, "the slow download arrives unchanged");
+}
+
+/// Answers 500 are tried again (with backoff) and the operation then succeeds.
+#[tokio::test]
+async fn s3_server_errors_are_retried() {
+    let Some((subject, relay)) = s3_store_through_relay() else {
+        return;
+    };
+    let store = &*subject.store;
+    relay.fail(2);
+    let key = put(store, b"stored on the third try").await;
+    assert_eq!(relay.failed(), 2);
+    assert_eq!(read(store, &key, 0, 23).await, b"stored on the third try");
+}
+
+/// Answers 500 past the retries make the operation Unavailable (503 with `Retry-After`
+/// for the client), not an internal error, after the configured number of tries.
+#[tokio::test]
+async fn s3_server_errors_past_the_retries_are_unavailable() {
+    let Some((subject, relay)) = s3_store_through_relay() else {
+        return;
+    };
+    let store = &*subject.store;
+    relay.fail(u64::MAX);
+    let upload = staged(store, b"refused").await;
+    let committed = bounded("commit", store.commit(upload, &sha256(b"refused"))).await;
+    assert_unavailable("commit", committed.err());
+    assert_eq!(relay.failed(), 4, "the first try and 3 retries");
+    let error = bounded("size", store.size(&sha256(b"refused"))).await.err();
+    assert_unavailable("size", error);
+    assert_unavailable("ping", bounded("ping", store.ping()).await.err());
+    relay.fail(0);
+    store.ping().await.unwrap();
 }

@@ -126,6 +126,67 @@ async fn navigate(client: &Client, locator: Locator<'_>, arrived: impl Fn(&str) 
     }
 }
 
+/// axe-core's script (`axe.min.js`, npm's axe-core), named by
+/// `ALPINE_REGISTRY_TEST_AXE`; `.ci/run` installs it. Without it the accessibility checks
+/// are skipped with a note, unless the browser is required (CI): then they fail.
+fn axe_script() -> Option<String> {
+    match std::env::var("ALPINE_REGISTRY_TEST_AXE") {
+        Ok(path) if !path.is_empty() => {
+            Some(std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}")))
+        }
+        _ => {
+            assert!(
+                std::env::var("ALPINE_REGISTRY_TEST_REQUIRE_BROWSER").as_deref() != Ok("1"),
+                "ALPINE_REGISTRY_TEST_REQUIRE_BROWSER=1 but ALPINE_REGISTRY_TEST_AXE does not \
+                 name axe.min.js (npm install axe-core)"
+            );
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                b"accessibility checks skipped: ALPINE_REGISTRY_TEST_AXE is not set\n",
+            );
+            None
+        }
+    }
+}
+
+/// Runs axe-core on the page the browser shows; returns its violations as
+/// `(impact, rule, help, nodes)`.
+async fn axe_violations(client: &Client, axe: &str) -> Vec<(String, String, String, usize)> {
+    // WebDriver's scripts are not the page's: its Content-Security-Policy does not apply.
+    client.execute(axe, vec![]).await.expect("load axe-core");
+    let result = client
+        .execute_async(
+            "const done = arguments[arguments.length - 1];\
+             axe.run(document, {resultTypes: ['violations']})\
+               .then(r => done(r.violations.map(v => [v.impact || '', v.id, v.help, v.nodes.length])))\
+               .catch(e => done([['error', 'axe', String(e), 0]]));",
+            vec![],
+        )
+        .await
+        .expect("axe.run");
+    serde_json::from_value(result).expect("axe's violations")
+}
+
+/// Every kind of page, checked with axe-core: no serious or critical violation.
+async fn accessibility(client: &Client, server: &TestServer, axe: &str, pages: &[&str]) {
+    let mut failures = Vec::new();
+    for page in pages {
+        client.goto(&server.url(page)).await.unwrap();
+        let violations = axe_violations(client, axe).await;
+        for (impact, rule, help, nodes) in &violations {
+            eprintln!("axe {page}: {impact} {rule} ({nodes} nodes): {help}");
+            if impact == "serious" || impact == "critical" || impact == "error" {
+                failures.push(format!("{page}: {impact} {rule} ({nodes} nodes): {help}"));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "accessibility violations:\n{}",
+        failures.join("\n")
+    );
+}
+
 async fn path_of(client: &Client) -> String {
     let url = client.current_url().await.unwrap();
     match url.query() {
@@ -306,10 +367,34 @@ async fn scenario(client: &Client, server: &TestServer) {
         .await
         .unwrap();
     let script = text(client, "#setup-script").await;
-    assert!(script.contains("wget -O '/etc/apk/keys/acme-"), "{script}");
+    assert!(
+        script.contains("mv \"$tmp\" '/etc/apk/keys/acme-"),
+        "{script}"
+    );
     screenshot(client, "setup.png").await;
     client.goto(&server.url("/")).await.unwrap();
     screenshot(client, "home.png").await;
+
+    // A token alone logs in, the user name left empty (the browser sends the form).
+    let token = server
+        .user_with_token("alice", alpine_registry::store::Role::Read, None, None)
+        .await;
+    client.delete_all_cookies().await.unwrap();
+    client.goto(&server.url("/-/login")).await.unwrap();
+    client
+        .find(Locator::Id("secret"))
+        .await
+        .unwrap()
+        .send_keys(&token)
+        .await
+        .unwrap();
+    navigate(client, Locator::Css("main form button[type=submit]"), |p| {
+        p == "/"
+    })
+    .await;
+    assert!(text(client, "header .account")
+        .await
+        .contains("Logged in as alice"));
 
     // Readable on a phone: the page fits a narrow window without sideways scrolling.
     client.set_window_size(390, 844).await.unwrap();
@@ -327,4 +412,55 @@ async fn scenario(client: &Client, server: &TestServer) {
         "the owner page scrolls sideways"
     );
     screenshot(client, "owner-phone.png").await;
+    client.set_window_size(1280, 900).await.unwrap();
+
+    // Every kind of page, as alice (logged in, with the right to delete): with axe-core, no
+    // serious or critical violation.
+    if let Some(axe) = axe_script() {
+        // With her password, which may delete (the token above only reads).
+        client.delete_all_cookies().await.unwrap();
+        client.goto(&server.url("/-/login")).await.unwrap();
+        for (field, value) in [
+            ("user", "alice".to_string()),
+            ("secret", password_of("alice")),
+        ] {
+            client
+                .find(Locator::Id(field))
+                .await
+                .unwrap()
+                .send_keys(&value)
+                .await
+                .unwrap();
+        }
+        navigate(client, Locator::Css("main form button[type=submit]"), |p| {
+            p == "/"
+        })
+        .await;
+        client
+            .goto(&server.url("/acme/-/packages/hello"))
+            .await
+            .unwrap();
+        let confirm = client
+            .find(Locator::Css("a.delete"))
+            .await
+            .unwrap()
+            .attr("href")
+            .await
+            .unwrap()
+            .expect("a delete link");
+        let pages = [
+            "/",
+            "/-/search?q=hello",
+            "/-/search?q=nothing-matches-this",
+            "/acme",
+            "/acme/-/packages/hello",
+            confirm.as_str(),
+            "/acme/-/setup/v3.21/main",
+            "/acme/-/index/v3.21/main",
+            "/-/login",
+            "/vault",
+            "/no-such-owner/-/packages/x",
+        ];
+        accessibility(client, server, &axe, &pages).await;
+    }
 }

@@ -149,10 +149,10 @@ async fn populate(server: &TestServer) -> Tokens {
     accounts::create_user(state, "bob", Some(&hash), false, true)
         .await
         .unwrap();
-    accounts::create_owner(state, "acme", false, true)
+    accounts::create_owner(state, "acme", false, true, true)
         .await
         .unwrap();
-    accounts::create_owner(state, "vault", true, true)
+    accounts::create_owner(state, "vault", true, true, true)
         .await
         .unwrap();
     accounts::add_member(state, "vault", "bob", Role::Write)
@@ -593,4 +593,67 @@ async fn a_damaged_source_file_stops_the_copy_before_any_row_is_written() {
     assert!(message.contains("before trying again"), "{message}");
     assert_eq!(export(&source_file).await, before);
     assert!(export(&target_file).await.counts().is_empty());
+}
+
+/// A PostgreSQL registry takes its master key from `signing.master_key` only: a target on
+/// PostgreSQL without it is refused (even with the source's key file in its data
+/// directory), told to set that key to the key file's content, and never to copy the file.
+#[tokio::test]
+async fn a_postgres_target_is_told_to_set_the_master_key_not_to_copy_the_key_file() {
+    let Some(server) = pg::server_url() else {
+        pg::note_skipped();
+        return;
+    };
+    let database = TestDatabase::create(&server);
+    let layout = Layout {
+        root: tempfile::tempdir().unwrap(),
+    };
+    let source_dir = layout.path("source");
+    let source_file = layout.path("source.toml");
+    write_config(&source_file, &source_dir, "", None);
+    let source = TestServer::start_on(Config::load_file_only(&source_file).unwrap()).await;
+    let response = source
+        .put_admin("/admin/v1/main", package("a", "1.0-r0", "x86_64"))
+        .await;
+    assert_eq!(response.status(), 201);
+    source.stop().await;
+    let source_key = source_dir.join("master.key");
+    let master_key = std::fs::read_to_string(&source_key).unwrap();
+
+    let target_dir = layout.path("target");
+    let target_file = layout.path("target.toml");
+    write_config(&target_file, &target_dir, &database.url, None);
+    // What the message offered for every target: the key file copied next to the target.
+    std::fs::create_dir_all(&target_dir).unwrap();
+    std::fs::copy(&source_key, target_dir.join("master.key")).unwrap();
+    let message = run_err(&mut migrate_storage(&source_file, &target_file));
+    assert!(
+        message.contains("no master key (signing.master_key is empty)"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!(
+            "set signing.master_key in {} to the content of {}",
+            target_file.display(),
+            source_key.display()
+        )),
+        "{message}"
+    );
+    assert!(message.contains("PostgreSQL"), "{message}");
+    assert!(!message.contains("copy that file"), "{message}");
+    assert!(
+        !message.contains(&target_dir.join("master.key").display().to_string()),
+        "{message}"
+    );
+
+    // Doing what it says is enough.
+    write_config(
+        &target_file,
+        &target_dir,
+        &database.url,
+        Some(master_key.trim()),
+    );
+    migrate_ok(&source_file, &target_file, false);
+    assert_eq!(export(&target_file).await, export(&source_file).await);
+    database.drop_database().await;
 }

@@ -16,8 +16,8 @@
 //! The other tests check the database locks themselves: they exclude across connections
 //! (as across instances), are released when their guard is dropped (also when the caller
 //! gave up waiting), 32 concurrent uploads and deletes on 8 connections (and on 1) finish,
-//! and a delete on one instance never removes a blob that an upload on another is
-//! publishing. The last one checks the start-up clean-up of staged files on PostgreSQL.
+//! and orphan collection on one instance never removes a blob that an upload on another
+//! is publishing. The last one checks the start-up clean-up of staged files on PostgreSQL.
 //!
 //! PostgreSQL tests: skipped with a note unless `ALPINE_REGISTRY_TEST_POSTGRES_URL` is
 //! set, required with `ALPINE_REGISTRY_TEST_REQUIRE_POSTGRES=1` (see tests/common/postgres.rs).
@@ -128,9 +128,9 @@ fn uploads() -> Vec<Upload> {
 struct Outcomes {
     /// Uploads answered 201 (by position in `uploads()`).
     acked: BTreeSet<usize>,
-    /// Uploads that may or may not have happened: the instance serving them was killed
-    /// (and a retry elsewhere found the file there already).
-    unknown: BTreeSet<usize>,
+    /// Uploads the killed instance stored before dying: a retry elsewhere was answered
+    /// 409 with `"identical": true` (counted in `acked` too: they are listed).
+    retried_identical: BTreeSet<usize>,
     /// Answers that are wrong whatever the timing.
     errors: Vec<String>,
     /// Uploads that the killed instance was serving when it died.
@@ -306,9 +306,14 @@ async fn three_instances_on_one_database_serve_one_registry() {
                             .body(upload.bytes.clone())
                             .send()
                             .await;
-                        let status = match answer {
-                            Ok(response) => Some(response.status().as_u16()),
-                            Err(_) => None,
+                        let (status, identical) = match answer {
+                            Ok(response) => {
+                                let status = response.status().as_u16();
+                                let body: Option<serde_json::Value> = response.json().await.ok();
+                                let identical = body.and_then(|b| b["identical"].as_bool());
+                                (Some(status), identical)
+                            }
+                            Err(_) => (None, None),
                         };
                         let mut outcomes = outcomes.lock().unwrap();
                         match status {
@@ -316,9 +321,11 @@ async fn three_instances_on_one_database_serve_one_registry() {
                                 outcomes.acked.insert(i);
                                 acked_count.fetch_add(1, Ordering::SeqCst);
                             }
-                            // The killed instance may have stored it before dying.
-                            Some(409) if interrupted => {
-                                outcomes.unknown.insert(i);
+                            // The killed instance stored it before dying: the retry is told
+                            // that these very bytes are there, once the index lists them.
+                            Some(409) if interrupted && identical == Some(true) => {
+                                outcomes.acked.insert(i);
+                                outcomes.retried_identical.insert(i);
                             }
                             _ if target == VICTIM && dead[VICTIM].load(Ordering::SeqCst) => {
                                 // Served by the instance that was killed: try a survivor.
@@ -372,7 +379,7 @@ async fn three_instances_on_one_database_serve_one_registry() {
         logs()
     );
     // Each upload was answered, by a survivor at the latest.
-    assert_eq!(outcomes.acked.len() + outcomes.unknown.len(), UPLOADS);
+    assert_eq!(outcomes.acked.len(), UPLOADS);
     // The kill landed under load: uploads were in flight on the victim.
     assert!(
         outcomes.interrupted > 0,
@@ -422,7 +429,7 @@ async fn three_instances_on_one_database_serve_one_registry() {
     for name in &listed {
         let known = by_name
             .get(name.as_str())
-            .is_some_and(|i| outcomes.acked.contains(i) || outcomes.unknown.contains(i));
+            .is_some_and(|i| outcomes.acked.contains(i));
         assert!(known, "{name} is listed but was never uploaded");
     }
 
@@ -498,7 +505,10 @@ async fn three_instances_on_one_database_serve_one_registry() {
             .join("sha256")
             .join(&gone.sha256[..2])
             .join(&gone.sha256);
-        assert!(!blob.exists(), "the deleted package's blob is gone");
+        assert!(
+            blob.exists(),
+            "the deleted package's blob stays for storage.orphan_grace_secs"
+        );
     }
 
     // The killed instance starts again beside the live ones. Its start-up clean-up leaves
@@ -576,11 +586,12 @@ async fn three_instances_on_one_database_serve_one_registry() {
     let builds: usize =
         servers.iter().map(|s| builds_in(&log_of(s))).sum::<usize>() + builds_in(&victim_log);
     eprintln!(
-        "multi-instance: {} uploads acknowledged, {} unknown (instance {VICTIM} killed after \
-         {acked_at_kill} acknowledgements, {} of its uploads in flight) in {:.1} s; {builds} index builds in all; \
-         {checked} downloads checked; an abandoned build caught up in {:.1} s",
+        "multi-instance: {} uploads acknowledged, {} of them by a retry told \"identical\" \
+         (instance {VICTIM} killed after {acked_at_kill} acknowledgements, {} of its uploads \
+         in flight) in {:.1} s; {builds} index builds in all; {checked} downloads checked; \
+         an abandoned build caught up in {:.1} s",
         outcomes.acked.len(),
-        outcomes.unknown.len(),
+        outcomes.retried_identical.len(),
         outcomes.interrupted,
         upload_time.as_secs_f64(),
         caught_up.as_secs_f64(),
@@ -1115,14 +1126,15 @@ async fn open_instance(url: &str, blob_dir: &Path, data_dir: &Path) -> alpine_re
     alpine_registry::open(config).await.expect("open registry")
 }
 
-/// An upload on one instance and a delete of the same content (in another repository) on
-/// another, at the same moment, again and again: the delete must never take the blob the
-/// upload's row is about to reference. Each instance's in-process lock sees only its own
-/// requests; only the database's lock of the digest keeps them apart.
+/// An upload on one instance and, on another, a delete of the same content (in another
+/// repository) followed by orphan collection without grace, at the same moment, again and
+/// again: the collection must never take the blob the upload's row is about to
+/// reference. Each instance's in-process lock sees only its own requests; only the
+/// database's lock of the digest keeps them apart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_delete_on_one_instance_never_takes_a_blob_another_is_publishing() {
+async fn orphan_collection_on_one_instance_never_takes_a_blob_another_is_publishing() {
     use alpine_registry::names::{Arch, PackageFile, RepoAddress};
-    use alpine_registry::registry::publish;
+    use alpine_registry::registry::{fsck, publish};
 
     let Some(database) = TestDatabase::from_env() else {
         pg::note_skipped();
@@ -1149,29 +1161,45 @@ async fn a_delete_on_one_instance_never_takes_a_blob_another_is_publishing() {
         futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(bytes.clone()))])
     };
 
+    let delete_and_collect = |state: &alpine_registry::AppState, at: &RepoAddress| {
+        let (state, at, owner, arch, file) = (
+            state.clone(),
+            at.clone(),
+            owner.clone(),
+            arch.clone(),
+            file.clone(),
+        );
+        async move {
+            publish::delete(&state, &owner, &at, &arch, &file)
+                .await
+                .unwrap();
+            fsck::collect_orphans(&state, std::time::Duration::ZERO)
+                .await
+                .unwrap();
+        }
+    };
+
     publish::publish(&b, &owner, &y, None, body(&bytes))
         .await
         .unwrap();
     for round in 0..60 {
         // In y (through b), not in x: a publish into x through a races a delete from y
         // through b.
-        let (published, deleted) = tokio::join!(
+        let (published, ()) = tokio::join!(
             publish::publish(&a, &owner, &x, None, body(&bytes)),
-            publish::delete(&b, &owner, &y, &arch, &file),
+            delete_and_collect(&b, &y),
         );
         published.unwrap();
-        deleted.unwrap();
         assert!(
             blob.exists(),
             "round {round}: the blob of the package just published in x was deleted"
         );
         // And the other way round: into y through b, out of x through a.
-        let (published, deleted) = tokio::join!(
+        let (published, ()) = tokio::join!(
             publish::publish(&b, &owner, &y, None, body(&bytes)),
-            publish::delete(&a, &owner, &x, &arch, &file),
+            delete_and_collect(&a, &x),
         );
         published.unwrap();
-        deleted.unwrap();
         assert!(
             blob.exists(),
             "round {round}: the blob of the package just published in y was deleted"

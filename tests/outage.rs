@@ -18,7 +18,10 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use alpine_registry::config::S3Config;
+use alpine_registry::store::Store;
 use common::process::ChildServer;
+use common::relay::Relay;
 use common::{apkindex_text, index_names, package, ADMIN_TOKEN};
 
 const REQUIRE_ENV: &str = "ALPINE_REGISTRY_TEST_REQUIRE_POSTGRES";
@@ -360,7 +363,26 @@ fn postgres_outage_answers_503_and_recovers_without_restart() {
     assert_eq!(put(&client, &server, first).status, 201);
     wait_ready(&client, &server, Duration::from_secs(10));
 
+    let store = TestStore::connect(&url);
+    let repository_id = {
+        let admin = store.run(store.store.owner_by_name("admin")).unwrap();
+        store
+            .run(store.store.repository(&alpine_registry::store::RepoRef {
+                owner_id: admin.id,
+                branch: "v3.20".into(),
+                repository: "main".into(),
+            }))
+            .unwrap()
+            .id
+    };
     for mode in ["immediate", "fast"] {
+        // Before the immediate stop, the test holds the repository's index build lock (as
+        // another instance building it would): uploads then commit their rows and wait
+        // for it, so the stop lands between a row and its index, and those uploads must
+        // be answered 503 saying they were recorded, then be listed once the database is
+        // back.
+        let build_lock =
+            (mode == "immediate").then(|| store.run(store.store.lock_index_build(repository_id)));
         // Uploads in flight across the stop, from workers that upload one after another
         // until a while after it: each is acknowledged (then it must be listed later) or
         // answered 503, nothing else.
@@ -376,6 +398,7 @@ fn postgres_outage_answers_503_and_recovers_without_restart() {
                         }
                         let name = format!("inflight-{mode}-{}", letters(worker * 1000 + round));
                         let bytes = bulky_package(&name, worker * 1000 + round);
+                        let started = Instant::now();
                         let upload = answer(
                             client
                                 .put(&target)
@@ -384,7 +407,7 @@ fn postgres_outage_answers_503_and_recovers_without_restart() {
                                 .send()
                                 .unwrap(),
                         );
-                        results.push((name, bytes, upload));
+                        results.push((name, bytes, upload, started, Instant::now()));
                     }
                     results
                 })
@@ -395,10 +418,13 @@ fn postgres_outage_answers_503_and_recovers_without_restart() {
         let stopped = Instant::now();
         std::thread::sleep(Duration::from_millis(300));
         done.store(true, std::sync::atomic::Ordering::SeqCst);
-        let (mut accepted, mut refused, mut refused_recorded) = (0, 0, 0);
+        let (mut accepted, mut refused, mut refused_recorded, mut straddled) = (0, 0, 0, 0);
         for worker in workers {
-            for (name, bytes, upload) in worker.join().unwrap() {
+            for (name, bytes, upload, started, answered) in worker.join().unwrap() {
                 uploaded.insert(name.clone(), bytes);
+                if started < stopped && answered > stopped {
+                    straddled += 1;
+                }
                 match upload.status {
                     201 => {
                         accepted += 1;
@@ -416,11 +442,24 @@ fn postgres_outage_answers_503_and_recovers_without_restart() {
                 }
             }
         }
+        {
+            // Given back on the store's runtime (its connection died with the server).
+            let _inside = store.runtime.enter();
+            drop(build_lock);
+        }
         eprintln!(
             "{mode} stop: {accepted} uploads acknowledged, {refused} refused with 503 \
-             ({refused_recorded} of them after their row was recorded)"
+             ({refused_recorded} of them after their row was recorded), {straddled} in \
+             flight across the stop"
         );
         assert!(refused > 0, "no upload met the stopped database");
+        assert!(straddled > 0, "no upload was in flight across the stop");
+        if mode == "immediate" {
+            assert!(
+                refused_recorded > 0,
+                "no upload was recorded before the stop and refused after it"
+            );
+        }
 
         // While it is down.
         get(&client, &server, "/readyz").assert_unavailable("/readyz");
@@ -511,6 +550,34 @@ fn postgres_outage_answers_503_and_recovers_without_restart() {
     }
 }
 
+/// A store on the test's cluster, as another instance has one, with the runtime its
+/// connections live on (the test itself runs on plain threads).
+struct TestStore {
+    runtime: tokio::runtime::Runtime,
+    store: alpine_registry::store::PostgresStore,
+}
+
+impl TestStore {
+    fn connect(url: &str) -> TestStore {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let store = runtime
+            .block_on(alpine_registry::store::PostgresStore::connect(
+                url,
+                2,
+                alpine_registry::clock::system(),
+            ))
+            .expect("connect to the test cluster");
+        TestStore { runtime, store }
+    }
+
+    fn run<T, E: std::fmt::Debug>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, E>>,
+    ) -> T {
+        self.runtime.block_on(call).expect("store call")
+    }
+}
+
 /// The mapping itself, without a server: outages are 503 with `Retry-After`, wherever
 /// they sit in an error's chain; other database errors stay 500.
 #[test]
@@ -548,131 +615,14 @@ fn unreachable_backends_map_to_503_with_retry_after() {
     }
 }
 
-/// A TCP relay from a loopback port to `target`, which can be cut (the port refuses
-/// connections and open ones are reset) and restored on the same port: an object store
-/// that goes down and comes back, as its clients see it.
-struct Relay {
-    port: u16,
-    target: std::net::SocketAddr,
-    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
-    acceptor: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Relay {
-    fn new(target: std::net::SocketAddr) -> Relay {
-        let mut relay = Relay {
-            port: common::free_port(),
-            target,
-            up: Default::default(),
-            open: Default::default(),
-            acceptor: None,
-        };
-        relay.restore();
-        relay
-    }
-
-    /// Listens on the same port again (retrying while the old socket is released).
-    fn restore(&mut self) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let listener = loop {
-            match std::net::TcpListener::bind(("127.0.0.1", self.port)) {
-                Ok(listener) => break listener,
-                Err(err) if std::time::Instant::now() < deadline => {
-                    eprintln!("relay: rebinding port {}: {err}", self.port);
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                }
-                Err(err) => panic!("relay: cannot rebind port {}: {err}", self.port),
-            }
-        };
-        self.serve(listener);
-    }
-
-    fn serve(&mut self, listener: std::net::TcpListener) {
-        use std::sync::atomic::Ordering;
-        self.up.store(true, Ordering::SeqCst);
-        let (up, open, target) = (self.up.clone(), self.open.clone(), self.target);
-        self.acceptor = Some(std::thread::spawn(move || {
-            for client in listener.incoming() {
-                if !up.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(client) = client else { continue };
-                let Ok(upstream) = std::net::TcpStream::connect(target) else {
-                    continue;
-                };
-                let mut tracked = open.lock().unwrap();
-                tracked.push(client.try_clone().unwrap());
-                tracked.push(upstream.try_clone().unwrap());
-                drop(tracked);
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
-                    (upstream, client),
-                ] {
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(std::net::Shutdown::Write);
-                    });
-                }
-            }
-        }));
-    }
-
-    /// Closes the port and resets every relayed connection.
-    fn cut(&mut self) {
-        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
-        // Wakes the acceptor, which then drops the listener.
-        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(acceptor) = self.acceptor.take() {
-            acceptor.join().unwrap();
-        }
-        for stream in self.open.lock().unwrap().drain(..) {
-            let _ = stream.shutdown(std::net::Shutdown::Both);
-        }
-    }
-}
-
 #[test]
 fn object_storage_outage_answers_503_and_recovers_without_restart() {
     let Some(bucket) = common::s3::config() else {
         common::s3::note_skipped();
         return;
     };
-    let target = bucket
-        .endpoint
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .parse()
-        .expect("the test S3 endpoint is http://IP:PORT");
-    let mut relay = Relay::new(target);
-    let endpoint = format!("http://127.0.0.1:{}", relay.port);
-    let env = [
-        ("ALPINE_REGISTRY__STORAGE__BACKEND", "s3"),
-        (
-            "ALPINE_REGISTRY__STORAGE__S3__BUCKET",
-            bucket.bucket.as_str(),
-        ),
-        ("ALPINE_REGISTRY__STORAGE__S3__ENDPOINT", endpoint.as_str()),
-        (
-            "ALPINE_REGISTRY__STORAGE__S3__REGION",
-            bucket.region.as_str(),
-        ),
-        ("ALPINE_REGISTRY__STORAGE__S3__ALLOW_HTTP", "true"),
-        ("ALPINE_REGISTRY__STORAGE__S3__PATH_STYLE", "true"),
-        (
-            "ALPINE_REGISTRY__STORAGE__S3__PREFIX",
-            bucket.prefix.as_str(),
-        ),
-        (
-            "ALPINE_REGISTRY__STORAGE__S3__ACCESS_KEY_ID",
-            bucket.access_key_id.as_str(),
-        ),
-        (
-            "ALPINE_REGISTRY__STORAGE__S3__SECRET_ACCESS_KEY",
-            bucket.secret_access_key.as_str(),
-        ),
-    ];
-    let server = ChildServer::start(ADMIN_TOKEN, &env);
+    let mut relay = Relay::to_endpoint(&bucket.endpoint);
+    let server = start_through(&relay, bucket, &[]);
     let client = client();
     let mut uploaded = BTreeMap::new();
     let first = package("first", "1.0-r0", "x86_64");
@@ -698,6 +648,145 @@ fn object_storage_outage_answers_503_and_recovers_without_restart() {
 
     relay.restore();
     wait_ready_naming(&client, &server, Duration::from_secs(30), storage);
+    let after = package("after", "1.0-r0", "x86_64");
+    uploaded.insert("after".to_string(), after.clone());
+    let answer = put(&client, &server, after);
+    assert_eq!(answer.status, 201, "PUT after recovery: {answer:?}");
+    assert_eq!(listed(&client, &server, &uploaded), ["after", "first"]);
+
+    let log = log_of(&server);
+    assert!(!log.contains("internal error"), "a 500 was answered: {log}");
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+    assert!(errors.is_empty(), "errors logged: {errors:#?}");
+}
+
+/// A registry whose blobs are in `bucket`, which it reaches through `relay`, with `extra`
+/// settings.
+fn start_through(relay: &Relay, mut bucket: S3Config, extra: &[(&str, &str)]) -> ChildServer {
+    bucket.endpoint = relay.endpoint();
+    let backends = common::backends::Backends {
+        database: None,
+        s3: Some(bucket),
+    };
+    let mut env = backends.env();
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    ChildServer::start(ADMIN_TOKEN, &env)
+}
+
+/// Bounds short enough for a test: an answer from the bucket must start within
+/// `FIRST_BYTE` (no try is repeated past 1 s after the first); /readyz waits `READY`, which
+/// with `MARGIN` is still shorter.
+const SHORT_BOUNDS: [(&str, &str); 4] = [
+    ("ALPINE_REGISTRY__STORAGE__S3__CONNECT_TIMEOUT_SECS", "1"),
+    ("ALPINE_REGISTRY__STORAGE__S3__FIRST_BYTE_TIMEOUT_SECS", "4"),
+    ("ALPINE_REGISTRY__STORAGE__S3__RETRY_TIMEOUT_SECS", "1"),
+    ("ALPINE_REGISTRY__STORAGE__READY_TIMEOUT_SECS", "1"),
+];
+const FIRST_BYTE: Duration = Duration::from_secs(4);
+const READY: Duration = Duration::from_secs(1);
+/// What an answer may take beyond its bound on a loaded machine.
+const MARGIN: Duration = Duration::from_secs(2);
+
+/// Sends `request` with a client that gives up after 30 s (so that a registry that hangs
+/// fails the test rather than holding it), and asserts it answers 503 saying that blob
+/// storage is unreachable within `bound` and `MARGIN`.
+fn unavailable_within(what: &str, bound: Duration, request: reqwest::blocking::RequestBuilder) {
+    let started = Instant::now();
+    let response = request
+        .timeout(Duration::from_secs(30))
+        .send()
+        .unwrap_or_else(|e| panic!("{what}: no answer: {e}"));
+    let took = started.elapsed();
+    answer(response).assert_unavailable_naming(what, "blob storage is unreachable");
+    assert!(took <= bound + MARGIN, "{what} took {took:?}");
+    eprintln!("{what}: 503 after {took:?}");
+}
+
+/// Object storage that accepts connections and never answers (the relay holds everything
+/// both ways): an upload, a download of a file not in memory and /readyz answer 503 with
+/// `Retry-After` within their bounds, nothing is acknowledged, and everything works again
+/// once the storage answers, without a restart.
+#[test]
+fn frozen_object_storage_answers_503_within_the_bounds_and_recovers() {
+    let Some(bucket) = common::s3::config() else {
+        common::s3::note_skipped();
+        return;
+    };
+    let relay = Relay::to_endpoint(&bucket.endpoint);
+    let server = start_through(&relay, bucket, &SHORT_BOUNDS);
+    let client = client();
+    let mut uploaded = BTreeMap::new();
+    let first = package("first", "1.0-r0", "x86_64");
+    uploaded.insert("first".to_string(), first.clone());
+    assert_eq!(put(&client, &server, first).status, 201);
+    wait_ready(&client, &server, Duration::from_secs(10));
+
+    relay.freeze();
+    let admin =
+        |request: reqwest::blocking::RequestBuilder| request.basic_auth("admin", Some(ADMIN_TOKEN));
+    unavailable_within("/readyz", READY, client.get(server.url("/readyz")));
+    unavailable_within(
+        "PUT",
+        FIRST_BYTE,
+        admin(client.put(server.url(REPO))).body(package("down", "1.0-r0", "x86_64")),
+    );
+    unavailable_within(
+        "GET of a package",
+        FIRST_BYTE,
+        admin(client.get(server.url(&format!("{REPO}/x86_64/first-1.0-r0.apk")))),
+    );
+
+    relay.thaw();
+    wait_ready_naming(&client, &server, Duration::from_secs(30), "storage");
+    let after = package("after", "1.0-r0", "x86_64");
+    uploaded.insert("after".to_string(), after.clone());
+    let answer = put(&client, &server, after);
+    assert_eq!(answer.status, 201, "PUT after recovery: {answer:?}");
+    assert_eq!(listed(&client, &server, &uploaded), ["after", "first"]);
+
+    let log = log_of(&server);
+    assert!(!log.contains("internal error"), "a 500 was answered: {log}");
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+    assert!(errors.is_empty(), "errors logged: {errors:#?}");
+}
+
+/// Object storage that answers 500 to everything: each request to it is tried again, then
+/// the client gets 503 with `Retry-After` (not 500); once it answers again, the registry
+/// works without a restart.
+#[test]
+fn object_storage_answering_500_answers_503_and_recovers() {
+    let Some(bucket) = common::s3::config() else {
+        common::s3::note_skipped();
+        return;
+    };
+    let relay = Relay::to_endpoint(&bucket.endpoint);
+    let server = start_through(&relay, bucket, &SHORT_BOUNDS);
+    let client = client();
+    let mut uploaded = BTreeMap::new();
+    let first = package("first", "1.0-r0", "x86_64");
+    uploaded.insert("first".to_string(), first.clone());
+    assert_eq!(put(&client, &server, first).status, 201);
+
+    relay.fail(u64::MAX);
+    let admin =
+        |request: reqwest::blocking::RequestBuilder| request.basic_auth("admin", Some(ADMIN_TOKEN));
+    unavailable_within(
+        "PUT",
+        FIRST_BYTE,
+        admin(client.put(server.url(REPO))).body(package("down", "1.0-r0", "x86_64")),
+    );
+    let retried = relay.failed();
+    assert!(retried > 1, "the upload was tried {retried} times");
+    unavailable_within(
+        "GET of a package",
+        FIRST_BYTE,
+        admin(client.get(server.url(&format!("{REPO}/x86_64/first-1.0-r0.apk")))),
+    );
+    unavailable_within("/readyz", READY, client.get(server.url("/readyz")));
+
+    relay.fail(0);
+    wait_ready_naming(&client, &server, Duration::from_secs(30), "storage");
     let after = package("after", "1.0-r0", "x86_64");
     uploaded.insert("after".to_string(), after.clone());
     let answer = put(&client, &server, after);

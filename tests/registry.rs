@@ -430,6 +430,32 @@ async fn delete_removes_from_index_before_answering() {
     server.stop().await;
 }
 
+/// Two deletes of one file at once (a client's retry racing its first attempt): one
+/// removes it (204), the other finds nothing (404).
+#[tokio::test]
+async fn a_delete_racing_another_delete_of_the_same_file_is_404() {
+    let server = TestServer::start().await;
+    let admin = Some(("admin", ADMIN_TOKEN));
+    let file = "/admin/v3.21/main/x86_64/twice-1.0-r0.apk";
+    for round in 0..5 {
+        let response = server
+            .put_admin(REPO, package("twice", "1.0-r0", "x86_64"))
+            .await;
+        assert_eq!(response.status(), 201, "round {round}");
+        let (a, b) = tokio::join!(server.delete(file, admin), server.delete(file, admin));
+        let mut statuses = [a.status().as_u16(), b.status().as_u16()];
+        statuses.sort();
+        assert_eq!(statuses, [204, 404], "round {round}");
+        let body: serde_json::Value = if a.status() == 404 { a } else { b }.json().await.unwrap();
+        assert!(
+            body["message"].as_str().unwrap().contains("not found"),
+            "{body}"
+        );
+        assert_eq!(server.get(file, None).await.status(), 404);
+    }
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn duplicate_upload_is_a_conflict() {
     let server = TestServer::start().await;
@@ -469,6 +495,257 @@ async fn duplicate_upload_is_a_conflict() {
             .status(),
         201
     );
+    server.stop().await;
+}
+
+/// Index builds so far, as `/metrics` counts them (every kind).
+async fn index_builds(server: &TestServer) -> f64 {
+    let response = server.get("/metrics", Some(("admin", ADMIN_TOKEN))).await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    text.lines()
+        .filter(|line| line.starts_with("alpine_registry_index_builds_total{"))
+        .map(|line| line.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
+        .sum()
+}
+
+/// What clients are served of a repository's index and a package file, and every row
+/// the database holds for them: equal before and after an upload that changed nothing.
+#[derive(Debug, PartialEq)]
+struct Served {
+    index_sha256: String,
+    index_etag: String,
+    file_etag: String,
+    repositories: Vec<alpine_registry::store::RepositoryRow>,
+    packages: Vec<alpine_registry::store::PackageRow>,
+    /// Repository, architecture, generation, sha256, build time and modification time of
+    /// each served index.
+    indexes: Vec<(i64, String, i64, String, i64, Option<i64>)>,
+}
+
+async fn served(server: &TestServer, file: &str) -> Served {
+    let index = server.get(INDEX, None).await;
+    assert_eq!(index.status(), 200);
+    let index_etag = index.headers()["etag"].to_str().unwrap().to_string();
+    let download = server.get(file, None).await;
+    assert_eq!(download.status(), 200);
+    let dump = server.state.store.export().await.unwrap();
+    Served {
+        index_etag,
+        index_sha256: hex::encode(Sha256::digest(index.bytes().await.unwrap())),
+        file_etag: download.headers()["etag"].to_str().unwrap().to_string(),
+        repositories: dump.repositories,
+        packages: dump.packages,
+        indexes: dump
+            .indexes
+            .into_iter()
+            .map(|i| {
+                (
+                    i.repository_id,
+                    i.arch,
+                    i.generation,
+                    i.sha256,
+                    i.built_at,
+                    i.modified_ms,
+                )
+            })
+            .collect(),
+    }
+}
+
+/// The fields of a 201 that a repeated answer repeats (all but `repository_created`, true
+/// for the upload that created the repository).
+fn upload_fields(body: &serde_json::Value) -> Vec<(String, serde_json::Value)> {
+    [
+        "owner",
+        "branch",
+        "repository",
+        "name",
+        "version",
+        "arch",
+        "checksum",
+        "sha256",
+        "size",
+        "path",
+        "url",
+    ]
+    .iter()
+    .map(|key| {
+        let value = body[*key].clone();
+        assert!(!value.is_null(), "{key} in {body}");
+        (key.to_string(), value)
+    })
+    .collect()
+}
+
+#[tokio::test]
+async fn a_retried_upload_of_the_same_bytes_is_a_conflict_that_says_so() {
+    let server = TestServer::start().await;
+    let bytes = package("retry", "1.0-r0", "x86_64");
+    let file = "/admin/v3.21/main/x86_64/retry-1.0-r0.apk";
+    let first = server.put_admin(REPO, bytes.clone()).await;
+    assert_eq!(first.status(), 201);
+    let first: serde_json::Value = first.json().await.unwrap();
+    assert_eq!(first["repository_created"], true);
+    let before = served(&server, file).await;
+    let builds = index_builds(&server).await;
+
+    let again = server.put_admin(REPO, bytes.clone()).await;
+    assert_eq!(again.status(), 409);
+    let body: serde_json::Value = again.json().await.unwrap();
+    assert_eq!(body["error"], "Conflict");
+    assert_eq!(body["identical"], true, "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("nothing needs doing"), "{message}");
+    assert!(message.contains("x86_64/retry-1.0-r0.apk"), "{message}");
+    assert_eq!(upload_fields(&body), upload_fields(&first));
+    assert_eq!(body["repository_created"], false);
+    assert_eq!(served(&server, file).await, before, "nothing changed");
+    assert_eq!(index_builds(&server).await, builds, "no index was built");
+
+    // Other bytes under the same name: a conflict, not identical, describing nothing.
+    let other = server
+        .put_admin(
+            REPO,
+            PackageBuilder::new("retry", "1.0-r0", "x86_64")
+                .file("x", b"other")
+                .build(),
+        )
+        .await;
+    assert_eq!(other.status(), 409);
+    let body: serde_json::Value = other.json().await.unwrap();
+    assert_eq!(body["error"], "Conflict");
+    assert_eq!(body["identical"], false, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("delete it"),
+        "{body}"
+    );
+    assert!(body.get("sha256").is_none(), "{body}");
+    // So is a noarch file of the same name and version.
+    let clash = server
+        .put_admin(REPO, package("retry", "1.0-r0", "noarch"))
+        .await;
+    assert_eq!(clash.status(), 409);
+    let body: serde_json::Value = clash.json().await.unwrap();
+    assert_eq!(body["identical"], false, "{body}");
+    assert_eq!(served(&server, file).await, before, "nothing changed");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn with_identical_reupload_accept_a_retry_is_answered_200_and_changes_nothing() {
+    let server = TestServer::start_with(|c| {
+        c.repositories.identical_reupload = alpine_registry::config::IdenticalReupload::Accept
+    })
+    .await;
+    let bytes = package("retry", "1.0-r0", "x86_64");
+    let file = "/admin/v3.21/main/x86_64/retry-1.0-r0.apk";
+    let first = server.put_admin(REPO, bytes.clone()).await;
+    assert_eq!(first.status(), 201);
+    let first: serde_json::Value = first.json().await.unwrap();
+    let before = served(&server, file).await;
+    let builds = index_builds(&server).await;
+    let indexer_builds = server.state.indexer.builds();
+
+    for _ in 0..2 {
+        let again = server.put_admin(REPO, bytes.clone()).await;
+        assert_eq!(again.status(), 200);
+        let body: serde_json::Value = again.json().await.unwrap();
+        assert_eq!(upload_fields(&body), upload_fields(&first));
+        assert_eq!(body["repository_created"], false);
+        assert!(body.get("error").is_none(), "{body}");
+    }
+    assert_eq!(served(&server, file).await, before, "nothing changed");
+    assert_eq!(index_builds(&server).await, builds, "no index was built");
+    assert_eq!(server.state.indexer.builds(), indexer_builds);
+
+    // Other bytes are still refused.
+    let other = server
+        .put_admin(
+            REPO,
+            PackageBuilder::new("retry", "1.0-r0", "x86_64")
+                .file("x", b"other")
+                .build(),
+        )
+        .await;
+    assert_eq!(other.status(), 409);
+    let body: serde_json::Value = other.json().await.unwrap();
+    assert_eq!(body["identical"], false, "{body}");
+    assert_eq!(served(&server, file).await, before, "nothing changed");
+    server.stop().await;
+}
+
+/// An upload whose instance died after its row was committed, before its index was
+/// published: the retry finds the file stored and publishes the index listing it before
+/// answering.
+#[tokio::test]
+async fn an_identical_retry_publishes_an_index_left_behind() {
+    let server = TestServer::start_with(|c| {
+        c.repositories.identical_reupload = alpine_registry::config::IdenticalReupload::Accept
+    })
+    .await;
+    assert_eq!(
+        server
+            .put_admin(REPO, package("first", "1.0-r0", "x86_64"))
+            .await
+            .status(),
+        201
+    );
+    // What the dead instance left: the blob and the row, no index.
+    let bytes = package("orphaned", "1.0-r0", "x86_64");
+    let parsed =
+        alpine_registry::apk::package::parse_package(&bytes[..], &server.state.config.apk_limits())
+            .unwrap();
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    let mut staged = server.state.blobs.stage().await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut staged, &bytes)
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::flush(&mut staged).await.unwrap();
+    server.state.blobs.commit(staged, &sha256).await.unwrap();
+    let owner = server
+        .state
+        .store
+        .owner_by_name("admin")
+        .await
+        .unwrap()
+        .unwrap();
+    let repo = alpine_registry::store::RepoRef {
+        owner_id: owner.id,
+        branch: "v3.21".into(),
+        repository: "main".into(),
+    };
+    server
+        .state
+        .store
+        .insert_package(
+            &repo,
+            alpine_registry::store::NewPackage {
+                arch: parsed.info.arch.clone(),
+                name: parsed.info.pkgname.clone(),
+                version: parsed.info.pkgver.clone(),
+                filename: "orphaned-1.0-r0.apk".into(),
+                checksum: parsed.checksum.clone(),
+                sha256: sha256.clone(),
+                size: bytes.len() as i64,
+                stanza: parsed.stanza.clone(),
+            },
+            false,
+        )
+        .await
+        .unwrap();
+    let builds = server.state.indexer.builds();
+
+    let again = server.put_admin(REPO, bytes).await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(
+        server.state.indexer.builds(),
+        builds + 1,
+        "the retry built it"
+    );
+    let text = server.verified_index("admin", INDEX, None).await;
+    assert_eq!(index_names(&text), ["first", "orphaned"]);
+    assert_eq!(server.state.indexer.builds(), builds + 1);
     server.stop().await;
 }
 

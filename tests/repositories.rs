@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 mod common;
 use common::process::ChildServer;
-use common::{cli, index_names, package, run_err, run_ok_both, TestServer, ADMIN_TOKEN};
+use common::{
+    cli, index_entry, index_names, package, run_err, run_ok_both, TestServer, ADMIN_TOKEN,
+};
 
 use alpine_registry::names::RepoAddress;
 use alpine_registry::store::{RepoRef, Role};
@@ -199,6 +201,119 @@ async fn an_index_build_cannot_bring_back_a_removed_repository() {
         .verified_index("admin", "/admin/edge/main/x86_64/APKINDEX.tar.gz", None)
         .await;
     assert_eq!(index_names(&text), ["new"]);
+    server.stop().await;
+}
+
+/// The index of `arch` in admin/v3.21/empty, its signatures verified against the owner's
+/// key; its `P:` names and its `DESCRIPTION`.
+async fn empty_repository_index(server: &TestServer, arch: &str) -> (Vec<String>, Option<String>) {
+    let path = format!("/admin/v3.21/empty/{arch}/APKINDEX.tar.gz");
+    let text = server.verified_index("admin", &path, None).await;
+    let bytes = server.get(&path, None).await.bytes().await.unwrap();
+    let (_, unsigned) = alpine_registry::apk::sign::split_signed(&bytes).unwrap();
+    (index_names(&text), index_entry(unsigned, "DESCRIPTION"))
+}
+
+/// A repository made with `repository create` (the function the command calls) had no
+/// index until its first upload, so the setup snippet's `apk update` failed (apk-tools 2:
+/// "No such file or directory", 3: 404). Now it serves a signed, empty index for every
+/// Alpine architecture, as a repository of noarch packages does, whichever is asked for
+/// first; an upload of one architecture's package leaves every other architecture's index
+/// served, and empty. An architecture name Alpine does not have is still 404.
+#[tokio::test]
+async fn a_created_repository_serves_an_empty_index_for_every_architecture() {
+    use alpine_registry::apk::names::KNOWN_ARCHES;
+    let server = TestServer::start().await;
+    let at = RepoAddress::parse("admin", "v3.21", "empty").unwrap();
+    alpine_registry::registry::repositories::create(&server.state, &at)
+        .await
+        .unwrap();
+    // The JSON listing of an index says what the apk route would serve, before anything
+    // was asked of it.
+    let listing = server
+        .get("/api/v1/owners/admin/index/v3.21/empty/mips64", None)
+        .await;
+    assert_eq!(listing.status(), 200);
+    for arch in KNOWN_ARCHES.iter().rev() {
+        let (names, description) = empty_repository_index(&server, arch).await;
+        assert!(names.is_empty(), "{arch}: {names:?}");
+        assert_eq!(description.as_deref(), Some("admin/v3.21/empty"), "{arch}");
+        let listing: Value = server
+            .get(
+                &format!("/api/v1/owners/admin/index/v3.21/empty/{arch}"),
+                None,
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            listing["packages"],
+            serde_json::json!([]),
+            "{arch}: {listing}"
+        );
+    }
+    for path in [
+        "/admin/v3.21/empty/vax/APKINDEX.tar.gz",
+        "/api/v1/owners/admin/index/v3.21/empty/vax",
+    ] {
+        assert_eq!(server.get(path, None).await.status(), 404, "{path}");
+    }
+
+    let response = server
+        .put_admin("/admin/v3.21/empty", package("hello", "1.0-r0", "x86_64"))
+        .await;
+    assert_eq!(response.status(), 201);
+    for arch in KNOWN_ARCHES {
+        let (names, description) = empty_repository_index(&server, arch).await;
+        let expected: &[&str] = if *arch == "x86_64" { &["hello"] } else { &[] };
+        assert_eq!(names, expected, "{arch}");
+        assert_eq!(description.as_deref(), Some("admin/v3.21/empty"), "{arch}");
+    }
+    assert_eq!(
+        server
+            .get("/admin/v3.21/empty/vax/APKINDEX.tar.gz", None)
+            .await
+            .status(),
+        404
+    );
+    server.stop().await;
+}
+
+/// The first index asked of an empty repository brings every Alpine architecture's: one
+/// upload later, the architectures nobody asked for are served too (a machine of another
+/// architecture set up after the first upload still gets an index).
+#[tokio::test]
+async fn the_first_index_asked_of_an_empty_repository_serves_every_architecture() {
+    use alpine_registry::apk::names::KNOWN_ARCHES;
+    let server = TestServer::start().await;
+    let at = RepoAddress::parse("admin", "v3.21", "empty").unwrap();
+    alpine_registry::registry::repositories::create(&server.state, &at)
+        .await
+        .unwrap();
+    let (names, _) = empty_repository_index(&server, "x86_64").await;
+    assert!(names.is_empty(), "{names:?}");
+    let response = server
+        .put_admin("/admin/v3.21/empty", package("tool", "1.0-r0", "aarch64"))
+        .await;
+    assert_eq!(response.status(), 201);
+    for arch in KNOWN_ARCHES {
+        let (names, _) = empty_repository_index(&server, arch).await;
+        let expected: &[&str] = if *arch == "aarch64" { &["tool"] } else { &[] };
+        assert_eq!(names, expected, "{arch}");
+    }
+    // A repository created by an upload is not empty: it serves its own architectures.
+    let response = server
+        .put_admin("/admin/v3.21/other", package("tool", "1.0-r0", "aarch64"))
+        .await;
+    assert_eq!(response.status(), 201);
+    assert_eq!(
+        server
+            .get("/admin/v3.21/other/x86_64/APKINDEX.tar.gz", None)
+            .await
+            .status(),
+        404
+    );
     server.stop().await;
 }
 

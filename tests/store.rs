@@ -107,6 +107,7 @@ conformance!(
     packages_insert_find_delete,
     noarch_and_concrete_architectures_clash,
     referenced_blobs_and_listing,
+    deletions_release_their_blobs,
     package_and_index_files_carry_their_place_and_stanza,
     catalog_rows_follow_their_package_rows,
     searches_page_by_name_and_owner_within_their_scope,
@@ -1673,6 +1674,81 @@ async fn referenced_blobs_and_listing(store: &dyn Store) {
     assert!(!store.referenced_blobs().await.unwrap().contains("aaaa"));
 }
 
+/// Every way package rows go (a package, a repository, an owner, a user's namespace)
+/// records when their blobs lost the reference, which orphan collection waits on.
+async fn deletions_release_their_blobs(store: &dyn Store) {
+    let before = common::unix_now_ms();
+    let set = |blobs: &[&str]| blobs.iter().map(|b| b.to_string()).collect::<HashSet<_>>();
+    let acme = store.create_owner("acme", false, true).await.unwrap();
+    let beta = store.create_owner("beta", false, true).await.unwrap();
+    let carol = store.create_user("carol", None, false).await.unwrap();
+    let carols = store.owner_by_name("carol").await.unwrap().unwrap();
+    let main = repo(acme.id, "v1", "main");
+    let other = repo(acme.id, "v1", "other");
+    let betas = repo(beta.id, "v1", "main");
+    let carol_main = repo(carols.id, "v1", "main");
+    for (repository, name, blob) in [
+        (&main, "one", "aaaa"),
+        (&main, "two", "bbbb"),
+        (&other, "three", "cccc"),
+        (&betas, "four", "dddd"),
+        (&betas, "five", "aaaa"),
+        (&carol_main, "six", "eeee"),
+    ] {
+        store
+            .insert_package(
+                repository,
+                new_package_blob(name, "1-r0", "x86_64", blob),
+                true,
+            )
+            .await
+            .unwrap();
+    }
+    assert!(store.released_blobs(0).await.unwrap().is_empty());
+
+    // Released although another row still holds it: the row that went is what counts.
+    store
+        .delete_package(&main, "x86_64", "one-1-r0.apk")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(store.released_blobs(before).await.unwrap(), set(&["aaaa"]));
+    assert!(store.blob_released_since("aaaa", before).await.unwrap());
+    assert!(!store.blob_released_since("bbbb", before).await.unwrap());
+    // Not released since a moment after it went.
+    let later = common::unix_now_ms() + 1;
+    assert!(!store.blob_released_since("aaaa", later).await.unwrap());
+    assert!(store.released_blobs(later).await.unwrap().is_empty());
+
+    // The clock reaches `later` (a millisecond at most) before the next deletions.
+    while common::unix_now_ms() < later {
+        std::thread::yield_now();
+    }
+    store.delete_repository(&other).await.unwrap().unwrap();
+    store.delete_owner(beta.id).await.unwrap();
+    store.delete_user(carol.id, Some(carols.id)).await.unwrap();
+    assert_eq!(
+        store.released_blobs(before).await.unwrap(),
+        set(&["aaaa", "cccc", "dddd", "eeee"])
+    );
+    assert_eq!(
+        store.released_blobs(later).await.unwrap(),
+        set(&["aaaa", "cccc", "dddd", "eeee"]),
+        "the owner's release of aaaa replaced the package's"
+    );
+    assert!(store.blob_released_since("eeee", later).await.unwrap());
+
+    // Forgotten once older than asked.
+    store.forget_releases(before).await.unwrap();
+    assert_eq!(store.released_blobs(0).await.unwrap().len(), 4);
+    store
+        .forget_releases(common::unix_now_ms() + 1)
+        .await
+        .unwrap();
+    assert!(store.released_blobs(0).await.unwrap().is_empty());
+    assert!(!store.blob_released_since("aaaa", 0).await.unwrap());
+}
+
 async fn repositories_and_generations(store: &dyn Store) {
     let acme = store.create_owner("acme", false, true).await.unwrap();
     let beta = store.create_owner("beta", false, true).await.unwrap();
@@ -2279,12 +2355,14 @@ async fn repositories_created_listed_and_removed(store: &dyn Store) {
 
     let created = store.create_repository(&main).await.unwrap();
     assert_eq!((created.wanted_gen, created.built_gen), (0, 0));
+    assert!(store.is_empty_repository(created.id).await.unwrap());
     conflict(store.create_repository(&main).await.unwrap_err());
     let first = store
         .insert_package(&main, new_package("hello", "1.0-r0", "x86_64"), false)
         .await
         .unwrap();
     assert!(!first.repository_created);
+    assert!(!store.is_empty_repository(created.id).await.unwrap());
     assert_eq!(first.package.repository_id, created.id);
     let tool = store
         .insert_package(&edge, new_package("tool", "2.0-r0", "noarch"), true)

@@ -456,17 +456,27 @@ async fn setup_snippet_names_the_exact_key_file_and_the_visitors_url() {
         .trim_end_matches('"');
     let origin = format!("http://{}", server.addr);
     assert!(
-        script.contains(&format!(
-            "wget -O '/etc/apk/keys/{file_name}' '{origin}/acme/key'"
-        )),
+        script.contains(&format!("wget -q -O \"$tmp\" '{origin}/acme/key'")),
         "{script}"
+    );
+    assert!(
+        script.contains(&format!("mv \"$tmp\" '/etc/apk/keys/{file_name}'")),
+        "{script}"
+    );
+    assert!(
+        script.contains(&hex::encode(Sha256::digest(pem.as_bytes()))),
+        "the SHA-256 of the key file: {script}"
+    );
+    assert!(
+        !script.contains("openssl"),
+        "stock Alpine has no openssl command"
     );
     assert!(script.contains(&format!(
         "grep -qxF '{origin}/acme/v3.21/main' /etc/apk/repositories || echo \
          '{origin}/acme/v3.21/main' >> /etc/apk/repositories"
     )));
-    assert!(script.contains(&public_key_sha256(&pem)));
     assert!(script.contains("apk update"));
+    assert!(page.body.contains(&public_key_sha256(&pem)));
     assert!(!script.contains("bash"));
     // The line is what apk fetches: the index is there.
     let index = server
@@ -516,12 +526,26 @@ async fn setup_snippet_names_the_exact_key_file_and_the_visitors_url() {
     proxied.stop().await;
 }
 
-/// Runs the setup script for real (wget, openssl, sh), with /etc/apk/ in a temporary
-/// directory and an `apk` that records its arguments: twice, as someone would by mistake;
-/// then with a wrong fingerprint. Skipped, saying so, where wget or openssl is missing,
-/// unless `ALPINE_REGISTRY_TEST_REQUIRE_TOOLS` is set (as CI does): then it fails.
+/// What the setup script runs, besides the shell's own: what busybox gives a stock
+/// Alpine machine (no openssl).
+const SETUP_TOOLS: [&str; 8] = [
+    "wget",
+    "sha256sum",
+    "mktemp",
+    "cut",
+    "chmod",
+    "mv",
+    "rm",
+    "grep",
+];
+
+/// Runs the setup script for real, with /etc/apk/ in a temporary directory, a PATH that
+/// holds only the tools stock Alpine has (links to this machine's: no openssl) and an
+/// `apk` that records its arguments: twice, as someone would by mistake; then with a
+/// wrong key file. Skipped, saying so, where a tool is missing, unless
+/// `ALPINE_REGISTRY_TEST_REQUIRE_TOOLS` is set (as CI does): then it fails.
 async fn run_setup_script(script: &str, pem: &str, line: &str) {
-    let missing: Vec<&str> = ["wget", "openssl", "sha256sum"]
+    let missing: Vec<&str> = SETUP_TOOLS
         .into_iter()
         .filter(|tool| {
             !std::process::Command::new("sh")
@@ -552,6 +576,15 @@ async fn run_setup_script(script: &str, pem: &str, line: &str) {
     .unwrap();
     let bin = root.path().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
+    for tool in SETUP_TOOLS.into_iter().chain(["sh", "cat"]) {
+        let found = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {tool}"))
+            .output()
+            .unwrap();
+        let target = String::from_utf8(found.stdout).unwrap();
+        std::os::unix::fs::symlink(target.trim(), bin.join(tool)).unwrap();
+    }
     let apk = bin.join("apk");
     std::fs::write(
         &apk,
@@ -563,7 +596,8 @@ async fn run_setup_script(script: &str, pem: &str, line: &str) {
     .unwrap();
     std::fs::set_permissions(&apk, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let local = script.replace("/etc/apk/", &format!("{}/", etc.display()));
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    // Nothing else: a script that needs openssl (or anything stock Alpine lacks) fails.
+    let path = bin.display().to_string();
     let run = |script: String| {
         let path = path.clone();
         tokio::task::spawn_blocking(move || {
@@ -597,19 +631,40 @@ async fn run_setup_script(script: &str, pem: &str, line: &str) {
     );
     let calls = std::fs::read_to_string(root.path().join("apk-calls")).unwrap();
     assert_eq!(calls, "update\nupdate\n");
-    // A key that is not the one the page names is refused and removed.
-    let fingerprint = local
+    // A key file that is not the one the page names is refused and never installed, and
+    // its temporary copy is gone.
+    let file_sha256 = local
         .lines()
-        .find_map(|l| l.strip_prefix("# Its fingerprint must be "))
+        .find_map(|l| l.strip_prefix("# The key file's SHA-256 must be "))
         .unwrap()
         .trim_end_matches('.')
         .to_string();
-    let tampered = local.replace(&fingerprint, &"0".repeat(64));
+    let tampered = local.replace(&file_sha256, &"0".repeat(64));
     std::fs::remove_file(keys[0].as_ref().unwrap().path()).unwrap();
-    let output = run(tampered).await.unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let output = {
+        let scratch = scratch.path().to_path_buf();
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(tampered)
+                .env("PATH", path)
+                .env("TMPDIR", scratch)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    };
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("wrong key fingerprint"));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("wrong key file"));
     assert_eq!(std::fs::read_dir(etc.join("keys")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(scratch.path()).unwrap().count(),
+        0,
+        "the downloaded copy is removed"
+    );
 }
 
 #[tokio::test]
@@ -888,6 +943,44 @@ async fn cookies_are_secure_when_the_visitor_came_over_https() {
         .find(|c| c.starts_with("alpine_registry_session="))
         .unwrap();
     assert!(session.contains("; Secure"), "{session}");
+    server.stop().await;
+}
+
+/// A token logs in without a user name, as the form's help says: the user field used to
+/// be required, so a browser would not send the form without one. A password still needs
+/// its user name, and the refusal says so.
+#[tokio::test]
+async fn a_token_logs_in_without_a_user_name() {
+    let server = started().await;
+    let token = server
+        .user_with_token("alice", Role::Read, None, None)
+        .await;
+    let mut visitor = Visitor::new(&server);
+    let form = visitor.get("/-/login").await;
+    let user_input = form
+        .body
+        .split("<input id=\"user\"")
+        .nth(1)
+        .and_then(|rest| rest.split('>').next())
+        .expect("the user field");
+    assert!(!user_input.contains("required"), "{user_input}");
+    let answer = visitor.login("", &token).await;
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    let home = visitor.get("/").await;
+    assert!(home.body.contains("Logged in as <strong>alice</strong>"));
+
+    let mut other = Visitor::new(&server);
+    let refused = other.login("", &password_of("alice")).await;
+    assert_eq!(refused.status, 401);
+    assert!(refused.body.contains("id=\"login-error\""));
+    assert!(
+        refused
+            .body
+            .contains("enter your user name with the password"),
+        "{}",
+        refused.body
+    );
+    assert!(!other.cookies.contains_key("alpine_registry_session"));
     server.stop().await;
 }
 

@@ -3,6 +3,7 @@
 
 mod fs;
 mod s3;
+mod s3_http;
 pub mod small;
 
 use std::any::Any;

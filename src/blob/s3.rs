@@ -1,6 +1,8 @@
 //! S3-compatible blob store: objects `<prefix>/sha256/<ab>/<abcdef…>` in one bucket.
 //! Uploads are staged in a local directory and sent to the bucket at commit: in one
-//! request up to `MULTIPART_THRESHOLD`, as a multipart upload above it.
+//! request up to `MULTIPART_THRESHOLD`, as a multipart upload above it. Requests go
+//! through the bounded client of `s3_http`; a bucket that does not answer in time, or
+//! answers 5xx once the retries are spent, is `Unavailable`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,10 +12,12 @@ use futures_util::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    ClientOptions, GetOptions, GetRange, ObjectStore, PutPayload, RetryConfig, WriteMultipart,
+    BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectStore, PutPayload, RetryConfig,
+    WriteMultipart,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::s3_http::{Answered, BoundedConnector};
 use super::*;
 use crate::config::S3Config;
 
@@ -27,6 +31,10 @@ const PARTS_IN_FLIGHT: usize = 2;
 /// request's body, or up to `PARTS_IN_FLIGHT` + 1 parts), so this bounds that memory
 /// (about 200 MiB) whatever the number of uploads received at once.
 const COMMITS_AT_ONCE: usize = 8;
+/// Backoff between the tries of a failed request: from 100 ms, doubling at most, never
+/// over `MAX_BACKOFF`, so that `storage.s3.retry_timeout_secs` bounds the total.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 pub struct S3BlobStore {
     store: AmazonS3,
@@ -51,18 +59,24 @@ impl S3BlobStore {
             .with_bucket_name(&config.bucket)
             .with_virtual_hosted_style_request(!config.path_style)
             .with_allow_http(config.allow_http)
-            .with_client_options(
-                ClientOptions::new()
-                    .with_allow_http(config.allow_http)
-                    .with_connect_timeout(Duration::from_secs(5))
-                    // A download streams at the client's pace: no limit on a whole
-                    // request, only on a connection attempt.
-                    .with_timeout_disabled(),
-            )
+            // Only `allow_http` of these reaches the bounded client, which sets its own
+            // timeouts: `ClientOptions::timeout` would cut a long download.
+            .with_client_options(ClientOptions::new().with_allow_http(config.allow_http))
+            .with_http_connector(BoundedConnector {
+                connect: Duration::from_secs(config.connect_timeout_secs),
+                wait: Duration::from_secs(config.first_byte_timeout_secs),
+            })
+            // A request is tried again only while the first try is less than
+            // `retry_timeout` ago: a timed-out try (`wait`) is repeated only when the
+            // timeout is the longer.
             .with_retry(RetryConfig {
-                max_retries: 4,
-                retry_timeout: Duration::from_secs(30),
-                ..RetryConfig::default()
+                backoff: BackoffConfig {
+                    init_backoff: FIRST_BACKOFF,
+                    max_backoff: MAX_BACKOFF,
+                    base: 2.0,
+                },
+                max_retries: config.max_retries,
+                retry_timeout: Duration::from_secs(config.retry_timeout_secs),
             });
         if !config.endpoint.is_empty() {
             builder = builder.with_endpoint(&config.endpoint);
@@ -113,14 +127,7 @@ impl S3BlobStore {
     }
 
     fn other_error(&self, e: object_store::Error) -> BlobError {
-        if unreachable(&e) {
-            BlobError::Unavailable(format!("S3 bucket {}: {e}", self.name))
-        } else {
-            BlobError::Io(std::io::Error::other(format!(
-                "S3 bucket {}: {e}",
-                self.name
-            )))
-        }
+        bucket_error(&self.name, e)
     }
 
     async fn upload_parts(
@@ -133,13 +140,13 @@ impl S3BlobStore {
         let mut buf = vec![0u8; 1 << 20];
         loop {
             if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
-                let _ = writer.abort().await;
+                abort_later(writer);
                 return Err(e);
             }
             let n = match file.read(&mut buf).await {
                 Ok(n) => n,
                 Err(e) => {
-                    let _ = writer.abort().await;
+                    abort_later(writer);
                     return Err(object_store::Error::Generic {
                         store: "S3",
                         source: Box::new(e),
@@ -156,11 +163,35 @@ impl S3BlobStore {
     }
 }
 
-/// Whether `e` says that the server could not be reached or did not answer (as opposed
-/// to answering with an error).
+/// Aborts a failed multipart upload in the background: the answer to the upload does not
+/// wait for a bucket that may not answer (what an abort leaves behind, the bucket's
+/// `AbortIncompleteMultipartUpload` rule removes).
+fn abort_later(writer: WriteMultipart) {
+    tokio::spawn(async move {
+        if let Err(e) = writer.abort().await {
+            tracing::debug!(error = %e, "aborting a multipart upload failed");
+        }
+    });
+}
+
+/// An error of the bucket `name` (`bucket/prefix`) as a `BlobError`: Unavailable when the
+/// server cannot be reached, does not answer or answers that it cannot now; else I/O.
+fn bucket_error(name: &str, e: object_store::Error) -> BlobError {
+    if unreachable(&e) {
+        BlobError::Unavailable(format!("S3 bucket {name}: {e}"))
+    } else {
+        BlobError::Io(std::io::Error::other(format!("S3 bucket {name}: {e}")))
+    }
+}
+
+/// Whether `e` says that the server could not be reached, did not answer in time, or
+/// answered 5xx, 429 or 408 (as opposed to answering with another error).
 fn unreachable(e: &object_store::Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(error) = source {
+        if error.downcast_ref::<Answered>().is_some() {
+            return true;
+        }
         if let Some(e) = error.downcast_ref::<reqwest::Error>() {
             if e.is_connect() || e.is_timeout() || e.is_request() {
                 return true;
@@ -250,7 +281,12 @@ impl BlobStore for S3BlobStore {
             .await
             .map_err(self.error(sha256))?;
         let size = result.meta.size;
-        let stream = result.into_stream().map_err(std::io::Error::other);
+        // A body that stalls (or a connection that breaks) mid-way says Unavailable too,
+        // through the I/O error the reader gives.
+        let name = self.name.clone();
+        let stream = result
+            .into_stream()
+            .map_err(move |e| std::io::Error::other(bucket_error(&name, e)));
         Ok(BlobReader::streaming(
             size,
             tokio_util::io::StreamReader::new(stream),

@@ -11,6 +11,40 @@ use axum::http::{header, HeaderMap, HeaderName, Method};
 /// 9110 14.2 allows for headers that look like a broken client or a denial of service.
 const MAX_RANGES: usize = 16;
 
+/// The precondition headers every download reads, for the OpenAPI document.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct Preconditions {
+    /// 412 unless it names the entity tag served (`"<sha256>"`), or is `*`.
+    #[param(rename = "If-Match")]
+    if_match: Option<String>,
+    /// Without `If-Match`: 412 if the file changed after this HTTP date.
+    #[param(rename = "If-Unmodified-Since")]
+    if_unmodified_since: Option<String>,
+    /// 304 when it names the entity tag served.
+    #[param(rename = "If-None-Match")]
+    if_none_match: Option<String>,
+    /// Without `If-None-Match`: 304 unless the file changed after this HTTP date.
+    #[param(rename = "If-Modified-Since")]
+    if_modified_since: Option<String>,
+}
+
+/// The range headers a package download reads (GET only), for the OpenAPI document.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct Ranges {
+    /// `bytes=<first>-<last>`, `bytes=<first>-` or `bytes=-<suffix>`: 206 with that part,
+    /// 416 when no range is satisfiable; ignored when malformed.
+    #[param(rename = "Range")]
+    range: Option<String>,
+    /// The entity tag or date of the copy the range completes; the whole file when it is
+    /// not current.
+    #[param(rename = "If-Range")]
+    if_range: Option<String>,
+}
+
 /// What is being served, as far as validators go.
 pub struct Entity {
     /// Quoted strong entity tag.

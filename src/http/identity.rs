@@ -1,8 +1,8 @@
 //! The `Identity` extractor (HTTP Basic, Bearer, Gitea's `token`).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use base64::Engine;
@@ -31,10 +31,7 @@ impl FromRequestParts<AppState> for Identity {
         // Malformed credentials and impossible user names are refused before anything
         // is looked up, hashed or remembered.
         let credentials = Credentials::parse(value)?;
-        let address = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|info| info.0.ip());
+        let address = super::client::ClientAddr::of(&parts.extensions);
         authenticate(state, address, credentials).await
     }
 }

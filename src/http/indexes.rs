@@ -4,13 +4,42 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 
-use super::conditional::{Entity, Plan};
+use super::api::{ErrorBody, FileBytes};
+use super::conditional::{Entity, Plan, Preconditions};
 use crate::access::Identity;
 use crate::error::{AppError, AppResult};
 use crate::names::{Arch, RepoAddress};
 use crate::store::Role;
 use crate::AppState;
 
+/// The signed `APKINDEX.tar.gz` of one architecture of a repository, as apk fetches it.
+/// Served while the repository has packages of that architecture, or once it did; for any
+/// Alpine architecture while it holds noarch packages or nothing at all.
+#[utoipa::path(method(get, head),
+    path = "/{owner}/{branch}/{repository}/{arch}/APKINDEX.tar.gz", tag = "apk",
+    operation_id = "get_index",
+    params(("owner" = String, Path, description = "A user or an organisation"),
+        ("branch" = String, Path, description = "A branch, such as v3.21 or edge"),
+        ("repository" = String, Path, description = "A repository, such as main"),
+        ("arch" = String, Path, description = "An architecture, such as x86_64"),
+        Preconditions),
+    responses(
+        (status = 200, description = "The signed index", content_type = "application/gzip",
+            body = FileBytes,
+            headers(("ETag" = String, description = "\"<sha256 of the index>\""),
+                ("Last-Modified" = String), ("Cache-Control" = String))),
+        (status = 304, description = "Not modified since the copy the validators name",
+            headers(("ETag" = String), ("Last-Modified" = String))),
+        (status = 400, description = "Invalid owner, branch, repository or architecture",
+            body = ErrorBody),
+        (status = 401, body = ErrorBody,
+            description = "Unknown or private owner and no credentials, or bad credentials"),
+        (status = 403, description = "Credentials that may not read this owner", body = ErrorBody),
+        (status = 404, body = ErrorBody,
+            description = "No such repository, or no index of that architecture"),
+        (status = 412, description = "If-Match or If-Unmodified-Since does not hold",
+            body = ErrorBody),
+    ))]
 pub async fn get(
     state: &AppState,
     identity: &Identity,

@@ -4,6 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
+use super::api::ErrorBody;
 use crate::access::Identity;
 use crate::error::{AppError, AppResult};
 use crate::names::OwnerName;
@@ -41,7 +42,21 @@ async fn serve_key(
         .into_response())
 }
 
-/// `GET /{owner}/key`
+/// The owner's public signing key, in PEM, to save in `/etc/apk/keys/` under the file
+/// name that `Content-Disposition` gives (the name the index signatures refer to).
+#[utoipa::path(get, path = "/{owner}/key", tag = "apk", operation_id = "get_key",
+    params(("owner" = String, Path, description = "A user or an organisation")),
+    responses(
+        (status = 200, description = "The public key", content_type = "application/x-pem-file",
+            body = String,
+            headers(("Content-Disposition" = String,
+                description = "attachment; filename=\"<owner>-<8 hex digits>.rsa.pub\""))),
+        (status = 400, description = "Invalid owner name", body = ErrorBody),
+        (status = 401, body = ErrorBody,
+            description = "Unknown or private owner and no credentials, or bad credentials"),
+        (status = 403, description = "Credentials that may not read this owner", body = ErrorBody),
+        (status = 404, description = "No such owner the caller may read", body = ErrorBody),
+    ))]
 pub async fn get(
     State(state): State<AppState>,
     identity: Identity,
@@ -50,7 +65,22 @@ pub async fn get(
     serve_key(&state, &identity, &owner, None).await
 }
 
-/// `GET /{owner}/keys/{keyname}`
+/// The owner's public signing key under its file name; 404 for any other name.
+#[utoipa::path(get, path = "/{owner}/keys/{keyname}", tag = "apk", operation_id = "get_named_key",
+    params(("owner" = String, Path, description = "A user or an organisation"),
+        ("keyname" = String, Path, description = "The key's file name")),
+    responses(
+        (status = 200, description = "The public key", content_type = "application/x-pem-file",
+            body = String,
+            headers(("Content-Disposition" = String,
+                description = "attachment; filename=\"<owner>-<8 hex digits>.rsa.pub\""))),
+        (status = 400, description = "Invalid owner name", body = ErrorBody),
+        (status = 401, body = ErrorBody,
+            description = "Unknown or private owner and no credentials, or bad credentials"),
+        (status = 403, description = "Credentials that may not read this owner", body = ErrorBody),
+        (status = 404, body = ErrorBody,
+            description = "No such owner the caller may read, or not the key's name"),
+    ))]
 pub async fn get_named(
     State(state): State<AppState>,
     identity: Identity,

@@ -13,6 +13,16 @@ use crate::error::{AppError, AppResult};
 use crate::AppState;
 
 /// The route on the main listener.
+#[utoipa::path(get, path = "/metrics", tag = "server", operation_id = "metrics",
+    responses(
+        (status = 200, description = "Prometheus' text format 0.0.4",
+            content_type = "text/plain; version=0.0.4; charset=utf-8", body = String),
+        (status = 401, description = "No credentials, or bad ones",
+            body = super::api::ErrorBody),
+        (status = 403, description = "Not a site administrator", body = super::api::ErrorBody),
+        (status = 404, body = super::api::ErrorBody,
+            description = "Served on server.metrics_listen instead (the message says where)"),
+    ))]
 pub async fn get_guarded(State(state): State<AppState>, identity: Identity) -> AppResult<Response> {
     match &identity {
         Identity::User(principal) if principal.user.is_admin && principal.only_owner.is_none() => {}

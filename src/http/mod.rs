@@ -2,6 +2,7 @@
 
 mod api;
 mod body_limit;
+pub mod client;
 mod conditional;
 pub mod connections;
 mod health;
@@ -141,10 +142,7 @@ async fn log_request(request: Request, next: axum::middleware::Next) -> Response
     let method = request.method().clone();
     let uri = request.uri().clone();
     let route = request.extensions().get::<MatchedPath>().cloned();
-    let client = request
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|info| info.0.ip());
+    let client = client::ClientAddr::of(request.extensions());
     // The path only: a query string is the one place a client could put a secret of its
     // own accord.
     let span = || {
@@ -253,10 +251,15 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(log_request))
         // Answers to keep in memory (`ready`), served before routing from then on.
         .layer(axum::middleware::from_fn(keep))
-        // Outermost: every answer is counted.
+        // Outside the routes: every answer is counted.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::count,
+        ))
+        // Outermost: who the client is, for every layer and handler inside.
+        .layer(axum::middleware::map_request_with_state(
+            std::sync::Arc::new(client::Proxies::from_config(&state.config)),
+            client::resolve,
         ))
         .with_state(state)
 }

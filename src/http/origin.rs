@@ -1,11 +1,13 @@
 //! The base URL a client used to reach the registry, for the URLs in answers: the
 //! configured `server.public_url`, or else what the request says (`Host`, and the
-//! forwarding headers only from a trusted proxy).
+//! forwarding headers only from a trusted proxy, as the proxy nearest the registry wrote
+//! them: see `client::forwarding`).
 
 use std::net::IpAddr;
 
 use axum::http::{header, HeaderMap, Uri};
 
+use super::client::{self, Forwarding};
 use crate::config::Config;
 
 /// Where the request came from, as far as the base URL goes.
@@ -22,24 +24,20 @@ pub fn base_url(config: &Config, origin: &Origin<'_>) -> String {
         return config.server.public_url.trim_end_matches('/').to_string();
     }
     let trusted = origin.peer.is_some_and(|peer| {
+        let peer = peer.to_canonical();
         config
             .trusted_proxies()
             .iter()
             .any(|net| net.contains(&peer))
     });
     // What a trusted proxy says the client used, if it says anything.
-    let (proxy_scheme, proxy_host) = if trusted {
-        let forwarded = first_forwarded(origin.headers);
-        (
-            forwarded
-                .proto
-                .or_else(|| first_value(origin.headers, "x-forwarded-proto")),
-            forwarded
-                .host
-                .or_else(|| first_value(origin.headers, "x-forwarded-host")),
-        )
+    let Forwarding {
+        proto: proxy_scheme,
+        host: proxy_host,
+    } = if trusted {
+        client::forwarding(origin.headers)
     } else {
-        (None, None)
+        Forwarding::default()
     };
     let scheme = proxy_scheme
         .map(|p| p.to_ascii_lowercase())
@@ -67,40 +65,6 @@ fn valid_host(host: &str) -> bool {
         && host.bytes().all(|b| {
             b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'[' | b']')
         })
-}
-
-/// The first value of a comma-separated header: what the proxy facing the client wrote.
-fn first_value(headers: &HeaderMap, name: &str) -> Option<String> {
-    let value = headers.get(name)?.to_str().ok()?;
-    let first = value.split(',').next()?.trim();
-    (!first.is_empty()).then(|| first.to_string())
-}
-
-#[derive(Default)]
-struct Forwarded {
-    proto: Option<String>,
-    host: Option<String>,
-}
-
-/// `proto` and `host` of the first element of an RFC 7239 `Forwarded` header.
-fn first_forwarded(headers: &HeaderMap) -> Forwarded {
-    let mut out = Forwarded::default();
-    let Some(value) = headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) else {
-        return out;
-    };
-    let first = value.split(',').next().unwrap_or("");
-    for pair in first.split(';') {
-        let Some((key, value)) = pair.split_once('=') else {
-            continue;
-        };
-        let value = value.trim().trim_matches('"').to_string();
-        match key.trim().to_ascii_lowercase().as_str() {
-            "proto" => out.proto = Some(value),
-            "host" => out.host = Some(value),
-            _ => {}
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -180,7 +144,7 @@ mod tests {
             ("host", "internal:8080"),
             (
                 "forwarded",
-                "for=192.0.2.60;proto=https;host=\"apk.example.org\", for=10.0.0.2",
+                "for=192.0.2.60;proto=https;host=\"apk.example.org\"",
             ),
         ];
         let trusted = config("", &["10.0.0.1"]);
@@ -188,5 +152,39 @@ mod tests {
             url(&trusted, "10.0.0.1", &forwarded),
             "https://apk.example.org"
         );
+        assert_eq!(
+            url(&trusted, "::ffff:10.0.0.1", &forwarded),
+            "https://apk.example.org"
+        );
+    }
+
+    #[test]
+    fn what_precedes_the_proxys_own_element_is_not_believed() {
+        // The client sent `Forwarded: host=evil.example;proto=https`; a proxy that
+        // appends its own element put it after.
+        let trusted = config("", &["10.0.0.1"]);
+        let appended = [
+            ("host", "internal:8080"),
+            (
+                "forwarded",
+                "host=evil.example;proto=https, for=192.0.2.60;host=apk.example.org",
+            ),
+        ];
+        assert_eq!(
+            url(&trusted, "10.0.0.1", &appended),
+            "http://apk.example.org"
+        );
+        // One that overwrites it with `for` alone: the Host header.
+        let overwritten = [("host", "apk.example.org"), ("forwarded", "for=192.0.2.60")];
+        assert_eq!(
+            url(&trusted, "10.0.0.1", &overwritten),
+            "http://apk.example.org"
+        );
+        let listed = [
+            ("host", "internal:8080"),
+            ("x-forwarded-host", "evil.example, apk.example.org"),
+            ("x-forwarded-proto", "https, http"),
+        ];
+        assert_eq!(url(&trusted, "10.0.0.1", &listed), "http://apk.example.org");
     }
 }

@@ -7,18 +7,19 @@ use axum::response::Response;
 use axum::Json;
 use serde::Serialize;
 
-use super::conditional::{Entity, Plan};
+use super::api::{ErrorBody, FileBytes};
+use super::conditional::{Entity, Plan, Preconditions, Ranges};
 use super::indexes::cache_control;
 use super::ready;
 use crate::access::Identity;
 use crate::error::{AppError, AppResult};
 use crate::names::{Arch, FileAddress, PackageFile, RepoAddress, RepoFile};
 use crate::registry::publish;
-use crate::store::Role;
+use crate::store::{Package, Role};
 use crate::AppState;
 
 /// What a successful upload answers.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Uploaded {
     pub owner: String,
     pub branch: String,
@@ -37,7 +38,64 @@ pub struct Uploaded {
     pub repository_created: bool,
 }
 
-/// `PUT /{owner}/{branch}/{repository}` with the `.apk` as body.
+impl Uploaded {
+    /// `package` in `at` as an upload answers it, its URL under `base_url`.
+    fn new(at: &RepoAddress, package: Package, base_url: &str, repository_created: bool) -> Self {
+        let path = format!("/{at}/{}/{}", package.arch, package.filename);
+        Uploaded {
+            owner: at.owner.to_string(),
+            branch: at.branch.to_string(),
+            repository: at.repository.to_string(),
+            name: package.name,
+            version: package.version,
+            arch: package.arch,
+            checksum: package.checksum,
+            sha256: package.sha256,
+            size: package.size,
+            url: format!("{base_url}{path}"),
+            path,
+            repository_created,
+        }
+    }
+}
+
+/// Publishes a package: the `.apk` (apk v2) as the body. Answers 201 once the signed
+/// index of its architecture (of every architecture, for a noarch package) lists it; for a
+/// file stored already with the same bytes, 200 or a 409 that describes it
+/// (`repositories.identical_reupload`), in the words of the 201 that stored it.
+#[utoipa::path(put, path = "/{owner}/{branch}/{repository}", tag = "apk",
+    operation_id = "upload_package",
+    params(("owner" = String, Path, description = "A user or an organisation"),
+        ("branch" = String, Path, description = "A branch, such as v3.21 or edge"),
+        ("repository" = String, Path, description = "A repository, such as main")),
+    request_body(content = FileBytes, content_type = "application/octet-stream",
+        description = "The .apk file"),
+    responses(
+        (status = 200, body = Uploaded,
+            description = "These very bytes are stored under this name already, and \
+                           repositories.identical_reupload is accept: the answer of the \
+                           upload that stored them"),
+        (status = 201, description = "Published", body = Uploaded),
+        (status = 400, body = ErrorBody,
+            description = "A malformed package, an invalid name in it or in the path, an empty \
+                           body"),
+        (status = 401, description = "No credentials, or bad ones", body = ErrorBody),
+        (status = 403, description = "Credentials without write access to this owner",
+            body = ErrorBody),
+        (status = 404, body = ErrorBody,
+            description = "No such owner, or no such repository while repositories.auto_create \
+                           is off"),
+        (status = 409, body = ErrorBody,
+            description = "The same name and version is already in the repository (the body \
+                           says whether its bytes are the upload's, \"identical\", and \
+                           describes the stored file)"),
+        (status = 413, description = "Over limits.max_upload_bytes", body = ErrorBody),
+        (status = 415, description = "An apk v3 package: only v2 packages are taken",
+            body = ErrorBody),
+        (status = 503, body = ErrorBody,
+            description = "More uploads at once than limits.max_concurrent_uploads, or the \
+                           database or blob storage is unreachable"),
+    ))]
 pub async fn upload(
     State(state): State<AppState>,
     identity: Identity,
@@ -52,47 +110,81 @@ pub async fn upload(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let published =
-        publish::publish(&state, &owner, &at, declared, body.into_data_stream()).await?;
-    let package = published.package;
-    let path = format!("/{at}/{}/{}", package.arch, package.filename);
-    Ok((
-        StatusCode::CREATED,
-        Json(Uploaded {
-            owner: at.owner.to_string(),
-            branch: at.branch.to_string(),
-            repository: at.repository.to_string(),
-            name: package.name,
-            version: package.version,
-            arch: package.arch,
-            checksum: package.checksum,
-            sha256: package.sha256,
-            size: package.size,
-            url: format!(
-                "{}{path}",
-                super::origin::base_url(
-                    &state.config,
-                    &super::origin::Origin {
-                        headers: &headers,
-                        uri: &uri,
-                        peer: extensions
-                            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                            .map(|info| info.0.ip()),
-                    }
-                )
-            ),
-            path,
-            repository_created: published.repository_created,
-        }),
-    ))
+    let base_url = super::origin::base_url(
+        &state.config,
+        &super::origin::Origin {
+            headers: &headers,
+            uri: &uri,
+            peer: extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|info| info.0.ip()),
+        },
+    );
+    match publish::publish(&state, &owner, &at, declared, body.into_data_stream()).await {
+        Ok(published) => {
+            let status = if published.identical {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            let answer = Uploaded::new(
+                &at,
+                published.package,
+                &base_url,
+                published.repository_created,
+            );
+            Ok((status, Json(answer)))
+        }
+        Err(AppError::Exists(mut exists)) => {
+            if let Some(stored) = &exists.identical {
+                let answer = Uploaded::new(&at, stored.clone(), &base_url, false);
+                if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(answer) {
+                    exists.answer = fields;
+                }
+            }
+            Err(AppError::Exists(exists))
+        }
+        Err(other) => Err(other),
+    }
 }
 
 /// Read size for downloads: large enough that file reads (each a trip to the blocking
 /// pool) do not dominate.
 const DOWNLOAD_CHUNK: usize = 256 * 1024;
 
-/// `GET`/`HEAD /{owner}/{branch}/{repository}/{arch}/{name}-{version}.apk`; a noarch
-/// package is served under every architecture.
+/// A package file; a noarch package is served under every architecture.
+#[utoipa::path(method(get, head), path = "/{owner}/{branch}/{repository}/{arch}/{file}",
+    tag = "apk", operation_id = "get_package",
+    params(("owner" = String, Path, description = "A user or an organisation"),
+        ("branch" = String, Path, description = "A branch, such as v3.21 or edge"),
+        ("repository" = String, Path, description = "A repository, such as main"),
+        ("arch" = String, Path, description = "An architecture, such as x86_64"),
+        ("file" = String, Path, description = "{name}-{version}.apk"),
+        Preconditions, Ranges),
+    responses(
+        (status = 200, description = "The package", content_type = "application/octet-stream",
+            body = FileBytes,
+            headers(("ETag" = String, description = "\"<sha256 of the file>\""),
+                ("Last-Modified" = String), ("Accept-Ranges" = String),
+                ("Cache-Control" = String))),
+        (status = 206, description = "The range asked for (GET only)",
+            content_type = "application/octet-stream", body = FileBytes,
+            headers(("Content-Range" = String, description = "bytes <first>-<last>/<size>"),
+                ("ETag" = String))),
+        (status = 304, description = "Not modified since the copy the validators name",
+            headers(("ETag" = String), ("Last-Modified" = String))),
+        (status = 400, body = ErrorBody,
+            description = "Invalid owner, branch, repository, architecture or file name"),
+        (status = 401, body = ErrorBody,
+            description = "Unknown or private owner and no credentials, or bad credentials"),
+        (status = 403, description = "Credentials that may not read this owner", body = ErrorBody),
+        (status = 404, description = "No such package file", body = ErrorBody),
+        (status = 412, description = "If-Match or If-Unmodified-Since does not hold",
+            body = ErrorBody),
+        (status = 416, description = "No requested range is satisfiable (GET only)",
+            body = ErrorBody,
+            headers(("Content-Range" = String, description = "bytes */<size>"))),
+    ))]
 pub async fn download(
     state: &AppState,
     identity: &Identity,
@@ -168,8 +260,24 @@ pub async fn download(
     Ok(response)
 }
 
-/// `DELETE /{owner}/{branch}/{repository}/{arch}/{name}-{version}.apk`. When it answers
-/// 204 the index no longer lists the package.
+/// Deletes a package file (a noarch one through any architecture). When it answers 204
+/// the index no longer lists the package.
+#[utoipa::path(delete, path = "/{owner}/{branch}/{repository}/{arch}/{file}", tag = "apk",
+    operation_id = "delete_package",
+    params(("owner" = String, Path, description = "A user or an organisation"),
+        ("branch" = String, Path, description = "A branch, such as v3.21 or edge"),
+        ("repository" = String, Path, description = "A repository, such as main"),
+        ("arch" = String, Path, description = "An architecture, such as x86_64"),
+        ("file" = String, Path, description = "{name}-{version}.apk")),
+    responses(
+        (status = 204, description = "Deleted, and gone from the index"),
+        (status = 400, body = ErrorBody,
+            description = "Invalid owner, branch, repository, architecture or file name"),
+        (status = 401, description = "No credentials, or bad ones", body = ErrorBody),
+        (status = 403, description = "Credentials without write access to this owner",
+            body = ErrorBody),
+        (status = 404, description = "No such owner or package file", body = ErrorBody),
+    ))]
 pub async fn delete(
     State(state): State<AppState>,
     identity: Identity,

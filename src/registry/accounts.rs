@@ -59,7 +59,8 @@ async fn owner_name_free(state: &AppState, name: &OwnerName) -> AppResult<()> {
 
 /// Creates a user and its namespace (an owner of the same name, the user its admin).
 /// With `generate_key`, the namespace's signing key is made now (seconds for 4096 bits);
-/// otherwise the server makes it in the background.
+/// otherwise the server makes it in the background (`Keys::spawn_create_missing`) or on
+/// first use.
 pub async fn create_user(
     state: &AppState,
     name: &str,
@@ -94,21 +95,35 @@ pub async fn create_user(
     Ok(user)
 }
 
-/// Creates an owner (namespace) and its signing key; returns the key's file name.
+/// Creates an owner (namespace). With `generate_key`, its signing key is made now
+/// (seconds for 4096 bits) and its file name returned; otherwise the server makes it in
+/// the background (`Keys::spawn_create_missing`) or on first use.
 pub async fn create_owner(
     state: &AppState,
     name: &str,
     private: bool,
     org: bool,
-) -> AppResult<(Owner, String)> {
+    generate_key: bool,
+) -> AppResult<(Owner, Option<String>)> {
     let name = OwnerName::parse(name)?;
     owner_name_free(state, &name).await?;
     let owner = state
         .store
         .create_owner(name.as_str(), private, org)
         .await?;
-    let key = state.keys.get_or_create(&owner).await?;
-    Ok((owner, key.key_name().to_string()))
+    let key_name = if generate_key {
+        Some(
+            state
+                .keys
+                .get_or_create(&owner)
+                .await?
+                .key_name()
+                .to_string(),
+        )
+    } else {
+        None
+    };
+    Ok((owner, key_name))
 }
 
 pub async fn list_users(state: &AppState) -> AppResult<Vec<UserSummary>> {
@@ -215,21 +230,29 @@ pub async fn set_visibility(state: &AppState, name: &str, private: bool) -> AppR
     Ok(owner)
 }
 
-/// Sets (or, with `None`, removes) a user's password. Hashing (argon2) runs on the
-/// blocking pool.
+/// Hashes a new password (argon2) through the password check limiter, which bounds how
+/// many run at once and reuses their working memory: 503 when too many passwords are being
+/// checked or set.
+pub async fn hash_password(state: &AppState, password: String) -> AppResult<String> {
+    if password.is_empty() {
+        return Err(AppError::BadRequest("the password is empty".into()));
+    }
+    let hashed = state
+        .password_checks
+        .hash(password)
+        .await
+        .map_err(|access::Busy| AppError::Overloaded {
+            message: "too many passwords are being checked or set: retry shortly".into(),
+            retry_after: 1,
+        })?;
+    Ok(hashed?)
+}
+
+/// Sets (or, with `None`, removes) a user's password, hashed by `hash_password`.
 pub async fn set_password(state: &AppState, name: &str, password: Option<String>) -> AppResult<()> {
     let user = user(state, name).await?;
     let hash = match password {
-        Some(password) => {
-            if password.is_empty() {
-                return Err(AppError::BadRequest("the password is empty".into()));
-            }
-            Some(
-                tokio::task::spawn_blocking(move || access::hash_password(&password))
-                    .await
-                    .map_err(anyhow::Error::from)??,
-            )
-        }
+        Some(password) => Some(hash_password(state, password).await?),
         None => None,
     };
     state.store.set_password(user.id, hash.as_deref()).await?;

@@ -53,6 +53,9 @@ pub struct KeyInfo {
     pub file_name: String,
     /// Hex SHA-256 of the public key's DER (SPKI) encoding.
     pub fingerprint_sha256: String,
+    /// Hex SHA-256 of the key file as `/{owner}/key` serves it, which `sha256sum` checks
+    /// on a machine with nothing but busybox.
+    pub file_sha256: String,
     pub bits: usize,
     /// What the indexes are signed with, e.g. "RSA256 (SHA-256)".
     pub algorithms: Vec<String>,
@@ -551,15 +554,18 @@ pub async fn index_files(
     })
     .await?;
     // What the apk route serves: an index of an architecture with files of its own, or of
-    // any known architecture while the repository holds noarch files (built on demand).
+    // any known architecture while the repository holds noarch files or nothing at all
+    // (built on demand).
+    let known = KNOWN_ARCHES.contains(&arch.as_str());
     let served = files.iter().any(|f| !f.noarch)
-        || (KNOWN_ARCHES.contains(&arch.as_str()) && !files.is_empty())
+        || (known && !files.is_empty())
         || state
             .store
             .index_summaries(repo.id)
             .await?
             .iter()
-            .any(|i| i.arch == arch.as_str());
+            .any(|i| i.arch == arch.as_str())
+        || (known && state.store.is_empty_repository(repo.id).await?);
     if !served {
         return Err(AppError::NotFound(format!(
             "{}/{}/{} has no index for {arch}",
@@ -653,6 +659,7 @@ fn key_info(state: &AppState, owner: &str, key_name: &str, public_pem: &str) -> 
     Ok(KeyInfo {
         file_name: key_name.to_string(),
         fingerprint_sha256,
+        file_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(public_pem)),
         bits,
         algorithms,
         download_path: format!("/{owner}/key"),

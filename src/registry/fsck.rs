@@ -12,8 +12,11 @@ use crate::config::DatabaseBackend;
 use crate::store::LockMode;
 use crate::AppState;
 
-/// Blobs that no package references and that are older than `grace`; with `remove`,
-/// each is deleted. The scan of rows and blobs runs without the blob lock, so uploads go
+/// Blobs that no package references, older than `grace`, and whose last reference (if
+/// any) went more than `grace` ago; with `remove`, each is deleted. So the file of a
+/// deleted package stays for `grace` after the delete: a database dump taken before a
+/// copy of the blobs finds in the copy every file it lists, when the copy starts within
+/// `grace` of the dump. The scan of rows and blobs runs without the blob lock, so uploads go
 /// on meanwhile; each candidate is then checked again and deleted under the exclusive lock,
 /// held only for that one blob: this process's, and on PostgreSQL the database's lock of
 /// the digest, which every instance's uploads hold shared. Under them no upload is between
@@ -27,15 +30,16 @@ async fn orphans(
     grace: Duration,
     remove: bool,
 ) -> anyhow::Result<Vec<crate::blob::BlobInfo>> {
+    let cutoff = cutoff(state, grace);
+    let cutoff_ms = unix_ms(cutoff);
     let referenced = state.store.referenced_blobs().await?;
-    let cutoff = state
-        .clock
-        .now()
-        .checked_sub(grace)
-        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let released = state.store.released_blobs(cutoff_ms).await?;
     let mut found = Vec::new();
     for blob in state.blobs.list().await? {
-        if referenced.contains(&blob.sha256) || blob.modified >= cutoff {
+        if referenced.contains(&blob.sha256)
+            || released.contains(&blob.sha256)
+            || blob.modified >= cutoff
+        {
             continue;
         }
         let _guard = state.blob_lock.write().await;
@@ -43,7 +47,12 @@ async fn orphans(
             .store
             .lock_blob(&blob.sha256, LockMode::Exclusive)
             .await?;
-        if state.store.blob_referenced(&blob.sha256).await? {
+        if state.store.blob_referenced(&blob.sha256).await?
+            || state
+                .store
+                .blob_released_since(&blob.sha256, cutoff_ms)
+                .await?
+        {
             continue;
         }
         if remove {
@@ -54,13 +63,32 @@ async fn orphans(
     Ok(found)
 }
 
-/// Removes blobs that no package references and that are older than `grace`.
+/// `grace` before the registry's clock says it is now.
+fn cutoff(state: &AppState, grace: Duration) -> SystemTime {
+    state
+        .clock
+        .now()
+        .checked_sub(grace)
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+fn unix_ms(time: SystemTime) -> i64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Removes blobs that no package references, older than `grace`, whose last reference
+/// went more than `grace` ago; then forgets such old releases.
 pub async fn collect_orphans(state: &AppState, grace: Duration) -> anyhow::Result<Vec<String>> {
     let removed: Vec<String> = orphans(state, grace, true)
         .await?
         .into_iter()
         .map(|blob| blob.sha256)
         .collect();
+    state
+        .store
+        .forget_releases(unix_ms(cutoff(state, grace)))
+        .await?;
     if !removed.is_empty() {
         tracing::info!(count = removed.len(), "removed orphan blobs");
     }
@@ -71,11 +99,7 @@ pub async fn collect_orphans(state: &AppState, grace: Duration) -> anyhow::Resul
 /// process died while receiving them. An upload in progress writes to its file as its
 /// body arrives. Returns how many were removed.
 pub async fn collect_staged(state: &AppState, grace: Duration) -> anyhow::Result<usize> {
-    let cutoff = state
-        .clock
-        .now()
-        .checked_sub(grace)
-        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let cutoff = cutoff(state, grace);
     let mut removed = 0;
     for staged in state.blobs.list_staged().await? {
         if grace.is_zero() || staged.modified < cutoff {

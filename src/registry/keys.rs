@@ -225,12 +225,41 @@ impl Keys {
         Ok(key)
     }
 
-    /// Generates keys for every owner that lacks one (run in the background at start).
+    /// Generates keys for every owner that lacks one.
     pub async fn create_missing(&self) -> anyhow::Result<()> {
         for owner in self.store.owners_without_key().await? {
             self.get_or_create(&owner).await?;
         }
         Ok(())
+    }
+
+    /// `create_missing` in a task of its own, tried again while the database is
+    /// unreachable: at start, and when an owner is created over the API, which then
+    /// answers at once instead of after seconds of key generation. A publish that needs a
+    /// key still being made waits for it (`get_or_create` holds the owner's lock while it
+    /// generates).
+    pub fn spawn_create_missing(self: &Arc<Self>) {
+        let keys = self.clone();
+        tokio::spawn(async move {
+            let mut wait = std::time::Duration::from_secs(1);
+            loop {
+                match keys.create_missing().await {
+                    Ok(()) => break,
+                    Err(e) if crate::error::unreachable_backend_of(&e).is_some() => {
+                        tracing::warn!(
+                            error = %format!("{e:#}"), retry_in_secs = wait.as_secs(),
+                            "generating owner keys: the database is unreachable"
+                        );
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(std::time::Duration::from_secs(60));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "generating owner keys");
+                        break;
+                    }
+                }
+            }
+        });
     }
 }
 

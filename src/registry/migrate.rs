@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::blob::BlobStore;
-use crate::config::{without_credentials, Config};
+use crate::config::{without_credentials, Config, DatabaseBackend};
 use crate::registry::keys::MasterKey;
 use crate::store::{Dump, TableCounts};
 use crate::AppState;
@@ -241,31 +241,46 @@ async fn check_blob(target: &AppState, sha256: &str, size: u64) -> anyhow::Resul
 }
 
 /// Refuses a target whose master key is not the source's: sealed private keys are copied
-/// as they are and open only with the key that sealed them.
+/// as they are and open only with the key that sealed them. A PostgreSQL target takes its
+/// key from `signing.master_key` alone (a key file of each instance's own would not be
+/// shared), so for it the key file is neither read nor offered.
 fn check_master_key(source: &Config, target: &Config, target_file: &Path) -> anyhow::Result<()> {
     let file = target_file.display();
     let wanted = MasterKey::existing(&source.signing.master_key, &source.storage.data_dir)?
         .context("the source has no master key")?;
-    let have = MasterKey::existing(&target.signing.master_key, &target.storage.data_dir)
-        .with_context(|| format!("the master key of {file}"))?;
+    let key_file_counts = target.database_backend()? == DatabaseBackend::Sqlite;
+    let have = if key_file_counts || !target.signing.master_key.is_empty() {
+        MasterKey::existing(&target.signing.master_key, &target.storage.data_dir)
+            .with_context(|| format!("the master key of {file}"))?
+    } else {
+        None
+    };
     if have.as_deref() == Some(wanted.as_slice()) {
         return Ok(());
     }
     let source_key_file = source.storage.data_dir.join("master.key");
-    let how = if source.signing.master_key.is_empty() {
+    let how = if !source.signing.master_key.is_empty() {
+        format!("set signing.master_key in {file} to the source's signing.master_key")
+    } else if key_file_counts {
         format!(
             "set signing.master_key in {file} to the content of {} (or copy that file to {})",
             source_key_file.display(),
             target.storage.data_dir.join("master.key").display()
         )
     } else {
-        format!("set signing.master_key in {file} to the source's signing.master_key")
+        format!(
+            "set signing.master_key in {file} to the content of {} (a PostgreSQL registry \
+             takes its key from signing.master_key only)",
+            source_key_file.display()
+        )
     };
-    let problem = if have.is_some() {
-        "another master key than the source"
-    } else {
-        "no master key yet (signing.master_key is empty and its data directory has no \
-         master.key)"
+    let problem = match (&have, key_file_counts) {
+        (Some(_), _) => "another master key than the source",
+        (None, true) => {
+            "no master key yet (signing.master_key is empty and its data directory has no \
+             master.key)"
+        }
+        (None, false) => "no master key (signing.master_key is empty)",
     };
     bail!(
         "the target of {file} has {problem}: the signing keys are copied sealed with the \

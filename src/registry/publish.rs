@@ -6,11 +6,17 @@
 //!   in between);
 //! - an acknowledged change is in the signed index before the call returns (it waits for
 //!   the generation its row created);
-//! - a delete removes the blob only when no row references it any more;
+//! - a delete leaves the blob to orphan collection, which keeps it for
+//!   `storage.orphan_grace_secs` after its last reference went (see `fsck::orphans`);
 //! - when the database is unreachable the answer is 503, never an acknowledgement: before
 //!   the row is committed nothing changed but a blob that orphan collection takes; after
 //!   it, the package is recorded but its index lags, and is rebuilt by the next read of
-//!   the index (or at start).
+//!   the index (or at start);
+//! - an upload of a file that is stored already changes nothing (its row is refused, and
+//!   with it the generation bump). With the very same bytes it is a retry of the upload
+//!   that stored it (whose answer was lost): once the index lists the stored file it is
+//!   answered as `repositories.identical_reupload` says, a conflict that says so or an
+//!   acceptance; other bytes are a conflict.
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -20,6 +26,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::apk::package::parse_package;
 use crate::blob::Staged;
+use crate::config::IdenticalReupload;
 use crate::error::{AppError, AppResult};
 use crate::indexer::is_removed;
 use crate::names::{Arch, PackageFile, RepoAddress};
@@ -33,6 +40,9 @@ pub struct Published {
     pub package: Package,
     /// Whether this publish created the repository (`repositories.auto_create`).
     pub repository_created: bool,
+    /// The file was stored already with these very bytes, and nothing changed
+    /// (`repositories.identical_reupload = "accept"`); `package` is the stored one.
+    pub identical: bool,
 }
 
 /// A received body, staged in blob storage; its staged file is removed when dropped
@@ -208,11 +218,12 @@ where
     // Nothing of the parse is needed past this point; waiting publishes hold only the row.
     drop(parsed);
 
+    let repo_ref = crate::registry::repo_ref(owner.id, at);
+    let (arch, filename) = (new_package.arch.clone(), new_package.filename.clone());
     // Blob first, then the row. Without auto_create, a repository removed since the
     // precheck is not created again: the blob is then left to orphan collection, as
     // after a 409.
     let auto_create = state.config.repositories.auto_create;
-    let repo_ref = crate::registry::repo_ref(owner.id, at);
     let inserted = {
         let _blob_guard = state.blob_lock.read().await;
         let _instances = state
@@ -227,22 +238,39 @@ where
             .store
             .insert_package(&repo_ref, new_package, auto_create)
             .await
-            .map_err(|e| match e {
-                StoreError::NotFound(_) => missing_for_upload(at),
-                other => other.into(),
-            })?
+    };
+    let inserted = match inserted {
+        Ok(inserted) => inserted,
+        Err(StoreError::NotFound(_)) => return Err(missing_for_upload(at)),
+        // Looked for only now, the locks above released: uploads that conflict are rare,
+        // and a look before every insert would cost all the others a query.
+        Err(StoreError::Conflict(message)) => {
+            return match state
+                .store
+                .find_package(&repo_ref, &arch, &filename)
+                .await?
+            {
+                Some(stored) if stored.sha256 == received.sha256 => {
+                    identical(state, owner, at, stored).await
+                }
+                Some(stored) if stored.arch == arch => Err(exists(
+                    format!(
+                        "{arch}/{filename} already exists with other content (sha256 {}); \
+                         delete it before uploading it again",
+                        stored.sha256
+                    ),
+                    None,
+                )),
+                _ => Err(exists(message, None)),
+            };
+        }
+        Err(other) => return Err(other.into()),
     };
 
     let recorded = std::time::Instant::now();
     let package = inserted.package;
     // By id: a repository removed and created again under the same name is another one.
-    let removed = || {
-        AppError::NotFound(format!(
-            "repository {at} was removed while {}/{} was being published: the package is \
-             not served",
-            package.arch, package.filename
-        ))
-    };
+    let removed = || removed_while_publishing(at, &package);
     let repo = state
         .store
         .repository_by_id(package.repository_id)
@@ -271,7 +299,77 @@ where
     Ok(Published {
         package,
         repository_created: inserted.repository_created,
+        identical: false,
     })
+}
+
+fn exists(message: String, identical: Option<Package>) -> AppError {
+    AppError::Exists(Box::new(crate::error::Exists {
+        message,
+        identical,
+        answer: serde_json::Map::new(),
+    }))
+}
+
+/// An upload of the very bytes stored under its name: a retry of the upload that stored
+/// them. Nothing is stored; once the index lists the stored file (the upload that stored
+/// it may have ended before it did) the answer is an acceptance or a conflict, as
+/// `repositories.identical_reupload` says.
+async fn identical(
+    state: &AppState,
+    owner: &Owner,
+    at: &RepoAddress,
+    stored: Package,
+) -> AppResult<Published> {
+    let repo = state
+        .store
+        .repository_by_id(stored.repository_id)
+        .await?
+        .ok_or_else(|| removed_while_publishing(at, &stored))?;
+    // Every generation committed so far covers the stored row; an index that is current
+    // returns at once, without a build.
+    state
+        .indexer
+        .wait_built(owner, &repo, repo.wanted_gen)
+        .await
+        .map_err(|e| {
+            if is_removed(&e) {
+                removed_while_publishing(at, &stored)
+            } else {
+                e.into()
+            }
+        })?;
+    let file = format!("{}/{}", stored.arch, stored.filename);
+    match state.config.repositories.identical_reupload {
+        IdenticalReupload::Accept => {
+            tracing::info!(
+                owner = %at.owner, branch = %at.branch, repository = %at.repository,
+                file = %file, "identical upload accepted: nothing changed"
+            );
+            Ok(Published {
+                package: stored,
+                repository_created: false,
+                identical: true,
+            })
+        }
+        IdenticalReupload::Conflict => Err(exists(
+            format!(
+                "{file} is already stored with these very bytes (sha256 {}): nothing needs \
+                 doing, the package is published",
+                stored.sha256
+            ),
+            Some(stored),
+        )),
+    }
+}
+
+/// The repository went while `package` was being published into it.
+fn removed_while_publishing(at: &RepoAddress, package: &Package) -> AppError {
+    AppError::NotFound(format!(
+        "repository {at} was removed while {}/{} was being published: the package is not \
+         served",
+        package.arch, package.filename
+    ))
 }
 
 /// An outage between the row's commit and its index: the answer stays 503, saying what
@@ -282,7 +380,7 @@ fn recorded_not_listed(err: AppError, package: &Package) -> AppError {
             message: format!(
                 "the database became unreachable after {}/{} was recorded, before the index \
                  listing it was published: it will be listed once the database is back; \
-                 it is recorded, so uploading it again answers 409",
+                 it is recorded, so uploading it again says that it is stored already",
                 package.arch, package.filename
             ),
             cause,
@@ -315,7 +413,7 @@ pub async fn find(
 }
 
 /// Deletes the package at `at`/`arch`/`file` (whose write right the caller has checked).
-/// Returns once the index no longer lists it; its blob goes when no row references it.
+/// Returns once the index no longer lists it; its blob is left to orphan collection.
 pub async fn delete(
     state: &AppState,
     owner: &Owner,
@@ -355,16 +453,6 @@ async fn delete_counted(
         match state.indexer.wait_built(owner, &repo, generation).await {
             Err(e) if !is_removed(&e) => return Err(e.into()),
             _ => {}
-        }
-    }
-    {
-        let _blob_guard = state.blob_lock.write().await;
-        let _instances = state
-            .store
-            .lock_blob(&package.sha256, LockMode::Exclusive)
-            .await?;
-        if !state.store.blob_referenced(&package.sha256).await? {
-            state.blobs.delete(&package.sha256).await?;
         }
     }
     tracing::info!(

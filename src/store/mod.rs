@@ -48,17 +48,16 @@ impl StoreError {
     }
 }
 
-/// Whether `err` means the database server is unreachable: I/O and TLS failures, a pool
-/// that found no live connection in time, a broken protocol stream, and the PostgreSQL
-/// errors of class 08 (connection exception), 57P01-57P03 (shut down by the administrator
-/// or by a crash, starting up) and 53300 (too many connections).
+/// Whether `err` means the database server is unreachable: I/O failures, a pool that
+/// found no live connection in time, a broken protocol stream, and the PostgreSQL errors
+/// of class 08 (connection exception), 57P01-57P03 (shut down by the administrator or by
+/// a crash, starting up) and 53300 (too many connections). Not so a TLS setup that fails
+/// (`sslmode` the server cannot do, an `sslrootcert` that is no certificate) or a server
+/// certificate that does not verify: a configuration to fix, which waiting does not cure.
 pub fn is_unavailable(err: &sqlx::Error) -> bool {
     match err {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Io(io) => !is_tls_refusal(io),
+        sqlx::Error::Protocol(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
         sqlx::Error::Database(db) => db
             .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
             .is_some_and(|pg| {
@@ -71,6 +70,24 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
         },
         _ => false,
     }
+}
+
+/// Whether a connection's I/O failed because the TLS handshake refused the server (its
+/// certificate, or what it offers) or was refused by it, rather than because the
+/// connection broke: rustls reports those as invalid data with its error inside.
+pub fn is_tls_refusal(err: &std::io::Error) -> bool {
+    use rustls::Error as Tls;
+    err.kind() == std::io::ErrorKind::InvalidData
+        && matches!(
+            err.get_ref().and_then(|inner| inner.downcast_ref::<Tls>()),
+            Some(
+                Tls::InvalidCertificate(_)
+                    | Tls::NoCertificatesPresented
+                    | Tls::UnsupportedNameType
+                    | Tls::PeerIncompatible(_)
+                    | Tls::AlertReceived(_)
+            )
+        )
 }
 
 /// A right on an owner, also the scope of a token. Ordered: read < write < admin.
@@ -524,6 +541,15 @@ pub trait Store: Send + Sync + 'static {
     async fn blob_referenced(&self, sha256: &str) -> StoreResult<bool>;
     /// Every blob digest a package row references.
     async fn referenced_blobs(&self) -> StoreResult<std::collections::HashSet<String>>;
+    /// Digests of blobs that lost a reference at or after `since_ms`: a package row that
+    /// referenced them was deleted (alone, or with its repository or owner) then. Every
+    /// deletion of package rows records it in its transaction, dated by the store's clock.
+    async fn released_blobs(&self, since_ms: i64)
+        -> StoreResult<std::collections::HashSet<String>>;
+    /// Whether the blob lost a reference at or after `since_ms`.
+    async fn blob_released_since(&self, sha256: &str, since_ms: i64) -> StoreResult<bool>;
+    /// Forgets the releases before `before_ms`.
+    async fn forget_releases(&self, before_ms: i64) -> StoreResult<()>;
     /// The packages of one repository.
     async fn list_packages(&self, repository_id: i64) -> StoreResult<Vec<Package>>;
 
@@ -566,6 +592,8 @@ pub trait Store: Send + Sync + 'static {
     async fn repository_by_id(&self, id: i64) -> StoreResult<Option<Repository>>;
     /// Whether the repository holds any noarch package.
     async fn has_noarch(&self, repository_id: i64) -> StoreResult<bool>;
+    /// Whether the repository holds no package at all.
+    async fn is_empty_repository(&self, repository_id: i64) -> StoreResult<bool>;
     /// Repositories matching the optional filters.
     async fn list_repositories(
         &self,

@@ -359,6 +359,30 @@ impl Drop for AdvisoryLock {
     }
 }
 
+/// The package rows of an owner, for `release_blobs`.
+const OWNER_PACKAGES: &str = "repository_id IN (SELECT id FROM repositories WHERE owner_id = $2)";
+
+/// Records that the package rows `rows` selects (with `id` bound) lose their blobs'
+/// reference at `now_ms`; called in the transaction that deletes them, before it does.
+/// In digest order, so that two such transactions lock shared rows in the same order.
+async fn release_blobs(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    rows: &str,
+    id: i64,
+    now_ms: i64,
+) -> StoreResult<()> {
+    sqlx::query(&format!(
+        "INSERT INTO blob_releases (sha256, released_ms) \
+         SELECT DISTINCT sha256, $1 FROM packages WHERE {rows} \
+         ORDER BY sha256 ON CONFLICT (sha256) DO UPDATE SET released_ms = excluded.released_ms"
+    ))
+    .bind(now_ms)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     async fn ping(&self) -> StoreResult<()> {
@@ -727,6 +751,7 @@ impl Store for PostgresStore {
             return Ok(None);
         };
         let package = package_from(&row)?;
+        release_blobs(&mut tx, "id = $2", package.id, self.clock.unix_ms()).await?;
         sqlx::query("DELETE FROM packages WHERE id = $1")
             .bind(package.id)
             .execute(&mut *tx)
@@ -771,6 +796,39 @@ impl Store for PostgresStore {
             .await?
             .into_iter()
             .collect())
+    }
+
+    async fn released_blobs(
+        &self,
+        since_ms: i64,
+    ) -> StoreResult<std::collections::HashSet<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT sha256 FROM blob_releases WHERE released_ms >= $1")
+                .bind(since_ms)
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .collect(),
+        )
+    }
+
+    async fn blob_released_since(&self, sha256: &str, since_ms: i64) -> StoreResult<bool> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM blob_releases WHERE sha256 = $1 \
+             AND released_ms >= $2)",
+        )
+        .bind(sha256)
+        .bind(since_ms)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn forget_releases(&self, before_ms: i64) -> StoreResult<()> {
+        sqlx::query("DELETE FROM blob_releases WHERE released_ms < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn list_packages(&self, repository_id: i64) -> StoreResult<Vec<Package>> {
@@ -854,6 +912,16 @@ impl Store for PostgresStore {
     async fn has_noarch(&self, repository_id: i64) -> StoreResult<bool> {
         Ok(sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM packages WHERE repository_id = $1 AND arch = 'noarch')",
+        )
+        .bind(repository_id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn is_empty_repository(&self, repository_id: i64) -> StoreResult<bool> {
+        Ok(sqlx::query_scalar(
+            "SELECT NOT EXISTS \
+             (SELECT 1 FROM packages WHERE repository_id = $1)",
         )
         .bind(repository_id)
         .fetch_one(&self.pool)
@@ -1133,6 +1201,7 @@ impl Store for PostgresStore {
     async fn delete_user(&self, user_id: i64, namespace: Option<i64>) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         if let Some(owner_id) = namespace {
+            release_blobs(&mut tx, OWNER_PACKAGES, owner_id, self.clock.unix_ms()).await?;
             sqlx::query("DELETE FROM owners WHERE id = $1")
                 .bind(owner_id)
                 .execute(&mut *tx)
@@ -1150,13 +1219,16 @@ impl Store for PostgresStore {
     }
 
     async fn delete_owner(&self, owner_id: i64) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        release_blobs(&mut tx, OWNER_PACKAGES, owner_id, self.clock.unix_ms()).await?;
         let done = sqlx::query("DELETE FROM owners WHERE id = $1")
             .bind(owner_id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         if done.rows_affected() != 1 {
             return Err(StoreError::NotFound("the owner no longer exists".into()));
         }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -1287,6 +1359,7 @@ impl Store for PostgresStore {
                 .bind(id)
                 .fetch_all(&mut *tx)
                 .await?;
+        release_blobs(&mut tx, "repository_id = $2", id, self.clock.unix_ms()).await?;
         // Packages and indexes go with the row (ON DELETE CASCADE), in this one commit.
         sqlx::query("DELETE FROM repositories WHERE id = $1")
             .bind(id)

@@ -273,6 +273,30 @@ impl SqliteStore {
     }
 }
 
+/// The package rows of an owner, for `release_blobs`.
+const OWNER_PACKAGES: &str = "repository_id IN (SELECT id FROM repositories WHERE owner_id = ?)";
+
+/// Records that the package rows `rows` selects (with `id` bound) lose their blobs'
+/// reference at `now_ms`; called in the transaction that deletes them, before it does.
+/// In digest order, so that two such transactions lock shared rows in the same order.
+async fn release_blobs(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    rows: &str,
+    id: i64,
+    now_ms: i64,
+) -> StoreResult<()> {
+    sqlx::query(&format!(
+        "INSERT INTO blob_releases (sha256, released_ms) \
+         SELECT DISTINCT sha256, ? FROM packages WHERE {rows} \
+         ORDER BY sha256 ON CONFLICT (sha256) DO UPDATE SET released_ms = excluded.released_ms"
+    ))
+    .bind(now_ms)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     fn read_epoch(&self) -> Option<u64> {
@@ -636,6 +660,7 @@ impl Store for SqliteStore {
             return Ok(None);
         };
         let package = package_from(&row)?;
+        release_blobs(&mut tx, "id = ?", package.id, self.clock.unix_ms()).await?;
         sqlx::query("DELETE FROM packages WHERE id = ?")
             .bind(package.id)
             .execute(&mut *tx)
@@ -681,6 +706,39 @@ impl Store for SqliteStore {
             .await?
             .into_iter()
             .collect())
+    }
+
+    async fn released_blobs(
+        &self,
+        since_ms: i64,
+    ) -> StoreResult<std::collections::HashSet<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT sha256 FROM blob_releases WHERE released_ms >= ?")
+                .bind(since_ms)
+                .fetch_all(&self.writer)
+                .await?
+                .into_iter()
+                .collect(),
+        )
+    }
+
+    async fn blob_released_since(&self, sha256: &str, since_ms: i64) -> StoreResult<bool> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM blob_releases WHERE sha256 = ? \
+             AND released_ms >= ?)",
+        )
+        .bind(sha256)
+        .bind(since_ms)
+        .fetch_one(&self.writer)
+        .await?)
+    }
+
+    async fn forget_releases(&self, before_ms: i64) -> StoreResult<()> {
+        sqlx::query("DELETE FROM blob_releases WHERE released_ms < ?")
+            .bind(before_ms)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
     }
 
     async fn list_packages(&self, repository_id: i64) -> StoreResult<Vec<Package>> {
@@ -774,6 +832,16 @@ impl Store for SqliteStore {
     async fn has_noarch(&self, repository_id: i64) -> StoreResult<bool> {
         Ok(sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM packages WHERE repository_id = ? AND arch = 'noarch')",
+        )
+        .bind(repository_id)
+        .fetch_one(&self.reader)
+        .await?)
+    }
+
+    async fn is_empty_repository(&self, repository_id: i64) -> StoreResult<bool> {
+        Ok(sqlx::query_scalar(
+            "SELECT NOT EXISTS \
+             (SELECT 1 FROM packages WHERE repository_id = ?)",
         )
         .bind(repository_id)
         .fetch_one(&self.reader)
@@ -1055,6 +1123,7 @@ impl Store for SqliteStore {
                 .bind(id)
                 .fetch_all(&mut *tx)
                 .await?;
+        release_blobs(&mut tx, "repository_id = ?", id, self.clock.unix_ms()).await?;
         // Packages and indexes go with the row (ON DELETE CASCADE; every connection is
         // opened with foreign keys on), so every index disappears in this one commit.
         sqlx::query("DELETE FROM repositories WHERE id = ?")
@@ -1150,6 +1219,7 @@ impl Store for SqliteStore {
     async fn delete_user(&self, user_id: i64, namespace: Option<i64>) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         if let Some(owner_id) = namespace {
+            release_blobs(&mut tx, OWNER_PACKAGES, owner_id, self.clock.unix_ms()).await?;
             sqlx::query("DELETE FROM owners WHERE id = ?")
                 .bind(owner_id)
                 .execute(&mut *tx)
@@ -1168,14 +1238,17 @@ impl Store for SqliteStore {
     }
 
     async fn delete_owner(&self, owner_id: i64) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        release_blobs(&mut tx, OWNER_PACKAGES, owner_id, self.clock.unix_ms()).await?;
         let done = sqlx::query("DELETE FROM owners WHERE id = ?")
             .bind(owner_id)
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await?;
-        self.cache.changed();
         if done.rows_affected() != 1 {
             return Err(StoreError::NotFound("the owner no longer exists".into()));
         }
+        tx.commit().await?;
+        self.cache.changed();
         Ok(())
     }
 

@@ -4,6 +4,7 @@
 pub mod backends;
 pub mod postgres;
 pub mod process;
+pub mod relay;
 pub mod s3;
 pub mod web;
 

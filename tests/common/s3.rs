@@ -54,6 +54,7 @@ pub fn config() -> Option<S3Config> {
         prefix: format!("test-{}-{:016x}", std::process::id(), rand::random::<u64>()),
         access_key_id,
         secret_access_key,
+        ..S3Config::default()
     })
 }
 

@@ -17,7 +17,7 @@ pub fn password_of(user: &str) -> String {
 pub async fn world(server: &TestServer) {
     let state = &server.state;
     for (name, private) in [("acme", false), ("vault", true)] {
-        alpine_registry::registry::accounts::create_owner(state, name, private, true)
+        alpine_registry::registry::accounts::create_owner(state, name, private, true, true)
             .await
             .unwrap();
     }

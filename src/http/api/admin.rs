@@ -19,6 +19,7 @@ use crate::AppState;
 pub struct NewUser {
     pub name: String,
     /// Without one, the user signs in with tokens only.
+    #[schema(min_length = 1)]
     pub password: Option<String>,
     /// Makes the user a site administrator.
     #[serde(default)]
@@ -33,17 +34,6 @@ pub struct CreatedUser {
     pub has_password: bool,
     /// The user's namespace, an owner of the same name.
     pub namespace: String,
-}
-
-async fn password_hash(password: String) -> AppResult<String> {
-    if password.is_empty() {
-        return Err(AppError::BadRequest("the password is empty".into()));
-    }
-    Ok(
-        tokio::task::spawn_blocking(move || access::hash_password(&password))
-            .await
-            .map_err(anyhow::Error::from)??,
-    )
 }
 
 /// Every user: site administrator, password set, active tokens, memberships.
@@ -61,7 +51,9 @@ pub async fn list_users(
     Ok(axum::Json(accounts::list_users(&state).await?))
 }
 
-/// Creates a user and its namespace (an owner of the same name, the user its admin).
+/// Creates a user and its namespace (an owner of the same name, the user its admin). The
+/// namespace's signing key is generated in the background: the answer does not wait for
+/// it, and a publish that comes first does.
 #[utoipa::path(post, path = "/api/v1/admin/users", tag = "admin",
     security(("basic" = []), ("bearer" = [])),
     request_body = NewUser,
@@ -79,10 +71,13 @@ pub async fn create_user(
     Json(new): Json<NewUser>,
 ) -> AppResult<(StatusCode, axum::Json<CreatedUser>)> {
     let hash = match new.password {
-        Some(password) => Some(password_hash(password).await?),
+        Some(password) => Some(accounts::hash_password(&state, password).await?),
         None => None,
     };
-    let user = accounts::create_user(&state, &new.name, hash.as_deref(), new.admin, true).await?;
+    let user = accounts::create_user(&state, &new.name, hash.as_deref(), new.admin, false).await?;
+    // The namespace's key (seconds for 4096 bits) is made in the background: a publish
+    // that comes first waits for it.
+    state.keys.spawn_create_missing();
     Ok((
         StatusCode::CREATED,
         axum::Json(CreatedUser {
@@ -119,6 +114,11 @@ pub async fn delete_user(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPassword {
+    /// The new password, or null to remove it; required (`{}` is refused, so that a
+    /// mistyped field name never removes a password).
+    // Through `deserialize_with`, a missing field is an error rather than None.
+    #[serde(deserialize_with = "Option::deserialize")]
+    #[schema(required = true, min_length = 1)]
     pub password: Option<String>,
 }
 
@@ -186,20 +186,14 @@ pub struct OwnerInfo {
     pub is_org: bool,
 }
 
-/// An owner as created, with its signing key's file name.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct CreatedOwner {
-    #[serde(flatten)]
-    pub owner: OwnerInfo,
-    pub key_name: String,
-}
-
-/// Creates an owner and its signing key.
+/// Creates an owner. Its signing key is generated in the background: the answer does not
+/// wait for it (`GET /api/v1/owners/{owner}` shows it once made), and a publish that
+/// comes first does.
 #[utoipa::path(post, path = "/api/v1/admin/owners", tag = "admin",
     security(("basic" = []), ("bearer" = [])),
     request_body = NewOwner,
     responses(
-        (status = 201, body = CreatedOwner),
+        (status = 201, body = OwnerInfo),
         (status = 400, description = "Invalid or reserved name, or bad JSON", body = ErrorBody),
         (status = 401, description = "No credentials", body = ErrorBody),
         (status = 403, description = "Not a site administrator", body = ErrorBody),
@@ -210,17 +204,15 @@ pub async fn create_owner(
     State(state): State<AppState>,
     _: SiteAdmin,
     Json(new): Json<NewOwner>,
-) -> AppResult<(StatusCode, axum::Json<CreatedOwner>)> {
-    let (owner, key_name) = accounts::create_owner(&state, &new.name, new.private, new.org).await?;
+) -> AppResult<(StatusCode, axum::Json<OwnerInfo>)> {
+    let (owner, _) = accounts::create_owner(&state, &new.name, new.private, new.org, false).await?;
+    state.keys.spawn_create_missing();
     Ok((
         StatusCode::CREATED,
-        axum::Json(CreatedOwner {
-            owner: OwnerInfo {
-                name: owner.name,
-                is_private: owner.is_private,
-                is_org: owner.is_org,
-            },
-            key_name,
+        axum::Json(OwnerInfo {
+            name: owner.name,
+            is_private: owner.is_private,
+            is_org: owner.is_org,
         }),
     ))
 }
@@ -403,8 +395,10 @@ pub struct NewToken {
     /// Limits the token to one owner.
     pub owner: Option<String>,
     /// A number with a unit, s m h d w or y: "90d", "12h".
+    #[schema(pattern = r"^\s*0*[1-9][0-9]{0,9}[smhdwy]\s*$")]
     pub expires_in: Option<String>,
-    /// Says what the token is for.
+    /// Says what the token is for: at most 100 characters, no control characters.
+    #[schema(max_length = 100, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub label: Option<String>,
 }
 

@@ -1,7 +1,9 @@
 //! The JSON API under `/api/v1`: the catalog (owners, repositories, package search,
 //! packages, indexes) for anyone the access rules let read, the administration of users,
 //! owners, members and tokens for site administrators, and the OpenAPI document of it
-//! all, generated from the handlers below.
+//! all, generated from the handlers below. The document also describes the routes apk
+//! and CI use (keys, indexes, packages: `src/http/{keys,indexes,packages}.rs`) and the
+//! server's own (health, metrics), from the annotations of their handlers.
 //!
 //! Every route is registered through `utoipa_axum::routes!`, which takes its path and
 //! method from the handler's `#[utoipa::path]`: a route cannot exist without being in the
@@ -9,6 +11,7 @@
 
 mod admin;
 mod catalog;
+mod document;
 
 use std::sync::OnceLock;
 
@@ -36,11 +39,27 @@ use crate::AppState;
                        and its administration. Errors answer {\"error\", \"message\"}.",
     ),
     modifiers(&Security),
+    paths(
+        super::keys::get,
+        super::keys::get_named,
+        super::indexes::get,
+        super::packages::download,
+        super::packages::upload,
+        super::packages::delete,
+        super::health::healthz,
+        super::health::readyz,
+        super::metrics::get_guarded,
+    ),
     tags(
+        (name = "apk",
+            description = "What apk and CI jobs use: signing keys, signed indexes, package \
+                           files, uploads and deletes. Served under /{owner}/... and, in \
+                           Gitea's and Forgejo's layout, under /api/packages/{owner}/alpine/..."),
         (name = "catalog",
             description = "What the caller may read: owners, repositories, packages, indexes"),
         (name = "admin",
             description = "Users, owners, members and tokens; site administrators only"),
+        (name = "server", description = "Liveness, readiness and metrics"),
     )
 )]
 struct ApiDoc;
@@ -95,13 +114,15 @@ pub fn routes() -> Router<AppState> {
     api().split_for_parts().0
 }
 
-/// The OpenAPI 3.1 document of the API.
+/// The OpenAPI 3.1 document of the API and of the apk routes.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api().split_for_parts().1
+    let mut document = api().split_for_parts().1;
+    utoipa::Modify::modify(&document::Shared, &mut document);
+    document
 }
 
 /// The OpenAPI 3.1 document of this API.
-#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "catalog",
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "catalog", operation_id = "openapi",
     responses((status = 200, description = "The OpenAPI document",
         content_type = "application/json")))]
 async fn document() -> Response {
@@ -113,6 +134,12 @@ async fn document() -> Response {
     )
         .into_response()
 }
+
+/// The bytes of a file: a package, an index.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)]
+pub struct FileBytes(Vec<u8>);
 
 /// The shape of every error answer.
 #[derive(Serialize, utoipa::ToSchema)]

@@ -1,4 +1,5 @@
-//! Login (user name with a password or a token) into a session, and logout.
+//! Login (user name with a password, or a token with or without a user name) into a
+//! session, and logout.
 //!
 //! The login form is protected by a double submit: `GET /-/login` sets a random value in
 //! a cookie and the same value in the form; `POST /-/login` proceeds only when both are
@@ -61,7 +62,7 @@ fn over_https(state: &AppState, visitor: &Visitor, headers: &HeaderMap, uri: &Ur
         &Origin {
             headers,
             uri,
-            peer: visitor.address,
+            peer: visitor.peer,
         },
     )
     .starts_with("https://")
@@ -159,6 +160,12 @@ pub async fn submit(
             other => Err(other.into()),
         }
     };
+    // A token needs no user name (the field may stay empty); a password does.
+    if form.user.trim().is_empty() && !form.secret.starts_with(TOKEN_PREFIX) {
+        return refused(AppError::Unauthorized(
+            "enter your user name with the password (a token needs none)".into(),
+        ));
+    }
     let checked = match Credentials::from_pair(form.user.trim(), &form.secret) {
         Ok(credentials) => authenticate(&state, visitor.address, credentials).await,
         Err(e) => Err(e),

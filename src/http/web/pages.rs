@@ -42,7 +42,7 @@ fn origin(state: &AppState, visitor: &Visitor, headers: &HeaderMap, uri: &Uri) -
         &Origin {
             headers,
             uri,
-            peer: visitor.address,
+            peer: visitor.peer,
         },
     )
 }
@@ -271,9 +271,23 @@ struct MatrixRow {
 struct KeyView {
     file_name: String,
     fingerprint: String,
+    file_sha256: String,
     bits: usize,
     algorithms: String,
     download_path: String,
+}
+
+impl From<catalog::KeyInfo> for KeyView {
+    fn from(k: catalog::KeyInfo) -> KeyView {
+        KeyView {
+            file_name: k.file_name,
+            fingerprint: k.fingerprint_sha256,
+            file_sha256: k.file_sha256,
+            bits: k.bits,
+            algorithms: k.algorithms.join(", "),
+            download_path: k.download_path,
+        }
+    }
 }
 
 #[derive(Template)]
@@ -351,13 +365,7 @@ pub async fn owner(
         last_publish: last_publish(overview.last_publish_ms),
         arches,
         rows,
-        key: detail.key.map(|k| KeyView {
-            file_name: k.file_name,
-            fingerprint: k.fingerprint_sha256,
-            bits: k.bits,
-            algorithms: k.algorithms.join(", "),
-            download_path: k.download_path,
-        }),
+        key: detail.key.map(KeyView::from),
     })
 }
 
@@ -404,7 +412,9 @@ fn setup_script(
     let key_url = format!("{base}{}", key.download_path);
     let line = format!("{base}/{owner}/{branch}/{repository}");
     // In a subshell, so that pasted into a login shell, a failure ends the snippet and
-    // not the shell.
+    // not the shell. Only what stock Alpine has (busybox's wget, sha256sum, mktemp): the
+    // key is checked before it is moved into /etc/apk/keys, so a tampered one is never
+    // trusted, not even for a moment.
     let mut script = String::from("(\nset -eu\n");
     if private {
         script.push_str(&format!(
@@ -413,19 +423,26 @@ fn setup_script(
         ));
     }
     script.push_str(&format!(
-        "# The signing key, under the exact name apk looks for.\n\
-         wget -O {kp} {ku}\n\
-         # Its fingerprint must be {fp}.\n\
-         command -v openssl >/dev/null || {{ echo \"openssl checks the key: apk add openssl\" >&2; exit 1; }}\n\
-         fp=$(openssl pkey -pubin -in {kp} -outform DER | sha256sum | cut -d' ' -f1)\n\
-         [ \"$fp\" = {fp} ] || {{ echo \"wrong key fingerprint $fp: removed\" >&2; rm -f {kp}; exit 1; }}\n\
+        "for tool in wget sha256sum mktemp; do\n\
+         \x20 command -v \"$tool\" >/dev/null || {{ echo \"$tool is needed (busybox has it)\" >&2; exit 1; }}\n\
+         done\n\
+         # The signing key, downloaded aside and checked before apk trusts it.\n\
+         tmp=$(mktemp)\n\
+         trap 'rm -f \"$tmp\"' EXIT\n\
+         wget -q -O \"$tmp\" {ku}\n\
+         # The key file's SHA-256 must be {fs}.\n\
+         sum=$(sha256sum < \"$tmp\" | cut -d' ' -f1)\n\
+         [ \"$sum\" = {fs} ] || {{ echo \"wrong key file (SHA-256 $sum): not installed\" >&2; exit 1; }}\n\
+         # Under the exact name apk looks for.\n\
+         chmod 644 \"$tmp\"\n\
+         mv \"$tmp\" {kp}\n\
          # The repository, added once.\n\
          grep -qxF {l} /etc/apk/repositories || echo {l} >> /etc/apk/repositories\n\
          apk update\n\
          )\n",
         kp = sh_quote(&key_path),
         ku = sh_quote(&key_url),
-        fp = key.fingerprint,
+        fs = key.file_sha256,
         l = sh_quote(&line),
     ));
     script
@@ -456,13 +473,7 @@ pub async fn setup(
                 owner = overview.name
             ))
         })?;
-    let key = detail.key.map(|k| KeyView {
-        file_name: k.file_name,
-        fingerprint: k.fingerprint_sha256,
-        bits: k.bits,
-        algorithms: k.algorithms.join(", "),
-        download_path: k.download_path,
-    });
+    let key = detail.key.map(KeyView::from);
     let origin = origin(&state, &visitor, &headers, &uri);
     let script = key
         .as_ref()
@@ -745,6 +756,7 @@ mod tests {
         KeyView {
             file_name: "acme-65a1b2c3.rsa.pub".into(),
             fingerprint: "ab".repeat(32),
+            file_sha256: "cd".repeat(32),
             bits: 4096,
             algorithms: "RSA256 (SHA-256)".into(),
             download_path: "/acme/key".into(),
@@ -761,14 +773,13 @@ mod tests {
             false,
             &key(),
         );
-        assert!(script.contains(
-            "wget -O '/etc/apk/keys/acme-65a1b2c3.rsa.pub' 'http://apk.lan:8080/acme/key'"
-        ));
+        assert!(script.contains("wget -q -O \"$tmp\" 'http://apk.lan:8080/acme/key'"));
+        assert!(script.contains("mv \"$tmp\" '/etc/apk/keys/acme-65a1b2c3.rsa.pub'"));
         assert!(script.contains(
             "grep -qxF 'http://apk.lan:8080/acme/v3.21/main' /etc/apk/repositories || echo \
              'http://apk.lan:8080/acme/v3.21/main' >> /etc/apk/repositories"
         ));
-        assert!(script.contains(&"ab".repeat(32)));
+        assert!(script.contains(&"cd".repeat(32)));
     }
 
     #[test]

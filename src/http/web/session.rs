@@ -66,8 +66,11 @@ pub fn login_csrf_cookie(value: &str, secure: bool) -> HeaderValue {
 pub struct Visitor {
     pub identity: Identity,
     pub session: Option<SessionView>,
-    /// The address the request came from, for the failure throttle.
+    /// The client's address (behind a trusted proxy, the one it reports), for the
+    /// failure throttle.
     pub address: Option<std::net::IpAddr>,
+    /// The connection's peer, which decides whether forwarding headers are believed.
+    pub peer: Option<std::net::IpAddr>,
 }
 
 /// A session as a page uses it: its id, and the token its forms must carry.
@@ -108,7 +111,8 @@ impl FromRequestParts<AppState> for Visitor {
     /// The session cookie, or else an `Authorization` header (as on the apk routes, for
     /// scripts), or else nobody.
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        let address = parts
+        let address = crate::http::client::ClientAddr::of(&parts.extensions);
+        let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|info| info.0.ip());
@@ -121,6 +125,7 @@ impl FromRequestParts<AppState> for Visitor {
                         csrf: sessions::csrf_token(id),
                     }),
                     address,
+                    peer,
                 });
             }
         }
@@ -133,6 +138,7 @@ impl FromRequestParts<AppState> for Visitor {
             identity,
             session: None,
             address,
+            peer,
         })
     }
 }
