@@ -538,3 +538,44 @@ async fn globs_match_as_the_glob_crate_matches() {
     );
     server.stop().await;
 }
+
+/// Catalog queries past `limits.max_concurrent_catalog_queries` wait their turn for
+/// `limits.catalog_query_wait_secs`, then are answered 503 with Retry-After; once a
+/// place is free they are answered again.
+#[tokio::test]
+async fn catalog_queries_past_the_cap_wait_then_are_refused() {
+    let server = TestServer::start_with(|c| {
+        c.limits.max_concurrent_catalog_queries = 1;
+        c.limits.catalog_query_wait_secs = 1;
+    })
+    .await;
+    assert_eq!(server.state.catalog_queries.available_permits(), 1);
+    let held = server
+        .state
+        .catalog_queries
+        .clone()
+        .acquire_owned()
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let response = server.get("/api/v1/packages?q=foo", None).await;
+    let waited = started.elapsed();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "Service Unavailable");
+    assert!(
+        body["message"].as_str().unwrap().contains("retry shortly"),
+        "{body}"
+    );
+    assert!(
+        waited >= std::time::Duration::from_secs(1) && waited < std::time::Duration::from_secs(5),
+        "waited {waited:?}"
+    );
+    drop(held);
+    assert_eq!(
+        server.get("/api/v1/packages?q=foo", None).await.status(),
+        200
+    );
+    server.stop().await;
+}

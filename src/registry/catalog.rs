@@ -201,19 +201,17 @@ pub struct IndexStatus {
     pub download_path: String,
 }
 
-/// How long a query waits for a slot before the answer is 503.
-const QUERY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// A place among the catalog queries running at once (`Shared::catalog_queries`, one per
-/// core): what anonymous visitors can make the server and its database compute at once is
-/// bounded; past the cap they wait, then get 503 with Retry-After.
+/// A place among the catalog queries running at once
+/// (`limits.max_concurrent_catalog_queries`): what anonymous visitors can make the server
+/// and its database compute at once is bounded; past the cap they wait
+/// (`limits.catalog_query_wait_secs`), then get 503 with Retry-After.
 async fn query_slot(state: &AppState) -> AppResult<tokio::sync::OwnedSemaphorePermit> {
     let busy = || AppError::Overloaded {
         message: "too many package searches in progress: retry shortly".into(),
         retry_after: 1,
     };
     match tokio::time::timeout(
-        QUERY_PATIENCE,
+        std::time::Duration::from_secs(state.config.limits.catalog_query_wait_secs),
         state.catalog_queries.clone().acquire_owned(),
     )
     .await
