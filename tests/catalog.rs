@@ -579,3 +579,56 @@ async fn catalog_queries_past_the_cap_wait_then_are_refused() {
     );
     server.stop().await;
 }
+
+/// A package page names at most `limits.max_required_by` packages requiring it, the
+/// first by name, and counts them all: the API in `required_by_total`, the web page in
+/// words.
+#[tokio::test]
+async fn required_by_is_capped_and_counted() {
+    let server = TestServer::start_with(|c| c.limits.max_required_by = 2).await;
+    let at = &server;
+    let publish = |bytes: Vec<u8>| async move {
+        assert_eq!(at.put_admin("/admin/v3.21/main", bytes).await.status(), 201);
+    };
+    publish(
+        PackageBuilder::new("libcore", "1.0-r0", "x86_64")
+            .field("provides", "so:libcore.so.1=1.0")
+            .build(),
+    )
+    .await;
+    // By name, by what it provides, with a version constraint; a conflict is no
+    // dependency.
+    for (name, depend) in [
+        ("user-d", "libcore"),
+        ("user-b", "so:libcore.so.1"),
+        ("user-c", "libcore>=1.0"),
+        ("user-a", "so:libcore.so.1"),
+        ("rival", "!libcore"),
+    ] {
+        publish(
+            PackageBuilder::new(name, "1.0-r0", "noarch")
+                .field("depend", depend)
+                .build(),
+        )
+        .await;
+    }
+    let detail: serde_json::Value = server
+        .get("/api/v1/owners/admin/packages/libcore", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        detail["required_by"],
+        serde_json::json!(["user-a", "user-b"])
+    );
+    assert_eq!(detail["required_by_total"], 4);
+    let page = server
+        .get("/admin/-/packages/libcore", None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("and 2 more."), "{page}");
+    server.stop().await;
+}
