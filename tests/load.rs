@@ -599,9 +599,8 @@ async fn parallel_password_changes_are_bounded_in_memory() {
     );
 }
 
-/// Packages of the catalog test, spread over this many repositories of `admin`.
+/// Packages of the catalog test, all in `admin/v3.21/catalog`.
 const CATALOG_PACKAGES: usize = 3_400;
-const CATALOG_REPOSITORIES: usize = 1;
 /// Provides per package: each package provides `so:libbig<i>-part<k>.so.1` for k below.
 const CATALOG_PROVIDES: usize = 150;
 
@@ -643,9 +642,8 @@ async fn publish_catalog_at(base: String) {
             tokio::spawn(async move {
                 for i in (c..CATALOG_PACKAGES).step_by(clients) {
                     let bytes = catalog_package(i);
-                    let repository = i % CATALOG_REPOSITORIES;
                     let response = client
-                        .put(format!("{base}/admin/v3.21/r{repository}"))
+                        .put(format!("{base}/admin/v3.21/catalog"))
                         .basic_auth("admin", Some(TOKEN))
                         .body(bytes)
                         .send()
@@ -719,7 +717,14 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// up to a second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn catalog_searches_are_bounded_in_memory_and_keep_downloads_prompt() {
-    let server = ChildServer::start_on_backends(TOKEN, &[(PER_IP_CAP, "1000")]);
+    // Searches past the cap wait their turn rather than being refused: all 16 count.
+    let server = ChildServer::start_on_backends(
+        TOKEN,
+        &[
+            (PER_IP_CAP, "1000"),
+            ("ALPINE_REGISTRY__LIMITS__CATALOG_QUERY_WAIT_SECS", "60"),
+        ],
+    );
     let download = publish_probe_package(&server).await;
     let started = Instant::now();
     publish_catalog_at(server.url("")).await;
