@@ -280,6 +280,13 @@ pub struct LimitsConfig {
     pub max_form_bytes: u64,
     /// Largest JSON body of the API; 413 above it.
     pub max_json_bytes: u64,
+    /// Packages a package page lists as requiring it (by name; the page counts the rest).
+    pub max_required_by: usize,
+    /// Catalog queries (searches, package pages, index listings) answered at once; `0`:
+    /// one per core.
+    pub max_concurrent_catalog_queries: usize,
+    /// Seconds a catalog query waits for its turn before it is answered 503.
+    pub catalog_query_wait_secs: u64,
 }
 
 impl Default for LimitsConfig {
@@ -294,6 +301,9 @@ impl Default for LimitsConfig {
             max_concurrent_uploads_per_user: 0,
             max_form_bytes: 16 << 10,
             max_json_bytes: 64 << 10,
+            max_required_by: 1000,
+            max_concurrent_catalog_queries: 0,
+            catalog_query_wait_secs: 5,
         }
     }
 }
@@ -499,6 +509,12 @@ impl Config {
         }
         if self.limits.max_form_bytes == 0 || self.limits.max_json_bytes == 0 {
             anyhow::bail!("limits.max_form_bytes and limits.max_json_bytes must be positive");
+        }
+        if self.limits.max_required_by == 0 {
+            anyhow::bail!("limits.max_required_by must be positive");
+        }
+        if self.limits.catalog_query_wait_secs == 0 {
+            anyhow::bail!("limits.catalog_query_wait_secs must be positive");
         }
         if self.auth.session_lifetime_secs == 0 || self.auth.max_sessions == 0 {
             anyhow::bail!("auth.session_lifetime_secs and auth.max_sessions must be positive");

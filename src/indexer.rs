@@ -582,10 +582,13 @@ impl RepoState {
             }
             let content = sign_index(&index.render()?, key, algorithms)?;
             let sha256 = hex::encode(Sha256::digest(&content));
+            let (signatures, _) = crate::apk::sign::split_signed(&content)?;
             rendered.push(RenderedIndex {
                 arch: arch.clone(),
-                content,
                 sha256,
+                entries: index.len(),
+                signatures: signatures.into_iter().map(|(name, _)| name).collect(),
+                content,
             });
         }
         Ok(rendered)

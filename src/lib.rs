@@ -72,8 +72,8 @@ pub struct Shared {
     pub uploads: Arc<registry::upload_slots::UploadSlots>,
     /// Package parses running at once: one per core, as parsing is CPU-bound.
     pub parses: Arc<tokio::sync::Semaphore>,
-    /// Catalog queries (searches, package pages, indexes as JSON) running at once: one
-    /// per core, as each reads and parses whole owners.
+    /// Catalog queries (searches, package pages, indexes as JSON) running at once
+    /// (`limits.max_concurrent_catalog_queries`, by default one per core).
     pub catalog_queries: Arc<tokio::sync::Semaphore>,
     /// What "now" is: token expiry, dates of rows and indexes, ages of files.
     pub clock: SharedClock,
@@ -182,7 +182,10 @@ pub async fn open_with_clock(config: Config, clock: SharedClock) -> anyhow::Resu
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         )),
         catalog_queries: Arc::new(tokio::sync::Semaphore::new(
-            std::thread::available_parallelism().map_or(2, |n| n.get()),
+            match config.limits.max_concurrent_catalog_queries {
+                0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+                n => n,
+            },
         )),
         config,
         clock,

@@ -413,3 +413,222 @@ async fn owners_indexes_and_keys_as_served() {
     ));
     server.stop().await;
 }
+
+/// Names and provided names on which a pattern can trip: both cases, digits,
+/// punctuation that SQLite's GLOB or a regular expression reads specially, non-ASCII.
+const TRICKY: [(&str, &str); 8] = [
+    ("libfoo", "so:libfoo.so.1=1.0 cmd:foo"),
+    ("LibBar", "cmd:Bar-1 pc:bar"),
+    ("a.b-c_d+e", "odd[name]=1 star*name hat^name"),
+    ("x9", "dash-name back\\slash quote\"name /bin/sh"),
+    ("Zz", "é-accent É-upper"),
+    ("q", "brace{x} paren(y) dollar$z pipe|w"),
+    ("b-", "]close [open -lead ^caret !bang"),
+    ("o9o", "?quest *star"),
+];
+
+/// Every glob is matched as the `glob` crate matches it (case-insensitive for ASCII
+/// letters, against the name and each provided name), though the database does the
+/// matching: SQLite with GLOB, PostgreSQL with a regular expression. Patterns are drawn
+/// from characters that are special to one or the other, and near the names.
+#[tokio::test]
+async fn globs_match_as_the_glob_crate_matches() {
+    let server = TestServer::start().await;
+    for (name, provides) in TRICKY {
+        let response = server
+            .put_admin(
+                "/admin/v3.21/main",
+                PackageBuilder::new(name, "1.0-r0", "noarch")
+                    .field("provides", provides)
+                    .build(),
+            )
+            .await;
+        assert_eq!(response.status(), 201, "{name}");
+    }
+    let options = glob::MatchOptions {
+        case_sensitive: false,
+        require_literal_separator: false,
+        require_literal_leading_dot: false,
+    };
+    let alphabet: Vec<char> = "aAbBoOsS9.-_:/*?[]!^\\\"$|{}()éÉz".chars().collect();
+    let mut seed: u64 = 0x5eed;
+    let mut next = |n: usize| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) as usize % n
+    };
+    // Every name and provided name, to draw patterns near them.
+    let targets: Vec<&str> = TRICKY
+        .iter()
+        .flat_map(|(name, provides)| std::iter::once(*name).chain(provides.split(' ')))
+        .collect();
+    let mut checked = 0;
+    let mut matched_some = 0;
+    while checked < 600 {
+        let mut q = String::new();
+        if checked % 2 == 0 {
+            // Random characters.
+            for _ in 0..1 + next(6) {
+                q.push(alphabet[next(alphabet.len())]);
+            }
+        } else {
+            // A name or provided name, each character kept (its case flipped at times),
+            // replaced by a wildcard, put in a class (negated, or a range around it), or
+            // changed.
+            for c in targets[next(targets.len())].chars() {
+                match next(9) {
+                    0 => q.push('?'),
+                    1 => q.push('*'),
+                    2 => q.push_str(&format!("[{c}]")),
+                    3 => q.push_str(&format!("[!{}]", alphabet[next(alphabet.len())])),
+                    4 => {
+                        let low = char::from_u32(c as u32 - 1).unwrap_or(c);
+                        let high = char::from_u32(c as u32 + 2).unwrap_or(c);
+                        q.push_str(&format!("[{low}-{high}]"));
+                    }
+                    5 => q.push(alphabet[next(alphabet.len())]),
+                    6 => q.extend(c.to_uppercase()),
+                    _ => q.push(c),
+                }
+            }
+        }
+        if !q.contains(['*', '?']) {
+            q.push('*');
+        }
+        let Ok(pattern) = glob::Pattern::new(&q) else {
+            continue;
+        };
+        if q.contains("**") {
+            continue;
+        }
+        let expected: Vec<String> = {
+            let mut names: Vec<&str> = TRICKY
+                .iter()
+                .filter(|(name, provides)| {
+                    pattern.matches_with(name, options)
+                        || provides.split(' ').any(|atom| {
+                            // The name an atom is about: `!` and a version dropped.
+                            let atom = atom.strip_prefix('!').unwrap_or(atom);
+                            let end = atom.find(['=', '<', '>', '~']).unwrap_or(atom.len());
+                            pattern.matches_with(&atom[..end], options)
+                        })
+                })
+                .map(|(name, _)| *name)
+                .collect();
+            names.sort();
+            names.iter().map(|n| format!("admin/{n}")).collect()
+        };
+        let query = PackageQuery {
+            q: Some(q.clone()),
+            ..PackageQuery::default()
+        };
+        let page = catalog::search(&server.state, &Identity::Anonymous, &query, None, 100)
+            .await
+            .unwrap_or_else(|e| panic!("{q:?}: {e}"));
+        assert_eq!(names(&page), expected, "pattern {q:?}");
+        assert_eq!(page.total as usize, expected.len(), "pattern {q:?}");
+        checked += 1;
+        matched_some += usize::from(!expected.is_empty());
+    }
+    eprintln!("{checked} patterns, {matched_some} matching some package");
+    assert!(
+        matched_some > 100,
+        "only {matched_some} patterns matched anything"
+    );
+    server.stop().await;
+}
+
+/// Catalog queries past `limits.max_concurrent_catalog_queries` wait their turn for
+/// `limits.catalog_query_wait_secs`, then are answered 503 with Retry-After; once a
+/// place is free they are answered again.
+#[tokio::test]
+async fn catalog_queries_past_the_cap_wait_then_are_refused() {
+    let server = TestServer::start_with(|c| {
+        c.limits.max_concurrent_catalog_queries = 1;
+        c.limits.catalog_query_wait_secs = 1;
+    })
+    .await;
+    assert_eq!(server.state.catalog_queries.available_permits(), 1);
+    let held = server
+        .state
+        .catalog_queries
+        .clone()
+        .acquire_owned()
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let response = server.get("/api/v1/packages?q=foo", None).await;
+    let waited = started.elapsed();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "Service Unavailable");
+    assert!(
+        body["message"].as_str().unwrap().contains("retry shortly"),
+        "{body}"
+    );
+    assert!(
+        waited >= std::time::Duration::from_secs(1) && waited < std::time::Duration::from_secs(5),
+        "waited {waited:?}"
+    );
+    drop(held);
+    assert_eq!(
+        server.get("/api/v1/packages?q=foo", None).await.status(),
+        200
+    );
+    server.stop().await;
+}
+
+/// A package page names at most `limits.max_required_by` packages requiring it, the
+/// first by name, and counts them all: the API in `required_by_total`, the web page in
+/// words.
+#[tokio::test]
+async fn required_by_is_capped_and_counted() {
+    let server = TestServer::start_with(|c| c.limits.max_required_by = 2).await;
+    let at = &server;
+    let publish = |bytes: Vec<u8>| async move {
+        assert_eq!(at.put_admin("/admin/v3.21/main", bytes).await.status(), 201);
+    };
+    publish(
+        PackageBuilder::new("libcore", "1.0-r0", "x86_64")
+            .field("provides", "so:libcore.so.1=1.0")
+            .build(),
+    )
+    .await;
+    // By name, by what it provides, with a version constraint; a conflict is no
+    // dependency.
+    for (name, depend) in [
+        ("user-d", "libcore"),
+        ("user-b", "so:libcore.so.1"),
+        ("user-c", "libcore>=1.0"),
+        ("user-a", "so:libcore.so.1"),
+        ("rival", "!libcore"),
+    ] {
+        publish(
+            PackageBuilder::new(name, "1.0-r0", "noarch")
+                .field("depend", depend)
+                .build(),
+        )
+        .await;
+    }
+    let detail: serde_json::Value = server
+        .get("/api/v1/owners/admin/packages/libcore", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        detail["required_by"],
+        serde_json::json!(["user-a", "user-b"])
+    );
+    assert_eq!(detail["required_by_total"], 4);
+    let page = server
+        .get("/admin/-/packages/libcore", None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("and 2 more."), "{page}");
+    server.stop().await;
+}

@@ -64,12 +64,16 @@ async fn fsck_finds_each_kind_of_damage_and_repair_fixes_what_it_can() {
                     arch: "x86_64".into(),
                     content: b"junk".to_vec(),
                     sha256: "0".repeat(64),
+                    entries: 0,
+                    signatures: Vec::new(),
                 },
                 // Signed by the owner's key, but listing nothing.
                 RenderedIndex {
                     arch: "aarch64".into(),
                     content: signed_empty_index(&server).await,
                     sha256: "1".repeat(64),
+                    entries: 0,
+                    signatures: Vec::new(),
                 },
             ],
             vec![],

@@ -903,3 +903,218 @@ async fn parallel_password_changes_are_bounded_in_memory() {
         growth as f64 / MIB as f64
     );
 }
+
+/// Packages of the catalog test, all in `admin/v3.21/catalog`.
+const CATALOG_PACKAGES: usize = 3_400;
+/// Provides per package: each package provides `so:libbig<i>-part<k>.so.1` for k below.
+const CATALOG_PROVIDES: usize = 150;
+
+/// A package whose index entry is about 9 KiB (a 4 KiB description, 150 provides), well
+/// within `limits.max_stanza_bytes`: 3,400 of them are some 30 MB of index entries.
+fn catalog_package(i: usize) -> Vec<u8> {
+    const WORDS: [&str; 8] = [
+        "library", "for", "parsing", "large", "catalogs", "of", "alpine", "packages",
+    ];
+    let mut description = format!("big{i}:");
+    let mut k = i;
+    while description.len() < 4_000 {
+        k = k.wrapping_mul(31).wrapping_add(7);
+        description.push(' ');
+        description.push_str(WORDS[k % WORDS.len()]);
+    }
+    let provides: Vec<String> = (0..CATALOG_PROVIDES)
+        .map(|k| format!("so:libbig{i}-part{k}.so.1=1.0"))
+        .collect();
+    PackageBuilder::new(&format!("big{i:04}"), "1.0-r0", "x86_64")
+        .without_field("pkgdesc")
+        .field("pkgdesc", &description)
+        .field("provides", &provides.join(" "))
+        .file("usr/lib/big", &i.to_le_bytes())
+        .build()
+}
+
+/// Publishes the catalog test's packages with 32 clients.
+async fn publish_catalog_at(base: String) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let clients = 32;
+    let uploads: Vec<_> = (0..clients)
+        .map(|c| {
+            let client = client.clone();
+            let base = base.clone();
+            tokio::spawn(async move {
+                for i in (c..CATALOG_PACKAGES).step_by(clients) {
+                    let bytes = catalog_package(i);
+                    let response = client
+                        .put(format!("{base}/admin/v3.21/catalog"))
+                        .basic_auth("admin", Some(TOKEN))
+                        .body(bytes)
+                        .send()
+                        .await
+                        .expect("upload answered");
+                    let status = response.status();
+                    let body = response.text().await.unwrap_or_default();
+                    assert_eq!(status, 201, "upload of package {i}: {body}");
+                }
+            })
+        })
+        .collect();
+    for upload in uploads {
+        upload.await.unwrap();
+    }
+}
+
+/// Answer times of a package download, polled on a connection of its own while an attack
+/// runs.
+struct DownloadProbe {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<Duration>>,
+}
+
+impl DownloadProbe {
+    fn start(server: &ChildServer, (download, size): &(String, usize)) -> DownloadProbe {
+        let size = *size;
+        let stop = Arc::new(AtomicBool::new(false));
+        let url = server.url(download);
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            // One client, requests one after the other: one kept-alive connection.
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap();
+            let mut latencies = Vec::new();
+            while !flag.load(Ordering::SeqCst) {
+                let started = Instant::now();
+                let response = client.get(&url).send().await.expect("download");
+                assert_eq!(response.status(), 200);
+                assert_eq!(response.bytes().await.unwrap().len(), size);
+                latencies.push(started.elapsed());
+                // Paced, not a synchronisation: about a hundred downloads a second.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            latencies
+        });
+        DownloadProbe { stop, task }
+    }
+
+    /// The latencies seen, sorted.
+    async fn finish(self) -> Vec<Duration> {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut latencies = self.task.await.expect("probe");
+        latencies.sort();
+        latencies
+    }
+}
+
+/// The nearest-rank percentile of sorted latencies.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// 16 concurrent anonymous searches (JSON API and web page) over ~3,400 packages with
+/// large index entries, in rounds for a few seconds. Each search used to read and parse
+/// every index entry of every readable owner on the connection's worker thread: one
+/// search peaked at 99 MB, 16 at once at 363 MB, and downloads on the same thread waited
+/// up to a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn catalog_searches_are_bounded_in_memory_and_keep_downloads_prompt() {
+    // Searches past the cap wait their turn rather than being refused: all 16 count.
+    let server = ChildServer::start_on_backends(
+        TOKEN,
+        &[
+            (PER_IP_CAP, "1000"),
+            ("ALPINE_REGISTRY__LIMITS__CATALOG_QUERY_WAIT_SECS", "60"),
+        ],
+    );
+    let download = publish_probe_package(&server).await;
+    let started = Instant::now();
+    publish_catalog_at(server.url("")).await;
+    let fill_time = started.elapsed();
+
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .unwrap();
+    // (path, expected total): a substring of what every package provides, a glob of
+    // names, everything; the web page says the total in words.
+    let part = 7;
+    let searches: Vec<(String, usize)> = vec![
+        (
+            format!("/api/v1/packages?q=part{part}.so"),
+            CATALOG_PACKAGES,
+        ),
+        ("/api/v1/packages?q=big1*".into(), 1_000),
+        ("/api/v1/packages?limit=100".into(), CATALOG_PACKAGES + 1),
+        (format!("/-/search?q=part{part}.so"), CATALOG_PACKAGES),
+        ("/-/search?q=big1*".into(), 1_000),
+        ("/-/search".into(), CATALOG_PACKAGES + 1),
+    ];
+    let rss_before = server.rss();
+    assert!(server.reset_peak_rss(), "the kernel refused to reset VmHWM");
+    let probe = DownloadProbe::start(&server, &download);
+    let phase = Instant::now();
+    let mut answers = std::collections::BTreeMap::new();
+    let mut wrong = Vec::new();
+    let mut slowest = Duration::ZERO;
+    while answers.is_empty() || phase.elapsed() < Duration::from_secs(3) {
+        let round: Vec<_> = (0..16)
+            .map(|i| {
+                let (path, total) = searches[i % searches.len()].clone();
+                let client = client.clone();
+                let url = server.url(&path);
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    let response = client.get(&url).send().await.expect("search answered");
+                    let status = response.status().as_u16();
+                    let body = response.text().await.unwrap();
+                    let right = status != 200
+                        || if path.starts_with("/api/") {
+                            let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+                            page["total"] == total
+                        } else {
+                            body.contains(&format!("{total} packages"))
+                        };
+                    (status, right.then_some(()).ok_or(path), started.elapsed())
+                })
+            })
+            .collect();
+        for search in round {
+            let (status, right, elapsed) = search.await.unwrap();
+            *answers.entry(status).or_insert(0) += 1;
+            wrong.extend(right.err());
+            slowest = slowest.max(elapsed);
+        }
+    }
+    let search_time = phase.elapsed();
+    let latencies = probe.finish().await;
+    let growth = server.peak_rss().saturating_sub(rss_before);
+    let p99 = percentile(&latencies, 99.0);
+    eprintln!(
+        "catalog searches: {CATALOG_PACKAGES} packages published in {fill_time:.1?}; searches \
+         16 at a time for {search_time:.1?}, answers {answers:?} (slowest {slowest:.0?}); peak RSS growth \
+         {:.1} MiB (from {:.1} MiB); {} downloads meanwhile: p50 {:.1?}, p99 {p99:.1?}, max \
+         {:.1?}",
+        growth as f64 / MIB as f64,
+        rss_before as f64 / MIB as f64,
+        latencies.len(),
+        percentile(&latencies, 50.0),
+        latencies[latencies.len() - 1],
+    );
+    assert_eq!(
+        answers.keys().collect::<Vec<_>>(),
+        [&200],
+        "every search answered"
+    );
+    assert!(wrong.is_empty(), "wrong totals: {wrong:?}");
+    assert!(latencies.len() >= 50, "only {} downloads", latencies.len());
+    assert!(
+        growth <= 64 * MIB,
+        "peak RSS grew by {:.1} MiB",
+        growth as f64 / MIB as f64
+    );
+    assert!(p99 <= Duration::from_millis(50), "download p99 {p99:?}");
+}

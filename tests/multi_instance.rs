@@ -17,7 +17,9 @@
 //! (as across instances), are released when their guard is dropped (also when the caller
 //! gave up waiting), 32 concurrent uploads and deletes on 8 connections (and on 1) finish,
 //! and orphan collection on one instance never removes a blob that an upload on another
-//! is publishing. The last one checks the start-up clean-up of staged files on PostgreSQL.
+//! is publishing. One checks the start-up clean-up of staged files on PostgreSQL, and one
+//! that searches and package pages through one instance show what another published or
+//! deleted at once.
 //!
 //! PostgreSQL tests: skipped with a note unless `ALPINE_REGISTRY_TEST_POSTGRES_URL` is
 //! set, required with `ALPINE_REGISTRY_TEST_REQUIRE_POSTGRES=1` (see tests/common/postgres.rs).
@@ -1213,5 +1215,148 @@ async fn orphan_collection_on_one_instance_never_takes_a_blob_another_is_publish
         );
     }
     drop((a, b));
+    database.drop_database().await;
+}
+
+/// What a search through `server` answers for `query`: (name, latest version,
+/// description, files) per item, and the total.
+async fn searched(server: &TestServer, query: &str) -> (Vec<(String, String, String, u64)>, u64) {
+    let response = server.get(&format!("/api/v1/packages?{query}"), None).await;
+    assert_eq!(response.status(), 200, "{query}");
+    let page: serde_json::Value = response.json().await.unwrap();
+    let items = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| {
+            (
+                item["name"].as_str().unwrap().to_string(),
+                item["latest_version"].as_str().unwrap().to_string(),
+                item["description"].as_str().unwrap().to_string(),
+                item["files"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    (items, page["total"].as_u64().unwrap())
+}
+
+/// Two instances on one database: what is published or deleted through one is what a
+/// search, a package page (its dependencies and reverse dependencies) and the maintainer
+/// filter show through the other at once, both having answered searches before. The
+/// catalog is kept in the database with the package rows, never in an instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_through_one_instance_shows_what_another_published() {
+    let Some(database) = TestDatabase::from_env() else {
+        pg::note_skipped();
+        return;
+    };
+    let blobs = tempfile::tempdir().unwrap();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let config = |dir: &Path| {
+        let mut config = common::test_config(dir);
+        config.database.url = database.url.clone();
+        config.signing.master_key = pg::MASTER_KEY.to_string();
+        config.storage.blob_dir = Some(blobs.path().to_path_buf());
+        config
+    };
+    let a = TestServer::start_on(config(dir_a.path())).await;
+    let b = TestServer::start_on(config(dir_b.path())).await;
+    for server in [&a, &b] {
+        assert_eq!(searched(server, "q=widget").await, (vec![], 0));
+    }
+
+    let widget = |version: &str, description: &str| {
+        PackageBuilder::new("widget", version, "x86_64")
+            .without_field("pkgdesc")
+            .field("pkgdesc", description)
+            .field("provides", "cmd:widgetctl so:libwidget.so.1=1")
+            .field("maintainer", "Wanda Widget <wanda@example.org>")
+            .build()
+    };
+    async fn put(server: &TestServer, bytes: Vec<u8>) {
+        assert_eq!(server.put_admin(REPO, bytes).await.status(), 201);
+    }
+    put(&a, widget("1.0-r0", "Widgets, first of their name")).await;
+    let first = (
+        "widget".to_string(),
+        "1.0-r0".to_string(),
+        "Widgets, first of their name".to_string(),
+        1,
+    );
+    for query in [
+        "q=widget",
+        "q=CMD:WidgetCtl",
+        "q=so:libwidget*",
+        "maintainer=WANDA",
+    ] {
+        assert_eq!(
+            searched(&b, query).await,
+            (vec![first.clone()], 1),
+            "{query}"
+        );
+    }
+
+    // A newer version through b is the latest through a.
+    put(&b, widget("2.0-r0", "Widgets, second edition")).await;
+    let both = (
+        "widget".to_string(),
+        "2.0-r0".to_string(),
+        "Widgets, second edition".to_string(),
+        2,
+    );
+    assert_eq!(searched(&a, "q=widget").await, (vec![both], 1));
+
+    // A package depending on what widget provides, through a: b's page of widget
+    // lists it as requiring widget, and b's page of it links to widget.
+    put(
+        &a,
+        PackageBuilder::new("gadget", "1.0-r0", "x86_64")
+            .field("depend", "so:libwidget.so.1")
+            .build(),
+    )
+    .await;
+    let page: serde_json::Value = b
+        .get("/api/v1/owners/admin/packages/widget", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["versions"], serde_json::json!(["2.0-r0", "1.0-r0"]));
+    assert_eq!(page["required_by"], serde_json::json!(["gadget"]));
+    let page: serde_json::Value = b
+        .get("/api/v1/owners/admin/packages/gadget", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        page["depends"],
+        serde_json::json!([{"text": "so:libwidget.so.1",
+                            "target": {"owner": "admin", "name": "widget"}}])
+    );
+
+    // Deletes through either instance are gone from the other's answers.
+    let file = |version: &str| format!("{REPO}/{ARCH}/widget-{version}.apk");
+    let admin = Some(("admin", ADMIN_TOKEN));
+    assert_eq!(a.delete(&file("2.0-r0"), admin).await.status(), 204);
+    assert_eq!(searched(&b, "q=widget").await, (vec![first], 1));
+    assert_eq!(b.delete(&file("1.0-r0"), admin).await.status(), 204);
+    assert_eq!(searched(&a, "q=widget").await, (vec![], 0));
+    assert_eq!(
+        a.get("/api/v1/owners/admin/packages/widget", None)
+            .await
+            .status(),
+        404
+    );
+    let page: serde_json::Value = a
+        .get("/api/v1/owners/admin/packages/gadget", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["depends"][0]["target"], serde_json::Value::Null);
+
+    a.stop().await;
+    b.stop().await;
     database.drop_database().await;
 }

@@ -13,9 +13,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use alpine_registry::store::{
-    Dump, IndexRow, InsertedPackage, MemberRow, NewPackage, NewSession, NewToken, OwnerRow,
-    PackageRow, PostgresStore, RenderedIndex, RepoRef, RepositoryRow, Role, SessionAdmission,
-    SessionLimits, SigningKeyRow, SqliteStore, Store, StoreError, StoredKey, TokenRow, UserRow,
+    Dump, IndexRow, InsertedPackage, MemberRow, NewPackage, NewSession, NewToken, Owner, OwnerRow,
+    OwnerScope, PackageRow, PackageSearch, PostgresStore, RenderedIndex, RepoRef, RepositoryRow,
+    Role, SearchCollector, SearchFile, SearchPage, SearchTerm, SessionAdmission, SessionLimits,
+    SigningKeyRow, SqliteStore, Store, StoreError, StoredKey, TokenRow, UserRow,
 };
 use common::postgres::{self as pg, TestDatabase};
 use futures_util::future::join_all;
@@ -107,7 +108,10 @@ conformance!(
     noarch_and_concrete_architectures_clash,
     referenced_blobs_and_listing,
     deletions_release_their_blobs,
-    owner_files_carry_their_place_and_stanza,
+    package_and_index_files_carry_their_place_and_stanza,
+    catalog_rows_follow_their_package_rows,
+    searches_page_by_name_and_owner_within_their_scope,
+    owners_in_a_scope,
     repositories_and_generations,
     repositories_created_listed_and_removed,
     publishing_indexes,
@@ -196,6 +200,11 @@ fn rendered(arch: &str, content: &[u8]) -> RenderedIndex {
         arch: arch.into(),
         content: content.to_vec(),
         sha256: format!("sha-of-{}", String::from_utf8_lossy(content)),
+        entries: content.len(),
+        signatures: vec![
+            format!(".SIGN.RSA256.{arch}.rsa.pub"),
+            format!(".SIGN.RSA.{arch}.rsa.pub"),
+        ],
     }
 }
 
@@ -1157,15 +1166,18 @@ async fn noarch_and_concrete_architectures_clash(store: &dyn Store) {
         .unwrap();
 }
 
-async fn owner_files_carry_their_place_and_stanza(store: &dyn Store) {
+async fn package_and_index_files_carry_their_place_and_stanza(store: &dyn Store) {
     let acme = store.create_owner("acme", false, true).await.unwrap();
     let other = store.create_owner("other", false, true).await.unwrap();
+    let mut ids = Vec::new();
     for (owner, branch, repository, name, arch) in [
         (&acme, "v1", "main", "zeta", "x86_64"),
-        (&acme, "edge", "testing", "alpha", "noarch"),
-        (&other, "v1", "main", "beta", "x86_64"),
+        (&acme, "edge", "testing", "zeta", "noarch"),
+        (&acme, "v1", "main", "alpha", "aarch64"),
+        (&acme, "v1", "main", "beta", "noarch"),
+        (&other, "v1", "main", "zeta", "x86_64"),
     ] {
-        store
+        let inserted = store
             .insert_package(
                 &repo(owner.id, branch, repository),
                 new_package(name, "1-r0", arch),
@@ -1173,35 +1185,420 @@ async fn owner_files_carry_their_place_and_stanza(store: &dyn Store) {
             )
             .await
             .unwrap();
+        ids.push(inserted.package);
     }
-    let files = store.owner_files(acme.id).await.unwrap();
-    let listed: Vec<_> = files
-        .iter()
-        .map(|f| {
-            (
-                f.branch.as_str(),
-                f.repository.as_str(),
-                f.package.name.as_str(),
-                f.package.arch.as_str(),
-                f.stanza.as_str(),
-            )
-        })
-        .collect();
+    let places = |files: &[alpine_registry::store::CatalogFile]| -> Vec<String> {
+        files
+            .iter()
+            .map(|f| {
+                format!(
+                    "{}/{} {} {} {:?}",
+                    f.branch, f.repository, f.package.name, f.package.arch, f.stanza
+                )
+            })
+            .collect()
+    };
+    let zeta = store.package_files(acme.id, "zeta").await.unwrap();
     assert_eq!(
-        listed,
+        places(&zeta),
         [
-            ("v1", "main", "zeta", "x86_64", "P:zeta\nV:1-r0\nA:x86_64\n"),
-            (
-                "edge",
-                "testing",
-                "alpha",
-                "noarch",
-                "P:alpha\nV:1-r0\nA:noarch\n"
-            ),
+            "v1/main zeta x86_64 \"P:zeta\\nV:1-r0\\nA:x86_64\\n\"",
+            "edge/testing zeta noarch \"P:zeta\\nV:1-r0\\nA:noarch\\n\"",
         ],
-        "the owner's rows only, by row id"
+        "the owner's files of that name only, by row id"
     );
-    assert!(store.owner_files(other.id + 1000).await.unwrap().is_empty());
+    assert!(store
+        .package_files(acme.id, "nothing")
+        .await
+        .unwrap()
+        .is_empty());
+    let main = ids[0].repository_id;
+    let listed = store.index_files(main, "x86_64").await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|f| f.package.name.as_str())
+            .collect::<Vec<_>>(),
+        ["zeta", "beta"],
+        "the architecture's files and the noarch ones, by row id"
+    );
+    assert_eq!(listed[0].package.id, ids[0].id);
+    let arm = store.index_files(main, "aarch64").await.unwrap();
+    assert_eq!(arm.len(), 2);
+    assert!(store
+        .index_files(main + 1000, "x86_64")
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// A search that any scope and page of these tests starts from.
+fn search(scope: OwnerScope) -> PackageSearch {
+    PackageSearch {
+        scope,
+        term: None,
+        owner: None,
+        branch: None,
+        repository: None,
+        arch: None,
+        maintainer: None,
+        after: None,
+        limit: 100,
+    }
+}
+
+const PUBLIC: OwnerScope = OwnerScope {
+    every: false,
+    public: true,
+    member: None,
+    only: None,
+};
+
+/// What a search gave to its collector: the files, then the descriptions it asked for
+/// (of every file).
+#[derive(Default)]
+struct Collected {
+    files: Vec<SearchFile>,
+    descriptions: Vec<(i64, String)>,
+}
+
+impl SearchCollector for Collected {
+    fn file(&mut self, file: SearchFile) {
+        self.files.push(file);
+    }
+
+    fn wanted_descriptions(&self) -> Vec<i64> {
+        self.files.iter().map(|f| f.package_id).collect()
+    }
+
+    fn description(&mut self, package_id: i64, description: String) {
+        self.descriptions.push((package_id, description));
+    }
+}
+
+async fn run_search(store: &dyn Store, search: &PackageSearch) -> (SearchPage, Collected) {
+    let mut collected = Collected::default();
+    let page = store.search_packages(search, &mut collected).await.unwrap();
+    collected.descriptions.sort();
+    (page, collected)
+}
+
+/// "name owner" of each key of a page.
+async fn keys(store: &dyn Store, search: &PackageSearch) -> Vec<String> {
+    run_search(store, search)
+        .await
+        .0
+        .keys
+        .iter()
+        .map(|(name, owner)| format!("{name} {owner}"))
+        .collect()
+}
+
+/// An index entry as the registry writes one, with `extra` lines.
+fn entry(name: &str, version: &str, arch: &str, extra: &str) -> NewPackage {
+    NewPackage {
+        stanza: format!(
+            "C:Q1{name}{version}=\nP:{name}\nV:{version}\nA:{arch}\nS:100\nI:4096\n\
+             T:Description of {name}: \"quoted\", back\\slash\nU:https://example.org/\nL:MIT\n\
+             {extra}\n"
+        ),
+        ..new_package(name, version, arch)
+    }
+}
+
+/// The database keeps the catalog rows of every package row from its stanza, in the
+/// transaction of the row, and drops them with it.
+async fn catalog_rows_follow_their_package_rows(store: &dyn Store) {
+    let acme = store.create_owner("acme", false, true).await.unwrap();
+    let main = repo(acme.id, "v1", "main");
+    let libfoo = store
+        .insert_package(
+            &main,
+            entry(
+                "libfoo",
+                "1.0-r0",
+                "x86_64",
+                "m:Jane DOE <Jane@Example.org>\nD:so:libc.musl-x86_64.so.1 !old bar>=2\n\
+                 p:so:libfoo.so.1=1.0 cmd:foo=1.0 cmd:foo=1.1 \"odd\\name\"=1\n",
+            ),
+            true,
+        )
+        .await
+        .unwrap()
+        .package;
+    for (name, extra) in [
+        ("bar", "D:libfoo>=1\n"),
+        ("tool", "D:cmd:foo /bin/sh\n"),
+        ("other", "D:!libfoo\n"),
+    ] {
+        store
+            .insert_package(&main, entry(name, "1-r0", "noarch", extra), true)
+            .await
+            .unwrap();
+    }
+    let term = |term: SearchTerm| PackageSearch {
+        term: Some(term),
+        ..search(PUBLIC)
+    };
+    let substring = |text: &str| term(SearchTerm::Substring(text.into()));
+    // By what it provides: the name an atom is about, a substring, letters lowercased.
+    assert_eq!(keys(store, &substring("cmd:foo")).await, ["libfoo acme"]);
+    assert_eq!(keys(store, &substring("libfoo.so")).await, ["libfoo acme"]);
+    assert!(
+        keys(store, &substring("1.0")).await.is_empty(),
+        "not the version"
+    );
+    assert_eq!(keys(store, &substring("odd\\name")).await, ["libfoo acme"]);
+    assert_eq!(keys(store, &substring("bfo")).await, ["libfoo acme"]);
+    // The maintainer, lowercased; a package without one matches no maintainer.
+    let jane = PackageSearch {
+        maintainer: Some("jane doe <jane@".into()),
+        ..search(PUBLIC)
+    };
+    let (page, collected) = run_search(store, &jane).await;
+    assert_eq!(page.keys, [("libfoo".to_string(), "acme".to_string())]);
+    assert_eq!(
+        collected.descriptions,
+        [(
+            libfoo.id,
+            "Description of libfoo: \"quoted\", back\\slash".to_string()
+        )]
+    );
+    // Dependencies resolve to a package of that name, else to the first providing it.
+    let mut providers = store
+        .providers(
+            acme.id,
+            &[
+                "so:libfoo.so.1".into(),
+                "libfoo".into(),
+                "cmd:foo".into(),
+                "old".into(),
+                "missing".into(),
+            ],
+        )
+        .await
+        .unwrap();
+    providers.sort();
+    assert_eq!(
+        providers,
+        [
+            ("cmd:foo".to_string(), "libfoo".to_string()),
+            ("libfoo".into(), "libfoo".into()),
+            ("so:libfoo.so.1".into(), "libfoo".into()),
+        ]
+    );
+    // Required by: a dependency on the name or on what it provides; a conflict is none.
+    assert_eq!(
+        store.required_by(acme.id, "libfoo", 10).await.unwrap(),
+        (vec!["bar".to_string(), "tool".to_string()], 2)
+    );
+    assert_eq!(
+        store.required_by(acme.id, "libfoo", 1).await.unwrap(),
+        (vec!["bar".to_string()], 2),
+        "the first by name, and how many in all"
+    );
+    assert_eq!(
+        store.required_by(acme.id, "old", 10).await.unwrap(),
+        (vec![], 0)
+    );
+
+    // Gone with the row.
+    store
+        .delete_package(&main, "x86_64", "libfoo-1.0-r0.apk")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(keys(store, &substring("cmd:foo")).await.is_empty());
+    assert!(store
+        .providers(acme.id, &["cmd:foo".into()])
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store.required_by(acme.id, "libfoo", 10).await.unwrap(),
+        (vec!["bar".to_string()], 1)
+    );
+    // And with the repository.
+    store.delete_repository(&main).await.unwrap().unwrap();
+    assert!(keys(store, &search(PUBLIC)).await.is_empty());
+}
+
+/// Keys in byte order of (name, owner), counted over all pages, within the scope and the
+/// filters; pages continue after their cursor.
+async fn searches_page_by_name_and_owner_within_their_scope(store: &dyn Store) {
+    let acme = store.create_owner("acme", false, true).await.unwrap();
+    let hidden = store.create_owner("hidden", true, true).await.unwrap();
+    let zed = store.create_owner("zed", false, true).await.unwrap();
+    let user = store.create_user("uma", None, false).await.unwrap();
+    store
+        .set_member(hidden.id, user.id, Role::Read)
+        .await
+        .unwrap();
+    for (owner, branch, name, arch, extra) in [
+        (&acme, "v1", "apkg", "x86_64", "m:Jane <j@x>\n"),
+        (&acme, "edge", "apkg", "aarch64", ""),
+        (&acme, "v1", "Bpkg", "noarch", ""),
+        (&zed, "v1", "apkg", "x86_64", ""),
+        (&hidden, "v1", "secret", "x86_64", "m:Jane <j@x>\n"),
+    ] {
+        store
+            .insert_package(
+                &repo(owner.id, branch, "main"),
+                entry(name, "1-r0", arch, extra),
+                true,
+            )
+            .await
+            .unwrap();
+    }
+    // Byte order: uppercase first; one name of two owners, by owner.
+    assert_eq!(
+        keys(store, &search(PUBLIC)).await,
+        ["Bpkg acme", "apkg acme", "apkg zed"]
+    );
+    let member = OwnerScope {
+        member: Some(user.id),
+        ..OwnerScope::default()
+    };
+    assert_eq!(keys(store, &search(member)).await.len(), 4);
+    let every = OwnerScope {
+        every: true,
+        ..OwnerScope::default()
+    };
+    assert_eq!(keys(store, &search(every)).await.len(), 4);
+    // A token limited to `hidden`, of a user who is not a member: public owners only.
+    let limited = OwnerScope {
+        public: true,
+        member: Some(user.id + 1000),
+        only: Some(hidden.id),
+        ..OwnerScope::default()
+    };
+    assert_eq!(keys(store, &search(limited)).await.len(), 3);
+    assert!(keys(store, &search(OwnerScope::default())).await.is_empty());
+    // What a private owner holds is neither matched nor counted outside the scope.
+    let jane = |scope| PackageSearch {
+        maintainer: Some("jane".into()),
+        ..search(scope)
+    };
+    let (page, _) = run_search(store, &jane(PUBLIC)).await;
+    assert_eq!((page.total, page.keys.len()), (1, 1));
+    let (page, _) = run_search(store, &jane(member)).await;
+    assert_eq!(page.total, 2);
+
+    // Filters: owner, branch, repository, and an architecture with the noarch files.
+    let filtered = |change: fn(&mut PackageSearch)| {
+        let mut search = search(PUBLIC);
+        change(&mut search);
+        search
+    };
+    assert_eq!(
+        keys(store, &filtered(|s| s.owner = Some("zed".into()))).await,
+        ["apkg zed"]
+    );
+    assert_eq!(
+        keys(store, &filtered(|s| s.branch = Some("edge".into()))).await,
+        ["apkg acme"]
+    );
+    assert!(
+        keys(store, &filtered(|s| s.repository = Some("other".into())))
+            .await
+            .is_empty()
+    );
+    let arm = filtered(|s| s.arch = Some("aarch64".into()));
+    assert_eq!(keys(store, &arm).await, ["Bpkg acme", "apkg acme"]);
+    // A page's files are those that match, by package id.
+    let (_, collected) = run_search(store, &arm).await;
+    let files: Vec<String> = collected
+        .files
+        .iter()
+        .map(|f| format!("{} {} {}", f.name, f.branch, f.arch))
+        .collect();
+    assert_eq!(files, ["apkg edge aarch64", "Bpkg v1 noarch"]);
+    assert!(collected
+        .files
+        .windows(2)
+        .all(|w| w[0].package_id < w[1].package_id));
+
+    // Pages of one: each continues after the last key of the previous one; a package
+    // published meanwhile that sorts after the position appears, one before does not.
+    let mut walk = search(PUBLIC);
+    walk.limit = 1;
+    let mut seen = Vec::new();
+    loop {
+        let (page, _) = run_search(store, &walk).await;
+        if seen.len() == 1 {
+            for (name, owner) in [("Aearly", &acme), ("zlate", &zed)] {
+                store
+                    .insert_package(
+                        &repo(owner.id, "v1", "main"),
+                        entry(name, "1-r0", "x86_64", ""),
+                        true,
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+        assert_eq!(page.keys.len(), 1);
+        seen.push(format!("{} {}", page.keys[0].0, page.keys[0].1));
+        if !page.more {
+            assert_eq!(page.total, 5);
+            break;
+        }
+        walk.after = Some(page.keys[0].clone());
+    }
+    assert_eq!(
+        seen,
+        ["Bpkg acme", "apkg acme", "apkg zed", "zlate zed"],
+        "no key twice, none skipped"
+    );
+}
+
+/// `owners_in` admits exactly what `OwnerScope::admits` says.
+async fn owners_in_a_scope(store: &dyn Store) {
+    let user = store.create_user("uma", None, false).await.unwrap();
+    let mut owners: Vec<(Owner, bool)> = Vec::new();
+    for (name, private, member) in [
+        ("pub", false, false),
+        ("pubmember", false, true),
+        ("priv", true, false),
+        ("privmember", true, true),
+    ] {
+        let owner = store.create_owner(name, private, true).await.unwrap();
+        if member {
+            store
+                .set_member(owner.id, user.id, Role::Read)
+                .await
+                .unwrap();
+        }
+        owners.push((owner, member));
+    }
+    // The user's own namespace is an owner too, on which the user is admin.
+    let uma = store.owner_by_name("uma").await.unwrap().unwrap();
+    owners.push((uma, true));
+    owners.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    let privmember = owners.iter().find(|(o, _)| o.name == "privmember").unwrap();
+    let only = privmember.0.id;
+    for every in [false, true] {
+        for public in [false, true] {
+            for member in [None, Some(user.id)] {
+                for only in [None, Some(only)] {
+                    let scope = OwnerScope {
+                        every,
+                        public,
+                        member,
+                        only,
+                    };
+                    let expected: Vec<&str> = owners
+                        .iter()
+                        .filter(|(o, is_member)| scope.admits(o, *is_member))
+                        .map(|(o, _)| o.name.as_str())
+                        .collect();
+                    let got = store.owners_in(&scope).await.unwrap();
+                    let got: Vec<&str> = got.iter().map(|o| o.name.as_str()).collect();
+                    assert_eq!(got, expected, "{scope:?}");
+                }
+            }
+        }
+    }
 }
 
 async fn referenced_blobs_and_listing(store: &dyn Store) {
@@ -1686,6 +2083,23 @@ async fn publishing_indexes(store: &dyn Store) {
     assert_eq!(index.sha256, "sha-of-first");
     assert_eq!(index.built_at, 1_700_000_000);
     assert_eq!(index.modified_ms, 1_700_000_000_123);
+    // What the pages read of it, without its bytes: by architecture, with the entries
+    // and signatures its build recorded.
+    let summaries = store.index_summaries(id).await.unwrap();
+    let described: Vec<_> = summaries
+        .iter()
+        .map(|s| (s.arch.as_str(), s.generation, s.size, s.entries))
+        .collect();
+    assert_eq!(
+        described,
+        [("aarch64", 1, 5, Some(5)), ("x86_64", 1, 5, Some(5))]
+    );
+    assert_eq!(summaries[1].sha256, "sha-of-first");
+    assert_eq!(summaries[1].built_at, 1_700_000_000);
+    assert_eq!(
+        summaries[1].signatures.as_deref(),
+        Some(&rendered("x86_64", b"")).map(|r| &r.signatures[..])
+    );
     assert_eq!(
         store.repository_by_id(id).await.unwrap().unwrap().built_gen,
         1
@@ -2140,6 +2554,8 @@ fn dump() -> Dump {
             sha256: "ab".repeat(32),
             built_at: 1_700_000_600,
             modified_ms: None,
+            entries: Some(4),
+            signatures: Some(".SIGN.RSA256.acme-01234567.rsa.pub".into()),
         }],
         last_repository_id: 12,
     }
@@ -2169,6 +2585,17 @@ async fn export_and_import(store: &dyn Store) {
     let index = store.index(3, "x86_64").await.unwrap().unwrap();
     assert_eq!(index.content.as_ref(), [0x1f, 0x8b, 0, 255]);
     assert_eq!(index.modified_ms, 1_700_000_600_999);
+    let summary = &store.index_summaries(3).await.unwrap()[0];
+    assert_eq!((summary.size, summary.entries), (4, Some(4)));
+    // The catalog rows of the copied packages are the database's own, derived on insert.
+    let every = OwnerScope {
+        every: true,
+        ..OwnerScope::default()
+    };
+    assert_eq!(
+        keys(store, &search(every)).await,
+        ["hello vault", "old bob"]
+    );
 
     // Into a database that holds rows: refused, nothing written.
     let message = conflict(store.import(&rows).await.unwrap_err());
@@ -2589,4 +3016,143 @@ async fn authentication_failures_count_per_key_within_the_window(store: &dyn Sto
         store.auth_failures([address, other]).await.unwrap().len(),
         1
     );
+}
+
+/// Rows the database held before the catalog tables existed (as an older version wrote
+/// them), inserted on a database migrated up to just before them.
+const ROWS_BEFORE_THE_CATALOG: &str = "
+INSERT INTO owners (id, name, is_private, is_org, created_at) VALUES (41, 'acme', FALSE, TRUE, 0);
+INSERT INTO repositories (id, owner_id, branch, name, wanted_gen, built_gen)
+    VALUES (42, 41, 'v3.21', 'main', 3, 3);
+INSERT INTO packages (id, repository_id, arch, name, version, filename, checksum, sha256,
+                      size, stanza, created_at, modified_ms)
+VALUES (43, 42, 'x86_64', 'libfoo', '1.0-r0', 'libfoo-1.0-r0.apk', 'Q1a=', 'aa', 1,
+'C:Q1a=
+P:libfoo
+V:1.0-r0
+A:x86_64
+T:The foo library: \"quoted\"
+m:Jane DOE <jane@example.org>
+D:so:libc.musl-x86_64.so.1 !old
+p:so:libfoo.so.1=1.0 cmd:foo=1.0
+
+', 0, 1),
+(44, 42, 'noarch', 'foo-tool', '2-r0', 'foo-tool-2-r0.apk', 'Q1b=', 'bb', 1,
+'C:Q1b=
+P:foo-tool
+V:2-r0
+A:noarch
+T:A tool
+D:cmd:foo
+
+', 0, 2);
+";
+
+/// The migrations of `backend` before the catalog's (0040), in a directory of their own,
+/// byte for byte: a database migrated with them is one an older version left.
+fn migrations_before_the_catalog(backend: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(backend);
+    for entry in std::fs::read_dir(source).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        let version: u32 = name[..4].parse().unwrap();
+        if version < 40 {
+            std::fs::copy(&path, dir.path().join(&name)).unwrap();
+        }
+    }
+    dir
+}
+
+/// What the catalog finds of `ROWS_BEFORE_THE_CATALOG` once the store migrated them.
+async fn catalog_of_rows_before_it(store: &dyn Store) {
+    let every = OwnerScope {
+        every: true,
+        ..OwnerScope::default()
+    };
+    let by_provides = PackageSearch {
+        term: Some(SearchTerm::Substring("cmd:foo".into())),
+        ..search(every)
+    };
+    let (page, collected) = run_search(store, &by_provides).await;
+    assert_eq!(page.keys, [("libfoo".to_string(), "acme".to_string())]);
+    assert_eq!(
+        collected.descriptions,
+        [(43, "The foo library: \"quoted\"".to_string())]
+    );
+    let by_maintainer = PackageSearch {
+        maintainer: Some("jane doe".into()),
+        ..search(every)
+    };
+    assert_eq!(keys(store, &by_maintainer).await, ["libfoo acme"]);
+    assert_eq!(
+        store.providers(41, &["cmd:foo".into()]).await.unwrap(),
+        [("cmd:foo".to_string(), "libfoo".to_string())]
+    );
+    assert_eq!(
+        store.required_by(41, "libfoo", 10).await.unwrap(),
+        (vec!["foo-tool".to_string()], 1)
+    );
+    // Every index is rendered again at the next start, recording its entries.
+    let stale = store.stale_repositories().await.unwrap();
+    assert_eq!(stale.iter().map(|r| r.id).collect::<Vec<_>>(), [42]);
+}
+
+#[tokio::test]
+async fn sqlite_migration_fills_the_catalog_of_existing_rows() {
+    use sqlx::ConnectOptions as _;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("registry.db").display());
+    let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&url)
+        .unwrap()
+        .create_if_missing(true);
+    let mut connection = options.connect().await.unwrap();
+    let older = migrations_before_the_catalog("sqlite");
+    sqlx::migrate::Migrator::new(older.path())
+        .await
+        .unwrap()
+        .run(&mut connection)
+        .await
+        .unwrap();
+    sqlx::raw_sql(ROWS_BEFORE_THE_CATALOG)
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    drop(connection);
+    let store = SqliteStore::connect(&url, 2, alpine_registry::clock::system())
+        .await
+        .expect("migrated");
+    catalog_of_rows_before_it(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_migration_fills_the_catalog_of_existing_rows() {
+    use sqlx::ConnectOptions as _;
+    let Some(server) = pg::server_url() else {
+        pg::note_skipped();
+        return;
+    };
+    let database = TestDatabase::create(&server);
+    let options: sqlx::postgres::PgConnectOptions = database.url.parse().unwrap();
+    let mut connection = options.connect().await.unwrap();
+    let older = migrations_before_the_catalog("postgres");
+    sqlx::migrate::Migrator::new(older.path())
+        .await
+        .unwrap()
+        .run(&mut connection)
+        .await
+        .unwrap();
+    sqlx::raw_sql(ROWS_BEFORE_THE_CATALOG)
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    drop(connection);
+    let store = PostgresStore::connect(&database.url, 2, alpine_registry::clock::system())
+        .await
+        .expect("migrated");
+    catalog_of_rows_before_it(&store).await;
+    drop(store);
+    database.drop_database().await;
 }

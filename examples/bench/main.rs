@@ -6,7 +6,10 @@
 //! 3. downloads (a 16 KiB package, the index, a 304 revalidation) with wrk, side by side
 //!    with nginx serving the same files;
 //! 4. one large upload (1 GiB): time and the server's peak memory;
-//! 5. time from start to ready, and idle memory, on a data directory with N packages.
+//! 5. time from start to ready, and idle memory, on a data directory with N packages;
+//! 6. the catalog: searches, owner and package pages over 3,400 packages with large index
+//!    entries (memory, latency, a download's latency meanwhile), and search latency by
+//!    catalog size, each on a server of its own.
 //!
 //! ```sh
 //! cargo build --release --bins --examples && target/release/examples/bench
@@ -16,6 +19,7 @@
 //! See BENCHMARKS.md for the options and what each figure means. Only talks to 127.0.0.1.
 
 mod bigpkg;
+mod catalog;
 mod chart;
 mod downloads;
 mod report;
@@ -41,7 +45,9 @@ const WARMUP_REPO: &str = "admin/v3.21/warmup";
 const USAGE: &str = "usage: bench [--small] [--sizes 1000,10000,50000] [--samples 50]
        [--fill-clients 16] [--clients 32] [--concurrent-packages 2000]
        [--wrk-secs 10] [--wrk-threads 2] [--wrk-connections 64] [--upload-mib 1024]
-       [--idle-packages 10000] [--idle-secs 5] [--scenarios 1,2,3,4,5]
+       [--idle-packages 10000] [--idle-secs 5] [--catalog-packages 3400]
+       [--catalog-sizes 10000,40000] [--catalog-searches 16] [--catalog-secs 5]
+       [--owner-pages 128] [--scenarios 1,2,3,4,5,6]
        [--key-bits 4096] [--bin PATH] [--out DIR] [--keep]";
 
 struct Options {
@@ -59,6 +65,13 @@ struct Options {
     upload_mib: u64,
     idle_packages: usize,
     idle_secs: u64,
+    /// Scenario 6: packages with large index entries, small-package catalog sizes,
+    /// concurrent searches and for how long, concurrent owner pages.
+    catalog_packages: usize,
+    catalog_sizes: Vec<usize>,
+    catalog_searches: usize,
+    catalog_secs: u64,
+    owner_pages: usize,
     scenarios: BTreeSet<u32>,
     key_bits: usize,
     bin: PathBuf,
@@ -109,7 +122,16 @@ impl Options {
             upload_mib: if small { 32 } else { 1024 },
             idle_packages: if small { 200 } else { 10_000 },
             idle_secs: if small { 2 } else { 5 },
-            scenarios: (1..=5).collect(),
+            catalog_packages: if small { 200 } else { 3_400 },
+            catalog_sizes: if small {
+                vec![500, 1_000]
+            } else {
+                vec![10_000, 40_000]
+            },
+            catalog_searches: 16,
+            catalog_secs: if small { 1 } else { 5 },
+            owner_pages: 128,
+            scenarios: (1..=6).collect(),
             key_bits: 4096,
             bin: default_bin(),
             out: PathBuf::from("bench-results"),
@@ -156,6 +178,11 @@ impl Options {
                 "--upload-mib" => o.upload_mib = one(name)?,
                 "--idle-packages" => o.idle_packages = one(name)? as usize,
                 "--idle-secs" => o.idle_secs = one(name)?,
+                "--catalog-packages" => o.catalog_packages = one(name)? as usize,
+                "--catalog-sizes" => o.catalog_sizes = list(&value, name)?,
+                "--catalog-searches" => o.catalog_searches = one(name)? as usize,
+                "--catalog-secs" => o.catalog_secs = one(name)?,
+                "--owner-pages" => o.owner_pages = one(name)? as usize,
                 "--scenarios" => o.scenarios = list(&value, name)?.into_iter().collect(),
                 "--key-bits" => o.key_bits = one(name)? as usize,
                 "--bin" => o.bin = PathBuf::from(value),
@@ -165,8 +192,16 @@ impl Options {
         }
         o.sizes.sort_unstable();
         o.sizes.dedup();
-        if o.scenarios.iter().any(|s| !(1..=5).contains(s)) {
-            bail!("--scenarios takes numbers from 1 to 5");
+        o.catalog_sizes.sort_unstable();
+        o.catalog_sizes.dedup();
+        if o.scenarios.iter().any(|s| !(1..=6).contains(s)) {
+            bail!("--scenarios takes numbers from 1 to 6");
+        }
+        if o.catalog_packages <= 12 || o.catalog_searches == 0 || o.owner_pages == 0 {
+            bail!(
+                "--catalog-packages must be over 12, --catalog-searches and --owner-pages at \
+                 least 1"
+            );
         }
         if o.samples == 0 || o.fill_clients == 0 || o.clients == 0 || o.wrk_secs == 0 {
             bail!("--samples, --fill-clients, --clients and --wrk-secs must be at least 1");
@@ -1055,6 +1090,10 @@ async fn run(o: Options) -> anyhow::Result<()> {
         }
         if bench.o.runs(4) {
             bench.large_upload().await?;
+        }
+        if bench.o.runs(6) {
+            bench.catalog_large().await?;
+            bench.catalog_sizes().await?;
         }
         Ok::<_, anyhow::Error>(())
     }

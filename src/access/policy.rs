@@ -1,6 +1,6 @@
 //! Who is asking, and who may do what on an owner.
 
-use crate::store::{Owner, Role, TokenRecord, User};
+use crate::store::{Owner, OwnerScope, Role, TokenRecord, User};
 
 /// Who is asking: nobody, or a user with the scope of the credential used.
 #[derive(Debug, Clone)]
@@ -77,6 +77,37 @@ pub fn decide(
         Some(r) if r >= need => Access::Granted,
         _ if owner.is_private && effective.is_none() => Access::Hidden,
         _ => Access::Denied,
+    }
+}
+
+/// The owners `identity` may read, as a filter the store applies to whole queries: the
+/// owners for which `decide(identity, role, owner, Role::Read, anonymous_read)` grants.
+pub fn read_scope(identity: &Identity, anonymous_read: bool) -> OwnerScope {
+    match identity {
+        Identity::Anonymous => OwnerScope {
+            public: anonymous_read,
+            ..OwnerScope::default()
+        },
+        Identity::User(principal) => match principal.only_owner {
+            // Every role carries at least read, and every scope is at least read: what
+            // the user may see is what the user reads.
+            None if principal.user.is_admin => OwnerScope {
+                every: true,
+                ..OwnerScope::default()
+            },
+            None => OwnerScope {
+                member: Some(principal.user.id),
+                ..OwnerScope::default()
+            },
+            // A token limited to one owner reads that owner as its user would, and the
+            // public owners as an anonymous client does.
+            Some(only) => OwnerScope {
+                every: principal.user.is_admin,
+                public: anonymous_read,
+                member: (!principal.user.is_admin).then_some(principal.user.id),
+                only: Some(only),
+            },
+        },
     }
 }
 
@@ -158,5 +189,50 @@ mod tests {
             decide(&Identity::Anonymous, None, &owner(false), Role::Write, true),
             Access::NeedCredentials
         );
+    }
+
+    /// The scope admits exactly the owners `decide` lets read, for every kind of caller,
+    /// owner and membership.
+    #[test]
+    fn read_scope_agrees_with_decide() {
+        for anonymous_read in [true, false] {
+            let mut identities = vec![Identity::Anonymous];
+            for is_admin in [false, true] {
+                for scope in [Role::Read, Role::Write, Role::Admin] {
+                    for only_owner in [None, Some(1), Some(2)] {
+                        identities.push(Identity::User(Principal {
+                            user: User {
+                                id: 7,
+                                name: "u".into(),
+                                is_admin,
+                                password_hash: None,
+                            },
+                            scope,
+                            only_owner,
+                        }));
+                    }
+                }
+            }
+            for identity in &identities {
+                let scope = read_scope(identity, anonymous_read);
+                for private in [false, true] {
+                    let mut owner = owner(private);
+                    for id in [1, 2] {
+                        owner.id = id;
+                        for role in [None, Some(Role::Read), Some(Role::Write), Some(Role::Admin)] {
+                            let granted =
+                                decide(identity, role, &owner, Role::Read, anonymous_read)
+                                    == Access::Granted;
+                            let is_member = role.is_some() && matches!(identity, Identity::User(_));
+                            assert_eq!(
+                                scope.admits(&owner, is_member),
+                                granted,
+                                "{identity:?} {owner:?} {role:?} anonymous_read={anonymous_read}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 }

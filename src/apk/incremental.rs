@@ -17,9 +17,8 @@
 //! same stanzas in the same order; the compressed bytes differ (where chunks end).
 
 use std::cmp::Ordering;
-use std::io::Write as _;
 
-use flate2::{Compression, Decompress, FlushDecompress};
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 use super::index::{compare_entries, file_header, push_tar_file, BLOCK};
 use super::{ApkError, ApkResult};
@@ -178,18 +177,38 @@ impl Chunk {
 
 /// Raw deflate of `data` from a fresh compressor at the best level: ending at a sync
 /// flush (byte-aligned, more blocks may follow), or with the final block when `last`.
+///
+/// The output has room for the worst case from the start: miniz_oxide can drop the end of
+/// a sync flush that ran out of output space and was resumed (the last few hundred bytes
+/// of a chunk were then missing from the index), so the flush is made in one call, and
+/// the result is checked to end as a complete flush does.
 fn deflate(data: &[u8], last: bool) -> ApkResult<Vec<u8>> {
-    let mut encoder = flate2::write::DeflateEncoder::new(
-        Vec::with_capacity(data.len() / 3 + 64),
-        Compression::best(),
-    );
-    encoder.write_all(data).map_err(ApkError::Io)?;
-    if last {
-        return encoder.finish().map_err(ApkError::Io);
+    let short = || {
+        ApkError::Io(std::io::Error::other(
+            "an index chunk did not compress whole",
+        ))
+    };
+    let mut compressor = Compress::new(Compression::best(), false);
+    // Stored blocks cost 5 bytes per 64 KiB; the flush adds an empty one.
+    let mut out = Vec::with_capacity(data.len() + data.len() / 1024 + 1024);
+    let flush = if last {
+        FlushCompress::Finish
+    } else {
+        FlushCompress::Sync
+    };
+    let status = compressor
+        .compress_vec(data, &mut out, flush)
+        .map_err(|e| ApkError::Io(std::io::Error::other(e)))?;
+    let ended = if last {
+        status == Status::StreamEnd
+    } else {
+        // The empty stored block of a sync flush.
+        out.ends_with(&[0, 0, 0xff, 0xff])
+    };
+    if compressor.total_in() != data.len() as u64 || out.len() == out.capacity() || !ended {
+        return Err(short());
     }
-    encoder.flush().map_err(ApkError::Io)?;
-    // Taken before the encoder is dropped, which would append a final block.
-    Ok(std::mem::take(encoder.get_mut()))
+    Ok(out)
 }
 
 /// Inflates a chunk's raw deflate bytes, which hold exactly `len` bytes of text.
@@ -412,6 +431,30 @@ mod tests {
             "one gzip member, nothing after it"
         );
         assert!(actual == expected, "decompressed content differs");
+    }
+
+    /// 90 real index entries of about 9 KiB each (long descriptions, 150 provides), as
+    /// one chunk holds them: the sync flush that ends their compressed text did not fit
+    /// the compressor's first output buffer, and resuming it lost the last 200 bytes, so
+    /// the next change to the chunk failed ("does not inflate") and so did the publish.
+    #[test]
+    fn a_chunk_whose_flush_outgrows_a_buffer_compresses_whole() {
+        let fixture = include_bytes!("../../tests/fixtures/index-chunk-90-stanzas.txt.gz");
+        let mut text = Vec::new();
+        flate2::read::GzDecoder::new(&fixture[..])
+            .read_to_end(&mut text)
+            .unwrap();
+        assert_eq!(text.len(), 778_057);
+        let bytes = deflate(&text, false).unwrap();
+        assert_eq!(inflate(&bytes, text.len() as u64).unwrap(), text);
+        // A plain reader agrees, once a final block ends the stream.
+        let mut whole = bytes;
+        whole.extend_from_slice(&deflate(b"", true).unwrap());
+        let mut read = Vec::new();
+        flate2::read::DeflateDecoder::new(&whole[..])
+            .read_to_end(&mut read)
+            .unwrap();
+        assert!(read == text, "the stream holds the whole chunk");
     }
 
     fn build(keys: &[EntryKey]) -> IncrementalIndex {

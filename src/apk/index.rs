@@ -296,9 +296,20 @@ pub fn describe_signed_index(signed: &[u8]) -> ApkResult<(Vec<String>, usize)> {
     for entry in archive.entries().map_err(ApkError::Io)? {
         let mut entry = entry.map_err(ApkError::Io)?;
         if entry.path().map_err(ApkError::Io)?.to_str() == Some("APKINDEX") {
-            let mut text = String::new();
-            std::io::Read::read_to_string(&mut entry, &mut text).map_err(ApkError::Io)?;
-            entries = Some(text.lines().filter(|l| l.starts_with("P:")).count());
+            // Counted line by line: the text is never held whole.
+            let mut lines = std::io::BufReader::new(&mut entry);
+            let mut line = Vec::new();
+            let mut count = 0;
+            loop {
+                line.clear();
+                let read = std::io::BufRead::read_until(&mut lines, b'\n', &mut line)
+                    .map_err(ApkError::Io)?;
+                if read == 0 {
+                    break;
+                }
+                count += usize::from(line.starts_with(b"P:"));
+            }
+            entries = Some(count);
             break;
         }
     }

@@ -1,4 +1,4 @@
-//! The `Identity` extractor (HTTP Basic, Bearer) and the owner access check.
+//! The `Identity` extractor (HTTP Basic, Bearer, Gitea's `token`).
 
 use std::net::IpAddr;
 
@@ -8,11 +8,11 @@ use axum::http::request::Parts;
 use base64::Engine;
 
 use crate::access::{
-    self, Access, Identity, Outcome, Principal, Refusal, TOKEN_PREFIX, TOKEN_USE_RESOLUTION_SECS,
+    self, Identity, Outcome, Principal, Refusal, TOKEN_PREFIX, TOKEN_USE_RESOLUTION_SECS,
 };
 use crate::error::{AppError, AppResult};
 use crate::names::OwnerName;
-use crate::store::{Owner, Role, User};
+use crate::store::{Role, User};
 use crate::AppState;
 
 fn bad_credentials() -> AppError {
@@ -237,63 +237,5 @@ async fn password_identity(state: &AppState, name: &str, password: String) -> Ap
             only_owner: None,
         })),
         _ => Err(bad_credentials()),
-    }
-}
-
-/// Looks the owner up and checks that `identity` has `need` on it. The status tells apart
-/// missing credentials (401), a missing right (403) and an owner the caller may not know
-/// of (404).
-pub async fn authorize(
-    state: &AppState,
-    identity: &Identity,
-    owner: &OwnerName,
-    need: Role,
-) -> AppResult<Owner> {
-    let not_found =
-        || AppError::NotFound(format!("owner {owner:?} not found", owner = owner.as_str()));
-    // A mistyped owner reaches apk users as a bare 401, so the message names both causes
-    // (and, to stay the same for both, never says which).
-    let need_credentials = || {
-        AppError::Unauthorized(match need {
-            Role::Read => format!(
-                "unknown or private owner {}: check the spelling, or send credentials with \
-                 read access",
-                owner.as_str()
-            ),
-            _ => format!(
-                "credentials with {} access to {} are required",
-                need.as_str(),
-                owner.as_str()
-            ),
-        })
-    };
-    let Some(record) = state.store.owner_by_name(owner.as_str()).await? else {
-        // To an anonymous caller an unknown owner answers exactly like a private one
-        // (401, same message), so anonymous requests cannot tell which private owners
-        // exist.
-        if matches!(identity, Identity::Anonymous) {
-            return Err(need_credentials());
-        }
-        return Err(not_found());
-    };
-    let member_role = match identity {
-        Identity::User(p) => state.store.member_role(record.id, p.user.id).await?,
-        Identity::Anonymous => None,
-    };
-    match access::decide(
-        identity,
-        member_role,
-        &record,
-        need,
-        state.config.auth.anonymous_read,
-    ) {
-        Access::Granted => Ok(record),
-        Access::NeedCredentials => Err(need_credentials()),
-        Access::Denied => Err(AppError::Forbidden(format!(
-            "these credentials lack {} access to {}",
-            need.as_str(),
-            owner.as_str()
-        ))),
-        Access::Hidden => Err(not_found()),
     }
 }

@@ -34,7 +34,7 @@ use crate::error::{AppError, AppResult};
 use crate::names::{FileAddress, RepoFile};
 use crate::AppState;
 
-pub use identity::authorize;
+pub use crate::access::authorize;
 
 /// `{arch}/APKINDEX.tar.gz` and `{arch}/{name}-{version}.apk` share one route shape.
 async fn get_file(

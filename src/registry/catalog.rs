@@ -2,21 +2,29 @@
 //! and files, and the indexes of a repository, seen through exactly the access rules of
 //! the apk routes (an owner the identity may not read is never listed, counted or
 //! matched). The JSON API and the web pages both read the registry through here.
+//!
+//! Searches are answered by the database from the catalog tables it keeps beside the
+//! package rows (see `store::catalog`), a page at a time: what one holds in memory is a
+//! page, whatever the size of the registry. A package page reads the files of its one
+//! name; an index page, what the index build recorded. What is still parsed (the index
+//! entries of one package or one index) is parsed off the connection's thread.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::ops::Bound;
+use std::collections::{BTreeSet, HashMap};
 
 use base64::Engine;
 use serde::Serialize;
 
-use crate::access::{self, Access, Identity};
+use crate::access::{self, Identity};
 use crate::apk::index::{parse_stanza, StanzaFields};
 use crate::apk::names::KNOWN_ARCHES;
 use crate::apk::sign::SignatureAlgorithm;
 use crate::apk::version;
 use crate::error::{AppError, AppResult};
 use crate::names::{Arch, BranchName, OwnerName, RepoName};
-use crate::store::{CatalogFile, Owner, RepoRef, RepositorySummary, Role};
+use crate::store::{
+    CatalogFile, Owner, PackageSearch, PatternItem, RepoRef, RepositorySummary, Role,
+    SearchCollector, SearchFile, SearchTerm,
+};
 use crate::AppState;
 
 /// Page size when none is asked for.
@@ -169,8 +177,11 @@ pub struct PackageDetail {
     pub depends: Vec<Link>,
     pub install_if: Vec<Link>,
     pub provides: Vec<String>,
-    /// The owner's packages that depend on this one, by name or by what it provides.
+    /// The owner's packages that depend on this one, by name or by what it provides; the
+    /// first `limits.max_required_by` by name.
     pub required_by: Vec<String>,
+    /// How many packages depend on this one in all.
+    pub required_by_total: u64,
 }
 
 /// The served index of one architecture.
@@ -190,21 +201,17 @@ pub struct IndexStatus {
     pub download_path: String,
 }
 
-/// Every owner `identity` may read, by name.
-/// How long a query waits for a slot before the answer is 503.
-const QUERY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// A place among the catalog queries running at once (`Shared::catalog_queries`, one per
-/// core). A search or a package page reads and parses every file of the owners it covers,
-/// so what anonymous visitors can make the server hold and compute at once is bounded;
-/// past the cap they wait, then get 503 with Retry-After.
+/// A place among the catalog queries running at once
+/// (`limits.max_concurrent_catalog_queries`): what anonymous visitors can make the server
+/// and its database compute at once is bounded; past the cap they wait
+/// (`limits.catalog_query_wait_secs`), then get 503 with Retry-After.
 async fn query_slot(state: &AppState) -> AppResult<tokio::sync::OwnedSemaphorePermit> {
     let busy = || AppError::Overloaded {
         message: "too many package searches in progress: retry shortly".into(),
         retry_after: 1,
     };
     match tokio::time::timeout(
-        QUERY_PATIENCE,
+        std::time::Duration::from_secs(state.config.limits.catalog_query_wait_secs),
         state.catalog_queries.clone().acquire_owned(),
     )
     .await
@@ -214,6 +221,14 @@ async fn query_slot(state: &AppState) -> AppResult<tokio::sync::OwnedSemaphorePe
     }
 }
 
+/// Runs `work` (parsing, sorting) on a blocking thread, off the connection's worker.
+async fn off_thread<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> AppResult<T> {
+    Ok(tokio::task::spawn_blocking(work)
+        .await
+        .map_err(anyhow::Error::from)?)
+}
+
+/// Every owner `identity` may read, by name.
 pub async fn owners(state: &AppState, identity: &Identity) -> AppResult<Vec<OwnerOverview>> {
     let readable = readable_owners(state, identity).await?;
     let mut repositories: HashMap<String, Vec<RepositorySummary>> = HashMap::new();
@@ -273,45 +288,48 @@ pub async fn search(
         .map(decode_cursor)
         .transpose()?;
     let filter = Filter::parse(query)?;
-    let mut groups: BTreeMap<(String, String), Group> = BTreeMap::new();
-    for owner in readable_owners(state, identity).await? {
-        if filter
-            .owner
-            .as_ref()
-            .is_some_and(|o| o.as_str() != owner.name)
-        {
-            continue;
-        }
-        for file in state.store.owner_files(owner.id).await? {
-            // The place is checked first: it needs no parsing.
-            if !filter.matches_place(&file) {
-                continue;
-            }
-            let fields = parse_stanza(&file.stanza);
-            if filter.matches_fields(&file, &fields) {
-                groups
-                    .entry((file.package.name.clone(), owner.name.clone()))
-                    .or_default()
-                    .add(&file, fields);
-            }
-        }
-    }
-    let total = groups.len() as u64;
-    let start = match &after {
-        Some(key) => Bound::Excluded(key),
-        None => Bound::Unbounded,
+    refuse_anonymous_without_anonymous_read(state, identity)?;
+    let Some(filter) = filter else {
+        // A term or maintainer nothing can contain: no package matches.
+        return Ok(Page {
+            items: Vec::new(),
+            total: 0,
+            next: None,
+        });
     };
-    let mut rows = groups.range((start, Bound::Unbounded));
-    let items: Vec<PackageSummary> = rows
-        .by_ref()
-        .take(limit)
-        .map(|((name, owner), group)| group.summary(owner, name))
+    let search = PackageSearch {
+        scope: access::read_scope(identity, state.config.auth.anonymous_read),
+        term: filter.term,
+        owner: filter.owner.map(|o| o.to_string()),
+        branch: filter.branch.map(|b| b.to_string()),
+        repository: filter.repository.map(|r| r.to_string()),
+        arch: filter.arch.map(|a| a.to_string()),
+        maintainer: filter.maintainer,
+        after,
+        limit,
+    };
+    let mut groups = Groups::default();
+    let page = state.store.search_packages(&search, &mut groups).await?;
+    let items: Vec<PackageSummary> = page
+        .keys
+        .iter()
+        .map(|(name, owner)| {
+            groups
+                .by_key
+                .remove(&(name.clone(), owner.clone()))
+                .unwrap_or_default()
+                .summary(owner, name)
+        })
         .collect();
-    let next = match (rows.next(), items.last()) {
-        (Some(_), Some(last)) => Some(encode_cursor(&last.name, &last.owner)),
+    let next = match (page.more, items.last()) {
+        (true, Some(last)) => Some(encode_cursor(&last.name, &last.owner)),
         _ => None,
     };
-    Ok(Page { items, total, next })
+    Ok(Page {
+        items,
+        total: page.total,
+        next,
+    })
 }
 
 /// Every version and file of one package of `owner`; NotFound when the identity sees no
@@ -330,27 +348,83 @@ pub async fn package(
             name.chars().take(130).collect::<String>()
         )));
     }
-    let all: Vec<(CatalogFile, StanzaFields)> = state
-        .store
-        .owner_files(owner.id)
-        .await?
-        .into_iter()
-        .map(|f| {
-            let fields = parse_stanza(&f.stanza);
-            (f, fields)
-        })
-        .collect();
-    let mut files: Vec<PackageFile> = all
-        .iter()
-        .filter(|(f, _)| f.package.name == name)
-        .map(|(f, fields)| package_file(&owner.name, f, fields))
-        .collect();
-    if files.is_empty() {
+    let rows = state.store.package_files(owner.id, name).await?;
+    if rows.is_empty() {
         return Err(AppError::NotFound(format!(
             "no package {name:?} in {}",
             owner.name
         )));
     }
+    let owner_name = owner.name.clone();
+    let described = off_thread(move || describe_files(&owner_name, rows)).await?;
+    // Dependencies resolve among the owner's packages: by name, else by what they provide.
+    let mut wanted: Vec<String> = described
+        .depends
+        .iter()
+        .chain(&described.install_if)
+        .map(|atom| atom_name(atom).to_string())
+        .collect();
+    wanted.sort();
+    wanted.dedup();
+    let providers: HashMap<String, String> = if wanted.is_empty() {
+        HashMap::new()
+    } else {
+        state
+            .store
+            .providers(owner.id, &wanted)
+            .await?
+            .into_iter()
+            .collect()
+    };
+    let resolve = |atoms: Vec<String>| -> Vec<Link> {
+        atoms
+            .into_iter()
+            .map(|text| {
+                let target = providers.get(atom_name(&text)).map(|name| PackageRef {
+                    owner: owner.name.clone(),
+                    name: name.clone(),
+                });
+                Link { text, target }
+            })
+            .collect()
+    };
+    let depends = resolve(described.depends);
+    let install_if = resolve(described.install_if);
+    let (required_by, required_by_total) = state
+        .store
+        .required_by(owner.id, name, state.config.limits.max_required_by)
+        .await?;
+    Ok(PackageDetail {
+        owner: owner.name.clone(),
+        name: name.to_string(),
+        versions: described.versions,
+        files: described.files,
+        depends,
+        install_if,
+        provides: described.provides,
+        required_by,
+        required_by_total,
+    })
+}
+
+/// What a package page shows of the files of one name.
+struct Described {
+    files: Vec<PackageFile>,
+    versions: Vec<String>,
+    /// Of the newest version's files, each atom once, in order.
+    depends: Vec<String>,
+    install_if: Vec<String>,
+    provides: Vec<String>,
+}
+
+/// Parses and orders the files of one package name: newest first (apk order), then by
+/// branch, repository, architecture and file name.
+fn describe_files(owner: &str, rows: Vec<CatalogFile>) -> Described {
+    let mut files: Vec<PackageFile> = rows
+        .iter()
+        .map(|f| package_file(owner, f, &parse_stanza(&f.stanza)))
+        .collect();
+    drop(rows);
     files.sort_by(|a, b| {
         version::compare(&b.version, &a.version)
             .then_with(|| a.branch.cmp(&b.branch))
@@ -360,61 +434,34 @@ pub async fn package(
     });
     let mut versions: Vec<String> = Vec::new();
     for file in &files {
-        if !versions.contains(&file.version) {
+        if versions.last() != Some(&file.version) && !versions.contains(&file.version) {
             versions.push(file.version.clone());
         }
     }
-    let newest: Vec<&PackageFile> = files.iter().filter(|f| f.version == versions[0]).collect();
+    let newest: Vec<&PackageFile> = files
+        .iter()
+        .filter(|f| versions.first() == Some(&f.version))
+        .collect();
     let union = |pick: fn(&PackageFile) -> &Vec<String>| {
+        let mut seen = BTreeSet::new();
         let mut out: Vec<String> = Vec::new();
         for atom in newest.iter().flat_map(|f| pick(f)) {
-            if !out.contains(atom) {
+            if seen.insert(atom.as_str()) {
                 out.push(atom.clone());
             }
         }
         out
     };
-    let resolve = |atoms: Vec<String>| -> Vec<Link> {
-        atoms
-            .into_iter()
-            .map(|text| {
-                let target = provider(&all, atom_name(&text)).map(|name| PackageRef {
-                    owner: owner.name.clone(),
-                    name,
-                });
-                Link { text, target }
-            })
-            .collect()
-    };
-    let depends = resolve(union(|f| &f.depends));
-    let install_if = resolve(union(|f| &f.install_if));
+    let depends = union(|f| &f.depends);
+    let install_if = union(|f| &f.install_if);
     let provides = union(|f| &f.provides);
-    // Whatever any version of it answers to.
-    let mut answers_to: BTreeSet<&str> = BTreeSet::from([name]);
-    for file in &files {
-        answers_to.extend(file.provides.iter().map(|p| atom_name(p)));
-    }
-    let required_by: BTreeSet<String> = all
-        .iter()
-        .filter(|(f, fields)| {
-            f.package.name != name
-                && fields
-                    .depends
-                    .iter()
-                    .any(|d| !d.starts_with('!') && answers_to.contains(atom_name(d)))
-        })
-        .map(|(f, _)| f.package.name.clone())
-        .collect();
-    Ok(PackageDetail {
-        owner: owner.name.clone(),
-        name: name.to_string(),
-        versions,
+    Described {
         files,
+        versions,
         depends,
         install_if,
         provides,
-        required_by: required_by.into_iter().collect(),
-    })
+    }
 }
 
 /// The served index of every architecture of one repository.
@@ -426,29 +473,18 @@ pub async fn index_status(
     repository: &str,
 ) -> AppResult<Vec<IndexStatus>> {
     let (owner, repo) = readable_repository(state, identity, owner, branch, repository).await?;
-    let arches = state
-        .store
-        .repository_summaries(Some(owner.id))
-        .await?
-        .into_iter()
-        .find(|s| s.branch == repo.branch && s.repository == repo.name)
-        .map(|s| s.arches)
-        .unwrap_or_default();
     let mut out = Vec::new();
-    for arch in arches {
-        let Some(index) = state.store.index(repo.id, &arch).await? else {
-            // "noarch" is listed for repositories holding noarch packages; it has no
-            // index of its own.
-            continue;
+    for index in state.store.index_summaries(repo.id).await? {
+        let arch = index.arch;
+        let (signatures, entries) = match (index.signatures, index.entries) {
+            (Some(signatures), Some(entries)) => (signatures, entries.max(0) as usize),
+            // Written before the build recorded these (it is rendered again at the first
+            // start after the upgrade, or by the next change): read from its bytes.
+            _ => match describe_served(state, repo.id, &arch).await? {
+                Some(described) => described,
+                None => continue,
+            },
         };
-        let content = index.content.clone();
-        let (signatures, entries) =
-            tokio::task::spawn_blocking(move || crate::apk::index::describe_signed_index(&content))
-                .await
-                .map_err(anyhow::Error::from)?
-                // The index is the registry's own, like the key: one that does not read is
-                // a fault of the server.
-                .map_err(|e| anyhow::anyhow!("the stored index of {arch}: {e}"))?;
         out.push(IndexStatus {
             download_path: format!(
                 "/{}/{}/{}/{arch}/APKINDEX.tar.gz",
@@ -458,12 +494,31 @@ pub async fn index_status(
             generation: index.generation,
             built_at: index.built_at,
             sha256: index.sha256,
-            size: index.content.len(),
+            size: index.size.max(0) as usize,
             entries,
             signatures,
         });
     }
     Ok(out)
+}
+
+/// The signature names and entry count of a served index, from its bytes; None when it
+/// is gone.
+async fn describe_served(
+    state: &AppState,
+    repository_id: i64,
+    arch: &str,
+) -> AppResult<Option<(Vec<String>, usize)>> {
+    let _slot = query_slot(state).await?;
+    let Some(index) = state.store.index(repository_id, arch).await? else {
+        return Ok(None);
+    };
+    let content = index.content;
+    let described = off_thread(move || crate::apk::index::describe_signed_index(&content)).await?;
+    // The index is the registry's own, like the key: one that does not read is a fault
+    // of the server.
+    let described = described.map_err(|e| anyhow::anyhow!("the stored index of {arch}: {e}"))?;
+    Ok(Some(described))
 }
 
 /// The files the index of one branch, repository and architecture lists (noarch files
@@ -480,25 +535,34 @@ pub async fn index_files(
     let _slot = query_slot(state).await?;
     let (owner, repo) = readable_repository(state, identity, owner, branch, repository).await?;
     let arch = Arch::parse(arch)?;
-    let mut files: Vec<PackageFile> = state
-        .store
-        .owner_files(owner.id)
-        .await?
-        .iter()
-        .filter(|f| {
-            f.branch == repo.branch
-                && f.repository == repo.name
-                && (f.package.arch == arch.as_str() || f.package.arch == "noarch")
-        })
-        .map(|f| package_file(&owner.name, f, &parse_stanza(&f.stanza)))
-        .collect();
+    let rows = state.store.index_files(repo.id, arch.as_str()).await?;
+    let owner_name = owner.name.clone();
+    let files = off_thread(move || {
+        let mut files: Vec<PackageFile> = rows
+            .iter()
+            .map(|f| package_file(&owner_name, f, &parse_stanza(&f.stanza)))
+            .collect();
+        files.sort_by(|a, b| {
+            a.name
+                .cmp(&b.name)
+                .then_with(|| version::compare(&b.version, &a.version))
+                .then_with(|| a.arch.cmp(&b.arch))
+        });
+        files
+    })
+    .await?;
     // What the apk route serves: an index of an architecture with files of its own, or of
     // any known architecture while the repository holds noarch files or nothing at all
     // (built on demand).
     let known = KNOWN_ARCHES.contains(&arch.as_str());
     let served = files.iter().any(|f| !f.noarch)
         || (known && !files.is_empty())
-        || state.store.index(repo.id, arch.as_str()).await?.is_some()
+        || state
+            .store
+            .index_summaries(repo.id)
+            .await?
+            .iter()
+            .any(|i| i.arch == arch.as_str())
         || (known && state.store.is_empty_repository(repo.id).await?);
     if !served {
         return Err(AppError::NotFound(format!(
@@ -506,19 +570,12 @@ pub async fn index_files(
             owner.name, repo.branch, repo.name
         )));
     }
-    files.sort_by(|a, b| {
-        a.name
-            .cmp(&b.name)
-            .then_with(|| version::compare(&b.version, &a.version))
-            .then_with(|| a.arch.cmp(&b.arch))
-    });
     Ok(files)
 }
 
-/// Every owner `identity` may read, by name: the decision of `access::decide` for each.
 /// Without `auth.anonymous_read`, an anonymous caller is asked for credentials (401) as
 /// by every apk route, rather than shown an empty registry.
-async fn readable_owners(state: &AppState, identity: &Identity) -> AppResult<Vec<Owner>> {
+fn refuse_anonymous_without_anonymous_read(state: &AppState, identity: &Identity) -> AppResult<()> {
     if matches!(identity, Identity::Anonymous) && !state.config.auth.anonymous_read {
         return Err(AppError::Unauthorized(
             "this registry is read with credentials only: send a user name with a password \
@@ -526,42 +583,20 @@ async fn readable_owners(state: &AppState, identity: &Identity) -> AppResult<Vec
                 .into(),
         ));
     }
-    let mut out = Vec::new();
-    let mut owners = state.store.list_owners().await?;
-    owners.sort_by(|a, b| a.name.cmp(&b.name));
-    for summary in owners {
-        let owner = Owner {
-            id: summary.id,
-            name: summary.name,
-            is_private: summary.is_private,
-            is_org: summary.is_org,
-        };
-        // Reading a public owner does not depend on a role (every user, and anonymous
-        // callers when allowed, may), so the role is asked for private owners only.
-        let member_role = match identity {
-            access::Identity::User(p) if owner.is_private => {
-                state.store.member_role(owner.id, p.user.id).await?
-            }
-            _ => None,
-        };
-        let decision = access::decide(
-            identity,
-            member_role,
-            &owner,
-            Role::Read,
-            state.config.auth.anonymous_read,
-        );
-        if decision == Access::Granted {
-            out.push(owner);
-        }
-    }
-    Ok(out)
+    Ok(())
+}
+
+/// Every owner `identity` may read, by name.
+async fn readable_owners(state: &AppState, identity: &Identity) -> AppResult<Vec<Owner>> {
+    refuse_anonymous_without_anonymous_read(state, identity)?;
+    let scope = access::read_scope(identity, state.config.auth.anonymous_read);
+    Ok(state.store.owners_in(&scope).await?)
 }
 
 /// The owner, when `identity` may read it; otherwise the apk routes' refusal.
 async fn readable(state: &AppState, identity: &Identity, owner: &str) -> AppResult<Owner> {
     let name = OwnerName::parse(owner)?;
-    crate::http::authorize(state, identity, &name, Role::Read).await
+    access::authorize(state, identity, &name, Role::Read).await
 }
 
 async fn readable_repository(
@@ -671,48 +706,15 @@ fn atom_name(atom: &str) -> &str {
     &atom[..end]
 }
 
-/// The package among `files` named `name`, or else the first (by name) providing it.
-fn provider(files: &[(CatalogFile, StanzaFields)], name: &str) -> Option<String> {
-    if files.iter().any(|(f, _)| f.package.name == name) {
-        return Some(name.to_string());
-    }
-    files
-        .iter()
-        .filter(|(_, fields)| fields.provides.iter().any(|p| atom_name(p) == name))
-        .map(|(f, _)| f.package.name.clone())
-        .min()
-}
-
 /// A search's filters, validated.
 struct Filter {
-    term: Option<Term>,
+    term: Option<SearchTerm>,
     owner: Option<OwnerName>,
     branch: Option<BranchName>,
     repository: Option<RepoName>,
     arch: Option<Arch>,
+    /// Letters lowercased (ASCII), as the catalog keeps maintainers.
     maintainer: Option<String>,
-}
-
-enum Term {
-    Glob(glob::Pattern),
-    /// Lowercase.
-    Substring(String),
-}
-
-impl Term {
-    fn matches(&self, s: &str) -> bool {
-        match self {
-            Term::Glob(pattern) => pattern.matches_with(
-                s,
-                glob::MatchOptions {
-                    case_sensitive: false,
-                    require_literal_separator: false,
-                    require_literal_leading_dot: false,
-                },
-            ),
-            Term::Substring(needle) => s.to_lowercase().contains(needle.as_str()),
-        }
-    }
 }
 
 /// The parameter's value, unless it is absent or blank.
@@ -730,17 +732,22 @@ fn term_len(what: &str, value: &str) -> AppResult<()> {
 }
 
 impl Filter {
-    fn parse(query: &PackageQuery) -> AppResult<Filter> {
+    /// The filters of `query`; None when no package can match them (a term or maintainer
+    /// with characters no name, provided name or maintainer holds).
+    fn parse(query: &PackageQuery) -> AppResult<Option<Filter>> {
         let term = match given(&query.q) {
             None => None,
             Some(q) => {
                 term_len("q", q)?;
                 if q.contains(['*', '?']) {
-                    Some(Term::Glob(glob::Pattern::new(q).map_err(|e| {
-                        AppError::BadRequest(format!("q is not a valid pattern: {}", e.msg))
-                    })?))
+                    match pattern_items(q)? {
+                        Some(items) => Some(SearchTerm::Pattern(items)),
+                        None => return Ok(None),
+                    }
+                } else if q.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return Ok(None);
                 } else {
-                    Some(Term::Substring(q.to_lowercase()))
+                    Some(SearchTerm::Substring(q.to_ascii_lowercase()))
                 }
             }
         };
@@ -748,53 +755,124 @@ impl Filter {
             None => None,
             Some(m) => {
                 term_len("maintainer", m)?;
-                Some(m.to_lowercase())
+                if m.chars().any(char::is_control) {
+                    return Ok(None);
+                }
+                Some(m.to_ascii_lowercase())
             }
         };
-        Ok(Filter {
+        Ok(Some(Filter {
             term,
             owner: given(&query.owner).map(OwnerName::parse).transpose()?,
             branch: given(&query.branch).map(BranchName::parse).transpose()?,
             repository: given(&query.repository).map(RepoName::parse).transpose()?,
             arch: given(&query.arch).map(Arch::parse).transpose()?,
             maintainer,
-        })
+        }))
     }
+}
 
-    /// Branch, repository and architecture.
-    fn matches_place(&self, file: &CatalogFile) -> bool {
-        let arch = &file.package.arch;
-        self.branch
-            .as_ref()
-            .is_none_or(|b| b.as_str() == file.branch)
-            && self
-                .repository
-                .as_ref()
-                .is_none_or(|r| r.as_str() == file.repository)
-            && self
-                .arch
-                .as_ref()
-                .is_none_or(|a| a.as_str() == arch || arch == "noarch")
+/// A glob (`*`, `?`, `[...]`, `[!...]`) as the items the store matches whole names with,
+/// case-insensitive for ASCII letters exactly as the `glob` crate matches with
+/// `case_sensitive: false` (each letter, and each range between two letters, stands for
+/// both cases). Errors are the `glob` crate's; `**` is refused. None when nothing can
+/// match (a NUL character, which no name holds, or a class of nothing).
+fn pattern_items(q: &str) -> AppResult<Option<Vec<PatternItem>>> {
+    glob::Pattern::new(q)
+        .map_err(|e| AppError::BadRequest(format!("q is not a valid pattern: {}", e.msg)))?;
+    let chars: Vec<char> = q.chars().collect();
+    let mut items = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        match chars[i] {
+            '?' => items.push(PatternItem::AnyChar),
+            '*' => {
+                if chars.get(i + 1) == Some(&'*') {
+                    return Err(AppError::BadRequest(
+                        "q is not a valid pattern: `**` matches paths, not names: use `*`".into(),
+                    ));
+                }
+                items.push(PatternItem::AnySequence);
+            }
+            '[' => {
+                // As the glob crate reads a class: its first character (after `!`) may
+                // be `]`, and it ends at the next `]`.
+                let negated = chars.get(i + 1) == Some(&'!');
+                let first = if negated { i + 2 } else { i + 1 };
+                let end = chars
+                    .get(first + 1..)
+                    .and_then(|rest| rest.iter().position(|&c| c == ']'))
+                    .map(|j| first + 1 + j)
+                    .ok_or_else(|| {
+                        AppError::BadRequest("q is not a valid pattern: invalid range".into())
+                    })?;
+                let ranges = class_ranges(&chars[first..end]);
+                match (ranges.is_empty(), negated) {
+                    (true, false) => return Ok(None),
+                    (true, true) => items.push(PatternItem::AnyChar),
+                    (false, negated) => items.push(PatternItem::Class { negated, ranges }),
+                }
+                i = end;
+            }
+            '\0' => return Ok(None),
+            c if c.is_ascii_alphabetic() => items.push(PatternItem::Class {
+                negated: false,
+                ranges: both_cases(c),
+            }),
+            c => items.push(PatternItem::Char(c)),
+        }
+        i += 1;
     }
+    Ok(Some(items))
+}
 
-    /// Maintainer, and the term against the name and what the package provides.
-    fn matches_fields(&self, file: &CatalogFile, fields: &StanzaFields) -> bool {
-        self.maintainer.as_ref().is_none_or(|m| {
-            fields
-                .maintainer
-                .as_ref()
-                .is_some_and(|fm| fm.to_lowercase().contains(m.as_str()))
-        }) && self.term.as_ref().is_none_or(|t| {
-            t.matches(&file.package.name)
-                || fields.provides.iter().any(|pr| t.matches(atom_name(pr)))
-        })
+fn both_cases(c: char) -> Vec<(char, char)> {
+    let (lower, upper) = (c.to_ascii_lowercase(), c.to_ascii_uppercase());
+    vec![(lower, lower), (upper, upper)]
+}
+
+/// The characters a class's specifiers (`a`, `a-z`) admit, as the glob crate reads them
+/// with `case_sensitive: false`, as ranges without NUL (which no name holds).
+fn class_ranges(specifiers: &[char]) -> Vec<(char, char)> {
+    let mut ranges = Vec::new();
+    let mut i = 0;
+    while i < specifiers.len() {
+        if i + 3 <= specifiers.len() && specifiers[i + 1] == '-' {
+            let (start, end) = (specifiers[i], specifiers[i + 2]);
+            ranges.push((start, end));
+            let (low_start, low_end) = (start.to_ascii_lowercase(), end.to_ascii_lowercase());
+            // Between two ASCII letters a character also matches by its lowercase.
+            if low_start.is_ascii_lowercase() && low_end.is_ascii_lowercase() {
+                ranges.push((low_start, low_end));
+                ranges.push((low_start.to_ascii_uppercase(), low_end.to_ascii_uppercase()));
+            }
+            i += 3;
+        } else {
+            let c = specifiers[i];
+            if c.is_ascii_alphabetic() {
+                ranges.extend(both_cases(c));
+            } else {
+                ranges.push((c, c));
+            }
+            i += 1;
+        }
     }
+    ranges
+        .into_iter()
+        .filter_map(|(start, end)| {
+            let start = start.max('\u{1}');
+            (start <= end).then_some((start, end))
+        })
+        .collect()
 }
 
 /// What a search collects for one owner and package name.
 #[derive(Default)]
 struct Group {
-    latest: Option<(String, String)>,
+    /// The newest version among the matching files (apk order; of equal ones, the
+    /// first by package id), and that file's id.
+    latest: Option<(String, i64)>,
+    description: String,
     branches: BTreeSet<String>,
     repositories: BTreeSet<String>,
     arches: BTreeSet<String>,
@@ -803,34 +881,64 @@ struct Group {
 }
 
 impl Group {
-    fn add(&mut self, file: &CatalogFile, fields: StanzaFields) {
-        let p = &file.package;
+    fn add(&mut self, file: SearchFile) {
         let newer = self
             .latest
             .as_ref()
-            .is_none_or(|(v, _)| version::compare(&p.version, v).is_gt());
+            .is_none_or(|(v, _)| version::compare(&file.version, v).is_gt());
         if newer {
-            self.latest = Some((p.version.clone(), fields.description));
+            self.latest = Some((file.version, file.package_id));
         }
-        self.branches.insert(file.branch.clone());
-        self.repositories.insert(file.repository.clone());
-        self.arches.insert(p.arch.clone());
+        self.branches.insert(file.branch);
+        self.repositories.insert(file.repository);
+        self.arches.insert(file.arch);
         self.files += 1;
-        self.last_publish_ms = self.last_publish_ms.max(p.modified_ms);
+        self.last_publish_ms = self.last_publish_ms.max(file.modified_ms);
     }
 
-    fn summary(&self, owner: &str, name: &str) -> PackageSummary {
-        let (latest_version, description) = self.latest.clone().unwrap_or_default();
+    fn summary(self, owner: &str, name: &str) -> PackageSummary {
         PackageSummary {
             owner: owner.to_string(),
             name: name.to_string(),
-            latest_version,
-            description,
-            branches: self.branches.iter().cloned().collect(),
-            repositories: self.repositories.iter().cloned().collect(),
-            arches: self.arches.iter().cloned().collect(),
+            latest_version: self.latest.map(|(v, _)| v).unwrap_or_default(),
+            description: self.description,
+            branches: self.branches.into_iter().collect(),
+            repositories: self.repositories.into_iter().collect(),
+            arches: self.arches.into_iter().collect(),
             files: self.files,
             last_publish_ms: self.last_publish_ms,
+        }
+    }
+}
+
+/// The groups of one search page, filled as the store reads their files.
+#[derive(Default)]
+struct Groups {
+    by_key: HashMap<(String, String), Group>,
+}
+
+impl SearchCollector for Groups {
+    fn file(&mut self, file: SearchFile) {
+        self.by_key
+            .entry((file.name.clone(), file.owner.clone()))
+            .or_default()
+            .add(file);
+    }
+
+    fn wanted_descriptions(&self) -> Vec<i64> {
+        self.by_key
+            .values()
+            .filter_map(|g| g.latest.as_ref().map(|(_, id)| *id))
+            .collect()
+    }
+
+    fn description(&mut self, package_id: i64, description: String) {
+        if let Some(group) = self
+            .by_key
+            .values_mut()
+            .find(|g| g.latest.as_ref().is_some_and(|(_, id)| *id == package_id))
+        {
+            group.description = description;
         }
     }
 }
@@ -856,6 +964,9 @@ fn decode_cursor(cursor: &str) -> AppResult<(String, String)> {
     let bytes = CURSOR.decode(cursor).map_err(|_| malformed())?;
     let text = String::from_utf8(bytes).map_err(|_| malformed())?;
     let (name, owner) = text.split_once('\n').ok_or_else(malformed)?;
+    if text.chars().filter(|c| c.is_control()).count() != 1 {
+        return Err(malformed());
+    }
     Ok((name.to_string(), owner.to_string()))
 }
 
@@ -870,7 +981,8 @@ mod tests {
             decode_cursor(&cursor).unwrap(),
             ("py3-foo".to_string(), "acme".to_string())
         );
-        for junk in ["%%%", "bm9uZXdsaW5l", &"A".repeat(600)] {
+        let with_nul = CURSOR.encode("a\u{0}\nacme");
+        for junk in ["%%%", "bm9uZXdsaW5l", &"A".repeat(600), &with_nul] {
             assert!(matches!(decode_cursor(junk), Err(AppError::BadRequest(_))));
         }
     }
@@ -894,15 +1006,78 @@ mod tests {
         }
     }
 
+    fn term(q: &str) -> Option<SearchTerm> {
+        Filter::parse(&query(q)).unwrap().unwrap().term
+    }
+
     #[test]
     fn a_term_with_wildcards_is_a_glob_otherwise_a_substring() {
-        let glob = Filter::parse(&query("lib*")).unwrap().term.unwrap();
-        assert!(glob.matches("libfoo"));
-        assert!(glob.matches("LIBfoo"));
-        assert!(!glob.matches("xlibfoo"));
-        let sub = Filter::parse(&query("Foo")).unwrap().term.unwrap();
-        assert!(sub.matches("libfoo-dev"));
-        assert!(!sub.matches("bar"));
+        use PatternItem::*;
+        let letter = |c: char| Class {
+            negated: false,
+            ranges: vec![(c, c), (c.to_ascii_uppercase(), c.to_ascii_uppercase())],
+        };
+        assert_eq!(
+            term("Li-?*"),
+            Some(SearchTerm::Pattern(vec![
+                letter('l'),
+                letter('i'),
+                Char('-'),
+                AnyChar,
+                AnySequence
+            ]))
+        );
+        assert_eq!(term("Foo"), Some(SearchTerm::Substring("foo".into())));
+        // Lowercased as ASCII, like the maintainers and provided names kept for search.
+        assert_eq!(term("ÉFoo"), Some(SearchTerm::Substring("Éfoo".into())));
+    }
+
+    #[test]
+    fn classes_read_as_the_glob_crate_reads_them_without_case() {
+        use PatternItem::*;
+        assert_eq!(
+            term("[a-cX]?"),
+            Some(SearchTerm::Pattern(vec![
+                Class {
+                    negated: false,
+                    ranges: vec![('a', 'c'), ('a', 'c'), ('A', 'C'), ('x', 'x'), ('X', 'X')]
+                },
+                AnyChar
+            ]))
+        );
+        // `]` first is a member; `!` first negates; a range between other characters
+        // is taken as written.
+        assert_eq!(
+            term("[!]0-9]*"),
+            Some(SearchTerm::Pattern(vec![
+                Class {
+                    negated: true,
+                    ranges: vec![(']', ']'), ('0', '9')]
+                },
+                AnySequence
+            ]))
+        );
+        // A class of nothing matches nothing; its negation, anything.
+        assert_eq!(
+            Filter::parse(&query("[z-a]*")).unwrap().map(|f| f.term),
+            None
+        );
+        assert_eq!(
+            term("[!z-a]*"),
+            Some(SearchTerm::Pattern(vec![AnyChar, AnySequence]))
+        );
+    }
+
+    #[test]
+    fn terms_no_name_can_hold_match_nothing() {
+        for q in ["foo bar", "a\u{0}b", "x\u{7}", "a\u{0}*"] {
+            assert!(Filter::parse(&query(q)).unwrap().is_none(), "{q:?}");
+        }
+        let maintainer = PackageQuery {
+            maintainer: Some("jane\u{0}".into()),
+            ..PackageQuery::default()
+        };
+        assert!(Filter::parse(&maintainer).unwrap().is_none());
     }
 
     #[test]
@@ -917,6 +1092,8 @@ mod tests {
                 ..PackageQuery::default()
             },
             query("[*"),
+            query("lib**"),
+            query("**"),
             query(&"a".repeat(201)),
         ] {
             assert!(
@@ -930,7 +1107,7 @@ mod tests {
             branch: Some(String::new()),
             ..PackageQuery::default()
         };
-        let filter = Filter::parse(&blank).unwrap();
+        let filter = Filter::parse(&blank).unwrap().unwrap();
         assert!(filter.term.is_none() && filter.branch.is_none());
     }
 }

@@ -127,6 +127,9 @@ pub struct IndexRow {
     pub sha256: String,
     pub built_at: i64,
     pub modified_ms: Option<i64>,
+    /// Packages listed and signature entry names (one per line), as written by the build.
+    pub entries: Option<i64>,
+    pub signatures: Option<String>,
 }
 
 /// Every row of every table, read in one transaction.

@@ -1,5 +1,6 @@
 //! Metadata storage: the `Store` trait and its records. SQL lives only in the backends.
 
+mod catalog;
 mod dump;
 mod postgres;
 mod read_cache;
@@ -9,6 +10,10 @@ mod sqlite;
 use async_trait::async_trait;
 use serde::Serialize;
 
+pub use catalog::{
+    IndexSummary, OwnerScope, PackageSearch, PatternItem, SearchCollector, SearchFile, SearchPage,
+    SearchTerm,
+};
 pub use dump::{
     Dump, IndexRow, MemberRow, OwnerRow, PackageRow, RepositoryRow, SigningKeyRow, TableCounts,
     TokenRow, UserRow,
@@ -447,6 +452,10 @@ pub struct RenderedIndex {
     pub arch: String,
     pub content: Vec<u8>,
     pub sha256: String,
+    /// Packages it lists.
+    pub entries: usize,
+    /// Its signature entry names, in order.
+    pub signatures: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -543,10 +552,41 @@ pub trait Store: Send + Sync + 'static {
     async fn forget_releases(&self, before_ms: i64) -> StoreResult<()>;
     /// The packages of one repository.
     async fn list_packages(&self, repository_id: i64) -> StoreResult<Vec<Package>>;
-    /// Every package row of the owner, with its branch, repository and stanza, from one
-    /// statement, by row id (the catalog sorts them itself: collations differ between
-    /// backends).
-    async fn owner_files(&self, owner_id: i64) -> StoreResult<Vec<CatalogFile>>;
+
+    // The catalog: what people browse, read from the catalog tables (see `catalog`).
+
+    /// The owners in `scope`, by name.
+    async fn owners_in(&self, scope: &OwnerScope) -> StoreResult<Vec<Owner>>;
+    /// A page of a package search, in one read: how many (name, owner) pairs match, the
+    /// page's pairs, and the page's matching files given to `collector` by package id,
+    /// then the descriptions it asks for.
+    async fn search_packages(
+        &self,
+        search: &PackageSearch,
+        collector: &mut dyn SearchCollector,
+    ) -> StoreResult<SearchPage>;
+    /// Every file of one package name of the owner, with its place and stanza, by row id.
+    async fn package_files(&self, owner_id: i64, name: &str) -> StoreResult<Vec<CatalogFile>>;
+    /// The files the index of one architecture of a repository lists (that architecture's
+    /// and the noarch ones), with their stanzas, by row id.
+    async fn index_files(&self, repository_id: i64, arch: &str) -> StoreResult<Vec<CatalogFile>>;
+    /// For each of `names` that the owner has: the owner's package of that name, else the
+    /// first by name of its packages providing it; (name, package) pairs in no order.
+    async fn providers(
+        &self,
+        owner_id: i64,
+        names: &[String],
+    ) -> StoreResult<Vec<(String, String)>>;
+    /// The owner's packages (by name, other than `name`) that depend on `name` or on a
+    /// name one of its files provides: the first `limit` by name, and how many there are.
+    async fn required_by(
+        &self,
+        owner_id: i64,
+        name: &str,
+        limit: usize,
+    ) -> StoreResult<(Vec<String>, u64)>;
+    /// The served indexes of a repository, by architecture, without their bytes.
+    async fn index_summaries(&self, repository_id: i64) -> StoreResult<Vec<IndexSummary>>;
 
     async fn repository(&self, repo: &RepoRef) -> StoreResult<Option<Repository>>;
     async fn repository_by_id(&self, id: i64) -> StoreResult<Option<Repository>>;
@@ -783,4 +823,4 @@ const EXPORT_REPOSITORIES: &str =
 const EXPORT_PACKAGES: &str = "SELECT id, repository_id, arch, name, version, filename, \
      checksum, sha256, size, stanza, created_at, modified_ms FROM packages ORDER BY id";
 const EXPORT_INDEXES: &str = "SELECT repository_id, arch, generation, content, sha256, \
-     built_at, modified_ms FROM indexes ORDER BY repository_id, arch";
+     built_at, modified_ms, entries, signatures FROM indexes ORDER BY repository_id, arch";

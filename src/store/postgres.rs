@@ -25,6 +25,8 @@ use sqlx::Row;
 use super::*;
 use crate::clock::SharedClock;
 
+mod catalog;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 pub struct PostgresStore {
@@ -842,25 +844,45 @@ impl Store for PostgresStore {
         .collect()
     }
 
-    async fn owner_files(&self, owner_id: i64) -> StoreResult<Vec<CatalogFile>> {
-        sqlx::query(&format!(
-            "SELECT {PACKAGE_COLUMNS}, p.stanza, r.branch, r.name AS repository \
-             FROM packages p JOIN repositories r ON r.id = p.repository_id \
-             WHERE r.owner_id = $1 ORDER BY p.id"
-        ))
-        .bind(owner_id)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|row| {
-            Ok(CatalogFile {
-                package: package_from(row)?,
-                branch: row.try_get("branch")?,
-                repository: row.try_get("repository")?,
-                stanza: row.try_get("stanza")?,
-            })
-        })
-        .collect()
+    async fn owners_in(&self, scope: &OwnerScope) -> StoreResult<Vec<Owner>> {
+        self.catalog_owners_in(scope).await
+    }
+
+    async fn search_packages(
+        &self,
+        search: &PackageSearch,
+        collector: &mut dyn SearchCollector,
+    ) -> StoreResult<SearchPage> {
+        self.catalog_search(search, collector).await
+    }
+
+    async fn package_files(&self, owner_id: i64, name: &str) -> StoreResult<Vec<CatalogFile>> {
+        self.catalog_package_files(owner_id, name).await
+    }
+
+    async fn index_files(&self, repository_id: i64, arch: &str) -> StoreResult<Vec<CatalogFile>> {
+        self.catalog_index_files(repository_id, arch).await
+    }
+
+    async fn providers(
+        &self,
+        owner_id: i64,
+        names: &[String],
+    ) -> StoreResult<Vec<(String, String)>> {
+        self.catalog_providers(owner_id, names).await
+    }
+
+    async fn required_by(
+        &self,
+        owner_id: i64,
+        name: &str,
+        limit: usize,
+    ) -> StoreResult<(Vec<String>, u64)> {
+        self.catalog_required_by(owner_id, name, limit).await
+    }
+
+    async fn index_summaries(&self, repository_id: i64) -> StoreResult<Vec<IndexSummary>> {
+        self.catalog_index_summaries(repository_id).await
     }
 
     async fn repository(&self, repo: &RepoRef) -> StoreResult<Option<Repository>> {
@@ -1038,11 +1060,13 @@ impl Store for PostgresStore {
             };
             sqlx::query(
                 "INSERT INTO indexes (repository_id, arch, generation, content, sha256, \
-                 built_at, modified_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 built_at, modified_ms, entries, signatures) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
                  ON CONFLICT (repository_id, arch) DO UPDATE SET \
                  generation = excluded.generation, content = excluded.content, \
                  sha256 = excluded.sha256, built_at = excluded.built_at, \
-                 modified_ms = excluded.modified_ms",
+                 modified_ms = excluded.modified_ms, entries = excluded.entries, \
+                 signatures = excluded.signatures",
             )
             .bind(repository_id)
             .bind(&index.arch)
@@ -1051,6 +1075,8 @@ impl Store for PostgresStore {
             .bind(&index.sha256)
             .bind(built_at)
             .bind(modified_ms)
+            .bind(index.entries as i64)
+            .bind(super::catalog::join_signatures(&index.signatures))
             .execute(&mut *tx)
             .await?;
         }
@@ -1660,7 +1686,8 @@ impl Store for PostgresStore {
         for index in &dump.indexes {
             sqlx::query(
                 "INSERT INTO indexes (repository_id, arch, generation, content, sha256, \
-                 built_at, modified_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                 built_at, modified_ms, entries, signatures) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(index.repository_id)
             .bind(&index.arch)
@@ -1669,6 +1696,8 @@ impl Store for PostgresStore {
             .bind(&index.sha256)
             .bind(index.built_at)
             .bind(index.modified_ms)
+            .bind(index.entries)
+            .bind(&index.signatures)
             .execute(&mut *tx)
             .await?;
         }

@@ -18,6 +18,8 @@ use super::read_cache::{self, ReadCache};
 use super::*;
 use crate::clock::SharedClock;
 
+mod catalog;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 pub struct SqliteStore {
@@ -752,25 +754,45 @@ impl Store for SqliteStore {
         .collect()
     }
 
-    async fn owner_files(&self, owner_id: i64) -> StoreResult<Vec<CatalogFile>> {
-        sqlx::query(&format!(
-            "SELECT {PACKAGE_COLUMNS}, p.stanza, r.branch, r.name AS repository \
-             FROM packages p JOIN repositories r ON r.id = p.repository_id \
-             WHERE r.owner_id = ? ORDER BY p.id"
-        ))
-        .bind(owner_id)
-        .fetch_all(&self.reader)
-        .await?
-        .iter()
-        .map(|row| {
-            Ok(CatalogFile {
-                package: package_from(row)?,
-                branch: row.try_get("branch")?,
-                repository: row.try_get("repository")?,
-                stanza: row.try_get("stanza")?,
-            })
-        })
-        .collect()
+    async fn owners_in(&self, scope: &OwnerScope) -> StoreResult<Vec<Owner>> {
+        self.catalog_owners_in(scope).await
+    }
+
+    async fn search_packages(
+        &self,
+        search: &PackageSearch,
+        collector: &mut dyn SearchCollector,
+    ) -> StoreResult<SearchPage> {
+        self.catalog_search(search, collector).await
+    }
+
+    async fn package_files(&self, owner_id: i64, name: &str) -> StoreResult<Vec<CatalogFile>> {
+        self.catalog_package_files(owner_id, name).await
+    }
+
+    async fn index_files(&self, repository_id: i64, arch: &str) -> StoreResult<Vec<CatalogFile>> {
+        self.catalog_index_files(repository_id, arch).await
+    }
+
+    async fn providers(
+        &self,
+        owner_id: i64,
+        names: &[String],
+    ) -> StoreResult<Vec<(String, String)>> {
+        self.catalog_providers(owner_id, names).await
+    }
+
+    async fn required_by(
+        &self,
+        owner_id: i64,
+        name: &str,
+        limit: usize,
+    ) -> StoreResult<(Vec<String>, u64)> {
+        self.catalog_required_by(owner_id, name, limit).await
+    }
+
+    async fn index_summaries(&self, repository_id: i64) -> StoreResult<Vec<IndexSummary>> {
+        self.catalog_index_summaries(repository_id).await
     }
 
     async fn repository(&self, repo: &RepoRef) -> StoreResult<Option<Repository>> {
@@ -950,11 +972,13 @@ impl Store for SqliteStore {
             };
             sqlx::query(
                 "INSERT INTO indexes (repository_id, arch, generation, content, sha256, \
-                 built_at, modified_ms) VALUES (?, ?, ?, ?, ?, ?, ?) \
+                 built_at, modified_ms, entries, signatures) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (repository_id, arch) DO UPDATE SET \
                  generation = excluded.generation, content = excluded.content, \
                  sha256 = excluded.sha256, built_at = excluded.built_at, \
-                 modified_ms = excluded.modified_ms",
+                 modified_ms = excluded.modified_ms, entries = excluded.entries, \
+                 signatures = excluded.signatures",
             )
             .bind(repository_id)
             .bind(&index.arch)
@@ -963,6 +987,8 @@ impl Store for SqliteStore {
             .bind(&index.sha256)
             .bind(built_at)
             .bind(modified_ms)
+            .bind(index.entries as i64)
+            .bind(super::catalog::join_signatures(&index.signatures))
             .execute(&mut *tx)
             .await?;
         }
@@ -1571,7 +1597,8 @@ impl Store for SqliteStore {
         for index in &dump.indexes {
             sqlx::query(
                 "INSERT INTO indexes (repository_id, arch, generation, content, sha256, \
-                 built_at, modified_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                 built_at, modified_ms, entries, signatures) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(index.repository_id)
             .bind(&index.arch)
@@ -1580,6 +1607,8 @@ impl Store for SqliteStore {
             .bind(&index.sha256)
             .bind(index.built_at)
             .bind(index.modified_ms)
+            .bind(index.entries)
+            .bind(&index.signatures)
             .execute(&mut *tx)
             .await?;
         }
@@ -1687,6 +1716,8 @@ mod tests {
                     arch: "x86_64".into(),
                     content: b"index".to_vec(),
                     sha256: "11".repeat(32),
+                    entries: 0,
+                    signatures: Vec::new(),
                 }],
                 Vec::new(),
                 1,

@@ -85,6 +85,13 @@ impl ChildServer {
     pub fn rss(&self) -> u64 {
         super::proc_status_bytes(self.child.id(), "VmRSS:")
     }
+
+    /// Resets the peak resident set size to the current one (writing 5 to
+    /// `/proc/<pid>/clear_refs`), so that `peak_rss` is the peak of what follows; false
+    /// when the kernel refused.
+    pub fn reset_peak_rss(&self) -> bool {
+        std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5").is_ok()
+    }
 }
 
 impl Drop for ChildServer {

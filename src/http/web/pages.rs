@@ -546,6 +546,8 @@ struct PackagePage {
     install_if: Vec<LinkView>,
     provides: Vec<String>,
     required_by: Vec<String>,
+    /// Packages requiring it beyond those named (`limits.max_required_by`).
+    required_by_more: u64,
     can_delete: bool,
 }
 
@@ -684,6 +686,9 @@ pub async fn package(
         depends: detail.depends.into_iter().map(link_view).collect(),
         install_if: detail.install_if.into_iter().map(link_view).collect(),
         provides: detail.provides,
+        required_by_more: detail
+            .required_by_total
+            .saturating_sub(detail.required_by.len() as u64),
         required_by: detail.required_by,
         can_delete,
     })

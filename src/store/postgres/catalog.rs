@@ -1,0 +1,195 @@
+//! The catalog's reads on PostgreSQL: the statements of `store::catalog`, bound and read here.
+
+use futures_util::TryStreamExt;
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::{Postgres, Row};
+
+use super::{owner_from, package_from, PostgresStore, PACKAGE_COLUMNS};
+use crate::store::catalog::{self as shared, Arg, Dialect, Sql};
+use crate::store::{
+    CatalogFile, IndexSummary, Owner, OwnerScope, PackageSearch, SearchCollector, SearchFile,
+    SearchPage, StoreResult,
+};
+
+const DIALECT: Dialect = Dialect::Postgres;
+
+fn query(sql: &Sql) -> sqlx::query::Query<'_, Postgres, PgArguments> {
+    let mut query = sqlx::query(&sql.text);
+    for arg in &sql.args {
+        query = match arg {
+            Arg::Int(value) => query.bind(*value),
+            Arg::Text(value) => query.bind(value.as_str()),
+        };
+    }
+    query
+}
+
+fn catalog_file(row: &PgRow) -> StoreResult<CatalogFile> {
+    Ok(CatalogFile {
+        package: package_from(row)?,
+        branch: row.try_get("branch")?,
+        repository: row.try_get("repository")?,
+        stanza: row.try_get("stanza")?,
+    })
+}
+
+impl PostgresStore {
+    pub(super) async fn catalog_owners_in(&self, scope: &OwnerScope) -> StoreResult<Vec<Owner>> {
+        let sql = shared::owners_in(DIALECT, scope);
+        query(&sql)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(owner_from)
+            .collect()
+    }
+
+    pub(super) async fn catalog_search(
+        &self,
+        search: &PackageSearch,
+        collector: &mut dyn SearchCollector,
+    ) -> StoreResult<SearchPage> {
+        // One snapshot for the count, the keys and the files.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await?;
+        let keys = shared::search_keys(DIALECT, search);
+        let mut page = SearchPage::default();
+        for row in query(&keys).fetch_all(&mut *tx).await? {
+            match row.try_get::<Option<String>, _>("name")? {
+                None => page.total = row.try_get::<i64, _>("total")?.max(0) as u64,
+                Some(name) => page.keys.push((name, row.try_get("owner")?)),
+            }
+        }
+        if page.keys.len() > search.limit {
+            page.keys.truncate(search.limit);
+            page.more = true;
+        }
+        if let (Some(first), Some(last)) = (page.keys.first(), page.keys.last()) {
+            let files = shared::search_files(DIALECT, search, first, last);
+            let mut rows = query(&files).fetch(&mut *tx);
+            while let Some(row) = rows.try_next().await? {
+                collector.file(SearchFile {
+                    package_id: row.try_get("package_id")?,
+                    name: row.try_get("name")?,
+                    owner: row.try_get("owner")?,
+                    version: row.try_get("version")?,
+                    branch: row.try_get("branch")?,
+                    repository: row.try_get("repository")?,
+                    arch: row.try_get("arch")?,
+                    modified_ms: row.try_get("modified_ms")?,
+                });
+            }
+            drop(rows);
+            let wanted = collector.wanted_descriptions();
+            if !wanted.is_empty() {
+                let descriptions = shared::descriptions(DIALECT, &wanted);
+                for row in query(&descriptions).fetch_all(&mut *tx).await? {
+                    collector.description(row.try_get("package_id")?, row.try_get("description")?);
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(page)
+    }
+
+    pub(super) async fn catalog_package_files(
+        &self,
+        owner_id: i64,
+        name: &str,
+    ) -> StoreResult<Vec<CatalogFile>> {
+        sqlx::query(&format!(
+            "SELECT {PACKAGE_COLUMNS}, p.stanza, r.branch, r.name AS repository \
+             FROM packages p JOIN repositories r ON r.id = p.repository_id \
+             WHERE r.owner_id = $1 AND p.name = $2 ORDER BY p.id"
+        ))
+        .bind(owner_id)
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(catalog_file)
+        .collect()
+    }
+
+    pub(super) async fn catalog_index_files(
+        &self,
+        repository_id: i64,
+        arch: &str,
+    ) -> StoreResult<Vec<CatalogFile>> {
+        sqlx::query(&format!(
+            "SELECT {PACKAGE_COLUMNS}, p.stanza, r.branch, r.name AS repository \
+             FROM packages p JOIN repositories r ON r.id = p.repository_id \
+             WHERE p.repository_id = $1 AND p.arch IN ($2, 'noarch') ORDER BY p.id"
+        ))
+        .bind(repository_id)
+        .bind(arch)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(catalog_file)
+        .collect()
+    }
+
+    pub(super) async fn catalog_providers(
+        &self,
+        owner_id: i64,
+        names: &[String],
+    ) -> StoreResult<Vec<(String, String)>> {
+        let list = serde_json::to_string(names).map_err(|e| sqlx::Error::Encode(e.into()))?;
+        let sql = shared::providers(DIALECT, owner_id, &list);
+        let mut found = Vec::new();
+        for row in query(&sql).fetch_all(&self.pool).await? {
+            if let Some(provider) = row.try_get::<Option<String>, _>("provider")? {
+                found.push((row.try_get("name")?, provider));
+            }
+        }
+        Ok(found)
+    }
+
+    pub(super) async fn catalog_required_by(
+        &self,
+        owner_id: i64,
+        name: &str,
+        limit: usize,
+    ) -> StoreResult<(Vec<String>, u64)> {
+        let sql = shared::required_by(DIALECT, owner_id, name, limit);
+        let mut names = Vec::new();
+        let mut total = 0;
+        for row in query(&sql).fetch_all(&self.pool).await? {
+            match row.try_get::<Option<String>, _>("name")? {
+                None => total = row.try_get::<i64, _>("total")?.max(0) as u64,
+                Some(name) => names.push(name),
+            }
+        }
+        Ok((names, total))
+    }
+
+    pub(super) async fn catalog_index_summaries(
+        &self,
+        repository_id: i64,
+    ) -> StoreResult<Vec<IndexSummary>> {
+        // octet_length() of a stored (toasted) value reads its size, not the value.
+        sqlx::query(
+            "SELECT arch, generation, sha256, built_at, octet_length(content)::BIGINT AS size, \
+             entries, signatures FROM indexes WHERE repository_id = $1 ORDER BY arch",
+        )
+        .bind(repository_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(IndexSummary {
+                arch: row.try_get("arch")?,
+                generation: row.try_get("generation")?,
+                sha256: row.try_get("sha256")?,
+                built_at: row.try_get("built_at")?,
+                size: row.try_get("size")?,
+                entries: row.try_get("entries")?,
+                signatures: shared::split_signatures(row.try_get("signatures")?),
+            })
+        })
+        .collect()
+    }
+}
