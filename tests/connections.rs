@@ -852,7 +852,7 @@ fn raise_own_open_file_limit(needed: u64) {
     let mut limit = getrlimit(Resource::Nofile);
     if limit.current.is_some_and(|current| current < needed) {
         limit.current = limit.maximum;
-        setrlimit(Resource::Nofile, limit.clone()).expect("raising the open-file limit");
+        setrlimit(Resource::Nofile, limit).expect("raising the open-file limit");
     }
     assert!(
         limit.current.is_none_or(|current| current >= needed),
