@@ -48,11 +48,26 @@ pub struct ServerConfig {
     /// Seconds a client may take to send a request's headers; also how long a connection
     /// may stay open with no request in flight (from accept, or since its last answer).
     pub header_read_timeout_secs: u64,
+    /// Seconds a request body may send nothing before the request is answered 408.
+    pub body_idle_timeout_secs: u64,
+    /// Seconds an answer's body may wait for the client to take more of it before the
+    /// connection is closed.
+    pub send_timeout_secs: u64,
     /// Open connections at most (HTTP/1 and HTTP/2); 0 derives it from the open-file limit
-    /// at start.
+    /// at start. When full, the connection idle longest makes room.
     pub max_connections: u32,
-    /// Open connections per client address at most (IPv6: per /64).
+    /// Open connections per client address at most (IPv6: per /64); its answered idle
+    /// connections make room first. Behind a trusted proxy: requests in flight per client.
     pub max_connections_per_ip: u32,
+    /// Connections refused over a cap that are answered 503 and drained at once; others
+    /// over a cap are closed at once.
+    pub max_lingering_refusals: u32,
+    /// Seconds a refused connection is drained after its 503, so that the client reads
+    /// the answer rather than a reset.
+    pub refusal_linger_secs: u64,
+    /// Bytes of package file chunks being sent, in all; beyond it, downloads are read in
+    /// small chunks.
+    pub download_buffer_bytes: usize,
     /// Proxies (addresses or CIDR networks) whose forwarding headers are believed: the
     /// client's address from `X-Forwarded-For` / `Forwarded`, and how clients reach the
     /// registry (`X-Forwarded-Proto` / `X-Forwarded-Host` / `Forwarded`) when `public_url`
@@ -77,8 +92,13 @@ impl Default for ServerConfig {
             request_timeout_secs: 3600,
             shutdown_grace_secs: 30,
             header_read_timeout_secs: 30,
+            body_idle_timeout_secs: 30,
+            send_timeout_secs: 60,
             max_connections: 0,
             max_connections_per_ip: 64,
+            max_lingering_refusals: 16,
+            refusal_linger_secs: 2,
+            download_buffer_bytes: 64 << 20,
             trusted_proxies: Vec::new(),
             max_forwarded_hops: 16,
             workers: 0,
@@ -253,6 +273,9 @@ pub struct LimitsConfig {
     /// Uploads received and checked at once; one more is answered 503 with
     /// `Retry-After`.
     pub max_concurrent_uploads: usize,
+    /// Of those, uploads of one user at once; one more is answered 429 with
+    /// `Retry-After`. 0: a quarter of `max_concurrent_uploads`.
+    pub max_concurrent_uploads_per_user: usize,
     /// Largest body of a web form (login, logout, delete); 413 above it.
     pub max_form_bytes: u64,
     /// Largest JSON body of the API; 413 above it.
@@ -275,6 +298,7 @@ impl Default for LimitsConfig {
             max_data_bytes: 64 << 30,
             max_stanza_bytes: 64 << 10,
             max_concurrent_uploads: 64,
+            max_concurrent_uploads_per_user: 0,
             max_form_bytes: 16 << 10,
             max_json_bytes: 64 << 10,
             max_required_by: 1000,
@@ -471,6 +495,18 @@ impl Config {
         if self.limits.max_concurrent_uploads == 0 {
             anyhow::bail!("limits.max_concurrent_uploads must be positive");
         }
+        if self.limits.max_concurrent_uploads_per_user > self.limits.max_concurrent_uploads {
+            anyhow::bail!(
+                "limits.max_concurrent_uploads_per_user must be at most \
+                 limits.max_concurrent_uploads ({})",
+                self.limits.max_concurrent_uploads
+            );
+        }
+        if self.server.body_idle_timeout_secs == 0 || self.server.send_timeout_secs == 0 {
+            anyhow::bail!(
+                "server.body_idle_timeout_secs and server.send_timeout_secs must be at least 1"
+            );
+        }
         if self.limits.max_form_bytes == 0 || self.limits.max_json_bytes == 0 {
             anyhow::bail!("limits.max_form_bytes and limits.max_json_bytes must be positive");
         }
@@ -602,6 +638,14 @@ impl Config {
             .iter()
             .filter_map(|entry| parse_network(entry).ok())
             .collect()
+    }
+
+    /// `limits.max_concurrent_uploads_per_user`, a quarter of the uploads when it is 0.
+    pub fn uploads_per_user(&self) -> usize {
+        match self.limits.max_concurrent_uploads_per_user {
+            0 => self.limits.max_concurrent_uploads.div_ceil(4),
+            n => n,
+        }
     }
 
     pub fn apk_limits(&self) -> crate::apk::package::Limits {
@@ -762,6 +806,23 @@ mod tests {
         config.storage.s3.max_retries = 0;
         config.storage.s3.retry_timeout_secs = 0;
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn a_user_gets_a_quarter_of_the_upload_slots_unless_told() {
+        let mut config = Config::default();
+        assert_eq!(config.uploads_per_user(), 16);
+        config.limits.max_concurrent_uploads = 2;
+        assert_eq!(config.uploads_per_user(), 1);
+        config.limits.max_concurrent_uploads_per_user = 2;
+        assert_eq!(config.uploads_per_user(), 2);
+        config.validate().unwrap();
+        config.limits.max_concurrent_uploads_per_user = 3;
+        let message = config.validate().unwrap_err().to_string();
+        assert!(
+            message.contains("max_concurrent_uploads_per_user"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub enum AppError {
     PreconditionFailed(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The client was too slow sending its request: 408.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// One client asks too often; it may retry after `retry_after` seconds.
     #[error("{message}")]
     TooManyRequests { message: String, retry_after: u64 },
@@ -123,6 +126,7 @@ impl AppError {
             AppError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             AppError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::BackendUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,

@@ -55,6 +55,8 @@ pub struct Shared {
     pub indexer: Arc<Indexer>,
     /// What `/metrics` reports.
     pub metrics: Arc<metrics::Metrics>,
+    /// Memory for the chunks of package files being sent (`server.download_buffer_bytes`).
+    pub download_buffers: Arc<http::chunks::Budget>,
     /// Complete answers to anonymous downloads, served before routing (`http::ready`).
     pub ready: Arc<http::ready::ReadyAnswers>,
     /// Uploads hold it shared from blob commit to row insert; deletes and the orphan
@@ -65,9 +67,9 @@ pub struct Shared {
     pub blob_lock: Arc<tokio::sync::RwLock<()>>,
     pub throttle: Arc<access::Throttle>,
     pub password_checks: Arc<access::PasswordChecks>,
-    /// Uploads being received, parsed and validated (`limits.max_concurrent_uploads`);
-    /// one more is refused with 503.
-    pub uploads: Arc<tokio::sync::Semaphore>,
+    /// Uploads being received, parsed and validated (`limits.max_concurrent_uploads`,
+    /// `limits.max_concurrent_uploads_per_user`); one more is refused.
+    pub uploads: Arc<registry::upload_slots::UploadSlots>,
     /// Package parses running at once: one per core, as parsing is CPU-bound.
     pub parses: Arc<tokio::sync::Semaphore>,
     /// Catalog queries (searches, package pages, indexes as JSON) running at once
@@ -163,6 +165,7 @@ pub async fn open_with_clock(config: Config, clock: SharedClock) -> anyhow::Resu
         keys,
         indexer,
         metrics,
+        download_buffers: http::chunks::Budget::new(config.server.download_buffer_bytes),
         ready: Arc::new(http::ready::ReadyAnswers::new(
             config.storage.memory_cache_bytes,
         )),
@@ -171,9 +174,10 @@ pub async fn open_with_clock(config: Config, clock: SharedClock) -> anyhow::Resu
         password_checks: Arc::new(access::PasswordChecks::new(
             config.auth.max_concurrent_password_checks,
         )),
-        uploads: Arc::new(tokio::sync::Semaphore::new(
+        uploads: registry::upload_slots::UploadSlots::new(
             config.limits.max_concurrent_uploads,
-        )),
+            config.uploads_per_user(),
+        ),
         parses: Arc::new(tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         )),

@@ -353,55 +353,140 @@ async fn http2_prior_knowledge_requests_are_served() {
     server.stop().await;
 }
 
+/// Opens a connection from `source` with a request in flight: a form POST whose body the
+/// server has asked for (`100 Continue`) and never gets.
+async fn busy_from(source: Ipv4Addr, server: SocketAddr) -> TcpStream {
+    let mut stream = connect_from(source, server).await.unwrap();
+    stream
+        .write_all(
+            b"POST /-/login HTTP/1.1\r\nHost: registry\r\n\
+              Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\
+              Expect: 100-continue\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte)).await;
+        assert_eq!(read.expect("100 Continue within 5 s").unwrap(), 1, "closed");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 100"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    stream
+}
+
+/// Everything the server sends on `stream` until it closes it (within 5 s), as text.
+async fn read_to_close(stream: &mut TcpStream) -> String {
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut chunk = [0u8; 4096];
+        // A reset after the answer still leaves what was read.
+        while let Ok(n) = stream.read(&mut chunk).await {
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "still open after 5 s");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Checks that `answer` is the 503 a connection refused over `key` gets.
+fn assert_refusal(answer: &str, key: &str) {
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a whole answer");
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 503 "), "{answer}");
+    assert!(head.contains("\r\nretry-after: 1"), "{answer}");
+    assert!(head.contains("\r\nconnection: close"), "{answer}");
+    let body: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains(key), "{message}");
+}
+
 #[tokio::test]
-async fn connections_over_the_per_address_cap_are_shed_at_once() {
+async fn over_the_per_address_cap_the_answered_connection_idle_longest_makes_room() {
     let server = TestServer::start_with(|c| c.server.max_connections_per_ip = 3).await;
     let addr = server.addr;
-    let mut held = Vec::new();
+    let mut answered = Vec::new();
     for _ in 0..2 {
         let mut stream = connect_from(attacker(2), addr).await.unwrap();
-        // Answered, so admitted (see connections_over_the_total_cap_are_shed_at_once).
         assert_eq!(http1_get(&mut stream, "/healthz").await.unwrap(), 200);
-        held.push(stream);
+        answered.push(stream);
     }
-    // HTTP/2 connections count the same.
+    // HTTP/2 connections count the same; this one has answered nothing.
     let mut http2 = connect_from(attacker(2), addr).await.unwrap();
     h2::handshake(&mut http2, &[]).await.unwrap();
-    held.push(http2);
-    let mut over = connect_from(attacker(2), addr).await.unwrap();
-    let started = Instant::now();
+    // A 4th: the answered one idle longest is closed for it.
+    let mut fourth = connect_from(attacker(2), addr).await.unwrap();
+    assert_eq!(http1_get(&mut fourth, "/healthz").await.unwrap(), 200);
     assert!(
-        closed_within(&mut over, Duration::from_secs(2)).await,
-        "a 4th connection from one address is open"
+        closed_within(&mut answered[0], Duration::from_secs(2)).await,
+        "the answered connection idle longest is still open"
     );
-    eprintln!("shed after {:?}", started.elapsed());
-    for stream in &mut held {
-        assert!(
-            !closed_within(stream, Duration::from_millis(200)).await,
-            "connections within the cap stay open"
-        );
-    }
+    assert!(!closed_within(&mut answered[1], Duration::from_millis(200)).await);
+    assert!(!closed_within(&mut http2, Duration::from_millis(200)).await);
+    assert_eq!(http1_get(&mut answered[1], "/healthz").await.unwrap(), 200);
+    // Now the 4th is the one idle longest.
+    let mut fifth = connect_from(attacker(2), addr).await.unwrap();
+    assert_eq!(http1_get(&mut fifth, "/healthz").await.unwrap(), 200);
+    assert!(closed_within(&mut fourth, Duration::from_secs(2)).await);
+    assert!(!closed_within(&mut answered[1], Duration::from_millis(200)).await);
+    // Other addresses are not affected.
     let mut other = connect_from(attacker(3), addr).await.unwrap();
     assert_eq!(http1_get(&mut other, "/healthz").await.unwrap(), 200);
-    // A closed connection frees its place.
-    drop(held.remove(0));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let mut again = connect_from(attacker(2), addr).await.unwrap();
-        if let Ok(Ok(200)) =
-            tokio::time::timeout(Duration::from_secs(1), http1_get(&mut again, "/healthz")).await
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the freed place was not reused");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    drop(held);
+    drop((answered, http2, fifth));
     server.stop().await;
 }
 
 #[tokio::test]
-async fn connections_over_the_total_cap_are_shed_at_once() {
+async fn over_the_per_address_cap_with_nothing_answered_idle_the_newest_is_answered_503() {
+    let server = TestServer::start_with(|c| c.server.max_connections_per_ip = 3).await;
+    let addr = server.addr;
+    // Requests in flight on three connections: none of them may be closed.
+    let mut busy = Vec::new();
+    for _ in 0..3 {
+        busy.push(busy_from(attacker(2), addr).await);
+    }
+    let mut over = connect_from(attacker(2), addr).await.unwrap();
+    let started = Instant::now();
+    let answer = read_to_close(&mut over).await;
+    eprintln!("refused after {:?}: {answer:?}", started.elapsed());
+    assert_refusal(&answer, "server.max_connections_per_ip = 3");
+    for stream in &mut busy {
+        assert!(!closed_within(stream, Duration::from_millis(200)).await);
+    }
+    // Silent connections, which have answered nothing either: of four, the last one the
+    // server takes in is refused the same way, whichever it is.
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        silent.push(connect_from(attacker(3), addr).await.unwrap());
+    }
+    let mut refused = Vec::new();
+    for stream in &mut silent {
+        if closed_within(stream, Duration::from_millis(500)).await {
+            refused.push(());
+        }
+    }
+    assert_eq!(
+        refused.len(),
+        1,
+        "one of four silent connections is refused"
+    );
+    let mut other = connect_from(attacker(4), addr).await.unwrap();
+    assert_eq!(http1_get(&mut other, "/healthz").await.unwrap(), 200);
+    drop((busy, silent));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_table_closes_the_connection_idle_longest() {
     let server = TestServer::start_with(|c| c.server.max_connections = 4).await;
     let mut held = Vec::new();
     for n in 2..6 {
@@ -411,16 +496,75 @@ async fn connections_over_the_total_cap_are_shed_at_once() {
         assert_eq!(http1_get(&mut stream, "/healthz").await.unwrap(), 200);
         held.push(stream);
     }
-    let mut over = connect_from(attacker(6), server.addr).await.unwrap();
+    let mut fifth = connect_from(attacker(6), server.addr).await.unwrap();
+    assert_eq!(http1_get(&mut fifth, "/healthz").await.unwrap(), 200);
     assert!(
-        closed_within(&mut over, Duration::from_secs(2)).await,
-        "a 5th connection is open"
+        closed_within(&mut held[0], Duration::from_secs(2)).await,
+        "the connection idle longest is still open"
     );
-    for stream in &mut held {
+    for stream in &mut held[1..] {
         assert!(!closed_within(stream, Duration::from_millis(200)).await);
     }
-    assert_eq!(http1_get(&mut held[0], "/healthz").await.unwrap(), 200);
-    drop(held);
+    assert_eq!(http1_get(&mut held[1], "/healthz").await.unwrap(), 200);
+    drop((held, fifth));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_table_of_requests_in_flight_answers_new_connections_503() {
+    let server = TestServer::start_with(|c| c.server.max_connections = 4).await;
+    let mut busy = Vec::new();
+    for n in 2..6 {
+        busy.push(busy_from(attacker(n), server.addr).await);
+    }
+    let mut over = connect_from(attacker(6), server.addr).await.unwrap();
+    let answer = read_to_close(&mut over).await;
+    assert_refusal(&answer, "server.max_connections = 4");
+    for stream in &mut busy {
+        assert!(!closed_within(stream, Duration::from_millis(200)).await);
+    }
+    drop(busy);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_body_that_sends_nothing_is_answered_408() {
+    let server = TestServer::start_with(|c| c.server.body_idle_timeout_secs = 2).await;
+    // A form and an upload, each with part of its body sent.
+    let upload = format!(
+        "PUT /admin/v3.21/main HTTP/1.1\r\nHost: registry\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+         Content-Length: 100000\r\n\r\n"
+    );
+    let form = "POST /-/login HTTP/1.1\r\nHost: registry\r\n\
+                Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n"
+        .to_string();
+    for head in [upload, form] {
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(b"user=x&").await.unwrap();
+        let started = Instant::now();
+        let answer = read_to_close(&mut stream).await;
+        let waited = started.elapsed();
+        eprintln!("answered after {waited:?}: {answer:?}");
+        assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+        assert!(answer.contains("server.body_idle_timeout_secs"), "{answer}");
+        assert!(waited >= Duration::from_millis(1900), "{waited:?}");
+    }
+    // A body that keeps coming, if slowly (a part every 0.5 s), is read to its end.
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /-/login HTTP/1.1\r\nHost: registry\r\nConnection: close\r\n\
+              Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 24\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    for part in [&b"username=x&"[..], b"pass", b"word=y&a", b"="] {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stream.write_all(part).await.unwrap();
+    }
+    let answer = read_to_close(&mut stream).await;
+    assert!(!answer.starts_with("HTTP/1.1 408 "), "{answer}");
     server.stop().await;
 }
 
@@ -457,11 +601,6 @@ impl LimitedServer {
     /// Runs `serve` with an open-file limit of `NOFILE` and `env` on top of short timeouts,
     /// then publishes one package.
     async fn start(env: &[(&str, &str)]) -> LimitedServer {
-        let mut command = Command::new("sh");
-        command
-            .args(["-c", r#"ulimit -n "$0" && exec "$@""#])
-            .arg(NOFILE.to_string())
-            .arg(BIN);
         let timeout = TIMEOUT_SECS.to_string();
         let mut env = env.to_vec();
         env.insert(
@@ -471,7 +610,18 @@ impl LimitedServer {
                 &timeout,
             ),
         );
-        let server = LimitedServer(ChildServer::start_with_on_backends(command, TOKEN, &env));
+        Self::start_with_limit(NOFILE, &env).await
+    }
+
+    /// Runs `serve` with an open-file limit of `nofile` and `env`, then publishes one
+    /// package.
+    async fn start_with_limit(nofile: u32, env: &[(&str, &str)]) -> LimitedServer {
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", r#"ulimit -n "$0" && exec "$@""#])
+            .arg(nofile.to_string())
+            .arg(BIN);
+        let server = LimitedServer(ChildServer::start_with_on_backends(command, TOKEN, env));
         let put = reqwest::Client::new()
             .put(server.url("/admin/v3.21/main"))
             .basic_auth("admin", Some(TOKEN))
@@ -648,4 +798,195 @@ async fn running_out_of_descriptors_neither_spins_nor_wedges() {
     get_promptly(&fresh, &server.url("/healthz")).await;
     get_promptly(&fresh, &server.url(PACKAGE_PATH)).await;
     server.check_log_and_memory();
+}
+
+/// Keeps a silent connection from `source` open: connects, waits until the server closes
+/// it, and connects again `pause` later, until `stop`. Returns how many times it
+/// connected.
+async fn keep_silent(
+    server: SocketAddr,
+    source: Ipv4Addr,
+    pause: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    connected: std::sync::Arc<tokio::sync::Semaphore>,
+) -> usize {
+    let mut connections = 0;
+    let mut first = true;
+    loop {
+        let attempt = tokio::select! {
+            attempt = tokio::time::timeout(Duration::from_secs(3), connect_from(source, server)) => attempt,
+            _ = stop.wait_for(|stop| *stop) => return connections,
+        };
+        if let Ok(Ok(mut stream)) = attempt {
+            connections += 1;
+            if std::mem::take(&mut first) {
+                connected.add_permits(1);
+            }
+            let mut buf = [0u8; 1024];
+            loop {
+                tokio::select! {
+                    read = stream.read(&mut buf) => match read {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    },
+                    _ = stop.wait_for(|stop| *stop) => return connections,
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.wait_for(|stop| *stop) => return connections,
+        }
+    }
+}
+
+/// Silent connections kept open (each reconnected 100 ms after the server closes it) under
+/// `ulimit -n 1024`, where the server takes 458: more than twice what fits.
+const SILENT_CONNECTIONS: usize = 1100;
+const SILENT_ADDRESSES: u8 = 40;
+
+/// Raises this process's own open-file limit to its hard limit if it is below `needed`
+/// (a soft limit of 1024 is common), and fails if that is not enough.
+fn raise_own_open_file_limit(needed: u64) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current.is_some_and(|current| current < needed) {
+        limit.current = limit.maximum;
+        setrlimit(Resource::Nofile, limit).expect("raising the open-file limit");
+    }
+    assert!(
+        limit.current.is_none_or(|current| current >= needed),
+        "this test needs {needed} open files; the hard limit is {:?}",
+        limit.maximum
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_full_of_silent_connections_locks_out_no_new_client() {
+    // The attackers' sockets, and some for the rest of this test binary.
+    raise_own_open_file_limit(SILENT_CONNECTIONS as u64 + 512);
+    // The default header timeout (30 s): the silent connections outlast the test.
+    let server = LimitedServer::start_with_limit(1024, &[]).await;
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    get_promptly(&fresh, &server.url("/healthz")).await;
+
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let connected = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let attackers: Vec<_> = (0..SILENT_CONNECTIONS)
+        .map(|i| {
+            let source = attacker(10 + (i % usize::from(SILENT_ADDRESSES)) as u8);
+            tokio::spawn(keep_silent(
+                server.addr(),
+                source,
+                Duration::from_millis(100),
+                stopping.clone(),
+                connected.clone(),
+            ))
+        })
+        .collect();
+    // Once every attacker has connected, the table is full and stays so.
+    let all = tokio::time::timeout(
+        Duration::from_secs(60),
+        connected.acquire_many(SILENT_CONNECTIONS as u32),
+    )
+    .await;
+    assert!(all.is_ok(), "the attackers did not all connect within 60 s");
+    let since = Instant::now();
+    let slowest = keep_probing(
+        fresh.clone(),
+        vec![server.url("/healthz"), server.url(PACKAGE_PATH)],
+        since + Duration::from_secs(6),
+    )
+    .await;
+    stop.send_replace(true);
+    let mut connections = 0;
+    for attacker in attackers {
+        connections += attacker.await.unwrap();
+    }
+    eprintln!(
+        "{SILENT_CONNECTIONS} silent connections kept from {SILENT_ADDRESSES} addresses: \
+         {connections} made; slowest answer to a new client {slowest:?}"
+    );
+    assert!(connections > SILENT_CONNECTIONS, "the table never filled");
+    server.check_log_and_memory();
+}
+
+/// Uploads of one client in this test, and how many it keeps in flight.
+const UPLOADS: usize = 400;
+const UPLOADS_IN_FLIGHT: usize = 64;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_on_new_connections_within_the_per_address_cap_are_never_refused() {
+    // Each user may use every upload slot here: this is about connections only.
+    let server = ChildServer::start_on_backends(
+        TOKEN,
+        &[(
+            "ALPINE_REGISTRY__LIMITS__MAX_CONCURRENT_UPLOADS_PER_USER",
+            "64",
+        )],
+    );
+    let packages: Vec<Vec<u8>> = (0..UPLOADS)
+        .map(|i| package(&format!("pkg{i}"), "1.0-r0", "x86_64"))
+        .collect();
+    let packages = std::sync::Arc::new(packages);
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // No idle connection is kept: every upload opens a connection of its own, and closes
+    // it once answered, as curl in a loop does.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let workers: Vec<_> = (0..UPLOADS_IN_FLIGHT)
+        .map(|_| {
+            let (client, packages, next) = (client.clone(), packages.clone(), next.clone());
+            let url = server.url("/admin/v3.21/main");
+            tokio::spawn(async move {
+                let mut outcomes = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= packages.len() {
+                        return outcomes;
+                    }
+                    let sent = client
+                        .put(&url)
+                        .basic_auth("admin", Some(TOKEN))
+                        .body(packages[i].clone())
+                        .send()
+                        .await;
+                    outcomes.push(match sent {
+                        Ok(response) => Ok(response.status().as_u16()),
+                        Err(e) => Err(format!("{e:?}")),
+                    });
+                }
+            })
+        })
+        .collect();
+    let mut statuses = std::collections::BTreeMap::new();
+    let mut failures = Vec::new();
+    for worker in workers {
+        for outcome in worker.await.unwrap() {
+            match outcome {
+                Ok(status) => *statuses.entry(status).or_insert(0) += 1,
+                Err(e) => failures.push(e),
+            }
+        }
+    }
+    eprintln!(
+        "{UPLOADS} uploads, {UPLOADS_IN_FLIGHT} in flight, in {:.1?}: answers {statuses:?}, \
+         {} failed",
+        started.elapsed(),
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+    assert_eq!(statuses.get(&201), Some(&UPLOADS), "{statuses:?}");
 }

@@ -1031,7 +1031,12 @@ async fn concurrent_uploads_and_deletes_on_few_connections_finish() {
 }
 
 async fn uploads_and_deletes_on(connections: u32) {
-    let server = TestServer::start_with(|c| c.database.max_connections = connections).await;
+    // One user's 32 uploads at once: each may have an upload slot.
+    let server = TestServer::start_with(|c| {
+        c.database.max_connections = connections;
+        c.limits.max_concurrent_uploads_per_user = 32;
+    })
+    .await;
     let server = Arc::new(server);
     // 32 at once: distinct packages, and the same content in 8 repositories, whose
     // uploads share one digest's lock while deletes of it take it exclusively.
@@ -1150,6 +1155,8 @@ async fn orphan_collection_on_one_instance_never_takes_a_blob_another_is_publish
         .unwrap();
     let b = open_instance(&database.url, blobs.path(), dir_b.path()).await;
     let owner = a.store.owner_by_name("admin").await.unwrap().unwrap();
+    let admin = a.store.user_by_name("admin").await.unwrap().unwrap();
+    let uploader = publish::Uploader::User(admin.id);
     let (x, y) = (
         RepoAddress::parse("admin", "v1", "x").unwrap(),
         RepoAddress::parse("admin", "v1", "y").unwrap(),
@@ -1181,14 +1188,14 @@ async fn orphan_collection_on_one_instance_never_takes_a_blob_another_is_publish
         }
     };
 
-    publish::publish(&b, &owner, &y, None, body(&bytes))
+    publish::publish(&b, uploader, &owner, &y, None, body(&bytes))
         .await
         .unwrap();
     for round in 0..60 {
         // In y (through b), not in x: a publish into x through a races a delete from y
         // through b.
         let (published, ()) = tokio::join!(
-            publish::publish(&a, &owner, &x, None, body(&bytes)),
+            publish::publish(&a, uploader, &owner, &x, None, body(&bytes)),
             delete_and_collect(&b, &y),
         );
         published.unwrap();
@@ -1198,7 +1205,7 @@ async fn orphan_collection_on_one_instance_never_takes_a_blob_another_is_publish
         );
         // And the other way round: into y through b, out of x through a.
         let (published, ()) = tokio::join!(
-            publish::publish(&b, &owner, &y, None, body(&bytes)),
+            publish::publish(&b, uploader, &owner, &y, None, body(&bytes)),
             delete_and_collect(&a, &x),
         );
         published.unwrap();

@@ -429,6 +429,102 @@ async fn forwarding_headers_a_client_sends_change_neither_its_address_nor_the_ur
     assert!(!logs.iter().any(|log| log.contains("203.0.113.9")));
 }
 
+/// An upload from `source` through the proxy on `port` whose body never comes: a request
+/// in flight at the registry (nginx passes the head on at once, the body as it arrives).
+async fn upload_in_flight(port: u16, source: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind((source.parse::<IpAddr>().unwrap(), 0).into())
+        .unwrap();
+    let mut stream = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+    let head = format!(
+        "PUT {REPO} HTTP/1.1\r\nHost: registry\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Length: 100000\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&[0x1f, 0x8b]).await.unwrap();
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_nginx_each_client_is_capped_by_its_requests_in_flight_not_the_proxy() {
+    let Some(bin) = nginx_binary() else {
+        return;
+    };
+    // Every connection comes from nginx; the cap is the requests in flight per client.
+    let registry = Registry::start(&[("ALPINE_REGISTRY__SERVER__MAX_CONNECTIONS_PER_IP", "4")]);
+    let instances = registry.instances.len();
+    let nginx = Nginx::start(&bin, registry.upstreams());
+    let attacker = client_from(ATTACKER);
+    let user = client_from(USER);
+
+    // The attacker's uploads take four of nginx's connections to each instance, and are
+    // all the requests in flight its address may have there.
+    let mut uploads = Vec::new();
+    for _ in 0..4 * instances {
+        uploads.push(upload_in_flight(nginx.port, ATTACKER).await);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refusal = loop {
+        let answer = attacker.get(nginx.url("/healthz")).send().await.unwrap();
+        match answer.status() {
+            StatusCode::TOO_MANY_REQUESTS => break answer,
+            StatusCode::OK => {}
+            other => panic!("the attacker's request answered {other}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no 429 with {} uploads in flight",
+            uploads.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(refusal.headers().contains_key("retry-after"));
+    let message = refusal.text().await.unwrap();
+    assert!(
+        message.contains("server.max_connections_per_ip = 4"),
+        "{message}"
+    );
+
+    // Meanwhile another client, through more of nginx's connections, is served: reads and
+    // a publish.
+    for _ in 0..2 * instances {
+        let health = user.get(nginx.url("/healthz")).send().await.unwrap();
+        assert_eq!(health.status(), 200);
+    }
+    let published = user
+        .put(nginx.url(REPO))
+        .bearer_auth(TOKEN)
+        .body(package("hello"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        published.status(),
+        201,
+        "{}",
+        published.text().await.unwrap()
+    );
+    // Once the attacker's uploads end, it is served again.
+    drop(uploads);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while attacker
+        .get(nginx.url("/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        != StatusCode::OK
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the attacker's cap was not given back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// An upstream that takes each request and closes the connection without an answer, as
 /// an instance dying under it would; it records the request lines it got.
 async fn vanishing_upstream() -> (u16, Arc<Mutex<Vec<String>>>) {

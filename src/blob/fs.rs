@@ -6,12 +6,15 @@ use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::task::JoinHandle;
 
 use super::*;
 
-/// Ranges up to this size are read whole into memory in one go; longer ones stream.
-const READ_WHOLE: u64 = 256 * 1024;
+/// Ranges up to this size are read whole into memory in one go; longer ones stream. No
+/// more than the memory cache keeps (`small::MAX_FILE`): a client that stops reading
+/// holds a whole read as long as its connection lasts, while a stream's chunks are
+/// bounded (`http::chunks`).
+const READ_WHOLE: u64 = super::small::MAX_FILE;
 
 /// Name of the staging directory under the root; not a shard name, so `list` never
 /// takes a staged file for a blob.
@@ -48,6 +51,101 @@ fn not_found(sha256: &str) -> impl FnOnce(std::io::Error) -> BlobError + '_ {
             BlobError::NotFound(sha256.to_string())
         } else {
             BlobError::Io(e)
+        }
+    }
+}
+
+/// `left` bytes of a file from where its cursor is, each read a trip to the blocking pool
+/// into a buffer of the size asked for, dropped once copied out. Nothing is kept between
+/// reads: tokio's `File` keeps a buffer as large as its largest read for as long as the
+/// file is open, which a download whose client stops reading would hold on to.
+struct FileRange {
+    left: u64,
+    state: ReadState,
+}
+
+enum ReadState {
+    Idle(std::fs::File),
+    Reading(JoinHandle<(std::fs::File, std::io::Result<Vec<u8>>)>),
+    Read {
+        file: std::fs::File,
+        bytes: Vec<u8>,
+        copied: usize,
+    },
+    /// The blocking task failed and took the file with it.
+    Lost,
+}
+
+impl tokio::io::AsyncRead for FileRange {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        dst: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        use std::future::Future;
+        use std::io::Read;
+        let this = &mut *self;
+        loop {
+            match std::mem::replace(&mut this.state, ReadState::Lost) {
+                ReadState::Idle(file) => {
+                    if this.left == 0 || dst.remaining() == 0 {
+                        this.state = ReadState::Idle(file);
+                        return Poll::Ready(Ok(()));
+                    }
+                    let want = this.left.min(dst.remaining() as u64);
+                    this.state = ReadState::Reading(tokio::task::spawn_blocking(move || {
+                        let mut bytes = Vec::with_capacity(want as usize);
+                        let read = (&file).take(want).read_to_end(&mut bytes);
+                        (file, read.map(|_| bytes))
+                    }));
+                }
+                ReadState::Reading(mut task) => match Pin::new(&mut task).poll(cx) {
+                    Poll::Pending => {
+                        this.state = ReadState::Reading(task);
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(std::io::Error::other(e))),
+                    Poll::Ready(Ok((file, Err(e)))) => {
+                        this.state = ReadState::Idle(file);
+                        return Poll::Ready(Err(e));
+                    }
+                    Poll::Ready(Ok((file, Ok(bytes)))) => {
+                        if bytes.is_empty() {
+                            // Shorter than asked for: the end, as for any reader.
+                            this.left = 0;
+                            this.state = ReadState::Idle(file);
+                            return Poll::Ready(Ok(()));
+                        }
+                        this.left -= bytes.len() as u64;
+                        this.state = ReadState::Read {
+                            file,
+                            bytes,
+                            copied: 0,
+                        };
+                    }
+                },
+                ReadState::Read {
+                    file,
+                    bytes,
+                    copied,
+                } => {
+                    let n = dst.remaining().min(bytes.len() - copied);
+                    dst.put_slice(&bytes[copied..copied + n]);
+                    this.state = if copied + n == bytes.len() {
+                        ReadState::Idle(file)
+                    } else {
+                        ReadState::Read {
+                            file,
+                            bytes,
+                            copied: copied + n,
+                        }
+                    };
+                    return Poll::Ready(Ok(()));
+                }
+                ReadState::Lost => {
+                    return Poll::Ready(Err(std::io::Error::other("the file was lost")));
+                }
+            }
         }
     }
 }
@@ -128,14 +226,25 @@ impl BlobStore for FsBlobStore {
             let (size, bytes) = read.map_err(not_found(sha256))?;
             return Ok(BlobReader::in_memory(size, bytes.into()));
         }
-        let mut file = tokio::fs::File::open(&path)
-            .await
-            .map_err(not_found(sha256))?;
-        let size = file.metadata().await?.len();
-        if offset > 0 {
-            file.seek(SeekFrom::Start(offset)).await?;
-        }
-        Ok(BlobReader::streaming(size, file.take(len)))
+        let opened = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            use std::io::Seek;
+            let mut file = std::fs::File::open(&path)?;
+            let size = file.metadata()?.len();
+            if offset > 0 {
+                file.seek(SeekFrom::Start(offset))?;
+            }
+            Ok((file, size))
+        })
+        .await
+        .map_err(std::io::Error::other)?;
+        let (file, size) = opened.map_err(not_found(sha256))?;
+        Ok(BlobReader::streaming(
+            size,
+            FileRange {
+                left: len,
+                state: ReadState::Idle(file),
+            },
+        ))
     }
 
     async fn delete(&self, sha256: &str) -> BlobResult<()> {

@@ -1,12 +1,17 @@
 //! Accepting and running connections, HTTP/1 and HTTP/2 with prior knowledge alike.
 //!
 //! What an anonymous client can hold is bounded here: connections are capped in total and
-//! per client address (the newest over a cap is closed at once); a connection with no
-//! request in flight for `server.header_read_timeout_secs` (from accept, or since its last
-//! answer) is closed; HTTP/2 peers get few streams, small header lists and pings they must
-//! answer. Running out of file descriptors does not stop the accept loop: a reserve
-//! descriptor is released to accept and close the newest connection instead. Log lines
-//! about shed connections come at most once per `LOG_INTERVAL`.
+//! per client address. At a cap, an idle connection makes room (over the total, the one
+//! idle longest; over an address's, that address's answered one idle longest); with none,
+//! the new connection is answered 503 and closed. A connection with no request in flight
+//! for `server.header_read_timeout_secs` (from accept, or since its last answer) is
+//! closed, and so is one whose answer the client stops taking for
+//! `server.send_timeout_secs`; HTTP/2 peers get few streams, small header lists and pings
+//! they must answer. A trusted proxy's connections are not counted per address: its
+//! clients' requests in flight are, by the address it reports. Running out of file
+//! descriptors does not stop the accept loop: a reserve descriptor is released to accept
+//! and close the newest connection instead. Log lines about shed connections come at most
+//! once per `LOG_INTERVAL`.
 
 mod idle;
 mod limits;
@@ -14,25 +19,32 @@ mod limits;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Method};
+use axum::response::IntoResponse;
 use axum::Router;
+use bytes::Bytes;
 use futures_util::future::Either;
 use futures_util::FutureExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
+use super::client::Proxies;
 use crate::config::Config;
-use idle::{Activity, Tracked};
+use crate::error::AppError;
+use idle::{Activity, Closing, End, Tracked};
 pub use limits::{client_key, open_file_limit, room_for, Caps};
-use limits::{Refusal, Slot, Table};
+use limits::{Admitted, ClientRequests, Refusal, Slot, Table};
 
 /// Concurrent streams per HTTP/2 connection. Below the 100 RFC 9113 recommends: each
 /// stream can hold a blob file and a download chunk, so this is how many HTTP/1
@@ -123,6 +135,13 @@ pub async fn serve(
         );
     }
     let table = Table::new(caps);
+    let proxies = Arc::new(Proxies::from_config(config));
+    let clients = ClientRequests::new(caps.per_address);
+    let refusals = Refusals::new(config, caps);
+    let checker = tokio::spawn(end_stalled(
+        table.clone(),
+        Duration::from_secs(config.server.send_timeout_secs) / 2,
+    ));
     let workers = worker_count(config);
     tracing::debug!(workers, "HTTP worker threads");
     // Each worker accepts from its own descriptor of the one listening socket: the kernel
@@ -136,6 +155,9 @@ pub async fn serve(
             number,
             listener: listener.try_clone()?,
             table: table.clone(),
+            proxies: proxies.clone(),
+            clients: clients.clone(),
+            refusals: refusals.clone(),
             app: app.clone(),
             early: early.clone(),
             timeout,
@@ -151,7 +173,29 @@ pub async fn serve(
     shutdown.await;
     let _ = stop.send(true);
     while all_finished.recv().await.is_some() {}
+    checker.abort();
     Ok(())
+}
+
+/// Every `interval` (half the send timeout), ends the connections whose answer has waited
+/// a whole send timeout for its client to take more of it.
+async fn end_stalled(table: Arc<Table>, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is at once.
+    ticks.tick().await;
+    let mut stalled = Throttle::default();
+    loop {
+        ticks.tick().await;
+        stalled.count += table.end_stalled() as u64;
+        if let Some(ended) = stalled.due() {
+            tracing::info!(
+                ended,
+                "closed connections whose clients took nothing of an answer for \
+                 server.send_timeout_secs"
+            );
+        }
+    }
 }
 
 /// `server.workers`, or one per CPU.
@@ -170,7 +214,10 @@ fn worker_count(config: &Config) -> usize {
 struct Worker {
     number: usize,
     listener: std::net::TcpListener,
-    table: std::sync::Arc<Table>,
+    table: Arc<Table>,
+    proxies: Arc<Proxies>,
+    clients: Arc<ClientRequests>,
+    refusals: Arc<Refusals>,
     app: Router,
     early: Option<Early>,
     timeout: Duration,
@@ -202,6 +249,9 @@ impl Worker {
             number,
             listener,
             table,
+            proxies,
+            clients,
+            refusals,
             app,
             early,
             timeout,
@@ -231,19 +281,37 @@ impl Worker {
                 }
                 _ = stopping.wait_for(|stop| *stop) => break,
             };
-            match table.admit(remote.ip()) {
-                Ok(slot) => {
+            let activity = Activity::new();
+            let proxied = proxies.trusts(remote.ip());
+            let admitted = table.admit(remote.ip(), !proxied, &activity);
+            let pressed = !matches!(admitted, Ok(Admitted { evicted: None, .. }));
+            match admitted {
+                Ok(admitted) => {
+                    if let Some(cap) = admitted.evicted {
+                        shed.record_eviction(cap);
+                    }
                     let connection = Connection {
                         stream,
                         remote,
-                        slot,
+                        slot: admitted.slot,
+                        activity,
+                        clients: proxied.then(|| (proxies.clone(), clients.clone())),
                         timeout,
                         stopping: stopping.clone(),
                     };
                     tokio::spawn(connection.run(&builder, app.clone(), early.clone()));
                 }
-                // Dropping the stream closes it.
-                Err(refusal) => shed.record(refusal, remote.ip()),
+                Err(refusal) => {
+                    shed.record(refusal, remote.ip());
+                    refusals.refuse(stream, refusal);
+                }
+            }
+            // At a cap, the connections of this worker run before it accepts another: the
+            // one closed to make room gives back its descriptor, and the new one reads its
+            // request before it could be the one idle longest. Accepting ahead of them
+            // would pile up closed connections still holding descriptors.
+            if pressed {
+                tokio::task::yield_now().await;
             }
         }
         drop(acceptor);
@@ -286,6 +354,10 @@ struct Connection {
     stream: TcpStream,
     remote: SocketAddr,
     slot: Slot,
+    activity: Arc<Activity>,
+    /// For a trusted proxy's connection: who its clients are, and their requests in
+    /// flight.
+    clients: Option<(Arc<Proxies>, Arc<ClientRequests>)>,
     timeout: Duration,
     stopping: watch::Receiver<bool>,
 }
@@ -302,6 +374,8 @@ impl Connection {
             stream,
             remote,
             slot,
+            activity,
+            clients,
             timeout,
             mut stopping,
         } = self;
@@ -310,13 +384,25 @@ impl Connection {
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY");
         }
-        let activity = Activity::new();
         let service = {
             let activity = activity.clone();
             hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
                 let in_flight = activity.start();
-                let answered = early.as_ref().and_then(|early| {
-                    (early.0)(request.method(), request.uri().path(), request.headers())
+                // Behind a trusted proxy, the client's own requests in flight are capped.
+                let (client, over) = match &clients {
+                    None => (None, None),
+                    Some((proxies, requests)) => {
+                        let client = proxies.client(remote.ip(), request.headers());
+                        match requests.start(client) {
+                            Some(counted) => (Some(counted), None),
+                            None => (None, Some(too_many_requests(requests.cap()))),
+                        }
+                    }
+                };
+                let answered = over.or_else(|| {
+                    early.as_ref().and_then(|early| {
+                        (early.0)(request.method(), request.uri().path(), request.headers())
+                    })
                 });
                 let response = match answered {
                     Some(response) => Either::Left(std::future::ready(Ok(response))),
@@ -328,7 +414,7 @@ impl Connection {
                 };
                 async move {
                     let response = response.await?;
-                    Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
+                    Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight, client)))
                 }
             })
         };
@@ -342,7 +428,14 @@ impl Connection {
             let mut connection = std::pin::pin!(connection);
             let ended = tokio::select! {
                 ended = connection.as_mut() => Some(ended),
-                _ = activity.idle_for(timeout) => None,
+                closing = activity.closing(timeout) => match closing {
+                    Closing::Idle => None,
+                    // Its client takes nothing: nothing graceful can reach it.
+                    Closing::Ended(End::Stalled) => return,
+                    // Chosen while idle: unless a request has come in since, close it now.
+                    Closing::Ended(End::Evicted) if activity.in_flight() == 0 => return,
+                    Closing::Ended(End::Evicted) => None,
+                },
                 _ = stopping.wait_for(|stop| *stop) => None,
             };
             let ended = match ended {
@@ -351,10 +444,10 @@ impl Connection {
                     connection.as_mut().graceful_shutdown();
                     // Requests in flight finish; a connection that stays idle anyway (an
                     // HTTP/2 peer that never acknowledges the GOAWAY, a half-sent HTTP/1
-                    // head) is dropped after another timeout.
+                    // head) is dropped after another timeout, and a stalled one at once.
                     tokio::select! {
                         ended = connection.as_mut() => ended,
-                        _ = activity.idle_for(timeout) => Ok(()),
+                        _ = activity.closing(timeout) => Ok(()),
                     }
                 }
             };
@@ -363,6 +456,95 @@ impl Connection {
             }
         }
     }
+}
+
+/// The answer to a request of a client (behind a trusted proxy) that has `cap` in flight
+/// already: 429, its own excess, which a proxy does not pass to another instance as it may
+/// a 503.
+fn too_many_requests(cap: usize) -> axum::response::Response {
+    AppError::TooManyRequests {
+        message: format!(
+            "too many requests of yours in flight (server.max_connections_per_ip = {cap}): \
+             wait for an answer before sending more"
+        ),
+        retry_after: 1,
+    }
+    .into_response()
+}
+
+/// Connections refused over a cap: each is answered 503 as soon as it is accepted
+/// (HTTP/1, as nginx's `limit_conn` does; the request is never read), then its write side
+/// is shut and what the client sends is read and dropped for `server.refusal_linger_secs`,
+/// so that the client reads the answer rather than a reset. At most
+/// `server.max_lingering_refusals` linger at once; the others are closed right after the
+/// answer is written.
+struct Refusals {
+    max: usize,
+    in_progress: AtomicUsize,
+    linger: Duration,
+    total: Bytes,
+    per_address: Bytes,
+}
+
+impl Refusals {
+    fn new(config: &Config, caps: Caps) -> Arc<Refusals> {
+        Arc::new(Refusals {
+            max: config.server.max_lingering_refusals as usize,
+            in_progress: AtomicUsize::new(0),
+            linger: Duration::from_secs(config.server.refusal_linger_secs),
+            total: refusal_answer(&format!(
+                "the server has as many connections open as it takes \
+                 (server.max_connections = {}): retry shortly",
+                caps.total
+            )),
+            per_address: refusal_answer(&format!(
+                "too many connections from your address, none of them idle \
+                 (server.max_connections_per_ip = {}): retry once one has ended",
+                caps.per_address
+            )),
+        })
+    }
+
+    /// Answers `stream` for `refusal` and closes it, lingering if there is room for that.
+    fn refuse(self: &Arc<Self>, stream: TcpStream, refusal: Refusal) {
+        let answer = match refusal {
+            Refusal::Total => &self.total,
+            Refusal::PerAddress => &self.per_address,
+        };
+        // Written without waiting: a new connection's send buffer is empty and far larger
+        // than the answer. Dropping the stream closes it.
+        if !matches!(stream.try_write(answer), Ok(n) if n == answer.len()) {
+            return;
+        }
+        let lingering = self.in_progress.fetch_add(1, Ordering::Relaxed);
+        if lingering >= self.max || self.linger.is_zero() {
+            self.in_progress.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        let refusals = self.clone();
+        tokio::spawn(async move {
+            let mut stream = stream;
+            let _ = tokio::time::timeout(refusals.linger, async {
+                stream.shutdown().await?;
+                let mut sink = [0u8; 4096];
+                while stream.read(&mut sink).await? > 0 {}
+                Ok::<_, std::io::Error>(())
+            })
+            .await;
+            refusals.in_progress.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+/// A whole HTTP/1.1 503 with `Retry-After` and the JSON body every error has.
+fn refusal_answer(message: &str) -> Bytes {
+    let body = serde_json::json!({ "error": "Service Unavailable", "message": message });
+    let body = body.to_string();
+    Bytes::from(format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    ))
 }
 
 /// The listener, and a reserve descriptor to keep accepting when descriptors run out.
@@ -486,11 +668,12 @@ impl Throttle {
     }
 }
 
-/// Log lines about connections closed over a cap.
+/// Log lines about connections refused over a cap, or closed to make room.
 struct ShedLog {
     caps: Caps,
     total: Throttle,
     per_address: Throttle,
+    evicted: Throttle,
     last_client: Option<std::net::IpAddr>,
 }
 
@@ -500,8 +683,27 @@ impl ShedLog {
             caps,
             total: Throttle::default(),
             per_address: Throttle::default(),
+            evicted: Throttle::default(),
             last_client: None,
         }
+    }
+
+    /// An idle connection was closed to make room under `cap`: a debug line for each, and
+    /// a line with the count at most once per `LOG_INTERVAL`.
+    fn record_eviction(&mut self, cap: Refusal) {
+        tracing::debug!(?cap, "closed an idle connection to make room");
+        if let Some(closed) = self.evicted.record() {
+            self.report_evictions(closed);
+        }
+    }
+
+    fn report_evictions(&self, closed: u64) {
+        tracing::info!(
+            closed,
+            max_connections = self.caps.total,
+            max_connections_per_ip = self.caps.per_address,
+            "closed idle connections to make room for new ones"
+        );
     }
 
     fn record(&mut self, refusal: Refusal, client: std::net::IpAddr) {
@@ -527,6 +729,9 @@ impl ShedLog {
         if let Some(shed) = self.per_address.due() {
             self.report(Refusal::PerAddress, shed);
         }
+        if let Some(closed) = self.evicted.due() {
+            self.report_evictions(closed);
+        }
     }
 
     fn report(&self, refusal: Refusal, shed: u64) {
@@ -534,13 +739,13 @@ impl ShedLog {
             Refusal::Total => tracing::warn!(
                 shed,
                 max_connections = self.caps.total,
-                "closed new connections over server.max_connections"
+                "refused new connections over server.max_connections, none idle"
             ),
             Refusal::PerAddress => tracing::warn!(
                 shed,
                 max_connections_per_ip = self.caps.per_address,
                 last_client = ?self.last_client,
-                "closed new connections over server.max_connections_per_ip"
+                "refused new connections over server.max_connections_per_ip, none idle"
             ),
         }
     }

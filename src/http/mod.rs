@@ -1,7 +1,9 @@
 //! The HTTP interface: routes, layers, and one module per resource.
 
 mod api;
+mod body_idle;
 mod body_limit;
+pub mod chunks;
 pub mod client;
 mod conditional;
 pub mod connections;
@@ -179,6 +181,7 @@ async fn log_request(request: Request, next: axum::middleware::Next) -> Response
 
 pub fn router(state: AppState) -> Router {
     let timeout = Duration::from_secs(state.config.server.request_timeout_secs);
+    let body_idle = Duration::from_secs(state.config.server.body_idle_timeout_secs);
     let keep = {
         let state = state.clone();
         move |request: Request, next: axum::middleware::Next| {
@@ -223,6 +226,11 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         // Each route's own limit applies (`body_limit`, and the upload's while it streams).
         .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn(
+            move |request: Request, next: axum::middleware::Next| {
+                body_idle::enforce(body_idle, request, next)
+            },
+        ))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             timeout,

@@ -90,8 +90,14 @@ impl Uploaded {
                            says whether its bytes are the upload's, \"identical\", and \
                            describes the stored file)"),
         (status = 413, description = "Over limits.max_upload_bytes", body = ErrorBody),
+        (status = 408, body = ErrorBody,
+            description = "The body sent nothing for server.body_idle_timeout_secs"),
         (status = 415, description = "An apk v3 package: only v2 packages are taken",
             body = ErrorBody),
+        (status = 429, body = ErrorBody,
+            description = "This user has limits.max_concurrent_uploads_per_user uploads in \
+                           progress already, or too many failed authentication attempts from \
+                           this address"),
         (status = 503, body = ErrorBody,
             description = "More uploads at once than limits.max_concurrent_uploads, or the \
                            database or blob storage is unreachable"),
@@ -120,7 +126,15 @@ pub async fn upload(
                 .map(|info| info.0.ip()),
         },
     );
-    match publish::publish(&state, &owner, &at, declared, body.into_data_stream()).await {
+    let uploader = match &identity {
+        Identity::User(principal) => publish::Uploader::User(principal.user.id),
+        Identity::Anonymous => publish::Uploader::Address(
+            super::client::ClientAddr::of(&extensions)
+                .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
+        ),
+    };
+    let body = body.into_data_stream();
+    match publish::publish(&state, uploader, &owner, &at, declared, body).await {
         Ok(published) => {
             let status = if published.identical {
                 StatusCode::OK
@@ -147,10 +161,6 @@ pub async fn upload(
         Err(other) => Err(other),
     }
 }
-
-/// Read size for downloads: large enough that file reads (each a trip to the blocking
-/// pool) do not dominate.
-const DOWNLOAD_CHUNK: usize = 256 * 1024;
 
 /// A package file; a noarch package is served under every architecture.
 #[utoipa::path(method(get, head), path = "/{owner}/{branch}/{repository}/{arch}/{file}",
@@ -242,9 +252,10 @@ pub async fn download(
             match blob.bytes {
                 Some(bytes) => (Body::from(bytes.clone()), Some(bytes)),
                 None => (
-                    Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+                    Body::from_stream(super::chunks::Chunks::new(
                         blob.body,
-                        DOWNLOAD_CHUNK,
+                        len,
+                        state.download_buffers.clone(),
                     )),
                     None,
                 ),

@@ -9,6 +9,7 @@ pub mod keys;
 pub mod migrate;
 pub mod publish;
 pub mod repositories;
+pub mod upload_slots;
 
 use crate::names::RepoAddress;
 use crate::store::RepoRef;

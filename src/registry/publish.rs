@@ -31,6 +31,7 @@ use crate::error::{AppError, AppResult};
 use crate::indexer::is_removed;
 use crate::names::{Arch, PackageFile, RepoAddress};
 use crate::registry::repositories::missing_for_upload;
+pub use crate::registry::upload_slots::Uploader;
 use crate::store::{LockMode, NewPackage, Owner, Package, StoreError};
 use crate::AppState;
 
@@ -118,9 +119,11 @@ where
 }
 
 /// Publishes the `.apk` in `body` into the repository `at` of `owner` (whose write right
-/// the caller has checked). Returns once the package's signed index is served.
+/// the caller has checked), sent by `uploader`. Returns once the package's signed index is
+/// served.
 pub async fn publish<S, E>(
     state: &AppState,
+    uploader: Uploader,
     owner: &Owner,
     at: &RepoAddress,
     declared_len: Option<u64>,
@@ -131,7 +134,7 @@ where
     E: std::fmt::Display,
 {
     let started = std::time::Instant::now();
-    let result = publish_counted(state, owner, at, declared_len, body).await;
+    let result = publish_counted(state, uploader, owner, at, declared_len, body).await;
     count(
         &state.metrics.publishes,
         &state.metrics.publish_duration,
@@ -160,6 +163,7 @@ fn count<T>(
 
 async fn publish_counted<S, E>(
     state: &AppState,
+    uploader: Uploader,
     owner: &Owner,
     at: &RepoAddress,
     declared_len: Option<u64>,
@@ -174,19 +178,7 @@ where
     // number of uploads at that stage is capped, and the parses in them run at most one
     // per core. The slot is released before the publish, whose waits are cheap and
     // coalesce best when many run together.
-    let upload_slot =
-        state
-            .uploads
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| AppError::Overloaded {
-                message: format!(
-                    "too many uploads in progress (limits.max_concurrent_uploads = {}): retry \
-                 shortly",
-                    state.config.limits.max_concurrent_uploads
-                ),
-                retry_after: 1,
-            })?;
+    let upload_slot = state.uploads.take(uploader)?;
     let received = receive(state, body).await?;
     let limits = state.config.apk_limits();
     let file_path = received.staged.path().to_path_buf();
