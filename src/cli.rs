@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 
 use crate::access;
 use crate::config::{Config, ListenAddr};
-use crate::names::{OwnerName, RepoAddress};
+use crate::names::{Arch, OwnerName, PackageFile, RepoAddress};
 use crate::registry::accounts::{self, TokenRequest};
 use crate::store::Role;
 use crate::AppState;
@@ -69,6 +69,9 @@ pub enum Command {
     /// Creates, lists and removes repositories (OWNER/BRANCH/REPOSITORY).
     #[command(subcommand)]
     Repository(RepositoryCommand),
+    /// Copies and moves package files between repositories.
+    #[command(subcommand)]
+    Package(PackageCommand),
     /// Copies this registry (every database row, ids kept, and every package file) into
     /// the empty registry of another configuration file, e.g. from SQLite to PostgreSQL.
     /// Stop the server first; the source is only read.
@@ -270,6 +273,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Repository(command) => repository(&state, command).await,
+        Command::Package(command) => package(&state, command).await,
         Command::MigrateStorage { to } => migrate_storage(&state, &to).await,
     }
 }
@@ -742,6 +746,107 @@ async fn repository(state: &AppState, command: RepositoryCommand) -> anyhow::Res
                     state.config.storage.orphan_grace_secs
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+// Packages: a thin adapter over crate::registry::copy.
+
+#[derive(Debug, Subcommand)]
+pub enum PackageCommand {
+    /// Copies a package file into another repository, of the same owner or of another,
+    /// sharing its stored bytes; returns once the target's signed index lists it (signed
+    /// with the target owner's key).
+    Copy {
+        #[arg(value_name = "OWNER/BRANCH/REPOSITORY/ARCH/FILE")]
+        source: String,
+        /// The target repository; OWNER defaults to the source's.
+        #[arg(value_name = "[OWNER/]BRANCH/REPOSITORY")]
+        target: String,
+        /// Also deletes the source, once the target's index lists the file.
+        #[arg(long = "move")]
+        remove_source: bool,
+    },
+}
+
+/// Parses `OWNER/BRANCH/REPOSITORY/ARCH/FILE`.
+fn parse_file_address(path: &str) -> anyhow::Result<(RepoAddress, Arch, PackageFile)> {
+    let parts: Vec<&str> = path.split('/').collect();
+    let [owner, branch, repository, arch, file] = parts[..] else {
+        bail!(
+            "invalid package file {path:?}: expected OWNER/BRANCH/REPOSITORY/ARCH/FILE, e.g. \
+             acme/edge/main/x86_64/hello-1.0-r0.apk"
+        );
+    };
+    Ok((
+        RepoAddress::parse(owner, branch, repository)?,
+        Arch::parse(arch)?,
+        PackageFile::parse(file)?,
+    ))
+}
+
+/// Parses `[OWNER/]BRANCH/REPOSITORY`, the owner `default_owner` when left out.
+fn parse_target(path: &str, default_owner: &OwnerName) -> anyhow::Result<RepoAddress> {
+    match path.split('/').count() {
+        2 => Ok(RepoAddress::parse_path(&format!("{default_owner}/{path}"))?),
+        3 => Ok(RepoAddress::parse_path(path)?),
+        _ => bail!(
+            "invalid target repository {path:?}: expected [OWNER/]BRANCH/REPOSITORY, e.g. \
+             v3.21/main"
+        ),
+    }
+}
+
+async fn package(state: &AppState, command: PackageCommand) -> anyhow::Result<()> {
+    use crate::registry::copy::{self, Source, Target};
+    match command {
+        PackageCommand::Copy {
+            source,
+            target,
+            remove_source,
+        } => {
+            let (source_at, arch, file) = parse_file_address(&source)?;
+            let target_at = parse_target(&target, &source_at.owner)?;
+            let owner_of = |name: &OwnerName| {
+                let name = name.clone();
+                async move {
+                    state
+                        .store
+                        .owner_by_name(name.as_str())
+                        .await?
+                        .with_context(|| format!("no owner named {:?}", name.as_str()))
+                }
+            };
+            let source_owner = owner_of(&source_at.owner).await?;
+            let target_owner = owner_of(&target_at.owner).await?;
+            let copied = copy::copy(
+                state,
+                &Source {
+                    owner: &source_owner,
+                    at: &source_at,
+                    arch: &arch,
+                    file: &file,
+                },
+                None,
+                &Target {
+                    owner: &target_owner,
+                    at: &target_at,
+                },
+                remove_source,
+            )
+            .await?;
+            let from = format!(
+                "{source_at}/{}/{}",
+                copied.source.arch, copied.source.filename
+            );
+            let done = if copied.published.identical {
+                "already held these very bytes"
+            } else {
+                "lists it, signed"
+            };
+            let verb = if copied.moved { "moved" } else { "copied" };
+            eprintln!("{verb} {from} to {target_at}: its index {done}");
         }
     }
     Ok(())

@@ -56,6 +56,8 @@ pub struct Metrics {
     pub publish_duration: Histogram,
     pub deletes: Family<OutcomeLabels, Counter>,
     pub delete_duration: Histogram,
+    pub copies: Family<OutcomeLabels, Counter>,
+    pub copy_duration: Histogram,
     pub index_builds: Family<BuildLabels, Counter>,
     pub index_build_duration: Histogram,
     pub index_build_packages: Histogram,
@@ -131,6 +133,20 @@ impl Metrics {
             Unit::Seconds,
             delete_duration.clone(),
         );
+        let copies = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "copies",
+            "Package copies and moves between repositories, by outcome",
+            copies.clone(),
+        );
+        let copy_duration = Histogram::new(seconds_buckets());
+        registry.register_with_unit(
+            "copy_duration",
+            "Time from a copy request to its acknowledgement (the target's signed index \
+             served, and for a move the source's)",
+            Unit::Seconds,
+            copy_duration.clone(),
+        );
         let index_builds = Family::<BuildLabels, Counter>::default();
         registry.register(
             "index_builds",
@@ -188,6 +204,8 @@ impl Metrics {
             publish_duration,
             deletes,
             delete_duration,
+            copies,
+            copy_duration,
             index_builds,
             index_build_duration,
             index_build_packages,
@@ -250,7 +268,7 @@ impl Metrics {
         });
     }
 
-    /// Counts one publish or delete by the status it answers.
+    /// Counts one publish, delete or copy by the status it answers.
     pub fn change(
         family: &Family<OutcomeLabels, Counter>,
         duration: &Histogram,

@@ -126,6 +126,7 @@ conformance!(
     concurrent_logins_of_one_user_keep_the_cap,
     expired_sessions_are_pruned,
     authentication_failures_count_per_key_within_the_window,
+    a_package_rows_stanza_is_read_by_id,
 );
 
 fn now() -> i64 {
@@ -3155,4 +3156,27 @@ async fn postgres_migration_fills_the_catalog_of_existing_rows() {
     catalog_of_rows_before_it(&store).await;
     drop(store);
     database.drop_database().await;
+}
+
+async fn a_package_rows_stanza_is_read_by_id(store: &dyn Store) {
+    let acme = store.create_owner("acme", false, true).await.unwrap();
+    let at = repo(acme.id, "edge", "main");
+    let mut ids = Vec::new();
+    for name in ["alpha", "beta"] {
+        let inserted = store
+            .insert_package(&at, new_package(name, "1-r0", "x86_64"), true)
+            .await
+            .unwrap();
+        ids.push(inserted.package.id);
+    }
+    assert_eq!(
+        store.package_stanza(ids[1]).await.unwrap().as_deref(),
+        Some("P:beta\nV:1-r0\nA:x86_64\n")
+    );
+    store
+        .delete_package(&at, "x86_64", "alpha-1-r0.apk")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(store.package_stanza(ids[0]).await.unwrap(), None);
 }

@@ -40,7 +40,12 @@ pub struct Uploaded {
 
 impl Uploaded {
     /// `package` in `at` as an upload answers it, its URL under `base_url`.
-    fn new(at: &RepoAddress, package: Package, base_url: &str, repository_created: bool) -> Self {
+    pub(crate) fn new(
+        at: &RepoAddress,
+        package: Package,
+        base_url: &str,
+        repository_created: bool,
+    ) -> Self {
         let path = format!("/{at}/{}/{}", package.arch, package.filename);
         Uploaded {
             owner: at.owner.to_string(),
@@ -149,17 +154,23 @@ pub async fn upload(
             );
             Ok((status, Json(answer)))
         }
-        Err(AppError::Exists(mut exists)) => {
-            if let Some(stored) = &exists.identical {
-                let answer = Uploaded::new(&at, stored.clone(), &base_url, false);
-                if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(answer) {
-                    exists.answer = fields;
-                }
-            }
-            Err(AppError::Exists(exists))
-        }
-        Err(other) => Err(other),
+        Err(other) => Err(describe_stored(other, &at, &base_url)),
     }
+}
+
+/// A 409 for a file stored in `at` already, with the stored file described as the upload
+/// that stored it was answered, when its bytes are identical; any other error as it is.
+pub(crate) fn describe_stored(err: AppError, at: &RepoAddress, base_url: &str) -> AppError {
+    let AppError::Exists(mut exists) = err else {
+        return err;
+    };
+    if let Some(stored) = &exists.identical {
+        let answer = Uploaded::new(at, stored.clone(), base_url, false);
+        if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(answer) {
+            exists.answer = fields;
+        }
+    }
+    AppError::Exists(exists)
 }
 
 /// A package file; a noarch package is served under every architecture.

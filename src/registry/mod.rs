@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod catalog;
+pub mod copy;
 pub mod fsck;
 pub mod keys;
 pub mod migrate;

@@ -144,8 +144,8 @@ where
     result
 }
 
-/// Counts a publish or delete by how it ended.
-fn count<T>(
+/// Counts a publish, delete or copy by how it ended.
+pub(crate) fn count<T>(
     family: &prometheus_client::metrics::family::Family<
         crate::metrics::OutcomeLabels,
         prometheus_client::metrics::counter::Counter,
@@ -209,7 +209,35 @@ where
     };
     // Nothing of the parse is needed past this point; waiting publishes hold only the row.
     drop(parsed);
+    record(
+        state,
+        owner,
+        at,
+        new_package,
+        Content::Staged(received.staged),
+    )
+    .await
+}
 
+/// Where the file of a package to record is.
+pub(crate) enum Content {
+    /// Received by an upload, committed to blob storage under its digest here.
+    Staged(Staged),
+    /// Stored already under its digest, for the row of another package (a copy).
+    Stored,
+}
+
+/// Records `new_package` in the repository `at` of `owner`, its file first: the one path of
+/// uploads and copies from blob to row to the signed index. Returns once the index lists
+/// the package; a file stored there already answers as an upload of it does.
+pub(crate) async fn record(
+    state: &AppState,
+    owner: &Owner,
+    at: &RepoAddress,
+    new_package: NewPackage,
+    content: Content,
+) -> AppResult<Published> {
+    let sha256 = new_package.sha256.clone();
     let repo_ref = crate::registry::repo_ref(owner.id, at);
     let (arch, filename) = (new_package.arch.clone(), new_package.filename.clone());
     // Blob first, then the row. Without auto_create, a repository removed since the
@@ -218,14 +246,15 @@ where
     let auto_create = state.config.repositories.auto_create;
     let inserted = {
         let _blob_guard = state.blob_lock.read().await;
-        let _instances = state
-            .store
-            .lock_blob(&received.sha256, LockMode::Shared)
-            .await?;
-        state
-            .blobs
-            .commit(received.staged, &received.sha256)
-            .await?;
+        let _instances = state.store.lock_blob(&sha256, LockMode::Shared).await?;
+        match content {
+            Content::Staged(staged) => state.blobs.commit(staged, &sha256).await?,
+            // The row that stored it may go meanwhile: under these locks orphan collection
+            // cannot take the file between this look and the new row.
+            Content::Stored => {
+                state.blobs.size(&sha256).await?;
+            }
+        }
         state
             .store
             .insert_package(&repo_ref, new_package, auto_create)
@@ -242,7 +271,7 @@ where
                 .find_package(&repo_ref, &arch, &filename)
                 .await?
             {
-                Some(stored) if stored.sha256 == received.sha256 => {
+                Some(stored) if stored.sha256 == sha256 => {
                     identical(state, owner, at, stored).await
                 }
                 Some(stored) if stored.arch == arch => Err(exists(

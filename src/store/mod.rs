@@ -529,6 +529,9 @@ pub trait Store: Send + Sync + 'static {
         arch: &str,
         filename: &str,
     ) -> StoreResult<Option<Package>>;
+    /// The index stanza of the package row `package_id` (every Alpine field, as its upload
+    /// parsed them); None when the row is gone.
+    async fn package_stanza(&self, package_id: i64) -> StoreResult<Option<String>>;
     /// Deletes what `find_package` would return, bumping the wanted generation; returns
     /// the deleted row and the generation that excludes it.
     async fn delete_package(
@@ -778,6 +781,9 @@ impl std::fmt::Debug for StoreLock {
             .finish()
     }
 }
+
+/// The stanza of package row `$1`; the same SQL on both backends.
+const PACKAGE_STANZA: &str = "SELECT stanza FROM packages WHERE id = $1";
 
 /// Rows per table, as `TableCounts` lists them; the same SQL on both backends.
 const TABLE_COUNTS: &str = "SELECT (SELECT COUNT(*) FROM users), (SELECT COUNT(*) FROM owners), \

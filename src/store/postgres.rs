@@ -726,6 +726,13 @@ impl Store for PostgresStore {
             .transpose()
     }
 
+    async fn package_stanza(&self, package_id: i64) -> StoreResult<Option<String>> {
+        Ok(sqlx::query_scalar(super::PACKAGE_STANZA)
+            .bind(package_id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
     async fn delete_package(
         &self,
         repo: &RepoRef,

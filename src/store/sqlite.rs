@@ -641,6 +641,13 @@ impl Store for SqliteStore {
         Ok(found)
     }
 
+    async fn package_stanza(&self, package_id: i64) -> StoreResult<Option<String>> {
+        Ok(sqlx::query_scalar(super::PACKAGE_STANZA)
+            .bind(package_id)
+            .fetch_optional(&self.reader)
+            .await?)
+    }
+
     async fn delete_package(
         &self,
         repo: &RepoRef,

@@ -126,20 +126,41 @@ const NAMED_FIELDS: &[(&str, &str)] = &[
     ("NewToken", "owner"),
 ];
 
-/// The fields of `NAMED_FIELDS` get the rule of owner names (null stays allowed where it
-/// was: JSON Schema applies a pattern to strings only).
+/// Fields of request bodies that name a branch, repository, architecture or file, by the
+/// rule of their name (`rule_of`).
+const RULED_FIELDS: &[(&str, &str)] = &[
+    ("CopyRequest", "branch"),
+    ("CopyRequest", "repository"),
+    ("CopyRequest", "arch"),
+    ("CopyRequest", "file"),
+    ("CopyTarget", "owner"),
+    ("CopyTarget", "branch"),
+    ("CopyTarget", "repository"),
+];
+
+/// The fields of `NAMED_FIELDS` get the rule of owner names, those of `RULED_FIELDS` the
+/// rule of theirs (null stays allowed where it was: JSON Schema applies a pattern to
+/// strings only).
 fn body_name_rules(openapi: &mut OpenApi) {
     let Some(components) = &mut openapi.components else {
         return;
     };
-    for (schema, field) in NAMED_FIELDS {
-        let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(*schema) else {
+    let named = NAMED_FIELDS
+        .iter()
+        .map(|(schema, field)| (*schema, *field, Some(NameRule::SEGMENT)));
+    let ruled = RULED_FIELDS
+        .iter()
+        .map(|(schema, field)| (*schema, *field, rule_of(field)));
+    for (schema, field, rule) in named.chain(ruled) {
+        let Some(rule) = rule else {
             continue;
         };
-        let Some(RefOr::T(Schema::Object(property))) = object.properties.get_mut(*field) else {
+        let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(schema) else {
             continue;
         };
-        let rule = NameRule::SEGMENT;
+        let Some(RefOr::T(Schema::Object(property))) = object.properties.get_mut(field) else {
+            continue;
+        };
         property.pattern = Some(rule.pattern.to_string());
         property.min_length = Some(rule.min_length);
         property.max_length = Some(rule.max_length);

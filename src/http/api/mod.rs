@@ -11,6 +11,7 @@
 
 mod admin;
 mod catalog;
+mod copy;
 mod document;
 
 use std::sync::OnceLock;
@@ -97,6 +98,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(catalog::package))
         .routes(routes!(catalog::indexes))
         .routes(routes!(catalog::index))
+        .routes(routes!(copy::copy))
         .routes(routes!(admin::list_users, admin::create_user))
         .routes(routes!(admin::delete_user))
         .routes(routes!(admin::set_password))
