@@ -1022,12 +1022,14 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// up to a second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn catalog_searches_are_bounded_in_memory_and_keep_downloads_prompt() {
-    // Searches past the cap wait their turn rather than being refused: all 16 count.
+    // Searches past the cap wait their turn rather than being refused: all 16 count. The
+    // catalog is filled by 32 clients of one user, past the default share of upload slots.
     let server = ChildServer::start_on_backends(
         TOKEN,
         &[
             (PER_IP_CAP, "1000"),
             ("ALPINE_REGISTRY__LIMITS__CATALOG_QUERY_WAIT_SECS", "60"),
+            ("ALPINE_REGISTRY__LIMITS__MAX_CONCURRENT_UPLOADS_PER_USER", "64"),
         ],
     );
     let download = publish_probe_package(&server).await;
