@@ -1029,7 +1029,10 @@ async fn catalog_searches_are_bounded_in_memory_and_keep_downloads_prompt() {
         &[
             (PER_IP_CAP, "1000"),
             ("ALPINE_REGISTRY__LIMITS__CATALOG_QUERY_WAIT_SECS", "60"),
-            ("ALPINE_REGISTRY__LIMITS__MAX_CONCURRENT_UPLOADS_PER_USER", "64"),
+            (
+                "ALPINE_REGISTRY__LIMITS__MAX_CONCURRENT_UPLOADS_PER_USER",
+                "64",
+            ),
         ],
     );
     let download = publish_probe_package(&server).await;

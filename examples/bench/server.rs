@@ -65,7 +65,10 @@ impl Server {
             .env("ALPINE_REGISTRY__SERVER__MAX_CONNECTIONS_PER_IP", "1024")
             // The publishing clients are one user, as many CI jobs with one token: all
             // of the upload slots are theirs to take (by default one user gets a quarter).
-            .env("ALPINE_REGISTRY__LIMITS__MAX_CONCURRENT_UPLOADS_PER_USER", "64")
+            .env(
+                "ALPINE_REGISTRY__LIMITS__MAX_CONCURRENT_UPLOADS_PER_USER",
+                "64",
+            )
             // What a deployment logs: at debug every download would be a log line.
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
