@@ -69,9 +69,12 @@ pub enum Command {
     /// Creates, lists and removes repositories (OWNER/BRANCH/REPOSITORY).
     #[command(subcommand)]
     Repository(RepositoryCommand),
-    /// Copies and moves package files between repositories.
+    /// Copies and moves package files between repositories, pins and unpins them.
     #[command(subcommand)]
     Package(PackageCommand),
+    /// Retention rules: which old package versions the registry deletes.
+    #[command(subcommand)]
+    Retention(RetentionCommand),
     /// Copies this registry (every database row, ids kept, and every package file) into
     /// the empty registry of another configuration file, e.g. from SQLite to PostgreSQL.
     /// Stop the server first; the source is only read.
@@ -274,6 +277,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Repository(command) => repository(&state, command).await,
         Command::Package(command) => package(&state, command).await,
+        Command::Retention(command) => retention(&state, command).await,
         Command::MigrateStorage { to } => migrate_storage(&state, &to).await,
     }
 }
@@ -768,6 +772,16 @@ pub enum PackageCommand {
         #[arg(long = "move")]
         remove_source: bool,
     },
+    /// Pins a package file: no retention rule deletes it.
+    Pin {
+        #[arg(value_name = "OWNER/BRANCH/REPOSITORY/ARCH/FILE")]
+        file: String,
+    },
+    /// Unpins a package file: retention rules apply to it again.
+    Unpin {
+        #[arg(value_name = "OWNER/BRANCH/REPOSITORY/ARCH/FILE")]
+        file: String,
+    },
 }
 
 /// Parses `OWNER/BRANCH/REPOSITORY/ARCH/FILE`.
@@ -848,8 +862,170 @@ async fn package(state: &AppState, command: PackageCommand) -> anyhow::Result<()
             let verb = if copied.moved { "moved" } else { "copied" };
             eprintln!("{verb} {from} to {target_at}: its index {done}");
         }
+        PackageCommand::Pin { file } => pin(state, &file, true).await?,
+        PackageCommand::Unpin { file } => pin(state, &file, false).await?,
     }
     Ok(())
+}
+
+async fn pin(state: &AppState, path: &str, pinned: bool) -> anyhow::Result<()> {
+    let (at, arch, file) = parse_file_address(path)?;
+    let owner = accounts::owner(state, at.owner.as_str()).await?;
+    let found = crate::registry::retention::pin(state, &owner, &at, &arch, &file, pinned).await?;
+    let verb = if pinned { "pinned" } else { "unpinned" };
+    eprintln!("{verb} {at}/{}/{}", found.arch, found.filename);
+    Ok(())
+}
+
+// Retention: a thin adapter over crate::registry::retention.
+
+#[derive(Debug, Subcommand)]
+pub enum RetentionCommand {
+    /// Sets the rule of an owner, a branch or one repository (the most specific rule of a
+    /// repository applies), replacing the rule of that scope.
+    Set {
+        #[arg(value_name = "OWNER[/BRANCH[/REPOSITORY]]")]
+        target: String,
+        /// Keeps the newest N versions of each package name and architecture.
+        #[arg(long, value_name = "N")]
+        keep_versions: Option<i64>,
+        /// Deletes versions uploaded longer ago than this (90d, 12h, 2w)...
+        #[arg(long, value_name = "DURATION")]
+        max_age: Option<String>,
+        /// ...unless among the newest M (default 0; the last version always stays).
+        #[arg(long, value_name = "M", requires = "max_age")]
+        keep_min: Option<i64>,
+        /// Applies the rule only to package names matching this glob (repeatable).
+        #[arg(long = "match", value_name = "GLOB")]
+        include: Vec<String>,
+        /// Leaves package names matching this glob alone (repeatable).
+        #[arg(long, value_name = "GLOB")]
+        exclude: Vec<String>,
+    },
+    /// Lists the rules, of every owner or of one.
+    Show {
+        #[arg(value_name = "OWNER")]
+        owner: Option<String>,
+    },
+    /// Removes the rule of exactly this scope.
+    Remove {
+        #[arg(value_name = "OWNER[/BRANCH[/REPOSITORY]]")]
+        target: String,
+    },
+    /// Prints what the rules would delete now, and why; changes nothing.
+    Plan {
+        #[arg(value_name = "OWNER[/BRANCH[/REPOSITORY]]")]
+        target: String,
+    },
+    /// Applies the rules now: deletes what plan prints, each file as a delete does.
+    Apply {
+        #[arg(value_name = "OWNER[/BRANCH[/REPOSITORY]]")]
+        target: String,
+    },
+}
+
+async fn retention(state: &AppState, command: RetentionCommand) -> anyhow::Result<()> {
+    use crate::registry::retention::{self, describe_secs, RuleSpec, Target};
+    match command {
+        RetentionCommand::Set {
+            target,
+            keep_versions,
+            max_age,
+            keep_min,
+            include,
+            exclude,
+        } => {
+            let target = Target::parse(&target)?;
+            let owner = accounts::owner(state, target.owner.as_str()).await?;
+            let spec = RuleSpec {
+                keep_versions,
+                max_age_secs: max_age.as_deref().map(access::parse_duration).transpose()?,
+                keep_min,
+                include,
+                exclude,
+            };
+            retention::set(state, &owner, &target, spec).await?;
+            eprintln!("set the retention rule of {target}");
+        }
+        RetentionCommand::Show { owner } => {
+            let owner = match owner {
+                Some(name) => Some(accounts::owner(state, &name).await?),
+                None => None,
+            };
+            let rows = retention::show(state, owner.as_ref())
+                .await?
+                .into_iter()
+                .map(|rule| {
+                    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+                    let globs =
+                        |g: Vec<String>| or_dash(Some(g.join(",")).filter(|s| !s.is_empty()));
+                    vec![
+                        rule.target,
+                        or_dash(rule.keep_versions.map(|n| n.to_string())),
+                        or_dash(rule.max_age_secs.map(describe_secs)),
+                        rule.keep_min.to_string(),
+                        globs(rule.include),
+                        globs(rule.exclude),
+                    ]
+                });
+            print_table(
+                &[
+                    "TARGET",
+                    "KEEP VERSIONS",
+                    "MAX AGE",
+                    "KEEP MIN",
+                    "MATCH",
+                    "EXCLUDE",
+                ],
+                rows,
+            );
+        }
+        RetentionCommand::Remove { target } => {
+            let target = Target::parse(&target)?;
+            let owner = accounts::owner(state, target.owner.as_str()).await?;
+            retention::remove(state, &owner, &target).await?;
+            eprintln!("removed the retention rule of {target}");
+        }
+        RetentionCommand::Plan { target } => {
+            let target = Target::parse(&target)?;
+            let owner = accounts::owner(state, target.owner.as_str()).await?;
+            let plans = retention::plan(state, &owner, &target).await?;
+            print_retention(&plans, "would delete");
+        }
+        RetentionCommand::Apply { target } => {
+            let target = Target::parse(&target)?;
+            let owner = accounts::owner(state, target.owner.as_str()).await?;
+            let applied = retention::apply(state, &owner, &target).await?;
+            print_retention(&applied, "deleted");
+        }
+    }
+    Ok(())
+}
+
+/// One line per file deleted (or to delete) with its rule and reason on standard output;
+/// a count per repository on standard error.
+fn print_retention(plans: &[crate::registry::retention::RepositoryPlan], verb: &str) {
+    for plan in plans {
+        let Some(rule) = &plan.rule else {
+            eprintln!("{}: no retention rule applies", plan.repository);
+            continue;
+        };
+        for deletion in &plan.deletions {
+            println!(
+                "{} {} (rule {}: {})",
+                verb, deletion.path, rule.target, deletion.why
+            );
+        }
+        for pinned in &plan.pinned {
+            println!("kept {pinned} (pinned)");
+        }
+        eprintln!(
+            "{}: {verb} {} (rule {})",
+            plan.repository,
+            plural(plan.deletions.len() as i64, "file"),
+            rule.target
+        );
+    }
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ pub struct Config {
     pub signing: SigningConfig,
     pub auth: AuthConfig,
     pub repositories: RepositoriesConfig,
+    pub retention: RetentionConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -418,6 +419,22 @@ impl Default for RepositoriesConfig {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Seconds between the passes that apply every retention rule (age rules need them;
+    /// count rules are also applied after each publish). One instance at a time runs it.
+    pub interval_secs: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            interval_secs: 3600,
+        }
+    }
+}
+
 /// The answer to an upload whose file is stored already with the same bytes. Either way
 /// nothing changes; another file under that name is always a conflict.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -527,6 +544,9 @@ impl Config {
                 "auth.max_sessions_per_user, auth.max_logins_per_user and \
                  auth.login_window_secs must be positive"
             );
+        }
+        if self.retention.interval_secs == 0 {
+            anyhow::bail!("retention.interval_secs must be at least 1");
         }
         self.database_backend()?;
         if self.storage.backend == StorageBackend::S3 {

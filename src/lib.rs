@@ -77,6 +77,8 @@ pub struct Shared {
     pub catalog_queries: Arc<tokio::sync::Semaphore>,
     /// What "now" is: token expiry, dates of rows and indexes, ages of files.
     pub clock: SharedClock,
+    /// Retention runs of this process (`registry::retention`).
+    pub retention: Arc<registry::retention::Retention>,
 }
 
 /// Opens the database (migrating it), SQLite or PostgreSQL as `database.url` says, and
@@ -189,6 +191,7 @@ pub async fn open_with_clock(config: Config, clock: SharedClock) -> anyhow::Resu
         )),
         config,
         clock,
+        retention: Arc::default(),
     })))
 }
 
@@ -410,6 +413,7 @@ pub async fn serve(
     }
     spawn_throttle_pruner(state.throttle.clone());
     spawn_session_pruner(state.clone());
+    registry::retention::spawn_schedule(state.clone());
     let config = state.config.clone();
     let early = {
         let state = state.clone();

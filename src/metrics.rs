@@ -42,6 +42,12 @@ pub struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetentionLabels {
+    /// `versions` (beyond a rule's newest N) or `age` (older than its max age).
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     /// `incremental` (only what changed was read and rendered) or `full`.
     pub kind: &'static str,
@@ -58,6 +64,7 @@ pub struct Metrics {
     pub delete_duration: Histogram,
     pub copies: Family<OutcomeLabels, Counter>,
     pub copy_duration: Histogram,
+    pub retention_deletions: Family<RetentionLabels, Counter>,
     pub index_builds: Family<BuildLabels, Counter>,
     pub index_build_duration: Histogram,
     pub index_build_packages: Histogram,
@@ -147,6 +154,12 @@ impl Metrics {
             Unit::Seconds,
             copy_duration.clone(),
         );
+        let retention_deletions = Family::<RetentionLabels, Counter>::default();
+        registry.register(
+            "retention_deletions",
+            "Package files deleted by retention rules, by reason",
+            retention_deletions.clone(),
+        );
         let index_builds = Family::<BuildLabels, Counter>::default();
         registry.register(
             "index_builds",
@@ -205,6 +218,7 @@ impl Metrics {
             deletes,
             delete_duration,
             copies,
+            retention_deletions,
             copy_duration,
             index_builds,
             index_build_duration,

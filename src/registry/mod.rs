@@ -10,6 +10,7 @@ pub mod keys;
 pub mod migrate;
 pub mod publish;
 pub mod repositories;
+pub mod retention;
 pub mod upload_slots;
 
 use crate::names::RepoAddress;

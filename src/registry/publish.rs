@@ -317,6 +317,7 @@ pub(crate) async fn record(
         owner = %at.owner, branch = %at.branch, repository = %at.repository,
         file = %format!("{}/{}", package.arch, package.filename), "package published"
     );
+    crate::registry::retention::after_publish(state, owner, package.repository_id);
     Ok(Published {
         package,
         repository_created: inserted.repository_created,

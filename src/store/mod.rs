@@ -4,6 +4,7 @@ mod catalog;
 mod dump;
 mod postgres;
 mod read_cache;
+mod retention;
 mod sessions;
 mod sqlite;
 
@@ -373,6 +374,34 @@ pub struct CatalogFile {
     pub stanza: String,
 }
 
+/// A retention rule as stored (what it means: `registry::retention`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionRule {
+    pub owner_id: i64,
+    /// Empty for a rule of the whole owner.
+    pub branch: String,
+    /// Empty for a rule of the owner or of a branch.
+    pub repository: String,
+    /// Keeps the newest this many versions of each name and architecture.
+    pub keep_versions: Option<i64>,
+    /// Deletes versions uploaded longer ago than this, unless among the newest `keep_min`.
+    pub max_age_secs: Option<i64>,
+    pub keep_min: i64,
+    /// Name globs the rule applies to (all names when empty), and names it leaves alone.
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
+
+/// A package row with its pin, as retention reads it.
+#[derive(Debug, Clone)]
+pub struct RetainedFile {
+    pub package: Package,
+    /// A pinned file is never removed by a retention rule.
+    pub pinned: bool,
+}
+
 /// What `insert_package` did.
 #[derive(Debug, Clone)]
 pub struct InsertedPackage {
@@ -540,6 +569,21 @@ pub trait Store: Send + Sync + 'static {
         arch: &str,
         filename: &str,
     ) -> StoreResult<Option<(Package, i64)>>;
+    /// Pins or unpins package row `package_id`; false when the row is gone.
+    async fn set_pinned(&self, package_id: i64, pinned: bool) -> StoreResult<bool>;
+    /// Every package row of a repository with its pin, by row id.
+    async fn retained_files(&self, repository_id: i64) -> StoreResult<Vec<RetainedFile>>;
+    /// Stores `rule`, replacing the one of its scope.
+    async fn set_retention_rule(&self, rule: &RetentionRule) -> StoreResult<()>;
+    /// The rules of one owner, or of all; by owner, branch and repository.
+    async fn retention_rules(&self, owner_id: Option<i64>) -> StoreResult<Vec<RetentionRule>>;
+    /// Whether a rule of that scope existed.
+    async fn remove_retention_rule(
+        &self,
+        owner_id: i64,
+        branch: &str,
+        repository: &str,
+    ) -> StoreResult<bool>;
     /// Whether any package row references the blob.
     async fn blob_referenced(&self, sha256: &str) -> StoreResult<bool>;
     /// Every blob digest a package row references.
@@ -739,6 +783,12 @@ pub trait Store: Send + Sync + 'static {
     /// `Shared` for an upload from blob commit to row insert, `Exclusive` for whoever checks
     /// that no row references the blob and deletes it.
     async fn lock_blob(&self, sha256: &str, mode: LockMode) -> StoreResult<StoreLock>;
+    /// Waits for, then holds, the lock that lets one retention run (or pin) of the
+    /// repository go at a time among every process on this database.
+    async fn lock_retention(&self, repository_id: i64) -> StoreResult<StoreLock>;
+    /// The lock of the scheduled retention pass, if no other process holds it; None when
+    /// one does (that pass is under way).
+    async fn try_lock_retention_pass(&self) -> StoreResult<Option<StoreLock>>;
 }
 
 /// How a lock is held: any number of shared holders, or one exclusive holder.

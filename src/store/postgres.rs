@@ -291,8 +291,13 @@ impl PostgresStore {
 /// The key of the advisory lock of a repository's index builds: 64 bits of a digest of
 /// the id, in a space of its own.
 fn index_build_key(repository_id: i64) -> i64 {
+    named_key(&format!("alpine-registry index build {repository_id}"))
+}
+
+/// The key of an advisory lock named `name`: the first 64 bits of its SHA-256.
+fn named_key(name: &str) -> i64 {
     use sha2::Digest;
-    let digest = sha2::Sha256::digest(format!("alpine-registry index build {repository_id}"));
+    let digest = sha2::Sha256::digest(name);
     i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
 }
 
@@ -786,6 +791,78 @@ impl Store for PostgresStore {
             .await?;
         tx.commit().await?;
         Ok(Some((package, generation)))
+    }
+
+    async fn set_pinned(&self, package_id: i64, pinned: bool) -> StoreResult<bool> {
+        let done = sqlx::query(super::retention::SET_PINNED)
+            .bind(pinned)
+            .bind(package_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn retained_files(&self, repository_id: i64) -> StoreResult<Vec<RetainedFile>> {
+        sqlx::query(&format!(
+            "SELECT {PACKAGE_COLUMNS}, p.pinned FROM packages p WHERE p.repository_id = $1 \
+             ORDER BY p.id"
+        ))
+        .bind(repository_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(RetainedFile {
+                package: package_from(row)?,
+                pinned: row.try_get("pinned")?,
+            })
+        })
+        .collect()
+    }
+
+    async fn set_retention_rule(&self, rule: &RetentionRule) -> StoreResult<()> {
+        sqlx::query(super::retention::SET_RULE)
+            .bind(rule.owner_id)
+            .bind(&rule.branch)
+            .bind(&rule.repository)
+            .bind(rule.keep_versions)
+            .bind(rule.max_age_secs)
+            .bind(rule.keep_min)
+            .bind(super::retention::globs_text(&rule.include))
+            .bind(super::retention::globs_text(&rule.exclude))
+            .bind(rule.updated_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn retention_rules(&self, owner_id: Option<i64>) -> StoreResult<Vec<RetentionRule>> {
+        let sql = super::retention::rules_sql(owner_id.is_some());
+        let mut query = sqlx::query_as::<_, super::retention::RuleRow>(&sql);
+        if let Some(owner_id) = owner_id {
+            query = query.bind(owner_id);
+        }
+        Ok(query
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(super::retention::rule_from)
+            .collect())
+    }
+
+    async fn remove_retention_rule(
+        &self,
+        owner_id: i64,
+        branch: &str,
+        repository: &str,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(super::retention::REMOVE_RULE)
+            .bind(owner_id)
+            .bind(branch)
+            .bind(repository)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn blob_referenced(&self, sha256: &str) -> StoreResult<bool> {
@@ -1739,5 +1816,27 @@ impl Store for PostgresStore {
 
     async fn lock_blob(&self, sha256: &str, mode: LockMode) -> StoreResult<StoreLock> {
         self.advisory_lock(blob_key(sha256), mode).await
+    }
+
+    async fn lock_retention(&self, repository_id: i64) -> StoreResult<StoreLock> {
+        self.advisory_lock(
+            named_key(&format!("alpine-registry retention {repository_id}")),
+            LockMode::Exclusive,
+        )
+        .await
+    }
+
+    async fn try_lock_retention_pass(&self) -> StoreResult<Option<StoreLock>> {
+        let mut lock = AdvisoryLock {
+            connection: Some(self.locks.acquire().await?),
+        };
+        let connection = lock.connection.as_mut().expect("just acquired");
+        sqlx::query("BEGIN").execute(&mut **connection).await?;
+        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(named_key("alpine-registry retention pass"))
+            .fetch_one(&mut **connection)
+            .await?;
+        // Not taken: dropping the guard ends the transaction.
+        Ok(taken.then(|| StoreLock::holding(lock)))
     }
 }

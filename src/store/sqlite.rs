@@ -698,6 +698,81 @@ impl Store for SqliteStore {
         Ok(Some((package, generation)))
     }
 
+    async fn set_pinned(&self, package_id: i64, pinned: bool) -> StoreResult<bool> {
+        let done = sqlx::query(super::retention::SET_PINNED)
+            .bind(pinned)
+            .bind(package_id)
+            .execute(&self.writer)
+            .await?;
+        self.cache.changed();
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn retained_files(&self, repository_id: i64) -> StoreResult<Vec<RetainedFile>> {
+        sqlx::query(&format!(
+            "SELECT {PACKAGE_COLUMNS}, p.pinned FROM packages p WHERE p.repository_id = $1 \
+             ORDER BY p.id"
+        ))
+        .bind(repository_id)
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(RetainedFile {
+                package: package_from(row)?,
+                pinned: row.try_get("pinned")?,
+            })
+        })
+        .collect()
+    }
+
+    async fn set_retention_rule(&self, rule: &RetentionRule) -> StoreResult<()> {
+        sqlx::query(super::retention::SET_RULE)
+            .bind(rule.owner_id)
+            .bind(&rule.branch)
+            .bind(&rule.repository)
+            .bind(rule.keep_versions)
+            .bind(rule.max_age_secs)
+            .bind(rule.keep_min)
+            .bind(super::retention::globs_text(&rule.include))
+            .bind(super::retention::globs_text(&rule.exclude))
+            .bind(rule.updated_at)
+            .execute(&self.writer)
+            .await?;
+        self.cache.changed();
+        Ok(())
+    }
+
+    async fn retention_rules(&self, owner_id: Option<i64>) -> StoreResult<Vec<RetentionRule>> {
+        let sql = super::retention::rules_sql(owner_id.is_some());
+        let mut query = sqlx::query_as::<_, super::retention::RuleRow>(&sql);
+        if let Some(owner_id) = owner_id {
+            query = query.bind(owner_id);
+        }
+        Ok(query
+            .fetch_all(&self.reader)
+            .await?
+            .into_iter()
+            .map(super::retention::rule_from)
+            .collect())
+    }
+
+    async fn remove_retention_rule(
+        &self,
+        owner_id: i64,
+        branch: &str,
+        repository: &str,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(super::retention::REMOVE_RULE)
+            .bind(owner_id)
+            .bind(branch)
+            .bind(repository)
+            .execute(&self.writer)
+            .await?;
+        self.cache.changed();
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn blob_referenced(&self, sha256: &str) -> StoreResult<bool> {
         Ok(
             sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM packages WHERE sha256 = ?)")
@@ -1648,6 +1723,14 @@ impl Store for SqliteStore {
 
     async fn lock_blob(&self, _sha256: &str, _mode: LockMode) -> StoreResult<StoreLock> {
         Ok(StoreLock::none())
+    }
+
+    async fn lock_retention(&self, _repository_id: i64) -> StoreResult<StoreLock> {
+        Ok(StoreLock::none())
+    }
+
+    async fn try_lock_retention_pass(&self) -> StoreResult<Option<StoreLock>> {
+        Ok(Some(StoreLock::none()))
     }
 }
 

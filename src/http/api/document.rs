@@ -136,6 +136,8 @@ const RULED_FIELDS: &[(&str, &str)] = &[
     ("CopyTarget", "owner"),
     ("CopyTarget", "branch"),
     ("CopyTarget", "repository"),
+    ("RuleRequest", "branch"),
+    ("RuleRequest", "repository"),
 ];
 
 /// The fields of `NAMED_FIELDS` get the rule of owner names, those of `RULED_FIELDS` the

@@ -13,6 +13,7 @@ mod admin;
 mod catalog;
 mod copy;
 mod document;
+mod retention;
 
 use std::sync::OnceLock;
 
@@ -58,6 +59,9 @@ use crate::AppState;
                            Gitea's and Forgejo's layout, under /api/packages/{owner}/alpine/..."),
         (name = "catalog",
             description = "What the caller may read: owners, repositories, packages, indexes"),
+        (name = "retention",
+            description = "Rules that delete old package versions (owner admins), their \
+                           plan and apply, and pins that keep a file from them"),
         (name = "admin",
             description = "Users, owners, members and tokens; site administrators only"),
         (name = "server", description = "Liveness, readiness and metrics"),
@@ -99,6 +103,10 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(catalog::indexes))
         .routes(routes!(catalog::index))
         .routes(routes!(copy::copy))
+        .routes(routes!(retention::list, retention::set, retention::remove))
+        .routes(routes!(retention::plan))
+        .routes(routes!(retention::apply))
+        .routes(routes!(retention::pin, retention::unpin))
         .routes(routes!(admin::list_users, admin::create_user))
         .routes(routes!(admin::delete_user))
         .routes(routes!(admin::set_password))
