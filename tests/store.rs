@@ -15,8 +15,8 @@ use std::sync::Arc;
 use alpine_registry::store::{
     Dump, IndexRow, InsertedPackage, MemberRow, NewPackage, NewSession, NewToken, Owner, OwnerRow,
     OwnerScope, PackageRow, PackageSearch, PostgresStore, RenderedIndex, RepoRef, RepositoryRow,
-    Role, SearchCollector, SearchFile, SearchPage, SearchTerm, SessionAdmission, SessionLimits,
-    SigningKeyRow, SqliteStore, Store, StoreError, StoredKey, TokenRow, UserRow,
+    RetentionRuleRow, Role, SearchCollector, SearchFile, SearchPage, SearchTerm, SessionAdmission,
+    SessionLimits, SigningKeyRow, SqliteStore, Store, StoreError, StoredKey, TokenRow, UserRow,
 };
 use common::postgres::{self as pg, TestDatabase};
 use futures_util::future::join_all;
@@ -2451,7 +2451,7 @@ fn dump() -> Dump {
         is_org,
         created_at: 1_700_000_100 + id,
     };
-    let package = |id: i64, repository_id: i64, name: &str, modified_ms: Option<i64>| {
+    let package = |id: i64, repository_id: i64, name: &str, modified_ms: Option<i64>, pinned| {
         let new = new_package(name, "1.0-r0", "x86_64");
         PackageRow {
             id,
@@ -2466,6 +2466,7 @@ fn dump() -> Dump {
             stanza: new.stanza,
             created_at: 1_700_000_200,
             modified_ms,
+            pinned,
         }
     };
     Dump {
@@ -2544,8 +2545,8 @@ fn dump() -> Dump {
             },
         ],
         packages: vec![
-            package(20, 3, "hello", Some(1_700_000_200_123)),
-            package(31, 8, "old", None),
+            package(20, 3, "hello", Some(1_700_000_200_123), true),
+            package(31, 8, "old", None, false),
         ],
         indexes: vec![IndexRow {
             repository_id: 3,
@@ -2558,6 +2559,30 @@ fn dump() -> Dump {
             entries: Some(4),
             signatures: Some(".SIGN.RSA256.acme-01234567.rsa.pub".into()),
         }],
+        retention_rules: vec![
+            RetentionRuleRow {
+                owner_id: 9,
+                branch: String::new(),
+                repository: String::new(),
+                keep_versions: Some(3),
+                max_age_secs: None,
+                keep_min: 0,
+                include_globs: String::new(),
+                exclude_globs: String::new(),
+                updated_at: 1_700_000_700,
+            },
+            RetentionRuleRow {
+                owner_id: 9,
+                branch: "edge".into(),
+                repository: "main".into(),
+                keep_versions: None,
+                max_age_secs: Some(86_400 * 90),
+                keep_min: 2,
+                include_globs: "lib*\nhello".into(),
+                exclude_globs: "*-dev".into(),
+                updated_at: 1_700_000_800,
+            },
+        ],
         last_repository_id: 12,
     }
 }

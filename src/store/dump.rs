@@ -115,6 +115,22 @@ pub struct PackageRow {
     pub stanza: String,
     pub created_at: i64,
     pub modified_ms: Option<i64>,
+    /// Kept from retention rules.
+    pub pinned: bool,
+}
+
+/// A `retention_rules` row (`''` for a branch or repository: the rule covers them all).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RetentionRuleRow {
+    pub owner_id: i64,
+    pub branch: String,
+    pub repository: String,
+    pub keep_versions: Option<i64>,
+    pub max_age_secs: Option<i64>,
+    pub keep_min: i64,
+    pub include_globs: String,
+    pub exclude_globs: String,
+    pub updated_at: i64,
 }
 
 /// An `indexes` row: the served, signed bytes.
@@ -143,6 +159,7 @@ pub struct Dump {
     pub repositories: Vec<RepositoryRow>,
     pub packages: Vec<PackageRow>,
     pub indexes: Vec<IndexRow>,
+    pub retention_rules: Vec<RetentionRuleRow>,
     /// The highest repository id ever handed out (removed repositories included), so
     /// that the target never hands out a removed repository's id either.
     pub last_repository_id: i64,
@@ -161,6 +178,7 @@ impl Dump {
             repositories: n(self.repositories.len()),
             packages: n(self.packages.len()),
             indexes: n(self.indexes.len()),
+            retention_rules: n(self.retention_rules.len()),
         }
     }
 }
@@ -176,11 +194,12 @@ pub struct TableCounts {
     pub repositories: i64,
     pub packages: i64,
     pub indexes: i64,
+    pub retention_rules: i64,
 }
 
 impl TableCounts {
     /// Each table's name with its count, in the order rows are copied.
-    pub fn tables(&self) -> [(&'static str, i64); 8] {
+    pub fn tables(&self) -> [(&'static str, i64); 9] {
         [
             ("users", self.users),
             ("owners", self.owners),
@@ -190,6 +209,7 @@ impl TableCounts {
             ("repositories", self.repositories),
             ("packages", self.packages),
             ("indexes", self.indexes),
+            ("retention_rules", self.retention_rules),
         ]
     }
 

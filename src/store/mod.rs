@@ -16,8 +16,8 @@ pub use catalog::{
     SearchTerm,
 };
 pub use dump::{
-    Dump, IndexRow, MemberRow, OwnerRow, PackageRow, RepositoryRow, SigningKeyRow, TableCounts,
-    TokenRow, UserRow,
+    Dump, IndexRow, MemberRow, OwnerRow, PackageRow, RepositoryRow, RetentionRuleRow,
+    SigningKeyRow, TableCounts, TokenRow, UserRow,
 };
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -839,12 +839,23 @@ const PACKAGE_STANZA: &str = "SELECT stanza FROM packages WHERE id = $1";
 const TABLE_COUNTS: &str = "SELECT (SELECT COUNT(*) FROM users), (SELECT COUNT(*) FROM owners), \
      (SELECT COUNT(*) FROM owner_members), (SELECT COUNT(*) FROM tokens), \
      (SELECT COUNT(*) FROM signing_keys), (SELECT COUNT(*) FROM repositories), \
-     (SELECT COUNT(*) FROM packages), (SELECT COUNT(*) FROM indexes)";
+     (SELECT COUNT(*) FROM packages), (SELECT COUNT(*) FROM indexes), \
+     (SELECT COUNT(*) FROM retention_rules)";
 
-type CountsRow = (i64, i64, i64, i64, i64, i64, i64, i64);
+type CountsRow = (i64, i64, i64, i64, i64, i64, i64, i64, i64);
 
 fn table_counts_from(row: CountsRow) -> TableCounts {
-    let (users, owners, members, tokens, signing_keys, repositories, packages, indexes) = row;
+    let (
+        users,
+        owners,
+        members,
+        tokens,
+        signing_keys,
+        repositories,
+        packages,
+        indexes,
+        retention_rules,
+    ) = row;
     TableCounts {
         users,
         owners,
@@ -854,6 +865,7 @@ fn table_counts_from(row: CountsRow) -> TableCounts {
         repositories,
         packages,
         indexes,
+        retention_rules,
     }
 }
 
@@ -877,6 +889,9 @@ const EXPORT_SIGNING_KEYS: &str = "SELECT owner_id, key_name, private_pem, publi
 const EXPORT_REPOSITORIES: &str =
     "SELECT id, owner_id, branch, name, wanted_gen, built_gen FROM repositories ORDER BY id";
 const EXPORT_PACKAGES: &str = "SELECT id, repository_id, arch, name, version, filename, \
-     checksum, sha256, size, stanza, created_at, modified_ms FROM packages ORDER BY id";
+     checksum, sha256, size, stanza, created_at, modified_ms, pinned FROM packages ORDER BY id";
 const EXPORT_INDEXES: &str = "SELECT repository_id, arch, generation, content, sha256, \
      built_at, modified_ms, entries, signatures FROM indexes ORDER BY repository_id, arch";
+const EXPORT_RETENTION_RULES: &str = "SELECT owner_id, branch, repository, keep_versions, \
+     max_age_secs, keep_min, include_globs, exclude_globs, updated_at FROM retention_rules \
+     ORDER BY owner_id, branch, repository";

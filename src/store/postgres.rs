@@ -1608,6 +1608,9 @@ impl Store for PostgresStore {
             .await?;
         let packages = sqlx::query_as(EXPORT_PACKAGES).fetch_all(&mut *tx).await?;
         let indexes = sqlx::query_as(EXPORT_INDEXES).fetch_all(&mut *tx).await?;
+        let retention_rules = sqlx::query_as(EXPORT_RETENTION_RULES)
+            .fetch_all(&mut *tx)
+            .await?;
         // The identity sequence remembers removed repositories: the last id it handed out,
         // or the one before the next when it was set without being used (as `import`
         // leaves it).
@@ -1631,6 +1634,7 @@ impl Store for PostgresStore {
             repositories,
             packages,
             indexes,
+            retention_rules,
             last_repository_id,
         })
     }
@@ -1749,8 +1753,8 @@ impl Store for PostgresStore {
         for package in &dump.packages {
             sqlx::query(
                 "INSERT INTO packages (id, repository_id, arch, name, version, filename, \
-                 checksum, sha256, size, stanza, created_at, modified_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                 checksum, sha256, size, stanza, created_at, modified_ms, pinned) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             )
             .bind(package.id)
             .bind(package.repository_id)
@@ -1764,6 +1768,25 @@ impl Store for PostgresStore {
             .bind(&package.stanza)
             .bind(package.created_at)
             .bind(package.modified_ms)
+            .bind(package.pinned)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for rule in &dump.retention_rules {
+            sqlx::query(
+                "INSERT INTO retention_rules (owner_id, branch, repository, keep_versions, \
+                 max_age_secs, keep_min, include_globs, exclude_globs, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(rule.owner_id)
+            .bind(&rule.branch)
+            .bind(&rule.repository)
+            .bind(rule.keep_versions)
+            .bind(rule.max_age_secs)
+            .bind(rule.keep_min)
+            .bind(&rule.include_globs)
+            .bind(&rule.exclude_globs)
+            .bind(rule.updated_at)
             .execute(&mut *tx)
             .await?;
         }

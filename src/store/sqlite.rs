@@ -1529,6 +1529,9 @@ impl Store for SqliteStore {
             .await?;
         let packages = sqlx::query_as(EXPORT_PACKAGES).fetch_all(&mut *tx).await?;
         let indexes = sqlx::query_as(EXPORT_INDEXES).fetch_all(&mut *tx).await?;
+        let retention_rules = sqlx::query_as(EXPORT_RETENTION_RULES)
+            .fetch_all(&mut *tx)
+            .await?;
         // Migration 0004: repository ids come from the AUTOINCREMENT sequence of
         // repository_ids, which remembers removed repositories.
         let last_repository_id: i64 = sqlx::query_scalar(
@@ -1547,6 +1550,7 @@ impl Store for SqliteStore {
             repositories,
             packages,
             indexes,
+            retention_rules,
             last_repository_id,
         })
     }
@@ -1658,8 +1662,8 @@ impl Store for SqliteStore {
         for package in &dump.packages {
             sqlx::query(
                 "INSERT INTO packages (id, repository_id, arch, name, version, filename, \
-                 checksum, sha256, size, stanza, created_at, modified_ms) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 checksum, sha256, size, stanza, created_at, modified_ms, pinned) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(package.id)
             .bind(package.repository_id)
@@ -1673,6 +1677,25 @@ impl Store for SqliteStore {
             .bind(&package.stanza)
             .bind(package.created_at)
             .bind(package.modified_ms)
+            .bind(package.pinned)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for rule in &dump.retention_rules {
+            sqlx::query(
+                "INSERT INTO retention_rules (owner_id, branch, repository, keep_versions, \
+                 max_age_secs, keep_min, include_globs, exclude_globs, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(rule.owner_id)
+            .bind(&rule.branch)
+            .bind(&rule.repository)
+            .bind(rule.keep_versions)
+            .bind(rule.max_age_secs)
+            .bind(rule.keep_min)
+            .bind(&rule.include_globs)
+            .bind(&rule.exclude_globs)
+            .bind(rule.updated_at)
             .execute(&mut *tx)
             .await?;
         }
