@@ -2533,6 +2533,7 @@ fn dump() -> Dump {
                 name: "main".into(),
                 wanted_gen: 5,
                 built_gen: 5,
+                dependency_check: Some("refuse".into()),
             },
             RepositoryRow {
                 id: 8,
@@ -2541,6 +2542,7 @@ fn dump() -> Dump {
                 name: "main".into(),
                 wanted_gen: 2,
                 built_gen: 1,
+                dependency_check: None,
             },
         ],
         packages: vec![
