@@ -13,6 +13,7 @@ mod admin;
 mod catalog;
 mod copy;
 mod document;
+mod settings;
 
 use std::sync::OnceLock;
 
@@ -99,6 +100,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(catalog::indexes))
         .routes(routes!(catalog::index))
         .routes(routes!(copy::copy))
+        .routes(routes!(settings::get, settings::set))
         .routes(routes!(admin::list_users, admin::create_user))
         .routes(routes!(admin::delete_user))
         .routes(routes!(admin::set_password))
