@@ -36,55 +36,65 @@ pub(super) const DEPENDENCY_CHECK: &str =
 pub(super) const SET_DEPENDENCY_CHECK: &str = "UPDATE repositories SET dependency_check = $1 \
      WHERE owner_id = $2 AND branch = $3 AND name = $4";
 
-/// `wanted(n)`: the distinct names of the JSON array `names`.
-fn wanted(sql: &mut Sql, dialect: Dialect, names: &str) {
-    sql.push("WITH wanted(n) AS (SELECT DISTINCT ");
-    match dialect {
-        Dialect::Sqlite => sql.push("value FROM json_each(").text(names).push(")"),
-        Dialect::Postgres => sql
-            .push("jsonb_array_elements_text(CAST(")
-            .text(names)
-            .push(" AS JSONB))"),
-    };
-    sql.push(") ");
+/// Names bound to one query at most: well under either database's limit of bound
+/// values, whatever a package declares.
+pub const NAMES_PER_QUERY: usize = 500;
+
+/// `(name, ...)`: the names bound one by one (a package's dependencies are few), which
+/// both databases match by the name indexes.
+fn names_in(sql: &mut Sql, names: &[String]) {
+    sql.push("(");
+    for (i, name) in names.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.text(name);
+    }
+    sql.push(")");
 }
 
-/// The packages of the owner's repositories of `branch` named one of `names` (a JSON
-/// array of strings) or providing one of them.
-pub(super) fn name_providers(dialect: Dialect, owner_id: i64, branch: &str, names: &str) -> Sql {
+/// The packages of the owner's repositories of `branch` named one of `names` (not empty)
+/// or providing one of them.
+pub(super) fn name_providers(
+    dialect: Dialect,
+    owner_id: i64,
+    branch: &str,
+    names: &[String],
+) -> Sql {
     let mut sql = Sql::new(dialect);
-    wanted(&mut sql, dialect, names);
     sql.push(
         "SELECT c.package_id, c.name, c.version, c.arch FROM catalog_files c \
-         JOIN repositories r ON r.id = c.repository_id \
-         WHERE c.name IN (SELECT n FROM wanted) AND r.owner_id = ",
-    )
-    .int(owner_id)
-    .push(" AND r.branch = ")
-    .text(branch)
-    .push(
-        " UNION ALL SELECT c.package_id, cp.name, cp.version, c.arch FROM catalog_provides cp \
+         JOIN repositories r ON r.id = c.repository_id WHERE c.name IN ",
+    );
+    names_in(&mut sql, names);
+    sql.push(" AND r.owner_id = ")
+        .int(owner_id)
+        .push(" AND r.branch = ")
+        .text(branch)
+        .push(
+            " UNION ALL SELECT c.package_id, cp.name, cp.version, c.arch FROM catalog_provides cp \
          JOIN catalog_files c ON c.package_id = cp.package_id \
-         JOIN repositories r ON r.id = c.repository_id \
-         WHERE cp.name IN (SELECT n FROM wanted) AND r.owner_id = ",
-    )
-    .int(owner_id)
-    .push(" AND r.branch = ")
-    .text(branch);
+         JOIN repositories r ON r.id = c.repository_id WHERE cp.name IN ",
+        );
+    names_in(&mut sql, names);
+    sql.push(" AND r.owner_id = ")
+        .int(owner_id)
+        .push(" AND r.branch = ")
+        .text(branch);
     sql
 }
 
-/// The packages of the repository that depend on one of `names` (a JSON array of
-/// strings), with their stanzas.
-pub(super) fn dependents(dialect: Dialect, repository_id: i64, names: &str) -> Sql {
+/// The packages of the repository that depend on one of `names` (not empty), with their
+/// stanzas.
+pub(super) fn dependents(dialect: Dialect, repository_id: i64, names: &[String]) -> Sql {
     let mut sql = Sql::new(dialect);
-    wanted(&mut sql, dialect, names);
     sql.push(
         "SELECT DISTINCT p.id AS package_id, p.arch, p.filename, p.stanza \
-         FROM catalog_depends d JOIN packages p ON p.id = d.package_id \
-         WHERE d.name IN (SELECT n FROM wanted) AND p.repository_id = ",
-    )
-    .int(repository_id)
-    .push(" ORDER BY p.id");
+         FROM catalog_depends d JOIN packages p ON p.id = d.package_id WHERE d.name IN ",
+    );
+    names_in(&mut sql, names);
+    sql.push(" AND p.repository_id = ")
+        .int(repository_id)
+        .push(" ORDER BY p.id");
     sql
 }

@@ -200,16 +200,17 @@ impl PostgresStore {
         branch: &str,
         names: &[String],
     ) -> StoreResult<Vec<NameProvider>> {
-        let list = serde_json::to_string(names).map_err(|e| sqlx::Error::Encode(e.into()))?;
-        let sql = dependencies::name_providers(DIALECT, owner_id, branch, &list);
         let mut found = Vec::new();
-        for row in query(&sql).fetch_all(&self.pool).await? {
-            found.push(NameProvider {
-                package_id: row.try_get("package_id")?,
-                name: row.try_get("name")?,
-                version: row.try_get("version")?,
-                arch: row.try_get("arch")?,
-            });
+        for names in names.chunks(dependencies::NAMES_PER_QUERY) {
+            let sql = dependencies::name_providers(DIALECT, owner_id, branch, names);
+            for row in query(&sql).fetch_all(&self.pool).await? {
+                found.push(NameProvider {
+                    package_id: row.try_get("package_id")?,
+                    name: row.try_get("name")?,
+                    version: row.try_get("version")?,
+                    arch: row.try_get("arch")?,
+                });
+            }
         }
         Ok(found)
     }
@@ -219,17 +220,21 @@ impl PostgresStore {
         repository_id: i64,
         names: &[String],
     ) -> StoreResult<Vec<Dependent>> {
-        let list = serde_json::to_string(names).map_err(|e| sqlx::Error::Encode(e.into()))?;
-        let sql = dependencies::dependents(DIALECT, repository_id, &list);
-        let mut found = Vec::new();
-        for row in query(&sql).fetch_all(&self.pool).await? {
-            found.push(Dependent {
-                package_id: row.try_get("package_id")?,
-                arch: row.try_get("arch")?,
-                filename: row.try_get("filename")?,
-                stanza: row.try_get("stanza")?,
-            });
+        let mut found: Vec<Dependent> = Vec::new();
+        for names in names.chunks(dependencies::NAMES_PER_QUERY) {
+            let sql = dependencies::dependents(DIALECT, repository_id, names);
+            for row in query(&sql).fetch_all(&self.pool).await? {
+                found.push(Dependent {
+                    package_id: row.try_get("package_id")?,
+                    arch: row.try_get("arch")?,
+                    filename: row.try_get("filename")?,
+                    stanza: row.try_get("stanza")?,
+                });
+            }
         }
+        // A package depending on names of several chunks comes once.
+        found.sort_by_key(|d| d.package_id);
+        found.dedup_by_key(|d| d.package_id);
         Ok(found)
     }
 
