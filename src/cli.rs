@@ -693,6 +693,15 @@ pub enum RepositoryCommand {
         #[arg(value_name = "OWNER/BRANCH/REPOSITORY")]
         repository: String,
     },
+    /// Changes a repository's settings.
+    Set {
+        #[arg(value_name = "OWNER/BRANCH/REPOSITORY")]
+        repository: String,
+        /// What an upload (or delete) that leaves a dependency unsatisfied gets: off,
+        /// warn or refuse; default follows repositories.dependency_check.
+        #[arg(long, value_name = "off|warn|refuse|default")]
+        dependency_check: String,
+    },
 }
 
 fn plural(count: i64, word: &str) -> String {
@@ -749,6 +758,28 @@ async fn repository(state: &AppState, command: RepositoryCommand) -> anyhow::Res
                      after this, as does fsck --repair",
                     state.config.storage.orphan_grace_secs
                 );
+            }
+        }
+        RepositoryCommand::Set {
+            repository,
+            dependency_check,
+        } => {
+            let at = RepoAddress::parse_path(&repository)?;
+            let check = match dependency_check.as_str() {
+                "default" => None,
+                other => Some(
+                    other
+                        .parse::<crate::config::DependencyCheck>()
+                        .map_err(|e| anyhow::anyhow!("--dependency-check: {e} (or default)"))?,
+                ),
+            };
+            let effective = crate::registry::dependencies::set(state, &at, check).await?;
+            match check {
+                Some(_) => eprintln!("{at}: dependency check {}", effective.as_str()),
+                None => eprintln!(
+                    "{at}: dependency check {} (repositories.dependency_check)",
+                    effective.as_str()
+                ),
             }
         }
     }

@@ -408,6 +408,18 @@ pub struct RepositoriesConfig {
     /// How an upload of a file that is stored already with the very same bytes (a
     /// retried upload whose answer was lost) is answered.
     pub identical_reupload: IdenticalReupload,
+    /// What an upload whose dependencies nothing provides (or a delete that leaves others
+    /// so) gets, unless its repository has a setting of its own.
+    pub dependency_check: DependencyCheck,
+    /// Indexes of other repositories (Alpine's own) that dependencies may be resolved in.
+    pub dependency_sources: Vec<DependencySource>,
+    /// Seconds between looks at the dependency sources: files by modification time, URLs
+    /// with conditional requests.
+    pub dependency_refresh_secs: u64,
+    /// Seconds a dependency source URL may take to answer, body included.
+    pub dependency_fetch_timeout_secs: u64,
+    /// Largest dependency source, compressed as fetched and decompressed.
+    pub dependency_source_max_bytes: u64,
 }
 
 impl Default for RepositoriesConfig {
@@ -415,6 +427,11 @@ impl Default for RepositoriesConfig {
         RepositoriesConfig {
             auto_create: true,
             identical_reupload: IdenticalReupload::Conflict,
+            dependency_check: DependencyCheck::Warn,
+            dependency_sources: Vec::new(),
+            dependency_refresh_secs: 600,
+            dependency_fetch_timeout_secs: 30,
+            dependency_source_max_bytes: 64 << 20,
         }
     }
 }
@@ -433,6 +450,56 @@ impl Default for RetentionConfig {
             interval_secs: 3600,
         }
     }
+}
+
+/// What the publish-time dependency check does with a dependency nothing provides.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DependencyCheck {
+    /// No check.
+    Off,
+    /// Accepted, the answer naming what is unsatisfied.
+    #[default]
+    Warn,
+    /// Refused (422), nothing changed.
+    Refuse,
+}
+
+impl DependencyCheck {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DependencyCheck::Off => "off",
+            DependencyCheck::Warn => "warn",
+            DependencyCheck::Refuse => "refuse",
+        }
+    }
+}
+
+impl std::str::FromStr for DependencyCheck {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "off" => Ok(DependencyCheck::Off),
+            "warn" => Ok(DependencyCheck::Warn),
+            "refuse" => Ok(DependencyCheck::Refuse),
+            other => Err(format!(
+                "unknown dependency check {other:?}: use off, warn or refuse"
+            )),
+        }
+    }
+}
+
+/// An index dependencies may be resolved in: an `APKINDEX.tar.gz` file or URL.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DependencySource {
+    /// `https://...`, `http://...`, or a file path (`file://` allowed).
+    pub location: String,
+    /// The branches whose uploads it serves (`v3.21`); empty: every branch.
+    pub branches: Vec<String>,
+    /// A public key file (PEM) the index must be signed with, by its file name as apk
+    /// names keys; unset: the index is read unverified.
+    pub key: Option<PathBuf>,
 }
 
 /// The answer to an upload whose file is stored already with the same bytes. Either way
@@ -548,6 +615,7 @@ impl Config {
         if self.retention.interval_secs == 0 {
             anyhow::bail!("retention.interval_secs must be at least 1");
         }
+        self.validate_dependency_sources()?;
         self.database_backend()?;
         if self.storage.backend == StorageBackend::S3 {
             let s3 = &self.storage.s3;
@@ -568,6 +636,39 @@ impl Config {
                 anyhow::bail!(
                     "storage.s3.connect_timeout_secs and storage.s3.first_byte_timeout_secs \
                      must be at least 1"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_dependency_sources(&self) -> anyhow::Result<()> {
+        let repositories = &self.repositories;
+        if repositories.dependency_refresh_secs == 0
+            || repositories.dependency_fetch_timeout_secs == 0
+            || repositories.dependency_source_max_bytes == 0
+        {
+            anyhow::bail!(
+                "repositories.dependency_refresh_secs, dependency_fetch_timeout_secs and \
+                 dependency_source_max_bytes must be positive"
+            );
+        }
+        for source in &repositories.dependency_sources {
+            let location = source.location.trim();
+            if location.is_empty() {
+                anyhow::bail!(
+                    "repositories.dependency_sources: an entry has no location (an \
+                     APKINDEX.tar.gz URL or file)"
+                );
+            }
+            if location.contains("://")
+                && !["http://", "https://", "file://"]
+                    .iter()
+                    .any(|scheme| location.starts_with(scheme))
+            {
+                anyhow::bail!(
+                    "repositories.dependency_sources: {location:?} is neither an http(s) URL \
+                     nor a file"
                 );
             }
         }

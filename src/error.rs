@@ -29,6 +29,12 @@ pub enum AppError {
     Exists(Box<Exists>),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// A change the dependency check refuses: 422, listing what would be unsatisfied.
+    #[error("{message}")]
+    UnsatisfiedDependencies {
+        message: String,
+        unsatisfied: Vec<String>,
+    },
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("{0}")]
@@ -122,6 +128,7 @@ impl AppError {
             AppError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Conflict(_) | AppError::Exists(_) => StatusCode::CONFLICT,
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::UnsatisfiedDependencies { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             AppError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
@@ -235,6 +242,11 @@ impl IntoResponse for AppError {
             for (key, value) in &exists.answer {
                 fields.entry(key.as_str()).or_insert_with(|| value.clone());
             }
+        }
+        if let (AppError::UnsatisfiedDependencies { unsatisfied, .. }, Some(fields)) =
+            (&self, body.as_object_mut())
+        {
+            fields.insert("unsatisfied".into(), unsatisfied.clone().into());
         }
         let mut response = (status, Json(body)).into_response();
         match self {

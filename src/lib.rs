@@ -79,6 +79,9 @@ pub struct Shared {
     pub clock: SharedClock,
     /// Retention runs of this process (`registry::retention`).
     pub retention: Arc<registry::retention::Retention>,
+    /// The indexes dependencies may be resolved in besides the owner's
+    /// (`repositories.dependency_sources`), as last read.
+    pub dependency_sources: Arc<registry::dependency_sources::DependencySources>,
 }
 
 /// Opens the database (migrating it), SQLite or PostgreSQL as `database.url` says, and
@@ -188,6 +191,9 @@ pub async fn open_with_clock(config: Config, clock: SharedClock) -> anyhow::Resu
                 0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
                 n => n,
             },
+        )),
+        dependency_sources: Arc::new(registry::dependency_sources::DependencySources::new(
+            &config,
         )),
         config,
         clock,
@@ -414,6 +420,7 @@ pub async fn serve(
     spawn_throttle_pruner(state.throttle.clone());
     spawn_session_pruner(state.clone());
     registry::retention::spawn_schedule(state.clone());
+    registry::dependency_sources::spawn_refresher(state.clone());
     let config = state.config.clone();
     let early = {
         let state = state.clone();

@@ -2534,6 +2534,7 @@ fn dump() -> Dump {
                 name: "main".into(),
                 wanted_gen: 5,
                 built_gen: 5,
+                dependency_check: Some("refuse".into()),
             },
             RepositoryRow {
                 id: 8,
@@ -2542,6 +2543,7 @@ fn dump() -> Dump {
                 name: "main".into(),
                 wanted_gen: 2,
                 built_gen: 1,
+                dependency_check: None,
             },
         ],
         packages: vec![

@@ -321,6 +321,116 @@ pub fn describe_signed_index(signed: &[u8]) -> ApkResult<(Vec<String>, usize)> {
     ))
 }
 
+/// What an index someone else publishes says of one package: what a dependency may be
+/// resolved against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedPackage {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    /// The `p:` atoms (`so:libfoo.so.1=1.2`, `cmd:foo`).
+    pub provides: Vec<String>,
+}
+
+/// The public key an index must be signed with: its PEM and its apk key name (the file
+/// name in `/etc/apk/keys` that the signature entries name).
+#[derive(Debug, Clone, Copy)]
+pub struct TrustedKey<'a> {
+    pub pem: &'a str,
+    pub name: &'a str,
+}
+
+/// Reads the packages an `APKINDEX.tar.gz` lists (signed or not), decompressing at most
+/// `max_bytes`, an error beyond. With `key`, the index must carry a signature entry by
+/// that key name that verifies (the first such entry of a known algorithm, as apk picks
+/// it); without, signatures are skipped unchecked.
+pub fn read_listed_packages(
+    data: &[u8],
+    key: Option<TrustedKey<'_>>,
+    max_bytes: u64,
+) -> ApkResult<Vec<ListedPackage>> {
+    let unsigned = match (super::sign::split_signed(data), key) {
+        (Ok((signatures, unsigned)), Some(key)) => {
+            let trusted = signatures.iter().find_map(|(entry, signature)| {
+                let (alg, name) = entry.strip_prefix(".SIGN.")?.split_once('.')?;
+                let alg = alg.parse::<SignatureAlgorithm>().ok()?;
+                (name == key.name).then_some((alg, signature))
+            });
+            let (alg, signature) = trusted.ok_or_else(|| {
+                ApkError::Malformed(format!("the index carries no signature by {}", key.name))
+            })?;
+            super::sign::verify(key.pem, alg, unsigned, signature)?;
+            unsigned
+        }
+        (Ok((_, unsigned)), None) => unsigned,
+        (Err(_), Some(key)) => {
+            return Err(ApkError::Malformed(format!(
+                "the index is not signed (expected a signature by {})",
+                key.name
+            )))
+        }
+        (Err(_), None) => data,
+    };
+    let exceeded = std::cell::Cell::new(false);
+    let limited = super::stream::Limited::new(
+        flate2::read::MultiGzDecoder::new(unsigned),
+        max_bytes,
+        &exceeded,
+    );
+    let too_large = || ApkError::TooLarge {
+        what: "the decompressed index",
+        limit: max_bytes,
+    };
+    let mut archive = tar::Archive::new(limited);
+    let entries = archive.entries().map_err(ApkError::Io)?;
+    for entry in entries {
+        let mut entry = match entry {
+            Ok(entry) => entry,
+            Err(_) if exceeded.get() => return Err(too_large()),
+            Err(e) => return Err(ApkError::Io(e)),
+        };
+        if entry.path().map_err(ApkError::Io)?.to_str() != Some("APKINDEX") {
+            continue;
+        }
+        let mut text = String::new();
+        if let Err(e) = std::io::Read::read_to_string(&mut entry, &mut text) {
+            return Err(if exceeded.get() {
+                too_large()
+            } else {
+                ApkError::Malformed(format!("the APKINDEX entry cannot be read: {e}"))
+            });
+        }
+        return Ok(text
+            .split("\n\n")
+            .filter_map(|stanza| {
+                let mut package = ListedPackage {
+                    name: String::new(),
+                    version: String::new(),
+                    arch: String::new(),
+                    provides: Vec::new(),
+                };
+                for line in stanza.lines() {
+                    match line.split_once(':') {
+                        Some(("P", v)) => package.name = v.to_string(),
+                        Some(("V", v)) => package.version = v.to_string(),
+                        Some(("A", v)) => package.arch = v.to_string(),
+                        Some(("p", v)) => {
+                            package.provides = v.split_whitespace().map(str::to_string).collect()
+                        }
+                        _ => {}
+                    }
+                }
+                (!package.name.is_empty()).then_some(package)
+            })
+            .collect());
+    }
+    Err(if exceeded.get() {
+        too_large()
+    } else {
+        ApkError::Malformed("the index has no APKINDEX entry".into())
+    })
+}
+
 /// Registry stanza order: name, then version (apk ordering), then checksum.
 pub fn compare_entries(a: (&str, &str, &str), b: (&str, &str, &str)) -> Ordering {
     a.0.cmp(b.0)
@@ -521,6 +631,63 @@ mod tests {
             &sigs[0].1
         )
         .is_err());
+    }
+
+    #[test]
+    fn listed_packages_are_read_from_signed_and_unsigned_indexes() {
+        let key = committed_key();
+        let pem = key.public_key_pem().unwrap();
+        let stanzas = [
+            "C:Q1a\nP:foo\nV:1.0-r0\nA:x86_64\np:so:libfoo.so.1=1.0 cmd:foo\n\n",
+            "C:Q1b\nP:bar\nV:2-r1\nA:noarch\n\n",
+        ];
+        let unsigned = write_unsigned_index("d", &stanzas).unwrap();
+        let listed = read_listed_packages(&unsigned, None, 1 << 20).expect("unsigned");
+        assert_eq!(listed.len(), 2);
+        assert_eq!(
+            listed[0],
+            ListedPackage {
+                name: "foo".into(),
+                version: "1.0-r0".into(),
+                arch: "x86_64".into(),
+                provides: vec!["so:libfoo.so.1=1.0".into(), "cmd:foo".into()],
+            }
+        );
+        let trusted = TrustedKey {
+            pem: &pem,
+            name: key.key_name(),
+        };
+        let signed = sign_index(&unsigned, &key, &[SignatureAlgorithm::Rsa]).unwrap();
+        assert_eq!(
+            read_listed_packages(&signed, Some(trusted), 1 << 20).unwrap(),
+            listed
+        );
+        assert_eq!(
+            read_listed_packages(&signed, None, 1 << 20).unwrap(),
+            listed
+        );
+        // A key configured: an unsigned index, one signed by another name, or a tampered
+        // one is refused.
+        assert!(read_listed_packages(&unsigned, Some(trusted), 1 << 20).is_err());
+        let other = TrustedKey {
+            pem: &pem,
+            name: "alpine-devel@lists.alpinelinux.org-6165ee59.rsa.pub",
+        };
+        assert!(read_listed_packages(&signed, Some(other), 1 << 20).is_err());
+        let mut tampered = signed.clone();
+        let at = tampered.len() - unsigned.len() + 20;
+        tampered[at] ^= 1;
+        assert!(read_listed_packages(&tampered, Some(trusted), 1 << 20).is_err());
+    }
+
+    #[test]
+    fn listed_packages_over_the_limit_are_refused() {
+        let stanza = format!("C:Q1a\nP:foo\nV:1\nA:x86_64\nT:{}\n\n", "x".repeat(4000));
+        let unsigned = write_unsigned_index("", &[&stanza]).unwrap();
+        assert!(matches!(
+            read_listed_packages(&unsigned, None, 1000),
+            Err(ApkError::TooLarge { .. })
+        ));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! nothing of HTTP, databases or async runtimes.
 
 pub mod builder;
+pub mod depends;
 pub mod incremental;
 pub mod index;
 pub mod names;

@@ -188,6 +188,12 @@ pub fn compare(a: &str, b: &str) -> Ordering {
     compare_fuzzy(a, b, false)
 }
 
+/// apk's ordering where `b` matching a prefix of `a` counts as equal: how the fuzzy
+/// operators (`~`, `>~`, `<~`) compare.
+pub fn compare_prefix(a: &str, b: &str) -> Ordering {
+    compare_fuzzy(a, b, true)
+}
+
 /// With `fuzzy`, `b` matching a prefix of `a` counts as equal (the `~` operator).
 fn compare_fuzzy(a: &str, b: &str, fuzzy: bool) -> Ordering {
     let mut ta = Tokenizer::new(a.as_bytes());

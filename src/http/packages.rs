@@ -36,6 +36,24 @@ pub struct Uploaded {
     pub url: String,
     /// Whether this upload created the repository (`repositories.auto_create`).
     pub repository_created: bool,
+    /// The package's dependencies that nothing provides, when the repository's dependency
+    /// check is `warn` (each also sent as an `X-Alpine-Registry-Warning` header).
+    pub warnings: Vec<String>,
+}
+
+/// The header that repeats each warning of an answer, for clients that show headers only.
+pub const WARNING_HEADER: &str = "x-alpine-registry-warning";
+
+/// One `X-Alpine-Registry-Warning` header per warning (those that are no valid header
+/// value are left to the body).
+fn warning_headers(warnings: &[String]) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for warning in warnings {
+        if let Ok(value) = axum::http::HeaderValue::from_str(warning) {
+            headers.append(WARNING_HEADER, value);
+        }
+    }
+    headers
 }
 
 impl Uploaded {
@@ -60,6 +78,7 @@ impl Uploaded {
             url: format!("{base_url}{path}"),
             path,
             repository_created,
+            warnings: Vec::new(),
         }
     }
 }
@@ -80,7 +99,12 @@ impl Uploaded {
             description = "These very bytes are stored under this name already, and \
                            repositories.identical_reupload is accept: the answer of the \
                            upload that stored them"),
-        (status = 201, description = "Published", body = Uploaded),
+        (status = 201, body = Uploaded,
+            description = "Published; with the dependency check at warn, `warnings` (and an \
+                           X-Alpine-Registry-Warning header each) name the dependencies \
+                           nothing provides",
+            headers(("X-Alpine-Registry-Warning" = String,
+                description = "An unsatisfied dependency (repeated, one per warning)"))),
         (status = 400, body = ErrorBody,
             description = "A malformed package, an invalid name in it or in the path, an empty \
                            body"),
@@ -95,6 +119,11 @@ impl Uploaded {
                            says whether its bytes are the upload's, \"identical\", and \
                            describes the stored file)"),
         (status = 413, description = "Over limits.max_upload_bytes", body = ErrorBody),
+        (status = 422, body = ErrorBody,
+            description = "The dependency check of the repository is refuse and a dependency \
+                           is provided by nothing in the owner's repositories of the branch \
+                           or the dependency sources (listed in `unsatisfied`); nothing is \
+                           stored"),
         (status = 408, body = ErrorBody,
             description = "The body sent nothing for server.body_idle_timeout_secs"),
         (status = 415, description = "An apk v3 package: only v2 packages are taken",
@@ -115,7 +144,7 @@ pub async fn upload(
     extensions: axum::http::Extensions,
     headers: HeaderMap,
     body: Body,
-) -> AppResult<(StatusCode, Json<Uploaded>)> {
+) -> AppResult<(StatusCode, HeaderMap, Json<Uploaded>)> {
     let owner = super::authorize(&state, &identity, &at.owner, Role::Write).await?;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -146,13 +175,14 @@ pub async fn upload(
             } else {
                 StatusCode::CREATED
             };
-            let answer = Uploaded::new(
+            let mut answer = Uploaded::new(
                 &at,
                 published.package,
                 &base_url,
                 published.repository_created,
             );
-            Ok((status, Json(answer)))
+            answer.warnings = published.warnings;
+            Ok((status, warning_headers(&answer.warnings), Json(answer)))
         }
         Err(other) => Err(describe_stored(other, &at, &base_url)),
     }
@@ -292,25 +322,33 @@ pub async fn download(
         ("arch" = String, Path, description = "An architecture, such as x86_64"),
         ("file" = String, Path, description = "{name}-{version}.apk")),
     responses(
-        (status = 204, description = "Deleted, and gone from the index"),
+        (status = 204, description = "Deleted, and gone from the index",
+            headers(("X-Alpine-Registry-Warning" = String,
+                description = "With the dependency check at warn: a package left behind \
+                               that depends on what only the deleted one provided (one per \
+                               such dependency)"))),
         (status = 400, body = ErrorBody,
             description = "Invalid owner, branch, repository, architecture or file name"),
         (status = 401, description = "No credentials, or bad ones", body = ErrorBody),
         (status = 403, description = "Credentials without write access to this owner",
             body = ErrorBody),
         (status = 404, description = "No such owner or package file", body = ErrorBody),
+        (status = 422, body = ErrorBody,
+            description = "The dependency check of the repository is refuse and packages of \
+                           the repository depend on what only this one provides (listed in \
+                           `unsatisfied`); nothing is deleted"),
     ))]
 pub async fn delete(
     State(state): State<AppState>,
     identity: Identity,
     at: FileAddress,
-) -> AppResult<StatusCode> {
+) -> AppResult<(StatusCode, HeaderMap)> {
     let RepoFile::Package(file) = &at.file else {
         return Err(AppError::BadRequest(format!(
             "{at} cannot be deleted: delete packages, and the index follows"
         )));
     };
     let owner = super::authorize(&state, &identity, &at.repo.owner, Role::Write).await?;
-    publish::delete(&state, &owner, &at.repo, &at.arch, file).await?;
-    Ok(StatusCode::NO_CONTENT)
+    let deleted = publish::delete_checked(&state, &owner, &at.repo, &at.arch, file).await?;
+    Ok((StatusCode::NO_CONTENT, warning_headers(&deleted.warnings)))
 }

@@ -5,6 +5,8 @@
 pub mod accounts;
 pub mod catalog;
 pub mod copy;
+pub mod dependencies;
+pub mod dependency_sources;
 pub mod fsck;
 pub mod keys;
 pub mod migrate;

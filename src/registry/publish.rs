@@ -44,6 +44,17 @@ pub struct Published {
     /// The file was stored already with these very bytes, and nothing changed
     /// (`repositories.identical_reupload = "accept"`); `package` is the stored one.
     pub identical: bool,
+    /// The dependencies nothing provides, when the dependency check is `warn`.
+    pub warnings: Vec<String>,
+}
+
+/// What a delete did.
+#[derive(Debug, Clone)]
+pub struct Deleted {
+    pub package: Package,
+    /// What the packages left behind depend on that nothing provides any more, when the
+    /// dependency check is `warn`.
+    pub warnings: Vec<String>,
 }
 
 /// A received body, staged in blob storage; its staged file is removed when dropped
@@ -196,6 +207,9 @@ where
     .await
     .context("package parser task")??;
     drop(upload_slot);
+    // Refused here, nothing is stored: the staged file goes with `received`.
+    let warnings =
+        crate::registry::dependencies::check_upload(state, owner, at, &parsed.info).await?;
     let info = &parsed.info;
     let new_package = NewPackage {
         arch: info.arch.clone(),
@@ -209,14 +223,18 @@ where
     };
     // Nothing of the parse is needed past this point; waiting publishes hold only the row.
     drop(parsed);
-    record(
+    let mut published = record(
         state,
         owner,
         at,
         new_package,
         Content::Staged(received.staged),
     )
-    .await
+    .await?;
+    if !published.identical {
+        published.warnings = warnings;
+    }
+    Ok(published)
 }
 
 /// Where the file of a package to record is.
@@ -322,6 +340,7 @@ pub(crate) async fn record(
         package,
         repository_created: inserted.repository_created,
         identical: false,
+        warnings: Vec::new(),
     })
 }
 
@@ -372,6 +391,7 @@ async fn identical(
                 package: stored,
                 repository_created: false,
                 identical: true,
+                warnings: Vec::new(),
             })
         }
         IdenticalReupload::Conflict => Err(exists(
@@ -452,6 +472,36 @@ pub async fn delete(
         started,
     );
     result
+}
+
+/// Deletes like [`delete`], after the dependency check of the repository: refused when it
+/// is `refuse` and packages left behind depend on what only this one provides; with
+/// `warn`, deleted and those named.
+pub async fn delete_checked(
+    state: &AppState,
+    owner: &Owner,
+    at: &RepoAddress,
+    arch: &Arch,
+    file: &PackageFile,
+) -> AppResult<Deleted> {
+    let started = std::time::Instant::now();
+    let package = find(state, owner, at, arch, file).await?;
+    let warnings =
+        match crate::registry::dependencies::check_delete(state, owner, at, &package).await {
+            Ok(warnings) => warnings,
+            Err(refused) => {
+                let refused = Err(refused);
+                count(
+                    &state.metrics.deletes,
+                    &state.metrics.delete_duration,
+                    &refused,
+                    started,
+                );
+                return refused;
+            }
+        };
+    let package = delete(state, owner, at, arch, file).await?;
+    Ok(Deleted { package, warnings })
 }
 
 async fn delete_counted(

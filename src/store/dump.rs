@@ -98,6 +98,8 @@ pub struct RepositoryRow {
     pub name: String,
     pub wanted_gen: i64,
     pub built_gen: i64,
+    /// The repository's own dependency check setting, if it has one.
+    pub dependency_check: Option<String>,
 }
 
 /// A `packages` row; `modified_ms` as stored (NULL for rows older than the column).

@@ -1,6 +1,7 @@
 //! Metadata storage: the `Store` trait and its records. SQL lives only in the backends.
 
 mod catalog;
+mod dependencies;
 mod dump;
 mod postgres;
 mod read_cache;
@@ -15,6 +16,7 @@ pub use catalog::{
     IndexSummary, OwnerScope, PackageSearch, PatternItem, SearchCollector, SearchFile, SearchPage,
     SearchTerm,
 };
+pub use dependencies::{Dependent, NameProvider};
 pub use dump::{
     Dump, IndexRow, MemberRow, OwnerRow, PackageRow, RepositoryRow, RetentionRuleRow,
     SigningKeyRow, TableCounts, TokenRow, UserRow,
@@ -632,6 +634,24 @@ pub trait Store: Send + Sync + 'static {
         name: &str,
         limit: usize,
     ) -> StoreResult<(Vec<String>, u64)>;
+    // The publish-time dependency check (see `dependencies`).
+
+    /// The packages of the owner's repositories of `branch` named one of `names` or
+    /// providing one of them, in no order.
+    async fn name_providers(
+        &self,
+        owner_id: i64,
+        branch: &str,
+        names: &[String],
+    ) -> StoreResult<Vec<NameProvider>>;
+    /// The packages of the repository that depend on one of `names`, by row id.
+    async fn dependents(&self, repository_id: i64, names: &[String])
+        -> StoreResult<Vec<Dependent>>;
+    /// The repository's own dependency check setting (`off`, `warn`, `refuse`, or None for
+    /// the configured one); None when the repository does not exist.
+    async fn dependency_check(&self, repo: &RepoRef) -> StoreResult<Option<Option<String>>>;
+    /// Sets (None: clears) the repository's own setting; false when it does not exist.
+    async fn set_dependency_check(&self, repo: &RepoRef, value: Option<&str>) -> StoreResult<bool>;
     /// The served indexes of a repository, by architecture, without their bytes.
     async fn index_summaries(&self, repository_id: i64) -> StoreResult<Vec<IndexSummary>>;
 
@@ -886,8 +906,8 @@ const EXPORT_TOKENS: &str = "SELECT id, user_id, token_hash, prefix, scope, owne
      expires_at, revoked_at, created_at, label, last_used_at FROM tokens ORDER BY id";
 const EXPORT_SIGNING_KEYS: &str = "SELECT owner_id, key_name, private_pem, public_pem, \
      created_at FROM signing_keys ORDER BY owner_id";
-const EXPORT_REPOSITORIES: &str =
-    "SELECT id, owner_id, branch, name, wanted_gen, built_gen FROM repositories ORDER BY id";
+const EXPORT_REPOSITORIES: &str = "SELECT id, owner_id, branch, name, wanted_gen, built_gen, \
+     dependency_check FROM repositories ORDER BY id";
 const EXPORT_PACKAGES: &str = "SELECT id, repository_id, arch, name, version, filename, \
      checksum, sha256, size, stanza, created_at, modified_ms, pinned FROM packages ORDER BY id";
 const EXPORT_INDEXES: &str = "SELECT repository_id, arch, generation, content, sha256, \

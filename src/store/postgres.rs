@@ -965,6 +965,31 @@ impl Store for PostgresStore {
         self.catalog_required_by(owner_id, name, limit).await
     }
 
+    async fn name_providers(
+        &self,
+        owner_id: i64,
+        branch: &str,
+        names: &[String],
+    ) -> StoreResult<Vec<crate::store::NameProvider>> {
+        self.catalog_name_providers(owner_id, branch, names).await
+    }
+
+    async fn dependents(
+        &self,
+        repository_id: i64,
+        names: &[String],
+    ) -> StoreResult<Vec<crate::store::Dependent>> {
+        self.catalog_dependents(repository_id, names).await
+    }
+
+    async fn dependency_check(&self, repo: &RepoRef) -> StoreResult<Option<Option<String>>> {
+        self.catalog_dependency_check(repo).await
+    }
+
+    async fn set_dependency_check(&self, repo: &RepoRef, value: Option<&str>) -> StoreResult<bool> {
+        self.catalog_set_dependency_check(repo, value).await
+    }
+
     async fn index_summaries(&self, repository_id: i64) -> StoreResult<Vec<IndexSummary>> {
         self.catalog_index_summaries(repository_id).await
     }
@@ -1738,8 +1763,8 @@ impl Store for PostgresStore {
         }
         for repository in &dump.repositories {
             sqlx::query(
-                "INSERT INTO repositories (id, owner_id, branch, name, wanted_gen, built_gen) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO repositories (id, owner_id, branch, name, wanted_gen, built_gen, \
+                 dependency_check) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(repository.id)
             .bind(repository.owner_id)
@@ -1747,6 +1772,7 @@ impl Store for PostgresStore {
             .bind(&repository.name)
             .bind(repository.wanted_gen)
             .bind(repository.built_gen)
+            .bind(&repository.dependency_check)
             .execute(&mut *tx)
             .await?;
         }

@@ -873,6 +873,31 @@ impl Store for SqliteStore {
         self.catalog_required_by(owner_id, name, limit).await
     }
 
+    async fn name_providers(
+        &self,
+        owner_id: i64,
+        branch: &str,
+        names: &[String],
+    ) -> StoreResult<Vec<crate::store::NameProvider>> {
+        self.catalog_name_providers(owner_id, branch, names).await
+    }
+
+    async fn dependents(
+        &self,
+        repository_id: i64,
+        names: &[String],
+    ) -> StoreResult<Vec<crate::store::Dependent>> {
+        self.catalog_dependents(repository_id, names).await
+    }
+
+    async fn dependency_check(&self, repo: &RepoRef) -> StoreResult<Option<Option<String>>> {
+        self.catalog_dependency_check(repo).await
+    }
+
+    async fn set_dependency_check(&self, repo: &RepoRef, value: Option<&str>) -> StoreResult<bool> {
+        self.catalog_set_dependency_check(repo, value).await
+    }
+
     async fn index_summaries(&self, repository_id: i64) -> StoreResult<Vec<IndexSummary>> {
         self.catalog_index_summaries(repository_id).await
     }
@@ -1647,8 +1672,8 @@ impl Store for SqliteStore {
         }
         for repository in &dump.repositories {
             sqlx::query(
-                "INSERT INTO repositories (id, owner_id, branch, name, wanted_gen, built_gen) \
-                 VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO repositories (id, owner_id, branch, name, wanted_gen, built_gen, \
+                 dependency_check) VALUES (?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(repository.id)
             .bind(repository.owner_id)
@@ -1656,6 +1681,7 @@ impl Store for SqliteStore {
             .bind(&repository.name)
             .bind(repository.wanted_gen)
             .bind(repository.built_gen)
+            .bind(&repository.dependency_check)
             .execute(&mut *tx)
             .await?;
         }

@@ -14,6 +14,7 @@ mod catalog;
 mod copy;
 mod document;
 mod retention;
+mod settings;
 
 use std::sync::OnceLock;
 
@@ -107,6 +108,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(retention::plan))
         .routes(routes!(retention::apply))
         .routes(routes!(retention::pin, retention::unpin))
+        .routes(routes!(settings::get, settings::set))
         .routes(routes!(admin::list_users, admin::create_user))
         .routes(routes!(admin::delete_user))
         .routes(routes!(admin::set_password))

@@ -151,7 +151,9 @@ pub async fn submit(
     visitor.check_csrf(&form.csrf)?;
     let found = resolve(&state, &visitor, &owner, &name, &form.target).await?;
     let deleted =
-        publish::delete(&state, &found.owner, &found.at, &found.arch, &found.file).await?;
+        publish::delete_checked(&state, &found.owner, &found.at, &found.arch, &found.file)
+            .await?
+            .package;
     tracing::info!(
         user = visitor.user_name().unwrap_or(""),
         file = %format!("{}/{}/{}", found.at, deleted.arch, deleted.filename),

@@ -6,9 +6,10 @@ use sqlx::{Row, Sqlite};
 
 use super::{owner_from, package_from, SqliteStore, PACKAGE_COLUMNS};
 use crate::store::catalog::{self as shared, Arg, Dialect, Sql};
+use crate::store::dependencies;
 use crate::store::{
-    CatalogFile, IndexSummary, Owner, OwnerScope, PackageSearch, SearchCollector, SearchFile,
-    SearchPage, StoreResult,
+    CatalogFile, Dependent, IndexSummary, NameProvider, Owner, OwnerScope, PackageSearch, RepoRef,
+    SearchCollector, SearchFile, SearchPage, StoreResult,
 };
 
 const DIALECT: Dialect = Dialect::Sqlite;
@@ -188,5 +189,77 @@ impl SqliteStore {
             })
         })
         .collect()
+    }
+
+    pub(super) async fn catalog_name_providers(
+        &self,
+        owner_id: i64,
+        branch: &str,
+        names: &[String],
+    ) -> StoreResult<Vec<NameProvider>> {
+        let mut found = Vec::new();
+        for names in names.chunks(dependencies::NAMES_PER_QUERY) {
+            let sql = dependencies::name_providers(DIALECT, owner_id, branch, names);
+            for row in query(&sql).fetch_all(&self.reader).await? {
+                found.push(NameProvider {
+                    package_id: row.try_get("package_id")?,
+                    name: row.try_get("name")?,
+                    version: row.try_get("version")?,
+                    arch: row.try_get("arch")?,
+                });
+            }
+        }
+        Ok(found)
+    }
+
+    pub(super) async fn catalog_dependents(
+        &self,
+        repository_id: i64,
+        names: &[String],
+    ) -> StoreResult<Vec<Dependent>> {
+        let mut found: Vec<Dependent> = Vec::new();
+        for names in names.chunks(dependencies::NAMES_PER_QUERY) {
+            let sql = dependencies::dependents(DIALECT, repository_id, names);
+            for row in query(&sql).fetch_all(&self.reader).await? {
+                found.push(Dependent {
+                    package_id: row.try_get("package_id")?,
+                    arch: row.try_get("arch")?,
+                    filename: row.try_get("filename")?,
+                    stanza: row.try_get("stanza")?,
+                });
+            }
+        }
+        // A package depending on names of several chunks comes once.
+        found.sort_by_key(|d| d.package_id);
+        found.dedup_by_key(|d| d.package_id);
+        Ok(found)
+    }
+
+    pub(super) async fn catalog_dependency_check(
+        &self,
+        repo: &RepoRef,
+    ) -> StoreResult<Option<Option<String>>> {
+        Ok(sqlx::query_scalar(dependencies::DEPENDENCY_CHECK)
+            .bind(repo.owner_id)
+            .bind(&repo.branch)
+            .bind(&repo.repository)
+            .fetch_optional(&self.reader)
+            .await?)
+    }
+
+    pub(super) async fn catalog_set_dependency_check(
+        &self,
+        repo: &RepoRef,
+        value: Option<&str>,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(dependencies::SET_DEPENDENCY_CHECK)
+            .bind(value)
+            .bind(repo.owner_id)
+            .bind(&repo.branch)
+            .bind(&repo.repository)
+            .execute(&self.writer)
+            .await?;
+        self.cache.changed();
+        Ok(done.rows_affected() > 0)
     }
 }
