@@ -485,21 +485,24 @@ pub async fn delete_checked(
     file: &PackageFile,
 ) -> AppResult<Deleted> {
     let started = std::time::Instant::now();
-    let package = find(state, owner, at, arch, file).await?;
-    let warnings =
-        match crate::registry::dependencies::check_delete(state, owner, at, &package).await {
-            Ok(warnings) => warnings,
-            Err(refused) => {
-                let refused = Err(refused);
-                count(
-                    &state.metrics.deletes,
-                    &state.metrics.delete_duration,
-                    &refused,
-                    started,
-                );
-                return refused;
-            }
-        };
+    // A file that is not there, or a refusal of the check, counts as a delete refused.
+    let checked = async {
+        let package = find(state, owner, at, arch, file).await?;
+        crate::registry::dependencies::check_delete(state, owner, at, &package).await
+    };
+    let warnings = match checked.await {
+        Ok(warnings) => warnings,
+        Err(refused) => {
+            let refused = Err(refused);
+            count(
+                &state.metrics.deletes,
+                &state.metrics.delete_duration,
+                &refused,
+                started,
+            );
+            return refused;
+        }
+    };
     let package = delete(state, owner, at, arch, file).await?;
     Ok(Deleted { package, warnings })
 }
