@@ -275,7 +275,7 @@ pub struct LimitsConfig {
     /// `Retry-After`.
     pub max_concurrent_uploads: usize,
     /// Of those, uploads of one user at once; one more is answered 429 with
-    /// `Retry-After`. 0: a quarter of `max_concurrent_uploads`.
+    /// `Retry-After`. 0: half of `max_concurrent_uploads`, rounded up.
     pub max_concurrent_uploads_per_user: usize,
     /// Largest body of a web form (login, logout, delete); 413 above it.
     pub max_form_bytes: u64,
@@ -761,10 +761,11 @@ impl Config {
             .collect()
     }
 
-    /// `limits.max_concurrent_uploads_per_user`, a quarter of the uploads when it is 0.
+    /// `limits.max_concurrent_uploads_per_user`, half of the uploads when it is 0: a CI job
+    /// with 32 parallel uploads works by default, and others keep as many slots.
     pub fn uploads_per_user(&self) -> usize {
         match self.limits.max_concurrent_uploads_per_user {
-            0 => self.limits.max_concurrent_uploads.div_ceil(4),
+            0 => self.limits.max_concurrent_uploads.div_ceil(2),
             n => n,
         }
     }
@@ -930,9 +931,9 @@ mod tests {
     }
 
     #[test]
-    fn a_user_gets_a_quarter_of_the_upload_slots_unless_told() {
+    fn a_user_gets_half_of_the_upload_slots_unless_told() {
         let mut config = Config::default();
-        assert_eq!(config.uploads_per_user(), 16);
+        assert_eq!(config.uploads_per_user(), 32);
         config.limits.max_concurrent_uploads = 2;
         assert_eq!(config.uploads_per_user(), 1);
         config.limits.max_concurrent_uploads_per_user = 2;

@@ -632,8 +632,8 @@ async fn a_token_trickling_uploads_leaves_slots_for_other_users() {
     );
     assert_eq!(status, 201, "{body}");
     assert!(waited < Duration::from_secs(10), "{waited:?}");
-    assert_eq!(holding, 16, "a quarter of the slots");
-    assert_eq!(answers.get(&Some(429)), Some(&48), "{answers:?}");
+    assert_eq!(holding, 32, "half of the slots");
+    assert_eq!(answers.get(&Some(429)), Some(&32), "{answers:?}");
 }
 
 /// Package payload of the stalled downloads: larger than what the kernel buffers between

@@ -64,7 +64,7 @@ impl Server {
             // wrk's connections and the benchmark's own all come from 127.0.0.1.
             .env("ALPINE_REGISTRY__SERVER__MAX_CONNECTIONS_PER_IP", "1024")
             // The publishing clients are one user, as many CI jobs with one token: all
-            // of the upload slots are theirs to take (by default one user gets a quarter).
+            // of the upload slots are theirs to take (by default one user gets half).
             .env(
                 "ALPINE_REGISTRY__LIMITS__MAX_CONCURRENT_UPLOADS_PER_USER",
                 "64",
