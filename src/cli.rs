@@ -11,6 +11,7 @@ use crate::access;
 use crate::config::{Config, ListenAddr};
 use crate::names::{Arch, OwnerName, PackageFile, RepoAddress};
 use crate::registry::accounts::{self, TokenRequest};
+use crate::registry::audit::Actor;
 use crate::store::Role;
 use crate::AppState;
 
@@ -337,7 +338,8 @@ async fn user_command(state: &AppState, command: UserCommand) -> anyhow::Result<
             } else {
                 None
             };
-            accounts::create_user(state, &name, hash.as_deref(), admin, true).await?;
+            accounts::create_user(state, &Actor::cli(), &name, hash.as_deref(), admin, true)
+                .await?;
             eprintln!("created user {name} (namespace {name})");
         }
         UserCommand::List => {
@@ -357,7 +359,7 @@ async fn user_command(state: &AppState, command: UserCommand) -> anyhow::Result<
             );
         }
         UserCommand::Delete { name } => {
-            let deleted = accounts::delete_user(state, &name).await?;
+            let deleted = accounts::delete_user(state, &Actor::cli(), &name).await?;
             if deleted.namespace_deleted {
                 eprintln!("deleted user {name} and its namespace {name}");
             } else {
@@ -370,7 +372,7 @@ async fn user_command(state: &AppState, command: UserCommand) -> anyhow::Result<
             } else {
                 Some(password_from_stdin()?)
             };
-            accounts::set_password(state, &name, password).await?;
+            accounts::set_password(state, &Actor::cli(), &name, password).await?;
             if remove {
                 eprintln!("removed the password of {name}: it signs in with tokens only");
             } else {
@@ -385,7 +387,7 @@ async fn owner_command(state: &AppState, command: OwnerCommand) -> anyhow::Resul
     match command {
         OwnerCommand::Create { name, private, org } => {
             let (owner, key_name) =
-                accounts::create_owner(state, &name, private, org, true).await?;
+                accounts::create_owner(state, &Actor::cli(), &name, private, org, true).await?;
             eprintln!(
                 "created owner {} (key {})",
                 owner.name,
@@ -418,7 +420,7 @@ async fn owner_command(state: &AppState, command: OwnerCommand) -> anyhow::Resul
             );
         }
         OwnerCommand::Delete { name, force } => {
-            let held = accounts::delete_owner(state, &name, force).await?;
+            let held = accounts::delete_owner(state, &Actor::cli(), &name, force).await?;
             eprintln!(
                 "deleted owner {name} with its signing key, {} repositories and {} packages \
                  (their files are removed storage.orphan_grace_secs after this)",
@@ -426,7 +428,9 @@ async fn owner_command(state: &AppState, command: OwnerCommand) -> anyhow::Resul
             );
         }
         OwnerCommand::Visibility { name, visibility } => {
-            let owner = accounts::set_visibility(state, &name, visibility == "private").await?;
+            let owner =
+                accounts::set_visibility(state, &Actor::cli(), &name, visibility == "private")
+                    .await?;
             eprintln!(
                 "{} is now {}",
                 owner.name,
@@ -439,7 +443,7 @@ async fn owner_command(state: &AppState, command: OwnerCommand) -> anyhow::Resul
         }
         OwnerCommand::Member(MemberCommand::Add { owner, user, role }) => {
             let role: Role = role.parse().map_err(anyhow::Error::msg)?;
-            accounts::add_member(state, &owner, &user, role).await?;
+            accounts::add_member(state, &Actor::cli(), &owner, &user, role).await?;
             eprintln!("{user} has {} on {owner}", role.as_str());
         }
         OwnerCommand::Member(MemberCommand::List { owner }) => {
@@ -450,7 +454,7 @@ async fn owner_command(state: &AppState, command: OwnerCommand) -> anyhow::Resul
             print_table(&["USER", "ROLE"], rows);
         }
         OwnerCommand::Member(MemberCommand::Remove { owner, user }) => {
-            accounts::remove_member(state, &owner, &user).await?;
+            accounts::remove_member(state, &Actor::cli(), &owner, &user).await?;
             eprintln!("{user} no longer has a role on {owner}");
         }
     }
@@ -480,7 +484,10 @@ async fn token_command(state: &AppState, command: TokenCommand) -> anyhow::Resul
                 expires_at,
                 label: label.as_deref(),
             };
-            println!("{}", accounts::create_token(state, request, None).await?);
+            println!(
+                "{}",
+                accounts::create_token(state, &Actor::cli(), request, None).await?
+            );
         }
         TokenCommand::List { user } => {
             let rows = accounts::list_tokens(state, user.as_deref())
@@ -525,7 +532,7 @@ async fn token_command(state: &AppState, command: TokenCommand) -> anyhow::Resul
             );
         }
         TokenCommand::Revoke { id } => {
-            accounts::revoke_token(state, id, now).await?;
+            accounts::revoke_token(state, &Actor::cli(), id, now).await?;
             eprintln!("revoked token {id}");
         }
     }
@@ -717,7 +724,7 @@ async fn repository(state: &AppState, command: RepositoryCommand) -> anyhow::Res
     match command {
         RepositoryCommand::Create { repository } => {
             let at = RepoAddress::parse_path(&repository)?;
-            repositories::create(state, &at).await?;
+            repositories::create(state, &Actor::cli(), &at).await?;
             eprintln!("created repository {at}");
         }
         RepositoryCommand::List { owner } => {
@@ -741,7 +748,7 @@ async fn repository(state: &AppState, command: RepositoryCommand) -> anyhow::Res
         }
         RepositoryCommand::Remove { repository } => {
             let at = RepoAddress::parse_path(&repository)?;
-            let removed = repositories::remove(state, &at).await?;
+            let removed = repositories::remove(state, &Actor::cli(), &at).await?;
             let indexes = if removed.arches.is_empty() {
                 "no index".to_string()
             } else {
@@ -773,7 +780,8 @@ async fn repository(state: &AppState, command: RepositoryCommand) -> anyhow::Res
                         .map_err(|e| anyhow::anyhow!("--dependency-check: {e} (or default)"))?,
                 ),
             };
-            let effective = crate::registry::dependencies::set(state, &at, check).await?;
+            let effective =
+                crate::registry::dependencies::set(state, &Actor::cli(), &at, check).await?;
             match check {
                 Some(_) => eprintln!("{at}: dependency check {}", effective.as_str()),
                 None => eprintln!(
@@ -867,6 +875,7 @@ async fn package(state: &AppState, command: PackageCommand) -> anyhow::Result<()
             let target_owner = owner_of(&target_at.owner).await?;
             let copied = copy::copy(
                 state,
+                &Actor::cli(),
                 &Source {
                     owner: &source_owner,
                     at: &source_at,
@@ -902,7 +911,9 @@ async fn package(state: &AppState, command: PackageCommand) -> anyhow::Result<()
 async fn pin(state: &AppState, path: &str, pinned: bool) -> anyhow::Result<()> {
     let (at, arch, file) = parse_file_address(path)?;
     let owner = accounts::owner(state, at.owner.as_str()).await?;
-    let found = crate::registry::retention::pin(state, &owner, &at, &arch, &file, pinned).await?;
+    let found =
+        crate::registry::retention::pin(state, &Actor::cli(), &owner, &at, &arch, &file, pinned)
+            .await?;
     let verb = if pinned { "pinned" } else { "unpinned" };
     eprintln!("{verb} {at}/{}/{}", found.arch, found.filename);
     Ok(())
@@ -975,7 +986,7 @@ async fn retention(state: &AppState, command: RetentionCommand) -> anyhow::Resul
                 include,
                 exclude,
             };
-            retention::set(state, &owner, &target, spec).await?;
+            retention::set(state, &Actor::cli(), &owner, &target, spec).await?;
             eprintln!("set the retention rule of {target}");
         }
         RetentionCommand::Show { owner } => {
@@ -1014,7 +1025,7 @@ async fn retention(state: &AppState, command: RetentionCommand) -> anyhow::Resul
         RetentionCommand::Remove { target } => {
             let target = Target::parse(&target)?;
             let owner = accounts::owner(state, target.owner.as_str()).await?;
-            retention::remove(state, &owner, &target).await?;
+            retention::remove(state, &Actor::cli(), &owner, &target).await?;
             eprintln!("removed the retention rule of {target}");
         }
         RetentionCommand::Plan { target } => {
