@@ -76,6 +76,9 @@ pub enum Command {
     /// Retention rules: which old package versions the registry deletes.
     #[command(subcommand)]
     Retention(RetentionCommand),
+    /// The audit log: every change, who made it and from where.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Copies this registry (every database row, ids kept, and every package file) into
     /// the empty registry of another configuration file, e.g. from SQLite to PostgreSQL.
     /// Stop the server first; the source is only read.
@@ -279,6 +282,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Repository(command) => repository(&state, command).await,
         Command::Package(command) => package(&state, command).await,
         Command::Retention(command) => retention(&state, command).await,
+        Command::Audit(command) => audit(&state, command).await,
         Command::MigrateStorage { to } => migrate_storage(&state, &to).await,
     }
 }
@@ -916,6 +920,101 @@ async fn pin(state: &AppState, path: &str, pinned: bool) -> anyhow::Result<()> {
             .await?;
     let verb = if pinned { "pinned" } else { "unpinned" };
     eprintln!("{verb} {at}/{}/{}", found.arch, found.filename);
+    Ok(())
+}
+
+// The audit log: a thin adapter over crate::registry::audit.
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Lists entries, newest first: time, owner, actor (user and token, retention rule, or
+    /// cli and the OS user), client address, action, target, outcome and details.
+    List {
+        /// Entries of this owner.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Entries of this actor (a user name, an OS user, a retention rule's scope).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Entries of this action, e.g. package.publish.
+        #[arg(long)]
+        action: Option<String>,
+        /// Entries at or after: 2026-01-31T12:00:00Z, 2026-01-31, or 7d back from now.
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Entries to print, 1 to 1000.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Entries older than the one of this id (the next page of a previous listing).
+        #[arg(long, value_name = "ID")]
+        after: Option<String>,
+    },
+}
+
+async fn audit(state: &AppState, command: AuditCommand) -> anyhow::Result<()> {
+    use crate::registry::audit;
+    let AuditCommand::List {
+        owner,
+        actor,
+        action,
+        since,
+        limit,
+        after,
+    } = command;
+    let owner = match owner {
+        Some(name) => Some(accounts::owner(state, &name).await?),
+        None => None,
+    };
+    let since_ms = match since {
+        Some(text) => Some(audit::parse_since(&text, state.clock.unix_ms())?),
+        None => None,
+    };
+    let filter = audit::Filter {
+        actor,
+        action,
+        since_ms,
+        after,
+        limit: Some(limit),
+    };
+    let page = audit::list(state, owner.as_ref(), filter).await?;
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    let rows = page.entries.into_iter().map(|entry| {
+        let at =
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(entry.at_ms) * 1_000_000)
+                .ok()
+                .and_then(|t| t.format(&format).ok())
+                .unwrap_or_else(|| entry.at_ms.to_string());
+        let mut actor = format!("{}:{}", entry.actor_kind, entry.actor);
+        if let Some(id) = entry.token_id {
+            actor.push_str(&format!(" (token {id}"));
+            if let Some(label) = &entry.token_label {
+                actor.push_str(&format!(" {label:?}"));
+            }
+            actor.push(')');
+        }
+        vec![
+            entry.id.to_string(),
+            at,
+            entry.owner.unwrap_or_else(|| "-".into()),
+            actor,
+            entry.client.unwrap_or_else(|| "-".into()),
+            entry.action,
+            entry.target,
+            entry.outcome,
+            entry.detail.to_string(),
+        ]
+    });
+    print_table(
+        &[
+            "ID", "TIME", "OWNER", "ACTOR", "CLIENT", "ACTION", "TARGET", "OUTCOME", "DETAIL",
+        ],
+        rows,
+    );
+    if let Some(next) = page.next {
+        eprintln!("more entries: --after {next}");
+    }
     Ok(())
 }
 

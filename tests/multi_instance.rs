@@ -1212,15 +1212,7 @@ async fn orphan_collection_on_one_instance_never_takes_a_blob_another_is_publish
         // through b.
         let actor = alpine_registry::registry::audit::Actor::cli();
         let (published, ()) = tokio::join!(
-            publish::publish(
-                &a,
-                &actor,
-                uploader,
-                &owner,
-                &x,
-                None,
-                body(&bytes)
-            ),
+            publish::publish(&a, &actor, uploader, &owner, &x, None, body(&bytes)),
             delete_and_collect(&b, &y),
         );
         published.unwrap();
@@ -1231,15 +1223,7 @@ async fn orphan_collection_on_one_instance_never_takes_a_blob_another_is_publish
         // And the other way round: into y through b, out of x through a.
         let actor = alpine_registry::registry::audit::Actor::cli();
         let (published, ()) = tokio::join!(
-            publish::publish(
-                &b,
-                &actor,
-                uploader,
-                &owner,
-                &y,
-                None,
-                body(&bytes)
-            ),
+            publish::publish(&b, &actor, uploader, &owner, &y, None, body(&bytes)),
             delete_and_collect(&a, &x),
         );
         published.unwrap();

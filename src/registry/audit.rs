@@ -17,7 +17,7 @@ use crate::store::{AuditEntry, AuditQuery, Owner};
 use crate::AppState;
 
 /// Most entries one page holds.
-pub const MAX_PAGE: i64 = 1000;
+pub const MAX_PAGE: usize = 1000;
 
 /// Who makes a change.
 #[derive(Debug, Clone)]
@@ -133,51 +133,93 @@ impl Actor {
     }
 }
 
-/// Which entries to list: the adapters' filters, before they are checked.
+/// Which entries to list, as the adapters give them.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     pub actor: Option<String>,
     pub action: Option<String>,
-    /// Unix milliseconds.
+    /// Unix milliseconds: entries at or after (see [`parse_since`]).
     pub since_ms: Option<i64>,
-    /// The id of the last entry of the previous page.
-    pub before: Option<i64>,
-    pub limit: Option<i64>,
+    /// The `next` of the previous page.
+    pub after: Option<String>,
+    /// Entries per page, 1 to [`MAX_PAGE`]; [`DEFAULT_PAGE`] when None.
+    pub limit: Option<usize>,
 }
+
+/// Entries per page unless asked otherwise.
+pub const DEFAULT_PAGE: usize = 100;
 
 /// A page of entries, newest first, and where the next one starts.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Page {
     pub entries: Vec<AuditEntry>,
-    /// Pass as `before` for the next page; None on the last page.
-    pub next: Option<i64>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
-/// A page of the entries of `owner` (every owner's, and changes of no owner, when None)
-/// matching `filter`. Who may read them is the adapter's decision (`access`).
+/// A page of the entries of `owner` (of every owner, and the changes of no owner, when
+/// None) matching `filter`, newest first. Who may read them is the adapter's decision
+/// (`access`).
 pub async fn list(state: &AppState, owner: Option<&Owner>, filter: Filter) -> AppResult<Page> {
-    let limit = filter.limit.unwrap_or(100);
+    let limit = filter.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(AppError::BadRequest(format!(
-            "limit must be between 1 and {MAX_PAGE}"
+            "limit must be a whole number from 1 to {MAX_PAGE}"
         )));
     }
+    let before_id =
+        match filter.after.as_deref().filter(|a| !a.is_empty()) {
+            Some(after) => Some(after.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(
+                || {
+                    AppError::BadRequest(
+                "after is not a position this server gave: pass the `next` of the previous \
+                 page unchanged"
+                    .into(),
+            )
+                },
+            )?),
+            None => None,
+        };
     let query = AuditQuery {
         owner_id: owner.map(|o| o.id),
-        actor: filter.actor,
-        action: filter.action,
+        actor: filter.actor.filter(|a| !a.is_empty()),
+        action: filter.action.filter(|a| !a.is_empty()),
         since_ms: filter.since_ms,
-        before_id: filter.before,
-        limit: limit + 1,
+        before_id,
+        limit: limit as i64 + 1,
     };
     let mut entries = state.store.audit_entries(&query).await?;
-    let next = if entries.len() > limit as usize {
-        entries.truncate(limit as usize);
-        entries.last().map(|e| e.id)
+    let next = if entries.len() > limit {
+        entries.truncate(limit);
+        entries.last().map(|e| e.id.to_string())
     } else {
         None
     };
     Ok(Page { entries, next })
+}
+
+/// `since` as Unix milliseconds: an RFC 3339 time (`2026-01-31T12:00:00Z`), a date
+/// (`2026-01-31`, midnight UTC), or a duration back from now (`7d`, `12h`).
+pub fn parse_since(text: &str, now_ms: i64) -> AppResult<i64> {
+    use time::format_description::well_known::Rfc3339;
+    let text = text.trim();
+    let bad = || {
+        AppError::BadRequest(format!(
+            "since {:?} is not a time: give 2026-01-31T12:00:00Z, 2026-01-31 or a duration \
+             back from now such as 7d",
+            text.chars().take(40).collect::<String>()
+        ))
+    };
+    if let Ok(at) = time::OffsetDateTime::parse(text, &Rfc3339) {
+        return i64::try_from(at.unix_timestamp_nanos() / 1_000_000).map_err(|_| bad());
+    }
+    let date_format = time::macros::format_description!("[year]-[month]-[day]");
+    if let Ok(date) = time::Date::parse(text, &date_format) {
+        return Ok(date.midnight().assume_utc().unix_timestamp() * 1000);
+    }
+    let secs = crate::access::parse_duration(text).map_err(|_| bad())?;
+    Ok(now_ms.saturating_sub(secs.saturating_mul(1000)))
 }
 
 /// Deletes the entries older than `audit.retention_days`; returns how many.

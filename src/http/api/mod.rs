@@ -10,6 +10,7 @@
 //! document.
 
 mod admin;
+mod audit;
 mod catalog;
 mod copy;
 mod document;
@@ -120,6 +121,8 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::add_member, admin::remove_member))
         .routes(routes!(admin::list_tokens, admin::create_token))
         .routes(routes!(admin::revoke_token))
+        .routes(routes!(audit::list_all))
+        .routes(routes!(audit::list_owner))
 }
 
 /// The routes of the API, for the server's router.
