@@ -404,6 +404,7 @@ impl Store for SqliteStore {
         .map_err(|e| conflict_or(e, || format!("owner {name:?} already exists")))?;
         let audit = audit.map(|entry| AuditEntry {
             owner_id: Some(id),
+            owner: Some(name.to_string()),
             ..entry.clone()
         });
         record(&mut tx, audit.as_ref()).await?;
