@@ -726,7 +726,7 @@ async fn administration_is_refused_to_everyone_but_site_administrators() {
         .user_with_token("admin", Role::Admin, Some("acme"), None)
         .await;
     let routes = admin_routes(&server).await;
-    assert_eq!(routes.len(), 14, "{routes:?}");
+    assert_eq!(routes.len(), 15, "{routes:?}");
     for (method, path, body) in &routes {
         for (who, auth, refusal) in [
             ("anonymous", ANONYMOUS, 401),
