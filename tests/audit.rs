@@ -1029,3 +1029,22 @@ async fn the_activity_page_shows_an_owners_changes_to_its_admins() {
         .starts_with("/-/login"));
     server.stop().await;
 }
+
+/// A publish the dependency check accepts with warnings (repositories.dependency_check
+/// warn, the default) is recorded with the outcome `warned`.
+#[tokio::test]
+async fn a_publish_with_dependency_warnings_is_recorded_as_warned() {
+    let server = TestServer::start().await;
+    let bytes = alpine_registry::apk::builder::PackageBuilder::new("needy", "1.0-r0", "x86_64")
+        .field("depend", "nowhere-to-be-found")
+        .file("usr/bin/needy", b"needy")
+        .build();
+    let response = server.put_admin("/admin/edge/main", bytes).await;
+    assert_eq!(response.status(), 201);
+    assert!(response.headers().contains_key("x-alpine-registry-warning"));
+    let e = entries(&server).await.pop().unwrap();
+    assert_eq!(e.action, "package.publish");
+    assert_eq!(e.target, "admin/edge/main/x86_64/needy-1.0-r0.apk");
+    assert_eq!(e.outcome, "warned");
+    server.stop().await;
+}
