@@ -876,6 +876,19 @@ async fn owner_admins_read_their_owner_only() {
     )
     .await;
     assert_eq!(status, 404);
+
+    // Both routes are in the OpenAPI document with every answer above.
+    let (status, document) = send(&server, Method::GET, "/api/v1/openapi.json", None, None).await;
+    assert_eq!(status, 200);
+    for path in ["/api/v1/admin/audit", "/api/v1/owners/{owner}/audit"] {
+        let operation = &document["paths"][path]["get"];
+        for status in ["200", "400", "401", "403", "404"] {
+            assert!(
+                operation["responses"].get(status).is_some(),
+                "{path} {status}: {operation}"
+            );
+        }
+    }
     server.stop().await;
 }
 
