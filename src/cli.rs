@@ -11,6 +11,7 @@ use crate::access;
 use crate::config::{Config, ListenAddr};
 use crate::names::{Arch, OwnerName, PackageFile, RepoAddress};
 use crate::registry::accounts::{self, TokenRequest};
+use crate::registry::audit::Actor;
 use crate::store::Role;
 use crate::AppState;
 
@@ -75,6 +76,9 @@ pub enum Command {
     /// Retention rules: which old package versions the registry deletes.
     #[command(subcommand)]
     Retention(RetentionCommand),
+    /// The audit log: every change, who made it and from where.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Copies this registry (every database row, ids kept, and every package file) into
     /// the empty registry of another configuration file, e.g. from SQLite to PostgreSQL.
     /// Stop the server first; the source is only read.
@@ -278,6 +282,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Repository(command) => repository(&state, command).await,
         Command::Package(command) => package(&state, command).await,
         Command::Retention(command) => retention(&state, command).await,
+        Command::Audit(command) => audit(&state, command).await,
         Command::MigrateStorage { to } => migrate_storage(&state, &to).await,
     }
 }
@@ -337,7 +342,8 @@ async fn user_command(state: &AppState, command: UserCommand) -> anyhow::Result<
             } else {
                 None
             };
-            accounts::create_user(state, &name, hash.as_deref(), admin, true).await?;
+            accounts::create_user(state, &Actor::cli(), &name, hash.as_deref(), admin, true)
+                .await?;
             eprintln!("created user {name} (namespace {name})");
         }
         UserCommand::List => {
@@ -357,7 +363,7 @@ async fn user_command(state: &AppState, command: UserCommand) -> anyhow::Result<
             );
         }
         UserCommand::Delete { name } => {
-            let deleted = accounts::delete_user(state, &name).await?;
+            let deleted = accounts::delete_user(state, &Actor::cli(), &name).await?;
             if deleted.namespace_deleted {
                 eprintln!("deleted user {name} and its namespace {name}");
             } else {
@@ -370,7 +376,7 @@ async fn user_command(state: &AppState, command: UserCommand) -> anyhow::Result<
             } else {
                 Some(password_from_stdin()?)
             };
-            accounts::set_password(state, &name, password).await?;
+            accounts::set_password(state, &Actor::cli(), &name, password).await?;
             if remove {
                 eprintln!("removed the password of {name}: it signs in with tokens only");
             } else {
@@ -385,7 +391,7 @@ async fn owner_command(state: &AppState, command: OwnerCommand) -> anyhow::Resul
     match command {
         OwnerCommand::Create { name, private, org } => {
             let (owner, key_name) =
-                accounts::create_owner(state, &name, private, org, true).await?;
+                accounts::create_owner(state, &Actor::cli(), &name, private, org, true).await?;
             eprintln!(
                 "created owner {} (key {})",
                 owner.name,
@@ -418,7 +424,7 @@ async fn owner_command(state: &AppState, command: OwnerCommand) -> anyhow::Resul
             );
         }
         OwnerCommand::Delete { name, force } => {
-            let held = accounts::delete_owner(state, &name, force).await?;
+            let held = accounts::delete_owner(state, &Actor::cli(), &name, force).await?;
             eprintln!(
                 "deleted owner {name} with its signing key, {} repositories and {} packages \
                  (their files are removed storage.orphan_grace_secs after this)",
@@ -426,7 +432,9 @@ async fn owner_command(state: &AppState, command: OwnerCommand) -> anyhow::Resul
             );
         }
         OwnerCommand::Visibility { name, visibility } => {
-            let owner = accounts::set_visibility(state, &name, visibility == "private").await?;
+            let owner =
+                accounts::set_visibility(state, &Actor::cli(), &name, visibility == "private")
+                    .await?;
             eprintln!(
                 "{} is now {}",
                 owner.name,
@@ -439,7 +447,7 @@ async fn owner_command(state: &AppState, command: OwnerCommand) -> anyhow::Resul
         }
         OwnerCommand::Member(MemberCommand::Add { owner, user, role }) => {
             let role: Role = role.parse().map_err(anyhow::Error::msg)?;
-            accounts::add_member(state, &owner, &user, role).await?;
+            accounts::add_member(state, &Actor::cli(), &owner, &user, role).await?;
             eprintln!("{user} has {} on {owner}", role.as_str());
         }
         OwnerCommand::Member(MemberCommand::List { owner }) => {
@@ -450,7 +458,7 @@ async fn owner_command(state: &AppState, command: OwnerCommand) -> anyhow::Resul
             print_table(&["USER", "ROLE"], rows);
         }
         OwnerCommand::Member(MemberCommand::Remove { owner, user }) => {
-            accounts::remove_member(state, &owner, &user).await?;
+            accounts::remove_member(state, &Actor::cli(), &owner, &user).await?;
             eprintln!("{user} no longer has a role on {owner}");
         }
     }
@@ -480,7 +488,10 @@ async fn token_command(state: &AppState, command: TokenCommand) -> anyhow::Resul
                 expires_at,
                 label: label.as_deref(),
             };
-            println!("{}", accounts::create_token(state, request, None).await?);
+            println!(
+                "{}",
+                accounts::create_token(state, &Actor::cli(), request, None).await?
+            );
         }
         TokenCommand::List { user } => {
             let rows = accounts::list_tokens(state, user.as_deref())
@@ -525,7 +536,7 @@ async fn token_command(state: &AppState, command: TokenCommand) -> anyhow::Resul
             );
         }
         TokenCommand::Revoke { id } => {
-            accounts::revoke_token(state, id, now).await?;
+            accounts::revoke_token(state, &Actor::cli(), id, now).await?;
             eprintln!("revoked token {id}");
         }
     }
@@ -717,7 +728,7 @@ async fn repository(state: &AppState, command: RepositoryCommand) -> anyhow::Res
     match command {
         RepositoryCommand::Create { repository } => {
             let at = RepoAddress::parse_path(&repository)?;
-            repositories::create(state, &at).await?;
+            repositories::create(state, &Actor::cli(), &at).await?;
             eprintln!("created repository {at}");
         }
         RepositoryCommand::List { owner } => {
@@ -741,7 +752,7 @@ async fn repository(state: &AppState, command: RepositoryCommand) -> anyhow::Res
         }
         RepositoryCommand::Remove { repository } => {
             let at = RepoAddress::parse_path(&repository)?;
-            let removed = repositories::remove(state, &at).await?;
+            let removed = repositories::remove(state, &Actor::cli(), &at).await?;
             let indexes = if removed.arches.is_empty() {
                 "no index".to_string()
             } else {
@@ -773,7 +784,8 @@ async fn repository(state: &AppState, command: RepositoryCommand) -> anyhow::Res
                         .map_err(|e| anyhow::anyhow!("--dependency-check: {e} (or default)"))?,
                 ),
             };
-            let effective = crate::registry::dependencies::set(state, &at, check).await?;
+            let effective =
+                crate::registry::dependencies::set(state, &Actor::cli(), &at, check).await?;
             match check {
                 Some(_) => eprintln!("{at}: dependency check {}", effective.as_str()),
                 None => eprintln!(
@@ -867,6 +879,7 @@ async fn package(state: &AppState, command: PackageCommand) -> anyhow::Result<()
             let target_owner = owner_of(&target_at.owner).await?;
             let copied = copy::copy(
                 state,
+                &Actor::cli(),
                 &Source {
                     owner: &source_owner,
                     at: &source_at,
@@ -902,9 +915,106 @@ async fn package(state: &AppState, command: PackageCommand) -> anyhow::Result<()
 async fn pin(state: &AppState, path: &str, pinned: bool) -> anyhow::Result<()> {
     let (at, arch, file) = parse_file_address(path)?;
     let owner = accounts::owner(state, at.owner.as_str()).await?;
-    let found = crate::registry::retention::pin(state, &owner, &at, &arch, &file, pinned).await?;
+    let found =
+        crate::registry::retention::pin(state, &Actor::cli(), &owner, &at, &arch, &file, pinned)
+            .await?;
     let verb = if pinned { "pinned" } else { "unpinned" };
     eprintln!("{verb} {at}/{}/{}", found.arch, found.filename);
+    Ok(())
+}
+
+// The audit log: a thin adapter over crate::registry::audit.
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Lists entries, newest first: time, owner, actor (user and token, retention rule, or
+    /// cli and the OS user), client address, action, target, outcome and details.
+    List {
+        /// Entries of this owner.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Entries of this actor (a user name, an OS user, a retention rule's scope).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Entries of this action, e.g. package.publish.
+        #[arg(long)]
+        action: Option<String>,
+        /// Entries at or after: 2026-01-31T12:00:00Z, 2026-01-31, or 7d back from now.
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Entries to print, 1 to 1000.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Entries older than the one of this id (the next page of a previous listing).
+        #[arg(long, value_name = "ID")]
+        after: Option<String>,
+    },
+}
+
+async fn audit(state: &AppState, command: AuditCommand) -> anyhow::Result<()> {
+    use crate::registry::audit;
+    let AuditCommand::List {
+        owner,
+        actor,
+        action,
+        since,
+        limit,
+        after,
+    } = command;
+    let owner = match owner {
+        Some(name) => Some(accounts::owner(state, &name).await?),
+        None => None,
+    };
+    let since_ms = match since {
+        Some(text) => Some(audit::parse_since(&text, state.clock.unix_ms())?),
+        None => None,
+    };
+    let filter = audit::Filter {
+        actor,
+        action,
+        since_ms,
+        after,
+        limit: Some(limit),
+    };
+    let page = audit::list(state, owner.as_ref(), filter).await?;
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    let rows = page.entries.into_iter().map(|entry| {
+        let at =
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(entry.at_ms) * 1_000_000)
+                .ok()
+                .and_then(|t| t.format(&format).ok())
+                .unwrap_or_else(|| entry.at_ms.to_string());
+        let mut actor = format!("{}:{}", entry.actor_kind, entry.actor);
+        if let Some(id) = entry.token_id {
+            actor.push_str(&format!(" (token {id}"));
+            if let Some(label) = &entry.token_label {
+                actor.push_str(&format!(" {label:?}"));
+            }
+            actor.push(')');
+        }
+        vec![
+            entry.id.to_string(),
+            at,
+            entry.owner.unwrap_or_else(|| "-".into()),
+            actor,
+            entry.client.unwrap_or_else(|| "-".into()),
+            entry.action,
+            entry.target,
+            entry.outcome,
+            entry.detail.to_string(),
+        ]
+    });
+    print_table(
+        &[
+            "ID", "TIME", "OWNER", "ACTOR", "CLIENT", "ACTION", "TARGET", "OUTCOME", "DETAIL",
+        ],
+        rows,
+    );
+    if let Some(next) = page.next {
+        eprintln!("more entries: --after {next}");
+    }
     Ok(())
 }
 
@@ -975,7 +1085,7 @@ async fn retention(state: &AppState, command: RetentionCommand) -> anyhow::Resul
                 include,
                 exclude,
             };
-            retention::set(state, &owner, &target, spec).await?;
+            retention::set(state, &Actor::cli(), &owner, &target, spec).await?;
             eprintln!("set the retention rule of {target}");
         }
         RetentionCommand::Show { owner } => {
@@ -1014,7 +1124,7 @@ async fn retention(state: &AppState, command: RetentionCommand) -> anyhow::Resul
         RetentionCommand::Remove { target } => {
             let target = Target::parse(&target)?;
             let owner = accounts::owner(state, target.owner.as_str()).await?;
-            retention::remove(state, &owner, &target).await?;
+            retention::remove(state, &Actor::cli(), &owner, &target).await?;
             eprintln!("removed the retention rule of {target}");
         }
         RetentionCommand::Plan { target } => {

@@ -32,6 +32,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub repositories: RepositoriesConfig,
     pub retention: RetentionConfig,
+    pub audit: AuditConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -452,6 +453,24 @@ impl Default for RetentionConfig {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Days an audit log entry is kept; older ones are pruned in the background.
+    pub retention_days: u64,
+    /// Seconds between the prunes of old entries.
+    pub prune_interval_secs: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            retention_days: 365,
+            prune_interval_secs: 3600,
+        }
+    }
+}
+
 /// What the publish-time dependency check does with a dependency nothing provides.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -614,6 +633,9 @@ impl Config {
         }
         if self.retention.interval_secs == 0 {
             anyhow::bail!("retention.interval_secs must be at least 1");
+        }
+        if self.audit.retention_days == 0 || self.audit.prune_interval_secs == 0 {
+            anyhow::bail!("audit.retention_days and audit.prune_interval_secs must be at least 1");
         }
         self.validate_dependency_sources()?;
         self.database_backend()?;

@@ -137,7 +137,12 @@ pub async fn open_with_clock(config: Config, clock: SharedClock) -> anyhow::Resu
     };
     let master =
         registry::keys::MasterKey::load(&config.signing.master_key, &config.storage.data_dir)?;
-    let keys = Arc::new(Keys::new(store.clone(), master, config.signing.key_bits));
+    let keys = Arc::new(Keys::new(
+        store.clone(),
+        master,
+        config.signing.key_bits,
+        clock.clone(),
+    ));
     let throttle = access::Throttle::new(
         config.auth.max_failures,
         config.auth.max_failures_per_address,
@@ -419,6 +424,7 @@ pub async fn serve(
     }
     spawn_throttle_pruner(state.throttle.clone());
     spawn_session_pruner(state.clone());
+    registry::audit::spawn_pruner(state.clone());
     registry::retention::spawn_schedule(state.clone());
     registry::dependency_sources::spawn_refresher(state.clone());
     let config = state.config.clone();

@@ -12,7 +12,7 @@ async fn setup(server: &TestServer) {
         server
             .state
             .store
-            .create_owner(name, private, true)
+            .create_owner(name, private, true, None)
             .await
             .unwrap();
         let response = server
@@ -159,7 +159,7 @@ async fn private_owner_needs_a_members_credentials() {
     server
         .state
         .store
-        .set_member(owner.id, reader_user.id, Role::Read)
+        .set_member(owner.id, reader_user.id, Role::Read, None)
         .await
         .unwrap();
     let text = server
@@ -299,7 +299,7 @@ async fn expired_and_revoked_tokens_are_rejected() {
     assert!(server
         .state
         .store
-        .revoke_token(id, common::unix_now())
+        .revoke_token(id, common::unix_now(), None)
         .await
         .unwrap());
     let answer = server.get(path, Some(("admin", &live))).await;
@@ -322,6 +322,7 @@ async fn password_login_and_anonymous_read_switch() {
     let hash = alpine_registry::access::hash_password("s3cret-pass").unwrap();
     alpine_registry::registry::accounts::create_user(
         &server.state,
+        &alpine_registry::registry::audit::Actor::cli(),
         "alice",
         Some(&hash),
         false,

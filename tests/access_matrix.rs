@@ -203,7 +203,7 @@ fn cell_package(kind: &str, caller: &str, prefix: &str) -> String {
 async fn setup(server: &TestServer) -> Fixture {
     let store = &server.state.store;
     for (name, private) in [("pubco", false), ("privco", true), ("other", false)] {
-        store.create_owner(name, private, true).await.unwrap();
+        store.create_owner(name, private, true, None).await.unwrap();
     }
     for owner in ["pubco", "privco"] {
         let response = server
@@ -220,6 +220,7 @@ async fn setup(server: &TestServer) -> Fixture {
     let hash = alpine_registry::access::hash_password(MEMBER_PASSWORD).unwrap();
     alpine_registry::registry::accounts::create_user(
         &server.state,
+        &alpine_registry::registry::audit::Actor::cli(),
         "member",
         Some(&hash),
         false,
@@ -231,7 +232,7 @@ async fn setup(server: &TestServer) -> Fixture {
     for owner in ["pubco", "privco", "other"] {
         let owner = store.owner_by_name(owner).await.unwrap().unwrap();
         store
-            .set_member(owner.id, member.id, Role::Admin)
+            .set_member(owner.id, member.id, Role::Admin, None)
             .await
             .unwrap();
     }
@@ -240,6 +241,7 @@ async fn setup(server: &TestServer) -> Fixture {
         async move {
             alpine_registry::registry::accounts::create_token(
                 &state,
+                &alpine_registry::registry::audit::Actor::cli(),
                 alpine_registry::registry::accounts::TokenRequest {
                     user: "member",
                     scope,
@@ -269,7 +271,7 @@ async fn setup(server: &TestServer) -> Fixture {
         .max()
         .unwrap();
     assert!(store
-        .revoke_token(revoked_id, common::unix_now())
+        .revoke_token(revoked_id, common::unix_now(), None)
         .await
         .unwrap());
     let outsider = server

@@ -119,13 +119,19 @@ async fn the_database_refuses_owners_differing_only_in_case() {
     // create both.
     let server = TestServer::start().await;
     let store = &server.state.store;
-    store.create_owner("acme", false, true).await.unwrap();
-    let err = store.create_owner("ACME", false, true).await.unwrap_err();
+    store.create_owner("acme", false, true, None).await.unwrap();
+    let err = store
+        .create_owner("ACME", false, true, None)
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, alpine_registry::store::StoreError::Conflict(_)),
         "{err:?}"
     );
-    let err = store.create_user("Admin", None, false).await.unwrap_err();
+    let err = store
+        .create_user("Admin", None, false, None)
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, alpine_registry::store::StoreError::Conflict(_)),
         "{err:?}"
@@ -232,9 +238,16 @@ async fn password_changes_and_visibility_take_effect_on_the_running_registry() {
     let server = TestServer::start().await;
     let state = &server.state;
     let hash = alpine_registry::access::hash_password("old-password").unwrap();
-    accounts::create_user(state, "alice", Some(&hash), false, false)
-        .await
-        .unwrap();
+    accounts::create_user(
+        state,
+        &alpine_registry::registry::audit::Actor::cli(),
+        "alice",
+        Some(&hash),
+        false,
+        false,
+    )
+    .await
+    .unwrap();
     let index = "/alice/v1/main/x86_64/APKINDEX.tar.gz";
     let response = server
         .put(
@@ -246,9 +259,14 @@ async fn password_changes_and_visibility_take_effect_on_the_running_registry() {
     assert_eq!(response.status(), 201);
 
     // Private: anonymous readers are turned away, the member still reads.
-    accounts::set_visibility(state, "alice", true)
-        .await
-        .unwrap();
+    accounts::set_visibility(
+        state,
+        &alpine_registry::registry::audit::Actor::cli(),
+        "alice",
+        true,
+    )
+    .await
+    .unwrap();
     assert_eq!(server.get(index, None).await.status(), 401);
     assert_eq!(
         server
@@ -257,15 +275,25 @@ async fn password_changes_and_visibility_take_effect_on_the_running_registry() {
             .status(),
         200
     );
-    accounts::set_visibility(state, "alice", false)
-        .await
-        .unwrap();
+    accounts::set_visibility(
+        state,
+        &alpine_registry::registry::audit::Actor::cli(),
+        "alice",
+        false,
+    )
+    .await
+    .unwrap();
     assert_eq!(server.get(index, None).await.status(), 200);
 
     // A new password replaces the old one at once.
-    accounts::set_password(state, "alice", Some("new-password".into()))
-        .await
-        .unwrap();
+    accounts::set_password(
+        state,
+        &alpine_registry::registry::audit::Actor::cli(),
+        "alice",
+        Some("new-password".into()),
+    )
+    .await
+    .unwrap();
     let path = "/alice/v1/main";
     let response = server
         .put(
@@ -290,9 +318,16 @@ async fn password_changes_and_visibility_take_effect_on_the_running_registry() {
 async fn deleting_an_owner_with_repositories_needs_force_and_takes_them_away() {
     let server = TestServer::start().await;
     let state = &server.state;
-    accounts::create_owner(state, "acme", false, true, true)
-        .await
-        .unwrap();
+    accounts::create_owner(
+        state,
+        &alpine_registry::registry::audit::Actor::cli(),
+        "acme",
+        false,
+        true,
+        true,
+    )
+    .await
+    .unwrap();
     let response = server
         .put_admin("/acme/v1/main", package("hello", "1.0-r0", "x86_64"))
         .await;
@@ -304,9 +339,14 @@ async fn deleting_an_owner_with_repositories_needs_force_and_takes_them_away() {
         .unwrap()
         .to_string();
 
-    let err = accounts::delete_owner(state, "acme", false)
-        .await
-        .unwrap_err();
+    let err = accounts::delete_owner(
+        state,
+        &alpine_registry::registry::audit::Actor::cli(),
+        "acme",
+        false,
+    )
+    .await
+    .unwrap_err();
     assert!(
         err.to_string().contains("holds 1 repository (1 packages)"),
         "{err}"
@@ -319,7 +359,14 @@ async fn deleting_an_owner_with_repositories_needs_force_and_takes_them_away() {
         200
     );
 
-    let held = accounts::delete_owner(state, "acme", true).await.unwrap();
+    let held = accounts::delete_owner(
+        state,
+        &alpine_registry::registry::audit::Actor::cli(),
+        "acme",
+        true,
+    )
+    .await
+    .unwrap();
     assert_eq!((held.repositories, held.packages), (1, 1));
     for path in [
         "/acme/v1/main/x86_64/APKINDEX.tar.gz",
@@ -332,9 +379,16 @@ async fn deleting_an_owner_with_repositories_needs_force_and_takes_them_away() {
 
     // Created again (possibly under the same id), the owner has a new key, and the
     // running server serves and signs with that one, not the cached old one.
-    accounts::create_owner(state, "acme", false, true, true)
-        .await
-        .unwrap();
+    accounts::create_owner(
+        state,
+        &alpine_registry::registry::audit::Actor::cli(),
+        "acme",
+        false,
+        true,
+        true,
+    )
+    .await
+    .unwrap();
     let new_key = server.get("/acme/key", None).await;
     assert_eq!(new_key.status(), 200);
     let new_key_name = new_key.headers()["content-disposition"]
@@ -356,9 +410,16 @@ async fn deleting_an_owner_with_repositories_needs_force_and_takes_them_away() {
 async fn token_list_shows_label_creation_and_last_use_in_columns() {
     let server = TestServer::start().await;
     let state = &server.state;
-    accounts::create_user(state, "ci", None, false, false)
-        .await
-        .unwrap();
+    accounts::create_user(
+        state,
+        &alpine_registry::registry::audit::Actor::cli(),
+        "ci",
+        None,
+        false,
+        false,
+    )
+    .await
+    .unwrap();
     let request = TokenRequest {
         user: "ci",
         scope: Role::Write,
@@ -366,7 +427,14 @@ async fn token_list_shows_label_creation_and_last_use_in_columns() {
         expires_at: None,
         label: Some("nightly builds"),
     };
-    let secret = accounts::create_token(state, request, None).await.unwrap();
+    let secret = accounts::create_token(
+        state,
+        &alpine_registry::registry::audit::Actor::cli(),
+        request,
+        None,
+    )
+    .await
+    .unwrap();
     let unused = TokenRequest {
         user: "ci",
         scope: Role::Read,
@@ -374,7 +442,14 @@ async fn token_list_shows_label_creation_and_last_use_in_columns() {
         expires_at: None,
         label: None,
     };
-    accounts::create_token(state, unused, None).await.unwrap();
+    accounts::create_token(
+        state,
+        &alpine_registry::registry::audit::Actor::cli(),
+        unused,
+        None,
+    )
+    .await
+    .unwrap();
 
     let response = server
         .put(

@@ -23,7 +23,7 @@ async fn setup(server: &TestServer) -> (String, String) {
         server
             .state
             .store
-            .create_owner(name, private, true)
+            .create_owner(name, private, true, None)
             .await
             .unwrap();
     }
@@ -69,9 +69,15 @@ async fn setup(server: &TestServer) -> (String, String) {
     let insider = server
         .user_with_token("insider", Role::Read, None, None)
         .await;
-    alpine_registry::registry::accounts::add_member(&server.state, "secret", "insider", Role::Read)
-        .await
-        .unwrap();
+    alpine_registry::registry::accounts::add_member(
+        &server.state,
+        &alpine_registry::registry::audit::Actor::cli(),
+        "secret",
+        "insider",
+        Role::Read,
+    )
+    .await
+    .unwrap();
     let outsider = server
         .user_with_token("outsider", Role::Admin, None, None)
         .await;
@@ -472,7 +478,7 @@ async fn search_pages_give_every_package_once_even_while_packages_are_added() {
     server
         .state
         .store
-        .create_owner("acme", false, true)
+        .create_owner("acme", false, true, None)
         .await
         .unwrap();
     for i in 0..11 {
@@ -720,7 +726,7 @@ async fn administration_is_refused_to_everyone_but_site_administrators() {
         .user_with_token("admin", Role::Admin, Some("acme"), None)
         .await;
     let routes = admin_routes(&server).await;
-    assert_eq!(routes.len(), 14, "{routes:?}");
+    assert_eq!(routes.len(), 15, "{routes:?}");
     for (method, path, body) in &routes {
         for (who, auth, refusal) in [
             ("anonymous", ANONYMOUS, 401),

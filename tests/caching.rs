@@ -666,9 +666,14 @@ async fn answers_kept_in_memory_follow_every_change() {
     start_of_next_second().await;
     assert_eq!(get(&server, INDEX, &[]).await.status, 200);
     assert_eq!(get(&server, INDEX, &[]).await.status, 200);
-    alpine_registry::registry::accounts::set_visibility(&server.state, "admin", true)
-        .await
-        .unwrap();
+    alpine_registry::registry::accounts::set_visibility(
+        &server.state,
+        &alpine_registry::registry::audit::Actor::cli(),
+        "admin",
+        true,
+    )
+    .await
+    .unwrap();
     let hidden = get(&server, INDEX, &[]).await;
     assert!(
         hidden.status == 401 || hidden.status == 404,

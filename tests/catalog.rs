@@ -17,7 +17,7 @@ async fn setup(server: &TestServer) {
         server
             .state
             .store
-            .create_owner(name, private, true)
+            .create_owner(name, private, true, None)
             .await
             .unwrap();
     }
@@ -71,9 +71,15 @@ async fn setup(server: &TestServer) {
     for (name, role) in [("insider", Some(Role::Read)), ("outsider", None)] {
         server.user_with_token(name, Role::Read, None, None).await;
         if let Some(role) = role {
-            alpine_registry::registry::accounts::add_member(&server.state, "secret", name, role)
-                .await
-                .unwrap();
+            alpine_registry::registry::accounts::add_member(
+                &server.state,
+                &alpine_registry::registry::audit::Actor::cli(),
+                "secret",
+                name,
+                role,
+            )
+            .await
+            .unwrap();
         }
     }
 }
@@ -89,6 +95,7 @@ async fn user(server: &TestServer, name: &str) -> Identity {
             .unwrap(),
         scope: Role::Read,
         only_owner: None,
+        token: None,
     })
 }
 

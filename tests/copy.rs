@@ -188,7 +188,7 @@ async fn a_copy_to_another_owner_is_signed_with_that_owners_key() {
     server
         .state
         .store
-        .create_owner("acme", false, true)
+        .create_owner("acme", false, true, None)
         .await
         .unwrap();
     let bytes = package("hello", "1.0-r0", "x86_64");
@@ -322,7 +322,7 @@ async fn copying_needs_read_on_the_source_and_write_on_the_target() {
     server
         .state
         .store
-        .create_owner("secret", true, true)
+        .create_owner("secret", true, true, None)
         .await
         .unwrap();
     upload(

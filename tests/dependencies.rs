@@ -412,11 +412,19 @@ async fn the_repository_setting_beats_the_configured_one() {
     let (status, _) = settings(&server, "v3.21/nope", None).await;
     assert_eq!(status, 404);
     // Changing it takes the admin role on the owner; a writer may read it.
-    alpine_registry::registry::accounts::create_user(&server.state, "ci", None, false, false)
-        .await
-        .unwrap();
+    alpine_registry::registry::accounts::create_user(
+        &server.state,
+        &alpine_registry::registry::audit::Actor::cli(),
+        "ci",
+        None,
+        false,
+        false,
+    )
+    .await
+    .unwrap();
     alpine_registry::registry::accounts::add_member(
         &server.state,
+        &alpine_registry::registry::audit::Actor::cli(),
         "admin",
         "ci",
         alpine_registry::store::Role::Write,

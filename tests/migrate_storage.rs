@@ -146,21 +146,54 @@ async fn seen(server: &TestServer) -> Seen {
 async fn populate(server: &TestServer) -> Tokens {
     let state = &server.state;
     let hash = alpine_registry::access::hash_password(BOB_PASSWORD).unwrap();
-    accounts::create_user(state, "bob", Some(&hash), false, true)
-        .await
-        .unwrap();
-    accounts::create_owner(state, "acme", false, true, true)
-        .await
-        .unwrap();
-    accounts::create_owner(state, "vault", true, true, true)
-        .await
-        .unwrap();
-    accounts::add_member(state, "vault", "bob", Role::Write)
-        .await
-        .unwrap();
-    accounts::add_member(state, "acme", "bob", Role::Read)
-        .await
-        .unwrap();
+    accounts::create_user(
+        state,
+        &alpine_registry::registry::audit::Actor::cli(),
+        "bob",
+        Some(&hash),
+        false,
+        true,
+    )
+    .await
+    .unwrap();
+    accounts::create_owner(
+        state,
+        &alpine_registry::registry::audit::Actor::cli(),
+        "acme",
+        false,
+        true,
+        true,
+    )
+    .await
+    .unwrap();
+    accounts::create_owner(
+        state,
+        &alpine_registry::registry::audit::Actor::cli(),
+        "vault",
+        true,
+        true,
+        true,
+    )
+    .await
+    .unwrap();
+    accounts::add_member(
+        state,
+        &alpine_registry::registry::audit::Actor::cli(),
+        "vault",
+        "bob",
+        Role::Write,
+    )
+    .await
+    .unwrap();
+    accounts::add_member(
+        state,
+        &alpine_registry::registry::audit::Actor::cli(),
+        "acme",
+        "bob",
+        Role::Read,
+    )
+    .await
+    .unwrap();
     let token = |label: &'static str| TokenRequest {
         user: "bob",
         scope: Role::Write,
@@ -168,12 +201,22 @@ async fn populate(server: &TestServer) -> Tokens {
         expires_at: Some(common::unix_now() + 30 * 86400),
         label: Some(label),
     };
-    let bob = accounts::create_token(state, token("ci"), None)
-        .await
-        .unwrap();
-    let revoked = accounts::create_token(state, token("old"), None)
-        .await
-        .unwrap();
+    let bob = accounts::create_token(
+        state,
+        &alpine_registry::registry::audit::Actor::cli(),
+        token("ci"),
+        None,
+    )
+    .await
+    .unwrap();
+    let revoked = accounts::create_token(
+        state,
+        &alpine_registry::registry::audit::Actor::cli(),
+        token("old"),
+        None,
+    )
+    .await
+    .unwrap();
     let revoked_id = state
         .store
         .list_tokens(None)
@@ -183,9 +226,14 @@ async fn populate(server: &TestServer) -> Tokens {
         .find(|t| t.label.as_deref() == Some("old"))
         .unwrap()
         .id;
-    accounts::revoke_token(state, revoked_id, common::unix_now())
-        .await
-        .unwrap();
+    accounts::revoke_token(
+        state,
+        &alpine_registry::registry::audit::Actor::cli(),
+        revoked_id,
+        common::unix_now(),
+    )
+    .await
+    .unwrap();
 
     for (name, arch) in [
         ("hello", "x86_64"),
@@ -213,8 +261,20 @@ async fn populate(server: &TestServer) -> Tokens {
     assert_eq!(response.status(), 201);
     // The newest repository removed: its id must not come back in a copy either.
     let scratch = RepoAddress::parse_path("acme/v3.21/scratch").unwrap();
-    repositories::create(state, &scratch).await.unwrap();
-    repositories::remove(state, &scratch).await.unwrap();
+    repositories::create(
+        state,
+        &alpine_registry::registry::audit::Actor::cli(),
+        &scratch,
+    )
+    .await
+    .unwrap();
+    repositories::remove(
+        state,
+        &alpine_registry::registry::audit::Actor::cli(),
+        &scratch,
+    )
+    .await
+    .unwrap();
     Tokens { bob, revoked }
 }
 

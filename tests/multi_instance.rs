@@ -1179,23 +1179,40 @@ async fn orphan_collection_on_one_instance_never_takes_a_blob_another_is_publish
             file.clone(),
         );
         async move {
-            publish::delete(&state, &owner, &at, &arch, &file)
-                .await
-                .unwrap();
+            publish::delete(
+                &state,
+                &alpine_registry::registry::audit::Actor::cli(),
+                publish::DeleteReason::Request,
+                &owner,
+                &at,
+                &arch,
+                &file,
+            )
+            .await
+            .unwrap();
             fsck::collect_orphans(&state, std::time::Duration::ZERO)
                 .await
                 .unwrap();
         }
     };
 
-    publish::publish(&b, uploader, &owner, &y, None, body(&bytes))
-        .await
-        .unwrap();
+    publish::publish(
+        &b,
+        &alpine_registry::registry::audit::Actor::cli(),
+        uploader,
+        &owner,
+        &y,
+        None,
+        body(&bytes),
+    )
+    .await
+    .unwrap();
     for round in 0..60 {
         // In y (through b), not in x: a publish into x through a races a delete from y
         // through b.
+        let actor = alpine_registry::registry::audit::Actor::cli();
         let (published, ()) = tokio::join!(
-            publish::publish(&a, uploader, &owner, &x, None, body(&bytes)),
+            publish::publish(&a, &actor, uploader, &owner, &x, None, body(&bytes)),
             delete_and_collect(&b, &y),
         );
         published.unwrap();
@@ -1204,8 +1221,9 @@ async fn orphan_collection_on_one_instance_never_takes_a_blob_another_is_publish
             "round {round}: the blob of the package just published in x was deleted"
         );
         // And the other way round: into y through b, out of x through a.
+        let actor = alpine_registry::registry::audit::Actor::cli();
         let (published, ()) = tokio::join!(
-            publish::publish(&b, uploader, &owner, &y, None, body(&bytes)),
+            publish::publish(&b, &actor, uploader, &owner, &y, None, body(&bytes)),
             delete_and_collect(&a, &x),
         );
         published.unwrap();

@@ -730,6 +730,7 @@ async fn forwarded_addresses_are_counted_only_from_trusted_proxies() {
     let hash = alpine_registry::access::hash_password("alice-password").unwrap();
     alpine_registry::registry::accounts::create_user(
         &server.state,
+        &alpine_registry::registry::audit::Actor::cli(),
         "alice",
         Some(&hash),
         false,

@@ -741,6 +741,7 @@ async fn an_identical_retry_publishes_an_index_left_behind() {
                 stanza: parsed.stanza.clone(),
             },
             false,
+            None,
         )
         .await
         .unwrap();
@@ -1093,7 +1094,7 @@ async fn upload_by_write_member_of_an_organisation() {
     let org = server
         .state
         .store
-        .create_owner("acme", false, true)
+        .create_owner("acme", false, true, None)
         .await
         .unwrap();
     let token = server.user_with_token("dev", Role::Write, None, None).await;
@@ -1115,7 +1116,7 @@ async fn upload_by_write_member_of_an_organisation() {
     server
         .state
         .store
-        .set_member(org.id, dev.id, Role::Write)
+        .set_member(org.id, dev.id, Role::Write, None)
         .await
         .unwrap();
     let put = server

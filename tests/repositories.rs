@@ -157,9 +157,13 @@ async fn an_index_build_cannot_bring_back_a_removed_repository() {
     // A build renders, then the repository is removed before the build publishes.
     let (generation, rendered, removed) = state.indexer.render(&owner, &repo, None).await.unwrap();
     let at = RepoAddress::parse("admin", "edge", "main").unwrap();
-    let gone = alpine_registry::registry::repositories::remove(state, &at)
-        .await
-        .unwrap();
+    let gone = alpine_registry::registry::repositories::remove(
+        state,
+        &alpine_registry::registry::audit::Actor::cli(),
+        &at,
+    )
+    .await
+    .unwrap();
     assert_eq!(gone.packages, 1);
     assert_eq!(gone.arches, ["x86_64"]);
     assert!(state.store.list_packages(repo.id).await.unwrap().is_empty());
@@ -225,9 +229,13 @@ async fn a_created_repository_serves_an_empty_index_for_every_architecture() {
     use alpine_registry::apk::names::KNOWN_ARCHES;
     let server = TestServer::start().await;
     let at = RepoAddress::parse("admin", "v3.21", "empty").unwrap();
-    alpine_registry::registry::repositories::create(&server.state, &at)
-        .await
-        .unwrap();
+    alpine_registry::registry::repositories::create(
+        &server.state,
+        &alpine_registry::registry::audit::Actor::cli(),
+        &at,
+    )
+    .await
+    .unwrap();
     // The JSON listing of an index says what the apk route would serve, before anything
     // was asked of it.
     let listing = server
@@ -288,9 +296,13 @@ async fn the_first_index_asked_of_an_empty_repository_serves_every_architecture(
     use alpine_registry::apk::names::KNOWN_ARCHES;
     let server = TestServer::start().await;
     let at = RepoAddress::parse("admin", "v3.21", "empty").unwrap();
-    alpine_registry::registry::repositories::create(&server.state, &at)
-        .await
-        .unwrap();
+    alpine_registry::registry::repositories::create(
+        &server.state,
+        &alpine_registry::registry::audit::Actor::cli(),
+        &at,
+    )
+    .await
+    .unwrap();
     let (names, _) = empty_repository_index(&server, "x86_64").await;
     assert!(names.is_empty(), "{names:?}");
     let response = server

@@ -216,13 +216,13 @@ async fn users_and_their_namespaces(store: &dyn Store) {
 
     let before = now();
     let alice = store
-        .create_user("alice", Some("$argon2id$hash"), false)
+        .create_user("alice", Some("$argon2id$hash"), false, None)
         .await
         .unwrap();
     assert_eq!(alice.name, "alice");
     assert!(!alice.is_admin);
     assert_eq!(alice.password_hash.as_deref(), Some("$argon2id$hash"));
-    let root = store.create_user("root", None, true).await.unwrap();
+    let root = store.create_user("root", None, true, None).await.unwrap();
     assert!(root.is_admin);
     assert_ne!(root.id, alice.id);
     assert_eq!(store.count_users().await.unwrap(), 2);
@@ -253,7 +253,7 @@ async fn users_and_their_namespaces(store: &dyn Store) {
     assert!(listed_alice.created_at >= before && listed_alice.created_at <= now());
 
     store
-        .set_password(alice.id, Some("$argon2id$other"))
+        .set_password(alice.id, Some("$argon2id$other"), None)
         .await
         .unwrap();
     assert_eq!(
@@ -266,7 +266,7 @@ async fn users_and_their_namespaces(store: &dyn Store) {
             .as_deref(),
         Some("$argon2id$other")
     );
-    store.set_password(alice.id, None).await.unwrap();
+    store.set_password(alice.id, None, None).await.unwrap();
     assert_eq!(
         store
             .user_by_name("alice")
@@ -278,7 +278,7 @@ async fn users_and_their_namespaces(store: &dyn Store) {
     );
 
     // Organisations and private owners.
-    let acme = store.create_owner("acme", true, true).await.unwrap();
+    let acme = store.create_owner("acme", true, true, None).await.unwrap();
     assert_eq!(
         (acme.name.as_str(), acme.is_private, acme.is_org),
         ("acme", true, true)
@@ -288,7 +288,7 @@ async fn users_and_their_namespaces(store: &dyn Store) {
         (found.id, found.is_private, found.is_org),
         (acme.id, true, true)
     );
-    store.set_owner_private(acme.id, false).await.unwrap();
+    store.set_owner_private(acme.id, false, None).await.unwrap();
     assert!(
         !store
             .owner_by_name("acme")
@@ -297,7 +297,7 @@ async fn users_and_their_namespaces(store: &dyn Store) {
             .unwrap()
             .is_private
     );
-    store.set_owner_private(acme.id, true).await.unwrap();
+    store.set_owner_private(acme.id, true, None).await.unwrap();
     assert!(
         store
             .owner_by_name("acme")
@@ -311,27 +311,52 @@ async fn users_and_their_namespaces(store: &dyn Store) {
 }
 
 async fn owner_and_user_names_are_unique_regardless_of_case(store: &dyn Store) {
-    let acme = store.create_owner("acme", false, true).await.unwrap();
+    let acme = store.create_owner("acme", false, true, None).await.unwrap();
     assert_eq!(
-        conflict(store.create_owner("acme", false, true).await.unwrap_err()),
+        conflict(
+            store
+                .create_owner("acme", false, true, None)
+                .await
+                .unwrap_err()
+        ),
         "owner \"acme\" already exists"
     );
     assert_eq!(
-        conflict(store.create_owner("ACME", false, false).await.unwrap_err()),
+        conflict(
+            store
+                .create_owner("ACME", false, false, None)
+                .await
+                .unwrap_err()
+        ),
         "owner \"ACME\" already exists"
     );
-    let alice = store.create_user("alice", None, false).await.unwrap();
+    let alice = store.create_user("alice", None, false, None).await.unwrap();
     assert_eq!(
-        conflict(store.create_user("alice", None, false).await.unwrap_err()),
+        conflict(
+            store
+                .create_user("alice", None, false, None)
+                .await
+                .unwrap_err()
+        ),
         "user \"alice\" already exists"
     );
     assert_eq!(
-        conflict(store.create_user("Alice", None, true).await.unwrap_err()),
+        conflict(
+            store
+                .create_user("Alice", None, true, None)
+                .await
+                .unwrap_err()
+        ),
         "user \"Alice\" already exists"
     );
     // The user row would be new, its namespace is not: neither is created.
     assert_eq!(
-        conflict(store.create_user("Acme", None, false).await.unwrap_err()),
+        conflict(
+            store
+                .create_user("Acme", None, false, None)
+                .await
+                .unwrap_err()
+        ),
         "an owner named \"Acme\" already exists"
     );
     assert!(store.user_by_name("Acme").await.unwrap().is_none());
@@ -342,7 +367,12 @@ async fn owner_and_user_names_are_unique_regardless_of_case(store: &dyn Store) {
         .is_none());
     assert_eq!(store.count_users().await.unwrap(), 1);
     assert_eq!(
-        conflict(store.create_owner("ALICE", false, true).await.unwrap_err()),
+        conflict(
+            store
+                .create_owner("ALICE", false, true, None)
+                .await
+                .unwrap_err()
+        ),
         "owner \"ALICE\" already exists"
     );
     let owners = store.list_owners().await.unwrap();
@@ -382,26 +412,35 @@ async fn owner_and_user_names_are_unique_regardless_of_case(store: &dyn Store) {
         .await
         .unwrap()
         .is_none());
-    store.create_owner("acme-2", false, true).await.unwrap();
-    store.create_owner("acme.x", false, true).await.unwrap();
+    store
+        .create_owner("acme-2", false, true, None)
+        .await
+        .unwrap();
+    store
+        .create_owner("acme.x", false, true, None)
+        .await
+        .unwrap();
 }
 
 async fn members_and_roles(store: &dyn Store) {
-    let acme = store.create_owner("acme", false, true).await.unwrap();
-    let bob = store.create_user("bob", None, false).await.unwrap();
-    let alice = store.create_user("alice", None, false).await.unwrap();
-    let zed = store.create_user("Zed", None, false).await.unwrap();
+    let acme = store.create_owner("acme", false, true, None).await.unwrap();
+    let bob = store.create_user("bob", None, false, None).await.unwrap();
+    let alice = store.create_user("alice", None, false, None).await.unwrap();
+    let zed = store.create_user("Zed", None, false, None).await.unwrap();
     assert_eq!(store.member_role(acme.id, bob.id).await.unwrap(), None);
     assert!(store.list_members(acme.id).await.unwrap().is_empty());
 
-    store.set_member(acme.id, bob.id, Role::Read).await.unwrap();
+    store
+        .set_member(acme.id, bob.id, Role::Read, None)
+        .await
+        .unwrap();
     assert_eq!(
         store.member_role(acme.id, bob.id).await.unwrap(),
         Some(Role::Read)
     );
     // Setting again replaces the role.
     store
-        .set_member(acme.id, bob.id, Role::Write)
+        .set_member(acme.id, bob.id, Role::Write, None)
         .await
         .unwrap();
     assert_eq!(
@@ -409,10 +448,13 @@ async fn members_and_roles(store: &dyn Store) {
         Some(Role::Write)
     );
     store
-        .set_member(acme.id, alice.id, Role::Admin)
+        .set_member(acme.id, alice.id, Role::Admin, None)
         .await
         .unwrap();
-    store.set_member(acme.id, zed.id, Role::Read).await.unwrap();
+    store
+        .set_member(acme.id, zed.id, Role::Read, None)
+        .await
+        .unwrap();
 
     // Ordered by user name, byte-wise (upper case first).
     let members = store.list_members(acme.id).await.unwrap();
@@ -436,21 +478,24 @@ async fn members_and_roles(store: &dyn Store) {
         ("bob", Role::Admin)
     );
 
-    assert!(store.remove_member(acme.id, bob.id).await.unwrap());
-    assert!(!store.remove_member(acme.id, bob.id).await.unwrap());
+    assert!(store.remove_member(acme.id, bob.id, None).await.unwrap());
+    assert!(!store.remove_member(acme.id, bob.id, None).await.unwrap());
     assert_eq!(store.member_role(acme.id, bob.id).await.unwrap(), None);
     assert_eq!(store.list_members(acme.id).await.unwrap().len(), 2);
 }
 
 async fn listing_users_and_owners(store: &dyn Store) {
     let before = now();
-    let bob = store.create_user("bob", Some("hash"), false).await.unwrap();
-    store.create_user("Zed", None, true).await.unwrap();
-    store.create_user("alice", None, false).await.unwrap();
-    let acme = store.create_owner("acme", true, true).await.unwrap();
-    store.create_owner("Big", false, true).await.unwrap();
+    let bob = store
+        .create_user("bob", Some("hash"), false, None)
+        .await
+        .unwrap();
+    store.create_user("Zed", None, true, None).await.unwrap();
+    store.create_user("alice", None, false, None).await.unwrap();
+    let acme = store.create_owner("acme", true, true, None).await.unwrap();
+    store.create_owner("Big", false, true, None).await.unwrap();
     store
-        .set_member(acme.id, bob.id, Role::Write)
+        .set_member(acme.id, bob.id, Role::Write, None)
         .await
         .unwrap();
 
@@ -458,18 +503,21 @@ async fn listing_users_and_owners(store: &dyn Store) {
     // Active, expired, revoked, and one expiring later: two count.
     for (hash, expires_at) in [("h1", None), ("h2", Some(t - 10)), ("h4", Some(t + 3600))] {
         store
-            .insert_token(NewToken {
-                expires_at,
-                ..token(bob.id, hash, Role::Read)
-            })
+            .insert_token(
+                NewToken {
+                    expires_at,
+                    ..token(bob.id, hash, Role::Read)
+                },
+                None,
+            )
             .await
             .unwrap();
     }
     let revoked = store
-        .insert_token(token(bob.id, "h3", Role::Read))
+        .insert_token(token(bob.id, "h3", Role::Read), None)
         .await
         .unwrap();
-    assert!(store.revoke_token(revoked, t).await.unwrap());
+    assert!(store.revoke_token(revoked, t, None).await.unwrap());
 
     // Ordered by name, byte-wise.
     let users = store.list_users().await.unwrap();
@@ -491,11 +539,11 @@ async fn listing_users_and_owners(store: &dyn Store) {
     let bob_ns = store.owner_by_name("bob").await.unwrap().unwrap();
     let repo = repo(acme.id, "v3.21", "main");
     store
-        .insert_package(&repo, new_package("hello", "1.0-r0", "x86_64"), true)
+        .insert_package(&repo, new_package("hello", "1.0-r0", "x86_64"), true, None)
         .await
         .unwrap();
     store
-        .insert_package(&repo, new_package("hello", "1.0-r0", "aarch64"), true)
+        .insert_package(&repo, new_package("hello", "1.0-r0", "aarch64"), true, None)
         .await
         .unwrap();
     store
@@ -506,6 +554,7 @@ async fn listing_users_and_owners(store: &dyn Store) {
             },
             new_package("tool", "2.0-r0", "noarch"),
             true,
+            None,
         )
         .await
         .unwrap();
@@ -517,6 +566,7 @@ async fn listing_users_and_owners(store: &dyn Store) {
             },
             new_package("bobs", "1-r0", "x86_64"),
             true,
+            None,
         )
         .await
         .unwrap();
@@ -548,46 +598,52 @@ async fn listing_users_and_owners(store: &dyn Store) {
 }
 
 async fn deleting_users_and_owners_takes_what_they_hold(store: &dyn Store) {
-    let admin = store.create_user("admin", None, true).await.unwrap();
-    let alice = store.create_user("alice", None, false).await.unwrap();
-    let acme = store.create_owner("acme", false, true).await.unwrap();
+    let admin = store.create_user("admin", None, true, None).await.unwrap();
+    let alice = store.create_user("alice", None, false, None).await.unwrap();
+    let acme = store.create_owner("acme", false, true, None).await.unwrap();
     let alice_ns = store.owner_by_name("alice").await.unwrap().unwrap();
     store
-        .set_member(acme.id, alice.id, Role::Write)
+        .set_member(acme.id, alice.id, Role::Write, None)
         .await
         .unwrap();
     store
-        .set_member(alice_ns.id, admin.id, Role::Read)
+        .set_member(alice_ns.id, admin.id, Role::Read, None)
         .await
         .unwrap();
     store
-        .insert_token(token(alice.id, "alice-token", Role::Write))
+        .insert_token(token(alice.id, "alice-token", Role::Write), None)
         .await
         .unwrap();
     store
-        .insert_token(NewToken {
-            owner_id: Some(acme.id),
-            ..token(admin.id, "admin-for-acme", Role::Write)
-        })
+        .insert_token(
+            NewToken {
+                owner_id: Some(acme.id),
+                ..token(admin.id, "admin-for-acme", Role::Write)
+            },
+            None,
+        )
         .await
         .unwrap();
     store
-        .insert_token(NewToken {
-            owner_id: Some(alice_ns.id),
-            ..token(admin.id, "admin-for-alice", Role::Read)
-        })
+        .insert_token(
+            NewToken {
+                owner_id: Some(alice_ns.id),
+                ..token(admin.id, "admin-for-alice", Role::Read)
+            },
+            None,
+        )
         .await
         .unwrap();
     store
-        .insert_token(token(admin.id, "admin-everywhere", Role::Admin))
+        .insert_token(token(admin.id, "admin-everywhere", Role::Admin), None)
         .await
         .unwrap();
     store
-        .insert_signing_key(alice_ns.id, key("alice-1.rsa.pub"))
+        .insert_signing_key(alice_ns.id, key("alice-1.rsa.pub"), None)
         .await
         .unwrap();
     store
-        .insert_signing_key(acme.id, key("acme-1.rsa.pub"))
+        .insert_signing_key(acme.id, key("acme-1.rsa.pub"), None)
         .await
         .unwrap();
     let alice_repo = repo(alice_ns.id, "v1", "main");
@@ -600,6 +656,7 @@ async fn deleting_users_and_owners_takes_what_they_hold(store: &dyn Store) {
             &alice_repo,
             new_package_blob("a", "1-r0", "x86_64", "blob-a"),
             true,
+            None,
         )
         .await
         .unwrap();
@@ -613,6 +670,7 @@ async fn deleting_users_and_owners_takes_what_they_hold(store: &dyn Store) {
             &acme_repo,
             new_package_blob("b", "1-r0", "x86_64", "blob-b"),
             true,
+            None,
         )
         .await
         .unwrap();
@@ -630,7 +688,7 @@ async fn deleting_users_and_owners_takes_what_they_hold(store: &dyn Store) {
 
     // The user with its namespace: tokens, memberships, key, repositories, packages go.
     store
-        .delete_user(alice.id, Some(alice_ns.id))
+        .delete_user(alice.id, Some(alice_ns.id), None)
         .await
         .unwrap();
     assert!(store.user_by_name("alice").await.unwrap().is_none());
@@ -656,13 +714,13 @@ async fn deleting_users_and_owners_takes_what_they_hold(store: &dyn Store) {
         ["admin-for-acme", "admin-everywhere"]
     );
     assert_eq!(
-        not_found(store.delete_user(alice.id, None).await.unwrap_err()),
+        not_found(store.delete_user(alice.id, None, None).await.unwrap_err()),
         "the user no longer exists"
     );
 
     // The owner with its key, members, owner-limited tokens, repositories, packages and
     // indexes.
-    store.delete_owner(acme.id).await.unwrap();
+    store.delete_owner(acme.id, None).await.unwrap();
     assert!(store.owner_by_name("acme").await.unwrap().is_none());
     assert!(store.signing_key(acme.id).await.unwrap().is_none());
     assert!(store.list_members(acme.id).await.unwrap().is_empty());
@@ -694,12 +752,12 @@ async fn deleting_users_and_owners_takes_what_they_hold(store: &dyn Store) {
         .unwrap()
         .is_empty());
     assert_eq!(
-        not_found(store.delete_owner(acme.id).await.unwrap_err()),
+        not_found(store.delete_owner(acme.id, None).await.unwrap_err()),
         "the owner no longer exists"
     );
     // Without a namespace, only the user goes; its name is free again.
-    let carol = store.create_user("carol", None, false).await.unwrap();
-    store.delete_user(carol.id, None).await.unwrap();
+    let carol = store.create_user("carol", None, false, None).await.unwrap();
+    store.delete_user(carol.id, None, None).await.unwrap();
     assert!(store.user_by_name("carol").await.unwrap().is_none());
     assert!(store.owner_by_name("carol").await.unwrap().is_some());
     let names: Vec<_> = store
@@ -710,40 +768,43 @@ async fn deleting_users_and_owners_takes_what_they_hold(store: &dyn Store) {
         .map(|u| u.name)
         .collect();
     assert_eq!(names, ["admin"]);
-    let acme = store.create_owner("acme", false, true).await.unwrap();
+    let acme = store.create_owner("acme", false, true, None).await.unwrap();
     assert!(store.signing_key(acme.id).await.unwrap().is_none());
 }
 
 async fn tokens(store: &dyn Store) {
-    let alice = store.create_user("alice", None, false).await.unwrap();
-    let bob = store.create_user("bob", None, false).await.unwrap();
-    let acme = store.create_owner("acme", false, true).await.unwrap();
+    let alice = store.create_user("alice", None, false, None).await.unwrap();
+    let bob = store.create_user("bob", None, false, None).await.unwrap();
+    let acme = store.create_owner("acme", false, true, None).await.unwrap();
     let before = now();
     let first = store
-        .insert_token(NewToken {
-            user_id: alice.id,
-            token_hash: "hash-1",
-            prefix: "apkreg_one",
-            scope: Role::Write,
-            owner_id: Some(acme.id),
-            expires_at: Some(before + 3600),
-            label: Some("nightly builds"),
-        })
+        .insert_token(
+            NewToken {
+                user_id: alice.id,
+                token_hash: "hash-1",
+                prefix: "apkreg_one",
+                scope: Role::Write,
+                owner_id: Some(acme.id),
+                expires_at: Some(before + 3600),
+                label: Some("nightly builds"),
+            },
+            None,
+        )
         .await
         .unwrap();
     let second = store
-        .insert_token(token(bob.id, "hash-2", Role::Read))
+        .insert_token(token(bob.id, "hash-2", Role::Read), None)
         .await
         .unwrap();
     let third = store
-        .insert_token(token(alice.id, "hash-3", Role::Admin))
+        .insert_token(token(alice.id, "hash-3", Role::Admin), None)
         .await
         .unwrap();
     assert!(first < second && second < third);
     assert_eq!(
         conflict(
             store
-                .insert_token(token(bob.id, "hash-1", Role::Read))
+                .insert_token(token(bob.id, "hash-1", Role::Read), None)
                 .await
                 .unwrap_err()
         ),
@@ -800,9 +861,12 @@ async fn tokens(store: &dyn Store) {
     assert!(store.list_tokens(Some(-1)).await.unwrap().is_empty());
 
     // Revoked once; revoking again, or an unknown id, says so.
-    assert!(store.revoke_token(second, before + 5).await.unwrap());
-    assert!(!store.revoke_token(second, before + 9).await.unwrap());
-    assert!(!store.revoke_token(third + 1000, before).await.unwrap());
+    assert!(store.revoke_token(second, before + 5, None).await.unwrap());
+    assert!(!store.revoke_token(second, before + 9, None).await.unwrap());
+    assert!(!store
+        .revoke_token(third + 1000, before, None)
+        .await
+        .unwrap());
     let found = store.token_by_hash("hash-2").await.unwrap().unwrap();
     assert_eq!(found.revoked_at, Some(before + 5));
 
@@ -823,9 +887,12 @@ async fn tokens(store: &dyn Store) {
 }
 
 async fn signing_keys_first_insert_wins(store: &dyn Store) {
-    let acme = store.create_owner("acme", false, true).await.unwrap();
-    let beta = store.create_owner("beta", false, true).await.unwrap();
-    let gamma = store.create_owner("gamma", false, true).await.unwrap();
+    let acme = store.create_owner("acme", false, true, None).await.unwrap();
+    let beta = store.create_owner("beta", false, true, None).await.unwrap();
+    let gamma = store
+        .create_owner("gamma", false, true, None)
+        .await
+        .unwrap();
     assert_eq!(
         store
             .owners_without_key()
@@ -840,7 +907,7 @@ async fn signing_keys_first_insert_wins(store: &dyn Store) {
     assert_eq!(store.signing_key_name(acme.id).await.unwrap(), None);
 
     let stored = store
-        .insert_signing_key(acme.id, key("acme-1.rsa.pub"))
+        .insert_signing_key(acme.id, key("acme-1.rsa.pub"), None)
         .await
         .unwrap();
     assert_eq!(stored.key_name, "acme-1.rsa.pub");
@@ -848,7 +915,7 @@ async fn signing_keys_first_insert_wins(store: &dyn Store) {
     assert_eq!(stored.public_pem, "public of acme-1.rsa.pub");
     // A second key for the same owner is not stored: the first comes back.
     let again = store
-        .insert_signing_key(acme.id, key("acme-2.rsa.pub"))
+        .insert_signing_key(acme.id, key("acme-2.rsa.pub"), None)
         .await
         .unwrap();
     assert_eq!(again.key_name, "acme-1.rsa.pub");
@@ -865,7 +932,8 @@ async fn signing_keys_first_insert_wins(store: &dyn Store) {
 
     // Racing inserts for one owner: one key wins, everyone gets it.
     let racers = join_all(
-        (0..8).map(|i| store.insert_signing_key(gamma.id, key(&format!("gamma-{i}.rsa.pub")))),
+        (0..8)
+            .map(|i| store.insert_signing_key(gamma.id, key(&format!("gamma-{i}.rsa.pub")), None)),
     )
     .await;
     let names: HashSet<String> = racers.into_iter().map(|k| k.unwrap().key_name).collect();
@@ -887,7 +955,7 @@ async fn signing_keys_first_insert_wins(store: &dyn Store) {
 }
 
 async fn packages_insert_find_delete(store: &dyn Store) {
-    let acme = store.create_owner("acme", false, true).await.unwrap();
+    let acme = store.create_owner("acme", false, true, None).await.unwrap();
     let main = repo(acme.id, "v3.21", "main");
     assert!(store.repository(&main).await.unwrap().is_none());
 
@@ -897,7 +965,7 @@ async fn packages_insert_find_delete(store: &dyn Store) {
         generation,
         ..
     } = store
-        .insert_package(&main, new_package("hello", "1.0-r0", "x86_64"), true)
+        .insert_package(&main, new_package("hello", "1.0-r0", "x86_64"), true, None)
         .await
         .unwrap();
     let after_ms = common::unix_now_ms();
@@ -924,7 +992,7 @@ async fn packages_insert_find_delete(store: &dyn Store) {
     // The same file again, or the same name and version under another file name.
     let message = conflict(
         store
-            .insert_package(&main, new_package("hello", "1.0-r0", "x86_64"), true)
+            .insert_package(&main, new_package("hello", "1.0-r0", "x86_64"), true, None)
             .await
             .unwrap_err(),
     );
@@ -939,7 +1007,7 @@ async fn packages_insert_find_delete(store: &dyn Store) {
     assert_eq!(
         conflict(
             store
-                .insert_package(&main, renamed, true)
+                .insert_package(&main, renamed, true, None)
                 .await
                 .unwrap_err()
         ),
@@ -956,7 +1024,7 @@ async fn packages_insert_find_delete(store: &dyn Store) {
         generation,
         ..
     } = store
-        .insert_package(&main, new_package("hello", "1.0-r0", "aarch64"), true)
+        .insert_package(&main, new_package("hello", "1.0-r0", "aarch64"), true, None)
         .await
         .unwrap();
     assert_eq!(generation, 2);
@@ -965,7 +1033,7 @@ async fn packages_insert_find_delete(store: &dyn Store) {
         generation,
         ..
     } = store
-        .insert_package(&main, new_package("hello", "1.1-r0", "x86_64"), true)
+        .insert_package(&main, new_package("hello", "1.1-r0", "x86_64"), true, None)
         .await
         .unwrap();
     assert_eq!(generation, 3);
@@ -975,7 +1043,12 @@ async fn packages_insert_find_delete(store: &dyn Store) {
         generation,
         ..
     } = store
-        .insert_package(&community, new_package("hello", "1.0-r0", "x86_64"), true)
+        .insert_package(
+            &community,
+            new_package("hello", "1.0-r0", "x86_64"),
+            true,
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(generation, 1);
@@ -985,7 +1058,7 @@ async fn packages_insert_find_delete(store: &dyn Store) {
         generation: _,
         ..
     } = store
-        .insert_package(&main, new_package("tool", "2.0-r0", "noarch"), true)
+        .insert_package(&main, new_package("tool", "2.0-r0", "noarch"), true, None)
         .await
         .unwrap();
 
@@ -1034,7 +1107,7 @@ async fn packages_insert_find_delete(store: &dyn Store) {
 
     // Deleted through any architecture path for noarch, once.
     let (deleted, generation) = store
-        .delete_package(&main, "armhf", "tool-2.0-r0.apk")
+        .delete_package(&main, "armhf", "tool-2.0-r0.apk", None)
         .await
         .unwrap()
         .unwrap();
@@ -1044,12 +1117,12 @@ async fn packages_insert_find_delete(store: &dyn Store) {
     );
     assert_eq!(generation, 5);
     assert!(store
-        .delete_package(&main, "armhf", "tool-2.0-r0.apk")
+        .delete_package(&main, "armhf", "tool-2.0-r0.apk", None)
         .await
         .unwrap()
         .is_none());
     let (deleted, generation) = store
-        .delete_package(&main, "x86_64", "hello-1.0-r0.apk")
+        .delete_package(&main, "x86_64", "hello-1.0-r0.apk", None)
         .await
         .unwrap()
         .unwrap();
@@ -1068,13 +1141,13 @@ async fn packages_insert_find_delete(store: &dyn Store) {
         .unwrap()
         .is_some());
     assert!(store
-        .delete_package(&repo(acme.id, "v3.21", "nope"), "x86_64", "x.apk")
+        .delete_package(&repo(acme.id, "v3.21", "nope"), "x86_64", "x.apk", None)
         .await
         .unwrap()
         .is_none());
     // A missing file changes no generation.
     assert!(store
-        .delete_package(&main, "x86_64", "missing-1-r0.apk")
+        .delete_package(&main, "x86_64", "missing-1-r0.apk", None)
         .await
         .unwrap()
         .is_none());
@@ -1089,7 +1162,7 @@ async fn packages_insert_find_delete(store: &dyn Store) {
         generation,
         ..
     } = store
-        .insert_package(&main, new_package("hello", "1.0-r0", "x86_64"), true)
+        .insert_package(&main, new_package("hello", "1.0-r0", "x86_64"), true, None)
         .await
         .unwrap();
     assert_ne!(again.id, package.id);
@@ -1097,20 +1170,20 @@ async fn packages_insert_find_delete(store: &dyn Store) {
 }
 
 async fn noarch_and_concrete_architectures_clash(store: &dyn Store) {
-    let acme = store.create_owner("acme", false, true).await.unwrap();
+    let acme = store.create_owner("acme", false, true, None).await.unwrap();
     let main = repo(acme.id, "edge", "main");
     store
-        .insert_package(&main, new_package("foo", "1.0-r0", "x86_64"), true)
+        .insert_package(&main, new_package("foo", "1.0-r0", "x86_64"), true, None)
         .await
         .unwrap();
     store
-        .insert_package(&main, new_package("foo", "1.0-r0", "aarch64"), true)
+        .insert_package(&main, new_package("foo", "1.0-r0", "aarch64"), true, None)
         .await
         .unwrap();
     // Either clashing row may be named.
     let message = conflict(
         store
-            .insert_package(&main, new_package("foo", "1.0-r0", "noarch"), true)
+            .insert_package(&main, new_package("foo", "1.0-r0", "noarch"), true, None)
             .await
             .unwrap_err(),
     );
@@ -1124,13 +1197,13 @@ async fn noarch_and_concrete_architectures_clash(store: &dyn Store) {
     );
 
     store
-        .insert_package(&main, new_package("bar", "2.0-r0", "noarch"), true)
+        .insert_package(&main, new_package("bar", "2.0-r0", "noarch"), true, None)
         .await
         .unwrap();
     assert_eq!(
         conflict(
             store
-                .insert_package(&main, new_package("bar", "2.0-r0", "x86_64"), true)
+                .insert_package(&main, new_package("bar", "2.0-r0", "x86_64"), true, None)
                 .await
                 .unwrap_err()
         ),
@@ -1139,7 +1212,7 @@ async fn noarch_and_concrete_architectures_clash(store: &dyn Store) {
     );
     // Another version, or another repository, does not clash.
     store
-        .insert_package(&main, new_package("bar", "2.1-r0", "x86_64"), true)
+        .insert_package(&main, new_package("bar", "2.1-r0", "x86_64"), true, None)
         .await
         .unwrap();
     store
@@ -1147,6 +1220,7 @@ async fn noarch_and_concrete_architectures_clash(store: &dyn Store) {
             &repo(acme.id, "edge", "testing"),
             new_package("bar", "2.0-r0", "x86_64"),
             true,
+            None,
         )
         .await
         .unwrap();
@@ -1155,21 +1229,24 @@ async fn noarch_and_concrete_architectures_clash(store: &dyn Store) {
     assert_eq!(repository.wanted_gen, 4);
     assert!(store.has_noarch(repository.id).await.unwrap());
     store
-        .delete_package(&main, "x86_64", "bar-2.0-r0.apk")
+        .delete_package(&main, "x86_64", "bar-2.0-r0.apk", None)
         .await
         .unwrap()
         .unwrap();
     assert!(!store.has_noarch(repository.id).await.unwrap());
     // Gone as noarch, it may come per architecture.
     store
-        .insert_package(&main, new_package("bar", "2.0-r0", "x86_64"), true)
+        .insert_package(&main, new_package("bar", "2.0-r0", "x86_64"), true, None)
         .await
         .unwrap();
 }
 
 async fn package_and_index_files_carry_their_place_and_stanza(store: &dyn Store) {
-    let acme = store.create_owner("acme", false, true).await.unwrap();
-    let other = store.create_owner("other", false, true).await.unwrap();
+    let acme = store.create_owner("acme", false, true, None).await.unwrap();
+    let other = store
+        .create_owner("other", false, true, None)
+        .await
+        .unwrap();
     let mut ids = Vec::new();
     for (owner, branch, repository, name, arch) in [
         (&acme, "v1", "main", "zeta", "x86_64"),
@@ -1183,6 +1260,7 @@ async fn package_and_index_files_carry_their_place_and_stanza(store: &dyn Store)
                 &repo(owner.id, branch, repository),
                 new_package(name, "1-r0", arch),
                 true,
+                None,
             )
             .await
             .unwrap();
@@ -1310,7 +1388,7 @@ fn entry(name: &str, version: &str, arch: &str, extra: &str) -> NewPackage {
 /// The database keeps the catalog rows of every package row from its stanza, in the
 /// transaction of the row, and drops them with it.
 async fn catalog_rows_follow_their_package_rows(store: &dyn Store) {
-    let acme = store.create_owner("acme", false, true).await.unwrap();
+    let acme = store.create_owner("acme", false, true, None).await.unwrap();
     let main = repo(acme.id, "v1", "main");
     let libfoo = store
         .insert_package(
@@ -1323,6 +1401,7 @@ async fn catalog_rows_follow_their_package_rows(store: &dyn Store) {
                  p:so:libfoo.so.1=1.0 cmd:foo=1.0 cmd:foo=1.1 \"odd\\name\"=1\n",
             ),
             true,
+            None,
         )
         .await
         .unwrap()
@@ -1333,7 +1412,7 @@ async fn catalog_rows_follow_their_package_rows(store: &dyn Store) {
         ("other", "D:!libfoo\n"),
     ] {
         store
-            .insert_package(&main, entry(name, "1-r0", "noarch", extra), true)
+            .insert_package(&main, entry(name, "1-r0", "noarch", extra), true, None)
             .await
             .unwrap();
     }
@@ -1405,7 +1484,7 @@ async fn catalog_rows_follow_their_package_rows(store: &dyn Store) {
 
     // Gone with the row.
     store
-        .delete_package(&main, "x86_64", "libfoo-1.0-r0.apk")
+        .delete_package(&main, "x86_64", "libfoo-1.0-r0.apk", None)
         .await
         .unwrap()
         .unwrap();
@@ -1420,19 +1499,22 @@ async fn catalog_rows_follow_their_package_rows(store: &dyn Store) {
         (vec!["bar".to_string()], 1)
     );
     // And with the repository.
-    store.delete_repository(&main).await.unwrap().unwrap();
+    store.delete_repository(&main, None).await.unwrap().unwrap();
     assert!(keys(store, &search(PUBLIC)).await.is_empty());
 }
 
 /// Keys in byte order of (name, owner), counted over all pages, within the scope and the
 /// filters; pages continue after their cursor.
 async fn searches_page_by_name_and_owner_within_their_scope(store: &dyn Store) {
-    let acme = store.create_owner("acme", false, true).await.unwrap();
-    let hidden = store.create_owner("hidden", true, true).await.unwrap();
-    let zed = store.create_owner("zed", false, true).await.unwrap();
-    let user = store.create_user("uma", None, false).await.unwrap();
+    let acme = store.create_owner("acme", false, true, None).await.unwrap();
+    let hidden = store
+        .create_owner("hidden", true, true, None)
+        .await
+        .unwrap();
+    let zed = store.create_owner("zed", false, true, None).await.unwrap();
+    let user = store.create_user("uma", None, false, None).await.unwrap();
     store
-        .set_member(hidden.id, user.id, Role::Read)
+        .set_member(hidden.id, user.id, Role::Read, None)
         .await
         .unwrap();
     for (owner, branch, name, arch, extra) in [
@@ -1447,6 +1529,7 @@ async fn searches_page_by_name_and_owner_within_their_scope(store: &dyn Store) {
                 &repo(owner.id, branch, "main"),
                 entry(name, "1-r0", arch, extra),
                 true,
+                None,
             )
             .await
             .unwrap();
@@ -1533,6 +1616,7 @@ async fn searches_page_by_name_and_owner_within_their_scope(store: &dyn Store) {
                         &repo(owner.id, "v1", "main"),
                         entry(name, "1-r0", "x86_64", ""),
                         true,
+                        None,
                     )
                     .await
                     .unwrap();
@@ -1555,7 +1639,7 @@ async fn searches_page_by_name_and_owner_within_their_scope(store: &dyn Store) {
 
 /// `owners_in` admits exactly what `OwnerScope::admits` says.
 async fn owners_in_a_scope(store: &dyn Store) {
-    let user = store.create_user("uma", None, false).await.unwrap();
+    let user = store.create_user("uma", None, false, None).await.unwrap();
     let mut owners: Vec<(Owner, bool)> = Vec::new();
     for (name, private, member) in [
         ("pub", false, false),
@@ -1563,10 +1647,10 @@ async fn owners_in_a_scope(store: &dyn Store) {
         ("priv", true, false),
         ("privmember", true, true),
     ] {
-        let owner = store.create_owner(name, private, true).await.unwrap();
+        let owner = store.create_owner(name, private, true, None).await.unwrap();
         if member {
             store
-                .set_member(owner.id, user.id, Role::Read)
+                .set_member(owner.id, user.id, Role::Read, None)
                 .await
                 .unwrap();
         }
@@ -1603,7 +1687,7 @@ async fn owners_in_a_scope(store: &dyn Store) {
 }
 
 async fn referenced_blobs_and_listing(store: &dyn Store) {
-    let acme = store.create_owner("acme", false, true).await.unwrap();
+    let acme = store.create_owner("acme", false, true, None).await.unwrap();
     let main = repo(acme.id, "v1", "main");
     let other = repo(acme.id, "v1", "other");
     assert!(store.referenced_blobs().await.unwrap().is_empty());
@@ -1617,7 +1701,12 @@ async fn referenced_blobs_and_listing(store: &dyn Store) {
         (&other, "alpha", "x86_64", "aaaa"),
     ] {
         store
-            .insert_package(repository, new_package_blob(name, "1-r0", arch, blob), true)
+            .insert_package(
+                repository,
+                new_package_blob(name, "1-r0", arch, blob),
+                true,
+                None,
+            )
             .await
             .unwrap();
     }
@@ -1661,13 +1750,13 @@ async fn referenced_blobs_and_listing(store: &dyn Store) {
 
     // A blob stays referenced while any row holds it.
     store
-        .delete_package(&main, "x86_64", "zeta-1-r0.apk")
+        .delete_package(&main, "x86_64", "zeta-1-r0.apk", None)
         .await
         .unwrap()
         .unwrap();
     assert!(store.blob_referenced("aaaa").await.unwrap());
     store
-        .delete_package(&other, "x86_64", "alpha-1-r0.apk")
+        .delete_package(&other, "x86_64", "alpha-1-r0.apk", None)
         .await
         .unwrap()
         .unwrap();
@@ -1680,9 +1769,9 @@ async fn referenced_blobs_and_listing(store: &dyn Store) {
 async fn deletions_release_their_blobs(store: &dyn Store) {
     let before = common::unix_now_ms();
     let set = |blobs: &[&str]| blobs.iter().map(|b| b.to_string()).collect::<HashSet<_>>();
-    let acme = store.create_owner("acme", false, true).await.unwrap();
-    let beta = store.create_owner("beta", false, true).await.unwrap();
-    let carol = store.create_user("carol", None, false).await.unwrap();
+    let acme = store.create_owner("acme", false, true, None).await.unwrap();
+    let beta = store.create_owner("beta", false, true, None).await.unwrap();
+    let carol = store.create_user("carol", None, false, None).await.unwrap();
     let carols = store.owner_by_name("carol").await.unwrap().unwrap();
     let main = repo(acme.id, "v1", "main");
     let other = repo(acme.id, "v1", "other");
@@ -1701,6 +1790,7 @@ async fn deletions_release_their_blobs(store: &dyn Store) {
                 repository,
                 new_package_blob(name, "1-r0", "x86_64", blob),
                 true,
+                None,
             )
             .await
             .unwrap();
@@ -1709,7 +1799,7 @@ async fn deletions_release_their_blobs(store: &dyn Store) {
 
     // Released although another row still holds it: the row that went is what counts.
     store
-        .delete_package(&main, "x86_64", "one-1-r0.apk")
+        .delete_package(&main, "x86_64", "one-1-r0.apk", None)
         .await
         .unwrap()
         .unwrap();
@@ -1725,9 +1815,16 @@ async fn deletions_release_their_blobs(store: &dyn Store) {
     while common::unix_now_ms() < later {
         std::thread::yield_now();
     }
-    store.delete_repository(&other).await.unwrap().unwrap();
-    store.delete_owner(beta.id).await.unwrap();
-    store.delete_user(carol.id, Some(carols.id)).await.unwrap();
+    store
+        .delete_repository(&other, None)
+        .await
+        .unwrap()
+        .unwrap();
+    store.delete_owner(beta.id, None).await.unwrap();
+    store
+        .delete_user(carol.id, Some(carols.id), None)
+        .await
+        .unwrap();
     assert_eq!(
         store.released_blobs(before).await.unwrap(),
         set(&["aaaa", "cccc", "dddd", "eeee"])
@@ -1751,8 +1848,8 @@ async fn deletions_release_their_blobs(store: &dyn Store) {
 }
 
 async fn repositories_and_generations(store: &dyn Store) {
-    let acme = store.create_owner("acme", false, true).await.unwrap();
-    let beta = store.create_owner("beta", false, true).await.unwrap();
+    let acme = store.create_owner("acme", false, true, None).await.unwrap();
+    let beta = store.create_owner("beta", false, true, None).await.unwrap();
     let refs = [
         repo(acme.id, "v3.21", "main"),
         repo(acme.id, "v3.21", "community"),
@@ -1766,7 +1863,7 @@ async fn repositories_and_generations(store: &dyn Store) {
             generation: _,
             ..
         } = store
-            .insert_package(r, new_package("hello", "1.0-r0", "x86_64"), true)
+            .insert_package(r, new_package("hello", "1.0-r0", "x86_64"), true, None)
             .await
             .unwrap();
         ids.push(package.repository_id);
@@ -1873,7 +1970,12 @@ async fn repositories_and_generations(store: &dyn Store) {
 
     // The snapshot: the wanted generation, every package row, the served architectures.
     store
-        .insert_package(&refs[0], new_package("tool", "2.0-r0", "noarch"), true)
+        .insert_package(
+            &refs[0],
+            new_package("tool", "2.0-r0", "noarch"),
+            true,
+            None,
+        )
         .await
         .unwrap();
     store
@@ -1933,12 +2035,12 @@ async fn repositories_and_generations(store: &dyn Store) {
 /// What changed after a generation: the rows inserted after it that are still there, the
 /// ids of the rows removed after it, up to the wanted generation read in the same snapshot.
 async fn changes_since_a_generation(store: &dyn Store) {
-    let acme = store.create_owner("acme", false, true).await.unwrap();
+    let acme = store.create_owner("acme", false, true, None).await.unwrap();
     let main = repo(acme.id, "v1", "main");
     let mut ids = Vec::new();
     for (name, arch) in [("a", "x86_64"), ("b", "noarch"), ("c", "aarch64")] {
         let inserted = store
-            .insert_package(&main, new_package(name, "1.0-r0", arch), true)
+            .insert_package(&main, new_package(name, "1.0-r0", arch), true, None)
             .await
             .unwrap();
         ids.push(inserted.package.id);
@@ -1991,24 +2093,24 @@ async fn changes_since_a_generation(store: &dyn Store) {
     // A removal after the generation is listed by id; a row inserted and removed within
     // the range is not listed as added.
     let (gone, generation) = store
-        .delete_package(&main, "x86_64", "a-1.0-r0.apk")
+        .delete_package(&main, "x86_64", "a-1.0-r0.apk", None)
         .await
         .unwrap()
         .unwrap();
     assert_eq!((gone.id, generation), (ids[0], 4));
     let d = store
-        .insert_package(&main, new_package("d", "1.0-r0", "x86_64"), true)
+        .insert_package(&main, new_package("d", "1.0-r0", "x86_64"), true, None)
         .await
         .unwrap();
     assert_eq!(d.generation, 5);
     let (_, generation) = store
-        .delete_package(&main, "x86_64", "d-1.0-r0.apk")
+        .delete_package(&main, "x86_64", "d-1.0-r0.apk", None)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(generation, 6);
     let e = store
-        .insert_package(&main, new_package("e", "1.0-r0", "armhf"), true)
+        .insert_package(&main, new_package("e", "1.0-r0", "armhf"), true, None)
         .await
         .unwrap();
     let changes = store.index_changes(id, 3).await.unwrap();
@@ -2044,7 +2146,7 @@ async fn changes_since_a_generation(store: &dyn Store) {
     // Another repository's changes are its own; a removed repository has none.
     let other = repo(acme.id, "v1", "community");
     store
-        .insert_package(&other, new_package("z", "1.0-r0", "x86_64"), true)
+        .insert_package(&other, new_package("z", "1.0-r0", "x86_64"), true, None)
         .await
         .unwrap();
     assert_eq!(
@@ -2055,14 +2157,14 @@ async fn changes_since_a_generation(store: &dyn Store) {
 }
 
 async fn publishing_indexes(store: &dyn Store) {
-    let acme = store.create_owner("acme", false, true).await.unwrap();
+    let acme = store.create_owner("acme", false, true, None).await.unwrap();
     let main = repo(acme.id, "v1", "main");
     let InsertedPackage {
         package,
         generation: _,
         ..
     } = store
-        .insert_package(&main, new_package("hello", "1.0-r0", "x86_64"), true)
+        .insert_package(&main, new_package("hello", "1.0-r0", "x86_64"), true, None)
         .await
         .unwrap();
     let id = package.repository_id;
@@ -2204,7 +2306,7 @@ async fn warm_up(store: &dyn Store) {
 }
 
 async fn concurrent_writers(store: &dyn Store) {
-    let acme = store.create_owner("acme", false, true).await.unwrap();
+    let acme = store.create_owner("acme", false, true, None).await.unwrap();
     let main = repo(acme.id, "edge", "main");
 
     // Many uploads into a new repository: one repository, every generation used once.
@@ -2212,7 +2314,12 @@ async fn concurrent_writers(store: &dyn Store) {
         let main = main.clone();
         async move {
             store
-                .insert_package(&main, new_package(&format!("p{i}"), "1-r0", "x86_64"), true)
+                .insert_package(
+                    &main,
+                    new_package(&format!("p{i}"), "1-r0", "x86_64"),
+                    true,
+                    None,
+                )
                 .await
         }
     }))
@@ -2238,7 +2345,7 @@ async fn concurrent_writers(store: &dyn Store) {
             let version = version.clone();
             async move {
                 store
-                    .insert_package(&main, new_package("race", &version, arch), true)
+                    .insert_package(&main, new_package("race", &version, arch), true, None)
                     .await
                     .map(|inserted| inserted.package.arch)
             }
@@ -2266,7 +2373,7 @@ async fn concurrent_writers(store: &dyn Store) {
         warm_up(store).await;
         let filename = format!("p{file}-1-r0.apk");
         let deletes =
-            join_all((0..4).map(|_| store.delete_package(&main, "x86_64", &filename))).await;
+            join_all((0..4).map(|_| store.delete_package(&main, "x86_64", &filename, None))).await;
         let deleted = deletes
             .into_iter()
             .map(|r| r.unwrap())
@@ -2277,7 +2384,8 @@ async fn concurrent_writers(store: &dyn Store) {
 
     // Racing creations of one name in different cases: one wins, the others conflict.
     let creations = join_all(
-        ["globex", "Globex", "GLOBEX", "gLoBeX"].map(|name| store.create_owner(name, false, true)),
+        ["globex", "Globex", "GLOBEX", "gLoBeX"]
+            .map(|name| store.create_owner(name, false, true, None)),
     )
     .await;
     let created = creations.iter().filter(|r| r.is_ok()).count();
@@ -2288,7 +2396,8 @@ async fn concurrent_writers(store: &dyn Store) {
         }
     }
     let users =
-        join_all(["wile", "Wile", "WILE"].map(|name| store.create_user(name, None, false))).await;
+        join_all(["wile", "Wile", "WILE"].map(|name| store.create_user(name, None, false, None)))
+            .await;
     assert_eq!(users.iter().filter(|r| r.is_ok()).count(), 1);
     for result in users {
         if let Err(err) = result {
@@ -2341,32 +2450,32 @@ fn test_database_urls_name_the_new_database() {
 }
 
 async fn repositories_created_listed_and_removed(store: &dyn Store) {
-    let acme = store.create_owner("acme", false, true).await.unwrap();
+    let acme = store.create_owner("acme", false, true, None).await.unwrap();
     let main = repo(acme.id, "v3.21", "main");
     let edge = repo(acme.id, "edge", "main");
 
     // Without permission to create, a missing repository stays missing.
     not_found(
         store
-            .insert_package(&main, new_package("hello", "1.0-r0", "x86_64"), false)
+            .insert_package(&main, new_package("hello", "1.0-r0", "x86_64"), false, None)
             .await
             .unwrap_err(),
     );
     assert!(store.repository(&main).await.unwrap().is_none());
 
-    let created = store.create_repository(&main).await.unwrap();
+    let created = store.create_repository(&main, None).await.unwrap();
     assert_eq!((created.wanted_gen, created.built_gen), (0, 0));
     assert!(store.is_empty_repository(created.id).await.unwrap());
-    conflict(store.create_repository(&main).await.unwrap_err());
+    conflict(store.create_repository(&main, None).await.unwrap_err());
     let first = store
-        .insert_package(&main, new_package("hello", "1.0-r0", "x86_64"), false)
+        .insert_package(&main, new_package("hello", "1.0-r0", "x86_64"), false, None)
         .await
         .unwrap();
     assert!(!first.repository_created);
     assert!(!store.is_empty_repository(created.id).await.unwrap());
     assert_eq!(first.package.repository_id, created.id);
     let tool = store
-        .insert_package(&edge, new_package("tool", "2.0-r0", "noarch"), true)
+        .insert_package(&edge, new_package("tool", "2.0-r0", "noarch"), true, None)
         .await
         .unwrap();
     assert!(tool.repository_created);
@@ -2405,7 +2514,7 @@ async fn repositories_created_listed_and_removed(store: &dyn Store) {
     assert_eq!(store.repository_summaries(None).await.unwrap().len(), 2);
 
     // Removal takes the packages and every index in one step.
-    let removed = store.delete_repository(&main).await.unwrap().unwrap();
+    let removed = store.delete_repository(&main, None).await.unwrap().unwrap();
     assert_eq!(
         (removed.packages, removed.arches),
         (1, vec!["x86_64".to_string()])
@@ -2413,7 +2522,11 @@ async fn repositories_created_listed_and_removed(store: &dyn Store) {
     assert!(store.repository(&main).await.unwrap().is_none());
     assert!(store.index(created.id, "x86_64").await.unwrap().is_none());
     assert!(store.list_packages(created.id).await.unwrap().is_empty());
-    assert!(store.delete_repository(&main).await.unwrap().is_none());
+    assert!(store
+        .delete_repository(&main, None)
+        .await
+        .unwrap()
+        .is_none());
     // A build of the removed repository cannot publish, nor read it.
     not_found(
         store
@@ -2430,7 +2543,7 @@ async fn repositories_created_listed_and_removed(store: &dyn Store) {
     not_found(store.index_snapshot(created.id).await.unwrap_err());
     assert!(store.index(created.id, "x86_64").await.unwrap().is_none());
     // Created again, it is another repository.
-    let again = store.create_repository(&main).await.unwrap();
+    let again = store.create_repository(&main, None).await.unwrap();
     assert!(again.id > created.id, "{} reused {}", again.id, created.id);
 }
 
@@ -2631,21 +2744,21 @@ async fn export_and_import(store: &dyn Store) {
     assert_eq!(store.table_counts().await.unwrap(), rows.counts());
 
     // New rows take fresh ids, past every copied one and past removed repository 12.
-    let carol = store.create_user("carol", None, false).await.unwrap();
+    let carol = store.create_user("carol", None, false, None).await.unwrap();
     assert!(carol.id > 7, "{}", carol.id);
     assert!(store.owner_by_name("carol").await.unwrap().unwrap().id > 9);
     let token_id = store
-        .insert_token(token(carol.id, "hash-new", Role::Read))
+        .insert_token(token(carol.id, "hash-new", Role::Read), None)
         .await
         .unwrap();
     assert!(token_id > 11, "{token_id}");
     let created = store
-        .create_repository(&repo(9, "edge", "testing"))
+        .create_repository(&repo(9, "edge", "testing"), None)
         .await
         .unwrap();
     assert!(created.id > 12, "{} reuses a removed id", created.id);
     let inserted = store
-        .insert_package(&vault, new_package("new", "1.0-r0", "x86_64"), false)
+        .insert_package(&vault, new_package("new", "1.0-r0", "x86_64"), false, None)
         .await
         .unwrap();
     assert!(inserted.package.id > 31, "{}", inserted.package.id);
@@ -2687,17 +2800,20 @@ async fn live(store: &dyn Store, id_hash: &str) -> bool {
 
 async fn sessions_are_read_by_digest_with_their_user_and_token(store: &dyn Store) {
     let alice = store
-        .create_user("alice", Some("$argon2id$a"), true)
+        .create_user("alice", Some("$argon2id$a"), true, None)
         .await
         .unwrap();
-    let acme = store.create_owner("acme", false, true).await.unwrap();
+    let acme = store.create_owner("acme", false, true, None).await.unwrap();
     let token_end = now() + 60;
     let token_id = store
-        .insert_token(NewToken {
-            owner_id: Some(acme.id),
-            expires_at: Some(token_end),
-            ..token(alice.id, "token-hash", Role::Read)
-        })
+        .insert_token(
+            NewToken {
+                owner_id: Some(acme.id),
+                expires_at: Some(token_end),
+                ..token(alice.id, "token-hash", Role::Read)
+            },
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -2755,19 +2871,19 @@ async fn sessions_are_read_by_digest_with_their_user_and_token(store: &dyn Store
 
 async fn sessions_end_with_their_password_token_or_user(store: &dyn Store) {
     let alice = store
-        .create_user("alice", Some("$argon2id$a"), false)
+        .create_user("alice", Some("$argon2id$a"), false, None)
         .await
         .unwrap();
     let bob = store
-        .create_user("bob", Some("$argon2id$b"), false)
+        .create_user("bob", Some("$argon2id$b"), false, None)
         .await
         .unwrap();
     let token_id = store
-        .insert_token(token(alice.id, "alice-token", Role::Write))
+        .insert_token(token(alice.id, "alice-token", Role::Write), None)
         .await
         .unwrap();
     let other_token = store
-        .insert_token(token(alice.id, "alice-other-token", Role::Write))
+        .insert_token(token(alice.id, "alice-other-token", Role::Write), None)
         .await
         .unwrap();
     for (id, user, token) in [
@@ -2780,20 +2896,20 @@ async fn sessions_end_with_their_password_token_or_user(store: &dyn Store) {
     }
     // A new password ends the password sessions of that user only.
     store
-        .set_password(alice.id, Some("$argon2id$new"))
+        .set_password(alice.id, Some("$argon2id$new"), None)
         .await
         .unwrap();
     assert!(!live(store, "alice-password").await);
     assert!(live(store, "alice-token").await);
     assert!(live(store, "bob-password").await);
     // Revoking a token ends the sessions made with it only.
-    assert!(store.revoke_token(token_id, now()).await.unwrap());
+    assert!(store.revoke_token(token_id, now(), None).await.unwrap());
     assert!(!live(store, "alice-token").await);
     assert!(live(store, "alice-other-token").await);
     // Deleting a user ends all of theirs.
     let namespace = store.owner_by_name("alice").await.unwrap().unwrap();
     store
-        .delete_user(alice.id, Some(namespace.id))
+        .delete_user(alice.id, Some(namespace.id), None)
         .await
         .unwrap();
     assert!(!live(store, "alice-other-token").await);
@@ -2802,8 +2918,8 @@ async fn sessions_end_with_their_password_token_or_user(store: &dyn Store) {
 }
 
 async fn each_user_keeps_their_newest_sessions_only(store: &dyn Store) {
-    let admin = store.create_user("admin", None, true).await.unwrap();
-    let flood = store.create_user("flood", None, false).await.unwrap();
+    let admin = store.create_user("admin", None, true, None).await.unwrap();
+    let flood = store.create_user("flood", None, false, None).await.unwrap();
     let limits = SessionLimits {
         per_user: 3,
         total: 5,
@@ -2844,9 +2960,9 @@ async fn each_user_keeps_their_newest_sessions_only(store: &dyn Store) {
 }
 
 async fn a_full_session_table_refuses_logins_and_evicts_nobody(store: &dyn Store) {
-    let a = store.create_user("a", None, false).await.unwrap();
-    let b = store.create_user("b", None, false).await.unwrap();
-    let c = store.create_user("c", None, false).await.unwrap();
+    let a = store.create_user("a", None, false, None).await.unwrap();
+    let b = store.create_user("b", None, false, None).await.unwrap();
+    let c = store.create_user("c", None, false, None).await.unwrap();
     let limits = SessionLimits {
         per_user: 1,
         total: 2,
@@ -2886,8 +3002,8 @@ async fn a_full_session_table_refuses_logins_and_evicts_nobody(store: &dyn Store
 }
 
 async fn successful_logins_are_rate_limited_per_user(store: &dyn Store) {
-    let alice = store.create_user("alice", None, false).await.unwrap();
-    let bob = store.create_user("bob", None, false).await.unwrap();
+    let alice = store.create_user("alice", None, false, None).await.unwrap();
+    let bob = store.create_user("bob", None, false, None).await.unwrap();
     let start = now() * 1000;
     // Three at once, then one per second.
     let at = |ms: i64| SessionLimits {
@@ -2936,7 +3052,7 @@ async fn successful_logins_are_rate_limited_per_user(store: &dyn Store) {
 }
 
 async fn concurrent_logins_of_one_user_keep_the_cap(store: &dyn Store) {
-    let alice = store.create_user("alice", None, false).await.unwrap();
+    let alice = store.create_user("alice", None, false, None).await.unwrap();
     let limits = SessionLimits {
         per_user: 3,
         ..roomy()
@@ -2954,8 +3070,8 @@ async fn concurrent_logins_of_one_user_keep_the_cap(store: &dyn Store) {
 }
 
 async fn expired_sessions_are_pruned(store: &dyn Store) {
-    let alice = store.create_user("alice", None, false).await.unwrap();
-    let bob = store.create_user("bob", None, false).await.unwrap();
+    let alice = store.create_user("alice", None, false, None).await.unwrap();
+    let bob = store.create_user("bob", None, false, None).await.unwrap();
     let old = NewSession {
         created_at: now() - 100,
         expires_at: now() - 10,
@@ -3186,12 +3302,12 @@ async fn postgres_migration_fills_the_catalog_of_existing_rows() {
 }
 
 async fn a_package_rows_stanza_is_read_by_id(store: &dyn Store) {
-    let acme = store.create_owner("acme", false, true).await.unwrap();
+    let acme = store.create_owner("acme", false, true, None).await.unwrap();
     let at = repo(acme.id, "edge", "main");
     let mut ids = Vec::new();
     for name in ["alpha", "beta"] {
         let inserted = store
-            .insert_package(&at, new_package(name, "1-r0", "x86_64"), true)
+            .insert_package(&at, new_package(name, "1-r0", "x86_64"), true, None)
             .await
             .unwrap();
         ids.push(inserted.package.id);
@@ -3201,7 +3317,7 @@ async fn a_package_rows_stanza_is_read_by_id(store: &dyn Store) {
         Some("P:beta\nV:1-r0\nA:x86_64\n")
     );
     store
-        .delete_package(&at, "x86_64", "alpha-1-r0.apk")
+        .delete_package(&at, "x86_64", "alpha-1-r0.apk", None)
         .await
         .unwrap()
         .unwrap();

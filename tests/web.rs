@@ -901,7 +901,7 @@ async fn a_token_logs_in_with_its_scope_until_it_is_revoked() {
     server
         .state
         .store
-        .revoke_token(id, unix_now())
+        .revoke_token(id, unix_now(), None)
         .await
         .unwrap();
     let after = visitor.get("/").await;
@@ -916,6 +916,7 @@ async fn a_new_password_ends_the_sessions_of_the_old_one() {
     assert!(bob.get("/").await.body.contains("Logged in as"));
     alpine_registry::registry::accounts::set_password(
         &server.state,
+        &alpine_registry::registry::audit::Actor::cli(),
         "bob",
         Some("another-password".into()),
     )

@@ -11,7 +11,7 @@ pub mod tokens;
 
 pub use owners::authorize;
 pub use passwords::{dummy_password_hash, hash_password, verify_password, Busy, PasswordChecks};
-pub use policy::{decide, read_scope, Access, Identity, Principal};
+pub use policy::{decide, read_scope, Access, Identity, Principal, TokenUse};
 pub use throttle::{Attempt, Outcome, Refusal, Throttle, THROTTLE_CAPACITY};
 pub use tokens::{
     digests_equal, generate_token, hash_token, parse_duration, token_from_secret, NewTokenSecret,

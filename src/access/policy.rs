@@ -16,6 +16,16 @@ pub struct Principal {
     pub scope: Role,
     /// A token limited to one owner.
     pub only_owner: Option<i64>,
+    /// The token authenticated with (directly or by the session it logged in); None for a
+    /// password.
+    pub token: Option<TokenUse>,
+}
+
+/// The token a principal authenticated with, as the audit log names it.
+#[derive(Debug, Clone)]
+pub struct TokenUse {
+    pub id: i64,
+    pub label: Option<String>,
 }
 
 impl Principal {
@@ -24,6 +34,10 @@ impl Principal {
             user,
             scope: token.scope,
             only_owner: token.owner_id,
+            token: Some(TokenUse {
+                id: token.id,
+                label: token.label.clone(),
+            }),
         }
     }
 }
@@ -134,6 +148,7 @@ mod tests {
             },
             scope,
             only_owner,
+            token: None,
         })
     }
 
@@ -209,6 +224,7 @@ mod tests {
                             },
                             scope,
                             only_owner,
+                            token: None,
                         }));
                     }
                 }

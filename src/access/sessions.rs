@@ -14,7 +14,7 @@ use std::time::Duration;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::access::{digests_equal, Principal, TOKEN_USE_RESOLUTION_SECS};
+use crate::access::{digests_equal, Principal, TokenUse, TOKEN_USE_RESOLUTION_SECS};
 use crate::error::{AppError, AppResult};
 use crate::store::{NewSession, Role, SessionAdmission, SessionLimits, SessionRecord};
 use crate::AppState;
@@ -198,6 +198,10 @@ fn still_valid(state: &AppState, record: SessionRecord, now: i64) -> Option<Prin
             user: record.user,
             scope: token.scope,
             only_owner: token.owner_id,
+            token: Some(TokenUse {
+                id: token.id,
+                label: None,
+            }),
         });
     }
     let current = record.user.password_hash.as_deref().map(fingerprint)?;
@@ -209,6 +213,7 @@ fn still_valid(state: &AppState, record: SessionRecord, now: i64) -> Option<Prin
         user: record.user,
         scope: Role::Admin,
         only_owner: None,
+        token: None,
     })
 }
 

@@ -34,6 +34,22 @@ impl ClientAddr {
     }
 }
 
+/// The client address as an extractor (None for a request built in memory): for handlers
+/// that record who did what.
+#[derive(Debug, Clone, Copy)]
+pub struct Client(pub Option<IpAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Client {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Client, Self::Rejection> {
+        Ok(Client(ClientAddr::of(&parts.extensions)))
+    }
+}
+
 /// The proxies whose forwarding headers are believed.
 #[derive(Debug, Clone)]
 pub struct Proxies {

@@ -235,6 +235,7 @@ async fn password_identity(state: &AppState, name: &str, password: String) -> Ap
             user,
             scope: Role::Admin,
             only_owner: None,
+            token: None,
         })),
         _ => Err(bad_credentials()),
     }

@@ -13,7 +13,9 @@ use super::indexes::cache_control;
 use super::ready;
 use crate::access::Identity;
 use crate::error::{AppError, AppResult};
+use crate::http::client::Client;
 use crate::names::{Arch, FileAddress, PackageFile, RepoAddress, RepoFile};
+use crate::registry::audit::Actor;
 use crate::registry::publish;
 use crate::store::{Package, Role};
 use crate::AppState;
@@ -167,8 +169,9 @@ pub async fn upload(
                 .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
         ),
     };
+    let actor = Actor::of(&identity, super::client::ClientAddr::of(&extensions));
     let body = body.into_data_stream();
-    match publish::publish(&state, uploader, &owner, &at, declared, body).await {
+    match publish::publish(&state, &actor, uploader, &owner, &at, declared, body).await {
         Ok(published) => {
             let status = if published.identical {
                 StatusCode::OK
@@ -341,6 +344,7 @@ pub async fn download(
 pub async fn delete(
     State(state): State<AppState>,
     identity: Identity,
+    Client(client): Client,
     at: FileAddress,
 ) -> AppResult<(StatusCode, HeaderMap)> {
     let RepoFile::Package(file) = &at.file else {
@@ -349,6 +353,7 @@ pub async fn delete(
         )));
     };
     let owner = super::authorize(&state, &identity, &at.repo.owner, Role::Write).await?;
-    let deleted = publish::delete_checked(&state, &owner, &at.repo, &at.arch, file).await?;
+    let actor = Actor::of(&identity, client);
+    let deleted = publish::delete_checked(&state, &actor, &owner, &at.repo, &at.arch, file).await?;
     Ok((StatusCode::NO_CONTENT, warning_headers(&deleted.warnings)))
 }

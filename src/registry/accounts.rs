@@ -8,8 +8,10 @@
 use crate::access;
 use crate::error::{AppError, AppResult};
 use crate::names::OwnerName;
+use crate::registry::audit::Actor;
 use crate::store::{Member, NewToken, Owner, OwnerSummary, Role, TokenRecord, User, UserSummary};
 use crate::AppState;
+use serde_json::json;
 
 /// Environment variable that fixes the first admin token instead of generating one.
 pub const BOOTSTRAP_TOKEN_ENV: &str = "ALPINE_REGISTRY_BOOTSTRAP_TOKEN";
@@ -63,6 +65,7 @@ async fn owner_name_free(state: &AppState, name: &OwnerName) -> AppResult<()> {
 /// first use.
 pub async fn create_user(
     state: &AppState,
+    actor: &Actor,
     name: &str,
     password_hash: Option<&str>,
     admin: bool,
@@ -86,7 +89,18 @@ pub async fn create_user(
     owner_name_free(state, &name).await?;
     let user = state
         .store
-        .create_user(name.as_str(), password_hash, admin)
+        .create_user(
+            name.as_str(),
+            password_hash,
+            admin,
+            Some(&actor.entry(
+                state,
+                "user.create",
+                None,
+                name.as_str(),
+                json!({ "admin": admin, "password": password_hash.is_some() }),
+            )),
+        )
         .await?;
     if generate_key {
         let namespace = owner(state, name.as_str()).await?;
@@ -100,6 +114,7 @@ pub async fn create_user(
 /// the background (`Keys::spawn_create_missing`) or on first use.
 pub async fn create_owner(
     state: &AppState,
+    actor: &Actor,
     name: &str,
     private: bool,
     org: bool,
@@ -109,7 +124,18 @@ pub async fn create_owner(
     owner_name_free(state, &name).await?;
     let owner = state
         .store
-        .create_owner(name.as_str(), private, org)
+        .create_owner(
+            name.as_str(),
+            private,
+            org,
+            Some(&actor.entry(
+                state,
+                "owner.create",
+                None,
+                name.as_str(),
+                json!({ "private": private, "organisation": org }),
+            )),
+        )
         .await?;
     let key_name = if generate_key {
         Some(
@@ -156,7 +182,7 @@ pub struct DeletedUser {
 /// name) when that holds no repositories. Refused for the last site administrator, and
 /// while the namespace still holds repositories (they go first, or with
 /// `delete_owner(.., force)`).
-pub async fn delete_user(state: &AppState, name: &str) -> AppResult<DeletedUser> {
+pub async fn delete_user(state: &AppState, actor: &Actor, name: &str) -> AppResult<DeletedUser> {
     let user = user(state, name).await?;
     if user.is_admin {
         let admins = state
@@ -189,7 +215,17 @@ pub async fn delete_user(state: &AppState, name: &str) -> AppResult<DeletedUser>
         }
         _ => None,
     };
-    state.store.delete_user(user.id, namespace).await?;
+    let entry = actor.entry(
+        state,
+        "user.delete",
+        None,
+        user.name.as_str(),
+        json!({ "namespace_deleted": namespace.is_some() }),
+    );
+    state
+        .store
+        .delete_user(user.id, namespace, Some(&entry))
+        .await?;
     Ok(DeletedUser {
         name: user.name,
         namespace_deleted: namespace.is_some(),
@@ -200,7 +236,12 @@ pub async fn delete_user(state: &AppState, name: &str) -> AppResult<DeletedUser>
 /// holding repositories is deleted only with `force`, and then they go with it (their
 /// indexes at once; files no longer referenced are collected after
 /// `storage.orphan_grace_secs`). Returns what the owner held.
-pub async fn delete_owner(state: &AppState, name: &str, force: bool) -> AppResult<OwnerSummary> {
+pub async fn delete_owner(
+    state: &AppState,
+    actor: &Actor,
+    name: &str,
+    force: bool,
+) -> AppResult<OwnerSummary> {
     let owner = owner(state, name).await?;
     if let Some(user) = state.store.user_by_name(name).await? {
         if !owner.is_org {
@@ -218,14 +259,36 @@ pub async fn delete_owner(state: &AppState, name: &str, force: bool) -> AppResul
             summary.packages
         )));
     }
-    state.store.delete_owner(owner.id).await?;
+    let entry = actor.entry(
+        state,
+        "owner.delete",
+        Some(&owner),
+        owner.name.as_str(),
+        json!({ "repositories": summary.repositories, "packages": summary.packages }),
+    );
+    state.store.delete_owner(owner.id, Some(&entry)).await?;
     Ok(summary)
 }
 
 /// Makes an owner private (only members read) or public.
-pub async fn set_visibility(state: &AppState, name: &str, private: bool) -> AppResult<Owner> {
+pub async fn set_visibility(
+    state: &AppState,
+    actor: &Actor,
+    name: &str,
+    private: bool,
+) -> AppResult<Owner> {
     let mut owner = owner(state, name).await?;
-    state.store.set_owner_private(owner.id, private).await?;
+    let entry = actor.entry(
+        state,
+        "owner.visibility",
+        Some(&owner),
+        owner.name.as_str(),
+        json!({ "private": private }),
+    );
+    state
+        .store
+        .set_owner_private(owner.id, private, Some(&entry))
+        .await?;
     owner.is_private = private;
     Ok(owner)
 }
@@ -249,26 +312,53 @@ pub async fn hash_password(state: &AppState, password: String) -> AppResult<Stri
 }
 
 /// Sets (or, with `None`, removes) a user's password, hashed by `hash_password`.
-pub async fn set_password(state: &AppState, name: &str, password: Option<String>) -> AppResult<()> {
+pub async fn set_password(
+    state: &AppState,
+    actor: &Actor,
+    name: &str,
+    password: Option<String>,
+) -> AppResult<()> {
     let user = user(state, name).await?;
     let hash = match password {
         Some(password) => Some(hash_password(state, password).await?),
         None => None,
     };
-    state.store.set_password(user.id, hash.as_deref()).await?;
+    // Whether a password is set, never the password or its hash.
+    let entry = actor.entry(
+        state,
+        "user.password",
+        None,
+        user.name.as_str(),
+        json!({ "password": hash.is_some() }),
+    );
+    state
+        .store
+        .set_password(user.id, hash.as_deref(), Some(&entry))
+        .await?;
     Ok(())
 }
 
 /// Gives `user` `role` on `owner`, replacing any previous role.
 pub async fn add_member(
     state: &AppState,
+    actor: &Actor,
     owner_name: &str,
     user_name: &str,
     role: Role,
 ) -> AppResult<()> {
     let owner = owner(state, owner_name).await?;
     let user = user(state, user_name).await?;
-    state.store.set_member(owner.id, user.id, role).await?;
+    let entry = actor.entry(
+        state,
+        "member.set",
+        Some(&owner),
+        format!("{}/{}", owner.name, user.name),
+        json!({ "role": role.as_str() }),
+    );
+    state
+        .store
+        .set_member(owner.id, user.id, role, Some(&entry))
+        .await?;
     Ok(())
 }
 
@@ -279,7 +369,12 @@ pub async fn list_members(state: &AppState, owner_name: &str) -> AppResult<Vec<M
 
 /// Takes `user`'s role on `owner` away. The last admin of an organisation stays (an
 /// organisation nobody administers could only be repaired by a site administrator).
-pub async fn remove_member(state: &AppState, owner_name: &str, user_name: &str) -> AppResult<()> {
+pub async fn remove_member(
+    state: &AppState,
+    actor: &Actor,
+    owner_name: &str,
+    user_name: &str,
+) -> AppResult<()> {
     let owner = owner(state, owner_name).await?;
     let user = user(state, user_name).await?;
     let members = state.store.list_members(owner.id).await?;
@@ -294,7 +389,17 @@ pub async fn remove_member(state: &AppState, owner_name: &str, user_name: &str) 
             "{user_name} is the last admin of {owner_name}: give another member admin first"
         )));
     }
-    state.store.remove_member(owner.id, user.id).await?;
+    let entry = actor.entry(
+        state,
+        "member.remove",
+        Some(&owner),
+        format!("{}/{}", owner.name, user.name),
+        json!({ "role": member.role.as_str() }),
+    );
+    state
+        .store
+        .remove_member(owner.id, user.id, Some(&entry))
+        .await?;
     Ok(())
 }
 
@@ -317,6 +422,7 @@ const MAX_LABEL: usize = 100;
 /// secret, which is stored only as its SHA-256.
 pub async fn create_token(
     state: &AppState,
+    actor: &Actor,
     request: TokenRequest<'_>,
     secret: Option<String>,
 ) -> AppResult<String> {
@@ -328,7 +434,7 @@ pub async fn create_token(
             )));
         }
     }
-    let owner_id = match request.owner {
+    let limited_to = match request.owner {
         Some(name) => {
             let record = owner(state, name).await?;
             let role = state.store.member_role(record.id, user.id).await?;
@@ -346,25 +452,42 @@ pub async fn create_token(
                     request.scope.as_str()
                 )));
             }
-            Some(record.id)
+            Some(record)
         }
         None => None,
     };
+    let owner_id = limited_to.as_ref().map(|o| o.id);
     let token = match secret {
         Some(secret) => access::token_from_secret(secret),
         None => access::generate_token(),
     };
+    // The token's id, scope and label; never its secret or hash. The store appends the id
+    // to the target.
+    let entry = actor.entry(
+        state,
+        "token.create",
+        limited_to.as_ref(),
+        user.name.as_str(),
+        json!({
+            "scope": request.scope.as_str(),
+            "label": request.label,
+            "expires_at": request.expires_at,
+        }),
+    );
     state
         .store
-        .insert_token(NewToken {
-            user_id: user.id,
-            token_hash: &token.hash,
-            prefix: &token.display_prefix,
-            scope: request.scope,
-            owner_id,
-            expires_at: request.expires_at,
-            label: request.label.filter(|l| !l.is_empty()),
-        })
+        .insert_token(
+            NewToken {
+                user_id: user.id,
+                token_hash: &token.hash,
+                prefix: &token.display_prefix,
+                scope: request.scope,
+                owner_id,
+                expires_at: request.expires_at,
+                label: request.label.filter(|l| !l.is_empty()),
+            },
+            Some(&entry),
+        )
         .await?;
     Ok(token.secret)
 }
@@ -378,8 +501,24 @@ pub async fn list_tokens(state: &AppState, user_name: Option<&str>) -> AppResult
     Ok(state.store.list_tokens(user_id).await?)
 }
 
-pub async fn revoke_token(state: &AppState, id: i64, now: i64) -> AppResult<()> {
-    if !state.store.revoke_token(id, now).await? {
+pub async fn revoke_token(state: &AppState, actor: &Actor, id: i64, now: i64) -> AppResult<()> {
+    let token = state
+        .store
+        .list_tokens(None)
+        .await?
+        .into_iter()
+        .find(|t| t.id == id && t.revoked_at.is_none());
+    let Some(token) = token else {
+        return Err(AppError::NotFound(format!("no active token with id {id}")));
+    };
+    let entry = actor.entry(
+        state,
+        "token.revoke",
+        None,
+        format!("{}/tokens/{id}", token.user_name),
+        json!({ "label": token.label }),
+    );
+    if !state.store.revoke_token(id, now, Some(&entry)).await? {
         return Err(AppError::NotFound(format!("no active token with id {id}")));
     }
     Ok(())
@@ -402,7 +541,8 @@ pub async fn bootstrap(state: &AppState, fixed: Option<String>) -> AppResult<Opt
             )));
         }
     }
-    match create_user(state, "admin", None, true, false).await {
+    let actor = Actor::system();
+    match create_user(state, &actor, "admin", None, true, false).await {
         Ok(_) => {}
         // Another instance on the same database is bootstrapping it at the same moment.
         Err(AppError::Conflict(_)) => return Ok(None),
@@ -415,7 +555,7 @@ pub async fn bootstrap(state: &AppState, fixed: Option<String>) -> AppResult<Opt
         expires_at: None,
         label: Some("bootstrap"),
     };
-    Ok(Some(create_token(state, request, fixed).await?))
+    Ok(Some(create_token(state, &actor, request, fixed).await?))
 }
 
 fn plural(n: i64, one: &str, many: &str) -> String {

@@ -12,9 +12,11 @@
 
 use crate::error::{AppError, AppResult};
 use crate::names::{Arch, PackageFile, RepoAddress};
-use crate::registry::publish::{self, Content, Published};
+use crate::registry::audit::{self, Actor};
+use crate::registry::publish::{self, Content, DeleteReason, Published};
 use crate::store::{NewPackage, Owner, Package};
 use crate::AppState;
+use serde_json::json;
 
 /// The file to copy: `at`/`arch`/`file` of `owner` (a noarch package under any
 /// architecture).
@@ -48,13 +50,14 @@ pub struct Copied {
 /// target's index lists the file and, for a move, the source's no longer does.
 pub async fn copy(
     state: &AppState,
+    actor: &Actor,
     source: &Source<'_>,
     name: Option<&str>,
     target: &Target<'_>,
     remove_source: bool,
 ) -> AppResult<Copied> {
     let started = std::time::Instant::now();
-    let result = copy_counted(state, source, name, target, remove_source).await;
+    let result = copy_counted(state, actor, source, name, target, remove_source).await;
     publish::count(
         &state.metrics.copies,
         &state.metrics.copy_duration,
@@ -66,6 +69,7 @@ pub async fn copy(
 
 async fn copy_counted(
     state: &AppState,
+    actor: &Actor,
     source: &Source<'_>,
     name: Option<&str>,
     target: &Target<'_>,
@@ -115,14 +119,31 @@ async fn copy_counted(
         size: found.size,
         stanza,
     };
-    let published =
-        publish::record(state, target.owner, target.at, new_package, Content::Stored).await?;
+    let entry = actor.entry(
+        state,
+        "package.copy",
+        Some(target.owner),
+        audit::file_target(target.at, &found.arch, &found.filename),
+        json!({
+            "source": audit::file_target(source.at, &found.arch, &found.filename),
+            "move": remove_source,
+        }),
+    );
+    let published = publish::record(
+        state,
+        target.owner,
+        target.at,
+        new_package,
+        Content::Stored,
+        &entry,
+    )
+    .await?;
     tracing::info!(
         from = %format!("{}/{}/{}", source.at, found.arch, found.filename),
         to = %target.at, "package copied"
     );
     if remove_source {
-        remove(state, source, &found).await?;
+        remove(state, actor, source, &found).await?;
     }
     Ok(Copied {
         source: found,
@@ -133,10 +154,25 @@ async fn copy_counted(
 
 /// The delete of a move, once the target lists the file: the row found (by its own
 /// architecture, so a noarch file found under another goes), unless it went meanwhile.
-async fn remove(state: &AppState, source: &Source<'_>, found: &Package) -> AppResult<()> {
+async fn remove(
+    state: &AppState,
+    actor: &Actor,
+    source: &Source<'_>,
+    found: &Package,
+) -> AppResult<()> {
     let arch = Arch::parse(&found.arch)?;
     let file = PackageFile::parse(&found.filename)?;
-    match publish::delete(state, source.owner, source.at, &arch, &file).await {
+    match publish::delete(
+        state,
+        actor,
+        DeleteReason::Move,
+        source.owner,
+        source.at,
+        &arch,
+        &file,
+    )
+    .await
+    {
         Ok(_) | Err(AppError::NotFound(_)) => Ok(()),
         Err(AppError::BackendUnavailable { cause, .. }) => Err(AppError::BackendUnavailable {
             message: format!(

@@ -15,6 +15,7 @@ use crate::apk::pkginfo::PkgInfo;
 use crate::config::DependencyCheck;
 use crate::error::{AppError, AppResult};
 use crate::names::RepoAddress;
+use crate::registry::audit::Actor;
 use crate::store::{NameProvider, Owner, Package};
 use crate::AppState;
 
@@ -266,14 +267,22 @@ fn stanza_line(stanza: &str, key: char) -> Option<&str> {
 /// the check that applies from now on.
 pub async fn set(
     state: &AppState,
+    actor: &Actor,
     at: &RepoAddress,
     check: Option<DependencyCheck>,
 ) -> AppResult<DependencyCheck> {
     let owner = crate::registry::accounts::owner(state, at.owner.as_str()).await?;
     let repo = crate::registry::repo_ref(owner.id, at);
+    let entry = actor.entry(
+        state,
+        "repository.settings",
+        Some(&owner),
+        at.to_string(),
+        serde_json::json!({ "dependency_check": check.map(DependencyCheck::as_str) }),
+    );
     if !state
         .store
-        .set_dependency_check(&repo, check.map(DependencyCheck::as_str))
+        .set_dependency_check(&repo, check.map(DependencyCheck::as_str), Some(&entry))
         .await?
     {
         return Err(no_repository(at));

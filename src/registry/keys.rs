@@ -14,6 +14,8 @@ use base64::Engine;
 use rand::RngCore;
 
 use crate::apk::sign::SigningKey;
+use crate::clock::SharedClock;
+use crate::registry::audit::Actor;
 use crate::store::{Owner, Store, StoredKey};
 
 /// Marks a private key encrypted with the master key (AES-256-GCM, owner id as
@@ -139,6 +141,8 @@ pub struct Keys {
     store: Arc<dyn Store>,
     master: MasterKey,
     bits: usize,
+    /// Dates the audit log entry of a key made.
+    clock: SharedClock,
     cache: Mutex<HashMap<i64, Arc<SigningKey>>>,
     /// Serialises generation per owner inside this process; the database decides between
     /// processes (first insert wins).
@@ -146,8 +150,9 @@ pub struct Keys {
 }
 
 impl Keys {
-    pub fn new(store: Arc<dyn Store>, master: MasterKey, bits: usize) -> Keys {
+    pub fn new(store: Arc<dyn Store>, master: MasterKey, bits: usize, clock: SharedClock) -> Keys {
         Keys {
+            clock,
             store,
             master,
             bits,
@@ -201,6 +206,14 @@ impl Keys {
                     .await
                     .context("key generation task")??;
                 tracing::info!(owner = %owner.name, key = key.key_name(), "generated signing key");
+                // The key's file name; never its material.
+                let entry = Actor::system().entry_at(
+                    self.clock.unix_ms(),
+                    "key.create",
+                    Some(owner),
+                    owner.name.as_str(),
+                    serde_json::json!({ "key_name": key.key_name() }),
+                );
                 self.store
                     .insert_signing_key(
                         owner.id,
@@ -209,6 +222,7 @@ impl Keys {
                             private_pem: self.master.seal(owner.id, &key.private_pkcs8_pem()?)?,
                             public_pem: key.public_key_pem()?,
                         },
+                        Some(&entry),
                     )
                     .await?
             }

@@ -3,6 +3,7 @@
 //! adapters only parse their input and print or serialise the result.
 
 pub mod accounts;
+pub mod audit;
 pub mod catalog;
 pub mod copy;
 pub mod dependencies;

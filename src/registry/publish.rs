@@ -21,6 +21,7 @@
 use anyhow::Context;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
@@ -30,9 +31,10 @@ use crate::config::IdenticalReupload;
 use crate::error::{AppError, AppResult};
 use crate::indexer::is_removed;
 use crate::names::{Arch, PackageFile, RepoAddress};
+use crate::registry::audit::{self, Actor};
 use crate::registry::repositories::missing_for_upload;
 pub use crate::registry::upload_slots::Uploader;
-use crate::store::{LockMode, NewPackage, Owner, Package, StoreError};
+use crate::store::{AuditEntry, LockMode, NewPackage, Owner, Package, StoreError};
 use crate::AppState;
 
 /// What a publish did.
@@ -134,6 +136,7 @@ where
 /// served.
 pub async fn publish<S, E>(
     state: &AppState,
+    actor: &Actor,
     uploader: Uploader,
     owner: &Owner,
     at: &RepoAddress,
@@ -145,7 +148,7 @@ where
     E: std::fmt::Display,
 {
     let started = std::time::Instant::now();
-    let result = publish_counted(state, uploader, owner, at, declared_len, body).await;
+    let result = publish_counted(state, actor, uploader, owner, at, declared_len, body).await;
     count(
         &state.metrics.publishes,
         &state.metrics.publish_duration,
@@ -174,6 +177,7 @@ pub(crate) fn count<T>(
 
 async fn publish_counted<S, E>(
     state: &AppState,
+    actor: &Actor,
     uploader: Uploader,
     owner: &Owner,
     at: &RepoAddress,
@@ -223,12 +227,23 @@ where
     };
     // Nothing of the parse is needed past this point; waiting publishes hold only the row.
     drop(parsed);
+    let mut entry = actor.entry(
+        state,
+        "package.publish",
+        Some(owner),
+        audit::file_target(at, &new_package.arch, &new_package.filename),
+        json!({ "sha256": new_package.sha256, "size": new_package.size }),
+    );
+    if !warnings.is_empty() {
+        entry.outcome = "warned".into();
+    }
     let mut published = record(
         state,
         owner,
         at,
         new_package,
         Content::Staged(received.staged),
+        &entry,
     )
     .await?;
     if !published.identical {
@@ -254,6 +269,7 @@ pub(crate) async fn record(
     at: &RepoAddress,
     new_package: NewPackage,
     content: Content,
+    entry: &AuditEntry,
 ) -> AppResult<Published> {
     let sha256 = new_package.sha256.clone();
     let repo_ref = crate::registry::repo_ref(owner.id, at);
@@ -275,7 +291,7 @@ pub(crate) async fn record(
         }
         state
             .store
-            .insert_package(&repo_ref, new_package, auto_create)
+            .insert_package(&repo_ref, new_package, auto_create, Some(entry))
             .await
     };
     let inserted = match inserted {
@@ -454,17 +470,40 @@ pub async fn find(
         .ok_or_else(|| no_such_file(at, arch, file))
 }
 
+/// Why a package is deleted, as its audit log entry says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteReason {
+    /// Asked for (a DELETE, the web page, a command).
+    Request,
+    /// The source of a move.
+    Move,
+    /// A retention rule.
+    Retention,
+}
+
+impl DeleteReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeleteReason::Request => "request",
+            DeleteReason::Move => "move",
+            DeleteReason::Retention => "retention",
+        }
+    }
+}
+
 /// Deletes the package at `at`/`arch`/`file` (whose write right the caller has checked).
 /// Returns once the index no longer lists it; its blob is left to orphan collection.
 pub async fn delete(
     state: &AppState,
+    actor: &Actor,
+    reason: DeleteReason,
     owner: &Owner,
     at: &RepoAddress,
     arch: &Arch,
     file: &PackageFile,
 ) -> AppResult<Package> {
     let started = std::time::Instant::now();
-    let result = delete_counted(state, owner, at, arch, file).await;
+    let result = delete_counted(state, actor, reason, owner, at, arch, file).await;
     count(
         &state.metrics.deletes,
         &state.metrics.delete_duration,
@@ -479,6 +518,7 @@ pub async fn delete(
 /// `warn`, deleted and those named.
 pub async fn delete_checked(
     state: &AppState,
+    actor: &Actor,
     owner: &Owner,
     at: &RepoAddress,
     arch: &Arch,
@@ -503,23 +543,33 @@ pub async fn delete_checked(
             return refused;
         }
     };
-    let package = delete(state, owner, at, arch, file).await?;
+    let package = delete(state, actor, DeleteReason::Request, owner, at, arch, file).await?;
     Ok(Deleted { package, warnings })
 }
 
 async fn delete_counted(
     state: &AppState,
+    actor: &Actor,
+    reason: DeleteReason,
     owner: &Owner,
     at: &RepoAddress,
     arch: &Arch,
     file: &PackageFile,
 ) -> AppResult<Package> {
+    let entry = actor.entry(
+        state,
+        "package.delete",
+        Some(owner),
+        audit::file_target(at, arch.as_str(), file.as_str()),
+        json!({ "reason": reason.as_str() }),
+    );
     let (package, generation) = state
         .store
         .delete_package(
             &crate::registry::repo_ref(owner.id, at),
             arch.as_str(),
             file.as_str(),
+            Some(&entry),
         )
         .await?
         .ok_or_else(|| no_such_file(at, arch, file))?;

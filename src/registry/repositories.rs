@@ -2,6 +2,7 @@
 
 use crate::error::{AppError, AppResult};
 use crate::names::{BranchName, OwnerName, RepoAddress, RepoName};
+use crate::registry::audit::Actor;
 use crate::store::{Owner, RemovedRepository, Repository, RepositorySummary, StoreError};
 use crate::AppState;
 
@@ -23,12 +24,19 @@ async fn owner(state: &AppState, name: &OwnerName) -> AppResult<Owner> {
 }
 
 /// Creates an empty repository of an existing owner; an error when it exists.
-pub async fn create(state: &AppState, at: &RepoAddress) -> AppResult<Repository> {
+pub async fn create(state: &AppState, actor: &Actor, at: &RepoAddress) -> AppResult<Repository> {
     let owner = owner(state, &at.owner).await?;
     let repo = crate::registry::repo_ref(owner.id, at);
+    let entry = actor.entry(
+        state,
+        "repository.create",
+        Some(&owner),
+        at.to_string(),
+        serde_json::json!({}),
+    );
     state
         .store
-        .create_repository(&repo)
+        .create_repository(&repo, Some(&entry))
         .await
         .map_err(|e| match e {
             StoreError::Conflict(_) => {
@@ -54,16 +62,31 @@ pub async fn list(
 /// Deletes the repository with its packages and every index, in one transaction: all of
 /// its `APKINDEX.tar.gz` and package downloads answer 404 from then on. Blobs no package
 /// references any more are left to orphan collection (`storage.orphan_grace_secs`).
-pub async fn remove(state: &AppState, at: &RepoAddress) -> AppResult<RemovedRepository> {
+pub async fn remove(
+    state: &AppState,
+    actor: &Actor,
+    at: &RepoAddress,
+) -> AppResult<RemovedRepository> {
     let owner = owner(state, &at.owner).await?;
     let repo = crate::registry::repo_ref(owner.id, at);
-    state.store.delete_repository(&repo).await?.ok_or_else(|| {
-        AppError::NotFound(format!(
-            "no repository {at} (\"alpine-registry repository list --owner {}\" lists those \
+    let entry = actor.entry(
+        state,
+        "repository.remove",
+        Some(&owner),
+        at.to_string(),
+        serde_json::json!({}),
+    );
+    state
+        .store
+        .delete_repository(&repo, Some(&entry))
+        .await?
+        .ok_or_else(|| {
+            AppError::NotFound(format!(
+                "no repository {at} (\"alpine-registry repository list --owner {}\" lists those \
              of {})",
-            at.owner, at.owner
-        ))
-    })
+                at.owner, at.owner
+            ))
+        })
 }
 
 /// Rebuilds and re-signs the indexes of every repository, or of those `target`

@@ -22,11 +22,13 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::Serialize;
+use serde_json::json;
 
 use crate::apk::version;
 use crate::error::{AppError, AppResult};
 use crate::names::{Arch, BranchName, OwnerName, PackageFile, RepoAddress, RepoName};
-use crate::registry::publish;
+use crate::registry::audit::{self, Actor};
+use crate::registry::publish::{self, DeleteReason};
 use crate::store::{Owner, Repository, RetainedFile, RetentionRule};
 use crate::AppState;
 
@@ -215,6 +217,7 @@ pub struct RepositoryPlan {
 /// caller has checked), replacing any rule of that scope.
 pub async fn set(
     state: &AppState,
+    actor: &Actor,
     owner: &Owner,
     target: &Target,
     spec: RuleSpec,
@@ -266,7 +269,20 @@ pub async fn set(
         exclude: spec.exclude,
         updated_at: state.clock.unix_secs(),
     };
-    state.store.set_retention_rule(&rule).await?;
+    let entry = actor.entry(
+        state,
+        "retention.set",
+        Some(owner),
+        target.to_string(),
+        json!({
+            "keep_versions": rule.keep_versions,
+            "max_age_secs": rule.max_age_secs,
+            "keep_min": rule.keep_min,
+            "include": rule.include,
+            "exclude": rule.exclude,
+        }),
+    );
+    state.store.set_retention_rule(&rule, Some(&entry)).await?;
     tracing::info!(target = %target, "retention rule set");
     Ok(Rule::new(&owner.name, &rule))
 }
@@ -297,10 +313,27 @@ pub async fn show(state: &AppState, owner: Option<&Owner>) -> AppResult<Vec<Rule
 }
 
 /// Removes the rule of exactly `target`.
-pub async fn remove(state: &AppState, owner: &Owner, target: &Target) -> AppResult<()> {
+pub async fn remove(
+    state: &AppState,
+    actor: &Actor,
+    owner: &Owner,
+    target: &Target,
+) -> AppResult<()> {
+    let entry = actor.entry(
+        state,
+        "retention.remove",
+        Some(owner),
+        target.to_string(),
+        json!({}),
+    );
     let removed = state
         .store
-        .remove_retention_rule(owner.id, target.branch_str(), target.repository_str())
+        .remove_retention_rule(
+            owner.id,
+            target.branch_str(),
+            target.repository_str(),
+            Some(&entry),
+        )
         .await?;
     if !removed {
         return Err(AppError::NotFound(format!(
@@ -344,6 +377,7 @@ pub async fn apply(
 /// file after this returns.
 pub async fn pin(
     state: &AppState,
+    actor: &Actor,
     owner: &Owner,
     at: &RepoAddress,
     arch: &Arch,
@@ -353,7 +387,22 @@ pub async fn pin(
     let found = publish::find(state, owner, at, arch, file).await?;
     let _running = state.retention.running.lock().await;
     let _lock = state.store.lock_retention(found.repository_id).await?;
-    if !state.store.set_pinned(found.id, pinned).await? {
+    let entry = actor.entry(
+        state,
+        if pinned {
+            "package.pin"
+        } else {
+            "package.unpin"
+        },
+        Some(owner),
+        audit::file_target(at, &found.arch, &found.filename),
+        json!({}),
+    );
+    if !state
+        .store
+        .set_pinned(found.id, pinned, Some(&entry))
+        .await?
+    {
         return Err(AppError::NotFound(format!("{at}/{arch}/{file} not found")));
     }
     tracing::info!(
@@ -509,7 +558,17 @@ async fn run_locked(
     for deletion in std::mem::take(&mut plan.deletions) {
         let arch = Arch::parse(&deletion.arch)?;
         let file = PackageFile::parse(&deletion.file)?;
-        match publish::delete(state, owner, &at, &arch, &file).await {
+        let by_rule = Actor::retention(&rule);
+        let deleting = publish::delete(
+            state,
+            &by_rule,
+            DeleteReason::Retention,
+            owner,
+            &at,
+            &arch,
+            &file,
+        );
+        match deleting.await {
             Ok(_) => {}
             // Deleted meanwhile (by hand): nothing to count.
             Err(AppError::NotFound(_)) => continue,

@@ -1,5 +1,6 @@
 //! Metadata storage: the `Store` trait and its records. SQL lives only in the backends.
 
+mod audit;
 mod catalog;
 mod dependencies;
 mod dump;
@@ -12,6 +13,7 @@ mod sqlite;
 use async_trait::async_trait;
 use serde::Serialize;
 
+pub use audit::{AuditEntry, AuditQuery};
 pub use catalog::{
     IndexSummary, OwnerScope, PackageSearch, PatternItem, SearchCollector, SearchFile, SearchPage,
     SearchTerm,
@@ -521,24 +523,51 @@ pub trait Store: Send + Sync + 'static {
         name: &str,
         password_hash: Option<&str>,
         is_admin: bool,
+        audit: Option<&AuditEntry>,
     ) -> StoreResult<User>;
     async fn user_by_name(&self, name: &str) -> StoreResult<Option<User>>;
 
-    async fn create_owner(&self, name: &str, is_private: bool, is_org: bool) -> StoreResult<Owner>;
+    async fn create_owner(
+        &self,
+        name: &str,
+        is_private: bool,
+        is_org: bool,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<Owner>;
     async fn owner_by_name(&self, name: &str) -> StoreResult<Option<Owner>>;
-    async fn set_member(&self, owner_id: i64, user_id: i64, role: Role) -> StoreResult<()>;
+    async fn set_member(
+        &self,
+        owner_id: i64,
+        user_id: i64,
+        role: Role,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<()>;
     async fn member_role(&self, owner_id: i64, user_id: i64) -> StoreResult<Option<Role>>;
 
-    async fn insert_token(&self, token: NewToken<'_>) -> StoreResult<i64>;
+    async fn insert_token(
+        &self,
+        token: NewToken<'_>,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<i64>;
     async fn token_by_hash(&self, token_hash: &str) -> StoreResult<Option<TokenRecord>>;
     async fn list_tokens(&self, user_id: Option<i64>) -> StoreResult<Vec<TokenRecord>>;
     /// Returns false when no unrevoked token has that id. The sessions logged in with the
     /// token end with it.
-    async fn revoke_token(&self, id: i64, now: i64) -> StoreResult<bool>;
+    async fn revoke_token(
+        &self,
+        id: i64,
+        now: i64,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<bool>;
 
     async fn signing_key(&self, owner_id: i64) -> StoreResult<Option<StoredKey>>;
     /// Stores `key` unless the owner already has one; returns the owner's key either way.
-    async fn insert_signing_key(&self, owner_id: i64, key: StoredKey) -> StoreResult<StoredKey>;
+    async fn insert_signing_key(
+        &self,
+        owner_id: i64,
+        key: StoredKey,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<StoredKey>;
     async fn owners_without_key(&self) -> StoreResult<Vec<Owner>>;
 
     /// Inserts a package row and bumps the repository's wanted generation in one
@@ -551,6 +580,7 @@ pub trait Store: Send + Sync + 'static {
         repo: &RepoRef,
         package: NewPackage,
         create_repository: bool,
+        audit: Option<&AuditEntry>,
     ) -> StoreResult<InsertedPackage>;
     /// The package served at `{arch}/{filename}`: the row of that architecture, else the
     /// `noarch` row.
@@ -570,13 +600,23 @@ pub trait Store: Send + Sync + 'static {
         repo: &RepoRef,
         arch: &str,
         filename: &str,
+        audit: Option<&AuditEntry>,
     ) -> StoreResult<Option<(Package, i64)>>;
     /// Pins or unpins package row `package_id`; false when the row is gone.
-    async fn set_pinned(&self, package_id: i64, pinned: bool) -> StoreResult<bool>;
+    async fn set_pinned(
+        &self,
+        package_id: i64,
+        pinned: bool,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<bool>;
     /// Every package row of a repository with its pin, by row id.
     async fn retained_files(&self, repository_id: i64) -> StoreResult<Vec<RetainedFile>>;
     /// Stores `rule`, replacing the one of its scope.
-    async fn set_retention_rule(&self, rule: &RetentionRule) -> StoreResult<()>;
+    async fn set_retention_rule(
+        &self,
+        rule: &RetentionRule,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<()>;
     /// The rules of one owner, or of all; by owner, branch and repository.
     async fn retention_rules(&self, owner_id: Option<i64>) -> StoreResult<Vec<RetentionRule>>;
     /// Whether a rule of that scope existed.
@@ -585,6 +625,7 @@ pub trait Store: Send + Sync + 'static {
         owner_id: i64,
         branch: &str,
         repository: &str,
+        audit: Option<&AuditEntry>,
     ) -> StoreResult<bool>;
     /// Whether any package row references the blob.
     async fn blob_referenced(&self, sha256: &str) -> StoreResult<bool>;
@@ -651,7 +692,12 @@ pub trait Store: Send + Sync + 'static {
     /// the configured one); None when the repository does not exist.
     async fn dependency_check(&self, repo: &RepoRef) -> StoreResult<Option<Option<String>>>;
     /// Sets (None: clears) the repository's own setting; false when it does not exist.
-    async fn set_dependency_check(&self, repo: &RepoRef, value: Option<&str>) -> StoreResult<bool>;
+    async fn set_dependency_check(
+        &self,
+        repo: &RepoRef,
+        value: Option<&str>,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<bool>;
     /// The served indexes of a repository, by architecture, without their bytes.
     async fn index_summaries(&self, repository_id: i64) -> StoreResult<Vec<IndexSummary>>;
 
@@ -711,22 +757,46 @@ pub trait Store: Send + Sync + 'static {
     async fn list_owners(&self) -> StoreResult<Vec<OwnerSummary>>;
     async fn list_members(&self, owner_id: i64) -> StoreResult<Vec<Member>>;
     /// Whether the user had a role on the owner.
-    async fn remove_member(&self, owner_id: i64, user_id: i64) -> StoreResult<bool>;
+    async fn remove_member(
+        &self,
+        owner_id: i64,
+        user_id: i64,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<bool>;
     /// Deletes the user (its tokens and memberships go with it) and, in the same
     /// transaction, `namespace` with everything in it.
-    async fn delete_user(&self, user_id: i64, namespace: Option<i64>) -> StoreResult<()>;
+    async fn delete_user(
+        &self,
+        user_id: i64,
+        namespace: Option<i64>,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<()>;
     /// Deletes the owner with its key, members, owner-limited tokens, repositories,
     /// packages and indexes, in one transaction.
-    async fn delete_owner(&self, owner_id: i64) -> StoreResult<()>;
-    async fn set_owner_private(&self, owner_id: i64, is_private: bool) -> StoreResult<()>;
+    async fn delete_owner(&self, owner_id: i64, audit: Option<&AuditEntry>) -> StoreResult<()>;
+    async fn set_owner_private(
+        &self,
+        owner_id: i64,
+        is_private: bool,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<()>;
     /// Sets the password; the user's password sessions end with the old one.
-    async fn set_password(&self, user_id: i64, password_hash: Option<&str>) -> StoreResult<()>;
+    async fn set_password(
+        &self,
+        user_id: i64,
+        password_hash: Option<&str>,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<()>;
     /// Records that the token authenticated at `now`.
     async fn touch_token(&self, id: i64, now: i64) -> StoreResult<()>;
     /// The name of the owner's signing key, if it has one (a cheap check of a cached key).
     async fn signing_key_name(&self, owner_id: i64) -> StoreResult<Option<String>>;
     /// Creates an empty repository. Conflict when it exists.
-    async fn create_repository(&self, repo: &RepoRef) -> StoreResult<Repository>;
+    async fn create_repository(
+        &self,
+        repo: &RepoRef,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<Repository>;
     /// Every repository, or those of one owner, with what it serves; ordered by owner,
     /// branch and name.
     async fn repository_summaries(
@@ -736,7 +806,18 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the repository, its packages and its indexes in one transaction (blobs are
     /// left to orphan collection). None when it does not exist. Repository ids are never
     /// reused, so nothing keyed by the old id can reach a later repository.
-    async fn delete_repository(&self, repo: &RepoRef) -> StoreResult<Option<RemovedRepository>>;
+    async fn delete_repository(
+        &self,
+        repo: &RepoRef,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<Option<RemovedRepository>>;
+
+    // The audit log (see `audit`); entries are inserted by the methods that change things.
+
+    /// The entries `query` selects, newest first.
+    async fn audit_entries(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>>;
+    /// Deletes the entries older than `before_ms`; returns how many.
+    async fn prune_audit(&self, before_ms: i64) -> StoreResult<u64>;
 
     // Login sessions of the web pages.
 

@@ -22,6 +22,7 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
 
+use super::audit;
 use super::*;
 use crate::clock::SharedClock;
 
@@ -367,6 +368,19 @@ impl Drop for AdvisoryLock {
 /// The package rows of an owner, for `release_blobs`.
 const OWNER_PACKAGES: &str = "repository_id IN (SELECT id FROM repositories WHERE owner_id = $2)";
 
+/// Inserts `entry`, when there is one, in `tx`: the transaction of the change it records.
+async fn record(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    entry: Option<&AuditEntry>,
+) -> StoreResult<()> {
+    if let Some(entry) = entry {
+        audit::bind_entry!(sqlx::query(audit::INSERT), entry)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Records that the package rows `rows` selects (with `id` bound) lose their blobs'
 /// reference at `now_ms`; called in the transaction that deletes them, before it does.
 /// In digest order, so that two such transactions lock shared rows in the same order.
@@ -406,6 +420,7 @@ impl Store for PostgresStore {
         name: &str,
         password_hash: Option<&str>,
         is_admin: bool,
+        audit: Option<&AuditEntry>,
     ) -> StoreResult<User> {
         let now = self.clock.unix_secs();
         let mut tx = self.pool.begin().await?;
@@ -434,6 +449,7 @@ impl Store for PostgresStore {
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
+        record(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(User {
             id: user_id,
@@ -453,7 +469,14 @@ impl Store for PostgresStore {
             .transpose()
     }
 
-    async fn create_owner(&self, name: &str, is_private: bool, is_org: bool) -> StoreResult<Owner> {
+    async fn create_owner(
+        &self,
+        name: &str,
+        is_private: bool,
+        is_org: bool,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<Owner> {
+        let mut tx = self.pool.begin().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO owners (name, is_private, is_org, created_at) VALUES ($1, $2, $3, $4) \
              RETURNING id",
@@ -462,9 +485,16 @@ impl Store for PostgresStore {
         .bind(is_private)
         .bind(is_org)
         .bind(self.clock.unix_secs())
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await
         .map_err(|e| conflict_or(e, || format!("owner {name:?} already exists")))?;
+        let audit = audit.map(|entry| AuditEntry {
+            owner_id: Some(id),
+            owner: Some(name.to_string()),
+            ..entry.clone()
+        });
+        record(&mut tx, audit.as_ref()).await?;
+        tx.commit().await?;
         Ok(Owner {
             id,
             name: name.to_string(),
@@ -485,7 +515,14 @@ impl Store for PostgresStore {
         .transpose()
     }
 
-    async fn set_member(&self, owner_id: i64, user_id: i64, role: Role) -> StoreResult<()> {
+    async fn set_member(
+        &self,
+        owner_id: i64,
+        user_id: i64,
+        role: Role,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO owner_members (owner_id, user_id, role) VALUES ($1, $2, $3) \
              ON CONFLICT (owner_id, user_id) DO UPDATE SET role = excluded.role",
@@ -493,8 +530,10 @@ impl Store for PostgresStore {
         .bind(owner_id)
         .bind(user_id)
         .bind(role.as_str())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        record(&mut tx, audit).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -509,8 +548,13 @@ impl Store for PostgresStore {
             .transpose()
     }
 
-    async fn insert_token(&self, token: NewToken<'_>) -> StoreResult<i64> {
-        Ok(sqlx::query_scalar(
+    async fn insert_token(
+        &self,
+        token: NewToken<'_>,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<i64> {
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = sqlx::query_scalar(
             "INSERT INTO tokens (user_id, token_hash, prefix, scope, owner_id, expires_at, \
              created_at, label) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
         )
@@ -522,9 +566,12 @@ impl Store for PostgresStore {
         .bind(token.expires_at)
         .bind(self.clock.unix_secs())
         .bind(token.label)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await
-        .map_err(|e| conflict_or(e, || "token collision, try again".to_string()))?)
+        .map_err(|e| conflict_or(e, || "token collision, try again".to_string()))?;
+        record(&mut tx, audit.map(|entry| entry.with_token_id(id)).as_ref()).await?;
+        tx.commit().await?;
+        Ok(id)
     }
 
     async fn token_by_hash(&self, token_hash: &str) -> StoreResult<Option<TokenRecord>> {
@@ -549,7 +596,12 @@ impl Store for PostgresStore {
         .collect()
     }
 
-    async fn revoke_token(&self, id: i64, now: i64) -> StoreResult<bool> {
+    async fn revoke_token(
+        &self,
+        id: i64,
+        now: i64,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await?;
         let done =
             sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
@@ -561,8 +613,12 @@ impl Store for PostgresStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        let revoked = done.rows_affected() == 1;
+        if revoked {
+            record(&mut tx, audit).await?;
+        }
         tx.commit().await?;
-        Ok(done.rows_affected() == 1)
+        Ok(revoked)
     }
 
     async fn signing_key(&self, owner_id: i64) -> StoreResult<Option<StoredKey>> {
@@ -575,10 +631,16 @@ impl Store for PostgresStore {
             .transpose()
     }
 
-    async fn insert_signing_key(&self, owner_id: i64, key: StoredKey) -> StoreResult<StoredKey> {
+    async fn insert_signing_key(
+        &self,
+        owner_id: i64,
+        key: StoredKey,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<StoredKey> {
+        let mut tx = self.pool.begin().await?;
         // First writer wins; everyone else adopts its key. A concurrent insert for the same
         // owner waits for the first to commit, then does nothing.
-        sqlx::query(
+        let done = sqlx::query(
             "INSERT INTO signing_keys (owner_id, key_name, private_pem, public_pem, created_at) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (owner_id) DO NOTHING",
         )
@@ -587,14 +649,19 @@ impl Store for PostgresStore {
         .bind(&key.private_pem)
         .bind(&key.public_pem)
         .bind(self.clock.unix_secs())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        key_from(
+        if done.rows_affected() == 1 {
+            record(&mut tx, audit).await?;
+        }
+        let stored = key_from(
             &sqlx::query(KEY_SELECT)
                 .bind(owner_id)
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *tx)
                 .await?,
-        )
+        )?;
+        tx.commit().await?;
+        Ok(stored)
     }
 
     async fn owners_without_key(&self) -> StoreResult<Vec<Owner>> {
@@ -614,6 +681,7 @@ impl Store for PostgresStore {
         repo: &RepoRef,
         package: NewPackage,
         create_repository: bool,
+        audit: Option<&AuditEntry>,
     ) -> StoreResult<InsertedPackage> {
         let now_ms = self.clock.unix_ms();
         let mut tx = self.pool.begin().await?;
@@ -704,6 +772,7 @@ impl Store for PostgresStore {
             })
         })?;
         let stored = package_from(&row)?;
+        record(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(InsertedPackage {
             package: stored,
@@ -743,6 +812,7 @@ impl Store for PostgresStore {
         repo: &RepoRef,
         arch: &str,
         filename: &str,
+        audit: Option<&AuditEntry>,
     ) -> StoreResult<Option<(Package, i64)>> {
         let mut tx = self.pool.begin().await?;
         // Two deletes of one file queue here; the second no longer finds it.
@@ -789,17 +859,29 @@ impl Store for PostgresStore {
             .bind(generation - CHANGE_WINDOW)
             .execute(&mut *tx)
             .await?;
+        record(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(Some((package, generation)))
     }
 
-    async fn set_pinned(&self, package_id: i64, pinned: bool) -> StoreResult<bool> {
+    async fn set_pinned(
+        &self,
+        package_id: i64,
+        pinned: bool,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(super::retention::SET_PINNED)
             .bind(pinned)
             .bind(package_id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() > 0)
+        let changed = done.rows_affected() > 0;
+        if changed {
+            record(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
     }
 
     async fn retained_files(&self, repository_id: i64) -> StoreResult<Vec<RetainedFile>> {
@@ -820,7 +902,12 @@ impl Store for PostgresStore {
         .collect()
     }
 
-    async fn set_retention_rule(&self, rule: &RetentionRule) -> StoreResult<()> {
+    async fn set_retention_rule(
+        &self,
+        rule: &RetentionRule,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(super::retention::SET_RULE)
             .bind(rule.owner_id)
             .bind(&rule.branch)
@@ -831,8 +918,10 @@ impl Store for PostgresStore {
             .bind(super::retention::globs_text(&rule.include))
             .bind(super::retention::globs_text(&rule.exclude))
             .bind(rule.updated_at)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        record(&mut tx, audit).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -855,14 +944,21 @@ impl Store for PostgresStore {
         owner_id: i64,
         branch: &str,
         repository: &str,
+        audit: Option<&AuditEntry>,
     ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(super::retention::REMOVE_RULE)
             .bind(owner_id)
             .bind(branch)
             .bind(repository)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() > 0)
+        let removed = done.rows_affected() > 0;
+        if removed {
+            record(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(removed)
     }
 
     async fn blob_referenced(&self, sha256: &str) -> StoreResult<bool> {
@@ -986,8 +1082,13 @@ impl Store for PostgresStore {
         self.catalog_dependency_check(repo).await
     }
 
-    async fn set_dependency_check(&self, repo: &RepoRef, value: Option<&str>) -> StoreResult<bool> {
-        self.catalog_set_dependency_check(repo, value).await
+    async fn set_dependency_check(
+        &self,
+        repo: &RepoRef,
+        value: Option<&str>,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<bool> {
+        self.catalog_set_dependency_check(repo, value, audit).await
     }
 
     async fn index_summaries(&self, repository_id: i64) -> StoreResult<Vec<IndexSummary>> {
@@ -1298,16 +1399,32 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    async fn remove_member(&self, owner_id: i64, user_id: i64) -> StoreResult<bool> {
+    async fn remove_member(
+        &self,
+        owner_id: i64,
+        user_id: i64,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query("DELETE FROM owner_members WHERE owner_id = $1 AND user_id = $2")
             .bind(owner_id)
             .bind(user_id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() == 1)
+        let removed = done.rows_affected() == 1;
+        if removed {
+            record(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(removed)
     }
 
-    async fn delete_user(&self, user_id: i64, namespace: Option<i64>) -> StoreResult<()> {
+    async fn delete_user(
+        &self,
+        user_id: i64,
+        namespace: Option<i64>,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         if let Some(owner_id) = namespace {
             release_blobs(&mut tx, OWNER_PACKAGES, owner_id, self.clock.unix_ms()).await?;
@@ -1323,11 +1440,12 @@ impl Store for PostgresStore {
         if done.rows_affected() != 1 {
             return Err(StoreError::NotFound("the user no longer exists".into()));
         }
+        record(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn delete_owner(&self, owner_id: i64) -> StoreResult<()> {
+    async fn delete_owner(&self, owner_id: i64, audit: Option<&AuditEntry>) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         release_blobs(&mut tx, OWNER_PACKAGES, owner_id, self.clock.unix_ms()).await?;
         let done = sqlx::query("DELETE FROM owners WHERE id = $1")
@@ -1337,20 +1455,34 @@ impl Store for PostgresStore {
         if done.rows_affected() != 1 {
             return Err(StoreError::NotFound("the owner no longer exists".into()));
         }
+        record(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn set_owner_private(&self, owner_id: i64, is_private: bool) -> StoreResult<()> {
+    async fn set_owner_private(
+        &self,
+        owner_id: i64,
+        is_private: bool,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE owners SET is_private = $1 WHERE id = $2")
             .bind(is_private)
             .bind(owner_id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        record(&mut tx, audit).await?;
+        tx.commit().await?;
         Ok(())
     }
 
-    async fn set_password(&self, user_id: i64, password_hash: Option<&str>) -> StoreResult<()> {
+    async fn set_password(
+        &self,
+        user_id: i64,
+        password_hash: Option<&str>,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
             .bind(password_hash)
@@ -1361,6 +1493,7 @@ impl Store for PostgresStore {
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
+        record(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1383,16 +1516,23 @@ impl Store for PostgresStore {
         )
     }
 
-    async fn create_repository(&self, repo: &RepoRef) -> StoreResult<Repository> {
+    async fn create_repository(
+        &self,
+        repo: &RepoRef,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<Repository> {
+        let mut tx = self.pool.begin().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO repositories (owner_id, branch, name) VALUES ($1, $2, $3) RETURNING id",
         )
         .bind(repo.owner_id)
         .bind(&repo.branch)
         .bind(&repo.repository)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await
         .map_err(|e| conflict_or(e, || "the repository already exists".to_string()))?;
+        record(&mut tx, audit).await?;
+        tx.commit().await?;
         self.repository_by_id(id)
             .await?
             .ok_or_else(|| repository_gone(id))
@@ -1453,7 +1593,11 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    async fn delete_repository(&self, repo: &RepoRef) -> StoreResult<Option<RemovedRepository>> {
+    async fn delete_repository(
+        &self,
+        repo: &RepoRef,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<Option<RemovedRepository>> {
         let mut tx = self.pool.begin().await?;
         let Some(id) = Self::lock_repository(&mut tx, repo).await? else {
             return Ok(None);
@@ -1474,6 +1618,7 @@ impl Store for PostgresStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        record(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(Some(RemovedRepository { packages, arches }))
     }
@@ -1550,6 +1695,31 @@ impl Store for PostgresStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn audit_entries(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
+        let (sql, binds) = audit::select_sql(query);
+        let mut select = sqlx::query_as::<_, audit::EntryRow>(&sql);
+        for value in binds {
+            select = match value {
+                audit::Bind::Int(v) => select.bind(v),
+                audit::Bind::Text(v) => select.bind(v),
+            };
+        }
+        Ok(select
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(audit::entry_from)
+            .collect())
+    }
+
+    async fn prune_audit(&self, before_ms: i64) -> StoreResult<u64> {
+        Ok(sqlx::query(audit::PRUNE)
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 
     async fn prune_sessions(&self, now: i64) -> StoreResult<u64> {

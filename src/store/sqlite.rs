@@ -14,6 +14,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqlitePool};
 
+use super::audit;
 use super::read_cache::{self, ReadCache};
 use super::*;
 use crate::clock::SharedClock;
@@ -276,6 +277,19 @@ impl SqliteStore {
 /// The package rows of an owner, for `release_blobs`.
 const OWNER_PACKAGES: &str = "repository_id IN (SELECT id FROM repositories WHERE owner_id = ?)";
 
+/// Inserts `entry`, when there is one, in `tx`: the transaction of the change it records.
+async fn record(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    entry: Option<&AuditEntry>,
+) -> StoreResult<()> {
+    if let Some(entry) = entry {
+        audit::bind_entry!(sqlx::query(audit::INSERT), entry)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Records that the package rows `rows` selects (with `id` bound) lose their blobs'
 /// reference at `now_ms`; called in the transaction that deletes them, before it does.
 /// In digest order, so that two such transactions lock shared rows in the same order.
@@ -319,6 +333,7 @@ impl Store for SqliteStore {
         name: &str,
         password_hash: Option<&str>,
         is_admin: bool,
+        audit: Option<&AuditEntry>,
     ) -> StoreResult<User> {
         let now = self.clock.unix_secs();
         let mut tx = self.begin_write().await?;
@@ -347,6 +362,7 @@ impl Store for SqliteStore {
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
+        record(&mut tx, audit).await?;
         tx.commit().await?;
         self.cache.changed();
         Ok(User {
@@ -367,7 +383,14 @@ impl Store for SqliteStore {
             .transpose()
     }
 
-    async fn create_owner(&self, name: &str, is_private: bool, is_org: bool) -> StoreResult<Owner> {
+    async fn create_owner(
+        &self,
+        name: &str,
+        is_private: bool,
+        is_org: bool,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<Owner> {
+        let mut tx = self.begin_write().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO owners (name, is_private, is_org, created_at) VALUES (?, ?, ?, ?) \
              RETURNING id",
@@ -376,9 +399,16 @@ impl Store for SqliteStore {
         .bind(is_private)
         .bind(is_org)
         .bind(self.clock.unix_secs())
-        .fetch_one(&self.writer)
+        .fetch_one(&mut *tx)
         .await
         .map_err(|e| conflict_or(e, || format!("owner {name:?} already exists")))?;
+        let audit = audit.map(|entry| AuditEntry {
+            owner_id: Some(id),
+            owner: Some(name.to_string()),
+            ..entry.clone()
+        });
+        record(&mut tx, audit.as_ref()).await?;
+        tx.commit().await?;
         self.cache.changed();
         Ok(Owner {
             id,
@@ -407,7 +437,14 @@ impl Store for SqliteStore {
         Ok(found)
     }
 
-    async fn set_member(&self, owner_id: i64, user_id: i64, role: Role) -> StoreResult<()> {
+    async fn set_member(
+        &self,
+        owner_id: i64,
+        user_id: i64,
+        role: Role,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO owner_members (owner_id, user_id, role) VALUES (?, ?, ?) \
              ON CONFLICT (owner_id, user_id) DO UPDATE SET role = excluded.role",
@@ -415,8 +452,10 @@ impl Store for SqliteStore {
         .bind(owner_id)
         .bind(user_id)
         .bind(role.as_str())
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await?;
+        record(&mut tx, audit).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -431,8 +470,13 @@ impl Store for SqliteStore {
             .transpose()
     }
 
-    async fn insert_token(&self, token: NewToken<'_>) -> StoreResult<i64> {
-        Ok(sqlx::query_scalar(
+    async fn insert_token(
+        &self,
+        token: NewToken<'_>,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<i64> {
+        let mut tx = self.begin_write().await?;
+        let id: i64 = sqlx::query_scalar(
             "INSERT INTO tokens (user_id, token_hash, prefix, scope, owner_id, expires_at, \
              created_at, label) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
@@ -444,9 +488,12 @@ impl Store for SqliteStore {
         .bind(token.expires_at)
         .bind(self.clock.unix_secs())
         .bind(token.label)
-        .fetch_one(&self.writer)
+        .fetch_one(&mut *tx)
         .await
-        .map_err(|e| conflict_or(e, || "token collision, try again".to_string()))?)
+        .map_err(|e| conflict_or(e, || "token collision, try again".to_string()))?;
+        record(&mut tx, audit.map(|entry| entry.with_token_id(id)).as_ref()).await?;
+        tx.commit().await?;
+        Ok(id)
     }
 
     async fn token_by_hash(&self, token_hash: &str) -> StoreResult<Option<TokenRecord>> {
@@ -471,7 +518,12 @@ impl Store for SqliteStore {
         .collect()
     }
 
-    async fn revoke_token(&self, id: i64, now: i64) -> StoreResult<bool> {
+    async fn revoke_token(
+        &self,
+        id: i64,
+        now: i64,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<bool> {
         let mut tx = self.begin_write().await?;
         let done =
             sqlx::query("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
@@ -483,8 +535,12 @@ impl Store for SqliteStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        let revoked = done.rows_affected() == 1;
+        if revoked {
+            record(&mut tx, audit).await?;
+        }
         tx.commit().await?;
-        Ok(done.rows_affected() == 1)
+        Ok(revoked)
     }
 
     async fn signing_key(&self, owner_id: i64) -> StoreResult<Option<StoredKey>> {
@@ -497,9 +553,15 @@ impl Store for SqliteStore {
             .transpose()
     }
 
-    async fn insert_signing_key(&self, owner_id: i64, key: StoredKey) -> StoreResult<StoredKey> {
+    async fn insert_signing_key(
+        &self,
+        owner_id: i64,
+        key: StoredKey,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<StoredKey> {
         // First writer wins; everyone else adopts its key.
-        sqlx::query(
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
             "INSERT INTO signing_keys (owner_id, key_name, private_pem, public_pem, created_at) \
              VALUES (?, ?, ?, ?, ?) ON CONFLICT (owner_id) DO NOTHING",
         )
@@ -508,14 +570,19 @@ impl Store for SqliteStore {
         .bind(&key.private_pem)
         .bind(&key.public_pem)
         .bind(self.clock.unix_secs())
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await?;
-        key_from(
+        if done.rows_affected() == 1 {
+            record(&mut tx, audit).await?;
+        }
+        let stored = key_from(
             &sqlx::query(KEY_SELECT)
                 .bind(owner_id)
-                .fetch_one(&self.writer)
+                .fetch_one(&mut *tx)
                 .await?,
-        )
+        )?;
+        tx.commit().await?;
+        Ok(stored)
     }
 
     async fn owners_without_key(&self) -> StoreResult<Vec<Owner>> {
@@ -535,6 +602,7 @@ impl Store for SqliteStore {
         repo: &RepoRef,
         package: NewPackage,
         create_repository: bool,
+        audit: Option<&AuditEntry>,
     ) -> StoreResult<InsertedPackage> {
         let now_ms = self.clock.unix_ms();
         let mut tx = self.begin_write().await?;
@@ -603,6 +671,7 @@ impl Store for SqliteStore {
             })
         })?;
         let stored = package_from(&row)?;
+        record(&mut tx, audit).await?;
         tx.commit().await?;
         self.cache.changed();
         Ok(InsertedPackage {
@@ -653,6 +722,7 @@ impl Store for SqliteStore {
         repo: &RepoRef,
         arch: &str,
         filename: &str,
+        audit: Option<&AuditEntry>,
     ) -> StoreResult<Option<(Package, i64)>> {
         let mut tx = self.begin_write().await?;
         let Some(row) = sqlx::query(&format!("SELECT {PACKAGE_COLUMNS} {PACKAGE_LOOKUP}"))
@@ -693,19 +763,31 @@ impl Store for SqliteStore {
             .bind(generation - CHANGE_WINDOW)
             .execute(&mut *tx)
             .await?;
+        record(&mut tx, audit).await?;
         tx.commit().await?;
         self.cache.changed();
         Ok(Some((package, generation)))
     }
 
-    async fn set_pinned(&self, package_id: i64, pinned: bool) -> StoreResult<bool> {
+    async fn set_pinned(
+        &self,
+        package_id: i64,
+        pinned: bool,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(super::retention::SET_PINNED)
             .bind(pinned)
             .bind(package_id)
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await?;
+        let changed = done.rows_affected() > 0;
+        if changed {
+            record(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
         self.cache.changed();
-        Ok(done.rows_affected() > 0)
+        Ok(changed)
     }
 
     async fn retained_files(&self, repository_id: i64) -> StoreResult<Vec<RetainedFile>> {
@@ -726,7 +808,12 @@ impl Store for SqliteStore {
         .collect()
     }
 
-    async fn set_retention_rule(&self, rule: &RetentionRule) -> StoreResult<()> {
+    async fn set_retention_rule(
+        &self,
+        rule: &RetentionRule,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
         sqlx::query(super::retention::SET_RULE)
             .bind(rule.owner_id)
             .bind(&rule.branch)
@@ -737,8 +824,10 @@ impl Store for SqliteStore {
             .bind(super::retention::globs_text(&rule.include))
             .bind(super::retention::globs_text(&rule.exclude))
             .bind(rule.updated_at)
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await?;
+        record(&mut tx, audit).await?;
+        tx.commit().await?;
         self.cache.changed();
         Ok(())
     }
@@ -762,15 +851,22 @@ impl Store for SqliteStore {
         owner_id: i64,
         branch: &str,
         repository: &str,
+        audit: Option<&AuditEntry>,
     ) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(super::retention::REMOVE_RULE)
             .bind(owner_id)
             .bind(branch)
             .bind(repository)
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await?;
+        let removed = done.rows_affected() > 0;
+        if removed {
+            record(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
         self.cache.changed();
-        Ok(done.rows_affected() > 0)
+        Ok(removed)
     }
 
     async fn blob_referenced(&self, sha256: &str) -> StoreResult<bool> {
@@ -894,8 +990,13 @@ impl Store for SqliteStore {
         self.catalog_dependency_check(repo).await
     }
 
-    async fn set_dependency_check(&self, repo: &RepoRef, value: Option<&str>) -> StoreResult<bool> {
-        self.catalog_set_dependency_check(repo, value).await
+    async fn set_dependency_check(
+        &self,
+        repo: &RepoRef,
+        value: Option<&str>,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<bool> {
+        self.catalog_set_dependency_check(repo, value, audit).await
     }
 
     async fn index_summaries(&self, repository_id: i64) -> StoreResult<Vec<IndexSummary>> {
@@ -1151,7 +1252,11 @@ impl Store for SqliteStore {
         Ok(found)
     }
 
-    async fn create_repository(&self, repo: &RepoRef) -> StoreResult<Repository> {
+    async fn create_repository(
+        &self,
+        repo: &RepoRef,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<Repository> {
         let mut tx = self.begin_write().await?;
         let id = insert_repository(&mut tx, repo).await?;
         let row = sqlx::query(&format!("{REPOSITORY_SELECT} WHERE r.id = ?"))
@@ -1159,6 +1264,7 @@ impl Store for SqliteStore {
             .fetch_one(&mut *tx)
             .await?;
         let created = repository_from(&row)?;
+        record(&mut tx, audit).await?;
         tx.commit().await?;
         self.cache.changed();
         Ok(created)
@@ -1215,7 +1321,11 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn delete_repository(&self, repo: &RepoRef) -> StoreResult<Option<RemovedRepository>> {
+    async fn delete_repository(
+        &self,
+        repo: &RepoRef,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<Option<RemovedRepository>> {
         let mut tx = self.begin_write().await?;
         let Some(id) = repository_id(&mut tx, repo).await? else {
             return Ok(None);
@@ -1237,6 +1347,7 @@ impl Store for SqliteStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        record(&mut tx, audit).await?;
         tx.commit().await?;
         self.cache.changed();
         Ok(Some(RemovedRepository { packages, arches }))
@@ -1314,16 +1425,32 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn remove_member(&self, owner_id: i64, user_id: i64) -> StoreResult<bool> {
+    async fn remove_member(
+        &self,
+        owner_id: i64,
+        user_id: i64,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query("DELETE FROM owner_members WHERE owner_id = ? AND user_id = ?")
             .bind(owner_id)
             .bind(user_id)
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() == 1)
+        let removed = done.rows_affected() == 1;
+        if removed {
+            record(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(removed)
     }
 
-    async fn delete_user(&self, user_id: i64, namespace: Option<i64>) -> StoreResult<()> {
+    async fn delete_user(
+        &self,
+        user_id: i64,
+        namespace: Option<i64>,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         if let Some(owner_id) = namespace {
             release_blobs(&mut tx, OWNER_PACKAGES, owner_id, self.clock.unix_ms()).await?;
@@ -1339,12 +1466,13 @@ impl Store for SqliteStore {
         if done.rows_affected() != 1 {
             return Err(StoreError::NotFound("the user no longer exists".into()));
         }
+        record(&mut tx, audit).await?;
         tx.commit().await?;
         self.cache.changed();
         Ok(())
     }
 
-    async fn delete_owner(&self, owner_id: i64) -> StoreResult<()> {
+    async fn delete_owner(&self, owner_id: i64, audit: Option<&AuditEntry>) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         release_blobs(&mut tx, OWNER_PACKAGES, owner_id, self.clock.unix_ms()).await?;
         let done = sqlx::query("DELETE FROM owners WHERE id = ?")
@@ -1354,22 +1482,36 @@ impl Store for SqliteStore {
         if done.rows_affected() != 1 {
             return Err(StoreError::NotFound("the owner no longer exists".into()));
         }
+        record(&mut tx, audit).await?;
         tx.commit().await?;
         self.cache.changed();
         Ok(())
     }
 
-    async fn set_owner_private(&self, owner_id: i64, is_private: bool) -> StoreResult<()> {
+    async fn set_owner_private(
+        &self,
+        owner_id: i64,
+        is_private: bool,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE owners SET is_private = ? WHERE id = ?")
             .bind(is_private)
             .bind(owner_id)
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await?;
+        record(&mut tx, audit).await?;
+        tx.commit().await?;
         self.cache.changed();
         Ok(())
     }
 
-    async fn set_password(&self, user_id: i64, password_hash: Option<&str>) -> StoreResult<()> {
+    async fn set_password(
+        &self,
+        user_id: i64,
+        password_hash: Option<&str>,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
             .bind(password_hash)
@@ -1380,6 +1522,7 @@ impl Store for SqliteStore {
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
+        record(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1474,6 +1617,31 @@ impl Store for SqliteStore {
             .execute(&self.writer)
             .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn audit_entries(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
+        let (sql, binds) = audit::select_sql(query);
+        let mut select = sqlx::query_as::<_, audit::EntryRow>(&sql);
+        for value in binds {
+            select = match value {
+                audit::Bind::Int(v) => select.bind(v),
+                audit::Bind::Text(v) => select.bind(v),
+            };
+        }
+        Ok(select
+            .fetch_all(&self.reader)
+            .await?
+            .into_iter()
+            .map(audit::entry_from)
+            .collect())
+    }
+
+    async fn prune_audit(&self, before_ms: i64) -> StoreResult<u64> {
+        Ok(sqlx::query(audit::PRUNE)
+            .bind(before_ms)
+            .execute(&self.writer)
+            .await?
+            .rows_affected())
     }
 
     async fn prune_sessions(&self, now: i64) -> StoreResult<u64> {
@@ -1830,19 +1998,19 @@ mod tests {
     async fn removal_takes_everything_and_ids_are_never_reused() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path(), 2).await;
-        let owner = store.create_owner("acme", false, true).await.unwrap();
+        let owner = store.create_owner("acme", false, true, None).await.unwrap();
         let repo = RepoRef {
             owner_id: owner.id,
             branch: "edge".into(),
             repository: "main".into(),
         };
         let first = store
-            .insert_package(&repo, package("a"), true)
+            .insert_package(&repo, package("a"), true, None)
             .await
             .unwrap();
         assert!(first.repository_created);
         let second = store
-            .insert_package(&repo, package("b"), false)
+            .insert_package(&repo, package("b"), false, None)
             .await
             .unwrap();
         assert!(!second.repository_created);
@@ -1864,7 +2032,7 @@ mod tests {
             .await
             .unwrap();
 
-        let removed = store.delete_repository(&repo).await.unwrap().unwrap();
+        let removed = store.delete_repository(&repo, None).await.unwrap().unwrap();
         assert_eq!(removed.packages, 2);
         assert_eq!(removed.arches, ["x86_64"]);
         let left: (i64, i64) = sqlx::query_as(
@@ -1874,10 +2042,14 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(left, (0, 0));
-        assert!(store.delete_repository(&repo).await.unwrap().is_none());
+        assert!(store
+            .delete_repository(&repo, None)
+            .await
+            .unwrap()
+            .is_none());
 
         // Without leave to create, the insert finds it missing and changes nothing.
-        let refused = store.insert_package(&repo, package("c"), false).await;
+        let refused = store.insert_package(&repo, package("c"), false, None).await;
         assert!(
             matches!(refused, Err(StoreError::NotFound(_))),
             "{refused:?}"
@@ -1894,10 +2066,10 @@ mod tests {
         assert!(matches!(late, Err(StoreError::NotFound(_))), "{late:?}");
 
         // The removed repository was the newest; its id is not handed out again.
-        let again = store.create_repository(&repo).await.unwrap();
+        let again = store.create_repository(&repo, None).await.unwrap();
         assert!(again.id > id, "{} reused {id}", again.id);
         assert!(matches!(
-            store.create_repository(&repo).await,
+            store.create_repository(&repo, None).await,
             Err(StoreError::Conflict(_))
         ));
     }

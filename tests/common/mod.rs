@@ -272,12 +272,20 @@ impl TestServer {
         expires_at: Option<i64>,
     ) -> String {
         if self.state.store.user_by_name(name).await.unwrap().is_none() {
-            alpine_registry::registry::accounts::create_user(&self.state, name, None, false, false)
-                .await
-                .unwrap();
+            alpine_registry::registry::accounts::create_user(
+                &self.state,
+                &alpine_registry::registry::audit::Actor::cli(),
+                name,
+                None,
+                false,
+                false,
+            )
+            .await
+            .unwrap();
         }
         alpine_registry::registry::accounts::create_token(
             &self.state,
+            &alpine_registry::registry::audit::Actor::cli(),
             alpine_registry::registry::accounts::TokenRequest {
                 user: name,
                 scope,

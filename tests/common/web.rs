@@ -17,22 +17,48 @@ pub fn password_of(user: &str) -> String {
 pub async fn world(server: &TestServer) {
     let state = &server.state;
     for (name, private) in [("acme", false), ("vault", true)] {
-        alpine_registry::registry::accounts::create_owner(state, name, private, true, true)
-            .await
-            .unwrap();
+        alpine_registry::registry::accounts::create_owner(
+            state,
+            &alpine_registry::registry::audit::Actor::cli(),
+            name,
+            private,
+            true,
+            true,
+        )
+        .await
+        .unwrap();
     }
     for user in ["alice", "bob", "carol"] {
         let hash = alpine_registry::access::hash_password(&password_of(user)).unwrap();
-        alpine_registry::registry::accounts::create_user(state, user, Some(&hash), false, false)
-            .await
-            .unwrap();
+        alpine_registry::registry::accounts::create_user(
+            state,
+            &alpine_registry::registry::audit::Actor::cli(),
+            user,
+            Some(&hash),
+            false,
+            false,
+        )
+        .await
+        .unwrap();
     }
-    alpine_registry::registry::accounts::add_member(state, "acme", "alice", Role::Write)
-        .await
-        .unwrap();
-    alpine_registry::registry::accounts::add_member(state, "vault", "carol", Role::Read)
-        .await
-        .unwrap();
+    alpine_registry::registry::accounts::add_member(
+        state,
+        &alpine_registry::registry::audit::Actor::cli(),
+        "acme",
+        "alice",
+        Role::Write,
+    )
+    .await
+    .unwrap();
+    alpine_registry::registry::accounts::add_member(
+        state,
+        &alpine_registry::registry::audit::Actor::cli(),
+        "vault",
+        "carol",
+        Role::Read,
+    )
+    .await
+    .unwrap();
     let hello = |version: &str, arch: &str| {
         PackageBuilder::new("hello", version, arch)
             .field("pkgdesc", "Says hello to the world")

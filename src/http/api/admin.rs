@@ -67,14 +67,15 @@ pub async fn list_users(
     ))]
 pub async fn create_user(
     State(state): State<AppState>,
-    _: SiteAdmin,
+    SiteAdmin(actor): SiteAdmin,
     Json(new): Json<NewUser>,
 ) -> AppResult<(StatusCode, axum::Json<CreatedUser>)> {
     let hash = match new.password {
         Some(password) => Some(accounts::hash_password(&state, password).await?),
         None => None,
     };
-    let user = accounts::create_user(&state, &new.name, hash.as_deref(), new.admin, false).await?;
+    let user =
+        accounts::create_user(&state, &actor, &new.name, hash.as_deref(), new.admin, false).await?;
     // The namespace's key (seconds for 4096 bits) is made in the background: a publish
     // that comes first waits for it.
     state.keys.spawn_create_missing();
@@ -104,10 +105,12 @@ pub async fn create_user(
     ))]
 pub async fn delete_user(
     State(state): State<AppState>,
-    _: SiteAdmin,
+    SiteAdmin(actor): SiteAdmin,
     Path(user): Path<String>,
 ) -> AppResult<axum::Json<DeletedUser>> {
-    Ok(axum::Json(accounts::delete_user(&state, &user).await?))
+    Ok(axum::Json(
+        accounts::delete_user(&state, &actor, &user).await?,
+    ))
 }
 
 /// A password to set, or null to remove it.
@@ -137,7 +140,7 @@ pub struct NewPassword {
     ))]
 pub async fn set_password(
     State(state): State<AppState>,
-    _: SiteAdmin,
+    SiteAdmin(actor): SiteAdmin,
     Path(user): Path<String>,
     Json(new): Json<NewPassword>,
 ) -> AppResult<StatusCode> {
@@ -146,7 +149,7 @@ pub async fn set_password(
             "the password is empty: send null to remove it".into(),
         ));
     }
-    accounts::set_password(&state, &user, new.password).await?;
+    accounts::set_password(&state, &actor, &user, new.password).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -202,10 +205,11 @@ pub struct OwnerInfo {
     ))]
 pub async fn create_owner(
     State(state): State<AppState>,
-    _: SiteAdmin,
+    SiteAdmin(actor): SiteAdmin,
     Json(new): Json<NewOwner>,
 ) -> AppResult<(StatusCode, axum::Json<OwnerInfo>)> {
-    let (owner, _) = accounts::create_owner(&state, &new.name, new.private, new.org, false).await?;
+    let (owner, _) =
+        accounts::create_owner(&state, &actor, &new.name, new.private, new.org, false).await?;
     state.keys.spawn_create_missing();
     Ok((
         StatusCode::CREATED,
@@ -242,12 +246,12 @@ pub struct DeleteOwnerParams {
     ))]
 pub async fn delete_owner(
     State(state): State<AppState>,
-    _: SiteAdmin,
+    SiteAdmin(actor): SiteAdmin,
     Path(owner): Path<String>,
     Query(params): Query<DeleteOwnerParams>,
 ) -> AppResult<axum::Json<OwnerSummary>> {
     Ok(axum::Json(
-        accounts::delete_owner(&state, &owner, params.force).await?,
+        accounts::delete_owner(&state, &actor, &owner, params.force).await?,
     ))
 }
 
@@ -278,12 +282,12 @@ pub struct NewVisibility {
     ))]
 pub async fn set_visibility(
     State(state): State<AppState>,
-    _: SiteAdmin,
+    SiteAdmin(actor): SiteAdmin,
     Path(owner): Path<String>,
     Json(new): Json<NewVisibility>,
 ) -> AppResult<axum::Json<OwnerInfo>> {
     let private = matches!(new.visibility, Visibility::Private);
-    let owner = accounts::set_visibility(&state, &owner, private).await?;
+    let owner = accounts::set_visibility(&state, &actor, &owner, private).await?;
     Ok(axum::Json(OwnerInfo {
         name: owner.name,
         is_private: owner.is_private,
@@ -329,11 +333,11 @@ pub struct NewRole {
     ))]
 pub async fn add_member(
     State(state): State<AppState>,
-    _: SiteAdmin,
+    SiteAdmin(actor): SiteAdmin,
     Path((owner, user)): Path<(String, String)>,
     Json(new): Json<NewRole>,
 ) -> AppResult<StatusCode> {
-    accounts::add_member(&state, &owner, &user, new.role).await?;
+    accounts::add_member(&state, &actor, &owner, &user, new.role).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -350,10 +354,10 @@ pub async fn add_member(
     ))]
 pub async fn remove_member(
     State(state): State<AppState>,
-    _: SiteAdmin,
+    SiteAdmin(actor): SiteAdmin,
     Path((owner, user)): Path<(String, String)>,
 ) -> AppResult<StatusCode> {
-    accounts::remove_member(&state, &owner, &user).await?;
+    accounts::remove_member(&state, &actor, &owner, &user).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -423,7 +427,7 @@ pub struct CreatedToken {
     ))]
 pub async fn create_token(
     State(state): State<AppState>,
-    _: SiteAdmin,
+    SiteAdmin(actor): SiteAdmin,
     Json(new): Json<NewToken>,
 ) -> AppResult<(StatusCode, axum::Json<CreatedToken>)> {
     let expires_at = match new.expires_in.as_deref() {
@@ -441,7 +445,7 @@ pub async fn create_token(
         expires_at,
         label: new.label.as_deref(),
     };
-    let secret = accounts::create_token(&state, request, None).await?;
+    let secret = accounts::create_token(&state, &actor, request, None).await?;
     let hash = access::hash_token(&secret);
     let token = accounts::list_tokens(&state, Some(&new.user))
         .await?
@@ -467,9 +471,9 @@ pub async fn create_token(
     ))]
 pub async fn revoke_token(
     State(state): State<AppState>,
-    _: SiteAdmin,
+    SiteAdmin(actor): SiteAdmin,
     Path(id): Path<i64>,
 ) -> AppResult<StatusCode> {
-    accounts::revoke_token(&state, id, state.clock.unix_secs()).await?;
+    accounts::revoke_token(&state, &actor, id, state.clock.unix_secs()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

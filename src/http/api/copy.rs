@@ -9,6 +9,7 @@ use crate::access::Identity;
 use crate::error::{AppError, AppResult};
 use crate::http::packages::{describe_stored, Uploaded};
 use crate::names::{Arch, OwnerName, PackageFile, RepoAddress};
+use crate::registry::audit::Actor;
 use crate::registry::copy::{self, Source, Target};
 use crate::store::Role;
 use crate::AppState;
@@ -153,7 +154,16 @@ pub async fn copy(
         owner: &target_owner,
         at: &target_at,
     };
-    match copy::copy(&state, &source, Some(&name), &target, request.remove_source).await {
+    match copy::copy(
+        &state,
+        &Actor::of(&identity, crate::http::client::ClientAddr::of(&extensions)),
+        &source,
+        Some(&name),
+        &target,
+        request.remove_source,
+    )
+    .await
+    {
         Ok(copied) => {
             let status = if copied.published.identical {
                 StatusCode::OK

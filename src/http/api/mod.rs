@@ -10,6 +10,7 @@
 //! document.
 
 mod admin;
+mod audit;
 mod catalog;
 mod copy;
 mod document;
@@ -31,6 +32,7 @@ use utoipa_axum::routes;
 
 use crate::access::Identity;
 use crate::error::{AppError, AppResult};
+use crate::registry::audit::Actor;
 use crate::store::Role;
 use crate::AppState;
 
@@ -119,6 +121,8 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::add_member, admin::remove_member))
         .routes(routes!(admin::list_tokens, admin::create_token))
         .routes(routes!(admin::revoke_token))
+        .routes(routes!(audit::list_all))
+        .routes(routes!(audit::list_owner))
 }
 
 /// The routes of the API, for the server's router.
@@ -214,8 +218,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
 }
 
 /// A caller who may administer the registry: a site administrator with a password, or
-/// with a token of scope admin that is not limited to one owner.
-pub struct SiteAdmin;
+/// with a token of scope admin that is not limited to one owner; who it is, for the audit
+/// log.
+pub struct SiteAdmin(pub Actor);
 
 impl FromRequestParts<AppState> for SiteAdmin {
     type Rejection = AppError;
@@ -236,7 +241,10 @@ impl FromRequestParts<AppState> for SiteAdmin {
                         .into(),
                 ))
             }
-            Identity::User(_) => Ok(SiteAdmin),
+            Identity::User(p) => Ok(SiteAdmin(Actor::user(
+                &p,
+                super::client::ClientAddr::of(&parts.extensions),
+            ))),
         }
     }
 }

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 use super::{ErrorBody, Json, Path, Query};
 use crate::access::Identity;
 use crate::error::{AppError, AppResult};
+use crate::http::client::Client;
 use crate::names::{Arch, OwnerName, PackageFile, RepoAddress};
+use crate::registry::audit::Actor;
 use crate::registry::retention::{self, RepositoryPlan, Rule, RuleSpec, Target};
 use crate::store::{Owner, Role};
 use crate::AppState;
@@ -113,6 +115,7 @@ pub async fn list(
 pub async fn set(
     State(state): State<AppState>,
     identity: Identity,
+    Client(client): Client,
     Path(owner): Path<String>,
     Json(request): Json<RuleRequest>,
 ) -> AppResult<axum::Json<Rule>> {
@@ -136,7 +139,7 @@ pub async fn set(
         exclude: request.exclude,
     };
     Ok(axum::Json(
-        retention::set(&state, &owner, &target, spec).await?,
+        retention::set(&state, &Actor::of(&identity, client), &owner, &target, spec).await?,
     ))
 }
 
@@ -156,12 +159,13 @@ pub async fn set(
 pub async fn remove(
     State(state): State<AppState>,
     identity: Identity,
+    Client(client): Client,
     Path(owner): Path<String>,
     Query(scope): Query<ScopeParams>,
 ) -> AppResult<StatusCode> {
     let target = target(&owner, scope.branch.as_deref(), scope.repository.as_deref())?;
     let owner = owner_admin(&state, &identity, &owner).await?;
-    retention::remove(&state, &owner, &target).await?;
+    retention::remove(&state, &Actor::of(&identity, client), &owner, &target).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -218,13 +222,23 @@ pub async fn apply(
 async fn set_pin(
     state: &AppState,
     identity: &Identity,
+    client: Option<std::net::IpAddr>,
     (owner, branch, repository, arch, file): (String, String, String, String, String),
     pinned: bool,
 ) -> AppResult<axum::Json<Pin>> {
     let at = RepoAddress::parse(&owner, &branch, &repository)?;
     let (arch, file) = (Arch::parse(&arch)?, PackageFile::parse(&file)?);
     let owner = crate::access::authorize(state, identity, &at.owner, Role::Write).await?;
-    let found = retention::pin(state, &owner, &at, &arch, &file, pinned).await?;
+    let found = retention::pin(
+        state,
+        &Actor::of(identity, client),
+        &owner,
+        &at,
+        &arch,
+        &file,
+        pinned,
+    )
+    .await?;
     Ok(axum::Json(Pin {
         path: format!("/{at}/{}/{}", found.arch, found.filename),
         pinned,
@@ -247,9 +261,10 @@ async fn set_pin(
 pub async fn pin(
     State(state): State<AppState>,
     identity: Identity,
+    Client(client): Client,
     Path(path): Path<(String, String, String, String, String)>,
 ) -> AppResult<axum::Json<Pin>> {
-    set_pin(&state, &identity, path, true).await
+    set_pin(&state, &identity, client, path, true).await
 }
 
 /// Unpins a package file: retention rules apply to it again.
@@ -268,7 +283,8 @@ pub async fn pin(
 pub async fn unpin(
     State(state): State<AppState>,
     identity: Identity,
+    Client(client): Client,
     Path(path): Path<(String, String, String, String, String)>,
 ) -> AppResult<axum::Json<Pin>> {
-    set_pin(&state, &identity, path, false).await
+    set_pin(&state, &identity, client, path, false).await
 }

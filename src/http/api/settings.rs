@@ -8,7 +8,9 @@ use super::{ErrorBody, Json, Path};
 use crate::access::Identity;
 use crate::config::DependencyCheck;
 use crate::error::AppResult;
+use crate::http::client::Client;
 use crate::names::RepoAddress;
+use crate::registry::audit::Actor;
 use crate::registry::dependencies;
 use crate::store::Role;
 use crate::AppState;
@@ -96,12 +98,19 @@ pub async fn get(
 pub async fn set(
     State(state): State<AppState>,
     identity: Identity,
+    Client(client): Client,
     Path((owner, branch, repository)): Path<(String, String, String)>,
     Json(new): Json<NewSettings>,
 ) -> AppResult<axum::Json<RepositorySettings>> {
     let at = RepoAddress::parse(&owner, &branch, &repository)?;
     crate::http::authorize(&state, &identity, &at.owner, Role::Read).await?;
     crate::http::authorize(&state, &identity, &at.owner, Role::Admin).await?;
-    let effective = dependencies::set(&state, &at, new.dependency_check).await?;
+    let effective = dependencies::set(
+        &state,
+        &Actor::of(&identity, client),
+        &at,
+        new.dependency_check,
+    )
+    .await?;
     Ok(axum::Json(answer(&at, new.dependency_check, effective)))
 }

@@ -13,7 +13,9 @@ use super::session::Visitor;
 use super::view::{self, query_value};
 use super::{render, Nav, PageError};
 use crate::error::AppError;
+use crate::http::client::Client;
 use crate::names::{Arch, PackageFile, RepoAddress};
+use crate::registry::audit::Actor;
 use crate::registry::publish;
 use crate::store::{Owner, Package, Role};
 use crate::AppState;
@@ -145,15 +147,22 @@ pub async fn confirm(
 pub async fn submit(
     State(state): State<AppState>,
     visitor: Visitor,
+    Client(client): Client,
     Path((owner, name)): Path<(String, String)>,
     Form(form): Form<DeleteForm>,
 ) -> Result<Response, PageError> {
     visitor.check_csrf(&form.csrf)?;
     let found = resolve(&state, &visitor, &owner, &name, &form.target).await?;
-    let deleted =
-        publish::delete_checked(&state, &found.owner, &found.at, &found.arch, &found.file)
-            .await?
-            .package;
+    let deleted = publish::delete_checked(
+        &state,
+        &Actor::of(&visitor.identity, client),
+        &found.owner,
+        &found.at,
+        &found.arch,
+        &found.file,
+    )
+    .await?
+    .package;
     tracing::info!(
         user = visitor.user_name().unwrap_or(""),
         file = %format!("{}/{}/{}", found.at, deleted.arch, deleted.filename),

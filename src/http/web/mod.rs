@@ -6,8 +6,9 @@
 //! `GET /`, `GET /-/search`, `GET|POST /-/login`, `POST /-/logout`, `GET /-/static/{file}`,
 //! `GET /{owner}`, `GET /{owner}/-/setup/{branch}/{repository}`,
 //! `GET /{owner}/-/packages/{name}`, `GET|POST /{owner}/-/packages/{name}/delete`,
-//! `GET /{owner}/-/index/{branch}/{repository}`.
+//! `GET /{owner}/-/index/{branch}/{repository}`, `GET /{owner}/-/activity` (its admins).
 
+mod activity;
 mod delete;
 mod login;
 mod pages;
@@ -44,6 +45,7 @@ pub fn routes() -> Router<AppState> {
             "/{owner}/-/index/{branch}/{repository}",
             get(pages::index_status),
         )
+        .route("/{owner}/-/activity", get(activity::show))
         .layer(axum::middleware::map_response(page_headers))
 }
 

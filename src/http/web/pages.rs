@@ -301,6 +301,8 @@ struct OwnerPage {
     arches: Vec<String>,
     rows: Vec<MatrixRow>,
     key: Option<KeyView>,
+    /// Whether the visitor administers the owner (and may see its activity).
+    is_admin: bool,
 }
 
 /// `GET /{owner}`: branches × repositories × architectures, with package counts, and the
@@ -357,8 +359,17 @@ pub async fn owner(
             noarch: repo.arches.iter().any(|a| a == "noarch"),
         });
     }
+    let is_admin = match crate::names::OwnerName::parse(&overview.name) {
+        Ok(name) => {
+            crate::access::authorize(&state, &visitor.identity, &name, crate::store::Role::Admin)
+                .await
+                .is_ok()
+        }
+        Err(_) => false,
+    };
     render(&OwnerPage {
         nav: Nav::of(&visitor),
+        is_admin,
         name: overview.name,
         is_private: overview.is_private,
         packages: overview.packages,

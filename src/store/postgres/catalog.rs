@@ -7,6 +7,7 @@ use sqlx::{Postgres, Row};
 use super::{owner_from, package_from, PostgresStore, PACKAGE_COLUMNS};
 use crate::store::catalog::{self as shared, Arg, Dialect, Sql};
 use crate::store::dependencies;
+use crate::store::AuditEntry;
 use crate::store::{
     CatalogFile, Dependent, IndexSummary, NameProvider, Owner, OwnerScope, PackageSearch, RepoRef,
     SearchCollector, SearchFile, SearchPage, StoreResult,
@@ -254,14 +255,21 @@ impl PostgresStore {
         &self,
         repo: &RepoRef,
         value: Option<&str>,
+        audit: Option<&AuditEntry>,
     ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(dependencies::SET_DEPENDENCY_CHECK)
             .bind(value)
             .bind(repo.owner_id)
             .bind(&repo.branch)
             .bind(&repo.repository)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() > 0)
+        let changed = done.rows_affected() > 0;
+        if changed {
+            super::record(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
     }
 }

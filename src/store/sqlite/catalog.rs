@@ -7,6 +7,7 @@ use sqlx::{Row, Sqlite};
 use super::{owner_from, package_from, SqliteStore, PACKAGE_COLUMNS};
 use crate::store::catalog::{self as shared, Arg, Dialect, Sql};
 use crate::store::dependencies;
+use crate::store::AuditEntry;
 use crate::store::{
     CatalogFile, Dependent, IndexSummary, NameProvider, Owner, OwnerScope, PackageSearch, RepoRef,
     SearchCollector, SearchFile, SearchPage, StoreResult,
@@ -251,15 +252,22 @@ impl SqliteStore {
         &self,
         repo: &RepoRef,
         value: Option<&str>,
+        audit: Option<&AuditEntry>,
     ) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(dependencies::SET_DEPENDENCY_CHECK)
             .bind(value)
             .bind(repo.owner_id)
             .bind(&repo.branch)
             .bind(&repo.repository)
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await?;
+        let changed = done.rows_affected() > 0;
+        if changed {
+            super::record(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
         self.cache.changed();
-        Ok(done.rows_affected() > 0)
+        Ok(changed)
     }
 }
