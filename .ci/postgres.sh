@@ -11,6 +11,7 @@
 # openssl in the directory, the server runs with ssl = on, and its pg_hba.conf accepts TCP
 # connections over TLS only. POSTGRES_TEST_CA is then the CA's certificate, for
 # sslmode=verify-full&sslrootcert=$POSTGRES_TEST_CA.
+source "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
 
 POSTGRES_DIR=""
 POSTGRES_TEST_CA=""
@@ -93,11 +94,6 @@ start_postgres() {
   if [ "$(id -u)" -eq 0 ]; then
     chown postgres: "$POSTGRES_DIR"
   fi
-  # A free port: nothing answers on it now.
-  port=$((20000 + RANDOM % 20000))
-  while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-    port=$((port + 1))
-  done
   password=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 
   # The superuser reaches the server through the socket in the directory only; the tests
@@ -109,7 +105,7 @@ start_postgres() {
     return 1
   }
   # A throwaway server for tests: durability is not wanted, speed is.
-  options="-p $port -k $POSTGRES_DIR -c listen_addresses=127.0.0.1 -c max_connections=200 \
+  options="-k $POSTGRES_DIR -c listen_addresses=127.0.0.1 -c max_connections=200 \
 -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
   if [ -n "$tls" ]; then
     make_postgres_certificates "$POSTGRES_DIR/tls" || return 1
@@ -120,11 +116,22 @@ start_postgres() {
       as_postgres tee "$POSTGRES_DIR/data/pg_hba.conf" >/dev/null
     POSTGRES_TEST_CA="$POSTGRES_DIR/tls/ca.crt"
   fi
-  as_postgres "$bindir/pg_ctl" --pgdata="$POSTGRES_DIR/data" --log="$POSTGRES_DIR/server.log" \
-    --options="$options" --wait --timeout=60 start >/dev/null || {
-    cat "$POSTGRES_DIR/server.log" >&2
-    return 1
-  }
+  # A port can still be taken between the look and the bind: then another one.
+  local attempt
+  for attempt in 1 2 3 4 5; do
+    port=$(free_loopback_port)
+    rm -f "$POSTGRES_DIR/server.log"
+    if as_postgres "$bindir/pg_ctl" --pgdata="$POSTGRES_DIR/data" \
+      --log="$POSTGRES_DIR/server.log" --options="-p $port $options" --wait --timeout=60 \
+      start >/dev/null 2>&1; then
+      break
+    fi
+    if [ "$attempt" -eq 5 ] || ! grep -q "Address already in use" "$POSTGRES_DIR/server.log"; then
+      cat "$POSTGRES_DIR/server.log" >&2
+      return 1
+    fi
+    echo "127.0.0.1:$port was taken: trying another port" >&2
+  done
   local tries=0
   until "$bindir/pg_isready" --quiet --host=127.0.0.1 --port="$port"; do
     tries=$((tries + 1))

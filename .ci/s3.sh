@@ -7,6 +7,7 @@
 # read (endpoint, bucket, access and secret key). moto keeps objects in memory and checks
 # no signatures: any key pair is accepted. stop_s3 stops the server and removes the
 # directory.
+source "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
 
 S3_DIR=""
 S3_PID=""
@@ -35,11 +36,7 @@ start_s3() {
   local port tries
   install_moto
   S3_DIR=$(mktemp -d "${TMPDIR:-/tmp}/alpine-registry-s3.XXXXXX")
-  # A free port: nothing answers on it now.
-  port=$((20000 + RANDOM % 20000))
-  while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-    port=$((port + 1))
-  done
+  port=$(free_loopback_port)
   "$S3_VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$S3_DIR/server.log" 2>&1 &
   S3_PID=$!
   tries=0
