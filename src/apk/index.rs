@@ -129,16 +129,17 @@ pub fn write_unsigned_index(description: &str, stanzas: &[&str]) -> ApkResult<Ve
     gzip(&tar)
 }
 
-/// One signature of `message` per algorithm, in the order given. With several, each
-/// algorithm after the first is signed on a thread of its own while this one signs the
-/// first, so the caller waits for the slowest signature rather than for their sum.
+/// One signature of `message` per (key, algorithm), in the order given. With several,
+/// each after the first is signed on a thread of its own while this one signs the first,
+/// so the caller waits for the slowest signature rather than for their sum.
 fn signatures(
     message: &[u8],
-    key: &SigningKey,
-    algorithms: &[SignatureAlgorithm],
+    signers: &[(&SigningKey, SignatureAlgorithm)],
 ) -> ApkResult<Vec<Vec<u8>>> {
-    let Some((&first, others)) = algorithms.split_first() else {
-        return Err(ApkError::Signing("no signature algorithm given".into()));
+    let Some((&(key, first), others)) = signers.split_first() else {
+        return Err(ApkError::Signing(
+            "no signing key or no signature algorithm given".into(),
+        ));
     };
     if others.is_empty() {
         return Ok(vec![key.sign(first, message)?]);
@@ -146,16 +147,16 @@ fn signatures(
     std::thread::scope(|scope| {
         let spawned: Vec<_> = others
             .iter()
-            .map(|&alg| {
+            .map(|&(key, alg)| {
                 let thread = std::thread::Builder::new()
                     .name(format!("sign-{alg}"))
                     .spawn_scoped(scope, move || key.sign(alg, message));
-                (alg, thread)
+                (key, alg, thread)
             })
             .collect();
-        let mut results = Vec::with_capacity(algorithms.len());
+        let mut results = Vec::with_capacity(signers.len());
         results.push(key.sign(first, message));
-        for (alg, thread) in spawned {
+        for (key, alg, thread) in spawned {
             results.push(match thread {
                 Ok(handle) => handle.join().unwrap_or_else(|_| {
                     Err(ApkError::Signing(format!("{alg} signing thread panicked")))
@@ -176,9 +177,24 @@ pub(crate) fn signature_member(
     key: &SigningKey,
     algorithms: &[SignatureAlgorithm],
 ) -> ApkResult<Vec<u8>> {
-    let signatures = signatures(message, key, algorithms)?;
+    signature_member_by(message, &[key], algorithms)
+}
+
+/// A signature member with an entry per key and algorithm: the keys in the order given
+/// (newest first: apk verifies with the first entry whose key it has), each in the order
+/// of `algorithms`.
+fn signature_member_by(
+    message: &[u8],
+    keys: &[&SigningKey],
+    algorithms: &[SignatureAlgorithm],
+) -> ApkResult<Vec<u8>> {
+    let signers: Vec<(&SigningKey, SignatureAlgorithm)> = keys
+        .iter()
+        .flat_map(|&key| algorithms.iter().map(move |&alg| (key, alg)))
+        .collect();
+    let signatures = signatures(message, &signers)?;
     let mut tar = Vec::new();
-    for (&alg, signature) in algorithms.iter().zip(&signatures) {
+    for ((key, alg), signature) in signers.iter().zip(&signatures) {
         let name = format!(".SIGN.{}.{}", alg.as_str(), key.key_name());
         push_tar_file(&mut tar, &name, signature)?;
     }
@@ -192,28 +208,46 @@ pub fn sign_index(
     key: &SigningKey,
     algorithms: &[SignatureAlgorithm],
 ) -> ApkResult<Vec<u8>> {
-    let mut out = signature_member(unsigned, key, algorithms)?;
+    sign_index_by(unsigned, &[key], algorithms)
+}
+
+/// `sign_index` with several keys: every key signs in every algorithm, the keys in the
+/// order given (an owner's newest key first, so that a client holding it uses it, and one
+/// holding only an older key still finds that key's signatures after).
+pub fn sign_index_by(
+    unsigned: &[u8],
+    keys: &[&SigningKey],
+    algorithms: &[SignatureAlgorithm],
+) -> ApkResult<Vec<u8>> {
+    let mut out = signature_member_by(unsigned, keys, algorithms)?;
     out.extend_from_slice(unsigned);
     Ok(out)
 }
 
-/// Checks a signed index the way apk does (every signature entry is by `key_name` and
-/// verifies over the bytes after the signature member, which are one gzip member) and
-/// returns its decompressed tar: what two indexes compressed differently have in common.
+/// Checks a signed index as a client holding only the key `key_name` does: at least one
+/// signature entry is by that key, and every one by it verifies over the bytes after the
+/// signature member, which are one gzip member (entries by other keys, which such a
+/// client skips, are not checked). Returns the decompressed tar: what two indexes
+/// compressed differently have in common.
 pub fn verified_content(signed: &[u8], public_key_pem: &str, key_name: &str) -> ApkResult<Vec<u8>> {
     let (signatures, unsigned) = super::sign::split_signed(signed)?;
+    let mut verified = 0;
     for (entry, signature) in &signatures {
         let (alg, name) = entry
             .strip_prefix(".SIGN.")
             .and_then(|rest| rest.split_once('.'))
             .ok_or_else(|| ApkError::Malformed(format!("signature entry {entry:?}")))?;
         if name != key_name {
-            return Err(ApkError::Malformed(format!(
-                "{entry} is signed by another key than {key_name}"
-            )));
+            continue;
         }
         let alg: SignatureAlgorithm = alg.parse().map_err(ApkError::Malformed)?;
         super::sign::verify(public_key_pem, alg, unsigned, signature)?;
+        verified += 1;
+    }
+    if verified == 0 {
+        return Err(ApkError::Malformed(format!(
+            "the index carries no signature by {key_name}"
+        )));
     }
     let mut decoder = flate2::read::GzDecoder::new(unsigned);
     let mut content = Vec::new();
@@ -735,6 +769,40 @@ mod tests {
     fn signing_needs_at_least_one_algorithm() {
         let key = committed_key();
         assert!(sign_index(b"x", &key, &[]).is_err());
+        assert!(sign_index_by(b"x", &[], &[SignatureAlgorithm::Rsa]).is_err());
+    }
+
+    #[test]
+    fn several_keys_sign_newest_first_each_in_every_algorithm() {
+        use SignatureAlgorithm::{Rsa, Rsa256};
+        let old = committed_key();
+        let new = SigningKey::generate("test", 1024).unwrap();
+        let unsigned = write_unsigned_index("d", &["C:Q1a\nP:a\n\n"]).unwrap();
+        let signed = sign_index_by(&unsigned, &[&new, &old], &[Rsa256, Rsa]).unwrap();
+        let mut tar = Vec::new();
+        for key in [&new, &old] {
+            for alg in [Rsa256, Rsa] {
+                let name = format!(".SIGN.{alg}.{}", key.key_name());
+                push_tar_file(&mut tar, &name, &key.sign(alg, &unsigned).unwrap()).unwrap();
+            }
+        }
+        let mut expected = gzip(&tar).unwrap();
+        expected.extend_from_slice(&unsigned);
+        assert_eq!(signed, expected);
+        // A client holding either key alone verifies the index with it.
+        let content = gunzip_one(&unsigned).0;
+        for key in [&new, &old] {
+            let pem = key.public_key_pem().unwrap();
+            assert_eq!(
+                verified_content(&signed, &pem, key.key_name()).unwrap(),
+                content
+            );
+        }
+        // A key the index names with another key's material, or names not at all.
+        let wrong = new.public_key_pem().unwrap();
+        assert!(verified_content(&signed, &wrong, old.key_name()).is_err());
+        let only_old = sign_index(&unsigned, &old, &[Rsa256]).unwrap();
+        assert!(verified_content(&only_old, &wrong, new.key_name()).is_err());
     }
 
     #[test]

@@ -116,6 +116,31 @@ fn signing(msg: impl std::fmt::Display) -> ApkError {
     ApkError::Signing(msg.to_string())
 }
 
+/// Longest key file name: `.SIGN.RSA512.<name>` must fit the 100-byte ustar name field.
+pub const MAX_KEY_NAME_LEN: usize = 100 - ".SIGN.RSA512.".len();
+
+/// Checks a key file name given from outside (an imported key keeps the name its clients
+/// have in `/etc/apk/keys`): abuild's `<name>.rsa.pub`, of letters, digits and `._-+@`,
+/// not starting with a dot, at most [`MAX_KEY_NAME_LEN`] bytes.
+pub fn check_key_file_name(name: &str) -> ApkResult<()> {
+    let stem = name.strip_suffix(".rsa.pub").unwrap_or_default();
+    let valid = !stem.is_empty()
+        && name.len() <= MAX_KEY_NAME_LEN
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+' | b'@'));
+    if valid {
+        Ok(())
+    } else {
+        Err(ApkError::Malformed(format!(
+            "key name {name:?} is not a key file name: it must end in .rsa.pub, hold only \
+             letters, digits and ._-+@, not start with a dot, and be at most \
+             {MAX_KEY_NAME_LEN} characters"
+        )))
+    }
+}
+
 /// `<owner>-<first 8 hex digits of SHA-256(SPKI DER)>.rsa.pub`.
 fn key_name(owner: &str, public: &RsaPublicKey) -> ApkResult<String> {
     let valid_owner = !owner.is_empty()
@@ -172,6 +197,35 @@ impl SigningKey {
         let name = key_name(owner, &key.to_public_key())?;
         let pkey = openssl_key(&key)?;
         Ok(SigningKey { key, pkey, name })
+    }
+
+    /// Loads a private key as `from_pkcs8_pem` does, under the file name `name` (a stored
+    /// key keeps the name it was stored with, an imported one the name its clients know).
+    pub fn from_pem_named(name: &str, pem: &str) -> ApkResult<SigningKey> {
+        check_key_file_name(name)?;
+        let key = RsaPrivateKey::from_pkcs8_pem(pem)
+            .or_else(|_| RsaPrivateKey::from_pkcs1_pem(pem))
+            .map_err(|_| signing("not an RSA private key in PKCS#8 or PKCS#1 PEM form"))?;
+        key.validate().map_err(signing)?;
+        let pkey = openssl_key(&key)?;
+        Ok(SigningKey {
+            key,
+            pkey,
+            name: name.to_string(),
+        })
+    }
+
+    /// The same key under the file name `name`.
+    pub fn renamed(mut self, name: &str) -> ApkResult<SigningKey> {
+        check_key_file_name(name)?;
+        self.name = name.to_string();
+        Ok(self)
+    }
+
+    /// The size of the key's modulus in bits.
+    pub fn bits(&self) -> usize {
+        use rsa::traits::PublicKeyParts;
+        self.key.n().bits()
     }
 
     /// The private key as PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`).
@@ -232,6 +286,16 @@ pub fn public_key_fingerprint(pem: &str) -> ApkResult<(String, usize)> {
         .map_err(|e| ApkError::Malformed(format!("public key: {e}")))?;
     let der = key.to_public_key_der().map_err(signing)?;
     Ok((hex::encode(Sha256::digest(der.as_bytes())), key.n().bits()))
+}
+
+/// The size in bits of an RSA private key in PEM form (PKCS#8 or PKCS#1), read without
+/// checking the key: what an import looks at before it takes the key.
+pub fn private_key_bits(pem: &str) -> ApkResult<usize> {
+    use rsa::traits::PublicKeyParts;
+    let key = RsaPrivateKey::from_pkcs8_pem(pem)
+        .or_else(|_| RsaPrivateKey::from_pkcs1_pem(pem))
+        .map_err(|_| ApkError::Malformed("not an RSA private key in PEM form".into()))?;
+    Ok(key.n().bits())
 }
 
 /// Decompressed size allowed for an index signature member.
@@ -424,6 +488,37 @@ mod tests {
             );
         }
         assert!(SigningKey::from_pkcs8_pem("test", "garbage").is_err());
+    }
+
+    #[test]
+    fn a_named_key_keeps_its_name_and_signs_the_same() {
+        let key = committed_key();
+        let pem = key.private_pkcs8_pem().unwrap();
+        let named = SigningKey::from_pem_named("ops@example.org-5f3e2a1b.rsa.pub", &pem).unwrap();
+        assert_eq!(named.key_name(), "ops@example.org-5f3e2a1b.rsa.pub");
+        assert_eq!(named.bits(), 1024);
+        assert_eq!(
+            named.sign(SignatureAlgorithm::Rsa, b"m").unwrap(),
+            key.sign(SignatureAlgorithm::Rsa, b"m").unwrap()
+        );
+        let too_long = format!("{}.rsa.pub", "x".repeat(MAX_KEY_NAME_LEN));
+        for name in [
+            "",
+            ".rsa.pub",
+            "key.pub",
+            "../x.rsa.pub",
+            "a/b.rsa.pub",
+            "a b.rsa.pub",
+            ".hidden.rsa.pub",
+            "a\"b.rsa.pub",
+            too_long.as_str(),
+        ] {
+            assert!(SigningKey::from_pem_named(name, &pem).is_err(), "{name:?}");
+            assert!(key.clone().renamed(name).is_err(), "{name:?}");
+        }
+        let longest = format!("{}.rsa.pub", "x".repeat(MAX_KEY_NAME_LEN - 8));
+        assert!(key.clone().renamed(&longest).is_ok());
+        assert_eq!(format!(".SIGN.RSA512.{longest}").len(), 100);
     }
 
     #[test]
