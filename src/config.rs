@@ -317,6 +317,10 @@ pub struct SigningConfig {
     pub algorithms: Vec<String>,
     /// Size of newly generated owner keys.
     pub key_bits: usize,
+    /// Smallest key `key import` takes, in bits (at least 2048).
+    pub import_min_bits: usize,
+    /// Largest key `key import` takes, in bits: every index build signs with it.
+    pub import_max_bits: usize,
     /// Base64 of 32 bytes that encrypt owner private keys in the database; when empty,
     /// `<data_dir>/master.key` (created with mode 0600) is used. Required with PostgreSQL,
     /// whose database several instances may share.
@@ -328,6 +332,8 @@ impl std::fmt::Debug for SigningConfig {
         f.debug_struct("SigningConfig")
             .field("algorithms", &self.algorithms)
             .field("key_bits", &self.key_bits)
+            .field("import_min_bits", &self.import_min_bits)
+            .field("import_max_bits", &self.import_max_bits)
             .field(
                 "master_key",
                 &if self.master_key.is_empty() {
@@ -345,6 +351,8 @@ impl Default for SigningConfig {
         SigningConfig {
             algorithms: vec!["RSA256".into(), "RSA".into()],
             key_bits: 4096,
+            import_min_bits: 2048,
+            import_max_bits: 8192,
             master_key: String::new(),
         }
     }
@@ -571,6 +579,13 @@ impl Config {
         self.signature_algorithms()?;
         if self.signing.key_bits < 1024 || self.signing.key_bits > 16384 {
             anyhow::bail!("signing.key_bits must be between 1024 and 16384");
+        }
+        let import = (self.signing.import_min_bits, self.signing.import_max_bits);
+        if import.0 < 2048 || import.0 > import.1 || import.1 > 16384 {
+            anyhow::bail!(
+                "signing.import_min_bits must be at least 2048, and at most \
+                 signing.import_max_bits, which must be at most 16384"
+            );
         }
         if self.server.max_connections_per_ip == 0 {
             anyhow::bail!("server.max_connections_per_ip must be at least 1");

@@ -33,12 +33,12 @@ use anyhow::Context;
 use sha2::{Digest, Sha256};
 
 use crate::apk::incremental::{EntryKey, IncrementalIndex};
-use crate::apk::index::{rewrite_arch, sign_index};
+use crate::apk::index::{rewrite_arch, sign_index_by};
 use crate::apk::names::KNOWN_ARCHES;
-use crate::apk::sign::{SignatureAlgorithm, SigningKey};
+use crate::apk::sign::SignatureAlgorithm;
 use crate::clock::SharedClock;
 use crate::metrics::{BuildLabels, Metrics};
-use crate::registry::keys::Keys;
+use crate::registry::keys::{KeySet, Keys};
 use crate::store::{
     IndexChanges, IndexEntry, IndexSnapshot, Owner, RenderedIndex, Repository, Store, StoreError,
     CHANGE_WINDOW,
@@ -257,8 +257,11 @@ impl Indexer {
 
     /// Brings `cached` (the repository's indexes as of the generation it last built) up to
     /// the repository's wanted generation and renders the indexes that changed; without a
-    /// cache, or when the change is not one it can apply, renders every index from one
-    /// snapshot.
+    /// cache, when the change is not one it can apply, or when the owner's keys changed
+    /// since, renders every index from one snapshot.
+    ///
+    /// The owner's keys are read after the rows: a key change raises the generation in its
+    /// transaction, so a build that covers that generation signs with the new keys.
     async fn update(
         &self,
         owner: &Owner,
@@ -266,7 +269,6 @@ impl Indexer {
         cached: Option<RepoState>,
         extra: &[&str],
     ) -> anyhow::Result<Build> {
-        let key = self.keys.get_or_create(owner).await?;
         let algorithms = self.algorithms.clone();
         let extra: Vec<String> = extra.iter().map(|arch| arch.to_string()).collect();
         if let Some(state) = cached {
@@ -275,12 +277,16 @@ impl Indexer {
                 .index_changes(repository.id, state.generation)
                 .await
                 .map_err(|e| removed_or(e, repository))?;
-            let (key, algorithms, extra) = (key.clone(), algorithms.clone(), extra.clone());
+            let keys = self.keys.key_set(owner).await?;
+            let (algorithms, extra) = (algorithms.clone(), extra.clone());
             let updated = tokio::task::spawn_blocking(move || {
+                if state.signed_by != keys.ids() {
+                    return Ok(None);
+                }
                 let Some((mut state, touched)) = state.apply(changes, &extra)? else {
                     return Ok(None);
                 };
-                let rendered = state.render(&touched, &key, &algorithms)?;
+                let rendered = state.render(&touched, &keys, &algorithms)?;
                 anyhow::Ok(Some(Build {
                     state,
                     rendered,
@@ -298,11 +304,12 @@ impl Indexer {
             .index_snapshot(repository.id)
             .await
             .map_err(|e| removed_or(e, repository))?;
+        let keys = self.keys.key_set(owner).await?;
         let description = describe(repository);
         tokio::task::spawn_blocking(move || {
-            let mut state = RepoState::full(description, snapshot, &extra);
+            let mut state = RepoState::full(description, snapshot, &extra, keys.ids());
             let every: BTreeSet<String> = state.arches.keys().cloned().collect();
-            let rendered = state.render(&every, &key, &algorithms)?;
+            let rendered = state.render(&every, &keys, &algorithms)?;
             anyhow::Ok(Build {
                 state,
                 rendered,
@@ -429,6 +436,8 @@ struct RepoState {
     packages: HashMap<i64, (String, EntryKey)>,
     /// The served architectures' indexes.
     arches: BTreeMap<String, IncrementalIndex>,
+    /// The ids of the keys that signed them (`KeySet::ids`).
+    signed_by: Vec<i64>,
 }
 
 fn entry_key(entry: &IndexEntry) -> EntryKey {
@@ -457,7 +466,12 @@ impl RepoState {
     /// exist or the repository holds nothing, for each of `extra`. An architecture once
     /// served keeps an index, empty when its last package goes: a 404 would leave apk
     /// with its cached index, offering packages that are gone.
-    fn full(description: String, snapshot: IndexSnapshot, extra: &[String]) -> RepoState {
+    fn full(
+        description: String,
+        snapshot: IndexSnapshot,
+        extra: &[String],
+        signed_by: &[i64],
+    ) -> RepoState {
         let has_noarch = snapshot.packages.iter().any(|p| p.arch == NOARCH);
         let mut names: BTreeSet<&str> = snapshot
             .packages
@@ -498,6 +512,7 @@ impl RepoState {
             description,
             packages,
             arches,
+            signed_by: signed_by.to_vec(),
         }
     }
 
@@ -568,19 +583,21 @@ impl RepoState {
         Ok(Some((self, touched)))
     }
 
-    /// Signs and renders the indexes of `arches`.
+    /// Signs (with every active key of the owner, newest first) and renders the indexes
+    /// of `arches`.
     fn render(
         &mut self,
         arches: &BTreeSet<String>,
-        key: &SigningKey,
+        keys: &KeySet,
         algorithms: &[SignatureAlgorithm],
     ) -> anyhow::Result<Vec<RenderedIndex>> {
+        let keys = keys.keys();
         let mut rendered = Vec::with_capacity(arches.len());
         for (arch, index) in self.arches.iter_mut() {
             if !arches.contains(arch) {
                 continue;
             }
-            let content = sign_index(&index.render()?, key, algorithms)?;
+            let content = sign_index_by(&index.render()?, &keys, algorithms)?;
             let sha256 = hex::encode(Sha256::digest(&content));
             let (signatures, _) = crate::apk::sign::split_signed(&content)?;
             rendered.push(RenderedIndex {

@@ -15,8 +15,9 @@ use std::sync::Arc;
 use alpine_registry::store::{
     Dump, IndexRow, InsertedPackage, MemberRow, NewPackage, NewSession, NewToken, Owner, OwnerRow,
     OwnerScope, PackageRow, PackageSearch, PostgresStore, RenderedIndex, RepoRef, RepositoryRow,
-    RetentionRuleRow, Role, SearchCollector, SearchFile, SearchPage, SearchTerm, SessionAdmission,
-    SessionLimits, SigningKeyRow, SqliteStore, Store, StoreError, StoredKey, TokenRow, UserRow,
+    RetentionRuleRow, Retirement, Role, SearchCollector, SearchFile, SearchPage, SearchTerm,
+    SessionAdmission, SessionLimits, SigningKeyRow, SqliteStore, Store, StoreError, StoredKey,
+    TokenRow, UserRow,
 };
 use common::postgres::{self as pg, TestDatabase};
 use futures_util::future::join_all;
@@ -104,6 +105,7 @@ conformance!(
     deleting_users_and_owners_takes_what_they_hold,
     tokens,
     signing_keys_first_insert_wins,
+    signing_keys_rotate_and_retire,
     packages_insert_find_delete,
     noarch_and_concrete_architectures_clash,
     referenced_blobs_and_listing,
@@ -904,7 +906,7 @@ async fn signing_keys_first_insert_wins(store: &dyn Store) {
         [(acme.id, "acme"), (beta.id, "beta"), (gamma.id, "gamma")]
     );
     assert!(store.signing_key(acme.id).await.unwrap().is_none());
-    assert_eq!(store.signing_key_name(acme.id).await.unwrap(), None);
+    assert!(store.active_key_ids(acme.id).await.unwrap().is_empty());
 
     let stored = store
         .insert_signing_key(acme.id, key("acme-1.rsa.pub"), None)
@@ -925,10 +927,10 @@ async fn signing_keys_first_insert_wins(store: &dyn Store) {
         (read.key_name.as_str(), read.public_pem.as_str()),
         ("acme-1.rsa.pub", "public of acme-1.rsa.pub")
     );
-    assert_eq!(
-        store.signing_key_name(acme.id).await.unwrap().as_deref(),
-        Some("acme-1.rsa.pub")
-    );
+    let listed = store.signing_keys(acme.id).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].key_name, "acme-1.rsa.pub");
+    assert_eq!(store.active_key_ids(acme.id).await.unwrap(), [listed[0].id]);
 
     // Racing inserts for one owner: one key wins, everyone gets it.
     let racers = join_all(
@@ -939,9 +941,14 @@ async fn signing_keys_first_insert_wins(store: &dyn Store) {
     let names: HashSet<String> = racers.into_iter().map(|k| k.unwrap().key_name).collect();
     assert_eq!(names.len(), 1, "{names:?}");
     assert_eq!(
-        store.signing_key_name(gamma.id).await.unwrap(),
+        store
+            .signing_key(gamma.id)
+            .await
+            .unwrap()
+            .map(|k| k.key_name),
         names.into_iter().next()
     );
+    assert_eq!(store.signing_keys(gamma.id).await.unwrap().len(), 1);
     assert_eq!(
         store
             .owners_without_key()
@@ -952,6 +959,128 @@ async fn signing_keys_first_insert_wins(store: &dyn Store) {
             .collect::<Vec<_>>(),
         [(beta.id, "beta")]
     );
+}
+
+async fn signing_keys_rotate_and_retire(store: &dyn Store) {
+    let acme = store.create_owner("acme", false, true, None).await.unwrap();
+    let other = store
+        .create_owner("other", false, true, None)
+        .await
+        .unwrap();
+    store
+        .insert_signing_key(acme.id, key("acme-1.rsa.pub"), None)
+        .await
+        .unwrap();
+    store
+        .insert_signing_key(other.id, key("other-1.rsa.pub"), None)
+        .await
+        .unwrap();
+    let main = store
+        .create_repository(&repo(acme.id, "edge", "main"), None)
+        .await
+        .unwrap();
+    let testing = store
+        .create_repository(&repo(acme.id, "edge", "testing"), None)
+        .await
+        .unwrap();
+    store
+        .create_repository(&repo(other.id, "edge", "main"), None)
+        .await
+        .unwrap();
+
+    // A second key: newest first, every repository of the owner (and only of it) to be
+    // built again.
+    let bumped = store
+        .add_signing_key(acme.id, key("acme-2.rsa.pub"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        bumped
+            .iter()
+            .map(|r| (r.id, r.wanted_gen))
+            .collect::<Vec<_>>(),
+        [
+            (main.id, main.wanted_gen + 1),
+            (testing.id, testing.wanted_gen + 1)
+        ]
+    );
+    let keys = store.signing_keys(acme.id).await.unwrap();
+    let names: Vec<&str> = keys.iter().map(|k| k.key_name.as_str()).collect();
+    assert_eq!(names, ["acme-2.rsa.pub", "acme-1.rsa.pub"]);
+    assert!(keys.iter().all(|k| k.retired_at.is_none()));
+    assert_eq!(
+        store.active_key_ids(acme.id).await.unwrap(),
+        [keys[0].id, keys[1].id]
+    );
+    assert_eq!(
+        store.signing_key(acme.id).await.unwrap().unwrap().key_name,
+        "acme-2.rsa.pub"
+    );
+    let first = store.insert_signing_key(acme.id, key("acme-3.rsa.pub"), None);
+    assert_eq!(
+        first.await.unwrap().key_name,
+        "acme-2.rsa.pub",
+        "not a first key"
+    );
+
+    // Names are unique across owners.
+    let taken = store
+        .add_signing_key(other.id, key("acme-1.rsa.pub"), None)
+        .await
+        .unwrap_err();
+    assert!(conflict(taken).contains("acme-1.rsa.pub"));
+    assert_eq!(store.signing_keys(other.id).await.unwrap().len(), 1);
+
+    // Retire the old key; the last active one and a retired one are refused.
+    let retired = store
+        .retire_signing_key(acme.id, "acme-1.rsa.pub", 1_700_000_000, None)
+        .await
+        .unwrap();
+    match retired {
+        Retirement::Retired(repositories) => assert_eq!(repositories.len(), 2),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.active_key_ids(acme.id).await.unwrap(), [keys[0].id]);
+    let keys = store.signing_keys(acme.id).await.unwrap();
+    assert_eq!(keys[1].retired_at, Some(1_700_000_000));
+    assert!(matches!(
+        store
+            .retire_signing_key(acme.id, "acme-1.rsa.pub", 1, None)
+            .await
+            .unwrap(),
+        Retirement::AlreadyRetired
+    ));
+    assert!(matches!(
+        store
+            .retire_signing_key(acme.id, "acme-2.rsa.pub", 1, None)
+            .await
+            .unwrap(),
+        Retirement::LastActive
+    ));
+    assert!(matches!(
+        store
+            .retire_signing_key(acme.id, "other-1.rsa.pub", 1, None)
+            .await
+            .unwrap(),
+        Retirement::NoSuchKey
+    ));
+    // Two retirements at once leave one key active.
+    store
+        .add_signing_key(acme.id, key("acme-4.rsa.pub"), None)
+        .await
+        .unwrap();
+    let both = join_all(
+        ["acme-2.rsa.pub", "acme-4.rsa.pub"]
+            .map(|name| store.retire_signing_key(acme.id, name, 2, None)),
+    )
+    .await;
+    let retired = both
+        .iter()
+        .filter(|r| matches!(r, Ok(Retirement::Retired(_))))
+        .count();
+    assert_eq!(retired, 1, "{both:?}");
+    assert_eq!(store.active_key_ids(acme.id).await.unwrap().len(), 1);
+    assert!(store.owners_without_key().await.unwrap().is_empty());
 }
 
 async fn packages_insert_find_delete(store: &dyn Store) {
@@ -2632,13 +2761,26 @@ fn dump() -> Dump {
                 last_used_at: None,
             },
         ],
-        signing_keys: vec![SigningKeyRow {
-            owner_id: 9,
-            key_name: "vault-1234.rsa.pub".into(),
-            private_pem: "aes256gcm:v1:sealed".into(),
-            public_pem: "public".into(),
-            created_at: 1_700_000_500,
-        }],
+        signing_keys: vec![
+            SigningKeyRow {
+                id: 4,
+                owner_id: 9,
+                key_name: "vault-1234.rsa.pub".into(),
+                private_pem: "aes256gcm:v1:sealed".into(),
+                public_pem: "public".into(),
+                created_at: 1_700_000_500,
+                retired_at: Some(1_700_000_900),
+            },
+            SigningKeyRow {
+                id: 7,
+                owner_id: 9,
+                key_name: "vault-5678.rsa.pub".into(),
+                private_pem: "aes256gcm:v1:sealed2".into(),
+                public_pem: "public2".into(),
+                created_at: 1_700_000_800,
+                retired_at: None,
+            },
+        ],
         repositories: vec![
             RepositoryRow {
                 id: 3,

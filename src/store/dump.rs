@@ -73,18 +73,22 @@ impl std::fmt::Debug for TokenRow {
 /// A `signing_keys` row; `private_pem` is sealed with the master key and the owner id.
 #[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct SigningKeyRow {
+    pub id: i64,
     pub owner_id: i64,
     pub key_name: String,
     pub private_pem: String,
     pub public_pem: String,
     pub created_at: i64,
+    pub retired_at: Option<i64>,
 }
 
 impl std::fmt::Debug for SigningKeyRow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SigningKeyRow")
+            .field("id", &self.id)
             .field("owner_id", &self.owner_id)
             .field("key_name", &self.key_name)
+            .field("retired_at", &self.retired_at)
             .finish_non_exhaustive()
     }
 }

@@ -4,6 +4,7 @@ mod audit;
 mod catalog;
 mod dependencies;
 mod dump;
+mod keys;
 mod postgres;
 mod read_cache;
 mod retention;
@@ -23,6 +24,7 @@ pub use dump::{
     Dump, IndexRow, MemberRow, OwnerRow, PackageRow, RepositoryRow, RetentionRuleRow,
     SigningKeyRow, TableCounts, TokenRow, UserRow,
 };
+pub use keys::{Retirement, SigningKeyRecord};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -560,14 +562,39 @@ pub trait Store: Send + Sync + 'static {
         audit: Option<&AuditEntry>,
     ) -> StoreResult<bool>;
 
+    /// The owner's newest active key: the one that signs first.
     async fn signing_key(&self, owner_id: i64) -> StoreResult<Option<StoredKey>>;
-    /// Stores `key` unless the owner already has one; returns the owner's key either way.
+    /// Stores `key` unless the owner already has a key; returns the owner's newest active
+    /// key either way.
     async fn insert_signing_key(
         &self,
         owner_id: i64,
         key: StoredKey,
         audit: Option<&AuditEntry>,
     ) -> StoreResult<StoredKey>;
+    /// Every key of the owner, retired ones included, newest first.
+    async fn signing_keys(&self, owner_id: i64) -> StoreResult<Vec<SigningKeyRecord>>;
+    /// The ids of the owner's active keys, newest first (a cheap check of cached keys).
+    async fn active_key_ids(&self, owner_id: i64) -> StoreResult<Vec<i64>>;
+    /// Adds `key` as the owner's newest active key and raises the wanted generation of
+    /// every repository of the owner, in one transaction; returns those repositories.
+    /// Conflict when a key of that name exists (in any owner).
+    async fn add_signing_key(
+        &self,
+        owner_id: i64,
+        key: StoredKey,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<Vec<Repository>>;
+    /// Retires the owner's key `key_name` at `now` (Unix seconds) unless it is its last
+    /// active one, and raises the wanted generation of every repository of the owner, in
+    /// one transaction.
+    async fn retire_signing_key(
+        &self,
+        owner_id: i64,
+        key_name: &str,
+        now: i64,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<Retirement>;
     async fn owners_without_key(&self) -> StoreResult<Vec<Owner>>;
 
     /// Inserts a package row and bumps the repository's wanted generation in one
@@ -789,8 +816,6 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// Records that the token authenticated at `now`.
     async fn touch_token(&self, id: i64, now: i64) -> StoreResult<()>;
-    /// The name of the owner's signing key, if it has one (a cheap check of a cached key).
-    async fn signing_key_name(&self, owner_id: i64) -> StoreResult<Option<String>>;
     /// Creates an empty repository. Conflict when it exists.
     async fn create_repository(
         &self,
@@ -985,8 +1010,8 @@ const EXPORT_MEMBERS: &str =
     "SELECT owner_id, user_id, role FROM owner_members ORDER BY owner_id, user_id";
 const EXPORT_TOKENS: &str = "SELECT id, user_id, token_hash, prefix, scope, owner_id, \
      expires_at, revoked_at, created_at, label, last_used_at FROM tokens ORDER BY id";
-const EXPORT_SIGNING_KEYS: &str = "SELECT owner_id, key_name, private_pem, public_pem, \
-     created_at FROM signing_keys ORDER BY owner_id";
+const EXPORT_SIGNING_KEYS: &str = "SELECT id, owner_id, key_name, private_pem, public_pem, \
+     created_at, retired_at FROM signing_keys ORDER BY id";
 const EXPORT_REPOSITORIES: &str = "SELECT id, owner_id, branch, name, wanted_gen, built_gen, \
      dependency_check FROM repositories ORDER BY id";
 const EXPORT_PACKAGES: &str = "SELECT id, repository_id, arch, name, version, filename, \

@@ -23,6 +23,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
 
 use super::audit;
+use super::keys;
 use super::*;
 use crate::clock::SharedClock;
 
@@ -159,9 +160,6 @@ fn index_entry_from(row: &PgRow) -> StoreResult<IndexEntry> {
         stanza: row.try_get("stanza")?,
     })
 }
-
-const KEY_SELECT: &str =
-    "SELECT key_name, private_pem, public_pem FROM signing_keys WHERE owner_id = $1";
 
 const TOKEN_SELECT: &str =
     "SELECT t.id, t.token_hash, t.user_id, u.name AS user_name, t.prefix, t.scope, \
@@ -367,6 +365,42 @@ impl Drop for AdvisoryLock {
 
 /// The package rows of an owner, for `release_blobs`.
 const OWNER_PACKAGES: &str = "repository_id IN (SELECT id FROM repositories WHERE owner_id = $2)";
+
+/// Serialises the key changes of one owner (its row locked until the transaction ends;
+/// NO KEY UPDATE, so that inserts referencing the owner, which take KEY SHARE, go on).
+/// NotFound when the owner is gone.
+async fn lock_owner_keys(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    owner_id: i64,
+) -> StoreResult<()> {
+    sqlx::query("SELECT id FROM owners WHERE id = $1 FOR NO KEY UPDATE")
+        .bind(owner_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|_| ())
+        .ok_or_else(|| StoreError::NotFound(format!("owner {owner_id} no longer exists")))
+}
+
+/// Raises the wanted generation of every repository of the owner (its key set changed);
+/// returns them.
+async fn bump_owner_repositories(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    owner_id: i64,
+) -> StoreResult<Vec<Repository>> {
+    sqlx::query(keys::BUMP_OWNER_REPOSITORIES)
+        .bind(owner_id)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query(&format!(
+        "{REPOSITORY_SELECT} WHERE r.owner_id = $1 ORDER BY r.id"
+    ))
+    .bind(owner_id)
+    .fetch_all(&mut **tx)
+    .await?
+    .iter()
+    .map(repository_from)
+    .collect()
+}
 
 /// Inserts `entry`, when there is one, in `tx`: the transaction of the change it records.
 async fn record(
@@ -622,7 +656,7 @@ impl Store for PostgresStore {
     }
 
     async fn signing_key(&self, owner_id: i64) -> StoreResult<Option<StoredKey>> {
-        sqlx::query(KEY_SELECT)
+        sqlx::query(keys::NEWEST_ACTIVE)
             .bind(owner_id)
             .fetch_optional(&self.pool)
             .await?
@@ -639,29 +673,108 @@ impl Store for PostgresStore {
     ) -> StoreResult<StoredKey> {
         let mut tx = self.pool.begin().await?;
         // First writer wins; everyone else adopts its key. A concurrent insert for the same
-        // owner waits for the first to commit, then does nothing.
-        let done = sqlx::query(
-            "INSERT INTO signing_keys (owner_id, key_name, private_pem, public_pem, created_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (owner_id) DO NOTHING",
-        )
-        .bind(owner_id)
-        .bind(&key.key_name)
-        .bind(&key.private_pem)
-        .bind(&key.public_pem)
-        .bind(self.clock.unix_secs())
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 1 {
+        // owner waits here for the first to commit, then finds its key.
+        lock_owner_keys(&mut tx, owner_id).await?;
+        let held: i64 = sqlx::query_scalar(keys::COUNT_KEYS)
+            .bind(owner_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if held == 0 {
+            sqlx::query(keys::INSERT)
+                .bind(owner_id)
+                .bind(&key.key_name)
+                .bind(&key.private_pem)
+                .bind(&key.public_pem)
+                .bind(self.clock.unix_secs())
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| conflict_or(e, || keys::name_taken(&key.key_name)))?;
             record(&mut tx, audit).await?;
         }
         let stored = key_from(
-            &sqlx::query(KEY_SELECT)
+            &sqlx::query(keys::NEWEST_ACTIVE)
                 .bind(owner_id)
                 .fetch_one(&mut *tx)
                 .await?,
         )?;
         tx.commit().await?;
         Ok(stored)
+    }
+
+    async fn signing_keys(&self, owner_id: i64) -> StoreResult<Vec<SigningKeyRecord>> {
+        Ok(sqlx::query_as(keys::KEYS)
+            .bind(owner_id)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn active_key_ids(&self, owner_id: i64) -> StoreResult<Vec<i64>> {
+        Ok(sqlx::query_scalar(keys::ACTIVE_IDS)
+            .bind(owner_id)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn add_signing_key(
+        &self,
+        owner_id: i64,
+        key: StoredKey,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<Vec<Repository>> {
+        let mut tx = self.pool.begin().await?;
+        lock_owner_keys(&mut tx, owner_id).await?;
+        sqlx::query(keys::INSERT)
+            .bind(owner_id)
+            .bind(&key.key_name)
+            .bind(&key.private_pem)
+            .bind(&key.public_pem)
+            .bind(self.clock.unix_secs())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| conflict_or(e, || keys::name_taken(&key.key_name)))?;
+        let repositories = bump_owner_repositories(&mut tx, owner_id).await?;
+        record(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(repositories)
+    }
+
+    async fn retire_signing_key(
+        &self,
+        owner_id: i64,
+        key_name: &str,
+        now: i64,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<Retirement> {
+        let mut tx = self.pool.begin().await?;
+        // Two retirements at once must not leave the owner without an active key.
+        lock_owner_keys(&mut tx, owner_id).await?;
+        let retired: Option<Option<i64>> = sqlx::query_scalar(keys::RETIRED_AT)
+            .bind(owner_id)
+            .bind(key_name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        match retired {
+            None => return Ok(Retirement::NoSuchKey),
+            Some(Some(_)) => return Ok(Retirement::AlreadyRetired),
+            Some(None) => {}
+        }
+        let active: i64 = sqlx::query_scalar(keys::COUNT_ACTIVE)
+            .bind(owner_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if active <= 1 {
+            return Ok(Retirement::LastActive);
+        }
+        sqlx::query(keys::RETIRE)
+            .bind(owner_id)
+            .bind(key_name)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let repositories = bump_owner_repositories(&mut tx, owner_id).await?;
+        record(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(Retirement::Retired(repositories))
     }
 
     async fn owners_without_key(&self) -> StoreResult<Vec<Owner>> {
@@ -1507,15 +1620,6 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn signing_key_name(&self, owner_id: i64) -> StoreResult<Option<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT key_name FROM signing_keys WHERE owner_id = $1")
-                .bind(owner_id)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
-    }
-
     async fn create_repository(
         &self,
         repo: &RepoRef,
@@ -1920,14 +2024,16 @@ impl Store for PostgresStore {
         }
         for key in &dump.signing_keys {
             sqlx::query(
-                "INSERT INTO signing_keys (owner_id, key_name, private_pem, public_pem, \
-                 created_at) VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO signing_keys (id, owner_id, key_name, private_pem, public_pem, \
+                 created_at, retired_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
+            .bind(key.id)
             .bind(key.owner_id)
             .bind(&key.key_name)
             .bind(&key.private_pem)
             .bind(&key.public_pem)
             .bind(key.created_at)
+            .bind(key.retired_at)
             .execute(&mut *tx)
             .await?;
         }
@@ -2007,7 +2113,7 @@ impl Store for PostgresStore {
         // Rows inserted with their ids leave the identity sequences where they were: move
         // each past the largest copied id (repositories also past every id the source ever
         // handed out), so that the next row takes a fresh id.
-        for table in ["users", "owners", "tokens", "packages"] {
+        for table in ["users", "owners", "tokens", "packages", "signing_keys"] {
             sqlx::query(&format!(
                 "SELECT setval(pg_get_serial_sequence('{table}', 'id'), \
                  COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"

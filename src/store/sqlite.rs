@@ -15,6 +15,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqlitePool};
 
 use super::audit;
+use super::keys;
 use super::read_cache::{self, ReadCache};
 use super::*;
 use crate::clock::SharedClock;
@@ -196,9 +197,6 @@ fn index_entry_from(row: &SqliteRow) -> StoreResult<IndexEntry> {
     })
 }
 
-const KEY_SELECT: &str =
-    "SELECT key_name, private_pem, public_pem FROM signing_keys WHERE owner_id = ?";
-
 const TOKEN_SELECT: &str =
     "SELECT t.id, t.token_hash, t.user_id, u.name AS user_name, t.prefix, t.scope, \
      t.owner_id, o.name AS owner_name, t.expires_at, t.revoked_at, t.created_at, t.label, \
@@ -276,6 +274,27 @@ impl SqliteStore {
 
 /// The package rows of an owner, for `release_blobs`.
 const OWNER_PACKAGES: &str = "repository_id IN (SELECT id FROM repositories WHERE owner_id = ?)";
+
+/// Raises the wanted generation of every repository of the owner (its key set changed);
+/// returns them.
+async fn bump_owner_repositories(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    owner_id: i64,
+) -> StoreResult<Vec<Repository>> {
+    sqlx::query(keys::BUMP_OWNER_REPOSITORIES)
+        .bind(owner_id)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query(&format!(
+        "{REPOSITORY_SELECT} WHERE r.owner_id = $1 ORDER BY r.id"
+    ))
+    .bind(owner_id)
+    .fetch_all(&mut **tx)
+    .await?
+    .iter()
+    .map(repository_from)
+    .collect()
+}
 
 /// Inserts `entry`, when there is one, in `tx`: the transaction of the change it records.
 async fn record(
@@ -544,7 +563,7 @@ impl Store for SqliteStore {
     }
 
     async fn signing_key(&self, owner_id: i64) -> StoreResult<Option<StoredKey>> {
-        sqlx::query(KEY_SELECT)
+        sqlx::query(keys::NEWEST_ACTIVE)
             .bind(owner_id)
             .fetch_optional(&self.reader)
             .await?
@@ -559,30 +578,107 @@ impl Store for SqliteStore {
         key: StoredKey,
         audit: Option<&AuditEntry>,
     ) -> StoreResult<StoredKey> {
-        // First writer wins; everyone else adopts its key.
+        // First writer wins (writes are serialised); everyone else adopts its key.
         let mut tx = self.begin_write().await?;
-        let done = sqlx::query(
-            "INSERT INTO signing_keys (owner_id, key_name, private_pem, public_pem, created_at) \
-             VALUES (?, ?, ?, ?, ?) ON CONFLICT (owner_id) DO NOTHING",
-        )
-        .bind(owner_id)
-        .bind(&key.key_name)
-        .bind(&key.private_pem)
-        .bind(&key.public_pem)
-        .bind(self.clock.unix_secs())
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 1 {
+        let held: i64 = sqlx::query_scalar(keys::COUNT_KEYS)
+            .bind(owner_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if held == 0 {
+            sqlx::query(keys::INSERT)
+                .bind(owner_id)
+                .bind(&key.key_name)
+                .bind(&key.private_pem)
+                .bind(&key.public_pem)
+                .bind(self.clock.unix_secs())
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| conflict_or(e, || keys::name_taken(&key.key_name)))?;
             record(&mut tx, audit).await?;
         }
         let stored = key_from(
-            &sqlx::query(KEY_SELECT)
+            &sqlx::query(keys::NEWEST_ACTIVE)
                 .bind(owner_id)
                 .fetch_one(&mut *tx)
                 .await?,
         )?;
         tx.commit().await?;
         Ok(stored)
+    }
+
+    async fn signing_keys(&self, owner_id: i64) -> StoreResult<Vec<SigningKeyRecord>> {
+        Ok(sqlx::query_as(keys::KEYS)
+            .bind(owner_id)
+            .fetch_all(&self.reader)
+            .await?)
+    }
+
+    async fn active_key_ids(&self, owner_id: i64) -> StoreResult<Vec<i64>> {
+        Ok(sqlx::query_scalar(keys::ACTIVE_IDS)
+            .bind(owner_id)
+            .fetch_all(&self.reader)
+            .await?)
+    }
+
+    async fn add_signing_key(
+        &self,
+        owner_id: i64,
+        key: StoredKey,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<Vec<Repository>> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(keys::INSERT)
+            .bind(owner_id)
+            .bind(&key.key_name)
+            .bind(&key.private_pem)
+            .bind(&key.public_pem)
+            .bind(self.clock.unix_secs())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| conflict_or(e, || keys::name_taken(&key.key_name)))?;
+        let repositories = bump_owner_repositories(&mut tx, owner_id).await?;
+        record(&mut tx, audit).await?;
+        tx.commit().await?;
+        self.cache.changed();
+        Ok(repositories)
+    }
+
+    async fn retire_signing_key(
+        &self,
+        owner_id: i64,
+        key_name: &str,
+        now: i64,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<Retirement> {
+        let mut tx = self.begin_write().await?;
+        let retired: Option<Option<i64>> = sqlx::query_scalar(keys::RETIRED_AT)
+            .bind(owner_id)
+            .bind(key_name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        match retired {
+            None => return Ok(Retirement::NoSuchKey),
+            Some(Some(_)) => return Ok(Retirement::AlreadyRetired),
+            Some(None) => {}
+        }
+        let active: i64 = sqlx::query_scalar(keys::COUNT_ACTIVE)
+            .bind(owner_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if active <= 1 {
+            return Ok(Retirement::LastActive);
+        }
+        sqlx::query(keys::RETIRE)
+            .bind(owner_id)
+            .bind(key_name)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let repositories = bump_owner_repositories(&mut tx, owner_id).await?;
+        record(&mut tx, audit).await?;
+        tx.commit().await?;
+        self.cache.changed();
+        Ok(Retirement::Retired(repositories))
     }
 
     async fn owners_without_key(&self) -> StoreResult<Vec<Owner>> {
@@ -1536,15 +1632,6 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn signing_key_name(&self, owner_id: i64) -> StoreResult<Option<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT key_name FROM signing_keys WHERE owner_id = ?")
-                .bind(owner_id)
-                .fetch_optional(&self.reader)
-                .await?,
-        )
-    }
-
     async fn create_session(
         &self,
         session: NewSession<'_>,
@@ -1827,14 +1914,16 @@ impl Store for SqliteStore {
         }
         for key in &dump.signing_keys {
             sqlx::query(
-                "INSERT INTO signing_keys (owner_id, key_name, private_pem, public_pem, \
-                 created_at) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO signing_keys (id, owner_id, key_name, private_pem, public_pem, \
+                 created_at, retired_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             )
+            .bind(key.id)
             .bind(key.owner_id)
             .bind(&key.key_name)
             .bind(&key.private_pem)
             .bind(&key.public_pem)
             .bind(key.created_at)
+            .bind(key.retired_at)
             .execute(&mut *tx)
             .await?;
         }
