@@ -54,6 +54,9 @@ pub enum Command {
     /// Manages API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// An owner's signing keys: rotation, import of an abuild key, retirement, listing.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Rebuilds and re-signs the indexes of all repositories, or of one owner, branch or
     /// repository (OWNER[/BRANCH[/REPOSITORY]]).
     Reindex { target: Option<String> },
@@ -263,6 +266,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(command) => user_command(&state, command).await,
         Command::Owner(command) => owner_command(&state, command).await,
         Command::Token(command) => token_command(&state, command).await,
+        Command::Key(command) => key_command(&state, command).await,
         Command::Reindex { target } => reindex(&state, target.as_deref()).await,
         Command::Fsck { repair } => {
             let report = crate::registry::fsck::fsck(&state, repair).await?;
@@ -920,6 +924,104 @@ async fn pin(state: &AppState, path: &str, pinned: bool) -> anyhow::Result<()> {
             .await?;
     let verb = if pinned { "pinned" } else { "unpinned" };
     eprintln!("{verb} {at}/{}/{}", found.arch, found.filename);
+    Ok(())
+}
+
+// Signing keys: a thin adapter over crate::registry::keys.
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Makes a new key (signing.key_bits) the owner's first signing key: every index is
+    /// signed by it first and by the keys active before after it (clients that know only
+    /// an old key keep working), and is signed again before the command returns.
+    Rotate { owner: String },
+    /// Makes an existing abuild private key the owner's first signing key, as rotate
+    /// does, so that clients keep the /etc/apk/keys they have. The key is stored
+    /// encrypted with the master key.
+    Import {
+        owner: String,
+        /// abuild's private key file: unencrypted PEM, PKCS#8 or PKCS#1, RSA of
+        /// signing.import_min_bits to signing.import_max_bits bits.
+        #[arg(long, value_name = "FILE")]
+        private_key: PathBuf,
+        /// The key's file name as the clients have it (e.g.
+        /// ops@example.org-5f3e2a1b.rsa.pub); default <owner>-<8 hex digits>.rsa.pub.
+        #[arg(long, value_name = "NAME.rsa.pub")]
+        name: Option<String>,
+    },
+    /// Stops signing with a key (refused for the owner's last active key); its public key
+    /// is still served under its name.
+    Retire { owner: String, keyname: String },
+    /// Lists the owner's keys, newest first: state, creation, retirement, fingerprint.
+    List { owner: String },
+}
+
+async fn key_command(state: &AppState, command: KeyCommand) -> anyhow::Result<()> {
+    use crate::registry::keys;
+    let change = match command {
+        KeyCommand::List { owner } => {
+            let owner = accounts::owner(state, &owner).await?;
+            let rows = keys::list(state, &owner).await?.into_iter().map(|k| {
+                vec![
+                    k.file_name,
+                    k.state.to_string(),
+                    format_time(Some(k.created_at)),
+                    format_time(k.retired_at),
+                    k.bits.to_string(),
+                    k.fingerprint_sha256,
+                ]
+            });
+            print_table(
+                &[
+                    "KEY",
+                    "STATE",
+                    "CREATED",
+                    "RETIRED",
+                    "BITS",
+                    "FINGERPRINT (SHA-256)",
+                ],
+                rows,
+            );
+            return Ok(());
+        }
+        KeyCommand::Rotate { owner } => {
+            let owner = accounts::owner(state, &owner).await?;
+            keys::rotate(state, &Actor::cli(), &owner).await?
+        }
+        KeyCommand::Import {
+            owner,
+            private_key,
+            name,
+        } => {
+            let owner = accounts::owner(state, &owner).await?;
+            let pem = std::fs::read_to_string(&private_key)
+                .with_context(|| format!("reading {}", private_key.display()))?;
+            keys::import(state, &Actor::cli(), &owner, &pem, name.as_deref()).await?
+        }
+        KeyCommand::Retire { owner, keyname } => {
+            let owner = accounts::owner(state, &owner).await?;
+            keys::retire(state, &Actor::cli(), &owner, &keyname).await?
+        }
+    };
+    // The new or retired key's name alone on stdout, for scripts.
+    println!("{}", change.key.file_name);
+    let verb = if change.key.state == "retired" {
+        "retired"
+    } else {
+        "added"
+    };
+    let count = change.resigned.len();
+    eprintln!(
+        "{verb} {} (fingerprint {}); indexes are signed by {}; {count} {} signed again",
+        change.key.file_name,
+        change.key.fingerprint_sha256,
+        change.signing.join(" then "),
+        if count == 1 {
+            "repository"
+        } else {
+            "repositories"
+        }
+    );
     Ok(())
 }
 

@@ -29,7 +29,8 @@ struct Tokens {
 /// What clients see of an installation: compared before and after each move.
 #[derive(Debug, PartialEq)]
 struct Seen {
-    /// `/{owner}/key` for every owner.
+    /// `/{owner}/key` for every owner, then every key of each (state, dates, fingerprint)
+    /// with what `/{owner}/keys/{name}` serves.
     keys: Vec<(String, Vec<u8>)>,
     /// Every index path with its status and bytes.
     indexes: Vec<(String, u16, Vec<u8>)>,
@@ -60,6 +61,15 @@ async fn seen(server: &TestServer) -> Seen {
         assert_eq!(response.status(), 200, "key of {}", owner.name);
         keys.push((owner.name.clone(), response.bytes().await.unwrap().to_vec()));
         ids.push((format!("owner {}", owner.name), owner.id));
+        let owner = accounts::owner(&server.state, &owner.name).await.unwrap();
+        for key in alpine_registry::registry::keys::list(&server.state, &owner)
+            .await
+            .unwrap()
+        {
+            let response = server.get(&key.download_path, admin()).await;
+            assert_eq!(response.status(), 200, "{}", key.download_path);
+            keys.push((format!("{key:?}"), response.bytes().await.unwrap().to_vec()));
+        }
     }
     for user in store.list_users().await.unwrap() {
         ids.push((format!("user {}", user.name), user.id));
@@ -275,6 +285,17 @@ async fn populate(server: &TestServer) -> Tokens {
     )
     .await
     .unwrap();
+    // acme rotated to a new key and retired its first: both are copied, with their
+    // states, and the copy signs with the new one.
+    let acme = accounts::owner(state, "acme").await.unwrap();
+    let first = state.keys.get_or_create(&acme).await.unwrap();
+    let cli = alpine_registry::registry::audit::Actor::cli();
+    alpine_registry::registry::keys::rotate(state, &cli, &acme)
+        .await
+        .unwrap();
+    alpine_registry::registry::keys::retire(state, &cli, &acme, first.key_name())
+        .await
+        .unwrap();
     Tokens { bob, revoked }
 }
 

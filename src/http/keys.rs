@@ -1,4 +1,6 @@
-//! The owner's public signing key, under the file name the index's signatures name.
+//! The owner's public signing keys, under the file names the index's signatures name: the
+//! newest active one, and any one by its name (retired ones too, so that a client told to
+//! fetch an old key gets it, and then a clear signature error rather than a 404).
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue};
@@ -8,6 +10,7 @@ use super::api::ErrorBody;
 use crate::access::Identity;
 use crate::error::{AppError, AppResult};
 use crate::names::OwnerName;
+use crate::registry::keys;
 use crate::store::Role;
 use crate::AppState;
 
@@ -19,16 +22,23 @@ async fn serve_key(
 ) -> AppResult<Response> {
     let owner = OwnerName::parse(owner)?;
     let owner = super::authorize(state, identity, &owner, Role::Read).await?;
-    let key = state.keys.get_or_create(&owner).await?;
-    if wanted.is_some_and(|name| name != key.key_name()) {
-        return Err(AppError::NotFound(format!(
-            "no key of that name; the current key is {}",
-            key.key_name()
-        )));
-    }
-    let disposition =
-        HeaderValue::from_str(&format!("attachment; filename=\"{}\"", key.key_name()))
-            .map_err(|e| AppError::Internal(e.into()))?;
+    // Also makes the owner's first key when it has none yet.
+    let newest = state.keys.get_or_create(&owner).await?;
+    let (name, pem) = match wanted {
+        None => (newest.key_name().to_string(), newest.public_key_pem()?),
+        Some(name) => match keys::public_key(state, &owner, name).await? {
+            Some(record) => (record.key_name, record.public_pem),
+            None => {
+                return Err(AppError::NotFound(format!(
+                    "{} has no key named {name}; its current key is {}",
+                    owner.name,
+                    newest.key_name()
+                )))
+            }
+        },
+    };
+    let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
+        .map_err(|e| AppError::Internal(e.into()))?;
     Ok((
         [
             (
@@ -37,13 +47,14 @@ async fn serve_key(
             ),
             (header::CONTENT_DISPOSITION, disposition),
         ],
-        key.public_key_pem()?,
+        pem,
     )
         .into_response())
 }
 
-/// The owner's public signing key, in PEM, to save in `/etc/apk/keys/` under the file
-/// name that `Content-Disposition` gives (the name the index signatures refer to).
+/// The owner's newest active public signing key, in PEM, to save in `/etc/apk/keys/`
+/// under the file name that `Content-Disposition` gives (the name the index signatures
+/// refer to).
 #[utoipa::path(get, path = "/{owner}/key", tag = "apk", operation_id = "get_key",
     params(("owner" = String, Path, description = "A user or an organisation")),
     responses(
@@ -65,7 +76,8 @@ pub async fn get(
     serve_key(&state, &identity, &owner, None).await
 }
 
-/// The owner's public signing key under its file name; 404 for any other name.
+/// One of the owner's public signing keys by its file name, active or retired; 404 for a
+/// name the owner never had.
 #[utoipa::path(get, path = "/{owner}/keys/{keyname}", tag = "apk", operation_id = "get_named_key",
     params(("owner" = String, Path, description = "A user or an organisation"),
         ("keyname" = String, Path, description = "The key's file name")),
@@ -73,13 +85,13 @@ pub async fn get(
         (status = 200, description = "The public key", content_type = "application/x-pem-file",
             body = String,
             headers(("Content-Disposition" = String,
-                description = "attachment; filename=\"<owner>-<8 hex digits>.rsa.pub\""))),
+                description = "attachment; filename=\"<keyname>\""))),
         (status = 400, description = "Invalid owner name", body = ErrorBody),
         (status = 401, body = ErrorBody,
             description = "Unknown or private owner and no credentials, or bad credentials"),
         (status = 403, description = "Credentials that may not read this owner", body = ErrorBody),
         (status = 404, body = ErrorBody,
-            description = "No such owner the caller may read, or not the key's name"),
+            description = "No such owner the caller may read, or no key of that name"),
     ))]
 pub async fn get_named(
     State(state): State<AppState>,

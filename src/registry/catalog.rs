@@ -67,8 +67,12 @@ pub struct KeyInfo {
 pub struct OwnerDetail {
     #[serde(flatten)]
     pub overview: OwnerOverview,
-    /// None until the key is generated (right after the owner is created).
+    /// The newest active key, which signs first; None until the first key is generated
+    /// (right after the owner is created).
     pub key: Option<KeyInfo>,
+    /// Every key the owner ever had, newest first: active ones sign every index, retired
+    /// ones are still served under their names.
+    pub keys: Vec<crate::registry::keys::KeyView>,
 }
 
 /// Filters of a package search. Empty strings count as not given (what an HTML form
@@ -261,9 +265,11 @@ pub async fn owner(state: &AppState, identity: &Identity, owner: &str) -> AppRes
         )?),
         None => None,
     };
+    let keys = crate::registry::keys::list(state, &owner).await?;
     Ok(OwnerDetail {
         overview: overview(&owner, repositories),
         key,
+        keys,
     })
 }
 

@@ -14,6 +14,7 @@ mod audit;
 mod catalog;
 mod copy;
 mod document;
+mod keys;
 mod retention;
 mod settings;
 
@@ -65,6 +66,9 @@ use crate::AppState;
         (name = "retention",
             description = "Rules that delete old package versions (owner admins), their \
                            plan and apply, and pins that keep a file from them"),
+        (name = "keys",
+            description = "An owner's signing keys: rotation, import of an abuild key, \
+                           retirement (site administrators and the owner's administrators)"),
         (name = "admin",
             description = "Users, owners, members and tokens; site administrators only"),
         (name = "server", description = "Liveness, readiness and metrics"),
@@ -111,6 +115,9 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(retention::apply))
         .routes(routes!(retention::pin, retention::unpin))
         .routes(routes!(settings::get, settings::set))
+        .routes(routes!(keys::rotate))
+        .routes(routes!(keys::import))
+        .routes(routes!(keys::retire))
         .routes(routes!(admin::list_users, admin::create_user))
         .routes(routes!(admin::delete_user))
         .routes(routes!(admin::set_password))
