@@ -321,6 +321,9 @@ pub struct SigningConfig {
     pub import_min_bits: usize,
     /// Largest key `key import` takes, in bits: every index build signs with it.
     pub import_max_bits: usize,
+    /// Keys an owner may have active at once (every index build signs with each); a
+    /// rotation or import past it is refused until one is retired.
+    pub max_active_keys: usize,
     /// Base64 of 32 bytes that encrypt owner private keys in the database; when empty,
     /// `<data_dir>/master.key` (created with mode 0600) is used. Required with PostgreSQL,
     /// whose database several instances may share.
@@ -334,6 +337,7 @@ impl std::fmt::Debug for SigningConfig {
             .field("key_bits", &self.key_bits)
             .field("import_min_bits", &self.import_min_bits)
             .field("import_max_bits", &self.import_max_bits)
+            .field("max_active_keys", &self.max_active_keys)
             .field(
                 "master_key",
                 &if self.master_key.is_empty() {
@@ -353,6 +357,7 @@ impl Default for SigningConfig {
             key_bits: 4096,
             import_min_bits: 2048,
             import_max_bits: 8192,
+            max_active_keys: 3,
             master_key: String::new(),
         }
     }
@@ -585,6 +590,12 @@ impl Config {
             anyhow::bail!(
                 "signing.import_min_bits must be at least 2048, and at most \
                  signing.import_max_bits, which must be at most 16384"
+            );
+        }
+        if !(2..=16).contains(&self.signing.max_active_keys) {
+            anyhow::bail!(
+                "signing.max_active_keys must be between 2 (an old and a new key during a \
+                 rotation) and 16"
             );
         }
         if self.server.max_connections_per_ip == 0 {

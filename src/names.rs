@@ -287,12 +287,14 @@ impl NameRule {
         description: "a package name: letters, digits, '+', '.', '_' or '-', starting with a \
                       letter or digit, without '..'",
     };
-    /// A signing key's file name, `<owner>-<8 hex digits>.rsa.pub`.
+    /// A signing key's file name (`crate::apk::sign::check_key_file_name`): a generated
+    /// key's `<owner>-<8 hex digits>.rsa.pub`, or the name an imported key was given.
     pub const KEY_NAME: NameRule = NameRule {
-        pattern: r"^[A-Za-z0-9](?:\.?[A-Za-z0-9_-])*\.?-[0-9a-f]{8}\.rsa\.pub$",
-        min_length: 18,
-        max_length: 81,
-        description: "a key file name, <owner>-<8 hex digits>.rsa.pub",
+        pattern: r"^[A-Za-z0-9_+@-][A-Za-z0-9._+@-]*\.rsa\.pub$",
+        min_length: 9,
+        max_length: crate::apk::sign::MAX_KEY_NAME_LEN,
+        description: "a key file name, NAME.rsa.pub: letters, digits and ._-+@, not \
+                      starting with a dot (a generated key's is <owner>-<8 hex digits>.rsa.pub)",
     };
 }
 
@@ -350,8 +352,20 @@ mod tests {
                 "-1.0-r0.apk",
                 "-0123abcd.rsa.pub",
                 "-0123ABCD.rsa.pub",
+                ".rsa.pub",
             ] {
-                for stem in ["a", "a.", "a..b", "a.b", "-a", "a+b", "acme-corp", "a~1"] {
+                for stem in [
+                    "a",
+                    "a.",
+                    "a..b",
+                    "a.b",
+                    "-a",
+                    "a+b",
+                    "acme-corp",
+                    "a~1",
+                    "o@x.org",
+                    ".a",
+                ] {
                     candidates.push(format!("{stem}{suffix}"));
                 }
             }
@@ -360,6 +374,9 @@ mod tests {
                 candidates.push(format!("{}.apk", "a".repeat(long)));
             }
             candidates.push(format!("{}-0123abcd.rsa.pub", "a".repeat(64)));
+            for long in [78, 79, 80] {
+                candidates.push(format!("{}.rsa.pub", "a".repeat(long)));
+            }
             candidates.push(format!("{}-0123abcd.rsa.pub", "a".repeat(65)));
             for s in &candidates {
                 if reserved.contains(&s.to_ascii_lowercase().as_str()) {
@@ -390,20 +407,10 @@ mod tests {
             crate::apk::names::is_valid_pkgname,
             &[],
         );
-        // Key names: an owner's name, a dash, 8 lower-case hex digits, ".rsa.pub".
+        // Key names: what an import takes (a generated key's name is one of them).
         agrees(
             NameRule::KEY_NAME,
-            |s| {
-                s.strip_suffix(".rsa.pub")
-                    .and_then(|rest| rest.rsplit_once('-'))
-                    .is_some_and(|(owner, hex)| {
-                        hex.len() == 8
-                            && hex
-                                .bytes()
-                                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-                            && is_segment(owner, 64)
-                    })
-            },
+            |s| crate::apk::sign::check_key_file_name(s).is_ok(),
             &[],
         );
     }

@@ -328,6 +328,18 @@ async fn owner_admins_may_rotate_their_owner_and_others_may_not() {
         (entry[0].actor.as_str(), entry[0].owner.as_deref()),
         ("carol", Some("acme"))
     );
+    // At most signing.max_active_keys (3) active keys: acme's first, carol's, then one more.
+    let (status, body) = post(&client, &rotate, Some(("carol", carol.as_str())), None).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = post(&client, &rotate, Some(("carol", carol.as_str())), None).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("signing.max_active_keys"),
+        "{body}"
+    );
     // Not on another owner.
     let (status, body) = post(
         &client,

@@ -991,7 +991,7 @@ async fn signing_keys_rotate_and_retire(store: &dyn Store) {
     // A second key: newest first, every repository of the owner (and only of it) to be
     // built again.
     let bumped = store
-        .add_signing_key(acme.id, key("acme-2.rsa.pub"), None)
+        .add_signing_key(acme.id, key("acme-2.rsa.pub"), 3, None)
         .await
         .unwrap();
     assert_eq!(
@@ -1016,6 +1016,13 @@ async fn signing_keys_rotate_and_retire(store: &dyn Store) {
         store.signing_key(acme.id).await.unwrap().unwrap().key_name,
         "acme-2.rsa.pub"
     );
+    // No more active keys than allowed.
+    let full = store
+        .add_signing_key(acme.id, key("acme-5.rsa.pub"), 2, None)
+        .await
+        .unwrap_err();
+    assert!(conflict(full).contains("active keys"));
+    assert_eq!(store.signing_keys(acme.id).await.unwrap().len(), 2);
     let first = store.insert_signing_key(acme.id, key("acme-3.rsa.pub"), None);
     assert_eq!(
         first.await.unwrap().key_name,
@@ -1025,7 +1032,7 @@ async fn signing_keys_rotate_and_retire(store: &dyn Store) {
 
     // Names are unique across owners.
     let taken = store
-        .add_signing_key(other.id, key("acme-1.rsa.pub"), None)
+        .add_signing_key(other.id, key("acme-1.rsa.pub"), 3, None)
         .await
         .unwrap_err();
     assert!(conflict(taken).contains("acme-1.rsa.pub"));
@@ -1066,7 +1073,7 @@ async fn signing_keys_rotate_and_retire(store: &dyn Store) {
     ));
     // Two retirements at once leave one key active.
     store
-        .add_signing_key(acme.id, key("acme-4.rsa.pub"), None)
+        .add_signing_key(acme.id, key("acme-4.rsa.pub"), 3, None)
         .await
         .unwrap();
     let both = join_all(

@@ -436,6 +436,7 @@ pub async fn public_key(
 /// signed by it first and by the keys active before after it, and is signed again before
 /// this returns.
 pub async fn rotate(state: &AppState, actor: &Actor, owner: &Owner) -> AppResult<KeyChange> {
+    room_for_another(state, owner).await?;
     // A generated name is unique but for a clash of 32 bits: then another key is made.
     let mut attempts = 0;
     loop {
@@ -460,6 +461,7 @@ pub async fn import(
     private_pem: &str,
     name: Option<&str>,
 ) -> AppResult<KeyChange> {
+    room_for_another(state, owner).await?;
     let (min, max) = (
         state.config.signing.import_min_bits,
         state.config.signing.import_max_bits,
@@ -476,6 +478,21 @@ pub async fn import(
         None => key,
     };
     add(state, actor, owner, &key, "key.import").await
+}
+
+/// Refuses (409) a new key for an owner with `signing.max_active_keys` active keys, before
+/// any work; the store checks again in the transaction that adds the key.
+async fn room_for_another(state: &AppState, owner: &Owner) -> AppResult<()> {
+    let max = state.config.signing.max_active_keys;
+    let active = state.store.active_key_ids(owner.id).await?.len();
+    if active >= max {
+        return Err(AppError::Conflict(format!(
+            "{} has {active} active keys, as many as it may have (signing.max_active_keys = \
+             {max}), each signing every index: retire one first (key retire {} KEYNAME)",
+            owner.name, owner.name
+        )));
+    }
+    Ok(())
 }
 
 /// The key of an import, or why it is refused.
@@ -536,7 +553,12 @@ async fn add(
     );
     let repositories = state
         .store
-        .add_signing_key(owner.id, stored, Some(&entry))
+        .add_signing_key(
+            owner.id,
+            stored,
+            state.config.signing.max_active_keys as i64,
+            Some(&entry),
+        )
         .await?;
     tracing::info!(owner = %owner.name, key = key.key_name(), action, "added signing key");
     changed(state, owner, key.key_name(), &repositories).await

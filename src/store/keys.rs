@@ -79,6 +79,14 @@ pub(super) const RETIRE: &str = "UPDATE signing_keys SET retired_at = $3 \
 pub(super) const BUMP_OWNER_REPOSITORIES: &str =
     "UPDATE repositories SET wanted_gen = wanted_gen + 1 WHERE owner_id = $1";
 
+/// The message of an owner with as many active keys as it may have.
+pub(super) fn too_many(active: i64) -> String {
+    format!(
+        "the owner has {active} active keys, as many as it may have (signing.max_active_keys): \
+         retire one first"
+    )
+}
+
 /// The message of a key name that is taken.
 pub(super) fn name_taken(name: &str) -> String {
     format!(

@@ -578,11 +578,13 @@ pub trait Store: Send + Sync + 'static {
     async fn active_key_ids(&self, owner_id: i64) -> StoreResult<Vec<i64>>;
     /// Adds `key` as the owner's newest active key and raises the wanted generation of
     /// every repository of the owner, in one transaction; returns those repositories.
-    /// Conflict when a key of that name exists (in any owner).
+    /// Conflict when a key of that name exists (in any owner), or when the owner has
+    /// `max_active` active keys already.
     async fn add_signing_key(
         &self,
         owner_id: i64,
         key: StoredKey,
+        max_active: i64,
         audit: Option<&AuditEntry>,
     ) -> StoreResult<Vec<Repository>>;
     /// Retires the owner's key `key_name` at `now` (Unix seconds) unless it is its last

@@ -624,9 +624,17 @@ impl Store for SqliteStore {
         &self,
         owner_id: i64,
         key: StoredKey,
+        max_active: i64,
         audit: Option<&AuditEntry>,
     ) -> StoreResult<Vec<Repository>> {
         let mut tx = self.begin_write().await?;
+        let active: i64 = sqlx::query_scalar(keys::COUNT_ACTIVE)
+            .bind(owner_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if active >= max_active {
+            return Err(StoreError::Conflict(keys::too_many(active)));
+        }
         sqlx::query(keys::INSERT)
             .bind(owner_id)
             .bind(&key.key_name)

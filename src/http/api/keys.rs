@@ -52,6 +52,8 @@ pub struct ImportKey {
         (status = 403, description = "Credentials without the admin role on this owner",
             body = ErrorBody),
         (status = 404, description = "No such owner the caller may read", body = ErrorBody),
+        (status = 409, description = "The owner has signing.max_active_keys active keys",
+            body = ErrorBody),
     ))]
 pub async fn rotate(
     State(state): State<AppState>,
@@ -81,7 +83,9 @@ pub async fn rotate(
         (status = 403, description = "Credentials without the admin role on this owner",
             body = ErrorBody),
         (status = 404, description = "No such owner the caller may read", body = ErrorBody),
-        (status = 409, description = "A key of that name exists", body = ErrorBody),
+        (status = 409, body = ErrorBody,
+            description = "A key of that name exists, or the owner has \
+                           signing.max_active_keys active keys"),
         (status = 413, description = "A body over limits.max_json_bytes", body = ErrorBody),
         (status = 415, description = "A body that is not JSON", body = ErrorBody),
     ))]
