@@ -699,3 +699,98 @@ async fn every_instance_signs_with_the_key_set_another_changed() {
         database.drop_database().await;
     }
 }
+
+/// Serves `content` as the repository's index of `arch`, as if a build had published it.
+async fn serve_as_index(server: &TestServer, owner: &str, arch: &str, content: Vec<u8>) {
+    use sha2::Digest;
+    let store = &server.state.store;
+    let owner = store.owner_by_name(owner).await.unwrap().unwrap();
+    let repo = store
+        .repository(&alpine_registry::store::RepoRef {
+            owner_id: owner.id,
+            branch: "edge".into(),
+            repository: "main".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let signatures = signature_names(&content);
+    store
+        .publish_indexes(
+            repo.id,
+            repo.built_gen,
+            vec![alpine_registry::store::RenderedIndex {
+                arch: arch.into(),
+                sha256: hex::encode(sha2::Sha256::digest(&content)),
+                entries: 1,
+                signatures,
+                content,
+            }],
+            Vec::new(),
+            unix_now_ms(),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn fsck_finds_an_index_not_signed_by_every_active_key_in_order_and_repairs_it() {
+    use alpine_registry::apk::index::sign_index_by;
+    use alpine_registry::apk::sign::SignatureAlgorithm::{Rsa, Rsa256};
+    use alpine_registry::registry::fsck::fsck;
+    let server = TestServer::start().await;
+    let state = &server.state;
+    assert_eq!(
+        server
+            .put_admin(REPO, package("hello", "1.0-r0", "x86_64"))
+            .await
+            .status(),
+        201
+    );
+    let owner = state.store.owner_by_name("admin").await.unwrap().unwrap();
+    let cli = alpine_registry::registry::audit::Actor::cli();
+    alpine_registry::registry::keys::rotate(state, &cli, &owner)
+        .await
+        .unwrap();
+    assert_eq!(
+        fsck(state, false).await.unwrap().problems,
+        Vec::<String>::new()
+    );
+    let served = get_bytes(&reqwest::Client::new(), &server.url(INDEX)).await;
+    let unsigned = split_signed(&served).unwrap().1.to_vec();
+    let set = state.keys.key_set(&owner).await.unwrap();
+    let (new, old) = (set.keys()[0], set.keys()[1]);
+
+    // Both keys, the old one first: every signature verifies, the order is wrong.
+    let swapped = sign_index_by(&unsigned, &[old, new], &[Rsa256, Rsa]).unwrap();
+    serve_as_index(&server, "admin", "x86_64", swapped).await;
+    let problems = fsck(state, false).await.unwrap().problems;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].contains("not by the owner's active keys"),
+        "{problems:?}"
+    );
+
+    // The old key alone: the new one does not sign it.
+    let old_only = sign_index_by(&unsigned, &[old], &[Rsa256, Rsa]).unwrap();
+    serve_as_index(&server, "admin", "x86_64", old_only).await;
+    let problems = fsck(state, false).await.unwrap().problems;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].contains(&format!("no signature by {}", new.key_name())),
+        "{problems:?}"
+    );
+
+    let repaired = fsck(state, true).await.unwrap();
+    assert_eq!(repaired.repaired, ["admin/edge/main: indexes rebuilt"]);
+    assert_eq!(
+        fsck(state, false).await.unwrap().problems,
+        Vec::<String>::new()
+    );
+    let index = get_bytes(&reqwest::Client::new(), &server.url(INDEX)).await;
+    assert_eq!(
+        signature_names(&index),
+        expected_names(&[new.key_name(), old.key_name()])
+    );
+    server.stop().await;
+}

@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 use crate::apk::index::verified_content;
+use crate::apk::sign::split_signed;
 use crate::config::DatabaseBackend;
 use crate::store::LockMode;
 use crate::AppState;
@@ -223,10 +224,29 @@ pub async fn fsck(state: &AppState, repair: bool) -> anyhow::Result<Report> {
             ));
         }
         // Indexes updated in place are compressed in other pieces than a fresh render:
-        // what must match is the signatures (by the owner's key) and the content.
-        let key = state.keys.get_or_create(&owner).await?;
-        let public_pem = key.public_key_pem()?;
-        let content = |signed: &[u8]| verified_content(signed, &public_pem, key.key_name());
+        // what must match is the signatures (by every active key of the owner, in the
+        // order a fresh render has them) and the content.
+        let keys = state.keys.key_set(&owner).await?;
+        let public_keys = keys
+            .keys()
+            .iter()
+            .map(|key| Ok((key.key_name().to_string(), key.public_key_pem()?)))
+            .collect::<anyhow::Result<Vec<(String, String)>>>()?;
+        let content = |signed: &[u8]| {
+            let mut content = Vec::new();
+            for (name, pem) in &public_keys {
+                content = verified_content(signed, pem, name)?;
+            }
+            crate::apk::ApkResult::Ok(content)
+        };
+        let signed_by = |signed: &[u8]| {
+            split_signed(signed).map(|(entries, _)| {
+                entries
+                    .into_iter()
+                    .map(|(name, _)| name)
+                    .collect::<Vec<String>>()
+            })
+        };
         let (_, rendered, removed) = state.indexer.render(&owner, &repo, None).await?;
         for fresh in &rendered {
             let arch = &fresh.arch;
@@ -234,9 +254,16 @@ pub async fn fsck(state: &AppState, repair: bool) -> anyhow::Result<Report> {
                 index_problems.push(format!("{place}/{arch}: index is missing"));
                 continue;
             };
+            let (expected, found) = (signed_by(&fresh.content)?, signed_by(&served.content));
             match content(&served.content) {
                 Err(e) => index_problems
                     .push(format!("{place}/{arch}: served index does not verify: {e}")),
+                Ok(_) if found.as_ref().ok() != Some(&expected) => index_problems.push(format!(
+                    "{place}/{arch}: served index is signed by {}, not by the owner's \
+                         active keys ({})",
+                    found.map(|f| f.join(" ")).unwrap_or_default(),
+                    expected.join(" ")
+                )),
                 Ok(served) if served != content(&fresh.content)? => index_problems.push(format!(
                     "{place}/{arch}: served index differs from a fresh render"
                 )),
