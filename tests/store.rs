@@ -3472,3 +3472,122 @@ async fn a_package_rows_stanza_is_read_by_id(store: &dyn Store) {
         .unwrap();
     assert_eq!(store.package_stanza(ids[0]).await.unwrap(), None);
 }
+
+/// The migrations of `backend` numbered below `version`.
+fn migrations_before(backend: &str, version: u32) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(backend);
+    for entry in std::fs::read_dir(source).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        if name[..4].parse::<u32>().unwrap() < version {
+            std::fs::copy(&path, dir.path().join(&name)).unwrap();
+        }
+    }
+    dir
+}
+
+/// Owners with their one key each, as stored before an owner could hold several.
+const KEYS_BEFORE_ROTATION: &str = "
+INSERT INTO owners (id, name, is_private, is_org, created_at) VALUES (41, 'acme', FALSE, TRUE, 0);
+INSERT INTO owners (id, name, is_private, is_org, created_at) VALUES (43, 'beta', FALSE, TRUE, 0);
+INSERT INTO repositories (id, owner_id, branch, name, wanted_gen, built_gen)
+    VALUES (42, 41, 'v3.21', 'main', 3, 3);
+INSERT INTO signing_keys (owner_id, key_name, private_pem, public_pem, created_at)
+    VALUES (41, 'acme-1.rsa.pub', 'private of acme-1.rsa.pub', 'public of acme-1.rsa.pub', 7);
+INSERT INTO signing_keys (owner_id, key_name, private_pem, public_pem, created_at)
+    VALUES (43, 'beta-1.rsa.pub', 'private of beta-1.rsa.pub', 'public of beta-1.rsa.pub', 8);
+";
+
+/// Each owner's key comes through migration 0100 active, and a second one can be added.
+async fn keys_after_the_rotation_migration(store: &dyn Store) {
+    let keys = store.signing_keys(41).await.unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(
+        (
+            keys[0].key_name.as_str(),
+            keys[0].private_pem.as_str(),
+            keys[0].created_at,
+            keys[0].retired_at
+        ),
+        ("acme-1.rsa.pub", "private of acme-1.rsa.pub", 7, None)
+    );
+    assert_eq!(store.active_key_ids(41).await.unwrap(), [keys[0].id]);
+    assert_eq!(
+        store.signing_keys(43).await.unwrap()[0].key_name,
+        "beta-1.rsa.pub"
+    );
+    let bumped = store
+        .add_signing_key(41, key("acme-2.rsa.pub"), 3, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        bumped
+            .iter()
+            .map(|r| (r.id, r.wanted_gen))
+            .collect::<Vec<_>>(),
+        [(42, 4)]
+    );
+    let ids = store.active_key_ids(41).await.unwrap();
+    assert_eq!(ids.len(), 2);
+    assert!(ids[0] > keys[0].id, "a new key takes a fresh id: {ids:?}");
+}
+
+#[tokio::test]
+async fn sqlite_migration_keeps_each_owners_key_active() {
+    use sqlx::ConnectOptions as _;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("registry.db").display());
+    let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&url)
+        .unwrap()
+        .create_if_missing(true);
+    let mut connection = options.connect().await.unwrap();
+    let older = migrations_before("sqlite", 100);
+    sqlx::migrate::Migrator::new(older.path())
+        .await
+        .unwrap()
+        .run(&mut connection)
+        .await
+        .unwrap();
+    sqlx::raw_sql(KEYS_BEFORE_ROTATION)
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    drop(connection);
+    let store = SqliteStore::connect(&url, 2, alpine_registry::clock::system())
+        .await
+        .expect("migrated");
+    keys_after_the_rotation_migration(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_migration_keeps_each_owners_key_active() {
+    use sqlx::ConnectOptions as _;
+    let Some(server) = pg::server_url() else {
+        pg::note_skipped();
+        return;
+    };
+    let database = TestDatabase::create(&server);
+    let options: sqlx::postgres::PgConnectOptions = database.url.parse().unwrap();
+    let mut connection = options.connect().await.unwrap();
+    let older = migrations_before("postgres", 100);
+    sqlx::migrate::Migrator::new(older.path())
+        .await
+        .unwrap()
+        .run(&mut connection)
+        .await
+        .unwrap();
+    sqlx::raw_sql(KEYS_BEFORE_ROTATION)
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    drop(connection);
+    let store = PostgresStore::connect(&database.url, 2, alpine_registry::clock::system())
+        .await
+        .expect("migrated");
+    keys_after_the_rotation_migration(&store).await;
+    drop(store);
+    database.drop_database().await;
+}
