@@ -2698,6 +2698,15 @@ fn dump() -> Dump {
                 updated_at: 1_700_000_800,
             },
         ],
+        webhooks: vec![alpine_registry::store::WebhookRow {
+            id: 4,
+            owner_id: 9,
+            url: "https://hooks.example.org/alpine".into(),
+            secret_sealed: "aes256gcm:v1:sealed".into(),
+            events: "package.published,index.published".into(),
+            created_ms: 1_700_000_900,
+            created_by: "cli:root".into(),
+        }],
         last_repository_id: 12,
     }
 }

@@ -23,6 +23,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
 
 use super::audit;
+use super::webhooks;
 use super::*;
 use crate::clock::SharedClock;
 
@@ -377,6 +378,83 @@ async fn record(
         audit::bind_entry!(sqlx::query(audit::INSERT), entry)
             .execute(&mut **tx)
             .await?;
+    }
+    Ok(())
+}
+
+/// Records the insert (`change` = `added`) or delete (`removed`) of `package` at
+/// `generation`, in `tx`: its audit entry, its webhook event (`store::webhooks`), and the
+/// file the event of the index that lists the change will name.
+async fn record_package_change(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    audit: Option<&AuditEntry>,
+    owner_id: i64,
+    generation: i64,
+    package: &Package,
+    change: &str,
+) -> StoreResult<()> {
+    record(tx, audit).await?;
+    if let Some(entry) = audit {
+        if let Some((event, body)) = webhooks::package_event(entry, package) {
+            enqueue(tx, owner_id, event, &body, entry.at_ms).await?;
+        }
+    }
+    sqlx::query(webhooks::PENDING_FILE)
+        .bind(package.repository_id)
+        .bind(generation)
+        .bind(&package.arch)
+        .bind(&package.filename)
+        .bind(change)
+        .bind(owner_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Queues `event` with `body` for every webhook of the owner that wants it, in `tx`.
+async fn enqueue(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    owner_id: i64,
+    event: &str,
+    body: &str,
+    at_ms: i64,
+) -> StoreResult<()> {
+    sqlx::query(webhooks::ENQUEUE)
+        .bind(owner_id)
+        .bind(event)
+        .bind(body)
+        .bind(at_ms)
+        .bind(webhooks::event_pattern(event))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Queues the `index.published` events of the indexes of `generation` just written in
+/// `tx` (`published`), naming the files the changes they list recorded.
+async fn enqueue_index_events(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    repository_id: i64,
+    generation: i64,
+    published: &[&RenderedIndex],
+    now_ms: i64,
+) -> StoreResult<()> {
+    let files: Vec<webhooks::PendingFile> = sqlx::query_as(webhooks::TAKE_FILES)
+        .bind(repository_id)
+        .bind(generation)
+        .fetch_all(&mut **tx)
+        .await?;
+    if files.is_empty() {
+        return Ok(());
+    }
+    let (owner_id, owner, branch, name): (i64, String, String, String) =
+        sqlx::query_as(webhooks::REPOSITORY_NAMES)
+            .bind(repository_id)
+            .fetch_one(&mut **tx)
+            .await?;
+    let names = (owner.as_str(), branch.as_str(), name.as_str());
+    for body in webhooks::index_events(names, generation, published, &files, now_ms) {
+        enqueue(tx, owner_id, "index.published", &body, now_ms).await?;
     }
     Ok(())
 }
@@ -772,7 +850,7 @@ impl Store for PostgresStore {
             })
         })?;
         let stored = package_from(&row)?;
-        record(&mut tx, audit).await?;
+        record_package_change(&mut tx, audit, repo.owner_id, generation, &stored, "added").await?;
         tx.commit().await?;
         Ok(InsertedPackage {
             package: stored,
@@ -859,7 +937,15 @@ impl Store for PostgresStore {
             .bind(generation - CHANGE_WINDOW)
             .execute(&mut *tx)
             .await?;
-        record(&mut tx, audit).await?;
+        record_package_change(
+            &mut tx,
+            audit,
+            repo.owner_id,
+            generation,
+            &package,
+            "removed",
+        )
+        .await?;
         tx.commit().await?;
         Ok(Some((package, generation)))
     }
@@ -1251,6 +1337,7 @@ impl Store for PostgresStore {
         if updated.rows_affected() == 0 {
             return Err(repository_gone(repository_id));
         }
+        let mut published = Vec::with_capacity(indexes.len());
         for index in &indexes {
             let current = sqlx::query(&format!(
                 "SELECT generation, sha256, built_at, {INDEX_MODIFIED_MS} FROM indexes \
@@ -1289,6 +1376,7 @@ impl Store for PostgresStore {
             .bind(super::catalog::join_signatures(&index.signatures))
             .execute(&mut *tx)
             .await?;
+            published.push(index);
         }
         for arch in &removed {
             sqlx::query(
@@ -1301,6 +1389,7 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await?;
         }
+        enqueue_index_events(&mut tx, repository_id, generation, &published, now_ms).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1722,6 +1811,121 @@ impl Store for PostgresStore {
             .rows_affected())
     }
 
+    async fn create_webhook(
+        &self,
+        webhook: &NewWebhook,
+        max_per_owner: i64,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<Webhook> {
+        let mut tx = self.pool.begin().await?;
+        // Concurrent adds to one owner count one after the other.
+        sqlx::query("SELECT id FROM owners WHERE id = $1 FOR UPDATE")
+            .bind(webhook.owner_id)
+            .execute(&mut *tx)
+            .await?;
+        let count: i64 = sqlx::query_scalar(webhooks::COUNT)
+            .bind(webhook.owner_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if count >= max_per_owner {
+            return Err(StoreError::Conflict(format!(
+                "the owner has {count} webhooks, the most it may have \
+                 (webhooks.max_per_owner): remove one first"
+            )));
+        }
+        let id: i64 = sqlx::query_scalar(webhooks::INSERT)
+            .bind(webhook.owner_id)
+            .bind(&webhook.url)
+            .bind(&webhook.secret_sealed)
+            .bind(webhook.events.join(","))
+            .bind(webhook.created_ms)
+            .bind(&webhook.created_by)
+            .fetch_one(&mut *tx)
+            .await?;
+        let owner: String = sqlx::query_scalar("SELECT name FROM owners WHERE id = $1")
+            .bind(webhook.owner_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        record(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(Webhook {
+            id,
+            owner_id: webhook.owner_id,
+            owner,
+            url: webhook.url.clone(),
+            events_text: webhook.events.join(","),
+            created_ms: webhook.created_ms,
+            created_by: webhook.created_by.clone(),
+            secret_sealed: webhook.secret_sealed.clone(),
+        })
+    }
+
+    async fn webhooks(&self, owner_id: i64) -> StoreResult<Vec<Webhook>> {
+        Ok(sqlx::query_as(&webhooks::select_by_owner())
+            .bind(owner_id)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn webhook(&self, id: i64) -> StoreResult<Option<Webhook>> {
+        Ok(sqlx::query_as(&webhooks::select_by_id())
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn delete_webhook(&self, id: i64, audit: Option<&AuditEntry>) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let deleted = sqlx::query(webhooks::DELETE)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        if deleted {
+            record(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn webhook_deliveries(&self, webhook_id: i64, limit: i64) -> StoreResult<Vec<Delivery>> {
+        Ok(sqlx::query_as(&webhooks::select_deliveries())
+            .bind(webhook_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<Delivery>> {
+        Ok(sqlx::query_as(&webhooks::claim(" FOR UPDATE SKIP LOCKED"))
+            .bind(lease_until_ms)
+            .bind(now_ms)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn finish_delivery(&self, id: i64, outcome: &AttemptOutcome) -> StoreResult<()> {
+        webhooks::bind_outcome!(sqlx::query(webhooks::FINISH), id, outcome)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn prune_deliveries(&self, keep: i64) -> StoreResult<u64> {
+        Ok(sqlx::query(webhooks::PRUNE)
+            .bind(keep)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
     async fn prune_sessions(&self, now: i64) -> StoreResult<u64> {
         Ok(sqlx::query(sessions::PRUNE)
             .bind(now)
@@ -1806,6 +2010,7 @@ impl Store for PostgresStore {
         let retention_rules = sqlx::query_as(EXPORT_RETENTION_RULES)
             .fetch_all(&mut *tx)
             .await?;
+        let webhooks = sqlx::query_as(EXPORT_WEBHOOKS).fetch_all(&mut *tx).await?;
         // The identity sequence remembers removed repositories: the last id it handed out,
         // or the one before the next when it was set without being used (as `import`
         // leaves it).
@@ -1830,6 +2035,7 @@ impl Store for PostgresStore {
             packages,
             indexes,
             retention_rules,
+            webhooks,
             last_repository_id,
         })
     }
@@ -1968,6 +2174,18 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await?;
         }
+        for webhook in &dump.webhooks {
+            sqlx::query(IMPORT_WEBHOOK)
+                .bind(webhook.id)
+                .bind(webhook.owner_id)
+                .bind(&webhook.url)
+                .bind(&webhook.secret_sealed)
+                .bind(&webhook.events)
+                .bind(webhook.created_ms)
+                .bind(&webhook.created_by)
+                .execute(&mut *tx)
+                .await?;
+        }
         for rule in &dump.retention_rules {
             sqlx::query(
                 "INSERT INTO retention_rules (owner_id, branch, repository, keep_versions, \
@@ -2007,7 +2225,7 @@ impl Store for PostgresStore {
         // Rows inserted with their ids leave the identity sequences where they were: move
         // each past the largest copied id (repositories also past every id the source ever
         // handed out), so that the next row takes a fresh id.
-        for table in ["users", "owners", "tokens", "packages"] {
+        for table in ["users", "owners", "tokens", "packages", "webhooks"] {
             sqlx::query(&format!(
                 "SELECT setval(pg_get_serial_sequence('{table}', 'id'), \
                  COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"
