@@ -16,6 +16,7 @@ mod copy;
 mod document;
 mod retention;
 mod settings;
+mod webhooks;
 
 use std::sync::OnceLock;
 
@@ -65,6 +66,9 @@ use crate::AppState;
         (name = "retention",
             description = "Rules that delete old package versions (owner admins), their \
                            plan and apply, and pins that keep a file from them"),
+        (name = "webhooks",
+            description = "URLs an owner's package and index events are POSTed to (owner \
+                           admins), and their deliveries"),
         (name = "admin",
             description = "Users, owners, members and tokens; site administrators only"),
         (name = "server", description = "Liveness, readiness and metrics"),
@@ -111,6 +115,9 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(retention::apply))
         .routes(routes!(retention::pin, retention::unpin))
         .routes(routes!(settings::get, settings::set))
+        .routes(routes!(webhooks::list, webhooks::add))
+        .routes(routes!(webhooks::remove))
+        .routes(routes!(webhooks::deliveries))
         .routes(routes!(admin::list_users, admin::create_user))
         .routes(routes!(admin::delete_user))
         .routes(routes!(admin::set_password))
