@@ -280,6 +280,16 @@ async fn events_are_signed_and_the_index_event_comes_once_the_index_lists_the_ch
         assert_eq!(delivery["attempts"], 1);
         assert!(delivery["last_latency_ms"].is_i64());
     }
+    // And on the owner's webhooks page, for its admins.
+    let page = server.get("/admin/-/webhooks", ADMIN).await;
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains(&receiver.url()), "{html}");
+    assert_eq!(html.matches("<td>delivered</td>").count(), 4, "{html}");
+    assert!(html.contains("index.published") && html.contains("package.deleted"));
+    assert!(!html.contains(SECRET) && !html.contains("<script"));
+    let owner_page = server.get("/admin", ADMIN).await.text().await.unwrap();
+    assert!(owner_page.contains("/admin/-/webhooks"));
     server.stop().await;
 }
 
@@ -507,6 +517,8 @@ async fn only_owner_admins_manage_webhooks_and_secrets_are_never_shown() {
     )
     .await;
     assert_eq!(status, 403);
+    let page = server.get("/admin/-/webhooks", wendy).await;
+    assert_eq!(page.status(), 403);
     // Another owner's webhook is not found under this owner.
     let (status, _) = api(
         &client,
