@@ -202,6 +202,95 @@ macro_rules! bind_outcome {
 }
 pub(super) use bind_outcome;
 
+/// The functions that write the outbox in the transaction of a change, for the backend
+/// `$db` (a macro: the transaction types of the two backends differ); each backend
+/// invokes it once, beside its `record` of audit entries.
+macro_rules! outbox_functions {
+    ($db:ty) => {
+        /// Records the insert (`change` = `added`) or delete (`removed`) of `package` at
+        /// `generation`, in `tx`: its audit entry, its webhook event (`store::webhooks`), and the
+        /// file the event of the index that lists the change will name.
+        async fn record_package_change(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            audit: Option<&AuditEntry>,
+            owner_id: i64,
+            generation: i64,
+            package: &Package,
+            change: &str,
+        ) -> StoreResult<()> {
+            record(tx, audit).await?;
+            if let Some(entry) = audit {
+                if let Some((event, body)) = $crate::store::webhooks::package_event(entry, package)
+                {
+                    enqueue(tx, owner_id, event, &body, entry.at_ms).await?;
+                }
+            }
+            sqlx::query($crate::store::webhooks::PENDING_FILE)
+                .bind(package.repository_id)
+                .bind(generation)
+                .bind(&package.arch)
+                .bind(&package.filename)
+                .bind(change)
+                .bind(owner_id)
+                .execute(&mut **tx)
+                .await?;
+            Ok(())
+        }
+
+        /// Queues `event` with `body` for every webhook of the owner that wants it, in `tx`.
+        async fn enqueue(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            owner_id: i64,
+            event: &str,
+            body: &str,
+            at_ms: i64,
+        ) -> StoreResult<()> {
+            sqlx::query($crate::store::webhooks::ENQUEUE)
+                .bind(owner_id)
+                .bind(event)
+                .bind(body)
+                .bind(at_ms)
+                .bind($crate::store::webhooks::event_pattern(event))
+                .execute(&mut **tx)
+                .await?;
+            Ok(())
+        }
+
+        /// Queues the `index.published` events of the indexes of `generation` just written in
+        /// `tx` (`published`), naming the files the changes they list recorded.
+        async fn enqueue_index_events(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            repository_id: i64,
+            generation: i64,
+            published: &[&RenderedIndex],
+            now_ms: i64,
+        ) -> StoreResult<()> {
+            let files: Vec<$crate::store::webhooks::PendingFile> =
+                sqlx::query_as($crate::store::webhooks::TAKE_FILES)
+                    .bind(repository_id)
+                    .bind(generation)
+                    .fetch_all(&mut **tx)
+                    .await?;
+            if files.is_empty() {
+                return Ok(());
+            }
+            let (owner_id, owner, branch, name): (i64, String, String, String) =
+                sqlx::query_as($crate::store::webhooks::REPOSITORY_NAMES)
+                    .bind(repository_id)
+                    .fetch_one(&mut **tx)
+                    .await?;
+            let names = (owner.as_str(), branch.as_str(), name.as_str());
+            for body in
+                $crate::store::webhooks::index_events(names, generation, published, &files, now_ms)
+            {
+                enqueue(tx, owner_id, "index.published", &body, now_ms).await?;
+            }
+            Ok(())
+        }
+    };
+}
+pub(super) use outbox_functions;
+
 /// The event a package change sends, with its body, from the change's audit entry (its
 /// action, actor and particulars) and the package row: `package.published` for an upload
 /// or a copy, `package.deleted` for a delete; None for other actions.

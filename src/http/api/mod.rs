@@ -132,6 +132,22 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(audit::list_owner))
 }
 
+/// The owner named `owner`, when the caller administers it (site administrators
+/// administer every owner).
+async fn owner_admin(
+    state: &AppState,
+    identity: &crate::access::Identity,
+    owner: &str,
+) -> crate::error::AppResult<crate::store::Owner> {
+    crate::access::authorize(
+        state,
+        identity,
+        &crate::names::OwnerName::parse(owner)?,
+        crate::store::Role::Admin,
+    )
+    .await
+}
+
 /// The routes of the API, for the server's router.
 pub fn routes() -> Router<AppState> {
     api().split_for_parts().0

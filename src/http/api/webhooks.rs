@@ -5,14 +5,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 
-use super::{ErrorBody, Json, Path, Query};
+use super::{owner_admin, ErrorBody, Json, Path, Query};
 use crate::access::Identity;
 use crate::error::AppResult;
 use crate::http::client::Client;
-use crate::names::OwnerName;
 use crate::registry::audit::Actor;
 use crate::registry::webhooks::{self, Spec};
-use crate::store::{Delivery, Owner, Role, Webhook};
+use crate::store::{Delivery, Webhook};
 use crate::AppState;
 
 /// A webhook to add.
@@ -38,10 +37,6 @@ pub struct WebhookRequest {
 pub struct DeliveriesParams {
     /// 1 to 1000 (default 100).
     pub limit: Option<i64>,
-}
-
-async fn owner_admin(state: &AppState, identity: &Identity, owner: &str) -> AppResult<Owner> {
-    crate::access::authorize(state, identity, &OwnerName::parse(owner)?, Role::Admin).await
 }
 
 /// The owner's webhooks (never their secrets).
