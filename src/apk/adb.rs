@@ -452,7 +452,7 @@ fn write_package(w: &mut Writer, p: &IndexPackage) -> ApkResult<u32> {
 }
 
 /// apk's order of packages in an index: name, version, identity.
-fn package_order(a: &IndexPackage, b: &IndexPackage) -> Ordering {
+pub fn package_order(a: &IndexPackage, b: &IndexPackage) -> Ordering {
     a.name
         .as_bytes()
         .cmp(b.name.as_bytes())
@@ -460,10 +460,14 @@ fn package_order(a: &IndexPackage, b: &IndexPackage) -> Ordering {
         .then_with(|| a.hashes.cmp(&b.hashes))
 }
 
-/// The ADB block of an index of `packages` (in any order), as `apk mkndx` writes it.
-pub fn write_index_block(description: &str, packages: &[IndexPackage]) -> ApkResult<Vec<u8>> {
+/// The ADB block of an index of `packages`, as `apk mkndx` writes it when given them in
+/// this order (the order of writing shapes the block; the index lists them sorted).
+pub fn write_index_block<'a>(
+    description: &str,
+    packages: impl IntoIterator<Item = &'a IndexPackage>,
+) -> ApkResult<Vec<u8>> {
     let mut w = Writer::new();
-    let mut written = Vec::with_capacity(packages.len());
+    let mut written = Vec::new();
     for p in packages {
         written.push((write_package(&mut w, p)?, p));
     }
@@ -543,9 +547,9 @@ pub fn signed_file(schema: u32, adb: &[u8], keys: &[&SigningKey]) -> ApkResult<V
 
 /// `Packages.adb`: the index of `packages` signed by each of `keys` in order, deflated
 /// after `ADBd` as `apk mkndx` writes it.
-pub fn signed_index(
+pub fn signed_index<'a>(
     description: &str,
-    packages: &[IndexPackage],
+    packages: impl IntoIterator<Item = &'a IndexPackage>,
     keys: &[&SigningKey],
     level: u32,
 ) -> ApkResult<Vec<u8>> {
