@@ -198,9 +198,24 @@ pub struct AdbFile {
 // Writing
 
 /// The ADB block under construction, storing each distinct run of bytes once.
+///
+/// Runs are found by a 64-bit hash and their length, and compared with what the block
+/// holds; the rare run whose hash and length another run already took is kept in
+/// `collided` by its bytes. No run is copied out of the block.
 struct Writer {
     buf: Vec<u8>,
-    seen: HashMap<Vec<u8>, u32>,
+    seen: HashMap<(u64, usize), u32>,
+    collided: HashMap<Vec<u8>, u32>,
+    scratch: Vec<u8>,
+}
+
+fn run_hash(parts: &[&[u8]]) -> u64 {
+    use std::hash::Hasher;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for part in parts {
+        hasher.write(part);
+    }
+    hasher.finish()
 }
 
 impl Writer {
@@ -209,40 +224,75 @@ impl Writer {
         Writer {
             buf: vec![0; 8],
             seen: HashMap::new(),
+            collided: HashMap::new(),
+            scratch: Vec::new(),
         }
     }
 
-    /// Appends `bytes` at `align`, or returns where the same bytes already are at that
-    /// alignment (a copy at another alignment is superseded by the new one, as in apk).
-    fn data(&mut self, bytes: &[u8], align: usize) -> u32 {
-        if let Some(&offset) = self.seen.get(bytes) {
-            if offset as usize % align == 0 {
-                return offset;
+    fn holds(&self, offset: u32, parts: &[&[u8]]) -> bool {
+        let mut at = offset as usize;
+        parts.iter().all(|part| {
+            let same = self.buf.get(at..at + part.len()) == Some(*part);
+            at += part.len();
+            same
+        })
+    }
+
+    /// Appends the run `parts` at `align`, or returns where the same bytes already are at
+    /// that alignment (a copy at another alignment is superseded by the new one, as in
+    /// apk).
+    fn data(&mut self, parts: &[&[u8]], align: usize) -> u32 {
+        let len = parts.iter().map(|p| p.len()).sum();
+        let key = (run_hash(parts), len);
+        let primary = match self.seen.get(&key) {
+            None => true,
+            Some(&offset) if self.holds(offset, parts) => {
+                if offset as usize % align == 0 {
+                    return offset;
+                }
+                true
             }
-        }
+            Some(_) => {
+                let bytes = parts.concat();
+                if let Some(&offset) = self.collided.get(&bytes) {
+                    if offset as usize % align == 0 {
+                        return offset;
+                    }
+                }
+                false
+            }
+        };
         let padding = self.buf.len().next_multiple_of(align) - self.buf.len();
         self.buf.resize(self.buf.len() + padding, 0);
         let offset = self.buf.len() as u32;
-        self.buf.extend_from_slice(bytes);
-        self.seen.insert(bytes.to_vec(), offset);
+        for part in parts {
+            self.buf.extend_from_slice(part);
+        }
+        if primary {
+            self.seen.insert(key, offset);
+        } else {
+            self.collided.insert(parts.concat(), offset);
+        }
         offset
     }
 
     fn blob(&mut self, value: &[u8]) -> u32 {
         let len = value.len();
-        let (prefix, kind): (Vec<u8>, u32) = if len > 0xffff {
-            ((len as u32).to_le_bytes().to_vec(), TYPE_BLOB_32)
+        let (l32, l16, l8) = (
+            (len as u32).to_le_bytes(),
+            (len as u16).to_le_bytes(),
+            [len as u8],
+        );
+        let (prefix, kind): (&[u8], u32) = if len > 0xffff {
+            (&l32, TYPE_BLOB_32)
         } else if len > 0xff {
-            ((len as u16).to_le_bytes().to_vec(), TYPE_BLOB_16)
+            (&l16, TYPE_BLOB_16)
         } else if len > 0 {
-            (vec![len as u8], TYPE_BLOB_8)
+            (&l8, TYPE_BLOB_8)
         } else {
             return NULL;
         };
-        let align = prefix.len();
-        let mut bytes = prefix;
-        bytes.extend_from_slice(value);
-        kind | self.data(&bytes, align)
+        kind | self.data(&[prefix, value], prefix.len())
     }
 
     fn text(&mut self, value: Option<&str>) -> u32 {
@@ -251,9 +301,9 @@ impl Writer {
 
     fn int(&mut self, value: u64) -> u32 {
         if value >= 0x1_0000_0000 {
-            TYPE_INT_64 | self.data(&value.to_le_bytes(), 4)
+            TYPE_INT_64 | self.data(&[&value.to_le_bytes()], 4)
         } else if value >= 0x1000_0000 {
-            TYPE_INT_32 | self.data(&(value as u32).to_le_bytes(), 4)
+            TYPE_INT_32 | self.data(&[&(value as u32).to_le_bytes()], 4)
         } else {
             TYPE_INT | value as u32
         }
@@ -266,12 +316,15 @@ impl Writer {
         if n <= 1 {
             return NULL;
         }
-        let mut bytes = Vec::with_capacity(n * 4);
+        let mut bytes = std::mem::take(&mut self.scratch);
+        bytes.clear();
         bytes.extend_from_slice(&(n as u32).to_le_bytes());
         for v in &slots[1..n] {
             bytes.extend_from_slice(&v.to_le_bytes());
         }
-        kind | self.data(&bytes, 4)
+        let offset = self.data(&[&bytes], 4);
+        self.scratch = bytes;
+        kind | offset
     }
 
     fn finish(mut self, root: u32) -> Vec<u8> {
@@ -337,8 +390,8 @@ impl Dep {
         }
     }
 
-    /// Writes the dependency object; the slots are kept for sorting.
-    fn write(&self, w: &mut Writer) -> (u32, Dep) {
+    /// Writes the dependency object; returns it with what it stores, for sorting.
+    fn write(mut self, w: &mut Writer) -> (u32, Dep) {
         let mut slots = [NULL; DEP_MAX];
         slots[DEP_NAME] = w.blob(self.name.as_bytes());
         if self.op != OP_ANY {
@@ -347,20 +400,13 @@ impl Dep {
                 slots[DEP_MATCH] = w.int(u64::from(self.op));
             }
         }
-        let stored = Dep {
-            name: self.name.clone(),
-            version: if self.op != OP_ANY {
-                self.version.clone().filter(|v| !v.is_empty())
-            } else {
-                None
-            },
-            op: if self.op == OP_ANY || self.op == OP_EQUAL {
-                0
-            } else {
-                self.op
-            },
-        };
-        (w.object(TYPE_OBJECT, &slots), stored)
+        if self.op == OP_ANY {
+            self.version = None;
+        }
+        if self.op == OP_ANY || self.op == OP_EQUAL {
+            self.op = 0;
+        }
+        (w.object(TYPE_OBJECT, &slots), self)
     }
 
     /// apk's exact order of dependency objects: name, version, match.
