@@ -206,6 +206,7 @@ fn rendered(arch: &str, content: &[u8]) -> RenderedIndex {
             format!(".SIGN.RSA256.{arch}.rsa.pub"),
             format!(".SIGN.RSA.{arch}.rsa.pub"),
         ],
+        adb: None,
     }
 }
 

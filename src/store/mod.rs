@@ -491,6 +491,15 @@ pub struct RenderedIndex {
     pub entries: usize,
     /// Its signature entry names, in order.
     pub signatures: Vec<String>,
+    /// The apk v3 index of the same packages (`Packages.adb`), when rendered.
+    pub adb: Option<RenderedAdb>,
+}
+
+/// A rendered `Packages.adb`.
+#[derive(Debug, Clone)]
+pub struct RenderedAdb {
+    pub content: Vec<u8>,
+    pub sha256: String,
 }
 
 #[derive(Debug, Clone)]
@@ -502,6 +511,9 @@ pub struct StoredIndex {
     pub built_at: i64,
     /// The same, Unix milliseconds (what `Last-Modified` is derived from).
     pub modified_ms: i64,
+    /// The apk v3 index published with it (`Packages.adb`) and its SHA-256; None for a row
+    /// published before there was one.
+    pub adb: Option<(bytes::Bytes, String)>,
 }
 
 /// The metadata store: `SqliteStore` or `PostgresStore`, with the same behaviour.

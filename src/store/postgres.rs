@@ -181,6 +181,13 @@ const PACKAGE_COLUMNS: &str = "p.id, p.repository_id, p.arch, p.name, p.version,
 /// second.
 const INDEX_MODIFIED_MS: &str = "COALESCE(modified_ms, built_at * 1000 + 999) AS modified_ms";
 
+/// The `Packages.adb` of an index row (None in a row written before it was rendered).
+fn stored_adb(row: &sqlx::postgres::PgRow) -> StoreResult<Option<(bytes::Bytes, String)>> {
+    let content: Option<Vec<u8>> = row.try_get("adb")?;
+    let sha256: Option<String> = row.try_get("adb_sha256")?;
+    Ok(content.zip(sha256).map(|(c, s)| (bytes::Bytes::from(c), s)))
+}
+
 /// Finds the package served at `{arch}/{filename}`, preferring the exact architecture.
 const PACKAGE_LOOKUP: &str = "FROM packages p JOIN repositories r ON r.id = p.repository_id \
      WHERE r.owner_id = $1 AND r.branch = $2 AND r.name = $3 AND p.filename = $4 \
@@ -1282,13 +1289,14 @@ impl Store for PostgresStore {
             };
             sqlx::query(
                 "INSERT INTO indexes (repository_id, arch, generation, content, sha256, \
-                 built_at, modified_ms, entries, signatures) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 built_at, modified_ms, entries, signatures, adb, adb_sha256) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
                  ON CONFLICT (repository_id, arch) DO UPDATE SET \
                  generation = excluded.generation, content = excluded.content, \
                  sha256 = excluded.sha256, built_at = excluded.built_at, \
                  modified_ms = excluded.modified_ms, entries = excluded.entries, \
-                 signatures = excluded.signatures",
+                 signatures = excluded.signatures, adb = excluded.adb, \
+                 adb_sha256 = excluded.adb_sha256",
             )
             .bind(repository_id)
             .bind(&index.arch)
@@ -1299,6 +1307,8 @@ impl Store for PostgresStore {
             .bind(modified_ms)
             .bind(index.entries as i64)
             .bind(super::catalog::join_signatures(&index.signatures))
+            .bind(index.adb.as_ref().map(|adb| &adb.content))
+            .bind(index.adb.as_ref().map(|adb| &adb.sha256))
             .execute(&mut *tx)
             .await?;
             published.push(index);
@@ -1321,7 +1331,7 @@ impl Store for PostgresStore {
 
     async fn index(&self, repository_id: i64, arch: &str) -> StoreResult<Option<StoredIndex>> {
         let row = sqlx::query(&format!(
-            "SELECT generation, content, sha256, built_at, {INDEX_MODIFIED_MS} \
+            "SELECT generation, content, sha256, built_at, {INDEX_MODIFIED_MS}, adb, adb_sha256 \
                  FROM indexes WHERE repository_id = $1 AND arch = $2"
         ))
         .bind(repository_id)
@@ -1335,6 +1345,7 @@ impl Store for PostgresStore {
                 sha256: row.try_get("sha256")?,
                 built_at: row.try_get("built_at")?,
                 modified_ms: row.try_get("modified_ms")?,
+                adb: stored_adb(&row)?,
             })
         })
         .transpose()

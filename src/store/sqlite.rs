@@ -217,6 +217,13 @@ const PACKAGE_COLUMNS: &str = "p.id, p.repository_id, p.arch, p.name, p.version,
 /// the end of their second.
 const INDEX_MODIFIED_MS: &str = "COALESCE(modified_ms, built_at * 1000 + 999) AS modified_ms";
 
+/// The `Packages.adb` of an index row (None in a row written before it was rendered).
+fn stored_adb(row: &sqlx::sqlite::SqliteRow) -> StoreResult<Option<(bytes::Bytes, String)>> {
+    let content: Option<Vec<u8>> = row.try_get("adb")?;
+    let sha256: Option<String> = row.try_get("adb_sha256")?;
+    Ok(content.zip(sha256).map(|(c, s)| (bytes::Bytes::from(c), s)))
+}
+
 /// Finds the package served at `{arch}/{filename}`, preferring the exact architecture.
 const PACKAGE_LOOKUP: &str = "FROM packages p JOIN repositories r ON r.id = p.repository_id \
      WHERE r.owner_id = ? AND r.branch = ? AND r.name = ? AND p.filename = ? \
@@ -1192,13 +1199,14 @@ impl Store for SqliteStore {
             };
             sqlx::query(
                 "INSERT INTO indexes (repository_id, arch, generation, content, sha256, \
-                 built_at, modified_ms, entries, signatures) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 built_at, modified_ms, entries, signatures, adb, adb_sha256) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (repository_id, arch) DO UPDATE SET \
                  generation = excluded.generation, content = excluded.content, \
                  sha256 = excluded.sha256, built_at = excluded.built_at, \
                  modified_ms = excluded.modified_ms, entries = excluded.entries, \
-                 signatures = excluded.signatures",
+                 signatures = excluded.signatures, adb = excluded.adb, \
+                 adb_sha256 = excluded.adb_sha256",
             )
             .bind(repository_id)
             .bind(&index.arch)
@@ -1209,6 +1217,8 @@ impl Store for SqliteStore {
             .bind(modified_ms)
             .bind(index.entries as i64)
             .bind(super::catalog::join_signatures(&index.signatures))
+            .bind(index.adb.as_ref().map(|adb| &adb.content))
+            .bind(index.adb.as_ref().map(|adb| &adb.sha256))
             .execute(&mut *tx)
             .await?;
             published.push(index);
@@ -1240,7 +1250,7 @@ impl Store for SqliteStore {
             Err(ticket) => ticket,
         };
         let row = sqlx::query(&format!(
-            "SELECT generation, content, sha256, built_at, {INDEX_MODIFIED_MS} \
+            "SELECT generation, content, sha256, built_at, {INDEX_MODIFIED_MS}, adb, adb_sha256 \
                  FROM indexes WHERE repository_id = ? AND arch = ?"
         ))
         .bind(repository_id)
@@ -1255,6 +1265,7 @@ impl Store for SqliteStore {
                     sha256: row.try_get("sha256")?,
                     built_at: row.try_get("built_at")?,
                     modified_ms: row.try_get("modified_ms")?,
+                    adb: stored_adb(&row)?,
                 })
             })
             .transpose()?;
@@ -2163,6 +2174,7 @@ mod tests {
                     sha256: "11".repeat(32),
                     entries: 0,
                     signatures: Vec::new(),
+                    adb: None,
                 }],
                 Vec::new(),
                 1,

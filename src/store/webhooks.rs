@@ -468,6 +468,7 @@ mod tests {
             sha256: format!("sum-{arch}"),
             entries: 3,
             signatures: Vec::new(),
+            adb: None,
         };
         let files = vec![
             (

@@ -49,6 +49,7 @@ use crate::AppState;
         super::keys::get,
         super::keys::get_named,
         super::indexes::get,
+        super::indexes::get_adb,
         super::packages::download,
         super::packages::upload,
         super::packages::delete,
