@@ -82,6 +82,9 @@ pub enum Command {
     /// The audit log: every change, who made it and from where.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Webhooks: URLs each owner's package and index events are POSTed to.
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
     /// Copies this registry (every database row, ids kept, and every package file) into
     /// the empty registry of another configuration file, e.g. from SQLite to PostgreSQL.
     /// Stop the server first; the source is only read.
@@ -287,6 +290,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Package(command) => package(&state, command).await,
         Command::Retention(command) => retention(&state, command).await,
         Command::Audit(command) => audit(&state, command).await,
+        Command::Webhook(command) => webhook(&state, command).await,
         Command::MigrateStorage { to } => migrate_storage(&state, &to).await,
     }
 }
@@ -1079,15 +1083,8 @@ async fn audit(state: &AppState, command: AuditCommand) -> anyhow::Result<()> {
         limit: Some(limit),
     };
     let page = audit::list(state, owner.as_ref(), filter).await?;
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
     let rows = page.entries.into_iter().map(|entry| {
-        let at =
-            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(entry.at_ms) * 1_000_000)
-                .ok()
-                .and_then(|t| t.format(&format).ok())
-                .unwrap_or_else(|| entry.at_ms.to_string());
+        let at = format_ms(entry.at_ms);
         let mut actor = format!("{}:{}", entry.actor_kind, entry.actor);
         if let Some(id) = entry.token_id {
             actor.push_str(&format!(" (token {id}"));
@@ -1116,6 +1113,121 @@ async fn audit(state: &AppState, command: AuditCommand) -> anyhow::Result<()> {
     );
     if let Some(next) = page.next {
         eprintln!("more entries: --after {next}");
+    }
+    Ok(())
+}
+
+/// Unix milliseconds as a UTC time to the millisecond.
+fn format_ms(at_ms: i64) -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at_ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_else(|| at_ms.to_string())
+}
+
+// Webhooks: a thin adapter over crate::registry::webhooks.
+
+#[derive(Debug, Subcommand)]
+pub enum WebhookCommand {
+    /// Adds a webhook to an owner: its package.published, package.deleted and
+    /// index.published events are POSTed to URL, signed with the secret.
+    Add {
+        owner: String,
+        url: String,
+        /// The secret the receiver checks X-Alpine-Registry-Signature-256 with.
+        #[arg(long, env = "ALPINE_REGISTRY_WEBHOOK_SECRET", hide_env_values = true)]
+        secret: String,
+        /// The events to send, comma-separated (all three when left out).
+        #[arg(long, value_delimiter = ',')]
+        events: Vec<String>,
+    },
+    /// Lists the webhooks of an owner.
+    List { owner: String },
+    /// Removes a webhook; its pending deliveries are not sent.
+    Remove { id: i64 },
+    /// Lists a webhook's newest deliveries: event, state, attempts, the last status code,
+    /// latency and error.
+    Deliveries {
+        id: i64,
+        /// Deliveries to print, 1 to 1000.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+}
+
+async fn webhook(state: &AppState, command: WebhookCommand) -> anyhow::Result<()> {
+    use crate::registry::webhooks;
+    let actor = Actor::cli();
+    match command {
+        WebhookCommand::Add {
+            owner,
+            url,
+            secret,
+            events,
+        } => {
+            let owner = accounts::owner(state, &owner).await?;
+            let spec = webhooks::Spec {
+                url,
+                secret,
+                events,
+            };
+            let webhook = webhooks::add(state, &actor, &owner, spec).await?;
+            println!("{}", webhook.id);
+            eprintln!(
+                "added webhook {} to {}: {} for {}",
+                webhook.id,
+                owner.name,
+                webhook.url,
+                webhook.events().join(", ")
+            );
+        }
+        WebhookCommand::List { owner } => {
+            let owner = accounts::owner(state, &owner).await?;
+            let rows = webhooks::list(state, &owner).await?.into_iter().map(|w| {
+                vec![
+                    w.id.to_string(),
+                    w.url.clone(),
+                    w.events().join(","),
+                    format_ms(w.created_ms),
+                    w.created_by,
+                ]
+            });
+            print_table(&["ID", "URL", "EVENTS", "CREATED", "BY"], rows);
+        }
+        WebhookCommand::Remove { id } => {
+            let removed = webhooks::remove(state, &actor, None, id).await?;
+            eprintln!(
+                "removed webhook {id} of {} ({})",
+                removed.owner, removed.url
+            );
+        }
+        WebhookCommand::Deliveries { id, limit } => {
+            let rows = webhooks::deliveries(state, None, id, Some(limit))
+                .await?
+                .into_iter()
+                .map(|d| {
+                    vec![
+                        d.id.to_string(),
+                        format_ms(d.created_ms),
+                        d.event,
+                        d.state,
+                        d.attempts.to_string(),
+                        d.last_status.map_or("-".into(), |s| s.to_string()),
+                        d.last_latency_ms
+                            .map_or("-".into(), |ms| format!("{ms} ms")),
+                        d.last_error.unwrap_or_else(|| "-".into()),
+                    ]
+                });
+            print_table(
+                &[
+                    "ID", "CREATED", "EVENT", "STATE", "ATTEMPTS", "STATUS", "LATENCY", "ERROR",
+                ],
+                rows,
+            );
+        }
     }
     Ok(())
 }

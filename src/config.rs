@@ -33,6 +33,7 @@ pub struct Config {
     pub repositories: RepositoriesConfig,
     pub retention: RetentionConfig,
     pub audit: AuditConfig,
+    pub webhooks: WebhooksConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -484,6 +485,47 @@ impl Default for AuditConfig {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Whether webhooks may target loopback, link-local, private and other non-public
+    /// addresses (refused by default: server-side request forgery).
+    pub allow_private_targets: bool,
+    /// Seconds an attempt may take, connecting included.
+    pub timeout_secs: u64,
+    /// Seconds after its event that a failing delivery is still retried; then it fails.
+    pub retry_for_secs: u64,
+    /// Seconds before the first retry; each next wait doubles, up to
+    /// `retry_max_interval_secs`.
+    pub retry_base_secs: u64,
+    pub retry_max_interval_secs: u64,
+    /// Milliseconds between looks for due deliveries (a change made through this instance
+    /// wakes the sender at once).
+    pub poll_interval_ms: u64,
+    /// Deliveries sent at once by an instance.
+    pub concurrency: usize,
+    /// Webhooks one owner may have.
+    pub max_per_owner: u64,
+    /// Finished deliveries kept per webhook (the newest), to be listed.
+    pub keep_deliveries: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            allow_private_targets: false,
+            timeout_secs: 10,
+            retry_for_secs: 3 * 86_400,
+            retry_base_secs: 10,
+            retry_max_interval_secs: 3600,
+            poll_interval_ms: 1000,
+            concurrency: 8,
+            max_per_owner: 20,
+            keep_deliveries: 100,
+        }
+    }
+}
+
 /// What the publish-time dependency check does with a dependency nothing provides.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -659,6 +701,20 @@ impl Config {
         }
         if self.retention.interval_secs == 0 {
             anyhow::bail!("retention.interval_secs must be at least 1");
+        }
+        let webhooks = &self.webhooks;
+        if webhooks.timeout_secs == 0
+            || webhooks.retry_base_secs == 0
+            || webhooks.retry_max_interval_secs < webhooks.retry_base_secs
+            || webhooks.poll_interval_ms < 10
+            || !(1..=256).contains(&webhooks.concurrency)
+            || webhooks.max_per_owner == 0
+        {
+            anyhow::bail!(
+                "webhooks: timeout_secs, retry_base_secs and max_per_owner must be at least 1, \
+                 retry_max_interval_secs at least retry_base_secs, poll_interval_ms at least \
+                 10, concurrency from 1 to 256"
+            );
         }
         if self.audit.retention_days == 0 || self.audit.prune_interval_secs == 0 {
             anyhow::bail!("audit.retention_days and audit.prune_interval_secs must be at least 1");

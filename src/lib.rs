@@ -82,6 +82,8 @@ pub struct Shared {
     /// The indexes dependencies may be resolved in besides the owner's
     /// (`repositories.dependency_sources`), as last read.
     pub dependency_sources: Arc<registry::dependency_sources::DependencySources>,
+    /// Sends webhook deliveries (`registry::webhooks`).
+    pub webhooks: Arc<registry::webhooks::Sender>,
 }
 
 /// Opens the database (migrating it), SQLite or PostgreSQL as `database.url` says, and
@@ -200,6 +202,10 @@ pub async fn open_with_clock(config: Config, clock: SharedClock) -> anyhow::Resu
         dependency_sources: Arc::new(registry::dependency_sources::DependencySources::new(
             &config,
         )),
+        webhooks: Arc::new(
+            registry::webhooks::Sender::new(&config.webhooks)
+                .context("making the webhook sender's HTTP client")?,
+        ),
         config,
         clock,
         retention: Arc::default(),
@@ -427,6 +433,7 @@ pub async fn serve(
     registry::audit::spawn_pruner(state.clone());
     registry::retention::spawn_schedule(state.clone());
     registry::dependency_sources::spawn_refresher(state.clone());
+    registry::webhooks::spawn_sender(state.clone());
     let config = state.config.clone();
     let early = {
         let state = state.clone();

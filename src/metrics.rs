@@ -65,6 +65,9 @@ pub struct Metrics {
     pub copies: Family<OutcomeLabels, Counter>,
     pub copy_duration: Histogram,
     pub retention_deletions: Family<RetentionLabels, Counter>,
+    /// Webhook delivery attempts, by outcome: delivered, retry, failed.
+    pub webhook_attempts: Family<OutcomeLabels, Counter>,
+    pub webhook_attempt_duration: Histogram,
     pub index_builds: Family<BuildLabels, Counter>,
     pub index_build_duration: Histogram,
     pub index_build_packages: Histogram,
@@ -160,6 +163,20 @@ impl Metrics {
             "Package files deleted by retention rules, by reason",
             retention_deletions.clone(),
         );
+        let webhook_attempts = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "webhook_attempts",
+            "Webhook delivery attempts, by outcome (delivered, retry: to be sent again, \
+             failed: given up)",
+            webhook_attempts.clone(),
+        );
+        let webhook_attempt_duration = Histogram::new(seconds_buckets());
+        registry.register_with_unit(
+            "webhook_attempt_duration",
+            "Time of one webhook delivery attempt, to the receiver's answer",
+            Unit::Seconds,
+            webhook_attempt_duration.clone(),
+        );
         let index_builds = Family::<BuildLabels, Counter>::default();
         registry.register(
             "index_builds",
@@ -219,6 +236,8 @@ impl Metrics {
             delete_duration,
             copies,
             retention_deletions,
+            webhook_attempts,
+            webhook_attempt_duration,
             copy_duration,
             index_builds,
             index_build_duration,

@@ -201,11 +201,14 @@ impl fmt::Display for RepoAddress {
 
 /// The file name of every architecture's index.
 pub const INDEX_FILE: &str = "APKINDEX.tar.gz";
+/// The file name of every architecture's apk v3 index (a `v3` repository line).
+pub const ADB_INDEX_FILE: &str = "Packages.adb";
 
 /// What a repository serves under an architecture.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum RepoFile {
     Index,
+    AdbIndex,
     Package(PackageFile),
 }
 
@@ -213,6 +216,8 @@ impl RepoFile {
     pub fn parse(s: &str) -> Result<Self, AppError> {
         if s == INDEX_FILE {
             Ok(RepoFile::Index)
+        } else if s == ADB_INDEX_FILE {
+            Ok(RepoFile::AdbIndex)
         } else {
             PackageFile::parse(s).map(RepoFile::Package)
         }
@@ -223,6 +228,7 @@ impl fmt::Display for RepoFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RepoFile::Index => f.write_str(INDEX_FILE),
+            RepoFile::AdbIndex => f.write_str(ADB_INDEX_FILE),
             RepoFile::Package(file) => file.fmt(f),
         }
     }

@@ -1206,6 +1206,10 @@ async fn the_openapi_document_describes_every_api_route() {
                 "/{branch}/{repository}/{arch}/APKINDEX.tar.gz",
             ),
             (
+                &["get", "head"],
+                "/{branch}/{repository}/{arch}/Packages.adb",
+            ),
+            (
                 &["get", "head", "delete"],
                 "/{branch}/{repository}/{arch}/{file}",
             ),

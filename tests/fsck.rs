@@ -66,6 +66,7 @@ async fn fsck_finds_each_kind_of_damage_and_repair_fixes_what_it_can() {
                     sha256: "0".repeat(64),
                     entries: 0,
                     signatures: Vec::new(),
+                    adb: None,
                 },
                 // Signed by the owner's key, but listing nothing.
                 RenderedIndex {
@@ -74,6 +75,7 @@ async fn fsck_finds_each_kind_of_damage_and_repair_fixes_what_it_can() {
                     sha256: "1".repeat(64),
                     entries: 0,
                     signatures: Vec::new(),
+                    adb: None,
                 },
             ],
             vec![],

@@ -245,6 +245,25 @@ async fn populate(server: &TestServer) -> Tokens {
     .await
     .unwrap();
 
+    // A webhook: its sealed secret opens with the same master key on the copy.
+    let acme = state.store.owner_by_name("acme").await.unwrap().unwrap();
+    state
+        .store
+        .create_webhook(
+            &alpine_registry::store::NewWebhook {
+                owner_id: acme.id,
+                url: "https://hooks.example.org/alpine".into(),
+                secret_sealed: state.keys.seal_secret("copied", "s3cret").unwrap(),
+                events: vec!["index.published".into()],
+                created_ms: 1,
+                created_by: "cli:test".into(),
+            },
+            20,
+            None,
+        )
+        .await
+        .unwrap();
+
     for (name, arch) in [
         ("hello", "x86_64"),
         ("hello", "aarch64"),
@@ -303,6 +322,23 @@ async fn populate(server: &TestServer) -> Tokens {
 /// rows (users, owners, tokens, repositories, packages) take fresh ids and publish into
 /// valid indexes. `tag` keeps the names of each round apart.
 async fn check_and_extend(server: &TestServer, tokens: &Tokens, tag: &str) {
+    let acme = server
+        .state
+        .store
+        .owner_by_name("acme")
+        .await
+        .unwrap()
+        .unwrap();
+    let webhooks = server.state.store.webhooks(acme.id).await.unwrap();
+    assert_eq!(webhooks.len(), 1, "the webhook was copied");
+    assert_eq!(
+        server
+            .state
+            .keys
+            .open_secret("copied", &webhooks[0].secret_sealed)
+            .unwrap(),
+        "s3cret"
+    );
     let bob = Some(("bob", tokens.bob.as_str()));
     assert_eq!(server.get("/vault/key", bob).await.status(), 200);
     assert_eq!(

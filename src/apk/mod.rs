@@ -1,7 +1,9 @@
-//! The Alpine `.apk` v2 formats: package parsing, `.PKGINFO`, index writing, signing,
-//! versions and names. Pure and synchronous: everything takes `Read` or `&[u8]` and knows
-//! nothing of HTTP, databases or async runtimes.
+//! The Alpine `.apk` formats: package parsing, `.PKGINFO`, index writing (v2
+//! `APKINDEX.tar.gz` and v3 `Packages.adb`), signing, versions and names. Pure and
+//! synchronous: everything takes `Read` or `&[u8]` and knows nothing of HTTP, databases
+//! or async runtimes.
 
+pub mod adb;
 pub mod builder;
 pub mod depends;
 pub mod incremental;

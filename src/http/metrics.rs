@@ -68,7 +68,8 @@ pub async fn count(
     let method = request.method().clone();
     let route = request.extensions().get::<MatchedPath>().cloned();
     // Index and package downloads share a route.
-    let index_file = request.uri().path().ends_with("/APKINDEX.tar.gz");
+    let path = request.uri().path();
+    let index_file = path.ends_with("/APKINDEX.tar.gz") || path.ends_with("/Packages.adb");
     let response = next.run(request).await;
     state.metrics.request(
         route.as_ref().map_or("unmatched", MatchedPath::as_str),

@@ -36,7 +36,8 @@ use crate::AppState;
 
 pub use crate::access::authorize;
 
-/// `{arch}/APKINDEX.tar.gz` and `{arch}/{name}-{version}.apk` share one route shape.
+/// `{arch}/APKINDEX.tar.gz`, `{arch}/Packages.adb` and `{arch}/{name}-{version}.apk` share
+/// one route shape.
 async fn get_file(
     State(state): State<AppState>,
     identity: Identity,
@@ -46,7 +47,18 @@ async fn get_file(
 ) -> AppResult<Response> {
     match &at.file {
         RepoFile::Index => {
-            indexes::get(&state, &identity, &at.repo, &at.arch, &method, &headers).await
+            let which = indexes::Which::V2;
+            indexes::get(
+                &state, &identity, &at.repo, &at.arch, which, &method, &headers,
+            )
+            .await
+        }
+        RepoFile::AdbIndex => {
+            let which = indexes::Which::Adb;
+            indexes::get(
+                &state, &identity, &at.repo, &at.arch, which, &method, &headers,
+            )
+            .await
         }
         RepoFile::Package(file) => {
             packages::download(

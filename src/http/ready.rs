@@ -234,7 +234,7 @@ impl ReadyAnswers {
         if let Some(route) = &kept.route {
             state.metrics.request(
                 route.as_str(),
-                path.ends_with("/APKINDEX.tar.gz"),
+                path.ends_with("/APKINDEX.tar.gz") || path.ends_with("/Packages.adb"),
                 method,
                 status.as_u16(),
             );

@@ -79,16 +79,24 @@ impl MasterKey {
     }
 
     fn seal(&self, owner_id: i64, pem: &str) -> anyhow::Result<String> {
+        self.seal_with(&owner_id.to_be_bytes(), pem)
+    }
+
+    fn open(&self, owner_id: i64, stored: &str) -> anyhow::Result<String> {
+        self.open_with(&owner_id.to_be_bytes(), stored)
+    }
+
+    /// Encrypts `pem` bound to `aad`: it only opens with the same `aad`.
+    fn seal_with(&self, aad: &[u8], pem: &str) -> anyhow::Result<String> {
         let mut nonce = [0u8; 12];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let aad = owner_id.to_be_bytes();
         let sealed = self
             .0
             .encrypt(
                 Nonce::from_slice(&nonce),
                 Payload {
                     msg: pem.as_bytes(),
-                    aad: &aad,
+                    aad,
                 },
             )
             .map_err(|_| anyhow::anyhow!("encrypting a private key"))?;
@@ -97,7 +105,7 @@ impl MasterKey {
         Ok(format!("{SEALED_PREFIX}{}", BASE64.encode(out)))
     }
 
-    fn open(&self, owner_id: i64, stored: &str) -> anyhow::Result<String> {
+    fn open_with(&self, aad: &[u8], stored: &str) -> anyhow::Result<String> {
         let Some(body) = stored.strip_prefix(SEALED_PREFIX) else {
             bail!("stored private key is not encrypted");
         };
@@ -106,16 +114,9 @@ impl MasterKey {
             bail!("stored private key is truncated");
         }
         let (nonce, sealed) = raw.split_at(12);
-        let aad = owner_id.to_be_bytes();
         let pem = self
             .0
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: sealed,
-                    aad: &aad,
-                },
-            )
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad })
             .map_err(|_| {
                 anyhow::anyhow!("cannot decrypt a stored private key: wrong master key?")
             })?;
@@ -198,6 +199,17 @@ impl Keys {
             cache: Mutex::new(HashMap::new()),
             generating: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Encrypts a secret other than a key (a webhook's) with the master key, bound to
+    /// `context`: it opens only with the same context.
+    pub fn seal_secret(&self, context: &str, secret: &str) -> anyhow::Result<String> {
+        self.master.seal_with(context.as_bytes(), secret)
+    }
+
+    /// The secret `seal_secret` sealed with `context`.
+    pub fn open_secret(&self, context: &str, sealed: &str) -> anyhow::Result<String> {
+        self.master.open_with(context.as_bytes(), sealed)
     }
 
     fn cached(&self, owner_id: i64) -> Option<Arc<KeySet>> {

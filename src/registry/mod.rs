@@ -15,6 +15,7 @@ pub mod publish;
 pub mod repositories;
 pub mod retention;
 pub mod upload_slots;
+pub mod webhooks;
 
 use crate::names::RepoAddress;
 use crate::store::RepoRef;

@@ -343,6 +343,8 @@ pub(crate) async fn record(
                 recorded_not_listed(e.into(), &package)
             }
         })?;
+    // The change's webhook events are due, and those of its index.
+    state.webhooks.wake();
     state
         .metrics
         .publish_to_index
@@ -580,6 +582,7 @@ async fn delete_counted(
             _ => {}
         }
     }
+    state.webhooks.wake();
     tracing::info!(
         owner = %at.owner, branch = %at.branch, repository = %at.repository,
         file = %format!("{}/{}", package.arch, package.filename), "package deleted"

@@ -139,6 +139,19 @@ pub struct RetentionRuleRow {
     pub updated_at: i64,
 }
 
+/// A `webhooks` row, its secret as sealed with the master key (the target's must be the
+/// source's, as for signing keys). Deliveries are not copied.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct WebhookRow {
+    pub id: i64,
+    pub owner_id: i64,
+    pub url: String,
+    pub secret_sealed: String,
+    pub events: String,
+    pub created_ms: i64,
+    pub created_by: String,
+}
+
 /// An `indexes` row: the served, signed bytes.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct IndexRow {
@@ -166,6 +179,7 @@ pub struct Dump {
     pub packages: Vec<PackageRow>,
     pub indexes: Vec<IndexRow>,
     pub retention_rules: Vec<RetentionRuleRow>,
+    pub webhooks: Vec<WebhookRow>,
     /// The highest repository id ever handed out (removed repositories included), so
     /// that the target never hands out a removed repository's id either.
     pub last_repository_id: i64,
@@ -185,6 +199,7 @@ impl Dump {
             packages: n(self.packages.len()),
             indexes: n(self.indexes.len()),
             retention_rules: n(self.retention_rules.len()),
+            webhooks: n(self.webhooks.len()),
         }
     }
 }
@@ -201,11 +216,12 @@ pub struct TableCounts {
     pub packages: i64,
     pub indexes: i64,
     pub retention_rules: i64,
+    pub webhooks: i64,
 }
 
 impl TableCounts {
     /// Each table's name with its count, in the order rows are copied.
-    pub fn tables(&self) -> [(&'static str, i64); 9] {
+    pub fn tables(&self) -> [(&'static str, i64); 10] {
         [
             ("users", self.users),
             ("owners", self.owners),
@@ -216,6 +232,7 @@ impl TableCounts {
             ("packages", self.packages),
             ("indexes", self.indexes),
             ("retention_rules", self.retention_rules),
+            ("webhooks", self.webhooks),
         ]
     }
 

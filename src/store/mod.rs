@@ -10,6 +10,7 @@ mod read_cache;
 mod retention;
 mod sessions;
 mod sqlite;
+mod webhooks;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -22,11 +23,12 @@ pub use catalog::{
 pub use dependencies::{Dependent, NameProvider};
 pub use dump::{
     Dump, IndexRow, MemberRow, OwnerRow, PackageRow, RepositoryRow, RetentionRuleRow,
-    SigningKeyRow, TableCounts, TokenRow, UserRow,
+    SigningKeyRow, TableCounts, TokenRow, UserRow, WebhookRow,
 };
 pub use keys::{Retirement, SigningKeyRecord};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+pub use webhooks::{AttemptOutcome, Delivery, NewWebhook, Webhook, EVENTS as WEBHOOK_EVENTS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -491,6 +493,15 @@ pub struct RenderedIndex {
     pub entries: usize,
     /// Its signature entry names, in order.
     pub signatures: Vec<String>,
+    /// The apk v3 index of the same packages (`Packages.adb`), when rendered.
+    pub adb: Option<RenderedAdb>,
+}
+
+/// A rendered `Packages.adb`.
+#[derive(Debug, Clone)]
+pub struct RenderedAdb {
+    pub content: Vec<u8>,
+    pub sha256: String,
 }
 
 #[derive(Debug, Clone)]
@@ -502,6 +513,9 @@ pub struct StoredIndex {
     pub built_at: i64,
     /// The same, Unix milliseconds (what `Last-Modified` is derived from).
     pub modified_ms: i64,
+    /// The apk v3 index published with it (`Packages.adb`) and its SHA-256; None for a row
+    /// published before there was one.
+    pub adb: Option<(bytes::Bytes, String)>,
 }
 
 /// The metadata store: `SqliteStore` or `PostgresStore`, with the same behaviour.
@@ -846,6 +860,35 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the entries older than `before_ms`; returns how many.
     async fn prune_audit(&self, before_ms: i64) -> StoreResult<u64>;
 
+    // Webhooks (see `webhooks`); their events are queued by the methods that make the
+    // changes, in the same transaction.
+
+    /// Adds a webhook unless its owner has `max_per_owner` already (Conflict).
+    async fn create_webhook(
+        &self,
+        webhook: &NewWebhook,
+        max_per_owner: i64,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<Webhook>;
+    async fn webhooks(&self, owner_id: i64) -> StoreResult<Vec<Webhook>>;
+    async fn webhook(&self, id: i64) -> StoreResult<Option<Webhook>>;
+    /// Deletes the webhook with its deliveries; whether it existed.
+    async fn delete_webhook(&self, id: i64, audit: Option<&AuditEntry>) -> StoreResult<bool>;
+    /// The newest `limit` deliveries of a webhook, newest first.
+    async fn webhook_deliveries(&self, webhook_id: i64, limit: i64) -> StoreResult<Vec<Delivery>>;
+    /// Claims at most `limit` pending deliveries due at `now_ms`: none is claimed again
+    /// (by any instance) before `lease_until_ms` unless its attempt is recorded.
+    async fn claim_deliveries(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<Delivery>>;
+    /// Records how an attempt at delivery `id` went.
+    async fn finish_delivery(&self, id: i64, outcome: &AttemptOutcome) -> StoreResult<()>;
+    /// Deletes the finished deliveries of each webhook but its newest `keep`; how many.
+    async fn prune_deliveries(&self, keep: i64) -> StoreResult<u64>;
+
     // Login sessions of the web pages.
 
     /// Stores a session within `limits`, in one transaction: refused (nothing written)
@@ -968,9 +1011,9 @@ const TABLE_COUNTS: &str = "SELECT (SELECT COUNT(*) FROM users), (SELECT COUNT(*
      (SELECT COUNT(*) FROM owner_members), (SELECT COUNT(*) FROM tokens), \
      (SELECT COUNT(*) FROM signing_keys), (SELECT COUNT(*) FROM repositories), \
      (SELECT COUNT(*) FROM packages), (SELECT COUNT(*) FROM indexes), \
-     (SELECT COUNT(*) FROM retention_rules)";
+     (SELECT COUNT(*) FROM retention_rules), (SELECT COUNT(*) FROM webhooks)";
 
-type CountsRow = (i64, i64, i64, i64, i64, i64, i64, i64, i64);
+type CountsRow = (i64, i64, i64, i64, i64, i64, i64, i64, i64, i64);
 
 fn table_counts_from(row: CountsRow) -> TableCounts {
     let (
@@ -983,6 +1026,7 @@ fn table_counts_from(row: CountsRow) -> TableCounts {
         packages,
         indexes,
         retention_rules,
+        webhooks,
     ) = row;
     TableCounts {
         users,
@@ -994,6 +1038,7 @@ fn table_counts_from(row: CountsRow) -> TableCounts {
         packages,
         indexes,
         retention_rules,
+        webhooks,
     }
 }
 
@@ -1023,3 +1068,9 @@ const EXPORT_INDEXES: &str = "SELECT repository_id, arch, generation, content, s
 const EXPORT_RETENTION_RULES: &str = "SELECT owner_id, branch, repository, keep_versions, \
      max_age_secs, keep_min, include_globs, exclude_globs, updated_at FROM retention_rules \
      ORDER BY owner_id, branch, repository";
+const EXPORT_WEBHOOKS: &str = "SELECT id, owner_id, url, secret_sealed, events, created_ms, \
+     created_by FROM webhooks ORDER BY id";
+
+/// Inserts a `WebhookRow` with its id, the same SQL on both backends.
+const IMPORT_WEBHOOK: &str = "INSERT INTO webhooks (id, owner_id, url, secret_sealed, events, \
+     created_ms, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7)";

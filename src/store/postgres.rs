@@ -24,6 +24,7 @@ use sqlx::Row;
 
 use super::audit;
 use super::keys;
+use super::webhooks;
 use super::*;
 use crate::clock::SharedClock;
 
@@ -177,6 +178,13 @@ const PACKAGE_COLUMNS: &str = "p.id, p.repository_id, p.arch, p.name, p.version,
 /// When an index became current; rows without milliseconds fall back to the end of their
 /// second.
 const INDEX_MODIFIED_MS: &str = "COALESCE(modified_ms, built_at * 1000 + 999) AS modified_ms";
+
+/// The `Packages.adb` of an index row (None in a row written before it was rendered).
+fn stored_adb(row: &sqlx::postgres::PgRow) -> StoreResult<Option<(bytes::Bytes, String)>> {
+    let content: Option<Vec<u8>> = row.try_get("adb")?;
+    let sha256: Option<String> = row.try_get("adb_sha256")?;
+    Ok(content.zip(sha256).map(|(c, s)| (bytes::Bytes::from(c), s)))
+}
 
 /// Finds the package served at `{arch}/{filename}`, preferring the exact architecture.
 const PACKAGE_LOOKUP: &str = "FROM packages p JOIN repositories r ON r.id = p.repository_id \
@@ -414,6 +422,8 @@ async fn record(
     }
     Ok(())
 }
+
+webhooks::outbox_functions!(sqlx::Postgres);
 
 /// Records that the package rows `rows` selects (with `id` bound) lose their blobs'
 /// reference at `now_ms`; called in the transaction that deletes them, before it does.
@@ -893,7 +903,7 @@ impl Store for PostgresStore {
             })
         })?;
         let stored = package_from(&row)?;
-        record(&mut tx, audit).await?;
+        record_package_change(&mut tx, audit, repo.owner_id, generation, &stored, "added").await?;
         tx.commit().await?;
         Ok(InsertedPackage {
             package: stored,
@@ -980,7 +990,15 @@ impl Store for PostgresStore {
             .bind(generation - CHANGE_WINDOW)
             .execute(&mut *tx)
             .await?;
-        record(&mut tx, audit).await?;
+        record_package_change(
+            &mut tx,
+            audit,
+            repo.owner_id,
+            generation,
+            &package,
+            "removed",
+        )
+        .await?;
         tx.commit().await?;
         Ok(Some((package, generation)))
     }
@@ -1372,6 +1390,7 @@ impl Store for PostgresStore {
         if updated.rows_affected() == 0 {
             return Err(repository_gone(repository_id));
         }
+        let mut published = Vec::with_capacity(indexes.len());
         for index in &indexes {
             let current = sqlx::query(&format!(
                 "SELECT generation, sha256, built_at, {INDEX_MODIFIED_MS} FROM indexes \
@@ -1391,13 +1410,14 @@ impl Store for PostgresStore {
             };
             sqlx::query(
                 "INSERT INTO indexes (repository_id, arch, generation, content, sha256, \
-                 built_at, modified_ms, entries, signatures) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 built_at, modified_ms, entries, signatures, adb, adb_sha256) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
                  ON CONFLICT (repository_id, arch) DO UPDATE SET \
                  generation = excluded.generation, content = excluded.content, \
                  sha256 = excluded.sha256, built_at = excluded.built_at, \
                  modified_ms = excluded.modified_ms, entries = excluded.entries, \
-                 signatures = excluded.signatures",
+                 signatures = excluded.signatures, adb = excluded.adb, \
+                 adb_sha256 = excluded.adb_sha256",
             )
             .bind(repository_id)
             .bind(&index.arch)
@@ -1408,8 +1428,11 @@ impl Store for PostgresStore {
             .bind(modified_ms)
             .bind(index.entries as i64)
             .bind(super::catalog::join_signatures(&index.signatures))
+            .bind(index.adb.as_ref().map(|adb| &adb.content))
+            .bind(index.adb.as_ref().map(|adb| &adb.sha256))
             .execute(&mut *tx)
             .await?;
+            published.push(index);
         }
         for arch in &removed {
             sqlx::query(
@@ -1422,13 +1445,14 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await?;
         }
+        enqueue_index_events(&mut tx, repository_id, generation, &published, now_ms).await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn index(&self, repository_id: i64, arch: &str) -> StoreResult<Option<StoredIndex>> {
         let row = sqlx::query(&format!(
-            "SELECT generation, content, sha256, built_at, {INDEX_MODIFIED_MS} \
+            "SELECT generation, content, sha256, built_at, {INDEX_MODIFIED_MS}, adb, adb_sha256 \
                  FROM indexes WHERE repository_id = $1 AND arch = $2"
         ))
         .bind(repository_id)
@@ -1442,6 +1466,7 @@ impl Store for PostgresStore {
                 sha256: row.try_get("sha256")?,
                 built_at: row.try_get("built_at")?,
                 modified_ms: row.try_get("modified_ms")?,
+                adb: stored_adb(&row)?,
             })
         })
         .transpose()
@@ -1834,6 +1859,121 @@ impl Store for PostgresStore {
             .rows_affected())
     }
 
+    async fn create_webhook(
+        &self,
+        webhook: &NewWebhook,
+        max_per_owner: i64,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<Webhook> {
+        let mut tx = self.pool.begin().await?;
+        // Concurrent adds to one owner count one after the other.
+        sqlx::query("SELECT id FROM owners WHERE id = $1 FOR UPDATE")
+            .bind(webhook.owner_id)
+            .execute(&mut *tx)
+            .await?;
+        let count: i64 = sqlx::query_scalar(webhooks::COUNT)
+            .bind(webhook.owner_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if count >= max_per_owner {
+            return Err(StoreError::Conflict(format!(
+                "the owner has {count} webhooks, the most it may have \
+                 (webhooks.max_per_owner): remove one first"
+            )));
+        }
+        let id: i64 = sqlx::query_scalar(webhooks::INSERT)
+            .bind(webhook.owner_id)
+            .bind(&webhook.url)
+            .bind(&webhook.secret_sealed)
+            .bind(webhook.events.join(","))
+            .bind(webhook.created_ms)
+            .bind(&webhook.created_by)
+            .fetch_one(&mut *tx)
+            .await?;
+        let owner: String = sqlx::query_scalar("SELECT name FROM owners WHERE id = $1")
+            .bind(webhook.owner_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        record(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(Webhook {
+            id,
+            owner_id: webhook.owner_id,
+            owner,
+            url: webhook.url.clone(),
+            events_text: webhook.events.join(","),
+            created_ms: webhook.created_ms,
+            created_by: webhook.created_by.clone(),
+            secret_sealed: webhook.secret_sealed.clone(),
+        })
+    }
+
+    async fn webhooks(&self, owner_id: i64) -> StoreResult<Vec<Webhook>> {
+        Ok(sqlx::query_as(&webhooks::select_by_owner())
+            .bind(owner_id)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn webhook(&self, id: i64) -> StoreResult<Option<Webhook>> {
+        Ok(sqlx::query_as(&webhooks::select_by_id())
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn delete_webhook(&self, id: i64, audit: Option<&AuditEntry>) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let deleted = sqlx::query(webhooks::DELETE)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        if deleted {
+            record(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn webhook_deliveries(&self, webhook_id: i64, limit: i64) -> StoreResult<Vec<Delivery>> {
+        Ok(sqlx::query_as(&webhooks::select_deliveries())
+            .bind(webhook_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<Delivery>> {
+        Ok(sqlx::query_as(&webhooks::claim(" FOR UPDATE SKIP LOCKED"))
+            .bind(lease_until_ms)
+            .bind(now_ms)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn finish_delivery(&self, id: i64, outcome: &AttemptOutcome) -> StoreResult<()> {
+        webhooks::bind_outcome!(sqlx::query(webhooks::FINISH), id, outcome)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn prune_deliveries(&self, keep: i64) -> StoreResult<u64> {
+        Ok(sqlx::query(webhooks::PRUNE)
+            .bind(keep)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
     async fn prune_sessions(&self, now: i64) -> StoreResult<u64> {
         Ok(sqlx::query(sessions::PRUNE)
             .bind(now)
@@ -1918,6 +2058,7 @@ impl Store for PostgresStore {
         let retention_rules = sqlx::query_as(EXPORT_RETENTION_RULES)
             .fetch_all(&mut *tx)
             .await?;
+        let webhooks = sqlx::query_as(EXPORT_WEBHOOKS).fetch_all(&mut *tx).await?;
         // The identity sequence remembers removed repositories: the last id it handed out,
         // or the one before the next when it was set without being used (as `import`
         // leaves it).
@@ -1942,6 +2083,7 @@ impl Store for PostgresStore {
             packages,
             indexes,
             retention_rules,
+            webhooks,
             last_repository_id,
         })
     }
@@ -2082,6 +2224,18 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await?;
         }
+        for webhook in &dump.webhooks {
+            sqlx::query(IMPORT_WEBHOOK)
+                .bind(webhook.id)
+                .bind(webhook.owner_id)
+                .bind(&webhook.url)
+                .bind(&webhook.secret_sealed)
+                .bind(&webhook.events)
+                .bind(webhook.created_ms)
+                .bind(&webhook.created_by)
+                .execute(&mut *tx)
+                .await?;
+        }
         for rule in &dump.retention_rules {
             sqlx::query(
                 "INSERT INTO retention_rules (owner_id, branch, repository, keep_versions, \
@@ -2121,7 +2275,14 @@ impl Store for PostgresStore {
         // Rows inserted with their ids leave the identity sequences where they were: move
         // each past the largest copied id (repositories also past every id the source ever
         // handed out), so that the next row takes a fresh id.
-        for table in ["users", "owners", "tokens", "packages", "signing_keys"] {
+        for table in [
+            "users",
+            "owners",
+            "tokens",
+            "packages",
+            "signing_keys",
+            "webhooks",
+        ] {
             sqlx::query(&format!(
                 "SELECT setval(pg_get_serial_sequence('{table}', 'id'), \
                  COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"

@@ -17,6 +17,7 @@ use sqlx::{Row, SqlitePool};
 use super::audit;
 use super::keys;
 use super::read_cache::{self, ReadCache};
+use super::webhooks;
 use super::*;
 use crate::clock::SharedClock;
 
@@ -214,6 +215,13 @@ const PACKAGE_COLUMNS: &str = "p.id, p.repository_id, p.arch, p.name, p.version,
 /// the end of their second.
 const INDEX_MODIFIED_MS: &str = "COALESCE(modified_ms, built_at * 1000 + 999) AS modified_ms";
 
+/// The `Packages.adb` of an index row (None in a row written before it was rendered).
+fn stored_adb(row: &sqlx::sqlite::SqliteRow) -> StoreResult<Option<(bytes::Bytes, String)>> {
+    let content: Option<Vec<u8>> = row.try_get("adb")?;
+    let sha256: Option<String> = row.try_get("adb_sha256")?;
+    Ok(content.zip(sha256).map(|(c, s)| (bytes::Bytes::from(c), s)))
+}
+
 /// Finds the package served at `{arch}/{filename}`, preferring the exact architecture.
 const PACKAGE_LOOKUP: &str = "FROM packages p JOIN repositories r ON r.id = p.repository_id \
      WHERE r.owner_id = ? AND r.branch = ? AND r.name = ? AND p.filename = ? \
@@ -308,6 +316,8 @@ async fn record(
     }
     Ok(())
 }
+
+webhooks::outbox_functions!(sqlx::Sqlite);
 
 /// Records that the package rows `rows` selects (with `id` bound) lose their blobs'
 /// reference at `now_ms`; called in the transaction that deletes them, before it does.
@@ -775,7 +785,7 @@ impl Store for SqliteStore {
             })
         })?;
         let stored = package_from(&row)?;
-        record(&mut tx, audit).await?;
+        record_package_change(&mut tx, audit, repo.owner_id, generation, &stored, "added").await?;
         tx.commit().await?;
         self.cache.changed();
         Ok(InsertedPackage {
@@ -867,7 +877,15 @@ impl Store for SqliteStore {
             .bind(generation - CHANGE_WINDOW)
             .execute(&mut *tx)
             .await?;
-        record(&mut tx, audit).await?;
+        record_package_change(
+            &mut tx,
+            audit,
+            repo.owner_id,
+            generation,
+            &package,
+            "removed",
+        )
+        .await?;
         tx.commit().await?;
         self.cache.changed();
         Ok(Some((package, generation)))
@@ -1265,6 +1283,7 @@ impl Store for SqliteStore {
         if !exists {
             return Err(repository_gone(repository_id));
         }
+        let mut published = Vec::with_capacity(indexes.len());
         for index in &indexes {
             let current = sqlx::query(&format!(
                 "SELECT generation, sha256, built_at, {INDEX_MODIFIED_MS} FROM indexes \
@@ -1284,13 +1303,14 @@ impl Store for SqliteStore {
             };
             sqlx::query(
                 "INSERT INTO indexes (repository_id, arch, generation, content, sha256, \
-                 built_at, modified_ms, entries, signatures) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 built_at, modified_ms, entries, signatures, adb, adb_sha256) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (repository_id, arch) DO UPDATE SET \
                  generation = excluded.generation, content = excluded.content, \
                  sha256 = excluded.sha256, built_at = excluded.built_at, \
                  modified_ms = excluded.modified_ms, entries = excluded.entries, \
-                 signatures = excluded.signatures",
+                 signatures = excluded.signatures, adb = excluded.adb, \
+                 adb_sha256 = excluded.adb_sha256",
             )
             .bind(repository_id)
             .bind(&index.arch)
@@ -1301,8 +1321,11 @@ impl Store for SqliteStore {
             .bind(modified_ms)
             .bind(index.entries as i64)
             .bind(super::catalog::join_signatures(&index.signatures))
+            .bind(index.adb.as_ref().map(|adb| &adb.content))
+            .bind(index.adb.as_ref().map(|adb| &adb.sha256))
             .execute(&mut *tx)
             .await?;
+            published.push(index);
         }
         for arch in &removed {
             sqlx::query(
@@ -1319,6 +1342,7 @@ impl Store for SqliteStore {
             .bind(repository_id)
             .execute(&mut *tx)
             .await?;
+        enqueue_index_events(&mut tx, repository_id, generation, &published, now_ms).await?;
         tx.commit().await?;
         self.cache.changed();
         Ok(())
@@ -1330,7 +1354,7 @@ impl Store for SqliteStore {
             Err(ticket) => ticket,
         };
         let row = sqlx::query(&format!(
-            "SELECT generation, content, sha256, built_at, {INDEX_MODIFIED_MS} \
+            "SELECT generation, content, sha256, built_at, {INDEX_MODIFIED_MS}, adb, adb_sha256 \
                  FROM indexes WHERE repository_id = ? AND arch = ?"
         ))
         .bind(repository_id)
@@ -1345,6 +1369,7 @@ impl Store for SqliteStore {
                     sha256: row.try_get("sha256")?,
                     built_at: row.try_get("built_at")?,
                     modified_ms: row.try_get("modified_ms")?,
+                    adb: stored_adb(&row)?,
                 })
             })
             .transpose()?;
@@ -1739,6 +1764,116 @@ impl Store for SqliteStore {
             .rows_affected())
     }
 
+    async fn create_webhook(
+        &self,
+        webhook: &NewWebhook,
+        max_per_owner: i64,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<Webhook> {
+        let mut tx = self.begin_write().await?;
+        let count: i64 = sqlx::query_scalar(webhooks::COUNT)
+            .bind(webhook.owner_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if count >= max_per_owner {
+            return Err(StoreError::Conflict(format!(
+                "the owner has {count} webhooks, the most it may have \
+                 (webhooks.max_per_owner): remove one first"
+            )));
+        }
+        let id: i64 = sqlx::query_scalar(webhooks::INSERT)
+            .bind(webhook.owner_id)
+            .bind(&webhook.url)
+            .bind(&webhook.secret_sealed)
+            .bind(webhook.events.join(","))
+            .bind(webhook.created_ms)
+            .bind(&webhook.created_by)
+            .fetch_one(&mut *tx)
+            .await?;
+        let owner: String = sqlx::query_scalar("SELECT name FROM owners WHERE id = $1")
+            .bind(webhook.owner_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        record(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(Webhook {
+            id,
+            owner_id: webhook.owner_id,
+            owner,
+            url: webhook.url.clone(),
+            events_text: webhook.events.join(","),
+            created_ms: webhook.created_ms,
+            created_by: webhook.created_by.clone(),
+            secret_sealed: webhook.secret_sealed.clone(),
+        })
+    }
+
+    async fn webhooks(&self, owner_id: i64) -> StoreResult<Vec<Webhook>> {
+        Ok(sqlx::query_as(&webhooks::select_by_owner())
+            .bind(owner_id)
+            .fetch_all(&self.reader)
+            .await?)
+    }
+
+    async fn webhook(&self, id: i64) -> StoreResult<Option<Webhook>> {
+        Ok(sqlx::query_as(&webhooks::select_by_id())
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?)
+    }
+
+    async fn delete_webhook(&self, id: i64, audit: Option<&AuditEntry>) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let deleted = sqlx::query(webhooks::DELETE)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        if deleted {
+            record(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn webhook_deliveries(&self, webhook_id: i64, limit: i64) -> StoreResult<Vec<Delivery>> {
+        Ok(sqlx::query_as(&webhooks::select_deliveries())
+            .bind(webhook_id)
+            .bind(limit)
+            .fetch_all(&self.reader)
+            .await?)
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<Delivery>> {
+        Ok(sqlx::query_as(&webhooks::claim(""))
+            .bind(lease_until_ms)
+            .bind(now_ms)
+            .bind(limit)
+            .fetch_all(&self.writer)
+            .await?)
+    }
+
+    async fn finish_delivery(&self, id: i64, outcome: &AttemptOutcome) -> StoreResult<()> {
+        webhooks::bind_outcome!(sqlx::query(webhooks::FINISH), id, outcome)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn prune_deliveries(&self, keep: i64) -> StoreResult<u64> {
+        Ok(sqlx::query(webhooks::PRUNE)
+            .bind(keep)
+            .execute(&self.writer)
+            .await?
+            .rows_affected())
+    }
+
     async fn prune_sessions(&self, now: i64) -> StoreResult<u64> {
         Ok(sqlx::query(sessions::PRUNE)
             .bind(now)
@@ -1820,6 +1955,7 @@ impl Store for SqliteStore {
         let retention_rules = sqlx::query_as(EXPORT_RETENTION_RULES)
             .fetch_all(&mut *tx)
             .await?;
+        let webhooks = sqlx::query_as(EXPORT_WEBHOOKS).fetch_all(&mut *tx).await?;
         // Migration 0004: repository ids come from the AUTOINCREMENT sequence of
         // repository_ids, which remembers removed repositories.
         let last_repository_id: i64 = sqlx::query_scalar(
@@ -1839,6 +1975,7 @@ impl Store for SqliteStore {
             packages,
             indexes,
             retention_rules,
+            webhooks,
             last_repository_id,
         })
     }
@@ -1971,6 +2108,18 @@ impl Store for SqliteStore {
             .bind(package.pinned)
             .execute(&mut *tx)
             .await?;
+        }
+        for webhook in &dump.webhooks {
+            sqlx::query(IMPORT_WEBHOOK)
+                .bind(webhook.id)
+                .bind(webhook.owner_id)
+                .bind(&webhook.url)
+                .bind(&webhook.secret_sealed)
+                .bind(&webhook.events)
+                .bind(webhook.created_ms)
+                .bind(&webhook.created_by)
+                .execute(&mut *tx)
+                .await?;
         }
         for rule in &dump.retention_rules {
             sqlx::query(
@@ -2122,6 +2271,7 @@ mod tests {
                     sha256: "11".repeat(32),
                     entries: 0,
                     signatures: Vec::new(),
+                    adb: None,
                 }],
                 Vec::new(),
                 1,

@@ -17,6 +17,7 @@ mod document;
 mod keys;
 mod retention;
 mod settings;
+mod webhooks;
 
 use std::sync::OnceLock;
 
@@ -49,6 +50,7 @@ use crate::AppState;
         super::keys::get,
         super::keys::get_named,
         super::indexes::get,
+        super::indexes::get_adb,
         super::packages::download,
         super::packages::upload,
         super::packages::delete,
@@ -69,6 +71,9 @@ use crate::AppState;
         (name = "keys",
             description = "An owner's signing keys: rotation, import of an abuild key, \
                            retirement (site administrators and the owner's administrators)"),
+        (name = "webhooks",
+            description = "URLs an owner's package and index events are POSTed to (owner \
+                           admins), and their deliveries"),
         (name = "admin",
             description = "Users, owners, members and tokens; site administrators only"),
         (name = "server", description = "Liveness, readiness and metrics"),
@@ -118,6 +123,9 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(keys::rotate))
         .routes(routes!(keys::import))
         .routes(routes!(keys::retire))
+        .routes(routes!(webhooks::list, webhooks::add))
+        .routes(routes!(webhooks::remove))
+        .routes(routes!(webhooks::deliveries))
         .routes(routes!(admin::list_users, admin::create_user))
         .routes(routes!(admin::delete_user))
         .routes(routes!(admin::set_password))
@@ -130,6 +138,22 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::revoke_token))
         .routes(routes!(audit::list_all))
         .routes(routes!(audit::list_owner))
+}
+
+/// The owner named `owner`, when the caller administers it (site administrators
+/// administer every owner).
+async fn owner_admin(
+    state: &AppState,
+    identity: &crate::access::Identity,
+    owner: &str,
+) -> crate::error::AppResult<crate::store::Owner> {
+    crate::access::authorize(
+        state,
+        identity,
+        &crate::names::OwnerName::parse(owner)?,
+        crate::store::Role::Admin,
+    )
+    .await
 }
 
 /// The routes of the API, for the server's router.

@@ -6,14 +6,14 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::{ErrorBody, Json, Path, Query};
+use super::{owner_admin, ErrorBody, Json, Path, Query};
 use crate::access::Identity;
 use crate::error::{AppError, AppResult};
 use crate::http::client::Client;
-use crate::names::{Arch, OwnerName, PackageFile, RepoAddress};
+use crate::names::{Arch, PackageFile, RepoAddress};
 use crate::registry::audit::Actor;
 use crate::registry::retention::{self, RepositoryPlan, Rule, RuleSpec, Target};
-use crate::store::{Owner, Role};
+use crate::store::Role;
 use crate::AppState;
 
 /// A rule to set, for the owner of the path, one of its branches, or one repository.
@@ -68,10 +68,6 @@ fn target(owner: &str, branch: Option<&str>, repository: Option<&str>) -> AppRes
 /// A query filter left empty, as a web form sends it, filters nothing.
 fn given(s: Option<&str>) -> Option<&str> {
     s.filter(|s| !s.is_empty())
-}
-
-async fn owner_admin(state: &AppState, identity: &Identity, owner: &str) -> AppResult<Owner> {
-    crate::access::authorize(state, identity, &OwnerName::parse(owner)?, Role::Admin).await
 }
 
 /// The retention rules of an owner, its branches and its repositories.

@@ -14,7 +14,7 @@ use crate::access::Identity;
 use crate::error::AppError;
 use crate::names::OwnerName;
 use crate::registry::audit;
-use crate::store::Role;
+use crate::store::{Owner, Role};
 use crate::AppState;
 
 /// Entries per page.
@@ -46,6 +46,37 @@ struct ActivityPage {
     next: Option<String>,
 }
 
+/// The owner of an admins' page (`what` it shows): Err with the way to the login form for
+/// a visitor who is not logged in; refused (403) for one who may read the owner without
+/// administering it; not found (404) for one who may not read it.
+pub(super) async fn administered(
+    state: &AppState,
+    visitor: &Visitor,
+    owner: &str,
+    uri: &Uri,
+    what: &str,
+) -> Result<Result<Owner, Response>, PageError> {
+    if matches!(visitor.identity, Identity::Anonymous) {
+        let here = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+        return Ok(Err(Redirect::to(&format!(
+            "/-/login?next={}",
+            query_value(here)
+        ))
+        .into_response()));
+    }
+    let name = OwnerName::parse(owner)?;
+    let owner = crate::access::authorize(state, &visitor.identity, &name, Role::Admin)
+        .await
+        .map_err(|err| match err {
+            AppError::Forbidden(_) => {
+                AppError::Forbidden(format!("only admins of {name} see its {what}"))
+            }
+            AppError::Unauthorized(_) => AppError::NotFound("not found".into()),
+            other => other,
+        })?;
+    Ok(Ok(owner))
+}
+
 /// `GET /{owner}/-/activity`: a visitor who is not logged in goes to the login form; one
 /// who may read the owner without administering it is refused (403); one who may not
 /// read it finds nothing (404).
@@ -56,20 +87,10 @@ pub async fn show(
     Query(params): Query<ActivityParams>,
     uri: Uri,
 ) -> Result<Response, PageError> {
-    if matches!(visitor.identity, Identity::Anonymous) {
-        let here = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-        return Ok(Redirect::to(&format!("/-/login?next={}", query_value(here))).into_response());
-    }
-    let name = OwnerName::parse(&owner)?;
-    let owner = crate::access::authorize(&state, &visitor.identity, &name, Role::Admin)
-        .await
-        .map_err(|err| match err {
-            AppError::Forbidden(_) => {
-                AppError::Forbidden(format!("only admins of {name} see its activity"))
-            }
-            AppError::Unauthorized(_) => AppError::NotFound("not found".into()),
-            other => other,
-        })?;
+    let owner = match administered(&state, &visitor, &owner, &uri, "activity").await? {
+        Ok(owner) => owner,
+        Err(to_login) => return Ok(to_login),
+    };
     let paged = params.after.as_deref().is_some_and(|a| !a.is_empty());
     let filter = audit::Filter {
         after: params.after,

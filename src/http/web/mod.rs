@@ -6,7 +6,7 @@
 //! `GET /`, `GET /-/search`, `GET|POST /-/login`, `POST /-/logout`, `GET /-/static/{file}`,
 //! `GET /{owner}`, `GET /{owner}/-/setup/{branch}/{repository}`,
 //! `GET /{owner}/-/packages/{name}`, `GET|POST /{owner}/-/packages/{name}/delete`,
-//! `GET /{owner}/-/index/{branch}/{repository}`, `GET /{owner}/-/activity` (its admins).
+//! `GET /{owner}/-/index/{branch}/{repository}`, `GET /{owner}/-/activity` and `GET /{owner}/-/webhooks` (its admins).
 
 mod activity;
 mod delete;
@@ -14,6 +14,7 @@ mod login;
 mod pages;
 pub mod session;
 mod view;
+mod webhooks;
 
 use askama::Template;
 use axum::extract::Path;
@@ -46,6 +47,7 @@ pub fn routes() -> Router<AppState> {
             get(pages::index_status),
         )
         .route("/{owner}/-/activity", get(activity::show))
+        .route("/{owner}/-/webhooks", get(webhooks::show))
         .layer(axum::middleware::map_response(page_headers))
 }
 
