@@ -20,7 +20,8 @@
 //! each repository's indexes as of the generation it last built ([`IncrementalIndex`]:
 //! sorted stanzas in separately compressed chunks), reads only the rows added and the
 //! rows removed since (`Store::index_changes`), applies them, and re-renders and signs
-//! only the architectures they touched. The first build of a repository in a process, a
+//! only the architectures they touched; each architecture's `Packages.adb` is updated in
+//! place the same way ([`IncrementalAdb`]). The first build of a repository in a process, a
 //! change it cannot apply (a new architecture, a raised generation with no change, a gap
 //! longer than the store keeps) and a failed build start over from a full read.
 
