@@ -167,7 +167,7 @@ pub async fn refuse_into(
 }
 
 /// Checks what `create` is given: an http(s) URL and at least one readable RSA key.
-fn check(new: &NewRemote) -> AppResult<()> {
+fn check_new(new: &NewRemote) -> AppResult<()> {
     let url = new.url.trim_end_matches('/');
     if !(url.starts_with("http://") || url.starts_with("https://")) || url.contains(['?', '#']) {
         return Err(AppError::BadRequest(format!(
@@ -211,7 +211,7 @@ pub async fn create(
     at: &RepoAddress,
     new: &NewRemote,
 ) -> AppResult<Repository> {
-    check(new)?;
+    check_new(new)?;
     let owner = crate::registry::accounts::owner(state, at.owner.as_str()).await?;
     let refresh_secs = new
         .refresh_secs
@@ -731,4 +731,115 @@ impl Job {
         }
         Ok(())
     }
+}
+
+/// What `fsck` finds wrong with a remote repository: a cached file missing from blob
+/// storage, or whose bytes are not those checked when it was stored (size, sha256, and
+/// the `C:` its index gives it), and a served index that is not the upstream's content
+/// signed by the owner.
+pub async fn check(
+    state: &AppState,
+    owner: &Owner,
+    repo: &Repository,
+) -> anyhow::Result<Vec<String>> {
+    let place = format!("{}/{}/{}", repo.owner_name, repo.branch, repo.name);
+    let mut problems = Vec::new();
+    let mut listed: HashMap<String, HashMap<String, UpstreamEntry>> = HashMap::new();
+    for file in state.store.upstream_files(repo.id).await? {
+        let name = format!("{place}/{}/{}", file.arch, file.filename);
+        if !listed.contains_key(&file.arch) {
+            let entries = match state.store.upstream_index(repo.id, &file.arch).await? {
+                Some(index) => {
+                    let (_, unsigned) = crate::apk::sign::split_signed(&index.content)?;
+                    entries(unsigned, state.config.upstream.max_index_bytes)?
+                }
+                None => HashMap::new(),
+            };
+            listed.insert(file.arch.clone(), entries);
+        }
+        // A file upstream no longer lists keeps the identity it was checked against.
+        let expected = listed[&file.arch]
+            .get(&file.filename)
+            .map_or(file.checksum.clone(), |entry| entry.checksum.clone());
+        let size = match state.blobs.size(&file.sha256).await {
+            Err(crate::blob::BlobError::NotFound(_)) => {
+                problems.push(format!("{name}: cached blob {} is missing", file.sha256));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+            Ok(size) => size,
+        };
+        if size != file.size as u64 {
+            problems.push(format!(
+                "{name}: cached blob is {size} bytes, the index says {}",
+                file.size
+            ));
+            continue;
+        }
+        // Copied to a file while hashed, then parsed from it: never whole in memory.
+        let mut reader = state.blobs.open_range(&file.sha256, 0, size).await?.body;
+        let copy = tempfile::NamedTempFile::new()?;
+        let mut writer = tokio::fs::File::from_std(copy.reopen()?);
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = tokio::io::AsyncReadExt::read(&mut reader, &mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            writer.write_all(&buf[..n]).await?;
+        }
+        writer.flush().await?;
+        let sha256 = hex::encode(hasher.finalize());
+        let limits = state.config.apk_limits();
+        let parsed = tokio::task::spawn_blocking(move || {
+            let file = std::io::BufReader::new(copy.reopen()?);
+            std::io::Result::Ok(
+                crate::apk::package::parse_package(file, &limits)
+                    .map(|p| p.checksum)
+                    .map_err(|e| e.to_string()),
+            )
+        })
+        .await??;
+        let checked = (sha256, parsed);
+        match checked {
+            (sha256, _) if sha256 != file.sha256 => problems.push(format!(
+                "{name}: cached blob content has sha256 {sha256}, expected {}",
+                file.sha256
+            )),
+            (_, Err(e)) => problems.push(format!("{name}: cached file is not a package: {e}")),
+            (_, Ok(checksum)) if checksum != expected => problems.push(format!(
+                "{name}: cached file's control member is {checksum}, the index says {expected}"
+            )),
+            _ => {}
+        }
+    }
+    let key = state.keys.get_or_create(owner).await?;
+    let public_pem = key.public_key_pem()?;
+    for freshness in state.store.upstream_freshness(repo.id).await? {
+        let arch = &freshness.arch;
+        let Some(index) = state.store.upstream_index(repo.id, arch).await? else {
+            continue;
+        };
+        let served =
+            crate::apk::index::verified_content(&index.signed, &public_pem, key.key_name());
+        let unsigned = |signed: &[u8]| {
+            crate::apk::sign::split_signed(signed)
+                .map(|(_, unsigned)| unsigned.to_vec())
+                .ok()
+        };
+        let same = unsigned(&index.signed).is_some()
+            && unsigned(&index.signed) == unsigned(&index.content);
+        match (served, same) {
+            (Err(e), _) => problems.push(format!(
+                "{place}/{arch}: served index does not verify with the owner's key: {e}"
+            )),
+            (Ok(_), true) => {}
+            _ => problems.push(format!(
+                "{place}/{arch}: served index is not the upstream's content"
+            )),
+        }
+    }
+    Ok(problems)
 }

@@ -16,6 +16,7 @@ mod copy;
 mod document;
 mod retention;
 mod settings;
+mod upstream;
 mod webhooks;
 
 use std::sync::OnceLock;
@@ -115,6 +116,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(retention::apply))
         .routes(routes!(retention::pin, retention::unpin))
         .routes(routes!(settings::get, settings::set))
+        .routes(routes!(upstream::get, upstream::create))
         .routes(routes!(webhooks::list, webhooks::add))
         .routes(routes!(webhooks::remove))
         .routes(routes!(webhooks::deliveries))
