@@ -551,11 +551,34 @@ pub async fn file(
         return Ok(Fetched::Stored(stored));
     }
     count(state, "package", "miss");
+    let url = format!("{}/{arch}/{file}", upstream.url);
+    // Asked before answering: an upstream that cannot be reached or refuses is a 502,
+    // not a broken transfer.
+    let response =
+        match state.remote.client.get(&url).send().await {
+            Ok(response) if response.status().is_success() => response,
+            failed => {
+                count(state, "package", "error");
+                let reason = match failed {
+                    Ok(response) => format!("answered {}", response.status()),
+                    Err(e) => format!("fetching: {e}"),
+                };
+                tracing::warn!(url = %url, error = %reason, "upstream package cannot be fetched");
+                return Err(AppError::BadGateway(format!(
+                "{arch}/{file} cannot be fetched from the upstream of {}/{}/{} ({}); try again \
+                 later",
+                repo.owner_name,
+                repo.branch,
+                repo.name,
+                if reason.starts_with("answered") { reason.as_str() } else { "unreachable" }
+            )));
+            }
+        };
     let (sender, body) = tokio::sync::mpsc::channel(16);
     let size = entry.size;
     let job = Job {
         state: state.clone(),
-        url: format!("{}/{arch}/{file}", upstream.url),
+        url,
         description: format!(
             "{}/{}/{}/{arch}/{file}",
             repo.owner_name, repo.branch, repo.name
@@ -574,7 +597,7 @@ pub async fn file(
     // The fetch goes on when the client leaves: the file is cached for the next one.
     tokio::spawn(async move {
         let _only_fetch = guard;
-        job.run(sender).await;
+        job.run(response, sender).await;
     });
     Ok(Fetched::Streaming { size, body })
 }
@@ -607,12 +630,16 @@ impl Client {
 }
 
 impl Job {
-    async fn run(self, sender: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>) {
+    async fn run(
+        self,
+        response: reqwest::Response,
+        sender: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    ) {
         let mut client = Client {
             sender: Some(sender),
             wait: Duration::from_secs(self.state.config.upstream.read_timeout_secs),
         };
-        match self.fetch(&mut client).await {
+        match self.fetch(response, &mut client).await {
             Ok(()) => {}
             Err(reason) => {
                 count(&self.state, "package", "error");
@@ -629,20 +656,10 @@ impl Job {
         }
     }
 
-    /// Fetches, stages and checks the file, stores it, and sends its last bytes only once
+    /// Stages and checks the file `response` brings, stores it, and sends its last bytes only once
     /// it is stored.
-    async fn fetch(&self, client: &mut Client) -> Result<(), String> {
+    async fn fetch(&self, response: reqwest::Response, client: &mut Client) -> Result<(), String> {
         let state = &self.state;
-        let response = state
-            .remote
-            .client
-            .get(&self.url)
-            .send()
-            .await
-            .map_err(|e| format!("fetching: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!("answered {}", response.status()));
-        }
         let expected = self.entry.size;
         if response
             .content_length()
