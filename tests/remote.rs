@@ -256,6 +256,15 @@ async fn upstream_index_is_served_signed_by_the_owner_with_its_content_unchanged
     assert_eq!(info["url"], upstream.url());
     assert_eq!(info["indexes"][0]["arch"], "x86_64");
     assert!(info["indexes"][0]["error"].is_null());
+    // The owner's page marks the repository remote, with its upstream.
+    let page = server.get("/admin", None).await.text().await.unwrap();
+    assert!(
+        page.contains(r#"<span class="badge remote">remote</span>"#),
+        "{page}"
+    );
+    assert!(page.contains(&format!("cache of <code>{}</code>", upstream.url())));
+    assert!(page.contains("x86_64: verified"));
+    assert!(!page.contains("stale"));
     server.stop().await;
 }
 
@@ -529,6 +538,8 @@ async fn upstream_down_leaves_the_last_index_and_cached_packages_served() {
         .await
         .unwrap();
     assert!(info["indexes"][0]["error"].is_string(), "{info}");
+    let page = server.get("/admin", None).await.text().await.unwrap();
+    assert!(page.contains("stale: upstream failed"), "{page}");
     // Within the period after a failed attempt, upstream is not asked again.
     let before = upstream.requests("APKINDEX.tar.gz").len();
     assert_eq!(server.get(INDEX, None).await.status(), 200);

@@ -860,3 +860,31 @@ pub async fn check(
     }
     Ok(problems)
 }
+
+/// What the web pages say of a repository that is remote: its upstream and how fresh
+/// each index is. None for a repository that is not remote.
+pub async fn freshness(
+    state: &AppState,
+    owner: &str,
+    branch: &str,
+    repository: &str,
+) -> AppResult<Option<(String, Vec<crate::store::UpstreamFreshness>)>> {
+    let Some(owner) = state.store.owner_by_name(owner).await? else {
+        return Ok(None);
+    };
+    let repo_ref = crate::store::RepoRef {
+        owner_id: owner.id,
+        branch: branch.to_string(),
+        repository: repository.to_string(),
+    };
+    let Some(repo) = state.store.repository(&repo_ref).await? else {
+        return Ok(None);
+    };
+    let Some(upstream) = upstream_of(state, repo.id).await? else {
+        return Ok(None);
+    };
+    Ok(Some((
+        upstream.url.clone(),
+        state.store.upstream_freshness(repo.id).await?,
+    )))
+}
