@@ -668,3 +668,90 @@ async fn second_instance_serves_what_the_first_cached() {
     a.stop().await;
     b.stop().await;
 }
+
+/// `repository create --upstream` on the command line, then served by a server on the
+/// same data directory; and the API's PUT, which needs the owner's admin role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_repositories_are_created_on_the_command_line_and_over_the_api() {
+    let upstream = Upstream::start(&[hello()]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join(upstream.key.key_name());
+    std::fs::write(&key_file, upstream.key.public_key_pem().unwrap()).unwrap();
+    common::run_ok(common::cli(dir.path()).arg("migrate"));
+    common::run_ok(common::cli(dir.path()).args(["owner", "create", "acme"]));
+    let (_, said) = common::run_ok_both(
+        common::cli(dir.path())
+            .args(["repository", "create", "acme/v3.21/main", "--upstream"])
+            .arg(upstream.url())
+            .arg("--upstream-key")
+            .arg(&key_file)
+            .args(["--refresh", "10m"]),
+    );
+    assert!(said.contains("remote repository acme/v3.21/main"), "{said}");
+    let refused = common::run_err(
+        common::cli(dir.path())
+            .args(["repository", "create", "acme/v3.21/other", "--upstream"])
+            .arg("ftp://example.org/x")
+            .arg("--upstream-key")
+            .arg(&key_file),
+    );
+    assert!(refused.contains("not an http(s) URL"), "{refused}");
+
+    let server = TestServer::start_on(common::test_config(dir.path())).await;
+    let info: serde_json::Value = server
+        .get("/api/v1/owners/acme/repositories/v3.21/main/upstream", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["refresh_secs"], 600);
+    assert_eq!(info["keys"][0], upstream.key.key_name());
+    let text = server
+        .verified_index("acme", "/acme/v3.21/main/x86_64/APKINDEX.tar.gz", None)
+        .await;
+    assert_eq!(common::index_names(&text), ["hello"]);
+
+    let path = "/api/v1/owners/admin/repositories/v3.21/proxy/upstream";
+    let body = serde_json::json!({
+        "url": upstream.url(),
+        "keys": [{"name": upstream.key.key_name(), "pem": upstream.key.public_key_pem().unwrap()}],
+    });
+    let put = |auth: Option<(&str, &str)>, body: serde_json::Value| {
+        let mut request = server.client.put(server.url(path)).json(&body);
+        if let Some((user, secret)) = auth {
+            request = request.basic_auth(user, Some(secret));
+        }
+        request.send()
+    };
+    assert_eq!(put(None, body.clone()).await.unwrap().status(), 401);
+    let created = put(Some(("admin", ADMIN_TOKEN)), body.clone())
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let created: serde_json::Value = created.json().await.unwrap();
+    assert_eq!(
+        created["refresh_secs"], 600,
+        "upstream.default_refresh_secs"
+    );
+    assert_eq!(
+        put(Some(("admin", ADMIN_TOKEN)), body.clone())
+            .await
+            .unwrap()
+            .status(),
+        409
+    );
+    let no_keys = serde_json::json!({"url": upstream.url(), "keys": []});
+    assert_eq!(
+        put(Some(("admin", ADMIN_TOKEN)), no_keys)
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    let response = server
+        .get("/admin/v3.21/proxy/x86_64/hello-1.0-r0.apk", None)
+        .await;
+    assert_eq!(response.bytes().await.unwrap(), hello());
+    server.stop().await;
+}
