@@ -42,7 +42,9 @@ pub fn verified_unsigned<'d>(
         else {
             continue;
         };
-        seen.push(name.to_string());
+        if !seen.iter().any(|s| s == name) {
+            seen.push(name.to_string());
+        }
         let Ok(alg) = alg.parse::<SignatureAlgorithm>() else {
             continue;
         };
