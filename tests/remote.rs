@@ -32,6 +32,8 @@ struct Served {
     requests: Vec<(String, Option<String>)>,
     /// Package answers wait while this is set.
     held: bool,
+    /// Index answers wait while this is set.
+    held_index: bool,
     /// Stopped: connections kept open answer 503 (new ones are refused).
     down: bool,
 }
@@ -68,14 +70,20 @@ async fn answer(
     let Some(body) = body else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    if path.ends_with(".apk") {
-        loop {
-            let notified = release.notified();
-            if !served.lock().unwrap().held {
+    loop {
+        let notified = release.notified();
+        {
+            let served = served.lock().unwrap();
+            let held = if path.ends_with(".apk") {
+                served.held
+            } else {
+                served.held_index
+            };
+            if !held {
                 break;
             }
-            notified.await;
         }
+        notified.await;
     }
     let etag = format!("\"{}\"", hex::encode(sha2::Sha256::digest(&body)));
     if condition.as_deref() == Some(etag.as_str()) {
@@ -165,6 +173,11 @@ impl Upstream {
 
     fn hold(&self, held: bool) {
         self.served.lock().unwrap().held = held;
+        self.release.notify_waiters();
+    }
+
+    fn hold_index(&self, held: bool) {
+        self.served.lock().unwrap().held_index = held;
         self.release.notify_waiters();
     }
 
@@ -753,5 +766,37 @@ async fn remote_repositories_are_created_on_the_command_line_and_over_the_api() 
         .get("/admin/v3.21/proxy/x86_64/hello-1.0-r0.apk", None)
         .await;
     assert_eq!(response.bytes().await.unwrap(), hello());
+    server.stop().await;
+}
+
+/// While one request refreshes an index from a slow upstream, the others are answered
+/// the stored index at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_refresh_holds_up_one_request_only() {
+    let clock = Arc::new(ManualClock::new(std::time::SystemTime::now()));
+    let upstream = Upstream::start(&[hello()]).await;
+    let server = TestServer::start_with_clock(|_| {}, clock.clone()).await;
+    create_remote(&server, &upstream, 60).await;
+    let index = server.get(INDEX, None).await.bytes().await.unwrap();
+    clock.advance(Duration::from_secs(61));
+    upstream.hold_index(true);
+    let refreshing = {
+        let (client, url) = (server.client.clone(), server.url(INDEX));
+        tokio::spawn(async move { client.get(url).send().await.unwrap().bytes().await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while upstream.requests("APKINDEX.tar.gz").len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the refresh never asked upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let answered = tokio::time::timeout(Duration::from_secs(10), server.get(INDEX, None))
+        .await
+        .expect("answered while the refresh waits for upstream");
+    assert_eq!(answered.bytes().await.unwrap(), index);
+    upstream.hold_index(false);
+    assert_eq!(refreshing.await.unwrap().unwrap(), index);
     server.stop().await;
 }

@@ -269,7 +269,13 @@ pub async fn index(
     };
     let stored = if due(&stored) {
         let lock = state.remote.refreshing.of(&(repo.id, arch.to_string()));
-        let _one_at_a_time = lock.lock().await;
+        // While another request refreshes it, the stored index is served at once: a slow
+        // upstream holds up one request, not every client.
+        let _one_at_a_time = match (lock.try_lock(), &stored) {
+            (Ok(guard), _) => guard,
+            (Err(_), Some(_)) => return sign_current(state, owner, stored).await,
+            (Err(_), None) => lock.lock().await,
+        };
         // Another request may have refreshed it meanwhile (or another instance).
         let again = state.store.upstream_index(repo.id, arch).await?;
         if due(&again) {
@@ -280,13 +286,24 @@ pub async fn index(
     } else {
         stored
     };
-    let Some(mut index) = stored else {
+    if stored.is_none() {
         return Err(AppError::NotFound(format!(
             "the upstream of {}/{}/{} has no index for {arch}",
             repo.owner_name, repo.branch, repo.name
         )));
+    }
+    sign_current(state, owner, stored).await
+}
+
+/// `index` signed with the owner's keys of now: signed again when they changed since.
+async fn sign_current(
+    state: &AppState,
+    owner: &Owner,
+    index: Option<UpstreamIndex>,
+) -> AppResult<UpstreamIndex> {
+    let Some(mut index) = index else {
+        return Err(AppError::NotFound("no upstream index".into()));
     };
-    // The owner's keys changed since it was signed: sign it again.
     let names = state.indexer.signing_key_names(owner).await?.join(",");
     if index.signed_keys != names {
         let (_, unsigned) = crate::apk::sign::split_signed(&index.content)
