@@ -738,6 +738,20 @@ async fn remote_repositories_are_created_on_the_command_line_and_over_the_api() 
         request.send()
     };
     assert_eq!(put(None, body.clone()).await.unwrap().status(), 401);
+    // An owner's own admin may not point the server at a URL: site administrators only.
+    let token = server
+        .user_with_token("carol", alpine_registry::store::Role::Admin, None, None)
+        .await;
+    let own = "/api/v1/owners/carol/repositories/v3.21/proxy/upstream";
+    let refused = server
+        .client
+        .put(server.url(own))
+        .basic_auth("carol", Some(token))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
     let created = put(Some(("admin", ADMIN_TOKEN)), body.clone())
         .await
         .unwrap();

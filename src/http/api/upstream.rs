@@ -1,16 +1,16 @@
-//! Remote repositories (`registry::remote`): created with their upstream by the owner's
-//! administrators, and their upstream and its freshness read by whoever may read the owner.
+//! Remote repositories (`registry::remote`): created with their upstream by site
+//! administrators (the server then makes requests to that URL: as with the configured
+//! dependency sources, an administrator's decision, never an owner's), and their upstream
+//! and its freshness read by whoever may read the owner.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::{ErrorBody, Json, Path};
+use super::{ErrorBody, Json, Path, SiteAdmin};
 use crate::access::Identity;
 use crate::error::{AppError, AppResult};
-use crate::http::client::Client;
 use crate::names::RepoAddress;
-use crate::registry::audit::Actor;
 use crate::registry::remote::{self, NewRemote};
 use crate::store::{Role, UpstreamFreshness, UpstreamKey};
 use crate::AppState;
@@ -99,7 +99,7 @@ pub async fn get(
 }
 
 /// Creates a remote repository: a caching proxy of the upstream repository at `url`, whose
-/// indexes must be signed by one of `keys`. Needs the admin role on the owner.
+/// indexes must be signed by one of `keys`. Site administrators only.
 #[utoipa::path(put, path = "/api/v1/owners/{owner}/repositories/{branch}/{repository}/upstream",
     tag = "catalog", operation_id = "create_remote_repository",
     params(("owner" = String, Path), ("branch" = String, Path), ("repository" = String, Path)),
@@ -109,23 +109,18 @@ pub async fn get(
         (status = 400, body = ErrorBody,
             description = "An invalid name, bad JSON, a URL that is not http(s), no key or a \
                            key that is not an RSA public key"),
-        (status = 401, body = ErrorBody,
-            description = "No credentials, or bad ones; or an unknown or private owner"),
-        (status = 403, description = "Credentials without the admin role on this owner",
-            body = ErrorBody),
-        (status = 404, description = "No such owner the caller may read", body = ErrorBody),
+        (status = 401, description = "No credentials, or bad ones", body = ErrorBody),
+        (status = 403, description = "Not a site administrator", body = ErrorBody),
+        (status = 404, description = "No such owner", body = ErrorBody),
         (status = 409, description = "The repository exists already", body = ErrorBody),
     ))]
 pub async fn create(
     State(state): State<AppState>,
-    identity: Identity,
-    Client(client): Client,
+    SiteAdmin(actor): SiteAdmin,
     Path((owner, branch, repository)): Path<(String, String, String)>,
     Json(new): Json<NewUpstream>,
 ) -> AppResult<(StatusCode, axum::Json<UpstreamInfo>)> {
     let at = RepoAddress::parse(&owner, &branch, &repository)?;
-    crate::http::authorize(&state, &identity, &at.owner, Role::Read).await?;
-    let owner = crate::http::authorize(&state, &identity, &at.owner, Role::Admin).await?;
     let new = NewRemote {
         url: new.url,
         keys: new
@@ -138,9 +133,9 @@ pub async fn create(
             .collect(),
         refresh_secs: new.refresh_secs,
     };
-    remote::create(&state, &Actor::of(&identity, client), &at, &new).await?;
+    let repository = remote::create(&state, &actor, &at, &new).await?;
     Ok((
         StatusCode::CREATED,
-        axum::Json(info(&state, &at, owner.id).await?),
+        axum::Json(info(&state, &at, repository.owner_id).await?),
     ))
 }
