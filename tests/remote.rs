@@ -814,3 +814,40 @@ async fn a_slow_refresh_holds_up_one_request_only() {
     assert_eq!(refreshing.await.unwrap().unwrap(), index);
     server.stop().await;
 }
+
+/// Cached files are referenced blobs: orphan collection leaves them; removing the
+/// repository releases them, and collection past the grace period takes them.
+#[tokio::test]
+async fn cached_files_are_kept_from_orphan_collection_until_their_repository_goes() {
+    let upstream = Upstream::start(&[hello()]).await;
+    let server = TestServer::start().await;
+    create_remote(&server, &upstream, 600).await;
+    let path = format!("{REPO}/x86_64/hello-1.0-r0.apk");
+    assert_eq!(
+        server.get(&path, None).await.bytes().await.unwrap(),
+        hello()
+    );
+    let sha256 = hex::encode(sha2::Sha256::digest(hello()));
+    let collect =
+        || alpine_registry::registry::fsck::collect_orphans(&server.state, Duration::ZERO);
+    assert_eq!(collect().await.unwrap(), Vec::<String>::new());
+    assert_eq!(
+        server.get(&path, None).await.bytes().await.unwrap(),
+        hello()
+    );
+
+    alpine_registry::registry::repositories::remove(
+        &server.state,
+        &Actor::cli(),
+        &alpine_registry::names::RepoAddress::parse_path("admin/v3.21/main").unwrap(),
+    )
+    .await
+    .unwrap();
+    let released = server.state.store.released_blobs(0).await.unwrap();
+    assert!(
+        released.contains(&sha256),
+        "the removal released the cached file"
+    );
+    assert_eq!(server.get(&path, None).await.status(), 404);
+    server.stop().await;
+}
