@@ -696,9 +696,22 @@ async fn serve(
 pub enum RepositoryCommand {
     /// Creates an empty repository OWNER/BRANCH/REPOSITORY of an existing owner (an error
     /// if it exists). Needed before the first upload when repositories.auto_create is off.
+    /// With --upstream, a remote repository: a caching proxy of that upstream repository.
     Create {
         #[arg(value_name = "OWNER/BRANCH/REPOSITORY")]
         repository: String,
+        /// The upstream repository's base URL, whose {arch}/APKINDEX.tar.gz and packages
+        /// are fetched (e.g. https://dl-cdn.alpinelinux.org/alpine/v3.21/main).
+        #[arg(long, value_name = "URL")]
+        upstream: Option<String>,
+        /// A public key the upstream's indexes are signed with (repeatable); its file name
+        /// is its key name, as in /etc/apk/keys.
+        #[arg(long, value_name = "FILE", requires = "upstream")]
+        upstream_key: Vec<std::path::PathBuf>,
+        /// How old the upstream's index may get before it is fetched again (10m, 1h);
+        /// default upstream.default_refresh_secs.
+        #[arg(long, value_name = "DURATION", requires = "upstream")]
+        refresh: Option<String>,
     },
     /// Lists repositories: architectures served, number of packages, last upload.
     List {
@@ -734,10 +747,47 @@ fn plural(count: i64, word: &str) -> String {
 async fn repository(state: &AppState, command: RepositoryCommand) -> anyhow::Result<()> {
     use crate::registry::repositories;
     match command {
-        RepositoryCommand::Create { repository } => {
+        RepositoryCommand::Create {
+            repository,
+            upstream: None,
+            ..
+        } => {
             let at = RepoAddress::parse_path(&repository)?;
             repositories::create(state, &Actor::cli(), &at).await?;
             eprintln!("created repository {at}");
+        }
+        RepositoryCommand::Create {
+            repository,
+            upstream: Some(url),
+            upstream_key,
+            refresh,
+        } => {
+            let at = RepoAddress::parse_path(&repository)?;
+            let mut keys = Vec::new();
+            for path in &upstream_key {
+                let pem = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the upstream key {}", path.display()))?;
+                let name = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .with_context(|| format!("the key {} has no file name", path.display()))?;
+                keys.push(crate::store::UpstreamKey {
+                    name: name.to_string(),
+                    pem,
+                });
+            }
+            let refresh_secs = refresh
+                .as_deref()
+                .map(crate::access::tokens::parse_duration)
+                .transpose()?
+                .map(|secs| secs as u64);
+            let new = crate::registry::remote::NewRemote {
+                url: url.clone(),
+                keys,
+                refresh_secs,
+            };
+            crate::registry::remote::create(state, &Actor::cli(), &at, &new).await?;
+            eprintln!("created remote repository {at}, a cache of {url}");
         }
         RepositoryCommand::List { owner } => {
             let owner = owner.as_deref().map(OwnerName::parse).transpose()?;

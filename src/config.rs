@@ -34,6 +34,7 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub audit: AuditConfig,
     pub webhooks: WebhooksConfig,
+    pub upstream: UpstreamConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -526,6 +527,37 @@ impl Default for WebhooksConfig {
     }
 }
 
+/// How remote repositories reach their upstream (see `registry::remote`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// Seconds to connect to an upstream.
+    pub connect_timeout_secs: u64,
+    /// Seconds an upstream index may take to answer, body included.
+    pub index_timeout_secs: u64,
+    /// Seconds a package download from upstream may send nothing before it is given up.
+    pub read_timeout_secs: u64,
+    /// Largest upstream index, compressed as fetched and decompressed.
+    pub max_index_bytes: u64,
+    /// Largest package fetched from upstream (its index's `S:` is checked too).
+    pub max_package_bytes: u64,
+    /// `--refresh` when `repository create --upstream` is not given one.
+    pub default_refresh_secs: u64,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            connect_timeout_secs: 10,
+            index_timeout_secs: 60,
+            read_timeout_secs: 30,
+            max_index_bytes: 64 << 20,
+            max_package_bytes: 1 << 30,
+            default_refresh_secs: 600,
+        }
+    }
+}
+
 /// What the publish-time dependency check does with a dependency nothing provides.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -718,6 +750,19 @@ impl Config {
         }
         if self.audit.retention_days == 0 || self.audit.prune_interval_secs == 0 {
             anyhow::bail!("audit.retention_days and audit.prune_interval_secs must be at least 1");
+        }
+        let upstream = &self.upstream;
+        if upstream.connect_timeout_secs == 0
+            || upstream.index_timeout_secs == 0
+            || upstream.read_timeout_secs == 0
+            || upstream.max_index_bytes == 0
+            || upstream.max_package_bytes == 0
+            || upstream.default_refresh_secs == 0
+        {
+            anyhow::bail!(
+                "upstream.connect_timeout_secs, index_timeout_secs, read_timeout_secs, \
+                 max_index_bytes, max_package_bytes and default_refresh_secs must be positive"
+            );
         }
         self.validate_dependency_sources()?;
         self.database_backend()?;

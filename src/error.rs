@@ -44,6 +44,10 @@ pub enum AppError {
     PreconditionFailed(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The upstream of a remote repository failed, and nothing verified of it is stored
+    /// to serve instead: 502.
+    #[error("{0}")]
+    BadGateway(String),
     /// The client was too slow sending its request: 408.
     #[error("{0}")]
     RequestTimeout(String),
@@ -133,6 +137,7 @@ impl AppError {
             AppError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             AppError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             AppError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,

@@ -337,6 +337,39 @@ impl Indexer {
         Ok((build.state.generation, build.rendered, Vec::new()))
     }
 
+    /// Signs `unsigned` (an index's gzip stream, such as an upstream's) with the keys and
+    /// algorithms the owner's indexes are signed with; the signed index and the names of
+    /// the keys that signed it.
+    pub async fn sign(
+        &self,
+        owner: &Owner,
+        unsigned: Vec<u8>,
+    ) -> anyhow::Result<(Vec<u8>, Vec<String>)> {
+        let keys = self.keys.key_set(owner).await?;
+        let algorithms = self.algorithms.clone();
+        tokio::task::spawn_blocking(move || {
+            let signed = sign_index_by(&unsigned, &keys.keys(), &algorithms)?;
+            let names = keys
+                .keys()
+                .iter()
+                .map(|k| k.key_name().to_string())
+                .collect();
+            anyhow::Ok((signed, names))
+        })
+        .await
+        .context("index signing task")?
+    }
+
+    /// The names of the keys `sign` signs the owner's indexes with now.
+    pub async fn signing_key_names(&self, owner: &Owner) -> anyhow::Result<Vec<String>> {
+        let keys = self.keys.key_set(owner).await?;
+        Ok(keys
+            .keys()
+            .iter()
+            .map(|k| k.key_name().to_string())
+            .collect())
+    }
+
     /// Rebuilds every repository whose built generation lags (after a crash). One
     /// removed meanwhile is skipped. Returns how many were rebuilt.
     pub async fn rebuild_stale(&self) -> anyhow::Result<usize> {

@@ -84,6 +84,8 @@ pub struct Shared {
     pub dependency_sources: Arc<registry::dependency_sources::DependencySources>,
     /// Sends webhook deliveries (`registry::webhooks`).
     pub webhooks: Arc<registry::webhooks::Sender>,
+    /// Remote repositories' upstream client and fetches (`registry::remote`).
+    pub remote: Arc<registry::remote::Remotes>,
 }
 
 /// Opens the database (migrating it), SQLite or PostgreSQL as `database.url` says, and
@@ -206,6 +208,7 @@ pub async fn open_with_clock(config: Config, clock: SharedClock) -> anyhow::Resu
             registry::webhooks::Sender::new(&config.webhooks)
                 .context("making the webhook sender's HTTP client")?,
         ),
+        remote: Arc::new(registry::remote::Remotes::new(&config.upstream)?),
         config,
         clock,
         retention: Arc::default(),

@@ -53,6 +53,25 @@ pub struct BuildLabels {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    /// `index` or `package`.
+    pub kind: &'static str,
+    /// For indexes: `fetched`, `not_modified` or `error`; for packages: `hit` (served
+    /// from storage), `miss` (fetched from upstream) or `error` (upstream failed or its
+    /// file did not match the index).
+    pub result: &'static str,
+}
+
+/// What remote repositories count (`registry::remote`).
+pub struct UpstreamMetrics {
+    pub requests: Family<UpstreamLabels, Counter>,
+    /// Bytes of package files received from upstreams.
+    pub bytes: Counter,
+    /// Upstream indexes whose last refresh failed, of every remote repository.
+    pub stale: Gauge,
+}
+
 /// Every metric of one process.
 pub struct Metrics {
     registry: Registry,
@@ -72,6 +91,7 @@ pub struct Metrics {
     pub index_build_duration: Histogram,
     pub index_build_packages: Histogram,
     pub publish_to_index: Histogram,
+    pub upstream: UpstreamMetrics,
     packages: Gauge,
     stored_bytes: Gauge,
     repositories: Gauge,
@@ -203,6 +223,27 @@ impl Metrics {
             Unit::Seconds,
             publish_to_index.clone(),
         );
+        let upstream = UpstreamMetrics {
+            requests: Family::default(),
+            bytes: Counter::default(),
+            stale: Gauge::default(),
+        };
+        registry.register(
+            "upstream_requests",
+            "Requests of remote repositories' indexes and packages, by kind and result",
+            upstream.requests.clone(),
+        );
+        registry.register_with_unit(
+            "upstream_received",
+            "Bytes of package files received from upstreams",
+            Unit::Bytes,
+            upstream.bytes.clone(),
+        );
+        registry.register(
+            "upstream_stale_indexes",
+            "Upstream indexes whose last refresh failed: the last verified one is served",
+            upstream.stale.clone(),
+        );
         let packages = Gauge::default();
         registry.register(
             "packages",
@@ -243,6 +284,7 @@ impl Metrics {
             index_build_duration,
             index_build_packages,
             publish_to_index,
+            upstream,
             packages,
             stored_bytes,
             repositories,
@@ -333,6 +375,12 @@ impl Metrics {
         match store.stored_bytes().await {
             Ok(bytes) => {
                 self.stored_bytes.set(bytes);
+            }
+            Err(e) => self.scrape_failed(&e),
+        }
+        match store.stale_upstream_indexes().await {
+            Ok(stale) => {
+                self.upstream.stale.set(stale);
             }
             Err(e) => self.scrape_failed(&e),
         }

@@ -12,6 +12,7 @@ pub mod names;
 pub mod package;
 pub mod pkginfo;
 pub mod sign;
+pub mod upstream;
 pub mod version;
 
 mod datatree;

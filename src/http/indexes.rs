@@ -67,6 +67,9 @@ pub async fn get(
         .repository(&repo_ref)
         .await?
         .ok_or_else(not_found)?;
+    if let Some(upstream) = crate::registry::remote::upstream_of(state, repo.id).await? {
+        return super::remote::index(state, &owner, &repo, &upstream, arch, method, headers).await;
+    }
     // A repository removed meanwhile has no index.
     let removed_or = |e: anyhow::Error| {
         if crate::indexer::is_removed(&e) {

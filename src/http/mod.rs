@@ -16,6 +16,7 @@ pub mod origin;
 mod packages;
 mod paths;
 pub mod ready;
+mod remote;
 mod web;
 
 use std::time::Duration;

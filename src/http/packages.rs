@@ -249,12 +249,48 @@ pub async fn download(
     headers: &HeaderMap,
 ) -> AppResult<Response> {
     let owner = super::authorize(state, identity, &at.owner, Role::Read).await?;
-    let package = publish::find(state, &owner, at, arch, file).await?;
+    let package = match publish::find(state, &owner, at, arch, file).await {
+        Ok(package) => package,
+        // A remote repository's files are not package rows.
+        Err(AppError::NotFound(message)) => {
+            return match super::remote::package(
+                state, identity, &owner, at, arch, file, method, headers,
+            )
+            .await?
+            {
+                Some(response) => Ok(response),
+                None => Err(AppError::NotFound(message)),
+            };
+        }
+        Err(other) => return Err(other),
+    };
     let entity = Entity {
         etag: format!("\"{}\"", package.sha256),
         modified_ms: package.modified_ms,
         size: package.size as u64,
     };
+    serve_blob(
+        state,
+        identity,
+        &owner,
+        &entity,
+        &package.sha256,
+        method,
+        headers,
+    )
+    .await
+}
+
+/// Answers a download of the blob `sha256` as `entity`: ranges, conditions and all.
+pub(super) async fn serve_blob(
+    state: &AppState,
+    identity: &Identity,
+    owner: &crate::store::Owner,
+    entity: &Entity,
+    sha256: &str,
+    method: &Method,
+    headers: &HeaderMap,
+) -> AppResult<Response> {
     let builder = Response::builder()
         .header(header::ETAG, &entity.etag)
         .header(header::LAST_MODIFIED, entity.last_modified_http())
@@ -274,7 +310,7 @@ pub async fn download(
     };
     let small = state
         .small_files
-        .get(state.blobs.as_ref(), &package.sha256, entity.size)
+        .get(state.blobs.as_ref(), sha256, entity.size)
         .await?;
     let mut builder = builder
         .status(status)
@@ -292,7 +328,7 @@ pub async fn download(
             (Body::from(bytes.clone()), Some(bytes))
         }
         None => {
-            let blob = state.blobs.open_range(&package.sha256, start, len).await?;
+            let blob = state.blobs.open_range(sha256, start, len).await?;
             match blob.bytes {
                 Some(bytes) => (Body::from(bytes.clone()), Some(bytes)),
                 None => (
@@ -310,7 +346,7 @@ pub async fn download(
         .body(body)
         .map_err(|e| AppError::Internal(e.into()))?;
     if let Some(bytes) = whole {
-        ready::mark(&mut response, identity, &owner, &entity, bytes);
+        ready::mark(&mut response, identity, owner, entity, bytes);
     }
     Ok(response)
 }

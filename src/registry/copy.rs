@@ -85,6 +85,7 @@ async fn copy_counted(
             target.at
         )));
     }
+    crate::registry::remote::refuse_changes(state, target.owner, target.at, "copies").await?;
     let gone = || {
         AppError::NotFound(format!(
             "{}/{}/{} not found",

@@ -12,6 +12,7 @@ pub mod fsck;
 pub mod keys;
 pub mod migrate;
 pub mod publish;
+pub mod remote;
 pub mod repositories;
 pub mod retention;
 pub mod upload_slots;

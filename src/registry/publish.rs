@@ -82,14 +82,16 @@ pub async fn precheck(
     declared_len: Option<u64>,
 ) -> AppResult<()> {
     let limit = state.config.limits.max_upload_bytes;
-    if !state.config.repositories.auto_create
-        && state
-            .store
-            .repository(&crate::registry::repo_ref(owner.id, at))
-            .await?
-            .is_none()
-    {
-        return Err(missing_for_upload(at));
+    let repository = state
+        .store
+        .repository(&crate::registry::repo_ref(owner.id, at))
+        .await?;
+    match repository {
+        None if !state.config.repositories.auto_create => return Err(missing_for_upload(at)),
+        Some(repository) => {
+            crate::registry::remote::refuse_into(state, &repository, at, "uploads").await?
+        }
+        None => {}
     }
     if declared_len.is_some_and(|len| len > limit) {
         return Err(too_large(limit));
@@ -529,6 +531,7 @@ pub async fn delete_checked(
     let started = std::time::Instant::now();
     // A file that is not there, or a refusal of the check, counts as a delete refused.
     let checked = async {
+        crate::registry::remote::refuse_changes(state, owner, at, "deletes").await?;
         let package = find(state, owner, at, arch, file).await?;
         crate::registry::dependencies::check_delete(state, owner, at, &package).await
     };

@@ -10,6 +10,7 @@ mod read_cache;
 mod retention;
 mod sessions;
 mod sqlite;
+mod upstream;
 mod webhooks;
 
 use async_trait::async_trait;
@@ -28,6 +29,7 @@ pub use dump::{
 pub use keys::{Retirement, SigningKeyRecord};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+pub use upstream::{Upstream, UpstreamFile, UpstreamFreshness, UpstreamIndex, UpstreamKey};
 pub use webhooks::{AttemptOutcome, Delivery, NewWebhook, Webhook, EVENTS as WEBHOOK_EVENTS};
 
 #[derive(Debug, thiserror::Error)]
@@ -942,6 +944,55 @@ pub trait Store: Send + Sync + 'static {
     /// `dump.last_repository_id`), so that new rows take fresh ids. Conflict, writing
     /// nothing, when the database holds any row.
     async fn import(&self, dump: &Dump) -> StoreResult<()>;
+
+    // Remote repositories (see `upstream`).
+
+    /// Creates a remote repository of `upstream` (whose `repository_id` is ignored) in one
+    /// transaction: it is remote from the moment it exists. Conflict when it exists.
+    async fn create_remote_repository(
+        &self,
+        repo: &RepoRef,
+        upstream: &Upstream,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<Repository>;
+    /// The upstream of a repository; None for one that is not remote.
+    async fn upstream(&self, repository_id: i64) -> StoreResult<Option<Upstream>>;
+    /// The ids of every remote repository.
+    async fn remote_repository_ids(&self) -> StoreResult<Vec<i64>>;
+    /// The upstream index of one architecture, as last verified and as served.
+    async fn upstream_index(
+        &self,
+        repository_id: i64,
+        arch: &str,
+    ) -> StoreResult<Option<UpstreamIndex>>;
+    /// Stores an index verified now, replacing the one of its architecture.
+    async fn save_upstream_index(&self, index: &UpstreamIndex) -> StoreResult<()>;
+    /// Records an attempt to refresh an index at `checked_ms`: confirmed by upstream
+    /// (`verified`, a 304), or failed with `error` (the index stays as it was).
+    async fn upstream_checked(
+        &self,
+        repository_id: i64,
+        arch: &str,
+        checked_ms: i64,
+        verified: bool,
+        error: Option<&str>,
+    ) -> StoreResult<()>;
+    /// How fresh each architecture's upstream index of the repository is.
+    async fn upstream_freshness(&self, repository_id: i64) -> StoreResult<Vec<UpstreamFreshness>>;
+    /// How many upstream indexes, of every remote repository, failed their last refresh.
+    async fn stale_upstream_indexes(&self) -> StoreResult<i64>;
+    /// A file cached from upstream.
+    async fn upstream_file(
+        &self,
+        repository_id: i64,
+        arch: &str,
+        filename: &str,
+    ) -> StoreResult<Option<UpstreamFile>>;
+    /// Records a file fetched, checked and committed to blob storage; one recorded already
+    /// (by another instance) is kept.
+    async fn insert_upstream_file(&self, file: &UpstreamFile) -> StoreResult<()>;
+    /// Every file cached of a remote repository.
+    async fn upstream_files(&self, repository_id: i64) -> StoreResult<Vec<UpstreamFile>>;
 
     // Coordination of the processes that use one database. Only PostgreSQL is shared by
     // several server instances; on SQLite these return at once with a guard that holds

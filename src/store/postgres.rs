@@ -24,6 +24,7 @@ use sqlx::Row;
 
 use super::audit;
 use super::keys;
+use super::upstream;
 use super::webhooks;
 use super::*;
 use crate::clock::SharedClock;
@@ -444,6 +445,31 @@ async fn release_blobs(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// `release_blobs` for the files cached of remote repositories that `rows` selects (by
+/// `repository_id`), deleted with their repository or owner.
+async fn release_upstream_blobs(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    rows: &str,
+    id: i64,
+    now_ms: i64,
+) -> StoreResult<()> {
+    sqlx::query(&format!(
+        "INSERT INTO blob_releases (sha256, released_ms) \
+         SELECT DISTINCT sha256, $1 FROM upstream_files WHERE {rows} \
+         ORDER BY sha256 ON CONFLICT (sha256) DO UPDATE SET released_ms = excluded.released_ms"
+    ))
+    .bind(now_ms)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+mod upstream_fns {
+    use crate::store::StoreResult;
+    crate::store::upstream::upstream_functions!(sqlx::Postgres);
 }
 
 #[async_trait]
@@ -1101,20 +1127,23 @@ impl Store for PostgresStore {
     }
 
     async fn blob_referenced(&self, sha256: &str) -> StoreResult<bool> {
-        Ok(
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM packages WHERE sha256 = $1)")
-                .bind(sha256)
-                .fetch_one(&self.pool)
-                .await?,
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM packages WHERE sha256 = $1) \
+                 OR EXISTS (SELECT 1 FROM upstream_files WHERE sha256 = $1)",
         )
+        .bind(sha256)
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     async fn referenced_blobs(&self) -> StoreResult<std::collections::HashSet<String>> {
-        Ok(sqlx::query_scalar("SELECT DISTINCT sha256 FROM packages")
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .collect())
+        Ok(sqlx::query_scalar(
+            "SELECT sha256 FROM packages UNION SELECT sha256 FROM upstream_files",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .collect())
     }
 
     async fn released_blobs(
@@ -1574,6 +1603,7 @@ impl Store for PostgresStore {
         let mut tx = self.pool.begin().await?;
         if let Some(owner_id) = namespace {
             release_blobs(&mut tx, OWNER_PACKAGES, owner_id, self.clock.unix_ms()).await?;
+            release_upstream_blobs(&mut tx, OWNER_PACKAGES, owner_id, self.clock.unix_ms()).await?;
             sqlx::query("DELETE FROM owners WHERE id = $1")
                 .bind(owner_id)
                 .execute(&mut *tx)
@@ -1594,6 +1624,7 @@ impl Store for PostgresStore {
     async fn delete_owner(&self, owner_id: i64, audit: Option<&AuditEntry>) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         release_blobs(&mut tx, OWNER_PACKAGES, owner_id, self.clock.unix_ms()).await?;
+        release_upstream_blobs(&mut tx, OWNER_PACKAGES, owner_id, self.clock.unix_ms()).await?;
         let done = sqlx::query("DELETE FROM owners WHERE id = $1")
             .bind(owner_id)
             .execute(&mut *tx)
@@ -1675,6 +1706,93 @@ impl Store for PostgresStore {
             .ok_or_else(|| repository_gone(id))
     }
 
+    async fn create_remote_repository(
+        &self,
+        repo: &RepoRef,
+        upstream: &Upstream,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<Repository> {
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO repositories (owner_id, branch, name) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind(repo.owner_id)
+        .bind(&repo.branch)
+        .bind(&repo.repository)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| conflict_or(e, || "the repository already exists".to_string()))?;
+        sqlx::query(upstream::INSERT_UPSTREAM)
+            .bind(id)
+            .bind(&upstream.url)
+            .bind(upstream::keys_text(&upstream.keys))
+            .bind(upstream.refresh_secs)
+            .execute(&mut *tx)
+            .await?;
+        record(&mut tx, audit).await?;
+        tx.commit().await?;
+        self.repository_by_id(id)
+            .await?
+            .ok_or_else(|| repository_gone(id))
+    }
+
+    async fn upstream(&self, repository_id: i64) -> StoreResult<Option<Upstream>> {
+        upstream_fns::upstream(&self.pool, repository_id).await
+    }
+
+    async fn remote_repository_ids(&self) -> StoreResult<Vec<i64>> {
+        upstream_fns::remote_repository_ids(&self.pool).await
+    }
+
+    async fn upstream_index(
+        &self,
+        repository_id: i64,
+        arch: &str,
+    ) -> StoreResult<Option<UpstreamIndex>> {
+        upstream_fns::upstream_index(&self.pool, repository_id, arch).await
+    }
+
+    async fn save_upstream_index(&self, index: &UpstreamIndex) -> StoreResult<()> {
+        upstream_fns::save_upstream_index(&self.pool, index).await
+    }
+
+    async fn upstream_checked(
+        &self,
+        repository_id: i64,
+        arch: &str,
+        checked_ms: i64,
+        verified: bool,
+        error: Option<&str>,
+    ) -> StoreResult<()> {
+        upstream_fns::upstream_checked(&self.pool, repository_id, arch, checked_ms, verified, error)
+            .await
+    }
+
+    async fn upstream_freshness(&self, repository_id: i64) -> StoreResult<Vec<UpstreamFreshness>> {
+        upstream_fns::upstream_freshness(&self.pool, repository_id).await
+    }
+
+    async fn stale_upstream_indexes(&self) -> StoreResult<i64> {
+        upstream_fns::stale_upstream_indexes(&self.pool).await
+    }
+
+    async fn upstream_file(
+        &self,
+        repository_id: i64,
+        arch: &str,
+        filename: &str,
+    ) -> StoreResult<Option<UpstreamFile>> {
+        upstream_fns::upstream_file(&self.pool, repository_id, arch, filename).await
+    }
+
+    async fn insert_upstream_file(&self, file: &UpstreamFile) -> StoreResult<()> {
+        upstream_fns::insert_upstream_file(&self.pool, file).await
+    }
+
+    async fn upstream_files(&self, repository_id: i64) -> StoreResult<Vec<UpstreamFile>> {
+        upstream_fns::upstream_files(&self.pool, repository_id).await
+    }
+
     async fn repository_summaries(
         &self,
         owner_id: Option<i64>,
@@ -1750,6 +1868,7 @@ impl Store for PostgresStore {
                 .fetch_all(&mut *tx)
                 .await?;
         release_blobs(&mut tx, "repository_id = $2", id, self.clock.unix_ms()).await?;
+        release_upstream_blobs(&mut tx, "repository_id = $2", id, self.clock.unix_ms()).await?;
         // Packages and indexes go with the row (ON DELETE CASCADE), in this one commit.
         sqlx::query("DELETE FROM repositories WHERE id = $1")
             .bind(id)

@@ -17,6 +17,7 @@ mod document;
 mod keys;
 mod retention;
 mod settings;
+mod upstream;
 mod webhooks;
 
 use std::sync::OnceLock;
@@ -123,6 +124,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(keys::rotate))
         .routes(routes!(keys::import))
         .routes(routes!(keys::retire))
+        .routes(routes!(upstream::get, upstream::create))
         .routes(routes!(webhooks::list, webhooks::add))
         .routes(routes!(webhooks::remove))
         .routes(routes!(webhooks::deliveries))

@@ -266,6 +266,15 @@ struct MatrixRow {
     last_publish: String,
     cells: Vec<Cell>,
     noarch: bool,
+    /// For a remote repository: its upstream, and how fresh its indexes are.
+    remote: Option<RemoteView>,
+}
+
+struct RemoteView {
+    url: String,
+    /// Per architecture: when upstream last gave or confirmed its index, and whether the
+    /// last refresh failed (the last verified index is served: stale).
+    indexes: Vec<(String, String, Option<String>)>,
 }
 
 struct KeyView {
@@ -345,7 +354,23 @@ pub async fn owner(
             .iter()
             .map(|i| (i.arch.as_str(), i.entries))
             .collect();
+        let remote = crate::registry::remote::freshness(
+            &state,
+            &overview.name,
+            &repo.branch,
+            &repo.repository,
+        )
+        .await
+        .map_err(hidden)?
+        .map(|(url, indexes)| RemoteView {
+            url,
+            indexes: indexes
+                .into_iter()
+                .map(|i| (i.arch, view::time_ms(i.verified_ms), i.error))
+                .collect(),
+        });
         rows.push(MatrixRow {
+            remote,
             branch: repo.branch.clone(),
             repository: repo.repository.clone(),
             packages: repo.packages,
