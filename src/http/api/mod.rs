@@ -123,6 +123,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(keys::rotate))
         .routes(routes!(keys::import))
         .routes(routes!(keys::retire))
+        .routes(routes!(keys::keyring))
         .routes(routes!(webhooks::list, webhooks::add))
         .routes(routes!(webhooks::remove))
         .routes(routes!(webhooks::deliveries))
