@@ -20,7 +20,8 @@
 //! each repository's indexes as of the generation it last built ([`IncrementalIndex`]:
 //! sorted stanzas in separately compressed chunks), reads only the rows added and the
 //! rows removed since (`Store::index_changes`), applies them, and re-renders and signs
-//! only the architectures they touched. The first build of a repository in a process, a
+//! only the architectures they touched; each architecture's `Packages.adb` is updated in
+//! place the same way ([`IncrementalAdb`]). The first build of a repository in a process, a
 //! change it cannot apply (a new architecture, a raised generation with no change, a gap
 //! longer than the store keeps) and a failed build start over from a full read.
 
@@ -32,7 +33,8 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 
-use crate::apk::adb::{self, IndexPackage};
+use crate::apk::adb::incremental::IncrementalAdb;
+use crate::apk::adb::IndexPackage;
 use crate::apk::incremental::{EntryKey, IncrementalIndex};
 use crate::apk::index::{rewrite_arch, sign_index_by};
 use crate::apk::names::KNOWN_ARCHES;
@@ -442,6 +444,8 @@ struct RepoState {
     /// Every package row as the apk v3 index lists it, by row id (a noarch one says
     /// `noarch`: apk 3 fetches it from the `noarch` directory, which serves it).
     adb_packages: HashMap<i64, IndexPackage>,
+    /// The served architectures' `Packages.adb`.
+    adbs: BTreeMap<String, IncrementalAdb>,
 }
 
 fn entry_key(entry: &IndexEntry) -> EntryKey {
@@ -464,9 +468,8 @@ fn stanza_for<'a>(entry: &'a IndexEntry, arch: &str) -> Cow<'a, str> {
 
 const NOARCH: &str = "noarch";
 
-/// Deflate level of `Packages.adb`: the fastest. It is rewritten whole on every publish
-/// (its offsets and shared strings span the file); at 10,000 packages level 6 takes some
-/// 70 ms more for a file a fifth smaller.
+/// Deflate level of `Packages.adb`: the fastest. A full build compresses the whole file;
+/// at 10,000 packages level 6 takes some 70 ms more for a file a fifth smaller.
 const ADB_DEFLATE_LEVEL: u32 = 1;
 
 impl RepoState {
@@ -521,14 +524,19 @@ impl RepoState {
             .iter()
             .map(|p| Ok((p.id, IndexPackage::from_stanza(&p.stanza)?)))
             .collect::<anyhow::Result<_>>()?;
-        Ok(RepoState {
+        let mut state = RepoState {
             generation: snapshot.generation,
             description,
             packages,
             arches,
             signed_by: signed_by.to_vec(),
             adb_packages,
-        })
+            adbs: BTreeMap::new(),
+        };
+        for arch in state.arches.keys() {
+            state.adbs.insert(arch.clone(), state.full_adb(arch)?);
+        }
+        Ok(state)
     }
 
     /// Applies what changed since `self.generation`: removals first (a row id may come
@@ -573,6 +581,11 @@ impl RepoState {
                 return Ok(None);
             };
             self.adb_packages.remove(id);
+            for (name, adb) in self.adbs.iter_mut() {
+                if (arch == NOARCH || *name == arch) && !adb.remove(*id) {
+                    return Ok(None);
+                }
+            }
             for (name, index) in self.arches.iter_mut() {
                 if arch == NOARCH || *name == arch {
                     if !index.remove(&key)? {
@@ -594,25 +607,50 @@ impl RepoState {
                 }
             }
             self.packages.insert(entry.id, (entry.arch.clone(), key));
-            self.adb_packages
-                .insert(entry.id, IndexPackage::from_stanza(&entry.stanza)?);
+            let package = IndexPackage::from_stanza(&entry.stanza)?;
+            for (name, adb) in self.adbs.iter_mut() {
+                if (entry.arch == NOARCH || *name == entry.arch)
+                    && !adb.insert(entry.id, &package)?
+                {
+                    return Ok(None);
+                }
+            }
+            self.adb_packages.insert(entry.id, package);
         }
         self.generation = changes.generation;
         Ok(Some((self, touched)))
     }
 
-    /// The `Packages.adb` of `arch`: the packages its `APKINDEX.tar.gz` lists, signed by
-    /// `keys` in order (the keys the v2 index is signed with). Written in index order, so
-    /// that every instance renders the same bytes from the same rows.
-    fn render_adb(&self, arch: &str, keys: &[&SigningKey]) -> anyhow::Result<RenderedAdb> {
-        let mut listed: Vec<&IndexPackage> = self
+    /// A full build of the `Packages.adb` of `arch`: the packages its `APKINDEX.tar.gz`
+    /// lists, written in index order, so that every instance renders the same bytes from
+    /// the same rows.
+    fn full_adb(&self, arch: &str) -> anyhow::Result<IncrementalAdb> {
+        let listed: Vec<(i64, &IndexPackage)> = self
             .packages
             .iter()
             .filter(|(_, (a, _))| a == arch || a == NOARCH)
-            .filter_map(|(id, _)| self.adb_packages.get(id))
+            .filter_map(|(id, _)| Some((*id, self.adb_packages.get(id)?)))
             .collect();
-        listed.sort_by(|a, b| adb::package_order(a, b));
-        let content = adb::signed_index(&self.description, listed, keys, ADB_DEFLATE_LEVEL)?;
+        Ok(IncrementalAdb::new(
+            &self.description,
+            listed,
+            ADB_DEFLATE_LEVEL,
+        )?)
+    }
+
+    /// The `Packages.adb` of `arch` as it stands, signed by `keys` in order (the keys the
+    /// v2 index is signed with); built in full again once much of it is garbage.
+    fn render_adb(&mut self, arch: &str, keys: &[&SigningKey]) -> anyhow::Result<RenderedAdb> {
+        let compact = self
+            .adbs
+            .get(arch)
+            .is_none_or(IncrementalAdb::wants_compaction);
+        if compact {
+            let full = self.full_adb(arch)?;
+            self.adbs.insert(arch.to_string(), full);
+        }
+        let adb = self.adbs.get_mut(arch).expect("built above");
+        let content = adb.render(keys)?;
         Ok(RenderedAdb {
             sha256: hex::encode(Sha256::digest(&content)),
             content,
@@ -629,8 +667,10 @@ impl RepoState {
     ) -> anyhow::Result<Vec<RenderedIndex>> {
         let keys = keys.keys();
         let mut adbs = HashMap::new();
-        for arch in arches.iter().filter(|a| self.arches.contains_key(*a)) {
-            adbs.insert(arch.clone(), self.render_adb(arch, &keys)?);
+        for arch in arches.iter() {
+            if self.arches.contains_key(arch) {
+                adbs.insert(arch.clone(), self.render_adb(arch, &keys)?);
+            }
         }
         let mut rendered = Vec::with_capacity(arches.len());
         for (arch, index) in self.arches.iter_mut() {

@@ -307,3 +307,86 @@ async fn packages_adb_published_through_one_instance_is_served_by_another() {
     second.stop().await;
     first.stop().await;
 }
+
+/// Random publishes and deletes (concrete and noarch, two architectures), each followed
+/// by the served `Packages.adb` of both architectures, which the indexer updates in
+/// place: signed by the owner's key, and listing field for field what a full build of
+/// the same rows lists.
+#[tokio::test]
+async fn incremental_packages_adb_lists_what_a_full_build_lists_after_random_changes() {
+    use rand::{Rng, SeedableRng};
+    let seed: u64 = std::env::var("ADB_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    println!("seed {seed} (ADB_SEED={seed} to run it again)");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let server = TestServer::start().await;
+    let state = &server.state;
+    let arches = ["x86_64", "aarch64"];
+    for arch in arches {
+        publish(&server, package(&format!("base-{arch}"), "1.0-r0", arch)).await;
+    }
+    let owner = state.store.owner_by_name("admin").await.unwrap().unwrap();
+    let repo_ref = alpine_registry::store::RepoRef {
+        owner_id: owner.id,
+        branch: "v3.21".into(),
+        repository: "main".into(),
+    };
+    let repo = state.store.repository(&repo_ref).await.unwrap().unwrap();
+    let incremental_before = state.indexer.incremental_builds();
+    let mut live: Vec<(String, String)> = Vec::new();
+    let mut serial = 0;
+    let steps = 60;
+    for step in 0..steps {
+        // Mostly publishes at first, mostly deletes later.
+        let publishing = live.is_empty() || rng.gen_bool(if step < steps / 2 { 0.8 } else { 0.3 });
+        if publishing {
+            serial += 1;
+            let arch = ["x86_64", "aarch64", "noarch"][rng.gen_range(0..3)];
+            let name = format!("p{}", rng.gen_range(0..8));
+            let version = format!("1.{serial}-r0");
+            publish(&server, package(&name, &version, arch)).await;
+            live.push((format!("{name}-{version}"), arch.to_string()));
+        } else {
+            let (file, arch) = live.swap_remove(rng.gen_range(0..live.len()));
+            let deleted = server
+                .delete(
+                    &format!("{REPO}/{arch}/{file}.apk"),
+                    Some(("admin", ADMIN_TOKEN)),
+                )
+                .await;
+            assert_eq!(deleted.status(), 204, "seed {seed}, step {step}");
+        }
+        let (_, rendered, _) = state.indexer.render(&owner, &repo, None).await.unwrap();
+        for arch in arches {
+            let served = verified_adb(
+                &server,
+                "admin",
+                &format!("{REPO}/{arch}/Packages.adb"),
+                None,
+            )
+            .await;
+            let full = rendered.iter().find(|r| r.arch == arch).unwrap();
+            let full = adb::read_file(&full.adb.as_ref().unwrap().content, 64 << 20)
+                .unwrap()
+                .index()
+                .unwrap()
+                .packages;
+            assert_eq!(served, full, "seed {seed}, step {step}, {arch}");
+            let expected: BTreeSet<String> = live
+                .iter()
+                .filter(|(_, a)| a == arch || a == "noarch")
+                .map(|(f, _)| f.clone())
+                .chain([format!("base-{arch}-1.0-r0")])
+                .collect();
+            assert_eq!(names(&served), expected, "seed {seed}, step {step}, {arch}");
+        }
+    }
+    assert_eq!(
+        state.indexer.incremental_builds() - incremental_before,
+        steps,
+        "every change was applied to the kept indexes"
+    );
+    server.stop().await;
+}

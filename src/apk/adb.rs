@@ -27,6 +27,8 @@ use sha2::{Digest, Sha512};
 use super::sign::{SignatureAlgorithm, SigningKey};
 use super::{version, ApkError, ApkResult};
 
+pub mod incremental;
+
 /// The file magic, `ADB.` read as a little-endian word.
 const FORMAT_MAGIC: u32 = 0x2e42_4441;
 /// The schema id of a repository index, `indx`.
@@ -512,22 +514,47 @@ pub fn write_index_block<'a>(
     description: &str,
     packages: impl IntoIterator<Item = &'a IndexPackage>,
 ) -> ApkResult<Vec<u8>> {
+    let written = write_index(description, packages)?;
+    Ok(written.writer.finish(written.root))
+}
+
+/// An index block as `apk mkndx` writes it, before its root is set in the header.
+struct WrittenIndex {
+    writer: Writer,
+    /// Each package's object and how many bytes writing it added, in the order given.
+    packages: Vec<(u32, usize)>,
+    description: u32,
+    root: u32,
+}
+
+fn write_index<'a>(
+    description: &str,
+    packages: impl IntoIterator<Item = &'a IndexPackage>,
+) -> ApkResult<WrittenIndex> {
     let mut w = Writer::new();
     let mut written = Vec::new();
     for p in packages {
-        written.push((write_package(&mut w, p)?, p));
+        let before = w.buf.len();
+        let object = write_package(&mut w, p)?;
+        written.push((object, w.buf.len() - before, p));
     }
     let mut ndx = [NULL; NDX_PKGNAME_SPEC + 1];
     ndx[NDX_DESCRIPTION] = w.blob(description.as_bytes());
+    let mut sorted: Vec<&(u32, usize, &IndexPackage)> = written.iter().collect();
     // qsort_r in glibc is a merge sort: stable, as this one.
-    written.sort_by(|a, b| package_order(a.1, b.1));
-    let mut slots = Vec::with_capacity(written.len() + 1);
+    sorted.sort_by(|a, b| package_order(a.2, b.2));
+    let mut slots = Vec::with_capacity(sorted.len() + 1);
     slots.push(NULL);
-    slots.extend(written.iter().map(|p| p.0));
+    slots.extend(sorted.iter().map(|p| p.0));
     // mkndx stores the package array through adb_wo_obj: typed as an object.
     ndx[NDX_PACKAGES] = w.object(TYPE_OBJECT, &slots);
     let root = w.object(TYPE_OBJECT, &ndx);
-    Ok(w.finish(root))
+    Ok(WrittenIndex {
+        writer: w,
+        packages: written.iter().map(|p| (p.0, p.1)).collect(),
+        description: ndx[NDX_DESCRIPTION],
+        root,
+    })
 }
 
 /// The key id apk looks a signing key up by: the first 16 bytes of the SHA-512 of its

@@ -183,12 +183,17 @@ impl Chunk {
 /// of a chunk were then missing from the index), so the flush is made in one call, and
 /// the result is checked to end as a complete flush does.
 fn deflate(data: &[u8], last: bool) -> ApkResult<Vec<u8>> {
+    deflate_at(data, last, Compression::best())
+}
+
+/// [`deflate`] at `level`.
+pub(super) fn deflate_at(data: &[u8], last: bool, level: Compression) -> ApkResult<Vec<u8>> {
     let short = || {
         ApkError::Io(std::io::Error::other(
             "an index chunk did not compress whole",
         ))
     };
-    let mut compressor = Compress::new(Compression::best(), false);
+    let mut compressor = Compress::new(level, false);
     // Stored blocks cost 5 bytes per 64 KiB; the flush adds an empty one.
     let mut out = Vec::with_capacity(data.len() + data.len() / 1024 + 1024);
     let flush = if last {
