@@ -363,5 +363,11 @@ async fn an_upload_named_like_the_keyring_is_refused_while_it_is_on() {
         .put_admin("/admin/edge/main", package("admin-keys", "99-r0", "noarch"))
         .await;
     assert_eq!(response.status(), 201, "the owner's own package while off");
+    // A key change while off leaves the owner's own package of that name alone.
+    post(&server, "/api/v1/owners/admin/keys/rotate").await;
+    assert_eq!(
+        listed_version(&server, "/admin/edge/main").await.as_deref(),
+        Some("99-r0")
+    );
     server.stop().await;
 }

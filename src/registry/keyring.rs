@@ -156,25 +156,45 @@ pub async fn switch(
         .store
         .set_keyring_enabled(owner.id, on, Some(&entry))
         .await?;
-    sync(state, owner).await
+    bring(state, owner, true).await
 }
 
-/// Brings every repository of the owner to its keyring as the key set and the switch
-/// are now: the current version published, earlier ones deleted, or none when off.
+/// Brings every repository of the owner to its keyring as the key set is now: the
+/// current version published, earlier ones deleted. Nothing while the keyring is off: a
+/// package of its name is then the owner's own.
 pub async fn sync(state: &AppState, owner: &Owner) -> AppResult<KeyringState> {
+    bring(state, owner, false).await
+}
+
+/// `sync`; while the keyring is off, with `remove_when_off`, every row of its name deleted
+/// (the keyring switched off).
+async fn bring(state: &AppState, owner: &Owner, remove_when_off: bool) -> AppResult<KeyringState> {
     let on = enabled(state, owner).await?;
     let built = if on {
         Some(build(state, owner).await?)
-    } else {
+    } else if remove_when_off {
         None
+    } else {
+        return Ok(KeyringState {
+            enabled: false,
+            package: package_name(owner),
+            version: None,
+            repositories: Vec::new(),
+        });
     };
+    let present = present(state, owner).await?;
     let mut listed = Vec::new();
     for repo in state
         .store
         .list_repositories(Some(owner.id), None, None)
         .await?
     {
-        if sync_one(state, owner, &repo, built.as_ref()).await? {
+        let here = present
+            .iter()
+            .filter(|p| p.repository_id == repo.id)
+            .cloned()
+            .collect();
+        if sync_one(state, owner, &repo, here, built.as_ref()).await? {
             listed.push(format!("{}/{}/{}", repo.owner_name, repo.branch, repo.name));
         }
     }
@@ -199,8 +219,52 @@ pub async fn add_to(state: &AppState, owner: &Owner, at: &RepoAddress) -> AppRes
         return Ok(());
     };
     let built = build(state, owner).await?;
-    sync_one(state, owner, &repo, Some(&built)).await?;
+    let here = present(state, owner)
+        .await?
+        .into_iter()
+        .filter(|p| p.repository_id == repo.id)
+        .collect();
+    sync_one(state, owner, &repo, here, Some(&built)).await?;
     Ok(())
+}
+
+/// The rows of the owner's keyring package, in every repository of the owner.
+async fn present(state: &AppState, owner: &Owner) -> AppResult<Vec<Package>> {
+    Ok(state
+        .store
+        .package_files(owner.id, &package_name(owner))
+        .await?
+        .into_iter()
+        .map(|file| file.package)
+        .collect())
+}
+
+/// Brings every owner's repositories to its keyring, in a task of its own, at start: a
+/// process stopped between a key change (or a repository's creation) and its keyring's
+/// publication leaves it behind until then.
+pub fn spawn_catch_up(state: AppState) {
+    tokio::spawn(async move {
+        let owners = match state.store.list_owners().await {
+            Ok(owners) => owners,
+            Err(e) => {
+                tracing::warn!(error = %e, "keyring catch-up: listing owners");
+                return;
+            }
+        };
+        for summary in owners {
+            let owner = match state.store.owner_by_name(&summary.name).await {
+                Ok(Some(owner)) => owner,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "keyring catch-up: reading an owner");
+                    return;
+                }
+            };
+            if let Err(e) = sync(&state, &owner).await {
+                tracing::warn!(owner = %owner.name, error = %e, "keyring catch-up");
+            }
+        }
+    });
 }
 
 /// Brings one repository to `built` (None: no keyring); true when it lists a keyring.
@@ -210,17 +274,10 @@ async fn sync_one(
     state: &AppState,
     owner: &Owner,
     repo: &Repository,
+    present: Vec<Package>,
     built: Option<&Built>,
 ) -> AppResult<bool> {
-    let name = package_name(owner);
     let at = RepoAddress::parse(&owner.name, &repo.branch, &repo.name)?;
-    let present: Vec<Package> = state
-        .store
-        .list_packages(repo.id)
-        .await?
-        .into_iter()
-        .filter(|p| p.name == name)
-        .collect();
     let newest = match built {
         None => None,
         Some(built) => {
