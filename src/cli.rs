@@ -151,6 +151,13 @@ pub enum OwnerCommand {
         #[arg(value_parser = ["public", "private"])]
         visibility: String,
     },
+    /// Switches the owner's keyring package (<owner>-keys: the public keys of its active
+    /// signing keys under /etc/apk/keys) on or off in every repository of the owner.
+    Keyring {
+        name: String,
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
     /// Manages members of an owner.
     #[command(subcommand)]
     Member(MemberCommand),
@@ -452,6 +459,23 @@ async fn owner_command(state: &AppState, command: OwnerCommand) -> anyhow::Resul
                     "public: anyone may read it"
                 }
             );
+        }
+        OwnerCommand::Keyring { name, state: on } => {
+            let owner = accounts::owner(state, &name).await?;
+            let keyring =
+                crate::registry::keyring::switch(state, &Actor::cli(), &owner, on == "on").await?;
+            match keyring.version {
+                Some(version) => eprintln!(
+                    "{} {version} is listed in {} repositories of {}",
+                    keyring.package,
+                    keyring.repositories.len(),
+                    owner.name
+                ),
+                None => eprintln!(
+                    "{} is off: no repository of {} lists it",
+                    keyring.package, owner.name
+                ),
+            }
         }
         OwnerCommand::Member(MemberCommand::Add { owner, user, role }) => {
             let role: Role = role.parse().map_err(anyhow::Error::msg)?;

@@ -326,6 +326,10 @@ pub struct SigningConfig {
     /// Keys an owner may have active at once (every index build signs with each); a
     /// rotation or import past it is refused until one is retired.
     pub max_active_keys: usize,
+    /// Whether each owner's repositories list its keyring package `<owner>-keys` (the
+    /// public keys of its active keys under /etc/apk/keys), unless switched per owner
+    /// with `owner keyring OWNER on|off`.
+    pub keyring: bool,
     /// Base64 of 32 bytes that encrypt owner private keys in the database; when empty,
     /// `<data_dir>/master.key` (created with mode 0600) is used. Required with PostgreSQL,
     /// whose database several instances may share.
@@ -340,6 +344,7 @@ impl std::fmt::Debug for SigningConfig {
             .field("import_min_bits", &self.import_min_bits)
             .field("import_max_bits", &self.import_max_bits)
             .field("max_active_keys", &self.max_active_keys)
+            .field("keyring", &self.keyring)
             .field(
                 "master_key",
                 &if self.master_key.is_empty() {
@@ -360,6 +365,7 @@ impl Default for SigningConfig {
             import_min_bits: 2048,
             import_max_bits: 8192,
             max_active_keys: 3,
+            keyring: true,
             master_key: String::new(),
         }
     }

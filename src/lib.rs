@@ -428,6 +428,7 @@ pub async fn serve(
     // Keys are also made on first use.
     state.keys.spawn_create_missing();
     registry::fsck::spawn_orphan_collector(state.clone());
+    registry::keyring::spawn_catch_up(state.clone());
     if state.config.database_backend().ok() == Some(DatabaseBackend::Postgres) {
         spawn_abandoned_index_rebuilder(state.clone());
     }

@@ -241,6 +241,8 @@ impl Harness {
             .arg(self.data.path())
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .env("ALPINE_REGISTRY__SIGNING__KEY_BITS", "1024")
+            // Every listed package must be one the test uploaded.
+            .env("ALPINE_REGISTRY__SIGNING__KEYRING", "false")
             .env("ALPINE_REGISTRY_BOOTSTRAP_TOKEN", TOKEN)
             .env("RUST_LOG", "info")
             .envs(self.env.iter().map(|(k, v)| (k, v)))

@@ -584,6 +584,8 @@ impl Binary {
     fn env(command: &mut std::process::Command) {
         command
             .env("ALPINE_REGISTRY__SIGNING__KEY_BITS", "1024")
+            // The events counted here are those of the test's own package.
+            .env("ALPINE_REGISTRY__SIGNING__KEYRING", "false")
             .env("ALPINE_REGISTRY__WEBHOOKS__ALLOW_PRIVATE_TARGETS", "true")
             .env("ALPINE_REGISTRY__WEBHOOKS__POLL_INTERVAL_MS", "50")
             .env("ALPINE_REGISTRY__WEBHOOKS__RETRY_BASE_SECS", "1")

@@ -103,6 +103,7 @@ async fn copy_counted(
             name.unwrap_or_default()
         )));
     }
+    crate::registry::keyring::refuse_name(state, target.owner, &found.name).await?;
     publish::precheck(state, target.owner, target.at, None).await?;
     // The row may have gone since it was found; its stanza is read with it or not at all.
     let stanza = state
@@ -143,6 +144,9 @@ async fn copy_counted(
         from = %format!("{}/{}/{}", source.at, found.arch, found.filename),
         to = %target.at, "package copied"
     );
+    if published.repository_created {
+        crate::registry::keyring::add_to(state, target.owner, target.at).await?;
+    }
     if remove_source {
         remove(state, actor, source, &found).await?;
     }

@@ -654,6 +654,8 @@ async fn changed(
             Err(e) => return Err(e.into()),
         }
     }
+    // The keyring's new version before the answer, so that clients can fetch the new key.
+    crate::registry::keyring::sync(state, owner).await?;
     let record = public_key(state, owner, name)
         .await?
         .ok_or_else(|| AppError::NotFound(format!("the key {name} of {} is gone", owner.name)))?;

@@ -9,6 +9,7 @@ pub mod copy;
 pub mod dependencies;
 pub mod dependency_sources;
 pub mod fsck;
+pub mod keyring;
 pub mod keys;
 pub mod migrate;
 pub mod publish;

@@ -213,6 +213,7 @@ where
     .await
     .context("package parser task")??;
     drop(upload_slot);
+    crate::registry::keyring::refuse_name(state, owner, &parsed.info.pkgname).await?;
     // Refused here, nothing is stored: the staged file goes with `received`.
     let warnings =
         crate::registry::dependencies::check_upload(state, owner, at, &parsed.info).await?;
@@ -250,6 +251,9 @@ where
     .await?;
     if !published.identical {
         published.warnings = warnings;
+    }
+    if published.repository_created {
+        crate::registry::keyring::add_to(state, owner, at).await?;
     }
     Ok(published)
 }
@@ -483,6 +487,8 @@ pub enum DeleteReason {
     Move,
     /// A retention rule.
     Retention,
+    /// An earlier version of the owner's keyring package, or the keyring switched off.
+    Keyring,
 }
 
 impl DeleteReason {
@@ -491,6 +497,7 @@ impl DeleteReason {
             DeleteReason::Request => "request",
             DeleteReason::Move => "move",
             DeleteReason::Retention => "retention",
+            DeleteReason::Keyring => "keyring",
         }
     }
 }

@@ -34,7 +34,7 @@ pub async fn create(state: &AppState, actor: &Actor, at: &RepoAddress) -> AppRes
         at.to_string(),
         serde_json::json!({}),
     );
-    state
+    let created = state
         .store
         .create_repository(&repo, Some(&entry))
         .await
@@ -43,7 +43,9 @@ pub async fn create(state: &AppState, actor: &Actor, at: &RepoAddress) -> AppRes
                 AppError::Conflict(format!("repository {at} already exists"))
             }
             other => other.into(),
-        })
+        })?;
+    crate::registry::keyring::add_to(state, &owner, at).await?;
+    Ok(created)
 }
 
 /// Every repository, or those of `owner`, with the architectures served, the number of

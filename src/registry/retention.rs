@@ -612,8 +612,16 @@ fn plan_of(
 ) -> RepositoryPlan {
     let address = format!("{}/{}/{}", owner.name, repo.branch, repo.name);
     let rule = effective(rules, repo);
+    // The owner's keyring is kept by the registry, never by a rule: its current version
+    // is what clients need to follow a key rotation.
+    let keyring = crate::registry::keyring::package_name(owner);
+    let files: Vec<RetainedFile> = files
+        .iter()
+        .filter(|f| f.package.name != keyring)
+        .cloned()
+        .collect();
     let (deletions, pinned) = match rule {
-        Some(rule) => select(rule, files, state.clock.unix_secs()),
+        Some(rule) => select(rule, &files, state.clock.unix_secs()),
         None => (Vec::new(), Vec::new()),
     };
     let describe = |(file, reason): (&RetainedFile, Reason)| {

@@ -4,6 +4,7 @@ mod audit;
 mod catalog;
 mod dependencies;
 mod dump;
+mod keyring;
 mod keys;
 mod postgres;
 mod read_cache;
@@ -614,6 +615,16 @@ pub trait Store: Send + Sync + 'static {
         audit: Option<&AuditEntry>,
     ) -> StoreResult<Retirement>;
     async fn owners_without_key(&self) -> StoreResult<Vec<Owner>>;
+    /// Whether the owner's keyring package is on; None when it was never switched (the
+    /// owner follows `signing.keyring`).
+    async fn keyring_enabled(&self, owner_id: i64) -> StoreResult<Option<bool>>;
+    /// Switches the owner's keyring package on or off.
+    async fn set_keyring_enabled(
+        &self,
+        owner_id: i64,
+        enabled: bool,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<()>;
 
     /// Inserts a package row and bumps the repository's wanted generation in one
     /// transaction. A missing repository is created in the same transaction when

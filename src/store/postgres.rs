@@ -23,6 +23,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
 
 use super::audit;
+use super::keyring;
 use super::keys;
 use super::upstream;
 use super::webhooks;
@@ -819,6 +820,30 @@ impl Store for PostgresStore {
         record(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(Retirement::Retired(repositories))
+    }
+
+    async fn keyring_enabled(&self, owner_id: i64) -> StoreResult<Option<bool>> {
+        Ok(sqlx::query_scalar(keyring::ENABLED)
+            .bind(owner_id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn set_keyring_enabled(
+        &self,
+        owner_id: i64,
+        enabled: bool,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(keyring::SET)
+            .bind(owner_id)
+            .bind(enabled)
+            .execute(&mut *tx)
+            .await?;
+        record(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn owners_without_key(&self) -> StoreResult<Vec<Owner>> {

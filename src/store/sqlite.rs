@@ -15,6 +15,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqlitePool};
 
 use super::audit;
+use super::keyring;
 use super::keys;
 use super::read_cache::{self, ReadCache};
 use super::upstream;
@@ -723,6 +724,30 @@ impl Store for SqliteStore {
         tx.commit().await?;
         self.cache.changed();
         Ok(Retirement::Retired(repositories))
+    }
+
+    async fn keyring_enabled(&self, owner_id: i64) -> StoreResult<Option<bool>> {
+        Ok(sqlx::query_scalar(keyring::ENABLED)
+            .bind(owner_id)
+            .fetch_optional(&self.reader)
+            .await?)
+    }
+
+    async fn set_keyring_enabled(
+        &self,
+        owner_id: i64,
+        enabled: bool,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(keyring::SET)
+            .bind(owner_id)
+            .bind(enabled)
+            .execute(&mut *tx)
+            .await?;
+        record(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn owners_without_key(&self) -> StoreResult<Vec<Owner>> {

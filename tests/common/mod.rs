@@ -85,6 +85,8 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     config.signing.key_bits = 1024;
     // Tests send wrong credentials on purpose; the throttle has its own test.
     config.auth.failure_delay_ms = 0;
+    // Tests count the packages of their repositories; the keyring has its own tests.
+    config.signing.keyring = false;
     config
 }
 
@@ -418,6 +420,7 @@ pub fn cli(dir: &std::path::Path) -> std::process::Command {
         .arg("--data-dir")
         .arg(dir)
         .env("ALPINE_REGISTRY__SIGNING__KEY_BITS", "1024")
+        .env("ALPINE_REGISTRY__SIGNING__KEYRING", "false")
         .env_remove("ALPINE_REGISTRY_BOOTSTRAP_TOKEN");
     command
 }

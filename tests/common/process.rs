@@ -56,6 +56,7 @@ impl ChildServer {
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .env("ALPINE_REGISTRY_BOOTSTRAP_TOKEN", token)
             .env("ALPINE_REGISTRY__SIGNING__KEY_BITS", "1024")
+            .env("ALPINE_REGISTRY__SIGNING__KEYRING", "false")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log_file);

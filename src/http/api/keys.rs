@@ -13,6 +13,7 @@ use crate::error::AppResult;
 use crate::http::client::Client;
 use crate::names::OwnerName;
 use crate::registry::audit::Actor;
+use crate::registry::keyring::{self, KeyringState};
 use crate::registry::keys::{self, KeyChange};
 use crate::store::{Owner, Role};
 use crate::AppState;
@@ -135,4 +136,43 @@ pub async fn retire(
     let owner = administered(&state, &identity, &owner).await?;
     let change = keys::retire(&state, &Actor::of(&identity, client), &owner, &keyname).await?;
     Ok(axum::Json(change))
+}
+
+/// The keyring switch of an owner.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyringSwitch {
+    /// Whether the owner's repositories list `<owner>-keys`.
+    pub enabled: bool,
+}
+
+/// Switches the owner's keyring package (`<owner>-keys`, the public keys of its active
+/// keys under /etc/apk/keys) on, published into every repository of the owner, or off,
+/// removed from each; answers once every index says so. Needs the admin role on the owner.
+#[utoipa::path(put, path = "/api/v1/owners/{owner}/keyring", tag = "keys",
+    operation_id = "switch_keyring",
+    params(("owner" = String, Path)),
+    request_body = KeyringSwitch,
+    responses(
+        (status = 200, body = KeyringState, description = "Switched; the indexes list it or not"),
+        (status = 400, description = "Invalid owner name or bad JSON", body = ErrorBody),
+        (status = 401, body = ErrorBody,
+            description = "No credentials, or bad ones; or an unknown or private owner"),
+        (status = 403, description = "Credentials without the admin role on this owner",
+            body = ErrorBody),
+        (status = 404, description = "No such owner the caller may read", body = ErrorBody),
+        (status = 413, description = "A body over limits.max_json_bytes", body = ErrorBody),
+        (status = 415, description = "A body that is not JSON", body = ErrorBody),
+    ))]
+pub async fn keyring(
+    State(state): State<AppState>,
+    identity: Identity,
+    Client(client): Client,
+    Path(owner): Path<String>,
+    Json(body): Json<KeyringSwitch>,
+) -> AppResult<axum::Json<KeyringState>> {
+    let owner = administered(&state, &identity, &owner).await?;
+    let switched =
+        keyring::switch(&state, &Actor::of(&identity, client), &owner, body.enabled).await?;
+    Ok(axum::Json(switched))
 }

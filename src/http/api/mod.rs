@@ -125,6 +125,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(keys::import))
         .routes(routes!(keys::retire))
         .routes(routes!(upstream::get, upstream::create))
+        .routes(routes!(keys::keyring))
         .routes(routes!(webhooks::list, webhooks::add))
         .routes(routes!(webhooks::remove))
         .routes(routes!(webhooks::deliveries))
