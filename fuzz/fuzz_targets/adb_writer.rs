@@ -58,6 +58,14 @@ fuzz_target!(|data: &[u8]| {
     if input.iter().any(|p| p.name.is_empty() || p.version.is_empty()) {
         return;
     }
+    // Packages read back are matched to those given by name, version and hashes: two given
+    // alike could not be told apart.
+    let mut keys: Vec<_> = input.iter().map(|p| (&p.name, &p.version, &p.hashes)).collect();
+    keys.sort();
+    keys.dedup();
+    if keys.len() != input.len() {
+        return;
+    }
     let index = index.expect("own output is an index");
     assert_eq!(index.description.as_deref(), Some("fuzz"));
     assert_eq!(index.packages.len(), input.len());

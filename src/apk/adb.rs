@@ -893,11 +893,15 @@ impl Reader<'_> {
         let s = self.object(v)?;
         let int = |i| self.int(Self::slot(&s, i));
         Ok(IndexPackage {
+            // An empty name or version is none: apk refuses those, and the writer, which
+            // leaves empty values out, could not write them back.
             name: self
                 .opt_text(&s, PI_NAME)?
+                .filter(|name| !name.is_empty())
                 .ok_or_else(|| malformed("ADB block: package without a name"))?,
             version: self
                 .opt_text(&s, PI_VERSION)?
+                .filter(|version| !version.is_empty())
                 .ok_or_else(|| malformed("ADB block: package without a version"))?,
             hashes: self
                 .blob(Self::slot(&s, PI_HASHES))?
