@@ -768,7 +768,11 @@ impl AdbFile {
             return Err(malformed("ADB file: not an index (schema is not indx)"));
         }
         let r = Reader { adb: &self.adb };
-        let root = r.object(r.u32(4)?)?;
+        // A root with no values is written as none: an empty index without a description.
+        let root = match r.u32(4)? {
+            NULL => Vec::new(),
+            v => r.object(v)?,
+        };
         let packages = match root.get(NDX_PACKAGES) {
             Some(&v) if v != NULL => r.object(v)?,
             _ => Vec::new(),
