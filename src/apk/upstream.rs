@@ -67,6 +67,76 @@ pub fn verified_unsigned<'d>(
 /// The packages of an index's unsigned part by file name (`{name}-{version}.apk`),
 /// decompressing at most `max_bytes` (an error beyond).
 pub fn entries(unsigned: &[u8], max_bytes: u64) -> ApkResult<HashMap<String, UpstreamEntry>> {
+    let text = apkindex_text(unsigned, max_bytes)?;
+    let mut out = HashMap::new();
+    for stanza in text.split("\n\n") {
+        let fields = parse_stanza(stanza);
+        let (Some(size), false, false) = (
+            fields.size,
+            fields.name.is_empty(),
+            fields.checksum.is_empty(),
+        ) else {
+            continue;
+        };
+        out.insert(
+            format!("{}-{}.apk", fields.name, fields.version),
+            UpstreamEntry {
+                checksum: fields.checksum,
+                size,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// One package an index lists: its file name and its entry as the index has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedStanza {
+    /// `{name}-{version}.apk`.
+    pub filename: String,
+    pub name: String,
+    pub version: String,
+    /// `C:`.
+    pub checksum: String,
+    /// The entry's lines, each ending with a newline, then the blank line that ends it:
+    /// ready to be written into another index.
+    pub stanza: String,
+}
+
+/// The packages of an index's unsigned part in the order it lists them, each entry as it
+/// is written there, decompressing at most `max_bytes` (an error beyond). Entries without
+/// a name, a version or a `C:` are left out, as apk leaves them.
+pub fn stanzas(unsigned: &[u8], max_bytes: u64) -> ApkResult<Vec<ListedStanza>> {
+    let text = apkindex_text(unsigned, max_bytes)?;
+    let mut out = Vec::new();
+    for stanza in text.split("\n\n") {
+        let lines: Vec<&str> = stanza.lines().filter(|l| !l.is_empty()).collect();
+        if lines.is_empty() {
+            continue;
+        }
+        let fields = parse_stanza(stanza);
+        if fields.name.is_empty() || fields.version.is_empty() || fields.checksum.is_empty() {
+            continue;
+        }
+        let mut text = String::with_capacity(stanza.len() + 2);
+        for line in lines {
+            text.push_str(line);
+            text.push('\n');
+        }
+        text.push('\n');
+        out.push(ListedStanza {
+            filename: format!("{}-{}.apk", fields.name, fields.version),
+            name: fields.name,
+            version: fields.version,
+            checksum: fields.checksum,
+            stanza: text,
+        });
+    }
+    Ok(out)
+}
+
+/// The `APKINDEX` entry of an index's unsigned part, decompressing at most `max_bytes`.
+fn apkindex_text(unsigned: &[u8], max_bytes: u64) -> ApkResult<String> {
     let exceeded = std::cell::Cell::new(false);
     let limited = super::stream::Limited::new(
         flate2::read::MultiGzDecoder::new(unsigned),
@@ -106,25 +176,7 @@ pub fn entries(unsigned: &[u8], max_bytes: u64) -> ApkResult<HashMap<String, Ups
                 ApkError::Malformed(format!("the APKINDEX entry cannot be read: {e}"))
             });
         }
-        let mut out = HashMap::new();
-        for stanza in text.split("\n\n") {
-            let fields = parse_stanza(stanza);
-            let (Some(size), false, false) = (
-                fields.size,
-                fields.name.is_empty(),
-                fields.checksum.is_empty(),
-            ) else {
-                continue;
-            };
-            out.insert(
-                format!("{}-{}.apk", fields.name, fields.version),
-                UpstreamEntry {
-                    checksum: fields.checksum,
-                    size,
-                },
-            );
-        }
-        return Ok(out);
+        return Ok(text);
     }
     Err(if exceeded.get() {
         too_large()
@@ -193,5 +245,26 @@ mod tests {
             .to_string();
         assert!(err.contains(other.key_name()), "{err}");
         assert!(verified_unsigned(&unsigned, &trusted).is_err());
+    }
+
+    #[test]
+    fn stanzas_come_in_index_order_ready_to_be_written_again() {
+        let second = "C:Q1def=\nP:bar\nV:2-r0\nA:x86_64\nS:9\nI:1\nT:b\nU:\nL:\n\n";
+        let nameless = "C:Q1ghi=\nV:1-r0\nS:1\n\n";
+        let first = format!("{STANZA}\n\n");
+        let unsigned = write_unsigned_index("up", &[&first, nameless, second]).unwrap();
+        let listed = stanzas(&unsigned, 1 << 20).unwrap();
+        let names: Vec<&str> = listed.iter().map(|l| l.filename.as_str()).collect();
+        assert_eq!(names, ["foo-1.0-r0.apk", "bar-2-r0.apk"]);
+        assert_eq!(listed[0].stanza, first);
+        assert_eq!(listed[1].stanza, second);
+        assert_eq!(listed[1].checksum, "Q1def=");
+        let again: Vec<&str> = listed.iter().map(|l| l.stanza.as_str()).collect();
+        let rewritten = write_unsigned_index("up", &again).unwrap();
+        assert_eq!(stanzas(&rewritten, 1 << 20).unwrap(), listed);
+        assert!(matches!(
+            stanzas(&unsigned, 100),
+            Err(ApkError::TooLarge { .. })
+        ));
     }
 }
