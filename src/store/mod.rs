@@ -4,6 +4,7 @@ mod audit;
 mod catalog;
 mod dependencies;
 mod dump;
+mod history;
 mod keyring;
 mod keys;
 mod postgres;
@@ -12,6 +13,7 @@ mod retention;
 mod sessions;
 mod sqlite;
 mod upstream;
+mod virtuals;
 mod webhooks;
 
 use async_trait::async_trait;
@@ -27,10 +29,12 @@ pub use dump::{
     Dump, IndexRow, MemberRow, OwnerRow, PackageRow, RepositoryRow, RetentionRuleRow,
     SigningKeyRow, TableCounts, TokenRow, UserRow, WebhookRow,
 };
+pub use history::{HistoryChange, ServedFile, ServedRow, Snapshot};
 pub use keys::{Retirement, SigningKeyRecord};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use upstream::{Upstream, UpstreamFile, UpstreamFreshness, UpstreamIndex, UpstreamKey};
+pub use virtuals::VirtualIndex;
 pub use webhooks::{AttemptOutcome, Delivery, NewWebhook, Webhook, EVENTS as WEBHOOK_EVENTS};
 
 #[derive(Debug, thiserror::Error)]
@@ -429,12 +433,19 @@ pub struct RepositorySummary {
     pub owner: String,
     pub branch: String,
     pub repository: String,
-    /// Architectures with a served index, plus `noarch` when the repository holds noarch
-    /// packages (listed in the index of every architecture); sorted.
+    /// Architectures with a served index (for remote and virtual repositories, those
+    /// fetched or built so far), plus `noarch` when the repository holds noarch packages
+    /// (listed in the index of every architecture); sorted.
     pub arches: Vec<String>,
     pub packages: i64,
     /// When the newest package was uploaded, Unix milliseconds; None when it has none.
     pub last_publish_ms: Option<i64>,
+    /// `hosted` (takes uploads), `remote` (a cache of an upstream repository) or
+    /// `virtual` (the merged indexes of its members).
+    pub kind: String,
+    /// The members of a virtual repository, in order (`OWNER/BRANCH/REPOSITORY`); empty
+    /// for the others.
+    pub members: Vec<String>,
 }
 
 /// What `delete_repository` removed with the repository row.
@@ -683,9 +694,11 @@ pub trait Store: Send + Sync + 'static {
         repository: &str,
         audit: Option<&AuditEntry>,
     ) -> StoreResult<bool>;
-    /// Whether any package row references the blob.
+    /// Whether any package row, cached upstream file or row of a served history
+    /// references the blob.
     async fn blob_referenced(&self, sha256: &str) -> StoreResult<bool>;
-    /// Every blob digest a package row references.
+    /// Every blob digest a package row, cached upstream file or row of a served history
+    /// references.
     async fn referenced_blobs(&self) -> StoreResult<std::collections::HashSet<String>>;
     /// Digests of blobs that lost a reference at or after `since_ms`: a package row that
     /// referenced them was deleted (alone, or with its repository or owner) then. Every
@@ -1004,6 +1017,95 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_upstream_file(&self, file: &UpstreamFile) -> StoreResult<()>;
     /// Every file cached of a remote repository.
     async fn upstream_files(&self, repository_id: i64) -> StoreResult<Vec<UpstreamFile>>;
+
+    // Virtual repositories (see `virtuals`).
+
+    /// Creates a virtual repository listing `members` (repository ids, in order) in one
+    /// transaction: it is virtual from the moment it exists. Conflict when it exists.
+    async fn create_virtual_repository(
+        &self,
+        repo: &RepoRef,
+        members: &[i64],
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<Repository>;
+    /// The members of a virtual repository, in order; None for one that is not virtual.
+    async fn virtual_members(&self, repository_id: i64) -> StoreResult<Option<Vec<i64>>>;
+    /// The merged index of one architecture, as last built.
+    async fn virtual_index(
+        &self,
+        repository_id: i64,
+        arch: &str,
+    ) -> StoreResult<Option<VirtualIndex>>;
+    /// Stores a merged index, replacing the one of its architecture (one with the same
+    /// bytes keeps its `modified_ms`), and brings the history of that architecture to
+    /// `listing` at `index.built_ms`, in one transaction; None, writing nothing, when the
+    /// index stored was built from a later reading of the members (a larger `built_ms`).
+    /// NotFound when the repository is gone.
+    async fn save_virtual_index(
+        &self,
+        index: &VirtualIndex,
+        listing: &[ServedFile],
+    ) -> StoreResult<Option<HistoryChange>>;
+
+    // What remote and virtual repositories served (see `history`).
+
+    /// Brings the history of `arch` of the remote repository to `listing`, the files of
+    /// its upstream index whose content has the SHA-256 `upstream_sha256`, at `now_ms`, in
+    /// one transaction: rows of files gone or changed are closed, rows of files new or
+    /// changed opened. None, writing nothing, when the upstream index stored is no longer
+    /// that one (a later one is recorded by whoever saved it). NotFound when the
+    /// repository is gone.
+    async fn record_upstream_listing(
+        &self,
+        repository_id: i64,
+        arch: &str,
+        upstream_sha256: &str,
+        listing: &[ServedFile],
+        now_ms: i64,
+    ) -> StoreResult<Option<HistoryChange>>;
+    /// The files `arch` of the repository listed at `at_ms` (None: lists now), by name.
+    async fn served_files(
+        &self,
+        repository_id: i64,
+        arch: &str,
+        at_ms: Option<i64>,
+    ) -> StoreResult<Vec<ServedRow>>;
+    /// One of `served_files`.
+    async fn served_file(
+        &self,
+        repository_id: i64,
+        arch: &str,
+        filename: &str,
+        at_ms: Option<i64>,
+    ) -> StoreResult<Option<ServedRow>>;
+    /// When the repository first listed a file of `arch` (None: never), and the last
+    /// change of that listing at or before `at_ms` (None: none by then).
+    async fn served_span(
+        &self,
+        repository_id: i64,
+        arch: &str,
+        at_ms: i64,
+    ) -> StoreResult<(Option<i64>, Option<i64>)>;
+    /// Every row of the repository's history, by architecture, file and date.
+    async fn served_history(&self, repository_id: i64) -> StoreResult<Vec<ServedRow>>;
+    /// Records a named moment of the repository's history. Conflict when the name is
+    /// taken.
+    async fn create_snapshot(
+        &self,
+        repository_id: i64,
+        snapshot: &Snapshot,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<()>;
+    /// Whether the snapshot existed.
+    async fn delete_snapshot(
+        &self,
+        repository_id: i64,
+        name: &str,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<bool>;
+    /// The repository's snapshots, oldest first.
+    async fn snapshots(&self, repository_id: i64) -> StoreResult<Vec<Snapshot>>;
+    async fn snapshot(&self, repository_id: i64, name: &str) -> StoreResult<Option<Snapshot>>;
 
     // Coordination of the processes that use one database. Only PostgreSQL is shared by
     // several server instances; on SQLite these return at once with a guard that holds

@@ -23,6 +23,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
 
 use super::audit;
+use super::history;
 use super::keyring;
 use super::keys;
 use super::upstream;
@@ -297,6 +298,21 @@ impl PostgresStore {
     }
 }
 
+/// Locks the row of repository `id` until the transaction ends (NO KEY UPDATE): the
+/// changes of a remote or virtual repository's history queue behind each other, on every
+/// instance. NotFound when the repository is gone.
+async fn lock_repository_id(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    id: i64,
+) -> StoreResult<()> {
+    sqlx::query_scalar::<_, i64>("SELECT id FROM repositories WHERE id = $1 FOR NO KEY UPDATE")
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|_| ())
+        .ok_or_else(|| repository_gone(id))
+}
+
 /// The key of the advisory lock of a repository's index builds: 64 bits of a digest of
 /// the id, in a space of its own.
 fn index_build_key(repository_id: i64) -> i64 {
@@ -448,29 +464,42 @@ async fn release_blobs(
     Ok(())
 }
 
-/// `release_blobs` for the files cached of remote repositories that `rows` selects (by
-/// `repository_id`), deleted with their repository or owner.
+/// `release_blobs` for the files cached of remote repositories and the files of hosted
+/// repositories the histories of remote and virtual repositories name, that `rows` selects
+/// (by `repository_id`), deleted with their repository or owner.
 async fn release_upstream_blobs(
     tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
     rows: &str,
     id: i64,
     now_ms: i64,
 ) -> StoreResult<()> {
-    sqlx::query(&format!(
-        "INSERT INTO blob_releases (sha256, released_ms) \
-         SELECT DISTINCT sha256, $1 FROM upstream_files WHERE {rows} \
-         ORDER BY sha256 ON CONFLICT (sha256) DO UPDATE SET released_ms = excluded.released_ms"
-    ))
-    .bind(now_ms)
-    .bind(id)
-    .execute(&mut **tx)
-    .await?;
+    for table in ["upstream_files", "served_history"] {
+        sqlx::query(&format!(
+            "INSERT INTO blob_releases (sha256, released_ms) \
+             SELECT DISTINCT sha256, $1 FROM {table} WHERE sha256 IS NOT NULL AND {rows} \
+             ORDER BY sha256 ON CONFLICT (sha256) DO UPDATE SET released_ms = excluded.released_ms"
+        ))
+        .bind(now_ms)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    }
     Ok(())
 }
 
 mod upstream_fns {
     use crate::store::StoreResult;
     crate::store::upstream::upstream_functions!(sqlx::Postgres);
+}
+
+mod virtual_fns {
+    use crate::store::{StoreError, StoreResult};
+    crate::store::virtuals::virtual_functions!(sqlx::Postgres);
+}
+
+mod history_fns {
+    use crate::store::{StoreError, StoreResult};
+    crate::store::history::history_functions!(sqlx::Postgres);
 }
 
 #[async_trait]
@@ -1152,23 +1181,18 @@ impl Store for PostgresStore {
     }
 
     async fn blob_referenced(&self, sha256: &str) -> StoreResult<bool> {
-        Ok(sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM packages WHERE sha256 = $1) \
-                 OR EXISTS (SELECT 1 FROM upstream_files WHERE sha256 = $1)",
-        )
-        .bind(sha256)
-        .fetch_one(&self.pool)
-        .await?)
+        Ok(sqlx::query_scalar(history::BLOB_REFERENCED)
+            .bind(sha256)
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     async fn referenced_blobs(&self) -> StoreResult<std::collections::HashSet<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT sha256 FROM packages UNION SELECT sha256 FROM upstream_files",
-        )
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .collect())
+        Ok(sqlx::query_scalar(history::REFERENCED_BLOBS)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .collect())
     }
 
     async fn released_blobs(
@@ -1818,6 +1842,141 @@ impl Store for PostgresStore {
         upstream_fns::upstream_files(&self.pool, repository_id).await
     }
 
+    async fn create_virtual_repository(
+        &self,
+        repo: &RepoRef,
+        members: &[i64],
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<Repository> {
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO repositories (owner_id, branch, name) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind(repo.owner_id)
+        .bind(&repo.branch)
+        .bind(&repo.repository)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| conflict_or(e, || "the repository already exists".to_string()))?;
+        virtual_fns::insert_virtual(&mut tx, id, members).await?;
+        record(&mut tx, audit).await?;
+        tx.commit().await?;
+        self.repository_by_id(id)
+            .await?
+            .ok_or_else(|| repository_gone(id))
+    }
+
+    async fn virtual_members(&self, repository_id: i64) -> StoreResult<Option<Vec<i64>>> {
+        virtual_fns::virtual_members(&self.pool, repository_id).await
+    }
+
+    async fn virtual_index(
+        &self,
+        repository_id: i64,
+        arch: &str,
+    ) -> StoreResult<Option<VirtualIndex>> {
+        virtual_fns::virtual_index(&self.pool, repository_id, arch).await
+    }
+
+    async fn save_virtual_index(
+        &self,
+        index: &VirtualIndex,
+        listing: &[ServedFile],
+    ) -> StoreResult<Option<HistoryChange>> {
+        let mut tx = self.pool.begin().await?;
+        lock_repository_id(&mut tx, index.repository_id).await?;
+        let change = virtual_fns::save_virtual_index(&mut tx, index, listing).await?;
+        tx.commit().await?;
+        Ok(change)
+    }
+
+    async fn record_upstream_listing(
+        &self,
+        repository_id: i64,
+        arch: &str,
+        upstream_sha256: &str,
+        listing: &[ServedFile],
+        now_ms: i64,
+    ) -> StoreResult<Option<HistoryChange>> {
+        let mut tx = self.pool.begin().await?;
+        lock_repository_id(&mut tx, repository_id).await?;
+        if !history_fns::upstream_is(&mut tx, repository_id, arch, upstream_sha256).await? {
+            return Ok(None);
+        }
+        let change =
+            history_fns::apply_listing(&mut tx, repository_id, arch, listing, now_ms).await?;
+        tx.commit().await?;
+        Ok(Some(change))
+    }
+
+    async fn served_files(
+        &self,
+        repository_id: i64,
+        arch: &str,
+        at_ms: Option<i64>,
+    ) -> StoreResult<Vec<ServedRow>> {
+        history_fns::served_files(&self.pool, repository_id, arch, at_ms).await
+    }
+
+    async fn served_file(
+        &self,
+        repository_id: i64,
+        arch: &str,
+        filename: &str,
+        at_ms: Option<i64>,
+    ) -> StoreResult<Option<ServedRow>> {
+        history_fns::served_file(&self.pool, repository_id, arch, filename, at_ms).await
+    }
+
+    async fn served_span(
+        &self,
+        repository_id: i64,
+        arch: &str,
+        at_ms: i64,
+    ) -> StoreResult<(Option<i64>, Option<i64>)> {
+        history_fns::served_span(&self.pool, repository_id, arch, at_ms).await
+    }
+
+    async fn served_history(&self, repository_id: i64) -> StoreResult<Vec<ServedRow>> {
+        history_fns::served_history(&self.pool, repository_id).await
+    }
+
+    async fn create_snapshot(
+        &self,
+        repository_id: i64,
+        snapshot: &Snapshot,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        history_fns::insert_snapshot(&mut tx, repository_id, snapshot).await?;
+        record(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_snapshot(
+        &self,
+        repository_id: i64,
+        name: &str,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let deleted = history_fns::delete_snapshot(&mut tx, repository_id, name).await?;
+        if deleted {
+            record(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn snapshots(&self, repository_id: i64) -> StoreResult<Vec<Snapshot>> {
+        history_fns::snapshots(&self.pool, repository_id).await
+    }
+
+    async fn snapshot(&self, repository_id: i64, name: &str) -> StoreResult<Option<Snapshot>> {
+        history_fns::snapshot(&self.pool, repository_id, name).await
+    }
+
     async fn repository_summaries(
         &self,
         owner_id: Option<i64>,
@@ -1831,7 +1990,10 @@ impl Store for PostgresStore {
             "SELECT r.id, o.name AS owner_name, r.branch, r.name, \
              (SELECT COUNT(*) FROM packages p WHERE p.repository_id = r.id) AS packages, \
              (SELECT MAX(COALESCE(p.modified_ms, p.created_at * 1000 + 999)) FROM packages p \
-              WHERE p.repository_id = r.id) AS last_publish_ms \
+              WHERE p.repository_id = r.id) AS last_publish_ms, \
+             CASE WHEN EXISTS (SELECT 1 FROM upstreams u WHERE u.repository_id = r.id) \
+             THEN 'remote' WHEN EXISTS (SELECT 1 FROM virtuals v WHERE v.repository_id = r.id) \
+             THEN 'virtual' ELSE 'hosted' END AS kind \
              FROM repositories r JOIN owners o ON o.id = r.owner_id \
              WHERE $1::BIGINT IS NULL OR r.owner_id = $1 ORDER BY o.name, r.branch, r.name",
         )
@@ -1844,12 +2006,31 @@ impl Store for PostgresStore {
              (SELECT id FROM repositories WHERE $1::BIGINT IS NULL OR owner_id = $1) \
              UNION SELECT DISTINCT repository_id, arch FROM packages WHERE arch = 'noarch' \
              AND repository_id IN \
+             (SELECT id FROM repositories WHERE $1::BIGINT IS NULL OR owner_id = $1) \
+             UNION SELECT repository_id, arch FROM upstream_indexes WHERE repository_id IN \
+             (SELECT id FROM repositories WHERE $1::BIGINT IS NULL OR owner_id = $1) \
+             UNION SELECT repository_id, arch FROM virtual_indexes WHERE repository_id IN \
              (SELECT id FROM repositories WHERE $1::BIGINT IS NULL OR owner_id = $1)",
         )
         .bind(owner_id)
         .fetch_all(&mut *tx)
         .await?;
+        let member_rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT m.repository_id, o.name || '/' || r.branch || '/' || r.name \
+             FROM virtual_members m JOIN repositories r ON r.id = m.member_id \
+             JOIN owners o ON o.id = r.owner_id WHERE m.repository_id IN \
+             (SELECT id FROM repositories WHERE $1::BIGINT IS NULL OR owner_id = $1) \
+             ORDER BY m.repository_id, m.position",
+        )
+        .bind(owner_id)
+        .fetch_all(&mut *tx)
+        .await?;
         tx.commit().await?;
+        let mut members: std::collections::HashMap<i64, Vec<String>> =
+            std::collections::HashMap::new();
+        for (id, member) in member_rows {
+            members.entry(id).or_default().push(member);
+        }
         let mut arches: std::collections::HashMap<i64, std::collections::BTreeSet<String>> =
             std::collections::HashMap::new();
         for row in &arch_rows {
@@ -1868,6 +2049,8 @@ impl Store for PostgresStore {
                     arches: arches.remove(&id).unwrap_or_default().into_iter().collect(),
                     packages: row.try_get("packages")?,
                     last_publish_ms: row.try_get("last_publish_ms")?,
+                    kind: row.try_get("kind")?,
+                    members: members.remove(&id).unwrap_or_default(),
                 })
             })
             .collect()
@@ -1882,6 +2065,7 @@ impl Store for PostgresStore {
         let Some(id) = Self::lock_repository(&mut tx, repo).await? else {
             return Ok(None);
         };
+        virtual_fns::refuse_member_removal(&mut tx, id).await?;
         let packages: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM packages WHERE repository_id = $1")
                 .bind(id)
