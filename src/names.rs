@@ -103,6 +103,17 @@ name_type!(
         && !s.contains("..")
 );
 
+name_type!(
+    /// The name of a snapshot of a remote or virtual repository: `REPOSITORY@name`.
+    SnapshotName,
+    "snapshot name",
+    |s| !s.is_empty()
+        && s.len() <= 64
+        && matches!(s.as_bytes()[0], b'a'..=b'z' | b'0'..=b'9')
+        && s.bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'))
+);
+
 impl OwnerName {
     const RULE: &'static str =
         "use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit";
@@ -152,6 +163,73 @@ impl PackageFile {
 
     fn rule_for(_: &str) -> String {
         Self::RULE.to_string()
+    }
+}
+
+impl SnapshotName {
+    const RULE: &'static str = "use 1-64 lowercase letters, digits, '.', '_' or '-', \
+         starting with a letter or digit";
+
+    fn rule_for(_: &str) -> String {
+        Self::RULE.to_string()
+    }
+}
+
+/// A moment of a remote or virtual repository's history, after the `@` of
+/// `OWNER/BRANCH/REPOSITORY@...`: an RFC 3339 time with any offset
+/// (`2026-12-01T00:00:00Z`, `2026-12-01T01:00:00+01:00`), or a snapshot's name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum View {
+    /// Unix milliseconds.
+    Time(i64),
+    Snapshot(SnapshotName),
+}
+
+impl View {
+    /// A time when the text has a `:` (which no snapshot name has), else a name.
+    pub fn parse(s: &str) -> Result<View, AppError> {
+        use time::format_description::well_known::Rfc3339;
+        if !s.contains(':') {
+            return SnapshotName::parse(s).map(View::Snapshot);
+        }
+        let bad = || {
+            AppError::BadRequest(format!(
+                "{:?} is neither an RFC 3339 time (such as 2026-12-01T00:00:00Z) nor a \
+                 snapshot name",
+                truncate(s)
+            ))
+        };
+        let at = time::OffsetDateTime::parse(s, &Rfc3339).map_err(|_| bad())?;
+        i64::try_from(at.unix_timestamp_nanos().div_euclid(1_000_000))
+            .map(View::Time)
+            .map_err(|_| bad())
+    }
+}
+
+/// Unix milliseconds as an RFC 3339 time in UTC (`2026-12-01T00:00:00Z`, with the
+/// milliseconds when there are any): the canonical form of a time view.
+pub fn rfc3339_ms(at_ms: i64) -> String {
+    let Ok(at) = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at_ms) * 1_000_000)
+    else {
+        return at_ms.to_string();
+    };
+    let seconds =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+    let mut text = at.format(&seconds).unwrap_or_default();
+    let millis = at_ms.rem_euclid(1000);
+    if millis != 0 {
+        text.push_str(&format!(".{millis:03}"));
+    }
+    text.push('Z');
+    text
+}
+
+impl fmt::Display for View {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            View::Time(at_ms) => f.write_str(&rfc3339_ms(*at_ms)),
+            View::Snapshot(name) => name.fmt(f),
+        }
     }
 }
 
@@ -238,13 +316,19 @@ impl fmt::Display for RepoFile {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct FileAddress {
     pub repo: RepoAddress,
+    /// `OWNER/BRANCH/REPOSITORY@...`: a moment of the repository's history rather than
+    /// what it serves now.
+    pub at: Option<View>,
     pub arch: Arch,
     pub file: RepoFile,
 }
 
 impl fmt::Display for FileAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/{}", self.repo, self.arch, self.file)
+        match &self.at {
+            Some(view) => write!(f, "{}@{view}/{}/{}", self.repo, self.arch, self.file),
+            None => write!(f, "{}/{}/{}", self.repo, self.arch, self.file),
+        }
     }
 }
 
@@ -302,6 +386,23 @@ impl NameRule {
         description: "a key file name, NAME.rsa.pub: letters, digits and ._-+@, not \
                       starting with a dot (a generated key's is <owner>-<8 hex digits>.rsa.pub)",
     };
+    /// A snapshot's name (`SnapshotName`).
+    pub const SNAPSHOT: NameRule = NameRule {
+        pattern: r"^[a-z0-9][a-z0-9._-]*$",
+        min_length: 1,
+        max_length: 64,
+        description: "a snapshot name: 1-64 lowercase letters, digits, '.', '_' or '-', \
+                      starting with a letter or digit",
+    };
+    /// A moment of a repository's history (`View`): an RFC 3339 time, or a snapshot's
+    /// name.
+    pub const VIEW: NameRule = NameRule {
+        pattern: r"^(?:[a-z0-9][a-z0-9._-]*|[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2}))$",
+        min_length: 1,
+        max_length: 64,
+        description: "an RFC 3339 time such as 2026-12-01T00:00:00Z (any offset), or a \
+                      snapshot's name",
+    };
 }
 
 /// Keeps hostile names from flooding error messages.
@@ -330,6 +431,27 @@ mod tests {
         assert!(PackageFile::parse(".apk").is_err());
         assert!(Arch::parse("x86_64").is_ok());
         assert!(Arch::parse("x86/64").is_err());
+    }
+
+    #[test]
+    fn views_are_times_with_any_offset_or_snapshot_names() {
+        let utc = View::parse("2026-12-01T00:00:00Z").unwrap();
+        assert_eq!(utc, View::Time(1_796_083_200_000));
+        assert_eq!(View::parse("2026-12-01T01:00:00+01:00").unwrap(), utc);
+        assert_eq!(utc.to_string(), "2026-12-01T00:00:00Z");
+        assert_eq!(
+            View::parse("2026-12-01T00:00:00.250-00:30")
+                .unwrap()
+                .to_string(),
+            "2026-12-01T00:30:00.250Z"
+        );
+        assert_eq!(
+            View::parse("release-1.0").unwrap(),
+            View::Snapshot(SnapshotName::parse("release-1.0").unwrap())
+        );
+        for bad in ["2026-13-01T00:00:00Z", "Release", "-x", "", "a/b", "x:y"] {
+            assert!(View::parse(bad).is_err(), "{bad}");
+        }
     }
 
     /// Every string of up to four characters over an alphabet of what names hold and
@@ -413,6 +535,7 @@ mod tests {
             crate::apk::names::is_valid_pkgname,
             &[],
         );
+        agrees(NameRule::SNAPSHOT, |s| SnapshotName::parse(s).is_ok(), &[]);
         // Key names: what an import takes (a generated key's name is one of them).
         agrees(
             NameRule::KEY_NAME,

@@ -72,6 +72,8 @@ fn rule_of(name: &str) -> Option<NameRule> {
         "file" => NameRule::PACKAGE_FILE,
         "name" => NameRule::PACKAGE_NAME,
         "keyname" => NameRule::KEY_NAME,
+        "snapshot" => NameRule::SNAPSHOT,
+        "view" => NameRule::VIEW,
         _ => return None,
     })
 }
