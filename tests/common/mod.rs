@@ -6,6 +6,7 @@ pub mod postgres;
 pub mod process;
 pub mod relay;
 pub mod s3;
+pub mod upstream;
 pub mod web;
 
 use std::net::SocketAddr;
