@@ -360,6 +360,28 @@ impl Indexer {
         .context("index signing task")?
     }
 
+    /// `Packages.adb` of `packages` (any order: the file lists them sorted) under
+    /// `description`, signed with the keys the owner's indexes are signed with, in the same
+    /// order.
+    pub async fn sign_adb(
+        &self,
+        owner: &Owner,
+        description: String,
+        packages: Vec<IndexPackage>,
+    ) -> anyhow::Result<Vec<u8>> {
+        let keys = self.keys.key_set(owner).await?;
+        tokio::task::spawn_blocking(move || {
+            anyhow::Ok(crate::apk::adb::signed_index(
+                &description,
+                packages.iter(),
+                &keys.keys(),
+                ADB_DEFLATE_LEVEL,
+            )?)
+        })
+        .await
+        .context("index signing task")?
+    }
+
     /// The names of the keys `sign` signs the owner's indexes with now.
     pub async fn signing_key_names(&self, owner: &Owner) -> anyhow::Result<Vec<String>> {
         let keys = self.keys.key_set(owner).await?;

@@ -86,6 +86,10 @@ pub struct Shared {
     pub webhooks: Arc<registry::webhooks::Sender>,
     /// Remote repositories' upstream client and fetches (`registry::remote`).
     pub remote: Arc<registry::remote::Remotes>,
+    /// Virtual repositories' members and builds (`registry::virtuals`).
+    pub virtuals: Arc<registry::virtuals::Virtuals>,
+    /// Views of remote and virtual repositories' histories (`registry::snapshots`).
+    pub snapshots: Arc<registry::snapshots::Snapshots>,
 }
 
 /// Opens the database (migrating it), SQLite or PostgreSQL as `database.url` says, and
@@ -209,6 +213,8 @@ pub async fn open_with_clock(config: Config, clock: SharedClock) -> anyhow::Resu
                 .context("making the webhook sender's HTTP client")?,
         ),
         remote: Arc::new(registry::remote::Remotes::new(&config.upstream)?),
+        virtuals: Arc::new(registry::virtuals::Virtuals::default()),
+        snapshots: Arc::new(registry::snapshots::Snapshots::default()),
         config,
         clock,
         retention: Arc::default(),

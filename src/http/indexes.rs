@@ -9,7 +9,9 @@ use super::api::{ErrorBody, FileBytes};
 use super::conditional::{Entity, Plan, Preconditions};
 use crate::access::Identity;
 use crate::error::{AppError, AppResult};
-use crate::names::{Arch, RepoAddress};
+use crate::names::{Arch, RepoAddress, View};
+use crate::registry::snapshots;
+use crate::registry::virtuals::Kind;
 use crate::store::Role;
 use crate::AppState;
 
@@ -50,10 +52,12 @@ pub enum Which {
         (status = 412, description = "If-Match or If-Unmodified-Since does not hold",
             body = ErrorBody),
     ))]
+#[allow(clippy::too_many_arguments)]
 pub async fn get(
     state: &AppState,
     identity: &Identity,
     at: &RepoAddress,
+    view: Option<&View>,
     arch: &Arch,
     which: Which,
     method: &Method,
@@ -67,43 +71,67 @@ pub async fn get(
         .repository(&repo_ref)
         .await?
         .ok_or_else(not_found)?;
-    if let Some(upstream) = crate::registry::remote::upstream_of(state, repo.id).await? {
-        return super::remote::index(state, &owner, &repo, &upstream, arch, method, headers).await;
+    if let Some(view) = view {
+        let at_ms = snapshots::moment(state, at, &repo, view).await?;
+        let rendered = snapshots::view_index(state, &owner, &repo, view, arch, at_ms).await?;
+        let (content, sha256, content_type) = match which {
+            Which::V2 => (
+                rendered.content.clone(),
+                rendered.sha256.as_str(),
+                "application/gzip",
+            ),
+            Which::Adb => match &rendered.adb {
+                Ok((content, sha256)) => {
+                    (content.clone(), sha256.as_str(), "application/octet-stream")
+                }
+                Err(reason) => return Err(no_adb(&format!("{at}@{view}"), arch, reason)),
+            },
+        };
+        let (response, _) = answer(
+            &owner,
+            content,
+            sha256,
+            rendered.modified_ms,
+            content_type,
+            method,
+            headers,
+        )?;
+        return Ok(response);
     }
-    // A repository removed meanwhile has no index.
-    let removed_or = |e: anyhow::Error| {
-        if crate::indexer::is_removed(&e) {
-            not_found()
-        } else {
-            e.into()
-        }
-    };
-    // Never serve an index older than an acknowledged change (e.g. after a crash).
-    if repo.built_gen < repo.wanted_gen {
-        state
-            .indexer
-            .wait_built(&owner, &repo, repo.wanted_gen)
-            .await
-            .map_err(removed_or)?;
-    }
-    let index = match state.store.index(repo.id, arch.as_str()).await? {
-        Some(index) => index,
-        None => {
-            if !state
-                .indexer
-                .ensure_arch(&owner, &repo, arch.as_str())
+    match crate::registry::virtuals::kind_of(state, repo.id).await? {
+        Kind::Hosted => {}
+        Kind::Remote(upstream) => {
+            return super::remote::index(state, &owner, &repo, &upstream, arch, method, headers)
                 .await
-                .map_err(removed_or)?
-            {
-                return Err(not_found());
-            }
-            state
-                .store
-                .index(repo.id, arch.as_str())
-                .await?
-                .ok_or_else(not_found)?
         }
-    };
+        Kind::Virtual(members) => {
+            let index =
+                crate::registry::virtuals::index(state, &owner, &repo, &members, arch).await?;
+            let (content, sha256, content_type) = match which {
+                Which::V2 => (index.content, index.sha256, "application/gzip"),
+                Which::Adb => match (index.adb, index.adb_sha256) {
+                    (Some(content), Some(sha256)) => (content, sha256, "application/octet-stream"),
+                    _ => {
+                        let reason = index.adb_error.unwrap_or_default();
+                        return Err(no_adb(&at.to_string(), arch, &reason));
+                    }
+                },
+            };
+            let (response, _) = answer(
+                &owner,
+                bytes::Bytes::from(content),
+                &sha256,
+                index.modified_ms,
+                content_type,
+                method,
+                headers,
+            )?;
+            return Ok(response);
+        }
+    }
+    let index = crate::registry::indexes::hosted(state, &owner, &repo, arch)
+        .await?
+        .ok_or_else(not_found)?;
     let (content, sha256, content_type) = match which {
         Which::V2 => (index.content, index.sha256, "application/gzip"),
         // Published with the v2 index of the same packages, so dated by it.
@@ -117,9 +145,41 @@ pub async fn get(
             }
         },
     };
+    let (mut response, entity) = answer(
+        &owner,
+        content.clone(),
+        &sha256,
+        index.modified_ms,
+        content_type,
+        method,
+        headers,
+    )?;
+    super::ready::mark(&mut response, identity, &owner, &entity, content);
+    Ok(response)
+}
+
+/// The 404 of a `Packages.adb` that cannot be made of what an index lists.
+fn no_adb(place: &str, arch: &Arch, reason: &str) -> AppError {
+    AppError::NotFound(format!(
+        "no apk v3 index for {place}/{arch}: a package its APKINDEX.tar.gz lists cannot be \
+         written in that format ({reason}); use the APKINDEX.tar.gz"
+    ))
+}
+
+/// The answer to a request for an index whose bytes are `content`: 200, or 304 and 412 as
+/// its validators say.
+fn answer(
+    owner: &crate::store::Owner,
+    content: bytes::Bytes,
+    sha256: &str,
+    modified_ms: i64,
+    content_type: &'static str,
+    method: &Method,
+    headers: &HeaderMap,
+) -> AppResult<(Response, Entity)> {
     let entity = Entity {
         etag: format!("\"{sha256}\""),
-        modified_ms: index.modified_ms,
+        modified_ms,
         size: content.len() as u64,
     };
     let plan = entity.plan(method, headers);
@@ -135,11 +195,9 @@ pub async fn get(
             .status(StatusCode::OK)
             .header(header::CONTENT_TYPE, content_type)
             .header(header::CONTENT_LENGTH, content.len())
-            .body(Body::from(content.clone())),
+            .body(Body::from(content)),
     };
-    let mut response = response.map_err(|e| AppError::Internal(e.into()))?;
-    super::ready::mark(&mut response, identity, &owner, &entity, content);
-    Ok(response)
+    Ok((response.map_err(|e| AppError::Internal(e.into()))?, entity))
 }
 
 /// The signed apk v3 index (`Packages.adb`, as `apk mkndx` writes it) of one architecture,

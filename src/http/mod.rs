@@ -50,20 +50,41 @@ async fn get_file(
         RepoFile::Index => {
             let which = indexes::Which::V2;
             indexes::get(
-                &state, &identity, &at.repo, &at.arch, which, &method, &headers,
+                &state,
+                &identity,
+                &at.repo,
+                at.at.as_ref(),
+                &at.arch,
+                which,
+                &method,
+                &headers,
             )
             .await
         }
         RepoFile::AdbIndex => {
             let which = indexes::Which::Adb;
             indexes::get(
-                &state, &identity, &at.repo, &at.arch, which, &method, &headers,
+                &state,
+                &identity,
+                &at.repo,
+                at.at.as_ref(),
+                &at.arch,
+                which,
+                &method,
+                &headers,
             )
             .await
         }
         RepoFile::Package(file) => {
             packages::download(
-                &state, &identity, &at.repo, &at.arch, file, &method, &headers,
+                &state,
+                &identity,
+                &at.repo,
+                at.at.as_ref(),
+                &at.arch,
+                file,
+                &method,
+                &headers,
             )
             .await
         }

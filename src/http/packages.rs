@@ -14,7 +14,7 @@ use super::ready;
 use crate::access::Identity;
 use crate::error::{AppError, AppResult};
 use crate::http::client::Client;
-use crate::names::{Arch, FileAddress, PackageFile, RepoAddress, RepoFile};
+use crate::names::{Arch, FileAddress, PackageFile, RepoAddress, RepoFile, View};
 use crate::registry::audit::Actor;
 use crate::registry::publish;
 use crate::store::{Package, Role};
@@ -116,6 +116,9 @@ impl Uploaded {
         (status = 404, body = ErrorBody,
             description = "No such owner, or no such repository while repositories.auto_create \
                            is off"),
+        (status = 405, body = ErrorBody,
+            description = "A remote or virtual repository, or a view of one's history \
+                           (REPOSITORY@...): they take no uploads"),
         (status = 409, body = ErrorBody,
             description = "The same name and version is already in the repository (the body \
                            says whether its bytes are the upload's, \"identical\", and \
@@ -239,22 +242,31 @@ pub(crate) fn describe_stored(err: AppError, at: &RepoAddress, base_url: &str) -
             body = ErrorBody,
             headers(("Content-Range" = String, description = "bytes */<size>"))),
     ))]
+#[allow(clippy::too_many_arguments)]
 pub async fn download(
     state: &AppState,
     identity: &Identity,
     at: &RepoAddress,
+    view: Option<&View>,
     arch: &Arch,
     file: &PackageFile,
     method: &Method,
     headers: &HeaderMap,
 ) -> AppResult<Response> {
     let owner = super::authorize(state, identity, &at.owner, Role::Read).await?;
+    if view.is_some() {
+        return super::remote::package(
+            state, identity, &owner, at, view, arch, file, method, headers,
+        )
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("no repository {at}")));
+    }
     let package = match publish::find(state, &owner, at, arch, file).await {
         Ok(package) => package,
-        // A remote repository's files are not package rows.
+        // The files of remote and virtual repositories are not package rows.
         Err(AppError::NotFound(message)) => {
             return match super::remote::package(
-                state, identity, &owner, at, arch, file, method, headers,
+                state, identity, &owner, at, None, arch, file, method, headers,
             )
             .await?
             {
@@ -280,6 +292,54 @@ pub async fn download(
     )
     .await
 }
+
+/// A moment of a remote or virtual repository's history: at a time (RFC 3339, any
+/// offset) or a snapshot's name, `APKINDEX.tar.gz` and `Packages.adb` list what the
+/// repository listed then (signed with the owner's keys of now), and each package file
+/// they list is served, also after upstream or the member dropped it. Read only: PUT and
+/// DELETE answer 405.
+#[utoipa::path(method(get, head), path = "/{owner}/{branch}/{repository}@{view}/{arch}/{file}",
+    tag = "apk", operation_id = "get_view_file",
+    params(("owner" = String, Path, description = "A user or an organisation"),
+        ("branch" = String, Path, description = "A branch, such as v3.21 or edge"),
+        ("repository" = String, Path, description = "A remote or virtual repository"),
+        ("view" = String, Path,
+            description = "A time such as 2026-12-01T00:00:00Z, or a snapshot's name"),
+        ("arch" = String, Path, description = "An architecture, such as x86_64"),
+        ("file" = String, Path,
+            description = "APKINDEX.tar.gz, Packages.adb or {name}-{version}.apk"),
+        Preconditions, Ranges),
+    responses(
+        (status = 200, description = "The index or the package",
+            content_type = "application/octet-stream", body = FileBytes,
+            headers(("ETag" = String), ("Last-Modified" = String),
+                ("Cache-Control" = String))),
+        (status = 206, description = "The range of a package asked for (GET only)",
+            content_type = "application/octet-stream", body = FileBytes,
+            headers(("Content-Range" = String), ("ETag" = String))),
+        (status = 304, description = "Not modified since the copy the validators name",
+            headers(("ETag" = String), ("Last-Modified" = String))),
+        (status = 400, body = ErrorBody,
+            description = "Invalid names, a view that is neither a time nor a snapshot name, \
+                           a time in the future, or a hosted repository (which keeps no \
+                           history)"),
+        (status = 401, body = ErrorBody,
+            description = "Unknown or private owner and no credentials, or bad credentials"),
+        (status = 403, description = "Credentials that may not read this owner", body = ErrorBody),
+        (status = 404, body = ErrorBody,
+            description = "No such repository or snapshot; nothing of that architecture \
+                           served by then; a file not listed then, or never cached and no \
+                           longer listed upstream; no Packages.adb for entries it cannot hold"),
+        (status = 412, description = "If-Match or If-Unmodified-Since does not hold",
+            body = ErrorBody),
+        (status = 416, description = "No requested range is satisfiable (GET only)",
+            body = ErrorBody,
+            headers(("Content-Range" = String, description = "bytes */<size>"))),
+        (status = 502, body = ErrorBody,
+            description = "A file of a remote repository that its upstream cannot give now"),
+    ))]
+#[allow(dead_code)] // documents the shared file route (`download` and `indexes::get`)
+pub(crate) async fn get_view() {}
 
 /// Answers a download of the blob `sha256` as `entity`: ranges, conditions and all.
 pub(super) async fn serve_blob(
@@ -372,6 +432,9 @@ pub(super) async fn serve_blob(
         (status = 403, description = "Credentials without write access to this owner",
             body = ErrorBody),
         (status = 404, description = "No such owner or package file", body = ErrorBody),
+        (status = 405, body = ErrorBody,
+            description = "A remote or virtual repository, or a view of one's history: they \
+                           take no deletes"),
         (status = 422, body = ErrorBody,
             description = "The dependency check of the repository is refuse and packages of \
                            the repository depend on what only this one provides (listed in \
@@ -383,6 +446,9 @@ pub async fn delete(
     Client(client): Client,
     at: FileAddress,
 ) -> AppResult<(StatusCode, HeaderMap)> {
+    if let Some(view) = &at.at {
+        return Err(super::paths::read_only_view(&at.repo, view));
+    }
     let RepoFile::Package(file) = &at.file else {
         return Err(AppError::BadRequest(format!(
             "{at} cannot be deleted: delete packages, and the index follows"

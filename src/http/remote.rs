@@ -1,5 +1,7 @@
-//! The downloads of remote repositories (`registry::remote`): their re-signed upstream
-//! indexes, and their package files, from storage or streamed from upstream.
+//! The downloads of remote repositories (`registry::remote`), virtual repositories
+//! (`registry::virtuals`) and views of their histories (`registry::snapshots`): indexes
+//! built or re-signed by the registry, and package files from storage or streamed from
+//! upstream.
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Method, StatusCode};
@@ -9,8 +11,10 @@ use super::conditional::{Entity, Plan};
 use super::indexes::cache_control;
 use crate::access::Identity;
 use crate::error::{AppError, AppResult};
-use crate::names::{Arch, PackageFile, RepoAddress};
+use crate::names::{Arch, PackageFile, RepoAddress, View};
 use crate::registry::remote::{self, Fetched};
+use crate::registry::snapshots::{self, ServedPackage};
+use crate::registry::virtuals::{kind_of, Kind};
 use crate::store::{Owner, Repository, Upstream};
 use crate::AppState;
 
@@ -47,13 +51,15 @@ pub async fn index(
     response.map_err(|e| AppError::Internal(e.into()))
 }
 
-/// A package file of the remote repository `at`; None when `at` is not remote.
+/// A package file of the remote or virtual repository `at`, or of a moment `view` of its
+/// history; None when `at` is hosted (and no view is asked for).
 #[allow(clippy::too_many_arguments)]
 pub async fn package(
     state: &AppState,
     identity: &Identity,
     owner: &Owner,
     at: &RepoAddress,
+    view: Option<&View>,
     arch: &Arch,
     file: &PackageFile,
     method: &Method,
@@ -63,11 +69,51 @@ pub async fn package(
     let Some(repo) = state.store.repository(&repo_ref).await? else {
         return Ok(None);
     };
-    let Some(upstream) = remote::upstream_of(state, repo.id).await? else {
-        return Ok(None);
+    let served = match (view, kind_of(state, repo.id).await?) {
+        (Some(view), _) => {
+            let at_ms = snapshots::moment(state, at, &repo, view).await?;
+            snapshots::file(state, owner, &repo, arch, file, Some(at_ms)).await?
+        }
+        (None, Kind::Hosted) => return Ok(None),
+        (None, Kind::Remote(upstream)) => {
+            ServedPackage::Fetched(remote::file(state, owner, &repo, &upstream, arch, file).await?)
+        }
+        (None, Kind::Virtual(_)) => snapshots::file(state, owner, &repo, arch, file, None).await?,
     };
-    match remote::file(state, owner, &repo, &upstream, arch, file).await? {
-        Fetched::Stored(stored) => {
+    let mut response = serve(state, identity, owner, served, method, headers).await?;
+    if view.is_some() || matches!(kind_of(state, repo.id).await?, Kind::Virtual(_)) {
+        // Which file a path of a virtual repository or a view names can change without a
+        // change the ready answers are dropped at (a member's upstream refreshed): never
+        // kept among them.
+        response.extensions_mut().remove::<super::ready::Ready>();
+    }
+    Ok(Some(response))
+}
+
+/// Answers a download of `served`.
+async fn serve(
+    state: &AppState,
+    identity: &Identity,
+    owner: &Owner,
+    served: ServedPackage,
+    method: &Method,
+    headers: &HeaderMap,
+) -> AppResult<Response> {
+    match served {
+        ServedPackage::Blob {
+            sha256,
+            size,
+            modified_ms,
+        } => {
+            let entity = Entity {
+                etag: format!("\"{sha256}\""),
+                modified_ms,
+                size,
+            };
+            super::packages::serve_blob(state, identity, owner, &entity, &sha256, method, headers)
+                .await
+        }
+        ServedPackage::Fetched(Fetched::Stored(stored)) => {
             let entity = Entity {
                 etag: format!("\"{}\"", stored.sha256),
                 modified_ms: stored.stored_ms,
@@ -83,11 +129,10 @@ pub async fn package(
                 headers,
             )
             .await
-            .map(Some)
         }
         // The whole file, whatever range was asked for: its digest (the ETag) is known
         // only once it is all fetched.
-        Fetched::Streaming { size, body } => {
+        ServedPackage::Fetched(Fetched::Streaming { size, body }) => {
             let builder = Response::builder()
                 .status(StatusCode::OK)
                 .header(header::CONTENT_TYPE, "application/octet-stream")
@@ -98,10 +143,7 @@ pub async fn package(
             } else {
                 Body::from_stream(tokio_stream_of(body))
             };
-            builder
-                .body(body)
-                .map(Some)
-                .map_err(|e| AppError::Internal(e.into()))
+            builder.body(body).map_err(|e| AppError::Internal(e.into()))
         }
     }
 }

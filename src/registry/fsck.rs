@@ -182,18 +182,23 @@ pub async fn fsck(state: &AppState, repair: bool) -> anyhow::Result<Report> {
     let grace = Duration::from_secs(state.config.storage.orphan_grace_secs);
     for repo in state.store.list_repositories(None, None, None).await? {
         let place = format!("{}/{}/{}", repo.owner_name, repo.branch, repo.name);
-        if crate::registry::remote::upstream_of(state, repo.id)
-            .await?
-            .is_some()
-        {
-            let owner = state
-                .store
-                .owner_by_name(&repo.owner_name)
-                .await?
-                .context("repository without owner")?;
-            let problems = crate::registry::remote::check(state, &owner, &repo).await?;
-            report.problems.extend(problems);
-            continue;
+        match crate::registry::virtuals::kind_of(state, repo.id).await? {
+            crate::registry::virtuals::Kind::Hosted => {}
+            crate::registry::virtuals::Kind::Remote(_) => {
+                let owner = state
+                    .store
+                    .owner_by_name(&repo.owner_name)
+                    .await?
+                    .context("repository without owner")?;
+                let problems = crate::registry::remote::check(state, &owner, &repo).await?;
+                report.problems.extend(problems);
+                continue;
+            }
+            crate::registry::virtuals::Kind::Virtual(_) => {
+                let problems = crate::registry::snapshots::check(state, &repo).await?;
+                report.problems.extend(problems);
+                continue;
+            }
         }
         for package in state.store.list_packages(repo.id).await? {
             let file = format!("{place}/{}/{}", package.arch, package.filename);

@@ -270,7 +270,7 @@ pub fn spawn_catch_up(state: AppState) {
 /// Brings one repository to `built` (None: no keyring); true when it lists a keyring.
 /// A version higher than `built` found there (another instance saw a later key change)
 /// is left, and what it replaces deleted. A remote repository lists what its upstream
-/// lists, never the keyring.
+/// lists, a virtual one what its members list, never a keyring of its own.
 async fn sync_one(
     state: &AppState,
     owner: &Owner,
@@ -278,10 +278,10 @@ async fn sync_one(
     present: Vec<Package>,
     built: Option<&Built>,
 ) -> AppResult<bool> {
-    if crate::registry::remote::upstream_of(state, repo.id)
-        .await?
-        .is_some()
-    {
+    if !matches!(
+        crate::registry::virtuals::kind_of(state, repo.id).await?,
+        crate::registry::virtuals::Kind::Hosted
+    ) {
         return Ok(false);
     }
     let at = RepoAddress::parse(&owner.name, &repo.branch, &repo.name)?;

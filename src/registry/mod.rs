@@ -9,6 +9,7 @@ pub mod copy;
 pub mod dependencies;
 pub mod dependency_sources;
 pub mod fsck;
+pub mod indexes;
 pub mod keyring;
 pub mod keys;
 pub mod migrate;
@@ -16,7 +17,9 @@ pub mod publish;
 pub mod remote;
 pub mod repositories;
 pub mod retention;
+pub mod snapshots;
 pub mod upload_slots;
+pub mod virtuals;
 pub mod webhooks;
 
 use crate::names::RepoAddress;

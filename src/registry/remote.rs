@@ -62,14 +62,14 @@ pub struct Remotes {
 }
 
 /// One async lock per key, dropped when nobody holds or waits for it.
-struct Locks<K>(Mutex<HashMap<K, Weak<tokio::sync::Mutex<()>>>>);
+pub(crate) struct Locks<K>(Mutex<HashMap<K, Weak<tokio::sync::Mutex<()>>>>);
 
 impl<K: std::hash::Hash + Eq + Clone> Locks<K> {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Locks(Mutex::new(HashMap::new()))
     }
 
-    fn of(&self, key: &K) -> Arc<tokio::sync::Mutex<()>> {
+    pub(crate) fn of(&self, key: &K) -> Arc<tokio::sync::Mutex<()>> {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(lock) = map.get(key).and_then(Weak::upgrade) {
             return lock;
@@ -139,7 +139,7 @@ fn read_only(at: &RepoAddress, what: &str) -> AppError {
     ))
 }
 
-/// Refuses uploads, deletes and copies into a remote repository.
+/// Refuses uploads, deletes and copies into a remote or virtual repository.
 pub async fn refuse_changes(
     state: &AppState,
     owner: &Owner,
@@ -160,9 +160,12 @@ pub async fn refuse_into(
     at: &RepoAddress,
     what: &str,
 ) -> AppResult<()> {
-    match upstream_of(state, repository.id).await? {
-        Some(_) => Err(read_only(at, what)),
-        None => Ok(()),
+    match crate::registry::virtuals::kind_of(state, repository.id).await? {
+        crate::registry::virtuals::Kind::Hosted => Ok(()),
+        crate::registry::virtuals::Kind::Remote(_) => Err(read_only(at, what)),
+        crate::registry::virtuals::Kind::Virtual(_) => {
+            Err(crate::registry::virtuals::read_only(at, what))
+        }
     }
 }
 
@@ -251,8 +254,22 @@ pub async fn create(
 
 /// The index of `arch` to serve: the upstream's last verified one, signed with the owner's
 /// keys, fetched or refreshed first when it is due. 404 for an architecture upstream has
-/// no index of; 502 when upstream fails and nothing verified is stored.
+/// no index of; 502 when upstream fails and nothing verified is stored. Its listing is in
+/// the repository's history (`registry::snapshots`) by the time it is returned.
 pub async fn index(
+    state: &AppState,
+    owner: &Owner,
+    repo: &Repository,
+    upstream: &Upstream,
+    arch: &Arch,
+) -> AppResult<UpstreamIndex> {
+    let index = current_index(state, owner, repo, upstream, arch).await?;
+    crate::registry::snapshots::record_remote(state, repo, &index).await?;
+    Ok(index)
+}
+
+/// `index`, without recording its listing.
+async fn current_index(
     state: &AppState,
     owner: &Owner,
     repo: &Repository,
@@ -490,7 +507,7 @@ async fn fetch_index(
 }
 
 /// The entry of `file` in a stored upstream index.
-async fn entry_of(
+pub(crate) async fn entry_of(
     index: &UpstreamIndex,
     file: &PackageFile,
     max_bytes: u64,
