@@ -85,6 +85,10 @@ pub enum Command {
     /// Webhooks: URLs each owner's package and index events are POSTed to.
     #[command(subcommand)]
     Webhook(WebhookCommand),
+    /// Snapshots: named moments of what a remote or virtual repository served
+    /// (OWNER/BRANCH/REPOSITORY@NAME serves what it served then).
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
     /// Copies this registry (every database row, ids kept, and every package file) into
     /// the empty registry of another configuration file, e.g. from SQLite to PostgreSQL.
     /// Stop the server first; the source is only read.
@@ -298,6 +302,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Retention(command) => retention(&state, command).await,
         Command::Audit(command) => audit(&state, command).await,
         Command::Webhook(command) => webhook(&state, command).await,
+        Command::Snapshot(command) => snapshot(&state, command).await,
         Command::MigrateStorage { to } => migrate_storage(&state, &to).await,
     }
 }
@@ -721,9 +726,19 @@ pub enum RepositoryCommand {
     /// Creates an empty repository OWNER/BRANCH/REPOSITORY of an existing owner (an error
     /// if it exists). Needed before the first upload when repositories.auto_create is off.
     /// With --upstream, a remote repository: a caching proxy of that upstream repository.
+    /// With --virtual, a virtual repository: the merged indexes of its members.
     Create {
         #[arg(value_name = "OWNER/BRANCH/REPOSITORY")]
         repository: String,
+        /// The members of a virtual repository, in order (the first listing a file name
+        /// wins): hosted or remote repositories of the same owner, comma-separated.
+        #[arg(
+            long = "virtual",
+            value_name = "OWNER/BRANCH/REPOSITORY,...",
+            value_delimiter = ',',
+            conflicts_with = "upstream"
+        )]
+        members: Vec<String>,
         /// The upstream repository's base URL, whose {arch}/APKINDEX.tar.gz and packages
         /// are fetched (e.g. https://dl-cdn.alpinelinux.org/alpine/v3.21/main).
         #[arg(long, value_name = "URL")]
@@ -737,11 +752,17 @@ pub enum RepositoryCommand {
         #[arg(long, value_name = "DURATION", requires = "upstream")]
         refresh: Option<String>,
     },
-    /// Lists repositories: architectures served, number of packages, last upload.
+    /// Lists repositories: kind, architectures served, number of packages, last upload.
     List {
         /// Only the repositories of this owner.
         #[arg(long)]
         owner: Option<String>,
+    },
+    /// Shows one repository: its kind, the upstream of a remote one or the members of a
+    /// virtual one, its architectures and the snapshots of a remote or virtual one.
+    Show {
+        #[arg(value_name = "OWNER/BRANCH/REPOSITORY")]
+        repository: String,
     },
     /// Removes a repository with all its packages and indexes, in one step; package files
     /// no other package uses are left to orphan collection.
@@ -760,6 +781,138 @@ pub enum RepositoryCommand {
     },
 }
 
+/// `repository show`: one repository, its kind and what its kind has.
+async fn show_repository(state: &AppState, at: &RepoAddress) -> anyhow::Result<()> {
+    let owner = crate::registry::accounts::owner(state, at.owner.as_str()).await?;
+    let repo = state
+        .store
+        .repository(&crate::registry::repo_ref(owner.id, at))
+        .await?
+        .with_context(|| format!("no repository {at}"))?;
+    let summary = crate::registry::repositories::list(state, Some(&at.owner))
+        .await?
+        .into_iter()
+        .find(|r| r.branch == at.branch.as_str() && r.repository == at.repository.as_str())
+        .with_context(|| format!("no repository {at}"))?;
+    let mut rows = vec![
+        vec!["repository".to_string(), at.to_string()],
+        vec!["kind".to_string(), summary.kind.clone()],
+    ];
+    match crate::registry::virtuals::kind_of(state, repo.id).await? {
+        crate::registry::virtuals::Kind::Hosted => {}
+        crate::registry::virtuals::Kind::Remote(upstream) => {
+            rows.push(vec!["upstream".to_string(), upstream.url.clone()]);
+            rows.push(vec![
+                "refresh".to_string(),
+                format!("{} s", upstream.refresh_secs),
+            ]);
+        }
+        crate::registry::virtuals::Kind::Virtual(_) => {
+            let members = crate::registry::virtuals::members(state, repo.id)
+                .await?
+                .unwrap_or_default();
+            for (i, member) in members.iter().enumerate() {
+                rows.push(vec![
+                    if i == 0 { "members" } else { "" }.to_string(),
+                    format!("{} ({})", member.repository, member.kind),
+                ]);
+            }
+        }
+    }
+    rows.push(vec![
+        "arches".to_string(),
+        if summary.arches.is_empty() {
+            "-".to_string()
+        } else {
+            summary.arches.join(",")
+        },
+    ]);
+    rows.push(vec!["packages".to_string(), summary.packages.to_string()]);
+    if summary.kind != "hosted" {
+        let snapshots = crate::registry::snapshots::list(state, at).await?;
+        if snapshots.is_empty() {
+            rows.push(vec!["snapshots".to_string(), "-".to_string()]);
+        }
+        for (i, snapshot) in snapshots.iter().enumerate() {
+            rows.push(vec![
+                if i == 0 { "snapshots" } else { "" }.to_string(),
+                format!(
+                    "{} ({})",
+                    snapshot.name,
+                    crate::names::rfc3339_ms(snapshot.at_ms)
+                ),
+            ]);
+        }
+    }
+    for row in rows {
+        println!("{:<12}{}", row[0], row[1]);
+    }
+    Ok(())
+}
+
+// Snapshots: a thin adapter over crate::registry::snapshots.
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Records the current time under a name: OWNER/BRANCH/REPOSITORY@NAME serves what
+    /// the remote or virtual repository serves now, from then on.
+    Create {
+        #[arg(value_name = "OWNER/BRANCH/REPOSITORY")]
+        repository: String,
+        /// Lowercase letters, digits, '.', '_' and '-'; default: the time, as
+        /// 20261206t223000z.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Lists a repository's snapshots, oldest first.
+    List {
+        #[arg(value_name = "OWNER/BRANCH/REPOSITORY")]
+        repository: String,
+    },
+    /// Removes a snapshot's name (the moment stays readable as REPOSITORY@TIME).
+    Remove {
+        #[arg(value_name = "OWNER/BRANCH/REPOSITORY")]
+        repository: String,
+        name: String,
+    },
+}
+
+async fn snapshot(state: &AppState, command: SnapshotCommand) -> anyhow::Result<()> {
+    use crate::names::{rfc3339_ms, SnapshotName};
+    use crate::registry::snapshots;
+    match command {
+        SnapshotCommand::Create { repository, name } => {
+            let at = RepoAddress::parse_path(&repository)?;
+            let name = name.as_deref().map(SnapshotName::parse).transpose()?;
+            let created = snapshots::create(state, &Actor::cli(), &at, name).await?;
+            println!("{at}@{}", created.name);
+            eprintln!(
+                "snapshot {} of {at}: what it served at {}",
+                created.name,
+                rfc3339_ms(created.at_ms)
+            );
+        }
+        SnapshotCommand::List { repository } => {
+            let at = RepoAddress::parse_path(&repository)?;
+            let rows = snapshots::list(state, &at).await?.into_iter().map(|s| {
+                vec![
+                    s.name.clone(),
+                    rfc3339_ms(s.at_ms),
+                    format!("{at}@{}", s.name),
+                ]
+            });
+            print_table(&["NAME", "AT", "PATH"], rows);
+        }
+        SnapshotCommand::Remove { repository, name } => {
+            let at = RepoAddress::parse_path(&repository)?;
+            let name = SnapshotName::parse(&name)?;
+            snapshots::remove(state, &Actor::cli(), &at, &name).await?;
+            eprintln!("removed snapshot {name} of {at}");
+        }
+    }
+    Ok(())
+}
+
 fn plural(count: i64, word: &str) -> String {
     if count == 1 {
         format!("1 {word}")
@@ -774,6 +927,21 @@ async fn repository(state: &AppState, command: RepositoryCommand) -> anyhow::Res
         RepositoryCommand::Create {
             repository,
             upstream: None,
+            members,
+            ..
+        } if !members.is_empty() => {
+            let at = RepoAddress::parse_path(&repository)?;
+            let members = members
+                .iter()
+                .map(|m| RepoAddress::parse_path(m.trim()))
+                .collect::<Result<Vec<_>, _>>()?;
+            crate::registry::virtuals::create(state, &Actor::cli(), &at, &members).await?;
+            let names: Vec<String> = members.iter().map(ToString::to_string).collect();
+            eprintln!("created virtual repository {at} of {}", names.join(", "));
+        }
+        RepositoryCommand::Create {
+            repository,
+            upstream: None,
             ..
         } => {
             let at = RepoAddress::parse_path(&repository)?;
@@ -785,6 +953,7 @@ async fn repository(state: &AppState, command: RepositoryCommand) -> anyhow::Res
             upstream: Some(url),
             upstream_key,
             refresh,
+            ..
         } => {
             let at = RepoAddress::parse_path(&repository)?;
             let mut keys = Vec::new();
@@ -821,6 +990,11 @@ async fn repository(state: &AppState, command: RepositoryCommand) -> anyhow::Res
                 .map(|r| {
                     vec![
                         format!("{}/{}/{}", r.owner, r.branch, r.repository),
+                        if r.members.is_empty() {
+                            r.kind.clone()
+                        } else {
+                            format!("{} of {}", r.kind, r.members.join(","))
+                        },
                         if r.arches.is_empty() {
                             "-".to_string()
                         } else {
@@ -830,7 +1004,14 @@ async fn repository(state: &AppState, command: RepositoryCommand) -> anyhow::Res
                         format_time(r.last_publish_ms.map(|ms| ms.div_euclid(1000))),
                     ]
                 });
-            print_table(&["REPOSITORY", "ARCHES", "PACKAGES", "LAST PUBLISH"], rows);
+            print_table(
+                &["REPOSITORY", "KIND", "ARCHES", "PACKAGES", "LAST PUBLISH"],
+                rows,
+            );
+        }
+        RepositoryCommand::Show { repository } => {
+            let at = RepoAddress::parse_path(&repository)?;
+            show_repository(state, &at).await?;
         }
         RepositoryCommand::Remove { repository } => {
             let at = RepoAddress::parse_path(&repository)?;

@@ -1213,6 +1213,10 @@ async fn the_openapi_document_describes_every_api_route() {
                 &["get", "head", "delete"],
                 "/{branch}/{repository}/{arch}/{file}",
             ),
+            (
+                &["get", "head"],
+                "/{branch}/{repository}@{view}/{arch}/{file}",
+            ),
         ] {
             for method in methods {
                 others.insert((method.to_string(), format!("{base}{rest}")));
@@ -1242,6 +1246,8 @@ async fn the_openapi_document_describes_every_api_route() {
             .replace("{user}", "nobody")
             .replace("{id}", "999999")
             .replace("{file}", "none-1.0-r0.apk")
+            .replace("{view}", "2026-01-01T00:00:00Z")
+            .replace("{snapshot}", "none")
             .replace("{keyname}", "acme-00000000.rsa.pub");
         let request = server
             .client

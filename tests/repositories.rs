@@ -399,23 +399,32 @@ fn repositories_are_created_listed_and_removed_while_the_server_runs() {
             .map(str::to_string)
             .collect()
     };
-    assert_eq!(columns(lines[1])[..3], ["admin/edge/testing", "-", "0"]);
-    assert_eq!(columns(lines[1])[3], "-");
+    assert_eq!(
+        columns(lines[1])[..4],
+        ["admin/edge/testing", "hosted", "-", "0"]
+    );
+    assert_eq!(columns(lines[1])[4], "-");
     let main = columns(lines[2]);
     assert_eq!(
-        main[..3],
-        ["admin/v3.21/main", "aarch64,noarch,riscv64,x86_64", "3"],
+        main[..4],
+        [
+            "admin/v3.21/main",
+            "hosted",
+            "aarch64,noarch,riscv64,x86_64",
+            "3"
+        ],
         "{list}"
     );
-    assert!(main[3].ends_with(" UTC"), "{list}");
-    for word in ["ARCHES", "PACKAGES", "LAST PUBLISH"] {
+    assert!(main[4].ends_with(" UTC"), "{list}");
+    for word in ["KIND", "ARCHES", "PACKAGES", "LAST PUBLISH"] {
         let at = header.find(word).unwrap();
         assert_eq!(
             lines[2][at..].split("  ").next().unwrap().trim(),
             match word {
+                "KIND" => "hosted",
                 "ARCHES" => "aarch64,noarch,riscv64,x86_64",
                 "PACKAGES" => "3",
-                _ => main[3].as_str(),
+                _ => main[4].as_str(),
             },
             "{list}"
         );

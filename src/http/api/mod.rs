@@ -18,6 +18,7 @@ mod keys;
 mod retention;
 mod settings;
 mod upstream;
+mod virtuals;
 mod webhooks;
 
 use std::sync::OnceLock;
@@ -53,6 +54,7 @@ use crate::AppState;
         super::indexes::get,
         super::indexes::get_adb,
         super::packages::download,
+        super::packages::get_view,
         super::packages::upload,
         super::packages::delete,
         super::health::healthz,
@@ -125,6 +127,9 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(keys::import))
         .routes(routes!(keys::retire))
         .routes(routes!(upstream::get, upstream::create))
+        .routes(routes!(virtuals::get, virtuals::create))
+        .routes(routes!(virtuals::list, virtuals::create_snapshot))
+        .routes(routes!(virtuals::remove_snapshot))
         .routes(routes!(keys::keyring))
         .routes(routes!(webhooks::list, webhooks::add))
         .routes(routes!(webhooks::remove))

@@ -268,6 +268,8 @@ struct MatrixRow {
     noarch: bool,
     /// For a remote repository: its upstream, and how fresh its indexes are.
     remote: Option<RemoteView>,
+    /// For a virtual repository: its members, in order (empty for the others).
+    members: Vec<String>,
 }
 
 struct RemoteView {
@@ -371,6 +373,7 @@ pub async fn owner(
         });
         rows.push(MatrixRow {
             remote,
+            members: repo.members.clone(),
             branch: repo.branch.clone(),
             repository: repo.repository.clone(),
             packages: repo.packages,
