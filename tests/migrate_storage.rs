@@ -26,7 +26,8 @@ struct Tokens {
     revoked: String,
 }
 
-/// What clients see of an installation: compared before and after each move.
+/// What clients see of an installation: compared before and after each move
+/// (`same_as`).
 #[derive(Debug, PartialEq)]
 struct Seen {
     /// `/{owner}/key` for every owner, then every key of each (state, dates, fingerprint)
@@ -50,6 +51,34 @@ fn admin() -> Option<(&'static str, &'static str)> {
 
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
+}
+
+impl Seen {
+    /// Panics naming the first part that differs from `expected`.
+    fn same_as(&self, expected: &Seen) {
+        fn same<T: PartialEq + std::fmt::Debug>(what: &str, got: &[T], expected: &[T]) {
+            assert_eq!(got.len(), expected.len(), "{what}: {got:?}");
+            for (got, expected) in got.iter().zip(expected) {
+                assert!(got == expected, "{what} differ: {got:?}");
+            }
+        }
+        same("keys", &self.keys, &expected.keys);
+        let status = |seen: &Seen| {
+            seen.indexes
+                .iter()
+                .map(|(path, status, _)| (path.clone(), *status))
+                .collect::<Vec<_>>()
+        };
+        same("index statuses", &status(self), &status(expected));
+        for ((path, _, got), (_, _, expected)) in self.indexes.iter().zip(&expected.indexes) {
+            assert!(got == expected, "{path} serves other bytes");
+        }
+        same("packages", &self.packages, &expected.packages);
+        same("ids", &self.ids, &expected.ids);
+        same("tokens", &self.tokens, &expected.tokens);
+        same("anonymous answers", &self.anonymous, &expected.anonymous);
+        assert!(self == expected);
+    }
 }
 
 async fn seen(server: &TestServer) -> Seen {
@@ -288,6 +317,104 @@ async fn populate(server: &TestServer) -> Tokens {
         )
         .await;
     assert_eq!(response.status(), 201);
+    // acme rotated to a new key and retired its first: both are copied, with their
+    // states, and the copy signs with the new one.
+    let acme = accounts::owner(state, "acme").await.unwrap();
+    let first = state.keys.get_or_create(&acme).await.unwrap();
+    let cli = alpine_registry::registry::audit::Actor::cli();
+    alpine_registry::registry::keys::rotate(state, &cli, &acme)
+        .await
+        .unwrap();
+    alpine_registry::registry::keys::retire(state, &cli, &acme, first.key_name())
+        .await
+        .unwrap();
+    // vault's keyring switched off (as the configuration has it: nothing is published
+    // in the background), and a remote repository of acme with a verified
+    // upstream index (its served copy signed with acme's key) and a cached file: copied
+    // as they are, the cached file's blob with the packages'.
+    let vault = state.store.owner_by_name("vault").await.unwrap().unwrap();
+    state
+        .store
+        .set_keyring_enabled(vault.id, false, None)
+        .await
+        .unwrap();
+    let upstream_key = alpine_registry::apk::sign::SigningKey::generate("upstream", 1024).unwrap();
+    let mirror = state
+        .store
+        .create_remote_repository(
+            &alpine_registry::store::RepoRef {
+                owner_id: acme.id,
+                branch: "v3.21".into(),
+                repository: "mirror".into(),
+            },
+            &alpine_registry::store::Upstream {
+                repository_id: 0,
+                url: "http://127.0.0.1:9/alpine/v3.21/main".into(),
+                keys: vec![alpine_registry::store::UpstreamKey {
+                    name: upstream_key.key_name().to_string(),
+                    pem: upstream_key.public_key_pem().unwrap(),
+                }],
+                refresh_secs: 30 * 86400,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let cached = package("cached", "2.0-r0", "x86_64");
+    let cached_sha256 = sha256_hex(&cached);
+    let mut staged = state.blobs.stage().await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut staged, &cached)
+        .await
+        .unwrap();
+    staged.sync().await.unwrap();
+    state.blobs.commit(staged, &cached_sha256).await.unwrap();
+    let parsed = alpine_registry::apk::package::parse_package(
+        &cached[..],
+        &alpine_registry::apk::package::Limits::default(),
+    )
+    .unwrap();
+    let unsigned =
+        alpine_registry::apk::index::write_unsigned_index("upstream", &[&parsed.stanza]).unwrap();
+    let content = alpine_registry::apk::index::sign_index(
+        &unsigned,
+        &upstream_key,
+        &[alpine_registry::apk::sign::SignatureAlgorithm::Rsa],
+    )
+    .unwrap();
+    let (signed, keys) = state.indexer.sign(&acme, unsigned.clone()).await.unwrap();
+    let now = common::unix_now() * 1000;
+    state
+        .store
+        .save_upstream_index(&alpine_registry::store::UpstreamIndex {
+            repository_id: mirror.id,
+            arch: "x86_64".into(),
+            sha256: sha256_hex(&content),
+            content,
+            etag: Some("\"v1\"".into()),
+            last_modified: None,
+            verified_ms: now,
+            checked_ms: now,
+            error: None,
+            signed_sha256: sha256_hex(&signed),
+            signed,
+            signed_keys: keys.join(","),
+            signed_ms: now,
+        })
+        .await
+        .unwrap();
+    state
+        .store
+        .insert_upstream_file(&alpine_registry::store::UpstreamFile {
+            repository_id: mirror.id,
+            arch: "x86_64".into(),
+            filename: "cached-2.0-r0.apk".into(),
+            size: cached.len() as i64,
+            sha256: cached_sha256,
+            checksum: parsed.checksum.clone(),
+            stored_ms: now,
+        })
+        .await
+        .unwrap();
     // The newest repository removed: its id must not come back in a copy either.
     let scratch = RepoAddress::parse_path("acme/v3.21/scratch").unwrap();
     repositories::create(
@@ -304,17 +431,6 @@ async fn populate(server: &TestServer) -> Tokens {
     )
     .await
     .unwrap();
-    // acme rotated to a new key and retired its first: both are copied, with their
-    // states, and the copy signs with the new one.
-    let acme = accounts::owner(state, "acme").await.unwrap();
-    let first = state.keys.get_or_create(&acme).await.unwrap();
-    let cli = alpine_registry::registry::audit::Actor::cli();
-    alpine_registry::registry::keys::rotate(state, &cli, &acme)
-        .await
-        .unwrap();
-    alpine_registry::registry::keys::retire(state, &cli, &acme, first.key_name())
-        .await
-        .unwrap();
     Tokens { bob, revoked }
 }
 
@@ -593,6 +709,19 @@ async fn scenario(first_url: &str, first_s3: Option<&S3Config>, in_place: bool) 
         export(&source_file).await,
         "every row, every column"
     );
+    assert_eq!(copied.upstreams.len(), 1);
+    assert_eq!(copied.upstream_indexes.len(), 1);
+    assert_eq!(copied.owner_keyrings.len(), 1);
+    let cached = &copied.upstream_files[0];
+    let target = alpine_registry::open(Config::load_file_only(&first_file).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        target.blobs.size(&cached.sha256).await.unwrap(),
+        cached.size as u64,
+        "the cached file's blob is copied"
+    );
+    drop(target);
     let max_repository = copied.repositories.iter().map(|r| r.id).max().unwrap();
     assert!(copied.last_repository_id > max_repository);
     // Refused: the target is not empty any more.
@@ -600,7 +729,7 @@ async fn scenario(first_url: &str, first_s3: Option<&S3Config>, in_place: bool) 
     assert!(message.contains("not empty"), "{message}");
 
     let first = TestServer::start_on(Config::load_file_only(&first_file).unwrap()).await;
-    assert_eq!(seen(&first).await, before);
+    seen(&first).await.same_as(&before);
     check_and_extend(&first, &tokens, "1").await;
     let extended = seen(&first).await;
     first.stop().await;
@@ -622,13 +751,13 @@ async fn scenario(first_url: &str, first_s3: Option<&S3Config>, in_place: bool) 
     migrate_ok(&first_file, &second_file, in_place);
     assert_eq!(export(&second_file).await, export(&first_file).await);
     let second = TestServer::start_on(Config::load_file_only(&second_file).unwrap()).await;
-    assert_eq!(seen(&second).await, extended);
+    seen(&second).await.same_as(&extended);
     check_and_extend(&second, &tokens, "2").await;
     second.stop().await;
 
     // The source was only read.
     let source = TestServer::start_on(Config::load_file_only(&source_file).unwrap()).await;
-    assert_eq!(seen(&source).await, before);
+    seen(&source).await.same_as(&before);
     source.stop().await;
 
     if first_s3.is_some() {

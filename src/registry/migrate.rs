@@ -148,19 +148,28 @@ async fn copy(
     Ok(())
 }
 
-/// Every blob the package rows reference, with its size; rows that disagree on a blob's
-/// size make the source inconsistent.
+/// Every blob the package rows and the files cached of remote repositories reference,
+/// with its size; rows that disagree on a blob's size make the source inconsistent.
 fn referenced_blobs(dump: &Dump) -> anyhow::Result<BTreeMap<String, u64>> {
+    let packages = dump
+        .packages
+        .iter()
+        .map(|p| (format!("package row {}", p.id), &p.sha256, p.size));
+    let cached = dump.upstream_files.iter().map(|f| {
+        let row = format!(
+            "cached file {}/{} of repository {}",
+            f.arch, f.filename, f.repository_id
+        );
+        (row, &f.sha256, f.size)
+    });
     let mut blobs = BTreeMap::new();
-    for package in &dump.packages {
-        let size = u64::try_from(package.size)
-            .with_context(|| format!("package row {} has a negative size", package.id))?;
-        if let Some(other) = blobs.insert(package.sha256.clone(), size) {
+    for (row, sha256, size) in packages.chain(cached) {
+        let size = u64::try_from(size).with_context(|| format!("{row} has a negative size"))?;
+        if let Some(other) = blobs.insert(sha256.clone(), size) {
             if other != size {
                 bail!(
-                    "the source's package rows give file {} two sizes ({other} and {size}): \
-                     `alpine-registry fsck` on the source says which is wrong",
-                    package.sha256
+                    "the source's rows give file {sha256} two sizes ({other} and {size}): \
+                     `alpine-registry fsck` on the source says which is wrong"
                 );
             }
         }

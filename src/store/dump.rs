@@ -165,7 +165,33 @@ pub struct IndexRow {
     /// Packages listed and signature entry names (one per line), as written by the build.
     pub entries: Option<i64>,
     pub signatures: Option<String>,
+    /// The apk v3 index published with it, when there is one.
+    pub adb: Option<Vec<u8>>,
+    pub adb_sha256: Option<String>,
 }
+
+/// An `owner_keyrings` row: whether the owner publishes its keyring package.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct OwnerKeyringRow {
+    pub owner_id: i64,
+    pub enabled: bool,
+}
+
+/// An `upstreams` row: what a remote repository proxies (`keys` as stored, JSON).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct UpstreamRow {
+    pub repository_id: i64,
+    pub url: String,
+    pub keys: String,
+    pub refresh_secs: i64,
+}
+
+/// An `upstream_files` row: a package file cached from upstream (its blob is copied with
+/// the packages' blobs).
+pub type UpstreamFileRow = super::UpstreamFile;
+
+/// An `upstream_indexes` row: the upstream's verified index and its signed copy.
+pub type UpstreamIndexRow = super::UpstreamIndex;
 
 /// Every row of every table, read in one transaction.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -180,6 +206,10 @@ pub struct Dump {
     pub indexes: Vec<IndexRow>,
     pub retention_rules: Vec<RetentionRuleRow>,
     pub webhooks: Vec<WebhookRow>,
+    pub owner_keyrings: Vec<OwnerKeyringRow>,
+    pub upstreams: Vec<UpstreamRow>,
+    pub upstream_indexes: Vec<UpstreamIndexRow>,
+    pub upstream_files: Vec<UpstreamFileRow>,
     /// The highest repository id ever handed out (removed repositories included), so
     /// that the target never hands out a removed repository's id either.
     pub last_repository_id: i64,
@@ -200,6 +230,10 @@ impl Dump {
             indexes: n(self.indexes.len()),
             retention_rules: n(self.retention_rules.len()),
             webhooks: n(self.webhooks.len()),
+            owner_keyrings: n(self.owner_keyrings.len()),
+            upstreams: n(self.upstreams.len()),
+            upstream_indexes: n(self.upstream_indexes.len()),
+            upstream_files: n(self.upstream_files.len()),
         }
     }
 }
@@ -217,11 +251,15 @@ pub struct TableCounts {
     pub indexes: i64,
     pub retention_rules: i64,
     pub webhooks: i64,
+    pub owner_keyrings: i64,
+    pub upstreams: i64,
+    pub upstream_indexes: i64,
+    pub upstream_files: i64,
 }
 
 impl TableCounts {
     /// Each table's name with its count, in the order rows are copied.
-    pub fn tables(&self) -> [(&'static str, i64); 10] {
+    pub fn tables(&self) -> [(&'static str, i64); 14] {
         [
             ("users", self.users),
             ("owners", self.owners),
@@ -233,6 +271,10 @@ impl TableCounts {
             ("indexes", self.indexes),
             ("retention_rules", self.retention_rules),
             ("webhooks", self.webhooks),
+            ("owner_keyrings", self.owner_keyrings),
+            ("upstreams", self.upstreams),
+            ("upstream_indexes", self.upstream_indexes),
+            ("upstream_files", self.upstream_files),
         ]
     }
 
@@ -257,3 +299,387 @@ impl std::fmt::Display for TableCounts {
         }
     }
 }
+
+/// The SELECTs `export` runs, ordered so that parents come before their children (the
+/// order `import` inserts in), and the INSERTs of `import`: the same SQL on both backends.
+pub(super) const EXPORT_USERS: &str =
+    "SELECT id, name, password_hash, is_admin, created_at FROM users ORDER BY id";
+pub(super) const EXPORT_OWNERS: &str =
+    "SELECT id, name, is_private, is_org, created_at FROM owners ORDER BY id";
+pub(super) const EXPORT_MEMBERS: &str =
+    "SELECT owner_id, user_id, role FROM owner_members ORDER BY owner_id, user_id";
+pub(super) const EXPORT_TOKENS: &str = "SELECT id, user_id, token_hash, prefix, scope, \
+     owner_id, expires_at, revoked_at, created_at, label, last_used_at FROM tokens ORDER BY id";
+pub(super) const EXPORT_SIGNING_KEYS: &str = "SELECT id, owner_id, key_name, private_pem, \
+     public_pem, created_at, retired_at FROM signing_keys ORDER BY id";
+pub(super) const EXPORT_REPOSITORIES: &str = "SELECT id, owner_id, branch, name, wanted_gen, \
+     built_gen, dependency_check FROM repositories ORDER BY id";
+pub(super) const EXPORT_PACKAGES: &str = "SELECT id, repository_id, arch, name, version, \
+     filename, checksum, sha256, size, stanza, created_at, modified_ms, pinned FROM packages \
+     ORDER BY id";
+pub(super) const EXPORT_INDEXES: &str = "SELECT repository_id, arch, generation, content, \
+     sha256, built_at, modified_ms, entries, signatures, adb, adb_sha256 FROM indexes \
+     ORDER BY repository_id, arch";
+pub(super) const EXPORT_RETENTION_RULES: &str = "SELECT owner_id, branch, repository, \
+     keep_versions, max_age_secs, keep_min, include_globs, exclude_globs, updated_at \
+     FROM retention_rules ORDER BY owner_id, branch, repository";
+pub(super) const EXPORT_WEBHOOKS: &str = "SELECT id, owner_id, url, secret_sealed, events, \
+     created_ms, created_by FROM webhooks ORDER BY id";
+pub(super) const EXPORT_OWNER_KEYRINGS: &str =
+    "SELECT owner_id, enabled FROM owner_keyrings ORDER BY owner_id";
+pub(super) const EXPORT_UPSTREAMS: &str =
+    "SELECT repository_id, url, keys, refresh_secs FROM upstreams ORDER BY repository_id";
+pub(super) const EXPORT_UPSTREAM_INDEXES: &str = "SELECT repository_id, arch, content, \
+     sha256, etag, last_modified, verified_ms, checked_ms, error, signed, signed_sha256, \
+     signed_keys, signed_ms FROM upstream_indexes ORDER BY repository_id, arch";
+pub(super) const EXPORT_UPSTREAM_FILES: &str = "SELECT repository_id, arch, filename, sha256, \
+     size, checksum, stored_ms FROM upstream_files ORDER BY repository_id, arch, filename";
+
+/// Rows per table, in the order of `TableCounts::tables`.
+pub(super) const TABLE_COUNTS: &str = "SELECT (SELECT COUNT(*) FROM users), \
+     (SELECT COUNT(*) FROM owners), (SELECT COUNT(*) FROM owner_members), \
+     (SELECT COUNT(*) FROM tokens), (SELECT COUNT(*) FROM signing_keys), \
+     (SELECT COUNT(*) FROM repositories), (SELECT COUNT(*) FROM packages), \
+     (SELECT COUNT(*) FROM indexes), (SELECT COUNT(*) FROM retention_rules), \
+     (SELECT COUNT(*) FROM webhooks), (SELECT COUNT(*) FROM owner_keyrings), \
+     (SELECT COUNT(*) FROM upstreams), (SELECT COUNT(*) FROM upstream_indexes), \
+     (SELECT COUNT(*) FROM upstream_files)";
+
+pub(super) type CountsRow = (
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+);
+
+pub(super) fn table_counts_from(row: CountsRow) -> TableCounts {
+    let (
+        users,
+        owners,
+        members,
+        tokens,
+        signing_keys,
+        repositories,
+        packages,
+        indexes,
+        retention_rules,
+        webhooks,
+        owner_keyrings,
+        upstreams,
+        upstream_indexes,
+        upstream_files,
+    ) = row;
+    TableCounts {
+        users,
+        owners,
+        members,
+        tokens,
+        signing_keys,
+        repositories,
+        packages,
+        indexes,
+        retention_rules,
+        webhooks,
+        owner_keyrings,
+        upstreams,
+        upstream_indexes,
+        upstream_files,
+    }
+}
+
+/// `export` and `import` but for what differs between the backends (the transaction, the
+/// last repository id, the identity sequences), for the backend `$db` (a macro: the
+/// transaction types of the two backends differ).
+macro_rules! dump_functions {
+    ($db:ty) => {
+        /// Every row of every table, read in `tx`; `last_repository_id` as given.
+        pub(super) async fn export_rows(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            last_repository_id: i64,
+        ) -> $crate::store::StoreResult<$crate::store::Dump> {
+            use $crate::store::dump::*;
+            Ok($crate::store::Dump {
+                users: sqlx::query_as(EXPORT_USERS).fetch_all(&mut **tx).await?,
+                owners: sqlx::query_as(EXPORT_OWNERS).fetch_all(&mut **tx).await?,
+                members: sqlx::query_as(EXPORT_MEMBERS).fetch_all(&mut **tx).await?,
+                tokens: sqlx::query_as(EXPORT_TOKENS).fetch_all(&mut **tx).await?,
+                signing_keys: sqlx::query_as(EXPORT_SIGNING_KEYS)
+                    .fetch_all(&mut **tx)
+                    .await?,
+                repositories: sqlx::query_as(EXPORT_REPOSITORIES)
+                    .fetch_all(&mut **tx)
+                    .await?,
+                packages: sqlx::query_as(EXPORT_PACKAGES).fetch_all(&mut **tx).await?,
+                indexes: sqlx::query_as(EXPORT_INDEXES).fetch_all(&mut **tx).await?,
+                retention_rules: sqlx::query_as(EXPORT_RETENTION_RULES)
+                    .fetch_all(&mut **tx)
+                    .await?,
+                webhooks: sqlx::query_as(EXPORT_WEBHOOKS).fetch_all(&mut **tx).await?,
+                owner_keyrings: sqlx::query_as(EXPORT_OWNER_KEYRINGS)
+                    .fetch_all(&mut **tx)
+                    .await?,
+                upstreams: sqlx::query_as(EXPORT_UPSTREAMS).fetch_all(&mut **tx).await?,
+                upstream_indexes: sqlx::query_as(EXPORT_UPSTREAM_INDEXES)
+                    .fetch_all(&mut **tx)
+                    .await?,
+                upstream_files: sqlx::query_as(EXPORT_UPSTREAM_FILES)
+                    .fetch_all(&mut **tx)
+                    .await?,
+                last_repository_id,
+            })
+        }
+
+        /// Rows per table, read in `tx`.
+        pub(super) async fn count_rows(
+            tx: &mut sqlx::Transaction<'static, $db>,
+        ) -> $crate::store::StoreResult<$crate::store::TableCounts> {
+            use $crate::store::dump::*;
+            let row: CountsRow = sqlx::query_as(TABLE_COUNTS).fetch_one(&mut **tx).await?;
+            Ok(table_counts_from(row))
+        }
+
+        /// Inserts every row of `dump` with its ids in `tx`, parents first; refuses a
+        /// database that holds rows.
+        pub(super) async fn import_rows(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            dump: &$crate::store::Dump,
+        ) -> $crate::store::StoreResult<()> {
+            let counts = count_rows(tx).await?;
+            if !counts.is_empty() {
+                return Err($crate::store::StoreError::Conflict(format!(
+                    "the database is not empty: {counts}"
+                )));
+            }
+            for user in &dump.users {
+                sqlx::query(
+                    "INSERT INTO users (id, name, password_hash, is_admin, created_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(user.id)
+                .bind(&user.name)
+                .bind(&user.password_hash)
+                .bind(user.is_admin)
+                .bind(user.created_at)
+                .execute(&mut **tx)
+                .await?;
+            }
+            for owner in &dump.owners {
+                sqlx::query(
+                    "INSERT INTO owners (id, name, is_private, is_org, created_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(owner.id)
+                .bind(&owner.name)
+                .bind(owner.is_private)
+                .bind(owner.is_org)
+                .bind(owner.created_at)
+                .execute(&mut **tx)
+                .await?;
+            }
+            for member in &dump.members {
+                sqlx::query(
+                    "INSERT INTO owner_members (owner_id, user_id, role) VALUES ($1, $2, $3)",
+                )
+                .bind(member.owner_id)
+                .bind(member.user_id)
+                .bind(&member.role)
+                .execute(&mut **tx)
+                .await?;
+            }
+            for token in &dump.tokens {
+                sqlx::query(
+                    "INSERT INTO tokens (id, user_id, token_hash, prefix, scope, owner_id, \
+                     expires_at, revoked_at, created_at, label, last_used_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                )
+                .bind(token.id)
+                .bind(token.user_id)
+                .bind(&token.token_hash)
+                .bind(&token.prefix)
+                .bind(&token.scope)
+                .bind(token.owner_id)
+                .bind(token.expires_at)
+                .bind(token.revoked_at)
+                .bind(token.created_at)
+                .bind(&token.label)
+                .bind(token.last_used_at)
+                .execute(&mut **tx)
+                .await?;
+            }
+            for key in &dump.signing_keys {
+                sqlx::query(
+                    "INSERT INTO signing_keys (id, owner_id, key_name, private_pem, \
+                     public_pem, created_at, retired_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(key.id)
+                .bind(key.owner_id)
+                .bind(&key.key_name)
+                .bind(&key.private_pem)
+                .bind(&key.public_pem)
+                .bind(key.created_at)
+                .bind(key.retired_at)
+                .execute(&mut **tx)
+                .await?;
+            }
+            for keyring in &dump.owner_keyrings {
+                sqlx::query("INSERT INTO owner_keyrings (owner_id, enabled) VALUES ($1, $2)")
+                    .bind(keyring.owner_id)
+                    .bind(keyring.enabled)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            for repository in &dump.repositories {
+                sqlx::query(
+                    "INSERT INTO repositories (id, owner_id, branch, name, wanted_gen, \
+                     built_gen, dependency_check) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(repository.id)
+                .bind(repository.owner_id)
+                .bind(&repository.branch)
+                .bind(&repository.name)
+                .bind(repository.wanted_gen)
+                .bind(repository.built_gen)
+                .bind(&repository.dependency_check)
+                .execute(&mut **tx)
+                .await?;
+            }
+            for package in &dump.packages {
+                sqlx::query(
+                    "INSERT INTO packages (id, repository_id, arch, name, version, filename, \
+                     checksum, sha256, size, stanza, created_at, modified_ms, pinned) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                )
+                .bind(package.id)
+                .bind(package.repository_id)
+                .bind(&package.arch)
+                .bind(&package.name)
+                .bind(&package.version)
+                .bind(&package.filename)
+                .bind(&package.checksum)
+                .bind(&package.sha256)
+                .bind(package.size)
+                .bind(&package.stanza)
+                .bind(package.created_at)
+                .bind(package.modified_ms)
+                .bind(package.pinned)
+                .execute(&mut **tx)
+                .await?;
+            }
+            for webhook in &dump.webhooks {
+                sqlx::query(
+                    "INSERT INTO webhooks (id, owner_id, url, secret_sealed, events, \
+                     created_ms, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(webhook.id)
+                .bind(webhook.owner_id)
+                .bind(&webhook.url)
+                .bind(&webhook.secret_sealed)
+                .bind(&webhook.events)
+                .bind(webhook.created_ms)
+                .bind(&webhook.created_by)
+                .execute(&mut **tx)
+                .await?;
+            }
+            for rule in &dump.retention_rules {
+                sqlx::query(
+                    "INSERT INTO retention_rules (owner_id, branch, repository, \
+                     keep_versions, max_age_secs, keep_min, include_globs, exclude_globs, \
+                     updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(rule.owner_id)
+                .bind(&rule.branch)
+                .bind(&rule.repository)
+                .bind(rule.keep_versions)
+                .bind(rule.max_age_secs)
+                .bind(rule.keep_min)
+                .bind(&rule.include_globs)
+                .bind(&rule.exclude_globs)
+                .bind(rule.updated_at)
+                .execute(&mut **tx)
+                .await?;
+            }
+            for index in &dump.indexes {
+                sqlx::query(
+                    "INSERT INTO indexes (repository_id, arch, generation, content, sha256, \
+                     built_at, modified_ms, entries, signatures, adb, adb_sha256) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                )
+                .bind(index.repository_id)
+                .bind(&index.arch)
+                .bind(index.generation)
+                .bind(&index.content)
+                .bind(&index.sha256)
+                .bind(index.built_at)
+                .bind(index.modified_ms)
+                .bind(index.entries)
+                .bind(&index.signatures)
+                .bind(&index.adb)
+                .bind(&index.adb_sha256)
+                .execute(&mut **tx)
+                .await?;
+            }
+            for upstream in &dump.upstreams {
+                sqlx::query(
+                    "INSERT INTO upstreams (repository_id, url, keys, refresh_secs) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(upstream.repository_id)
+                .bind(&upstream.url)
+                .bind(&upstream.keys)
+                .bind(upstream.refresh_secs)
+                .execute(&mut **tx)
+                .await?;
+            }
+            for index in &dump.upstream_indexes {
+                sqlx::query(
+                    "INSERT INTO upstream_indexes (repository_id, arch, content, sha256, \
+                     etag, last_modified, verified_ms, checked_ms, error, signed, \
+                     signed_sha256, signed_keys, signed_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                )
+                .bind(index.repository_id)
+                .bind(&index.arch)
+                .bind(&index.content)
+                .bind(&index.sha256)
+                .bind(&index.etag)
+                .bind(&index.last_modified)
+                .bind(index.verified_ms)
+                .bind(index.checked_ms)
+                .bind(&index.error)
+                .bind(&index.signed)
+                .bind(&index.signed_sha256)
+                .bind(&index.signed_keys)
+                .bind(index.signed_ms)
+                .execute(&mut **tx)
+                .await?;
+            }
+            for file in &dump.upstream_files {
+                sqlx::query(
+                    "INSERT INTO upstream_files (repository_id, arch, filename, sha256, size, \
+                     checksum, stored_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(file.repository_id)
+                .bind(&file.arch)
+                .bind(&file.filename)
+                .bind(&file.sha256)
+                .bind(file.size)
+                .bind(&file.checksum)
+                .bind(file.stored_ms)
+                .execute(&mut **tx)
+                .await?;
+            }
+            Ok(())
+        }
+    };
+}
+pub(super) use dump_functions;

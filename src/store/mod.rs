@@ -26,8 +26,8 @@ pub use catalog::{
 };
 pub use dependencies::{Dependent, NameProvider};
 pub use dump::{
-    Dump, IndexRow, MemberRow, OwnerRow, PackageRow, RepositoryRow, RetentionRuleRow,
-    SigningKeyRow, TableCounts, TokenRow, UserRow, WebhookRow,
+    Dump, IndexRow, MemberRow, OwnerKeyringRow, OwnerRow, PackageRow, RepositoryRow,
+    RetentionRuleRow, SigningKeyRow, TableCounts, TokenRow, UpstreamRow, UserRow, WebhookRow,
 };
 pub use history::{HistoryChange, ServedFile, ServedRow, Snapshot};
 pub use keys::{Retirement, SigningKeyRecord};
@@ -1169,72 +1169,3 @@ impl std::fmt::Debug for StoreLock {
 
 /// The stanza of package row `$1`; the same SQL on both backends.
 const PACKAGE_STANZA: &str = "SELECT stanza FROM packages WHERE id = $1";
-
-/// Rows per table, as `TableCounts` lists them; the same SQL on both backends.
-const TABLE_COUNTS: &str = "SELECT (SELECT COUNT(*) FROM users), (SELECT COUNT(*) FROM owners), \
-     (SELECT COUNT(*) FROM owner_members), (SELECT COUNT(*) FROM tokens), \
-     (SELECT COUNT(*) FROM signing_keys), (SELECT COUNT(*) FROM repositories), \
-     (SELECT COUNT(*) FROM packages), (SELECT COUNT(*) FROM indexes), \
-     (SELECT COUNT(*) FROM retention_rules), (SELECT COUNT(*) FROM webhooks)";
-
-type CountsRow = (i64, i64, i64, i64, i64, i64, i64, i64, i64, i64);
-
-fn table_counts_from(row: CountsRow) -> TableCounts {
-    let (
-        users,
-        owners,
-        members,
-        tokens,
-        signing_keys,
-        repositories,
-        packages,
-        indexes,
-        retention_rules,
-        webhooks,
-    ) = row;
-    TableCounts {
-        users,
-        owners,
-        members,
-        tokens,
-        signing_keys,
-        repositories,
-        packages,
-        indexes,
-        retention_rules,
-        webhooks,
-    }
-}
-
-/// What `import` answers when the database already holds rows.
-fn not_empty(counts: &TableCounts) -> StoreError {
-    StoreError::Conflict(format!("the database is not empty: {counts}"))
-}
-
-/// The SELECTs `export` runs, ordered so that parents come before their children (the
-/// order `import` inserts in); the same SQL on both backends.
-const EXPORT_USERS: &str =
-    "SELECT id, name, password_hash, is_admin, created_at FROM users ORDER BY id";
-const EXPORT_OWNERS: &str =
-    "SELECT id, name, is_private, is_org, created_at FROM owners ORDER BY id";
-const EXPORT_MEMBERS: &str =
-    "SELECT owner_id, user_id, role FROM owner_members ORDER BY owner_id, user_id";
-const EXPORT_TOKENS: &str = "SELECT id, user_id, token_hash, prefix, scope, owner_id, \
-     expires_at, revoked_at, created_at, label, last_used_at FROM tokens ORDER BY id";
-const EXPORT_SIGNING_KEYS: &str = "SELECT id, owner_id, key_name, private_pem, public_pem, \
-     created_at, retired_at FROM signing_keys ORDER BY id";
-const EXPORT_REPOSITORIES: &str = "SELECT id, owner_id, branch, name, wanted_gen, built_gen, \
-     dependency_check FROM repositories ORDER BY id";
-const EXPORT_PACKAGES: &str = "SELECT id, repository_id, arch, name, version, filename, \
-     checksum, sha256, size, stanza, created_at, modified_ms, pinned FROM packages ORDER BY id";
-const EXPORT_INDEXES: &str = "SELECT repository_id, arch, generation, content, sha256, \
-     built_at, modified_ms, entries, signatures FROM indexes ORDER BY repository_id, arch";
-const EXPORT_RETENTION_RULES: &str = "SELECT owner_id, branch, repository, keep_versions, \
-     max_age_secs, keep_min, include_globs, exclude_globs, updated_at FROM retention_rules \
-     ORDER BY owner_id, branch, repository";
-const EXPORT_WEBHOOKS: &str = "SELECT id, owner_id, url, secret_sealed, events, created_ms, \
-     created_by FROM webhooks ORDER BY id";
-
-/// Inserts a `WebhookRow` with its id, the same SQL on both backends.
-const IMPORT_WEBHOOK: &str = "INSERT INTO webhooks (id, owner_id, url, secret_sealed, events, \
-     created_ms, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7)";

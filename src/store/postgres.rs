@@ -502,6 +502,10 @@ mod history_fns {
     crate::store::history::history_functions!(sqlx::Postgres);
 }
 
+mod dump_fns {
+    crate::store::dump::dump_functions!(sqlx::Postgres);
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     async fn ping(&self) -> StoreResult<()> {
@@ -2371,22 +2375,6 @@ impl Store for PostgresStore {
             .pool
             .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await?;
-        let users = sqlx::query_as(EXPORT_USERS).fetch_all(&mut *tx).await?;
-        let owners = sqlx::query_as(EXPORT_OWNERS).fetch_all(&mut *tx).await?;
-        let members = sqlx::query_as(EXPORT_MEMBERS).fetch_all(&mut *tx).await?;
-        let tokens = sqlx::query_as(EXPORT_TOKENS).fetch_all(&mut *tx).await?;
-        let signing_keys = sqlx::query_as(EXPORT_SIGNING_KEYS)
-            .fetch_all(&mut *tx)
-            .await?;
-        let repositories = sqlx::query_as(EXPORT_REPOSITORIES)
-            .fetch_all(&mut *tx)
-            .await?;
-        let packages = sqlx::query_as(EXPORT_PACKAGES).fetch_all(&mut *tx).await?;
-        let indexes = sqlx::query_as(EXPORT_INDEXES).fetch_all(&mut *tx).await?;
-        let retention_rules = sqlx::query_as(EXPORT_RETENTION_RULES)
-            .fetch_all(&mut *tx)
-            .await?;
-        let webhooks = sqlx::query_as(EXPORT_WEBHOOKS).fetch_all(&mut *tx).await?;
         // The identity sequence remembers removed repositories: the last id it handed out,
         // or the one before the next when it was set without being used (as `import`
         // leaves it).
@@ -2400,25 +2388,16 @@ impl Store for PostgresStore {
         ))
         .fetch_one(&mut *tx)
         .await?;
+        let dump = dump_fns::export_rows(&mut tx, last_repository_id).await?;
         tx.commit().await?;
-        Ok(Dump {
-            users,
-            owners,
-            members,
-            tokens,
-            signing_keys,
-            repositories,
-            packages,
-            indexes,
-            retention_rules,
-            webhooks,
-            last_repository_id,
-        })
+        Ok(dump)
     }
 
     async fn table_counts(&self) -> StoreResult<TableCounts> {
-        let row: CountsRow = sqlx::query_as(TABLE_COUNTS).fetch_one(&self.pool).await?;
-        Ok(table_counts_from(row))
+        let mut tx = self.pool.begin().await?;
+        let counts = dump_fns::count_rows(&mut tx).await?;
+        tx.commit().await?;
+        Ok(counts)
     }
 
     async fn stored_bytes(&self) -> StoreResult<i64> {
@@ -2437,169 +2416,11 @@ impl Store for PostgresStore {
         // Nobody else writes until the copy commits, so the database stays empty but for it.
         sqlx::query(
             "LOCK TABLE users, owners, owner_members, tokens, signing_keys, repositories, \
-             packages, indexes IN SHARE ROW EXCLUSIVE MODE",
+             packages, indexes, owner_keyrings, upstreams IN SHARE ROW EXCLUSIVE MODE",
         )
         .execute(&mut *tx)
         .await?;
-        let counts: CountsRow = sqlx::query_as(TABLE_COUNTS).fetch_one(&mut *tx).await?;
-        let counts = table_counts_from(counts);
-        if !counts.is_empty() {
-            return Err(not_empty(&counts));
-        }
-        for user in &dump.users {
-            sqlx::query(
-                "INSERT INTO users (id, name, password_hash, is_admin, created_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(user.id)
-            .bind(&user.name)
-            .bind(&user.password_hash)
-            .bind(user.is_admin)
-            .bind(user.created_at)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for owner in &dump.owners {
-            sqlx::query(
-                "INSERT INTO owners (id, name, is_private, is_org, created_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(owner.id)
-            .bind(&owner.name)
-            .bind(owner.is_private)
-            .bind(owner.is_org)
-            .bind(owner.created_at)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for member in &dump.members {
-            sqlx::query("INSERT INTO owner_members (owner_id, user_id, role) VALUES ($1, $2, $3)")
-                .bind(member.owner_id)
-                .bind(member.user_id)
-                .bind(&member.role)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for token in &dump.tokens {
-            sqlx::query(
-                "INSERT INTO tokens (id, user_id, token_hash, prefix, scope, owner_id, \
-                 expires_at, revoked_at, created_at, label, last_used_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            )
-            .bind(token.id)
-            .bind(token.user_id)
-            .bind(&token.token_hash)
-            .bind(&token.prefix)
-            .bind(&token.scope)
-            .bind(token.owner_id)
-            .bind(token.expires_at)
-            .bind(token.revoked_at)
-            .bind(token.created_at)
-            .bind(&token.label)
-            .bind(token.last_used_at)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for key in &dump.signing_keys {
-            sqlx::query(
-                "INSERT INTO signing_keys (id, owner_id, key_name, private_pem, public_pem, \
-                 created_at, retired_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(key.id)
-            .bind(key.owner_id)
-            .bind(&key.key_name)
-            .bind(&key.private_pem)
-            .bind(&key.public_pem)
-            .bind(key.created_at)
-            .bind(key.retired_at)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for repository in &dump.repositories {
-            sqlx::query(
-                "INSERT INTO repositories (id, owner_id, branch, name, wanted_gen, built_gen, \
-                 dependency_check) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(repository.id)
-            .bind(repository.owner_id)
-            .bind(&repository.branch)
-            .bind(&repository.name)
-            .bind(repository.wanted_gen)
-            .bind(repository.built_gen)
-            .bind(&repository.dependency_check)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for package in &dump.packages {
-            sqlx::query(
-                "INSERT INTO packages (id, repository_id, arch, name, version, filename, \
-                 checksum, sha256, size, stanza, created_at, modified_ms, pinned) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-            )
-            .bind(package.id)
-            .bind(package.repository_id)
-            .bind(&package.arch)
-            .bind(&package.name)
-            .bind(&package.version)
-            .bind(&package.filename)
-            .bind(&package.checksum)
-            .bind(&package.sha256)
-            .bind(package.size)
-            .bind(&package.stanza)
-            .bind(package.created_at)
-            .bind(package.modified_ms)
-            .bind(package.pinned)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for webhook in &dump.webhooks {
-            sqlx::query(IMPORT_WEBHOOK)
-                .bind(webhook.id)
-                .bind(webhook.owner_id)
-                .bind(&webhook.url)
-                .bind(&webhook.secret_sealed)
-                .bind(&webhook.events)
-                .bind(webhook.created_ms)
-                .bind(&webhook.created_by)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for rule in &dump.retention_rules {
-            sqlx::query(
-                "INSERT INTO retention_rules (owner_id, branch, repository, keep_versions, \
-                 max_age_secs, keep_min, include_globs, exclude_globs, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(rule.owner_id)
-            .bind(&rule.branch)
-            .bind(&rule.repository)
-            .bind(rule.keep_versions)
-            .bind(rule.max_age_secs)
-            .bind(rule.keep_min)
-            .bind(&rule.include_globs)
-            .bind(&rule.exclude_globs)
-            .bind(rule.updated_at)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for index in &dump.indexes {
-            sqlx::query(
-                "INSERT INTO indexes (repository_id, arch, generation, content, sha256, \
-                 built_at, modified_ms, entries, signatures) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(index.repository_id)
-            .bind(&index.arch)
-            .bind(index.generation)
-            .bind(&index.content)
-            .bind(&index.sha256)
-            .bind(index.built_at)
-            .bind(index.modified_ms)
-            .bind(index.entries)
-            .bind(&index.signatures)
-            .execute(&mut *tx)
-            .await?;
-        }
+        dump_fns::import_rows(&mut tx, dump).await?;
         // Rows inserted with their ids leave the identity sequences where they were: move
         // each past the largest copied id (repositories also past every id the source ever
         // handed out), so that the next row takes a fresh id.

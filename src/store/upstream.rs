@@ -26,7 +26,7 @@ pub struct Upstream {
 }
 
 /// The upstream's index of one architecture: as fetched and verified, and as served.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct UpstreamIndex {
     pub repository_id: i64,
     pub arch: String,
