@@ -97,6 +97,49 @@ async fn upstream_index_is_served_signed_by_the_owner_with_its_content_unchanged
     assert!(page.contains(&format!("cache of <code>{}</code>", upstream.url())));
     assert!(page.contains("x86_64: verified"));
     assert!(!page.contains("stale"));
+
+    // Packages.adb: the upstream's packages with their identities, signed by the owner's
+    // key, answered again from what was made (same bytes, 304 to its ETag).
+    let key = server.get("/admin/key", None).await.text().await.unwrap();
+    let path = "/admin/v3.21/main/x86_64/Packages.adb";
+    let response = server.get(path, None).await;
+    assert_eq!(response.status(), 200);
+    let etag = response.headers()["etag"].to_str().unwrap().to_string();
+    let bytes = response.bytes().await.unwrap();
+    assert_eq!(&bytes[..4], b"ADBd");
+    let adb = alpine_registry::apk::adb::read_file(&bytes, 1 << 24).unwrap();
+    adb.verify(&key).unwrap();
+    let listed: Vec<(String, String, Vec<u8>)> = adb
+        .index()
+        .unwrap()
+        .packages
+        .into_iter()
+        .map(|p| (p.name, p.version, p.hashes))
+        .collect();
+    let expected: Vec<(String, String, Vec<u8>)> = [hello(), world()]
+        .iter()
+        .map(|bytes| {
+            let parsed = alpine_registry::apk::package::parse_package(
+                &bytes[..],
+                &alpine_registry::apk::package::Limits::default(),
+            )
+            .unwrap();
+            let package =
+                alpine_registry::apk::adb::IndexPackage::from_stanza(&parsed.stanza).unwrap();
+            (package.name, package.version, package.hashes)
+        })
+        .collect();
+    assert_eq!(listed, expected);
+    let again = server.get(path, None).await;
+    assert_eq!(again.headers()["etag"].to_str().unwrap(), etag);
+    assert_eq!(again.bytes().await.unwrap(), bytes);
+    let unchanged = reqwest::Client::new()
+        .get(server.url(path))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unchanged.status(), 304);
     server.stop().await;
 }
 

@@ -100,9 +100,27 @@ pub async fn get(
     }
     match crate::registry::virtuals::kind_of(state, repo.id).await? {
         Kind::Hosted => {}
-        Kind::Remote(upstream) => {
+        Kind::Remote(upstream) if which == Which::V2 => {
             return super::remote::index(state, &owner, &repo, &upstream, arch, method, headers)
                 .await
+        }
+        Kind::Remote(upstream) => {
+            let index =
+                crate::registry::remote::adb_index(state, &owner, &repo, &upstream, arch).await?;
+            let (content, sha256) = match &index.adb {
+                Ok((content, sha256)) => (content.clone(), sha256.as_str()),
+                Err(reason) => return Err(no_adb(&at.to_string(), arch, reason)),
+            };
+            let (response, _) = answer(
+                &owner,
+                content,
+                sha256,
+                index.modified_ms,
+                "application/octet-stream",
+                method,
+                headers,
+            )?;
+            return Ok(response);
         }
         Kind::Virtual(members) => {
             let index =

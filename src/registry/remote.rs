@@ -59,6 +59,19 @@ pub struct Remotes {
     kinds: Mutex<HashMap<i64, Option<Arc<Upstream>>>>,
     refreshing: Locks<(i64, String)>,
     fetching: Locks<(i64, String, String)>,
+    /// The `Packages.adb` made of each architecture's upstream index, under the upstream
+    /// index's sha256 and the names of the keys that signed it.
+    adb: Mutex<HashMap<(i64, String), Arc<RemoteAdb>>>,
+}
+
+/// The apk v3 index of a remote repository's upstream index.
+pub struct RemoteAdb {
+    /// What it was made of: the upstream index's sha256 and the signing key names.
+    made_of: String,
+    /// The file and its sha256, or why a package cannot be written in that format.
+    pub adb: Result<(Bytes, String), String>,
+    /// When the upstream index it was made of was signed by the owner (`Last-Modified`).
+    pub modified_ms: i64,
 }
 
 /// One async lock per key, dropped when nobody holds or waits for it.
@@ -95,6 +108,7 @@ impl Remotes {
             kinds: Mutex::new(HashMap::new()),
             refreshing: Locks::new(),
             fetching: Locks::new(),
+            adb: Mutex::new(HashMap::new()),
         })
     }
 }
@@ -266,6 +280,67 @@ pub async fn index(
     let index = current_index(state, owner, repo, upstream, arch).await?;
     crate::registry::snapshots::record_remote(state, repo, &index).await?;
     Ok(index)
+}
+
+/// The apk v3 index (`Packages.adb`) of `arch`: the packages of the upstream index `index`
+/// serves, in its order, signed with the owner's keys. Made once per upstream index and
+/// set of keys in each process (the same bytes in every process: the rendering and the
+/// signatures are deterministic).
+pub async fn adb_index(
+    state: &AppState,
+    owner: &Owner,
+    repo: &Repository,
+    upstream: &Upstream,
+    arch: &Arch,
+) -> AppResult<Arc<RemoteAdb>> {
+    let index = index(state, owner, repo, upstream, arch).await?;
+    let keys = state.indexer.signing_key_names(owner).await?.join(",");
+    let made_of = format!("{} {keys}", index.sha256);
+    let key = (repo.id, arch.to_string());
+    let cached = |state: &AppState| {
+        state
+            .remote
+            .adb
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .filter(|adb| adb.made_of == made_of)
+            .cloned()
+    };
+    if let Some(adb) = cached(state) {
+        return Ok(adb);
+    }
+    let lock = state.remote.refreshing.of(&key);
+    let _one_at_a_time = lock.lock().await;
+    if let Some(adb) = cached(state) {
+        return Ok(adb);
+    }
+    let content = index.content.clone();
+    let limit = state.config.upstream.max_index_bytes;
+    let entries = tokio::task::spawn_blocking(move || {
+        let (_, unsigned) = crate::apk::sign::split_signed(&content)?;
+        crate::apk::upstream::stanzas(unsigned, limit)
+    })
+    .await
+    .context("reading the upstream index")?
+    .context("reading the upstream index")?;
+    let place = format!("{}/{}/{}", repo.owner_name, repo.branch, repo.name);
+    let rendered = crate::registry::virtuals::render(state, owner, &place, &entries).await?;
+    let adb = Arc::new(RemoteAdb {
+        made_of,
+        adb: rendered.adb.map(|adb| {
+            let sha256 = hex::encode(Sha256::digest(&adb));
+            (Bytes::from(adb), sha256)
+        }),
+        modified_ms: index.signed_ms,
+    });
+    state
+        .remote
+        .adb
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, adb.clone());
+    Ok(adb)
 }
 
 /// `index`, without recording its listing.

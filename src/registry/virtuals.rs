@@ -477,6 +477,12 @@ pub trait HasStanza: Sync {
     fn stanza(&self) -> &str;
 }
 
+impl HasStanza for crate::apk::upstream::ListedStanza {
+    fn stanza(&self) -> &str {
+        &self.stanza
+    }
+}
+
 impl HasStanza for Listed {
     fn stanza(&self) -> &str {
         &self.entry.stanza
