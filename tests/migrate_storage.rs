@@ -135,6 +135,21 @@ async fn seen(server: &TestServer) -> Seen {
             packages.push((path, digest));
         }
     }
+    // A snapshot of the virtual repository: the same listing, signed alike.
+    if store
+        .list_repositories(None, None, None)
+        .await
+        .unwrap()
+        .iter()
+        .any(|r| r.name == "all")
+    {
+        let path = "/acme/v3.21/all@release-1/x86_64/APKINDEX.tar.gz";
+        let response = server.get(path, admin()).await;
+        assert_eq!(response.status(), 200, "{path}");
+        let bytes = response.bytes().await.unwrap().to_vec();
+        server.verified_index("acme", path, admin()).await;
+        indexes.push((path.to_string(), 200, bytes));
+    }
     let tokens = store
         .list_tokens(None)
         .await
@@ -415,6 +430,33 @@ async fn populate(server: &TestServer) -> Tokens {
         })
         .await
         .unwrap();
+    // A virtual repository of acme's hosted and remote ones, its index built (and its
+    // listing recorded in its history), and a snapshot of it: copied as they are.
+    let cli = alpine_registry::registry::audit::Actor::cli();
+    let all = RepoAddress::parse_path("acme/v3.21/all").unwrap();
+    alpine_registry::registry::virtuals::create(
+        state,
+        &cli,
+        &all,
+        &[
+            RepoAddress::parse_path("acme/v3.21/main").unwrap(),
+            RepoAddress::parse_path("acme/v3.21/mirror").unwrap(),
+        ],
+    )
+    .await
+    .unwrap();
+    let response = server
+        .get("/acme/v3.21/all/x86_64/APKINDEX.tar.gz", admin())
+        .await;
+    assert_eq!(response.status(), 200);
+    alpine_registry::registry::snapshots::create(
+        state,
+        &cli,
+        &all,
+        Some(alpine_registry::names::SnapshotName::parse("release-1").unwrap()),
+    )
+    .await
+    .unwrap();
     // The newest repository removed: its id must not come back in a copy either.
     let scratch = RepoAddress::parse_path("acme/v3.21/scratch").unwrap();
     repositories::create(
@@ -712,6 +754,13 @@ async fn scenario(first_url: &str, first_s3: Option<&S3Config>, in_place: bool) 
     assert_eq!(copied.upstreams.len(), 1);
     assert_eq!(copied.upstream_indexes.len(), 1);
     assert_eq!(copied.owner_keyrings.len(), 1);
+    assert_eq!(copied.virtual_members.len(), 2);
+    assert_eq!(copied.snapshots.len(), 1);
+    assert!(
+        copied.served_history.len() >= 4,
+        "{:?}",
+        copied.served_history
+    );
     let cached = &copied.upstream_files[0];
     let target = alpine_registry::open(Config::load_file_only(&first_file).unwrap())
         .await

@@ -148,8 +148,8 @@ async fn copy(
     Ok(())
 }
 
-/// Every blob the package rows and the files cached of remote repositories reference,
-/// with its size; rows that disagree on a blob's size make the source inconsistent.
+/// Every blob the package rows, the files cached of remote repositories and the histories
+/// of virtual repositories reference, with its size; rows that disagree on a blob's size make the source inconsistent.
 fn referenced_blobs(dump: &Dump) -> anyhow::Result<BTreeMap<String, u64>> {
     let packages = dump
         .packages
@@ -162,9 +162,19 @@ fn referenced_blobs(dump: &Dump) -> anyhow::Result<BTreeMap<String, u64>> {
         );
         (row, &f.sha256, f.size)
     });
+    // A file a virtual repository's history names keeps its blob after its package went;
+    // its size is the `S:` of the entry it was listed with.
+    let served = dump.served_history.iter().filter_map(|h| {
+        let sha256 = h.sha256.as_ref()?;
+        let size = crate::apk::index::parse_stanza(&h.stanza)
+            .size
+            .map_or(-1, |size| i64::try_from(size).unwrap_or(-1));
+        Some((format!("history row {}", h.id), sha256, size))
+    });
     let mut blobs = BTreeMap::new();
-    for (row, sha256, size) in packages.chain(cached) {
-        let size = u64::try_from(size).with_context(|| format!("{row} has a negative size"))?;
+    for (row, sha256, size) in packages.chain(cached).chain(served) {
+        let size =
+            u64::try_from(size).with_context(|| format!("{row} has no size or a negative one"))?;
         if let Some(other) = blobs.insert(sha256.clone(), size) {
             if other != size {
                 bail!(

@@ -186,6 +186,58 @@ pub struct UpstreamRow {
     pub refresh_secs: i64,
 }
 
+/// A `virtuals` row: the repository is virtual.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct VirtualRow {
+    pub repository_id: i64,
+}
+
+/// A `virtual_members` row: a member of a virtual repository, at its position.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct VirtualMemberRow {
+    pub repository_id: i64,
+    pub position: i64,
+    pub member_id: i64,
+}
+
+/// A `virtual_indexes` row: a virtual repository's index of one architecture as built.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct VirtualIndexRow {
+    pub repository_id: i64,
+    pub arch: String,
+    pub fingerprint: String,
+    pub content: Vec<u8>,
+    pub sha256: String,
+    pub adb: Option<Vec<u8>>,
+    pub adb_sha256: Option<String>,
+    pub adb_error: Option<String>,
+    pub entries: i64,
+    pub modified_ms: i64,
+    pub built_ms: i64,
+}
+
+/// A `served_history` row: a file a remote or virtual repository listed, and when.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ServedHistoryRow {
+    pub id: i64,
+    pub repository_id: i64,
+    pub arch: String,
+    pub filename: String,
+    pub stanza: String,
+    pub member_id: i64,
+    pub sha256: Option<String>,
+    pub first_ms: i64,
+    pub last_ms: Option<i64>,
+}
+
+/// A `snapshots` row: a named moment of a repository's history.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SnapshotRow {
+    pub repository_id: i64,
+    pub name: String,
+    pub at_ms: i64,
+}
+
 /// An `upstream_files` row: a package file cached from upstream (its blob is copied with
 /// the packages' blobs).
 pub type UpstreamFileRow = super::UpstreamFile;
@@ -210,6 +262,11 @@ pub struct Dump {
     pub upstreams: Vec<UpstreamRow>,
     pub upstream_indexes: Vec<UpstreamIndexRow>,
     pub upstream_files: Vec<UpstreamFileRow>,
+    pub virtuals: Vec<VirtualRow>,
+    pub virtual_members: Vec<VirtualMemberRow>,
+    pub virtual_indexes: Vec<VirtualIndexRow>,
+    pub served_history: Vec<ServedHistoryRow>,
+    pub snapshots: Vec<SnapshotRow>,
     /// The highest repository id ever handed out (removed repositories included), so
     /// that the target never hands out a removed repository's id either.
     pub last_repository_id: i64,
@@ -234,6 +291,11 @@ impl Dump {
             upstreams: n(self.upstreams.len()),
             upstream_indexes: n(self.upstream_indexes.len()),
             upstream_files: n(self.upstream_files.len()),
+            virtuals: n(self.virtuals.len()),
+            virtual_members: n(self.virtual_members.len()),
+            virtual_indexes: n(self.virtual_indexes.len()),
+            served_history: n(self.served_history.len()),
+            snapshots: n(self.snapshots.len()),
         }
     }
 }
@@ -255,11 +317,16 @@ pub struct TableCounts {
     pub upstreams: i64,
     pub upstream_indexes: i64,
     pub upstream_files: i64,
+    pub virtuals: i64,
+    pub virtual_members: i64,
+    pub virtual_indexes: i64,
+    pub served_history: i64,
+    pub snapshots: i64,
 }
 
 impl TableCounts {
     /// Each table's name with its count, in the order rows are copied.
-    pub fn tables(&self) -> [(&'static str, i64); 14] {
+    pub fn tables(&self) -> [(&'static str, i64); 19] {
         [
             ("users", self.users),
             ("owners", self.owners),
@@ -275,7 +342,43 @@ impl TableCounts {
             ("upstreams", self.upstreams),
             ("upstream_indexes", self.upstream_indexes),
             ("upstream_files", self.upstream_files),
+            ("virtuals", self.virtuals),
+            ("virtual_members", self.virtual_members),
+            ("virtual_indexes", self.virtual_indexes),
+            ("served_history", self.served_history),
+            ("snapshots", self.snapshots),
         ]
+    }
+
+    /// The count of `table`, one of `tables`' names.
+    fn count_mut(&mut self, table: &str) -> Option<&mut i64> {
+        Some(match table {
+            "users" => &mut self.users,
+            "owners" => &mut self.owners,
+            "owner_members" => &mut self.members,
+            "tokens" => &mut self.tokens,
+            "signing_keys" => &mut self.signing_keys,
+            "repositories" => &mut self.repositories,
+            "packages" => &mut self.packages,
+            "indexes" => &mut self.indexes,
+            "retention_rules" => &mut self.retention_rules,
+            "webhooks" => &mut self.webhooks,
+            "owner_keyrings" => &mut self.owner_keyrings,
+            "upstreams" => &mut self.upstreams,
+            "upstream_indexes" => &mut self.upstream_indexes,
+            "upstream_files" => &mut self.upstream_files,
+            "virtuals" => &mut self.virtuals,
+            "virtual_members" => &mut self.virtual_members,
+            "virtual_indexes" => &mut self.virtual_indexes,
+            "served_history" => &mut self.served_history,
+            "snapshots" => &mut self.snapshots,
+            _ => return None,
+        })
+    }
+
+    /// Sets the count of `table`, one of `tables`' names.
+    pub(super) fn set(&mut self, table: &str, count: i64) {
+        *self.count_mut(table).expect("a table TableCounts lists") = count;
     }
 
     pub fn is_empty(&self) -> bool {
@@ -334,68 +437,17 @@ pub(super) const EXPORT_UPSTREAM_INDEXES: &str = "SELECT repository_id, arch, co
      signed_keys, signed_ms FROM upstream_indexes ORDER BY repository_id, arch";
 pub(super) const EXPORT_UPSTREAM_FILES: &str = "SELECT repository_id, arch, filename, sha256, \
      size, checksum, stored_ms FROM upstream_files ORDER BY repository_id, arch, filename";
-
-/// Rows per table, in the order of `TableCounts::tables`.
-pub(super) const TABLE_COUNTS: &str = "SELECT (SELECT COUNT(*) FROM users), \
-     (SELECT COUNT(*) FROM owners), (SELECT COUNT(*) FROM owner_members), \
-     (SELECT COUNT(*) FROM tokens), (SELECT COUNT(*) FROM signing_keys), \
-     (SELECT COUNT(*) FROM repositories), (SELECT COUNT(*) FROM packages), \
-     (SELECT COUNT(*) FROM indexes), (SELECT COUNT(*) FROM retention_rules), \
-     (SELECT COUNT(*) FROM webhooks), (SELECT COUNT(*) FROM owner_keyrings), \
-     (SELECT COUNT(*) FROM upstreams), (SELECT COUNT(*) FROM upstream_indexes), \
-     (SELECT COUNT(*) FROM upstream_files)";
-
-pub(super) type CountsRow = (
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-);
-
-pub(super) fn table_counts_from(row: CountsRow) -> TableCounts {
-    let (
-        users,
-        owners,
-        members,
-        tokens,
-        signing_keys,
-        repositories,
-        packages,
-        indexes,
-        retention_rules,
-        webhooks,
-        owner_keyrings,
-        upstreams,
-        upstream_indexes,
-        upstream_files,
-    ) = row;
-    TableCounts {
-        users,
-        owners,
-        members,
-        tokens,
-        signing_keys,
-        repositories,
-        packages,
-        indexes,
-        retention_rules,
-        webhooks,
-        owner_keyrings,
-        upstreams,
-        upstream_indexes,
-        upstream_files,
-    }
-}
+pub(super) const EXPORT_VIRTUALS: &str =
+    "SELECT repository_id FROM virtuals ORDER BY repository_id";
+pub(super) const EXPORT_VIRTUAL_MEMBERS: &str = "SELECT repository_id, position, member_id \
+     FROM virtual_members ORDER BY repository_id, position";
+pub(super) const EXPORT_VIRTUAL_INDEXES: &str = "SELECT repository_id, arch, fingerprint, \
+     content, sha256, adb, adb_sha256, adb_error, entries, modified_ms, built_ms \
+     FROM virtual_indexes ORDER BY repository_id, arch";
+pub(super) const EXPORT_SERVED_HISTORY: &str = "SELECT id, repository_id, arch, filename, \
+     stanza, member_id, sha256, first_ms, last_ms FROM served_history ORDER BY id";
+pub(super) const EXPORT_SNAPSHOTS: &str =
+    "SELECT repository_id, name, at_ms FROM snapshots ORDER BY repository_id, name";
 
 /// `export` and `import` but for what differs between the backends (the transaction, the
 /// last repository id, the identity sequences), for the backend `$db` (a macro: the
@@ -435,6 +487,17 @@ macro_rules! dump_functions {
                 upstream_files: sqlx::query_as(EXPORT_UPSTREAM_FILES)
                     .fetch_all(&mut **tx)
                     .await?,
+                virtuals: sqlx::query_as(EXPORT_VIRTUALS).fetch_all(&mut **tx).await?,
+                virtual_members: sqlx::query_as(EXPORT_VIRTUAL_MEMBERS)
+                    .fetch_all(&mut **tx)
+                    .await?,
+                virtual_indexes: sqlx::query_as(EXPORT_VIRTUAL_INDEXES)
+                    .fetch_all(&mut **tx)
+                    .await?,
+                served_history: sqlx::query_as(EXPORT_SERVED_HISTORY)
+                    .fetch_all(&mut **tx)
+                    .await?,
+                snapshots: sqlx::query_as(EXPORT_SNAPSHOTS).fetch_all(&mut **tx).await?,
                 last_repository_id,
             })
         }
@@ -443,9 +506,14 @@ macro_rules! dump_functions {
         pub(super) async fn count_rows(
             tx: &mut sqlx::Transaction<'static, $db>,
         ) -> $crate::store::StoreResult<$crate::store::TableCounts> {
-            use $crate::store::dump::*;
-            let row: CountsRow = sqlx::query_as(TABLE_COUNTS).fetch_one(&mut **tx).await?;
-            Ok(table_counts_from(row))
+            let mut counts = $crate::store::TableCounts::default();
+            for (table, _) in $crate::store::TableCounts::default().tables() {
+                let count: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+                    .fetch_one(&mut **tx)
+                    .await?;
+                counts.set(table, count);
+            }
+            Ok(counts)
         }
 
         /// Inserts every row of `dump` with its ids in `tx`, parents first; refuses a
@@ -675,6 +743,71 @@ macro_rules! dump_functions {
                 .bind(file.size)
                 .bind(&file.checksum)
                 .bind(file.stored_ms)
+                .execute(&mut **tx)
+                .await?;
+            }
+            for row in &dump.virtuals {
+                sqlx::query("INSERT INTO virtuals (repository_id) VALUES ($1)")
+                    .bind(row.repository_id)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            for row in &dump.virtual_members {
+                sqlx::query(
+                    "INSERT INTO virtual_members (repository_id, position, member_id) \
+                     VALUES ($1, $2, $3)",
+                )
+                .bind(row.repository_id)
+                .bind(row.position)
+                .bind(row.member_id)
+                .execute(&mut **tx)
+                .await?;
+            }
+            for row in &dump.virtual_indexes {
+                sqlx::query(
+                    "INSERT INTO virtual_indexes (repository_id, arch, fingerprint, content, \
+                     sha256, adb, adb_sha256, adb_error, entries, modified_ms, built_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                )
+                .bind(row.repository_id)
+                .bind(&row.arch)
+                .bind(&row.fingerprint)
+                .bind(&row.content)
+                .bind(&row.sha256)
+                .bind(&row.adb)
+                .bind(&row.adb_sha256)
+                .bind(&row.adb_error)
+                .bind(row.entries)
+                .bind(row.modified_ms)
+                .bind(row.built_ms)
+                .execute(&mut **tx)
+                .await?;
+            }
+            for row in &dump.served_history {
+                sqlx::query(
+                    "INSERT INTO served_history (id, repository_id, arch, filename, stanza, \
+                     member_id, sha256, first_ms, last_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(row.id)
+                .bind(row.repository_id)
+                .bind(&row.arch)
+                .bind(&row.filename)
+                .bind(&row.stanza)
+                .bind(row.member_id)
+                .bind(&row.sha256)
+                .bind(row.first_ms)
+                .bind(row.last_ms)
+                .execute(&mut **tx)
+                .await?;
+            }
+            for row in &dump.snapshots {
+                sqlx::query(
+                    "INSERT INTO snapshots (repository_id, name, at_ms) VALUES ($1, $2, $3)",
+                )
+                .bind(row.repository_id)
+                .bind(&row.name)
+                .bind(row.at_ms)
                 .execute(&mut **tx)
                 .await?;
             }

@@ -27,7 +27,8 @@ pub use catalog::{
 pub use dependencies::{Dependent, NameProvider};
 pub use dump::{
     Dump, IndexRow, MemberRow, OwnerKeyringRow, OwnerRow, PackageRow, RepositoryRow,
-    RetentionRuleRow, SigningKeyRow, TableCounts, TokenRow, UpstreamRow, UserRow, WebhookRow,
+    RetentionRuleRow, ServedHistoryRow, SigningKeyRow, SnapshotRow, TableCounts, TokenRow,
+    UpstreamRow, UserRow, VirtualIndexRow, VirtualMemberRow, VirtualRow, WebhookRow,
 };
 pub use history::{HistoryChange, ServedFile, ServedRow, Snapshot};
 pub use keys::{Retirement, SigningKeyRecord};

@@ -2416,7 +2416,8 @@ impl Store for PostgresStore {
         // Nobody else writes until the copy commits, so the database stays empty but for it.
         sqlx::query(
             "LOCK TABLE users, owners, owner_members, tokens, signing_keys, repositories, \
-             packages, indexes, owner_keyrings, upstreams IN SHARE ROW EXCLUSIVE MODE",
+             packages, indexes, owner_keyrings, upstreams, virtuals, served_history \
+             IN SHARE ROW EXCLUSIVE MODE",
         )
         .execute(&mut *tx)
         .await?;
@@ -2431,6 +2432,7 @@ impl Store for PostgresStore {
             "packages",
             "signing_keys",
             "webhooks",
+            "served_history",
         ] {
             sqlx::query(&format!(
                 "SELECT setval(pg_get_serial_sequence('{table}', 'id'), \
