@@ -548,6 +548,97 @@ async fn head_ignores_range() {
     server.stop().await;
 }
 
+/// A package of `size` bytes or a little more, its content incompressible: larger than
+/// what is read whole into memory (64 KiB), so the filesystem store serves it from a
+/// mapping of its file, in slices.
+fn large_package(size: usize) -> Vec<u8> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let payload: Vec<u8> = (0..size)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    PackageBuilder::new("large", "1.0-r0", "x86_64")
+        .file("usr/share/large/data", &payload)
+        .build()
+}
+
+#[tokio::test]
+async fn a_large_package_is_sent_byte_for_byte() {
+    let server = TestServer::start().await;
+    let bytes = large_package(4 << 20);
+    let path = publish(&server, bytes.clone()).await;
+    // Twice: the second answer is not one kept from the first.
+    for _ in 0..2 {
+        assert_full(&get(&server, &path, &[]).await, &bytes);
+    }
+    let head = request(&server, reqwest::Method::HEAD, &path, &[]).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(
+        head.content_length.as_deref(),
+        Some(bytes.len().to_string().as_str())
+    );
+    assert!(head.body.is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn ranges_of_a_large_package_are_exact() {
+    let server = TestServer::start().await;
+    let bytes = large_package(1 << 20);
+    let path = publish(&server, bytes.clone()).await;
+    let len = bytes.len();
+    // Short ranges (read whole) and long ones (mapped), starting on and off page
+    // boundaries, across the 256 KiB chunks an answer is sent in, and to the last byte.
+    for (first, last) in [
+        (0, 0),
+        (len - 1, len - 1),
+        ((256 << 10) - 10, (256 << 10) + 10),
+        (4096, 4096 + (100 << 10)),
+        (100_001, 700_000),
+        (1, len - 2),
+        (len - 70_000, len - 1),
+    ] {
+        let range = format!("bytes={first}-{last}");
+        assert_partial(
+            &get(&server, &path, &[("Range", &range)]).await,
+            &bytes,
+            first,
+            last,
+        );
+    }
+    let answer = get(&server, &path, &[("Range", "bytes=-300000")]).await;
+    assert_partial(&answer, &bytes, len - 300_000, len - 1);
+    let answer = get(&server, &path, &[("Range", "bytes=500000-")]).await;
+    assert_partial(&answer, &bytes, 500_000, len - 1);
+    let answer = get(&server, &path, &[("Range", &format!("bytes={len}-"))]).await;
+    assert_eq!(answer.status, 416);
+    assert_eq!(
+        answer.content_range.as_deref(),
+        Some(format!("bytes */{len}").as_str())
+    );
+    // If-Range: the current ETag gets the range, any other the whole file.
+    let etag = get(&server, &path, &[]).await.etag.unwrap();
+    let answer = get(
+        &server,
+        &path,
+        &[("If-Range", &etag), ("Range", "bytes=200000-")],
+    )
+    .await;
+    assert_partial(&answer, &bytes, 200_000, len - 1);
+    let answer = get(
+        &server,
+        &path,
+        &[("If-Range", "\"other\""), ("Range", "bytes=200000-")],
+    )
+    .await;
+    assert_full(&answer, &bytes);
+    server.stop().await;
+}
+
 /// Downloads are answered from memory between changes; a change another process commits
 /// to the same database (the CLI making an owner private, removing a repository) reaches
 /// them within moments, and once seen is never undone.

@@ -2,6 +2,7 @@
 //! uploads on their way in.
 
 mod fs;
+mod mapped;
 mod s3;
 mod s3_http;
 pub mod small;
@@ -37,6 +38,11 @@ pub struct BlobReader {
     /// The same range already in memory, when the store read it whole (small ranges):
     /// served as it is, with no stream to drive.
     pub bytes: Option<bytes::Bytes>,
+    /// The same range as a mapping of the stored file (the filesystem store's longer
+    /// ranges): its pages are the kernel's page cache, read where they are by whoever
+    /// writes them out. Not memory of the process's own, so never kept as if it were.
+    /// Shorter than the range only when the file is shorter than asked for.
+    pub mapped: Option<bytes::Bytes>,
 }
 
 impl BlobReader {
@@ -45,6 +51,7 @@ impl BlobReader {
             size,
             body: Box::pin(body),
             bytes: None,
+            mapped: None,
         }
     }
 
@@ -53,6 +60,16 @@ impl BlobReader {
             size,
             body: Box::pin(std::io::Cursor::new(bytes.clone())),
             bytes: Some(bytes),
+            mapped: None,
+        }
+    }
+
+    pub fn mapped(size: u64, mapped: bytes::Bytes) -> BlobReader {
+        BlobReader {
+            size,
+            body: Box::pin(std::io::Cursor::new(mapped.clone())),
+            bytes: None,
+            mapped: Some(mapped),
         }
     }
 }
