@@ -1,29 +1,20 @@
 //! PNG line charts. plotters draws the lines and points on its bitmap backend; text is
-//! drawn here with ab_glyph, antialiased, from DejaVu Sans cut down to the characters the
-//! charts use (`fonts/`, with its license), embedded in the binary: no font found on the
-//! system, no fontconfig or freetype (plotters' own text needs them).
+//! drawn here from the 8×8 bitmap font of the `font8x8` crate, so no font file, fontconfig
+//! or freetype is needed (plotters' own text needs one).
 
 use std::path::Path;
 
-use ab_glyph::{point, Font, FontRef, PxScale, ScaleFont};
+use font8x8::UnicodeFonts;
 use plotters::prelude::*;
 
 const WIDTH: u32 = 900;
 const HEIGHT: u32 = 560;
-const LEFT: i32 = 90;
+/// Pixels per font pixel.
+const SCALE: i32 = 2;
+const LEFT: i32 = 110;
 const RIGHT: i32 = 30;
-const TOP: i32 = 70;
-const BOTTOM: i32 = 70;
-/// Text sizes in pixels.
-const TITLE: f32 = 22.0;
-const LABEL: f32 = 16.0;
-const TICK: f32 = 14.0;
-
-static FONT: &[u8] = include_bytes!("fonts/DejaVuSans-subset.ttf");
-
-fn font() -> FontRef<'static> {
-    FontRef::try_from_slice(FONT).expect("the committed font parses")
-}
+const TOP: i32 = 60;
+const BOTTOM: i32 = 80;
 
 pub struct Series {
     pub name: String,
@@ -31,68 +22,36 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
-/// Width of `s` at `size` pixels, kerning included.
-fn text_width(s: &str, size: f32) -> i32 {
-    let font = font();
-    let scaled = font.as_scaled(PxScale::from(size));
-    let mut width = 0.0;
-    let mut last = None;
-    for c in s.chars() {
-        let id = scaled.glyph_id(c);
-        if let Some(last) = last {
-            width += scaled.kern(last, id);
-        }
-        width += scaled.h_advance(id);
-        last = Some(id);
-    }
-    width.ceil() as i32
-}
-
-/// Draws `text` at `size` pixels with the top of its line at (x, y), each pixel blended
-/// by its coverage.
+/// Draws `text` with its top-left corner at (x, y).
 fn text<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     x: i32,
     y: i32,
     s: &str,
-    size: f32,
     color: &RGBColor,
 ) -> anyhow::Result<()> {
-    let font = font();
-    let scaled = font.as_scaled(PxScale::from(size));
-    let baseline = y as f32 + scaled.ascent();
-    let mut caret = x as f32;
-    let mut last = None;
-    let mut failed = None;
-    for c in s.chars() {
-        let id = scaled.glyph_id(c);
-        if let Some(last) = last {
-            caret += scaled.kern(last, id);
+    for (i, c) in s.chars().enumerate() {
+        let glyph = font8x8::BASIC_FONTS.get(c).unwrap_or([0; 8]);
+        for (row, bits) in glyph.iter().enumerate() {
+            for col in 0..8 {
+                if bits & (1 << col) == 0 {
+                    continue;
+                }
+                let px = x + (i as i32 * 8 + col) * SCALE;
+                let py = y + row as i32 * SCALE;
+                area.draw(&Rectangle::new(
+                    [(px, py), (px + SCALE - 1, py + SCALE - 1)],
+                    color.filled(),
+                ))
+                .map_err(|e| anyhow::anyhow!("drawing: {e}"))?;
+            }
         }
-        let glyph = id.with_scale_and_position(size, point(caret, baseline));
-        caret += scaled.h_advance(id);
-        last = Some(id);
-        let Some(outline) = font.outline_glyph(glyph) else {
-            continue; // a space
-        };
-        let bounds = outline.px_bounds();
-        outline.draw(|gx, gy, coverage| {
-            if coverage <= 0.0 || failed.is_some() {
-                return;
-            }
-            let at = (
-                bounds.min.x as i32 + gx as i32,
-                bounds.min.y as i32 + gy as i32,
-            );
-            if let Err(e) = area.draw_pixel(at, &color.mix(coverage.min(1.0) as f64)) {
-                failed = Some(e.to_string());
-            }
-        });
     }
-    match failed {
-        Some(e) => Err(anyhow::anyhow!("drawing text: {e}")),
-        None => Ok(()),
-    }
+    Ok(())
+}
+
+fn text_width(s: &str) -> i32 {
+    s.chars().count() as i32 * 8 * SCALE
 }
 
 /// A round step giving about `n` ticks over `span`.
@@ -159,14 +118,7 @@ pub fn line_chart(
             .map_err(err)?;
         let (px, py) = pos(&chart, x, 0.0);
         let l = label(x);
-        text(
-            &root,
-            px - text_width(&l, TICK) / 2,
-            py + 8,
-            &l,
-            TICK,
-            &BLACK,
-        )?;
+        text(&root, px - text_width(&l) / 2, py + 8, &l, &BLACK)?;
         x += x_step;
     }
     let mut y = 0.0;
@@ -176,14 +128,7 @@ pub fn line_chart(
             .map_err(err)?;
         let (px, py) = pos(&chart, 0.0, y);
         let l = label(y);
-        text(
-            &root,
-            px - text_width(&l, TICK) - 10,
-            py - (TICK * 0.6) as i32,
-            &l,
-            TICK,
-            &BLACK,
-        )?;
+        text(&root, px - text_width(&l) - 8, py - 8, &l, &BLACK)?;
         y += y_step;
     }
     chart
@@ -206,33 +151,25 @@ pub fn line_chart(
     }
     // Title, axis names, legend.
     let w = WIDTH as i32;
+    text(&root, (w - text_width(title)) / 2, 8, title, &BLACK)?;
     text(
         &root,
-        (w - text_width(title, TITLE)) / 2,
-        12,
-        title,
-        TITLE,
-        &BLACK,
-    )?;
-    text(
-        &root,
-        LEFT + (w - LEFT - RIGHT - text_width(x_name, LABEL)) / 2,
-        HEIGHT as i32 - 34,
+        LEFT + (w - LEFT - RIGHT - text_width(x_name)) / 2,
+        HEIGHT as i32 - 32,
         x_name,
-        LABEL,
         &BLACK,
     )?;
-    text(&root, 12, TOP - 30, y_name, LABEL, &BLACK)?;
-    let mut ly = TOP + 10;
+    text(&root, 8, TOP - 26, y_name, &BLACK)?;
+    let mut ly = TOP + 8;
     for s in series {
-        let lx = LEFT + 20;
+        let lx = LEFT + 16;
         root.draw(&Rectangle::new(
-            [(lx, ly + 7), (lx + 22, ly + 11)],
+            [(lx, ly + 4), (lx + 20, ly + 10)],
             s.color.filled(),
         ))
         .map_err(err)?;
-        text(&root, lx + 30, ly, &s.name, LABEL, &s.color)?;
-        ly += 24;
+        text(&root, lx + 28, ly, &s.name, &s.color)?;
+        ly += 22;
     }
     root.present().map_err(err)?;
     Ok(())

@@ -3,8 +3,8 @@
 //!
 //! 1. publish latency into a repository of growing size (and the concurrent fill rate);
 //! 2. 32 clients publishing into a fresh repository: publishes/s and index builds;
-//! 3. downloads (packages of 16 KiB, 256 KiB and 4 MiB, the index, a 304 revalidation)
-//!    with wrk, side by side with nginx serving the same files;
+//! 3. downloads (a 16 KiB package, the index, a 304 revalidation) with wrk, side by side
+//!    with nginx serving the same files;
 //! 4. one large upload (1 GiB): time and the server's peak memory;
 //! 5. time from start to ready, and idle memory, on a data directory with N packages;
 //! 6. the catalog: searches, owner and package pages over 3,400 packages with large index
@@ -223,48 +223,6 @@ fn small_package(name: &str) -> Vec<u8> {
             format!("package {name}\n").as_bytes(),
         )
         .build()
-}
-
-/// `16 KiB`, `4 MiB`.
-fn size_label(bytes: usize) -> String {
-    if bytes >= 1 << 20 && bytes % (1 << 20) == 0 {
-        format!("{} MiB", bytes >> 20)
-    } else {
-        format!("{} KiB", bytes >> 10)
-    }
-}
-
-/// A package `name` 1.0-r0 of exactly `size` bytes (when the payload can be trimmed to
-/// it): one file of incompressible content.
-fn sized_package(name: &str, size: usize) -> Vec<u8> {
-    let mut payload = vec![0u8; size + (16 << 10)];
-    rand::rngs::StdRng::seed_from_u64(size as u64).fill_bytes(&mut payload);
-    let build = |len: usize| {
-        PackageBuilder::new(name, "1.0-r0", "x86_64")
-            .file(&format!("usr/share/{name}/data"), &payload[..len])
-            .build()
-    };
-    // The package's own bytes (headers, control member, signature) come on top of the
-    // payload: start a little short and correct by the difference.
-    let mut payload_len = size.saturating_sub(1024);
-    let mut package = build(payload_len);
-    for _ in 0..8 {
-        if package.len() == size {
-            return package;
-        }
-        payload_len = (payload_len as i64 + size as i64 - package.len() as i64) as usize;
-        package = build(payload_len);
-    }
-    // Compression makes the last bytes jump: try the lengths around, one at a time.
-    for delta in 1..=64usize {
-        for len in [payload_len.saturating_sub(delta), payload_len + delta] {
-            let candidate = build(len);
-            if candidate.len() == size {
-                return candidate;
-            }
-        }
-    }
-    package
 }
 
 /// PUTs one package; anything but 201 is an error. Returns the time until the answer.
@@ -722,30 +680,35 @@ impl Bench {
             return Ok(());
         };
         let base = self.server.base.clone();
-        // Packages of 16 KiB (kept in memory by the registry), 256 KiB and 4 MiB (read from
-        // their files): incompressible payload, trimmed until each .apk has its size.
-        let mut files = Vec::new();
-        for size in [16 << 10, 256 << 10, 4 << 20] {
-            let name = format!(
-                "download{}",
-                size_label(size).replace(' ', "").to_lowercase()
-            );
-            let package = sized_package(&name, size);
-            publish(&self.client, &base, MAIN_REPO, package).await?;
-            let path = format!("{MAIN_REPO}/x86_64/{name}-1.0-r0.apk");
-            let (bytes, _) = download(&self.client, &format!("{base}/{path}")).await?;
-            files.push((path, bytes));
+        // A package of 16 KiB: incompressible payload, trimmed until the .apk is 16 KiB.
+        let mut payload_len = 15_500usize;
+        let mut payload = vec![0u8; 32 << 10];
+        rand::rngs::StdRng::seed_from_u64(16).fill_bytes(&mut payload);
+        let build = |len: usize| {
+            PackageBuilder::new("download16k", "1.0-r0", "x86_64")
+                .file("usr/share/download16k/data", &payload[..len])
+                .build()
+        };
+        let mut package = build(payload_len);
+        for _ in 0..8 {
+            if package.len() == 16 << 10 {
+                break;
+            }
+            payload_len = (payload_len as i64 + (16 << 10) - package.len() as i64) as usize;
+            package = build(payload_len);
         }
+        let package_size = package.len();
+        publish(&self.client, &base, MAIN_REPO, package).await?;
+        let package_path = format!("{MAIN_REPO}/x86_64/download16k-1.0-r0.apk");
         let index_path = format!("{MAIN_REPO}/x86_64/APKINDEX.tar.gz");
+        let (package_bytes, _) = download(&self.client, &format!("{base}/{package_path}")).await?;
         let (index_bytes, registry_etag) =
             download(&self.client, &format!("{base}/{index_path}")).await?;
         if registry_etag.is_empty() {
             bail!("the registry sent no ETag for {index_path}");
         }
-        let index_size = index_bytes.len();
-        files.push((index_path.clone(), index_bytes));
         let root = self.dir.path().join("www");
-        for (path, bytes) in &files {
+        for (path, bytes) in [(&package_path, &package_bytes), (&index_path, &index_bytes)] {
             let file = root.join(path);
             std::fs::create_dir_all(file.parent().unwrap())?;
             std::fs::write(&file, bytes)?;
@@ -753,7 +716,7 @@ impl Bench {
         let nginx = downloads::Nginx::start(&nginx_bin, self.dir.path(), &root, &self.client)
             .await
             .context("starting nginx")?;
-        for (path, expected) in &files {
+        for (path, expected) in [(&package_path, &package_bytes), (&index_path, &index_bytes)] {
             let (got, _) = download(&self.client, &format!("{}/{path}", nginx.base)).await?;
             if &got != expected {
                 bail!("nginx serves other bytes than the registry for {path}");
@@ -792,29 +755,26 @@ impl Bench {
         let (threads, connections, secs) =
             (self.o.wrk_threads, self.o.wrk_connections, self.o.wrk_secs);
         self.reset_peak();
-        let mut runs: Vec<_> = files[..files.len() - 1]
-            .iter()
-            .map(|(path, bytes)| {
-                (
-                    format!("{} package (200)", size_label(bytes.len())),
-                    path,
-                    None,
-                    None,
-                )
-            })
-            .collect();
-        runs.push((
-            format!("APKINDEX.tar.gz, {} KiB (200)", index_size >> 10),
-            &index_path,
-            None,
-            None,
-        ));
-        runs.push((
-            "APKINDEX.tar.gz If-None-Match (304)".to_string(),
-            &index_path,
-            Some(format!("If-None-Match: {registry_etag}")),
-            Some(format!("If-None-Match: {nginx_etag}")),
-        ));
+        let runs = [
+            (
+                format!("{} KiB package (200)", package_size >> 10),
+                &package_path,
+                None,
+                None,
+            ),
+            (
+                format!("APKINDEX.tar.gz, {} KiB (200)", index_bytes.len() >> 10),
+                &index_path,
+                None,
+                None,
+            ),
+            (
+                "APKINDEX.tar.gz If-None-Match (304)".to_string(),
+                &index_path,
+                Some(format!("If-None-Match: {registry_etag}")),
+                Some(format!("If-None-Match: {nginx_etag}")),
+            ),
+        ];
         let mut socket_errors = Vec::new();
         for (what, path, registry_header, nginx_header) in runs {
             println!("wrk -t{threads} -c{connections} -d{secs}s: {what} ...");

@@ -1,7 +1,6 @@
 //! Filesystem blob store: `<root>/sha256/<ab>/<abcdef…>`, written by rename after fsync.
 //! Uploads are staged in `<root>/.staging`, on the blobs' filesystem, so that the rename
-//! never crosses filesystems. A stored file is never written again, which is what lets
-//! long ranges be read through a mapping of it.
+//! never crosses filesystems.
 
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
@@ -11,11 +10,10 @@ use tokio::task::JoinHandle;
 
 use super::*;
 
-/// Ranges up to this size are read whole into memory in one go; longer ones are mapped
-/// (streamed when mapping fails). No more than the memory cache keeps
-/// (`small::MAX_FILE`): a client that stops reading holds a whole read as long as its
-/// connection lasts, while a mapping holds no memory of the process's own and a stream's
-/// chunks are bounded (`http::chunks`).
+/// Ranges up to this size are read whole into memory in one go; longer ones stream. No
+/// more than the memory cache keeps (`small::MAX_FILE`): a client that stops reading
+/// holds a whole read as long as its connection lasts, while a stream's chunks are
+/// bounded (`http::chunks`).
 const READ_WHOLE: u64 = super::small::MAX_FILE;
 
 /// Name of the staging directory under the root; not a shard name, so `list` never
@@ -25,8 +23,6 @@ const STAGING: &str = ".staging";
 pub struct FsBlobStore {
     root: PathBuf,
     staging: PathBuf,
-    /// Blobs mapped for the downloads under way.
-    mappings: super::mapped::Mappings,
 }
 
 /// The token of a staged upload: the staging directory of the store that made it.
@@ -38,11 +34,7 @@ impl FsBlobStore {
         let staging = root.join(STAGING);
         std::fs::create_dir_all(root.join("sha256"))?;
         std::fs::create_dir_all(&staging)?;
-        Ok(FsBlobStore {
-            root,
-            staging,
-            mappings: Default::default(),
-        })
+        Ok(FsBlobStore { root, staging })
     }
 
     fn path(&self, sha256: &str) -> BlobResult<PathBuf> {
@@ -234,30 +226,18 @@ impl BlobStore for FsBlobStore {
             let (size, bytes) = read.map_err(not_found(sha256))?;
             return Ok(BlobReader::in_memory(size, bytes.into()));
         }
-        let range = |whole: bytes::Bytes| {
-            let end = offset.saturating_add(len).min(whole.len() as u64) as usize;
-            BlobReader::mapped(
-                whole.len() as u64,
-                whole.slice((offset as usize).min(end)..end),
-            )
-        };
-        if let Some(whole) = self.mappings.shared(sha256) {
-            return Ok(range(whole));
-        }
-        // Opened and mapped on the calling thread, as a worker of nginx opens a file it
-        // sends: a trip to the blocking pool costs more than the open of a file whose
-        // directory entry is cached, and the answer is written from this thread anyway.
-        let mut file = std::fs::File::open(&path).map_err(not_found(sha256))?;
-        let size = file.metadata()?.len();
-        match self.mappings.map(sha256, &file, size) {
-            // The descriptor is closed here: the mapping does not need it.
-            Ok(whole) => return Ok(range(whole)),
-            // Out of mappings (vm.max_map_count) or a filesystem that cannot map: read it.
-            Err(e) => tracing::debug!(error = %e, "mapping a blob failed; streaming it"),
-        }
-        if offset > 0 {
-            std::io::Seek::seek(&mut file, SeekFrom::Start(offset))?;
-        }
+        let opened = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            use std::io::Seek;
+            let mut file = std::fs::File::open(&path)?;
+            let size = file.metadata()?.len();
+            if offset > 0 {
+                file.seek(SeekFrom::Start(offset))?;
+            }
+            Ok((file, size))
+        })
+        .await
+        .map_err(std::io::Error::other)?;
+        let (file, size) = opened.map_err(not_found(sha256))?;
         Ok(BlobReader::streaming(
             size,
             FileRange {

@@ -2,7 +2,6 @@
 //! uploads on their way in.
 
 mod fs;
-mod mapped;
 mod s3;
 mod s3_http;
 pub mod small;
@@ -38,11 +37,6 @@ pub struct BlobReader {
     /// The same range already in memory, when the store read it whole (small ranges):
     /// served as it is, with no stream to drive.
     pub bytes: Option<bytes::Bytes>,
-    /// The same range as a mapping of the stored file (the filesystem store's longer
-    /// ranges): its pages are the kernel's page cache, read where they are by whoever
-    /// writes them out. Not memory of the process's own, so never kept as if it were.
-    /// Shorter than the range only when the file is shorter than asked for.
-    pub mapped: Option<bytes::Bytes>,
 }
 
 impl BlobReader {
@@ -51,7 +45,6 @@ impl BlobReader {
             size,
             body: Box::pin(body),
             bytes: None,
-            mapped: None,
         }
     }
 
@@ -60,16 +53,6 @@ impl BlobReader {
             size,
             body: Box::pin(std::io::Cursor::new(bytes.clone())),
             bytes: Some(bytes),
-            mapped: None,
-        }
-    }
-
-    pub fn mapped(size: u64, mapped: bytes::Bytes) -> BlobReader {
-        BlobReader {
-            size,
-            body: Box::pin(std::io::Cursor::new(mapped.clone())),
-            bytes: None,
-            mapped: Some(mapped),
         }
     }
 }

@@ -1,15 +1,9 @@
 //! The chunks package files are sent in, and the memory they may hold. A chunk stays in
 //! memory until the connection has written it, which is as long as its client takes: a
 //! client that stops reading keeps its last chunk until the send timeout ends the
-//! connection. So large chunks of a stream (S3), which keep reads few, come from a
-//! process-wide budget (`server.download_buffer_bytes`, counted until each chunk is
-//! written); with the budget spent, files are read in small chunks.
-//!
-//! A file mapped from the filesystem store needs no budget: its slices are views of the
-//! page cache, which the kernel copies into the socket, and hold no memory of the
-//! process's own. They are handed out as large chunks all the same, so that an answer
-//! hands hyper something at the pace a stream does and the send timeout judges both
-//! alike.
+//! connection. So large chunks, which keep file reads (each a trip to the blocking pool)
+//! few, come from a process-wide budget (`server.download_buffer_bytes`, counted until
+//! each chunk is written); with the budget spent, files are read in small chunks.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -156,47 +150,6 @@ impl Stream for Chunks {
     }
 }
 
-/// The `len` bytes of a mapped range as chunks of `LARGE` bytes (slices, no copies); an
-/// error at the end when the mapping is shorter (its file is shorter than its row says),
-/// as `Chunks` ends such a file.
-pub struct Slices {
-    rest: Bytes,
-    left: u64,
-}
-
-impl Slices {
-    pub fn new(mapped: Bytes, len: u64) -> Slices {
-        Slices {
-            rest: mapped,
-            left: len,
-        }
-    }
-}
-
-impl Stream for Slices {
-    type Item = std::io::Result<Bytes>;
-
-    fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.left == 0 {
-            return Poll::Ready(None);
-        }
-        if self.rest.is_empty() {
-            self.left = 0;
-            return Poll::Ready(Some(Err(std::io::ErrorKind::UnexpectedEof.into())));
-        }
-        let n = self.rest.len().min(LARGE);
-        let n = usize::try_from(self.left).map_or(n, |left| left.min(n));
-        let chunk = self.rest.split_to(n);
-        self.left -= n as u64;
-        Poll::Ready(Some(Ok(chunk)))
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        let chunks = usize::try_from(self.left.div_ceil(LARGE as u64)).unwrap_or(usize::MAX);
-        (chunks, Some(chunks))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,28 +181,6 @@ mod tests {
         assert_eq!(budget.used(), LARGE - SMALL);
         drop(d);
         assert_eq!(budget.used(), 0);
-    }
-
-    #[tokio::test]
-    async fn mapped_ranges_are_sliced_without_the_budget() {
-        let bytes = Bytes::from((0..LARGE * 2 + 10).map(|i| i as u8).collect::<Vec<_>>());
-        let slices: Vec<Bytes> = Slices::new(bytes.clone(), bytes.len() as u64)
-            .map(|chunk| chunk.unwrap())
-            .collect()
-            .await;
-        let lens: Vec<usize> = slices.iter().map(Bytes::len).collect();
-        assert_eq!(lens, [LARGE, LARGE, 10]);
-        assert_eq!(slices.concat(), bytes);
-        // Views of the same bytes, not copies.
-        assert_eq!(slices[1].as_ptr(), bytes[LARGE..].as_ptr());
-    }
-
-    #[tokio::test]
-    async fn a_mapped_file_shorter_than_its_row_says_is_an_error() {
-        let mut slices = Slices::new(Bytes::from(vec![7u8; 10]), 20);
-        assert_eq!(slices.next().await.unwrap().unwrap().len(), 10);
-        assert!(slices.next().await.unwrap().is_err());
-        assert!(slices.next().await.is_none());
     }
 
     #[tokio::test]

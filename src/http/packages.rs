@@ -389,15 +389,9 @@ pub(super) async fn serve_blob(
         }
         None => {
             let blob = state.blobs.open_range(sha256, start, len).await?;
-            match (blob.bytes, blob.mapped) {
-                (Some(bytes), _) => (Body::from(bytes.clone()), Some(bytes)),
-                // A mapping is not kept with the answers in memory: it is not memory of
-                // the process's own, and keeping it would keep its file's pages mapped.
-                (None, Some(mapped)) => (
-                    Body::from_stream(super::chunks::Slices::new(mapped, len)),
-                    None,
-                ),
-                (None, None) => (
+            match blob.bytes {
+                Some(bytes) => (Body::from(bytes.clone()), Some(bytes)),
+                None => (
                     Body::from_stream(super::chunks::Chunks::new(
                         blob.body,
                         len,
