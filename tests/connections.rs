@@ -353,6 +353,43 @@ async fn http2_prior_knowledge_requests_are_served() {
     server.stop().await;
 }
 
+/// A package over 64 KiB is sent from a mapping of its file (with sendfile on Linux): over
+/// HTTP/2 its bytes go out in DATA frames, each behind a frame header, and must arrive
+/// byte for byte all the same.
+#[tokio::test]
+async fn http2_downloads_of_large_packages_are_exact() {
+    let server = TestServer::start().await;
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let payload: Vec<u8> = (0..(1 << 20) + 12_345)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let body = alpine_registry::apk::builder::PackageBuilder::new("large", "1.0-r0", "x86_64")
+        .file("usr/share/large/data", &payload)
+        .build();
+    assert_eq!(
+        server
+            .put_admin("/admin/v3.21/main", body.clone())
+            .await
+            .status(),
+        201
+    );
+    let (status, version, download) =
+        http2_get(server.addr, "/admin/v3.21/main/x86_64/large-1.0-r0.apk").await;
+    assert_eq!((status, version), (200, hyper::Version::HTTP_2));
+    assert!(
+        download == body,
+        "{} bytes, {} sent",
+        download.len(),
+        body.len()
+    );
+    server.stop().await;
+}
+
 /// Opens a connection from `source` with a request in flight: a form POST whose body the
 /// server has asked for (`100 Continue`) and never gets.
 async fn busy_from(source: Ipv4Addr, server: SocketAddr) -> TcpStream {

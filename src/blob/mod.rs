@@ -2,7 +2,7 @@
 //! uploads on their way in.
 
 mod fs;
-mod mapped;
+pub(crate) mod mapped;
 mod s3;
 mod s3_http;
 pub mod small;

@@ -15,6 +15,7 @@
 
 mod idle;
 mod limits;
+mod socket;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -421,7 +422,7 @@ impl Connection {
         // Without upgrades: nothing here upgrades, and an upgraded connection would leave
         // these caps and timeouts behind.
         let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection(TokioIo::new(socket::Socket(stream)), service)
             .into_owned();
         async move {
             let _slot = slot;
